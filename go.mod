@@ -15,6 +15,7 @@ require (
 	github.com/smartwalle/nsign v1.0.9 // indirect
 	github.com/wechatpay-apiv3/wechatpay-go v0.2.21 // indirect
 	go.etcd.io/bbolt v1.4.3 // indirect
+	golang.org/x/image v0.47.0 // indirect
 	golang.org/x/net v0.44.0 // indirect
 	golang.org/x/sync v0.17.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
