@@ -220,6 +220,12 @@ func (e *RejectedError) Error() string {
 // (WeChat 429 FREQUENCY_LIMITED, Alipay 40005); callers back off harder.
 var ErrRateLimited = errors.New("rate limited by provider")
 
+// ErrOtherOverride is returned (wrapped, naming the key) by Create when
+// Order.Other tries to set a request field the daemon sets itself, such as
+// the amount or out_trade_no: "other" may add to a provider request, never
+// change what the order is.
+var ErrOtherOverride = errors.New("other: key is set by kioskpay and cannot be overridden")
+
 // IsUnknown reports whether err leaves the provider-side outcome unknown:
 // true for every non-nil error that is not a *RejectedError.
 func IsUnknown(err error) bool {
