@@ -17,6 +17,7 @@ require (
 	go.etcd.io/bbolt v1.4.3 // indirect
 	golang.org/x/image v0.47.0 // indirect
 	golang.org/x/net v0.44.0 // indirect
-	golang.org/x/sync v0.17.0 // indirect
+	golang.org/x/sync v0.24.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
 )
