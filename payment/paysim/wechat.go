@@ -1,22 +1,998 @@
 package paysim
 
 import (
+	"bytes"
+	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
 
 	"github.com/kioskpay/kioskpay/payment"
 )
 
-// wxpaySim simulates the WeChat Pay APIv3. (Stub: being written.)
-type wxpaySim struct{ s *Server }
+// WeChat Pay APIv3 simulation (providers.md PART B).
+//
+// Deliberate deviations from the real service, each chosen so that tests
+// can run offline without making the simulator more lenient about anything
+// the daemon could get wrong:
+//   - notify_url may be http:// for loopback hosts (tests have no TLS).
+//   - time_expire accepts any RFC 3339 offset; WeChat documents +08:00.
+//   - The "≥1 minute between refunds of one order" and QPS rules are not
+//     enforced (tests refund partially in quick succession).
+//   - A buyer "paying" a different amount (the /_sim/pay amount) is recorded
+//     as amount.payer_total while amount.total stays the order's total, as
+//     WeChat reports discounted payments; an amount above the total, which
+//     WeChat cannot produce, is recorded the same way so the daemon's amount
+//     check can be exercised in both directions.
+//   - Refund funds are unlimited unless SetWxRefundBalance sets a balance;
+//     then refunds beyond it fail with NOT_ENOUGH.
 
-func newWxpaySim(s *Server) *wxpaySim { return &wxpaySim{s: s} }
+const (
+	wxAuthScheme     = "WECHATPAY2-SHA256-RSA2048"
+	wxClockSkew      = 5 * time.Minute
+	wxDefaultExpire  = 7 * 24 * time.Hour
+	wxMinExpire      = time.Minute
+	wxMaxBody        = 1 << 20
+	wxTradeType      = "NATIVE"
+	wxNotifyAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+)
+
+// Trade states (providers.md B5) and refund statuses (B4.4).
+const (
+	wxNotPay  = "NOTPAY"
+	wxSuccess = "SUCCESS"
+	wxRefund  = "REFUND"
+	wxClosed  = "CLOSED"
+
+	wxRefundProcessing = "PROCESSING"
+	wxRefundSuccess    = "SUCCESS"
+)
+
+var (
+	wxOutTradeNoRE  = regexp.MustCompile(`^[0-9A-Za-z_\-|*]{6,32}$`)
+	wxOutRefundNoRE = regexp.MustCompile(`^[0-9A-Za-z_\-|*@]{1,64}$`)
+	wxCST           = time.FixedZone("CST", 8*3600)
+)
+
+var wxStateDesc = map[string]string{
+	wxNotPay:  "订单未支付",
+	wxSuccess: "支付成功",
+	wxRefund:  "转入退款",
+	wxClosed:  "订单已关闭",
+}
+
+type wxOrder struct {
+	appid, mchid, outTradeNo, description, notifyURL, attach string
+	total                                                    int64
+	expireAt                                                 time.Time
+	params                                                   string // canonical request body: tells a retry from a conflicting reuse
+	state                                                    string
+	transactionID, openid                                    string
+	payerTotal                                               int64
+	successTime, createdAt                                   time.Time
+	refunds                                                  []*wxRefundRec
+}
+
+type wxRefundRec struct {
+	order                                    *wxOrder
+	outRefundNo, refundID, reason, notifyURL string
+	amount                                   int64
+	status                                   string
+	createdAt, successAt                     time.Time
+}
+
+// refunded is the amount of the order's refunds that are not closed.
+func (o *wxOrder) refunded() int64 {
+	var n int64
+	for _, r := range o.refunds {
+		if r.status != wxClosed {
+			n += r.amount
+		}
+	}
+	return n
+}
+
+// wxpaySim simulates the WeChat Pay APIv3 for one merchant (Keys.WxMchID).
+type wxpaySim struct {
+	s *Server
+
+	mu       sync.Mutex
+	byNo     map[string]*wxOrder
+	refunds  map[string]*wxRefundRec
+	balance  int64 // refundable funds when limited
+	limited  bool
+	sequence int
+}
+
+func newWxpaySim(s *Server) *wxpaySim {
+	return &wxpaySim{s: s, byNo: map[string]*wxOrder{}, refunds: map[string]*wxRefundRec{}}
+}
+
+// SetWxRefundBalance limits the merchant's funds available for WeChat
+// refunds to fen; a refund beyond them fails with 403 NOT_ENOUGH. A negative
+// value removes the limit (the default).
+func (s *Server) SetWxRefundBalance(fen payment.Fen) {
+	a := s.wxpay
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.limited = fen >= 0
+	a.balance = int64(fen)
+}
+
+// wxError is the APIv3 error body.
+type wxError struct {
+	status  int
+	Code    string         `json:"code"`
+	Message string         `json:"message"`
+	Detail  map[string]any `json:"detail,omitempty"`
+}
+
+func wxErr(status int, code, msg string) *wxError {
+	return &wxError{status: status, Code: code, Message: msg}
+}
+
+func wxParamErr(field, issue string, value any) *wxError {
+	e := wxErr(http.StatusBadRequest, "PARAM_ERROR", fmt.Sprintf("参数错误: %s %s", field, issue))
+	e.Detail = map[string]any{"field": field, "value": value, "issue": issue, "location": "body"}
+	return e
+}
+
+// route maps a request to its stats name and path parameter.
+func wxRoute(r *http.Request) (api, id string, ok bool) {
+	escaped := r.URL.EscapedPath()
+	segs := strings.Split(strings.TrimPrefix(escaped, "/"), "/")
+	unescape := func(s string) (string, bool) {
+		v, err := url.PathUnescape(s)
+		return v, err == nil && v != ""
+	}
+	switch {
+	case r.Method == http.MethodPost && escaped == "/v3/pay/transactions/native":
+		return "wxpay.native", "", true
+	case r.Method == http.MethodPost && escaped == "/v3/refund/domestic/refunds":
+		return "wxpay.refund", "", true
+	case len(segs) == 5 && r.Method == http.MethodGet && strings.HasPrefix(escaped, "/v3/pay/transactions/out-trade-no/"):
+		id, ok = unescape(segs[4])
+		return "wxpay.query", id, ok
+	case len(segs) == 6 && r.Method == http.MethodPost && strings.HasPrefix(escaped, "/v3/pay/transactions/out-trade-no/") && segs[5] == "close":
+		id, ok = unescape(segs[4])
+		return "wxpay.close", id, ok
+	case len(segs) == 5 && r.Method == http.MethodGet && strings.HasPrefix(escaped, "/v3/refund/domestic/refunds/"):
+		id, ok = unescape(segs[4])
+		return "wxpay.refund_query", id, ok
+	}
+	return "", "", false
+}
 
 func (a *wxpaySim) serveAPI(w http.ResponseWriter, r *http.Request) {
-	http.Error(w, "not implemented", http.StatusNotImplemented)
+	api, id, ok := wxRoute(r)
+	if !ok {
+		a.writeError(w, wxErr(http.StatusNotFound, "NOT_FOUND", "请求的资源不存在"), "")
+		return
+	}
+	a.s.count(api)
+	body, err := io.ReadAll(io.LimitReader(r.Body, wxMaxBody+1))
+	if err != nil || len(body) > wxMaxBody {
+		a.writeError(w, wxErr(http.StatusBadRequest, "INVALID_REQUEST", "请求体读取失败或过大"), "")
+		return
+	}
+	if err := a.checkAuth(r, body); err != nil {
+		a.s.log.Info("wxpay request refused", "api", api, "status", http.StatusUnauthorized, "err", err)
+		a.writeError(w, wxErr(http.StatusUnauthorized, "SIGN_ERROR", "签名错误"), "")
+		return
+	}
+	f := a.s.takeFault(payment.WxPay, api)
+	switch f {
+	case FaultTimeout:
+		a.s.log.Info("wxpay fault", "api", api, "fault", f)
+		a.s.holdTimeout(r)
+		return
+	case Fault5xx:
+		a.writeError(w, wxErr(http.StatusInternalServerError, "SYSTEM_ERROR", "系统错误"), "")
+		return
+	case FaultRateLimit:
+		a.writeError(w, wxErr(http.StatusTooManyRequests, "FREQUENCY_LIMITED", "频率超限"), "")
+		return
+	}
+
+	var (
+		status = http.StatusOK
+		out    any
+		werr   *wxError
+	)
+	switch api {
+	case "wxpay.native":
+		out, werr = a.prepay(body)
+	case "wxpay.query":
+		out, werr = a.query(id, r.URL.Query())
+	case "wxpay.close":
+		status = http.StatusNoContent
+		werr = a.closeOrder(id, body)
+	case "wxpay.refund":
+		out, werr = a.refund(body)
+	case "wxpay.refund_query":
+		out, werr = a.queryRefund(id)
+	}
+	if werr != nil {
+		a.s.log.Info("wxpay", "api", api, "order", id, "status", werr.status, "code", werr.Code)
+		a.writeError(w, werr, f)
+		return
+	}
+	var respBody []byte
+	if out != nil {
+		if respBody, err = json.Marshal(out); err != nil {
+			a.writeError(w, wxErr(http.StatusInternalServerError, "SYSTEM_ERROR", "系统错误"), "")
+			return
+		}
+	}
+	a.s.log.Info("wxpay", "api", api, "order", id, "status", status)
+	a.write(w, status, respBody, f)
 }
+
+// checkAuth verifies the Authorization header the way WeChat Pay does
+// (providers.md B2): over the raw request URI and the raw body bytes.
+func (a *wxpaySim) checkAuth(r *http.Request, body []byte) error {
+	h := r.Header.Get("Authorization")
+	scheme, params, ok := strings.Cut(h, " ")
+	if !ok || scheme != wxAuthScheme {
+		return fmt.Errorf("authorization scheme %q", scheme)
+	}
+	kv := map[string]string{}
+	for _, part := range strings.Split(params, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
+			return fmt.Errorf("malformed authorization parameter %q", part)
+		}
+		if _, dup := kv[k]; dup {
+			return fmt.Errorf("duplicate authorization parameter %q", k)
+		}
+		kv[k] = v[1 : len(v)-1]
+	}
+	for _, k := range []string{"mchid", "nonce_str", "timestamp", "serial_no", "signature"} {
+		if kv[k] == "" {
+			return fmt.Errorf("authorization lacks %s", k)
+		}
+	}
+	if kv["mchid"] != a.s.keys.WxMchID {
+		return fmt.Errorf("unknown mchid %q", kv["mchid"])
+	}
+	if kv["serial_no"] != a.s.keys.WxCertSerial {
+		return fmt.Errorf("unknown merchant certificate serial %q", kv["serial_no"])
+	}
+	ts, err := strconv.ParseInt(kv["timestamp"], 10, 64)
+	if err != nil {
+		return fmt.Errorf("timestamp %q: %w", kv["timestamp"], err)
+	}
+	if d := time.Since(time.Unix(ts, 0)); d > wxClockSkew || d < -wxClockSkew {
+		return fmt.Errorf("timestamp %d off by %v", ts, d.Round(time.Second))
+	}
+	sig, err := base64.StdEncoding.DecodeString(kv["signature"])
+	if err != nil {
+		return fmt.Errorf("signature not base64: %w", err)
+	}
+	msg := r.Method + "\n" + r.RequestURI + "\n" + kv["timestamp"] + "\n" + kv["nonce_str"] + "\n" + string(body) + "\n"
+	sum := sha256.Sum256([]byte(msg))
+	if err := rsa.VerifyPKCS1v15(&a.s.keys.WxMerchant.PublicKey, crypto.SHA256, sum[:], sig); err != nil {
+		return fmt.Errorf("signature: %w", err)
+	}
+	return nil
+}
+
+// sign returns the response/notification signature headers for body.
+// fault FaultBadSign yields a signature over other bytes; FaultStaleTS a
+// correct signature with a timestamp ten minutes old.
+func (a *wxpaySim) sign(body []byte, fault string) (ts, nonce, sig string) {
+	now := time.Now()
+	if fault == FaultStaleTS {
+		now = now.Add(-10 * time.Minute)
+	}
+	ts = strconv.FormatInt(now.Unix(), 10)
+	nonce = wxRandString(32)
+	msg := ts + "\n" + nonce + "\n" + string(body) + "\n"
+	if fault == FaultBadSign {
+		msg += "tampered"
+	}
+	sum := sha256.Sum256([]byte(msg))
+	raw, err := rsa.SignPKCS1v15(rand.Reader, a.s.keys.WxPlatform, crypto.SHA256, sum[:])
+	if err != nil {
+		panic(err) // cannot fail for a valid key
+	}
+	return ts, nonce, base64.StdEncoding.EncodeToString(raw)
+}
+
+func (a *wxpaySim) write(w http.ResponseWriter, status int, body []byte, fault string) {
+	ts, nonce, sig := a.sign(body, fault)
+	h := w.Header()
+	h.Set("Wechatpay-Serial", a.s.keys.WxPublicKeyID)
+	h.Set("Wechatpay-Timestamp", ts)
+	h.Set("Wechatpay-Nonce", nonce)
+	h.Set("Wechatpay-Signature", sig)
+	h.Set("Request-Id", "08"+wxRandDigits(30))
+	if len(body) > 0 {
+		h.Set("Content-Type", "application/json; charset=utf-8")
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+func (a *wxpaySim) writeError(w http.ResponseWriter, e *wxError, fault string) {
+	body, _ := json.Marshal(e)
+	a.write(w, e.status, body, fault)
+}
+
+// wxDecodeObject parses a JSON object keeping numbers exact.
+func wxDecodeObject(b []byte) (map[string]any, error) {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	var m map[string]any
+	if err := d.Decode(&m); err != nil || m == nil {
+		return nil, errors.New("body must be a JSON object")
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return nil, errors.New("trailing data after the JSON object")
+	}
+	return m, nil
+}
+
+func wxStringField(m map[string]any, key string, required bool, maxChars int) (string, *wxError) {
+	v, ok := m[key]
+	if !ok || v == nil {
+		if required {
+			return "", wxParamErr(key, "缺少必填参数", nil)
+		}
+		return "", nil
+	}
+	s, ok := v.(string)
+	if !ok {
+		return "", wxParamErr(key, "类型错误，应为字符串", v)
+	}
+	if required && s == "" {
+		return "", wxParamErr(key, "不能为空", s)
+	}
+	if maxChars > 0 && utf8.RuneCountInString(s) > maxChars {
+		return "", wxParamErr(key, fmt.Sprintf("长度不能超过%d", maxChars), s)
+	}
+	return s, nil
+}
+
+func wxIntField(m map[string]any, key string) (int64, bool, *wxError) {
+	v, ok := m[key]
+	if !ok || v == nil {
+		return 0, false, nil
+	}
+	n, ok := v.(json.Number)
+	if !ok {
+		return 0, true, wxParamErr(key, "类型错误，应为整数", v)
+	}
+	i, err := strconv.ParseInt(n.String(), 10, 64)
+	if err != nil {
+		return 0, true, wxParamErr(key, "类型错误，应为整数", v)
+	}
+	return i, true, nil
+}
+
+// wxLoopbackHost reports whether host names this machine; only such notify
+// URLs may be plain http (documented test deviation).
+func wxLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func wxCheckNotifyURL(key, s string, maxLen int) *wxError {
+	if len(s) > maxLen {
+		return wxParamErr(key, fmt.Sprintf("长度不能超过%d", maxLen), s)
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || u.User != nil {
+		return wxParamErr(key, "不是合法的URL", s)
+	}
+	if strings.ContainsAny(s, "?#") {
+		return wxParamErr(key, "不能携带查询参数", s)
+	}
+	switch {
+	case u.Scheme == "https":
+	case u.Scheme == "http" && wxLoopbackHost(u.Hostname()):
+	default:
+		return wxParamErr(key, "必须为https地址", s)
+	}
+	return nil
+}
+
+var wxPrepayFields = map[string]bool{
+	"appid": true, "mchid": true, "description": true, "out_trade_no": true, "time_expire": true,
+	"attach": true, "notify_url": true, "goods_tag": true, "limit_pay": true, "support_fapiao": true,
+	"amount": true, "detail": true, "settle_info": true, "scene_info": true,
+}
+
+// prepay is POST /v3/pay/transactions/native (providers.md B4.1).
+func (a *wxpaySim) prepay(body []byte) (any, *wxError) {
+	m, err := wxDecodeObject(body)
+	if err != nil {
+		return nil, wxErr(http.StatusBadRequest, "PARAM_ERROR", "请求体格式错误: "+err.Error())
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if !wxPrepayFields[k] {
+			return nil, wxParamErr(k, "未知参数", m[k])
+		}
+	}
+	o := &wxOrder{}
+	var werr *wxError
+	if o.appid, werr = wxStringField(m, "appid", true, 32); werr != nil {
+		return nil, werr
+	}
+	if o.mchid, werr = wxStringField(m, "mchid", true, 32); werr != nil {
+		return nil, werr
+	}
+	if o.description, werr = wxStringField(m, "description", true, 127); werr != nil {
+		return nil, werr
+	}
+	if o.outTradeNo, werr = wxStringField(m, "out_trade_no", true, 0); werr != nil {
+		return nil, werr
+	}
+	if o.notifyURL, werr = wxStringField(m, "notify_url", true, 0); werr != nil {
+		return nil, werr
+	}
+	if o.attach, werr = wxStringField(m, "attach", false, 128); werr != nil {
+		return nil, werr
+	}
+	if _, werr = wxStringField(m, "goods_tag", false, 32); werr != nil {
+		return nil, werr
+	}
+	expire, werr := wxStringField(m, "time_expire", false, 64)
+	if werr != nil {
+		return nil, werr
+	}
+	if o.mchid != a.s.keys.WxMchID {
+		return nil, wxErr(http.StatusBadRequest, "MCH_NOT_EXISTS", "商户号不存在或与签名商户号不一致")
+	}
+	if o.appid != a.s.keys.WxAppID {
+		return nil, wxErr(http.StatusBadRequest, "APPID_MCHID_NOT_MATCH", "appid和mch_id不匹配")
+	}
+	if !wxOutTradeNoRE.MatchString(o.outTradeNo) {
+		return nil, wxParamErr("out_trade_no", "长度为6-32位，只能是数字、大小写字母_-|*", o.outTradeNo)
+	}
+	if werr := wxCheckNotifyURL("notify_url", o.notifyURL, 255); werr != nil {
+		return nil, werr
+	}
+	amount, ok := m["amount"].(map[string]any)
+	if !ok {
+		return nil, wxParamErr("amount", "缺少必填参数或类型错误", m["amount"])
+	}
+	for k := range amount {
+		if k != "total" && k != "currency" {
+			return nil, wxParamErr("amount."+k, "未知参数", amount[k])
+		}
+	}
+	total, present, werr := wxIntField(amount, "total")
+	if werr != nil {
+		return nil, werr
+	}
+	if !present || total < 1 {
+		return nil, wxParamErr("amount.total", "订单金额必须为大于0的整数（分）", amount["total"])
+	}
+	o.total = total
+	if cur, werr := wxStringField(amount, "currency", false, 16); werr != nil {
+		return nil, werr
+	} else if cur != "" && cur != "CNY" {
+		return nil, wxParamErr("amount.currency", "仅支持CNY", cur)
+	}
+	if v, ok := m["support_fapiao"]; ok {
+		if _, isBool := v.(bool); !isBool {
+			return nil, wxParamErr("support_fapiao", "类型错误，应为布尔值", v)
+		}
+	}
+	if v, ok := m["limit_pay"]; ok {
+		list, isList := v.([]any)
+		if !isList {
+			return nil, wxParamErr("limit_pay", "类型错误，应为数组", v)
+		}
+		for _, e := range list {
+			if _, isStr := e.(string); !isStr {
+				return nil, wxParamErr("limit_pay", "类型错误，应为字符串数组", v)
+			}
+		}
+	}
+	for _, k := range []string{"detail", "settle_info", "scene_info"} {
+		if v, ok := m[k]; ok {
+			if _, isObj := v.(map[string]any); !isObj {
+				return nil, wxParamErr(k, "类型错误，应为对象", v)
+			}
+		}
+	}
+	if si, ok := m["scene_info"].(map[string]any); ok {
+		if _, werr := wxStringField(si, "payer_client_ip", true, 45); werr != nil {
+			werr.Detail["field"] = "scene_info.payer_client_ip"
+			return nil, werr
+		}
+	}
+	now := time.Now()
+	o.createdAt = now
+	o.expireAt = now.Add(wxDefaultExpire)
+	if expire != "" {
+		t, err := time.Parse(time.RFC3339, expire)
+		if err != nil {
+			return nil, wxParamErr("time_expire", "必须是符合 RFC3339 日期时间格式", expire)
+		}
+		// WeChat moves a time_expire shorter than a minute out to a minute.
+		if t.Before(now.Add(wxMinExpire)) {
+			t = now.Add(wxMinExpire)
+		}
+		o.expireAt = t
+	}
+	canon, _ := json.Marshal(m)
+	o.params = string(canon)
+	o.state = wxNotPay
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if old, ok := a.byNo[o.outTradeNo]; ok {
+		a.expire(old, now)
+		switch {
+		case old.state == wxSuccess || old.state == wxRefund:
+			return nil, wxErr(http.StatusForbidden, "ORDERPAID", "该订单已支付")
+		case old.state == wxClosed:
+			return nil, wxErr(http.StatusBadRequest, "ORDER_CLOSED", "订单已关闭")
+		case old.params != o.params:
+			return nil, wxErr(http.StatusForbidden, "OUT_TRADE_NO_USED", "商户订单号重复")
+		}
+		return map[string]any{"code_url": wxCodeURL()}, nil
+	}
+	a.byNo[o.outTradeNo] = o
+	return map[string]any{"code_url": wxCodeURL()}, nil
+}
+
+// expire closes an unpaid order whose time_expire has passed. Caller holds a.mu.
+func (a *wxpaySim) expire(o *wxOrder, now time.Time) {
+	if o.state == wxNotPay && !now.Before(o.expireAt) {
+		o.state = wxClosed
+	}
+}
+
+func (a *wxpaySim) lookup(outTradeNo string) *wxOrder {
+	o := a.byNo[outTradeNo]
+	if o != nil {
+		a.expire(o, time.Now())
+	}
+	return o
+}
+
+// transaction renders o as the query API and TRANSACTION.SUCCESS notify
+// plaintext show it (payments.Transaction). Caller holds a.mu.
+func (o *wxOrder) transaction() map[string]any {
+	t := map[string]any{
+		"appid":            o.appid,
+		"mchid":            o.mchid,
+		"out_trade_no":     o.outTradeNo,
+		"trade_state":      o.state,
+		"trade_state_desc": wxStateDesc[o.state],
+		"attach":           o.attach,
+		"amount":           map[string]any{"total": o.total, "currency": "CNY"},
+	}
+	if o.transactionID != "" {
+		t["transaction_id"] = o.transactionID
+		t["trade_type"] = wxTradeType
+		t["bank_type"] = "OTHERS"
+		t["success_time"] = o.successTime.In(wxCST).Format(time.RFC3339)
+		t["payer"] = map[string]any{"openid": o.openid}
+		t["amount"] = map[string]any{"total": o.total, "payer_total": o.payerTotal, "currency": "CNY", "payer_currency": "CNY"}
+	}
+	return t
+}
+
+// query is GET /v3/pay/transactions/out-trade-no/{out_trade_no}?mchid=.
+func (a *wxpaySim) query(outTradeNo string, q url.Values) (any, *wxError) {
+	mchid := q.Get("mchid")
+	if mchid == "" {
+		return nil, wxParamErr("mchid", "缺少必填参数", nil)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	o := a.lookup(outTradeNo)
+	if o == nil || o.mchid != mchid {
+		return nil, wxErr(http.StatusNotFound, "ORDER_NOT_EXIST", "订单不存在")
+	}
+	return o.transaction(), nil
+}
+
+// closeOrder is POST /v3/pay/transactions/out-trade-no/{out_trade_no}/close.
+func (a *wxpaySim) closeOrder(outTradeNo string, body []byte) *wxError {
+	m, err := wxDecodeObject(body)
+	if err != nil {
+		return wxErr(http.StatusBadRequest, "PARAM_ERROR", "请求体格式错误: "+err.Error())
+	}
+	mchid, werr := wxStringField(m, "mchid", true, 32)
+	if werr != nil {
+		return werr
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	o := a.lookup(outTradeNo)
+	if o == nil || o.mchid != mchid {
+		return wxErr(http.StatusNotFound, "ORDER_NOT_EXIST", "订单不存在")
+	}
+	switch o.state {
+	case wxSuccess, wxRefund:
+		return wxErr(http.StatusForbidden, "ORDERPAID", "订单已支付")
+	case wxNotPay:
+		o.state = wxClosed
+	}
+	return nil
+}
+
+var wxRefundFields = map[string]bool{
+	"transaction_id": true, "out_trade_no": true, "out_refund_no": true, "reason": true,
+	"notify_url": true, "funds_account": true, "amount": true, "goods_detail": true,
+}
+
+// refund is POST /v3/refund/domestic/refunds (providers.md B4.4).
+func (a *wxpaySim) refund(body []byte) (any, *wxError) {
+	m, err := wxDecodeObject(body)
+	if err != nil {
+		return nil, wxErr(http.StatusBadRequest, "PARAM_ERROR", "请求体格式错误: "+err.Error())
+	}
+	for k, v := range m {
+		if !wxRefundFields[k] {
+			return nil, wxParamErr(k, "未知参数", v)
+		}
+	}
+	outTradeNo, werr := wxStringField(m, "out_trade_no", false, 32)
+	if werr != nil {
+		return nil, werr
+	}
+	txID, werr := wxStringField(m, "transaction_id", false, 32)
+	if werr != nil {
+		return nil, werr
+	}
+	if outTradeNo == "" && txID == "" {
+		return nil, wxParamErr("out_trade_no", "transaction_id和out_trade_no必须二选一", nil)
+	}
+	r := &wxRefundRec{}
+	if r.outRefundNo, werr = wxStringField(m, "out_refund_no", true, 64); werr != nil {
+		return nil, werr
+	}
+	if !wxOutRefundNoRE.MatchString(r.outRefundNo) {
+		return nil, wxParamErr("out_refund_no", "只能是数字、大小写字母_-|*@", r.outRefundNo)
+	}
+	if r.reason, werr = wxStringField(m, "reason", false, 80); werr != nil {
+		return nil, werr
+	}
+	if r.notifyURL, werr = wxStringField(m, "notify_url", false, 0); werr != nil {
+		return nil, werr
+	}
+	if r.notifyURL != "" {
+		if werr := wxCheckNotifyURL("notify_url", r.notifyURL, 256); werr != nil {
+			return nil, werr
+		}
+	}
+	amount, ok := m["amount"].(map[string]any)
+	if !ok {
+		return nil, wxParamErr("amount", "缺少必填参数或类型错误", m["amount"])
+	}
+	refundAmt, present, werr := wxIntField(amount, "refund")
+	if werr != nil {
+		return nil, werr
+	}
+	if !present || refundAmt < 1 {
+		return nil, wxParamErr("amount.refund", "退款金额必须为大于0的整数（分）", amount["refund"])
+	}
+	total, present, werr := wxIntField(amount, "total")
+	if werr != nil {
+		return nil, werr
+	}
+	if !present || total < 1 {
+		return nil, wxParamErr("amount.total", "原订单金额必须为大于0的整数（分）", amount["total"])
+	}
+	cur, werr := wxStringField(amount, "currency", true, 16)
+	if werr != nil {
+		return nil, werr
+	}
+	if cur != "CNY" {
+		return nil, wxParamErr("amount.currency", "仅支持CNY", cur)
+	}
+	r.amount = refundAmt
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var o *wxOrder
+	if outTradeNo != "" {
+		o = a.lookup(outTradeNo)
+	} else {
+		for _, c := range a.byNo {
+			if c.transactionID == txID {
+				o = c
+			}
+		}
+	}
+	// The refund service only knows paid transactions.
+	if o == nil || o.transactionID == "" || (txID != "" && o.transactionID != txID) {
+		return nil, wxErr(http.StatusNotFound, "RESOURCE_NOT_EXISTS", "订单不存在")
+	}
+	if prev, ok := a.refunds[r.outRefundNo]; ok {
+		// Same out_refund_no: WeChat refunds only once and reports the
+		// existing refund; a conflicting repeat is refused.
+		if prev.order != o || prev.amount != r.amount {
+			return nil, wxErr(http.StatusBadRequest, "INVALID_REQUEST", "同一退款单号的退款参数与原请求不一致")
+		}
+		return prev.render(), nil
+	}
+	if total != o.total {
+		return nil, wxParamErr("amount.total", "与原订单金额不一致", total)
+	}
+	if left := o.total - o.refunded(); refundAmt > left {
+		if left == 0 {
+			return nil, wxErr(http.StatusBadRequest, "INVALID_REQUEST", "订单已全额退款")
+		}
+		return nil, wxErr(http.StatusBadRequest, "INVALID_REQUEST", "申请退款金额超过订单可退金额")
+	}
+	if a.limited && refundAmt > a.balance {
+		return nil, wxErr(http.StatusForbidden, "NOT_ENOUGH", "余额不足")
+	}
+	if a.limited {
+		a.balance -= refundAmt
+	}
+	r.order = o
+	r.refundID = "50" + wxRandDigits(27)
+	r.status = wxRefundProcessing
+	r.createdAt = time.Now()
+	o.refunds = append(o.refunds, r)
+	o.state = wxRefund
+	a.refunds[r.outRefundNo] = r
+	return r.render(), nil
+}
+
+// render shows r as refunddomestic.Refund. Caller holds a.mu.
+func (r *wxRefundRec) render() map[string]any {
+	o := r.order
+	payerRefund := r.amount
+	if payerRefund > o.payerTotal {
+		payerRefund = o.payerTotal
+	}
+	out := map[string]any{
+		"refund_id":             r.refundID,
+		"out_refund_no":         r.outRefundNo,
+		"transaction_id":        o.transactionID,
+		"out_trade_no":          o.outTradeNo,
+		"channel":               "ORIGINAL",
+		"user_received_account": "支付用户零钱",
+		"create_time":           r.createdAt.In(wxCST).Format(time.RFC3339),
+		"status":                r.status,
+		"funds_account":         "AVAILABLE",
+		"amount": map[string]any{
+			"total": o.total, "refund": r.amount, "payer_total": o.payerTotal, "payer_refund": payerRefund,
+			"settlement_refund": r.amount, "settlement_total": o.total, "discount_refund": 0, "currency": "CNY",
+		},
+	}
+	if r.status == wxRefundSuccess {
+		out["success_time"] = r.successAt.In(wxCST).Format(time.RFC3339)
+	}
+	return out
+}
+
+// queryRefund is GET /v3/refund/domestic/refunds/{out_refund_no}.
+func (a *wxpaySim) queryRefund(outRefundNo string) (any, *wxError) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r, ok := a.refunds[outRefundNo]
+	if !ok {
+		return nil, wxErr(http.StatusNotFound, "RESOURCE_NOT_EXISTS", "退款单不存在")
+	}
+	return r.render(), nil
+}
+
+// pay is the buyer paying amount (0 = the order's total).
 func (a *wxpaySim) pay(outTradeNo string, amount payment.Fen) error {
-	return fmt.Errorf("not implemented")
+	a.mu.Lock()
+	o := a.lookup(outTradeNo)
+	if o == nil {
+		a.mu.Unlock()
+		return fmt.Errorf("wxpay order %s does not exist", outTradeNo)
+	}
+	if o.state != wxNotPay {
+		state := o.state
+		a.mu.Unlock()
+		return fmt.Errorf("wxpay order %s is %s, cannot be paid", outTradeNo, state)
+	}
+	if amount == 0 {
+		amount = payment.Fen(o.total)
+	}
+	o.state = wxSuccess
+	o.payerTotal = int64(amount)
+	o.transactionID = "4200" + wxRandDigits(24)
+	o.openid = "oSim" + wxRandString(24)
+	o.successTime = time.Now()
+	plain, _ := json.Marshal(o.transaction())
+	to := o.notifyURL
+	a.mu.Unlock()
+	a.s.log.Info("wxpay paid", "order", outTradeNo, "amount", int64(amount))
+	a.notify(to, "TRANSACTION.SUCCESS", "支付成功", "transaction", plain)
+	return nil
 }
-func (a *wxpaySim) refundComplete(outRefundNo string) error { return fmt.Errorf("not implemented") }
-func (a *wxpaySim) orders() []OrderInfo                     { return nil }
+
+// refundComplete makes a processing refund succeed and notifies.
+func (a *wxpaySim) refundComplete(outRefundNo string) error {
+	a.mu.Lock()
+	r, ok := a.refunds[outRefundNo]
+	if !ok {
+		a.mu.Unlock()
+		return fmt.Errorf("wxpay refund %s does not exist", outRefundNo)
+	}
+	if r.status != wxRefundProcessing {
+		status := r.status
+		a.mu.Unlock()
+		return fmt.Errorf("wxpay refund %s is %s, not PROCESSING", outRefundNo, status)
+	}
+	r.status = wxRefundSuccess
+	r.successAt = time.Now()
+	o := r.order
+	payerRefund := r.amount
+	if payerRefund > o.payerTotal {
+		payerRefund = o.payerTotal
+	}
+	plain, _ := json.Marshal(map[string]any{
+		"mchid": o.mchid, "out_trade_no": o.outTradeNo, "transaction_id": o.transactionID,
+		"out_refund_no": r.outRefundNo, "refund_id": r.refundID, "refund_status": r.status,
+		"success_time": r.successAt.In(wxCST).Format(time.RFC3339), "user_received_account": "支付用户零钱",
+		"amount": map[string]any{"total": o.total, "refund": r.amount, "payer_total": o.payerTotal, "payer_refund": payerRefund},
+	})
+	to := r.notifyURL
+	if to == "" {
+		to = o.notifyURL
+	}
+	a.mu.Unlock()
+	a.notify(to, "REFUND.SUCCESS", "退款成功", "refund", plain)
+	return nil
+}
+
+// notify sends an encrypted APIv3 notification (providers.md B6). The body
+// is fixed for all attempts (same event id); each attempt is signed afresh.
+func (a *wxpaySim) notify(to, eventType, summary, originalType string, plaintext []byte) {
+	if to == "" {
+		return
+	}
+	body, err := a.notificationBody(eventType, summary, originalType, plaintext)
+	if err != nil {
+		a.s.log.Error("build wxpay notification", "err", err)
+		return
+	}
+	a.s.deliver("wxpay."+originalType, to, func() (*http.Request, error) {
+		req, err := http.NewRequest(http.MethodPost, to, bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		a.signNotification(req.Header, body, "")
+		return req, nil
+	}, func(resp *http.Response, _ []byte) bool {
+		return resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusNoContent
+	})
+}
+
+func (a *wxpaySim) notificationBody(eventType, summary, originalType string, plaintext []byte) ([]byte, error) {
+	block, err := aes.NewCipher([]byte(a.s.keys.WxAPIv3Key))
+	if err != nil {
+		return nil, fmt.Errorf("APIv3 key: %w", err)
+	}
+	gcm, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	nonce := wxRandString(12)
+	ct := gcm.Seal(nil, []byte(nonce), plaintext, []byte(originalType))
+	a.mu.Lock()
+	a.sequence++
+	id := fmt.Sprintf("EV-%s%06d", time.Now().In(wxCST).Format("20060102150405"), a.sequence)
+	a.mu.Unlock()
+	return json.Marshal(map[string]any{
+		"id":            id,
+		"create_time":   time.Now().In(wxCST).Format(time.RFC3339),
+		"resource_type": "encrypt-resource",
+		"event_type":    eventType,
+		"summary":       summary,
+		"resource": map[string]any{
+			"original_type":   originalType,
+			"algorithm":       "AEAD_AES_256_GCM",
+			"ciphertext":      base64.StdEncoding.EncodeToString(ct),
+			"associated_data": originalType,
+			"nonce":           nonce,
+		},
+	})
+}
+
+func (a *wxpaySim) signNotification(h http.Header, body []byte, fault string) {
+	ts, nonce, sig := a.sign(body, fault)
+	h.Set("Content-Type", "application/json")
+	h.Set("Wechatpay-Serial", a.s.keys.WxPublicKeyID)
+	h.Set("Wechatpay-Timestamp", ts)
+	h.Set("Wechatpay-Nonce", nonce)
+	h.Set("Wechatpay-Signature", sig)
+	h.Set("Wechatpay-Signature-Type", wxAuthScheme)
+}
+
+// WxNotification builds a WeChat Pay notification exactly as the simulator
+// would send it: kind is "transaction" or "refund", plaintext the resource
+// JSON. fault may be "" (valid), FaultBadSign or FaultStaleTS. Tests use it
+// to feed adapters notifications without an HTTP round trip.
+func (s *Server) WxNotification(kind string, plaintext []byte, fault string) (http.Header, []byte, error) {
+	event, summary := "TRANSACTION.SUCCESS", "支付成功"
+	if kind == "refund" {
+		event, summary = "REFUND.SUCCESS", "退款成功"
+	} else if kind != "transaction" {
+		return nil, nil, fmt.Errorf("kind %q: want transaction or refund", kind)
+	}
+	body, err := s.wxpay.notificationBody(event, summary, kind, plaintext)
+	if err != nil {
+		return nil, nil, err
+	}
+	h := http.Header{}
+	s.wxpay.signNotification(h, body, fault)
+	return h, body, nil
+}
+
+func (a *wxpaySim) orders() []OrderInfo {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]OrderInfo, 0, len(a.byNo))
+	for _, o := range a.byNo {
+		a.expire(o, time.Now())
+		info := OrderInfo{
+			Provider:      payment.WxPay,
+			OutTradeNo:    o.outTradeNo,
+			State:         o.state,
+			Total:         payment.Fen(o.total),
+			Paid:          payment.Fen(o.payerTotal),
+			Refunded:      payment.Fen(o.refunded()),
+			TransactionID: o.transactionID,
+			NotifyURL:     o.notifyURL,
+			CreatedAt:     o.createdAt,
+		}
+		for _, r := range o.refunds {
+			info.Refunds = append(info.Refunds, RefundInfo{OutRefundNo: r.outRefundNo, Amount: payment.Fen(r.amount), Status: r.status})
+		}
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	return out
+}
+
+func wxCodeURL() string { return "weixin://wxpay/bizpayurl?pr=" + wxRandString(10) }
+
+func wxRandString(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = wxNotifyAlphabet[int(b[i])%len(wxNotifyAlphabet)]
+	}
+	return string(b)
+}
+
+func wxRandDigits(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = '0' + b[i]%10
+	}
+	return string(b)
+}
