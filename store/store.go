@@ -1,0 +1,445 @@
+// Package store persists kioskpay's orders in bbolt: the order records, an
+// index of live orders, an inbox of raw inbound messages, an outbox of
+// messages to publish, and the device-wide result sequence.
+//
+// Every state change and the messages it produces are written in one
+// transaction, and every transaction is fsynced before it returns, so the
+// engine can follow one rule: commit, then act.
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// SchemaVersion is the layout this package writes. Opening a file written
+// by a newer version is refused rather than misread.
+const SchemaVersion = 1
+
+// DefaultRetention is how long finished orders are kept.
+const DefaultRetention = 90 * 24 * time.Hour
+
+var (
+	bucketMeta   = []byte("meta")
+	bucketOrders = []byte("orders")
+	bucketLive   = []byte("live")
+	bucketByTime = []byte("bytime")
+	bucketInbox  = []byte("inbox")
+	bucketOutbox = []byte("outbox")
+
+	keySchema = []byte("schema")
+	keySeq    = []byte("seq")
+)
+
+// Options configure Open.
+type Options struct {
+	// Timeout bounds the wait for the file lock (default 1 s). bbolt's lock
+	// is exclusive, so a second daemon on the same state dir fails fast
+	// instead of hanging.
+	Timeout time.Duration
+	// Retention is how long finished orders are kept (default 90 days).
+	Retention time.Duration
+}
+
+// DB is an open order store.
+type DB struct {
+	bolt      *bolt.DB
+	path      string
+	retention time.Duration
+}
+
+// ErrLocked is returned by Open when another process holds the database.
+var ErrLocked = errors.New("another process holds the database lock")
+
+// Open opens (creating if needed) the store at path.
+func Open(path string, opts Options) (*DB, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = time.Second
+	}
+	if opts.Retention <= 0 {
+		opts.Retention = DefaultRetention
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	// NoSync stays false: a payment daemon must not lose a committed order.
+	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, FreelistType: bolt.FreelistMapType})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("open store %s: %w (waited %s; is another kioskpayd running on this state dir?)", path, ErrLocked, opts.Timeout)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	db := &DB{bolt: b, path: path, retention: opts.Retention}
+	err = b.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketMeta, bucketOrders, bucketLive, bucketByTime, bucketInbox, bucketOutbox} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(keySchema); v != nil {
+			if n := binary.BigEndian.Uint64(v); n > SchemaVersion {
+				return fmt.Errorf("schema version %d is newer than this build supports (%d)", n, SchemaVersion)
+			}
+		}
+		return meta.Put(keySchema, u64(SchemaVersion))
+	})
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// Path is the database file.
+func (db *DB) Path() string { return db.path }
+
+// Close closes the database.
+func (db *DB) Close() error { return db.bolt.Close() }
+
+// Update runs fn in a read-write transaction, committed (and fsynced) when fn
+// returns nil and rolled back entirely otherwise.
+func (db *DB) Update(fn func(tx *Tx) error) error {
+	return db.bolt.Update(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+}
+
+// View runs fn in a read-only transaction.
+func (db *DB) View(fn func(tx *Tx) error) error {
+	return db.bolt.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+}
+
+// Tx is a store transaction with typed accessors. It is valid only inside
+// the Update or View callback.
+type Tx struct{ tx *bolt.Tx }
+
+func u64(n uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, n)
+	return b
+}
+
+// ---- orders ----
+
+// Order loads an order; ok is false when there is none.
+func (t *Tx) Order(outTradeNo string) (o Order, ok bool, err error) {
+	v := t.tx.Bucket(bucketOrders).Get([]byte(outTradeNo))
+	if v == nil {
+		return Order{}, false, nil
+	}
+	if err := json.Unmarshal(v, &o); err != nil {
+		return Order{}, false, fmt.Errorf("decode order %s: %w", outTradeNo, err)
+	}
+	return o, true, nil
+}
+
+func timeKey(t time.Time, outTradeNo string) []byte {
+	k := u64(uint64(t.UnixNano()))
+	return append(k, outTradeNo...)
+}
+
+// PutOrder writes an order and keeps the live and time indexes in step.
+// CreatedAt must not change once written.
+func (t *Tx) PutOrder(o Order) error {
+	b, err := json.Marshal(o)
+	if err != nil {
+		return fmt.Errorf("encode order %s: %w", o.OutTradeNo, err)
+	}
+	key := []byte(o.OutTradeNo)
+	orders := t.tx.Bucket(bucketOrders)
+	if orders.Get(key) == nil {
+		if err := t.tx.Bucket(bucketByTime).Put(timeKey(o.CreatedAt, o.OutTradeNo), nil); err != nil {
+			return err
+		}
+	}
+	if err := orders.Put(key, b); err != nil {
+		return fmt.Errorf("put order %s: %w", o.OutTradeNo, err)
+	}
+	live := t.tx.Bucket(bucketLive)
+	if o.State.Terminal() {
+		return live.Delete(key)
+	}
+	return live.Put(key, []byte(o.State))
+}
+
+// LiveOrders returns every order in a non-terminal state.
+func (t *Tx) LiveOrders() ([]Order, error) {
+	var out []Order
+	err := t.tx.Bucket(bucketLive).ForEach(func(k, _ []byte) error {
+		o, ok, err := t.Order(string(k))
+		if err != nil {
+			return err
+		}
+		if ok {
+			out = append(out, o)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Orders calls fn for orders newest first, starting after the order named
+// by after (all when ""), until fn returns false.
+func (t *Tx) Orders(after string, fn func(o Order) bool) error {
+	c := t.tx.Bucket(bucketByTime).Cursor()
+	var k []byte
+	if after == "" {
+		k, _ = c.Last()
+	} else {
+		a, ok, err := t.Order(after)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return nil
+		}
+		seek := timeKey(a.CreatedAt, a.OutTradeNo)
+		k, _ = c.Seek(seek)
+		if k != nil && bytes.Equal(k, seek) {
+			k, _ = c.Prev()
+		} else if k == nil {
+			k, _ = c.Last()
+		} else {
+			k, _ = c.Prev()
+		}
+	}
+	for ; k != nil; k, _ = c.Prev() {
+		o, ok, err := t.Order(string(k[8:]))
+		if err != nil {
+			return err
+		}
+		if ok && !fn(o) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// OrdersSince calls fn for orders created at or after since, oldest first.
+func (t *Tx) OrdersSince(since time.Time, fn func(o Order) bool) error {
+	c := t.tx.Bucket(bucketByTime).Cursor()
+	for k, _ := c.Seek(u64(uint64(since.UnixNano()))); k != nil; k, _ = c.Next() {
+		o, ok, err := t.Order(string(k[8:]))
+		if err != nil {
+			return err
+		}
+		if ok && !fn(o) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// NextSeq returns the next device-wide result sequence number. It never
+// repeats: the counter lives in the same file as the results it numbers and
+// moves only when the transaction commits.
+func (t *Tx) NextSeq() (uint64, error) {
+	meta := t.tx.Bucket(bucketMeta)
+	var n uint64
+	if v := meta.Get(keySeq); v != nil {
+		n = binary.BigEndian.Uint64(v)
+	}
+	n++
+	if err := meta.Put(keySeq, u64(n)); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// ---- inbox ----
+
+// InboxEntry is a raw inbound message, kept until it has been processed.
+type InboxEntry struct {
+	ID         uint64    `json:"-"`
+	Topic      string    `json:"topic"`
+	Payload    []byte    `json:"payload"`
+	ReceivedAt time.Time `json:"received_at"`
+}
+
+// AddInbox records a raw inbound message and returns its id.
+func (t *Tx) AddInbox(e InboxEntry) (uint64, error) {
+	b := t.tx.Bucket(bucketInbox)
+	id, err := b.NextSequence()
+	if err != nil {
+		return 0, err
+	}
+	v, err := json.Marshal(e)
+	if err != nil {
+		return 0, err
+	}
+	return id, b.Put(u64(id), v)
+}
+
+// Inbox returns the unprocessed messages with ids above after, oldest first.
+func (t *Tx) Inbox(after uint64) ([]InboxEntry, error) {
+	var out []InboxEntry
+	c := t.tx.Bucket(bucketInbox).Cursor()
+	for k, v := c.Seek(u64(after + 1)); k != nil; k, v = c.Next() {
+		var e InboxEntry
+		if err := json.Unmarshal(v, &e); err != nil {
+			return nil, fmt.Errorf("decode inbox entry: %w", err)
+		}
+		e.ID = binary.BigEndian.Uint64(k)
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// DeleteInbox marks a message processed.
+func (t *Tx) DeleteInbox(id uint64) error { return t.tx.Bucket(bucketInbox).Delete(u64(id)) }
+
+// ---- outbox ----
+
+// Kinds of outbox entries.
+const (
+	KindReply  = "reply"
+	KindResult = "result"
+	KindEvent  = "event"
+)
+
+// OutboxEntry is a message waiting to be published.
+type OutboxEntry struct {
+	ID      uint64 `json:"-"`
+	Topic   string `json:"topic"`
+	Payload []byte `json:"payload"`
+	Retain  bool   `json:"retain,omitempty"`
+	Kind    string `json:"kind"`
+	// OutTradeNo ties results to their order (acks, retention).
+	OutTradeNo string `json:"out_trade_no,omitempty"`
+	// UntilAck keeps the entry after publication, to be re-published at
+	// NextAt, until the engine deletes it.
+	UntilAck  bool      `json:"until_ack,omitempty"`
+	NextAt    time.Time `json:"next_at"`
+	Attempts  int       `json:"attempts,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Enqueue adds an outbox entry and returns its id.
+func (t *Tx) Enqueue(e OutboxEntry) (uint64, error) {
+	b := t.tx.Bucket(bucketOutbox)
+	id, err := b.NextSequence()
+	if err != nil {
+		return 0, err
+	}
+	e.ID = id
+	return id, t.PutOutbox(e)
+}
+
+// PutOutbox rewrites an existing entry (e.g. its next publication time).
+func (t *Tx) PutOutbox(e OutboxEntry) error {
+	v, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	return t.tx.Bucket(bucketOutbox).Put(u64(e.ID), v)
+}
+
+// OutboxEntry loads one entry.
+func (t *Tx) OutboxEntry(id uint64) (OutboxEntry, bool, error) {
+	v := t.tx.Bucket(bucketOutbox).Get(u64(id))
+	if v == nil {
+		return OutboxEntry{}, false, nil
+	}
+	var e OutboxEntry
+	if err := json.Unmarshal(v, &e); err != nil {
+		return e, false, fmt.Errorf("decode outbox entry %d: %w", id, err)
+	}
+	e.ID = id
+	return e, true, nil
+}
+
+// Outbox returns every entry, oldest first.
+func (t *Tx) Outbox() ([]OutboxEntry, error) {
+	var out []OutboxEntry
+	err := t.tx.Bucket(bucketOutbox).ForEach(func(k, v []byte) error {
+		var e OutboxEntry
+		if err := json.Unmarshal(v, &e); err != nil {
+			return fmt.Errorf("decode outbox entry: %w", err)
+		}
+		e.ID = binary.BigEndian.Uint64(k)
+		out = append(out, e)
+		return nil
+	})
+	return out, err
+}
+
+// DeleteOutbox removes an entry.
+func (t *Tx) DeleteOutbox(id uint64) error { return t.tx.Bucket(bucketOutbox).Delete(u64(id)) }
+
+// DeleteResults removes the order's pending results (it was acknowledged,
+// or its outcome changed) and reports how many there were.
+func (t *Tx) DeleteResults(outTradeNo string) (int, error) {
+	all, err := t.Outbox()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range all {
+		if e.Kind == KindResult && e.OutTradeNo == outTradeNo {
+			if err := t.DeleteOutbox(e.ID); err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+	return n, nil
+}
+
+// ---- retention ----
+
+// Prune deletes finished orders last updated before now minus the
+// retention, except those with a result still in the outbox (not yet
+// acknowledged). It returns how many it deleted.
+func (db *DB) Prune(now time.Time) (int, error) {
+	cutoff := now.Add(-db.retention)
+	n := 0
+	err := db.Update(func(t *Tx) error {
+		out, err := t.Outbox()
+		if err != nil {
+			return err
+		}
+		unacked := map[string]bool{}
+		for _, e := range out {
+			if e.Kind == KindResult {
+				unacked[e.OutTradeNo] = true
+			}
+		}
+		c := t.tx.Bucket(bucketByTime).Cursor()
+		var dead [][]byte
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			name := string(k[8:])
+			o, ok, err := t.Order(name)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				dead = append(dead, append([]byte(nil), k...))
+				continue
+			}
+			if !o.State.Terminal() || unacked[name] || !o.UpdatedAt.Before(cutoff) {
+				continue
+			}
+			if err := t.tx.Bucket(bucketOrders).Delete([]byte(name)); err != nil {
+				return err
+			}
+			dead = append(dead, append([]byte(nil), k...))
+			n++
+		}
+		for _, k := range dead {
+			if err := t.tx.Bucket(bucketByTime).Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return n, err
+}
