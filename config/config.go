@@ -1,0 +1,633 @@
+// Package config loads and validates kioskpayd's TOML configuration (SPEC §3).
+//
+// Loading is strict: unknown keys are errors, every value is range-checked,
+// and every error names the key it is about, so an operator can fix a
+// config from the message alone. The package holds file paths, never
+// secrets: key material is read by whoever needs it (see Providers) and is
+// never logged.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/kioskpay/kioskpay/payment"
+)
+
+// Config is a loaded, validated daemon configuration.
+type Config struct {
+	DeviceID  string              `toml:"device_id"`
+	StateDir  string              `toml:"state_dir"`
+	MQTT      MQTT                `toml:"mqtt"`
+	Payment   Payment             `toml:"payment"`
+	Merchants map[string]Merchant `toml:"merchants"`
+	Display   Display             `toml:"display"`
+	Unlock    Unlock              `toml:"unlock"`
+	Clock     Clock               `toml:"clock"`
+	// Catalog maps an order type to the only total_fee allowed for it;
+	// empty means any type at any fee up to max_fee.
+	Catalog map[string]payment.Fen `toml:"catalog"`
+}
+
+// MQTT is the [mqtt] table.
+type MQTT struct {
+	URL          string `toml:"url"`
+	TopicPrefix  string `toml:"topic_prefix"`
+	ClientID     string `toml:"client_id"`
+	Username     string `toml:"username"`
+	PasswordFile string `toml:"password_file"`
+	CAFile       string `toml:"ca_file"`
+	CertFile     string `toml:"cert_file"`
+	KeyFile      string `toml:"key_file"`
+}
+
+// Payment is the [payment] table.
+type Payment struct {
+	// Provider is "wxpay", "alipay" or "any" (both QR codes).
+	Provider  string      `toml:"provider"`
+	Expire    Duration    `toml:"expire"`
+	MaxFee    payment.Fen `toml:"max_fee"`
+	Poll      Duration    `toml:"poll"`
+	NotifyURL string      `toml:"notify_url"`
+}
+
+// Merchant is one [merchants.<pid>] table: the accounts of one merchant at
+// each provider. A nil pointer means that provider is not configured.
+type Merchant struct {
+	WxPay  *WxPayMerchant  `toml:"wxpay"`
+	Alipay *AlipayMerchant `toml:"alipay"`
+}
+
+// WxPayMerchant is a [merchants.<pid>.wxpay] table (public-key mode).
+type WxPayMerchant struct {
+	AppID          string `toml:"appid"`
+	MchID          string `toml:"mchid"`
+	CertSerial     string `toml:"cert_serial"`
+	PrivateKeyFile string `toml:"private_key_file"`
+	APIv3KeyFile   string `toml:"apiv3_key_file"`
+	PublicKeyID    string `toml:"public_key_id"`
+	PublicKeyFile  string `toml:"public_key_file"`
+	APIBase        string `toml:"api_base"`
+}
+
+// AlipayMerchant is a [merchants.<pid>.alipay] table.
+type AlipayMerchant struct {
+	AppID               string `toml:"app_id"`
+	PrivateKeyFile      string `toml:"private_key_file"`
+	AlipayPublicKeyFile string `toml:"alipay_public_key_file"`
+	Gateway             string `toml:"gateway"`
+}
+
+// Display is the [display] table.
+type Display struct {
+	Outputs   []string `toml:"outputs"`
+	FBDevice  string   `toml:"fb_device"`
+	Rotate    int      `toml:"rotate"`
+	PNGPath   string   `toml:"png_path"`
+	WebListen string   `toml:"web_listen"`
+	FontFile  string   `toml:"font_file"`
+	Locale    string   `toml:"locale"`
+}
+
+// Unlock is the [unlock] table.
+type Unlock struct {
+	AckTimeout            Duration `toml:"ack_timeout"`
+	OnNoAck               string   `toml:"on_no_ack"`
+	ResultKeyFile         string   `toml:"result_key_file"`
+	RequireSignedRequests bool     `toml:"require_signed_requests"`
+}
+
+// Clock is the [clock] table.
+type Clock struct {
+	// SyncCheck is "kernel" (trust the clock only while the kernel reports
+	// it synchronised) or "none".
+	SyncCheck string `toml:"sync_check"`
+}
+
+// Values of the enumerated keys.
+const (
+	ProviderAny = "any"
+
+	OnNoAckRefund = "refund"
+	OnNoAckHold   = "hold"
+
+	SyncKernel = "kernel"
+	SyncNone   = "none"
+
+	OutputFB  = "fb"
+	OutputPNG = "png"
+	OutputWeb = "web"
+	OutputTTY = "tty"
+)
+
+// Duration is a time.Duration written in TOML as a Go duration string
+// ("5m", "2s"). Bare integers are refused: "expire = 300" would otherwise
+// silently mean 300 ns.
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("want a duration such as \"30s\" or \"5m\", got %q", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText formats the duration.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+
+// Error is one problem with a configuration value. Key is the dotted TOML
+// key ("payment.expire", "merchants.default.wxpay.mchid").
+type Error struct {
+	Key string
+	Msg string
+}
+
+func (e *Error) Error() string {
+	if e.Key == "" {
+		return e.Msg
+	}
+	return e.Key + ": " + e.Msg
+}
+
+// Default returns the configuration that applies to every key a file does
+// not set (SPEC §3). DeviceID is empty and must be set.
+func Default() *Config {
+	return &Config{
+		StateDir: "/var/lib/kioskpayd",
+		MQTT: MQTT{
+			URL:         "tcp://127.0.0.1:1883",
+			TopicPrefix: "kiosk",
+		},
+		Payment: Payment{
+			Provider: ProviderAny,
+			Expire:   Duration{5 * time.Minute},
+			MaxFee:   100000,
+			Poll:     Duration{2 * time.Second},
+		},
+		Display: Display{
+			Outputs:   []string{OutputWeb},
+			FBDevice:  "/dev/fb0",
+			PNGPath:   "/run/kioskpayd/qr.png",
+			WebListen: "127.0.0.1:8088",
+			Locale:    "zh",
+		},
+		Unlock: Unlock{
+			AckTimeout: Duration{30 * time.Second},
+			OnNoAck:    OnNoAckRefund,
+		},
+		Clock: Clock{SyncCheck: SyncKernel},
+	}
+}
+
+// Load reads, parses and validates the file at path, then checks the files
+// it names: each must exist, and key files must not be readable by group or
+// others. Relative paths in the file are resolved against its directory.
+// Every error describes what is wrong and names the key; several problems
+// are joined.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Parse(data, filepath.Dir(abs))
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := c.CheckFiles(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes and validates a configuration without touching the file
+// system. Relative file paths are made absolute against dir (unless dir is
+// empty). Defaults fill every key the data does not set.
+func Parse(data []byte, dir string) (*Config, error) {
+	// Syntax first: the parser's "last key" for a syntax error is just the
+	// key before the mistake, which would mislead if reported as the culprit.
+	var syntax map[string]any
+	if _, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&syntax); err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, &Error{Msg: fmt.Sprintf("TOML syntax error at line %d, column %d: %s", pe.Position.Line, pe.Position.Col, pe.Message)}
+		}
+		return nil, &Error{Msg: "TOML syntax error: " + err.Error()}
+	}
+	c := Default()
+	// The defaults hold a slice; a file that sets outputs must replace it,
+	// not merge into it.
+	c.Display.Outputs = nil
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(c)
+	if err != nil {
+		return nil, decodeError(err)
+	}
+	if !md.IsDefined("display", "outputs") {
+		c.Display.Outputs = []string{OutputWeb}
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		var errs []error
+		for _, k := range und {
+			errs = append(errs, &Error{Key: k.String(), Msg: "unknown key"})
+		}
+		return nil, errors.Join(errs...)
+	}
+	if c.MQTT.ClientID == "" && c.DeviceID != "" {
+		c.MQTT.ClientID = "kioskpayd-" + c.DeviceID
+	}
+	if dir != "" {
+		for _, p := range c.paths() {
+			if *p.path != "" && !filepath.IsAbs(*p.path) {
+				*p.path = filepath.Join(dir, *p.path)
+			}
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// decodeError turns a TOML decoding error into an *Error naming the key
+// when the decoder knows it.
+func decodeError(err error) error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		return &Error{Key: pe.LastKey, Msg: fmt.Sprintf("line %d: %s", pe.Position.Line, pe.Message)}
+	}
+	// Type mismatches are plain errors of the form
+	// `toml: line 3 (last key "payment.max_fee"): incompatible types: …`.
+	if m := tomlKeyErrRE.FindStringSubmatch(err.Error()); m != nil {
+		msg := m[3]
+		if m[1] != "" {
+			msg = "line " + m[1] + ": " + msg
+		}
+		return &Error{Key: m[2], Msg: msg}
+	}
+	return &Error{Msg: "TOML: " + err.Error()}
+}
+
+var tomlKeyErrRE = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key "([^"]*)"\): (.*)$`)
+
+var (
+	deviceIDRE    = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	pidRE         = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	catalogTypeRE = regexp.MustCompile(`^[a-z0-9_]{1,32}$`)
+)
+
+// Validate checks every value. It does not look at the file system.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+
+	switch {
+	case c.DeviceID == "":
+		bad("device_id", "is required")
+	case !deviceIDRE.MatchString(c.DeviceID):
+		bad("device_id", "must be 1 to 64 characters of A-Z a-z 0-9 _ -, got %q", c.DeviceID)
+	}
+	if c.StateDir == "" {
+		bad("state_dir", "must not be empty")
+	}
+
+	// [mqtt]
+	u, err := url.Parse(c.MQTT.URL)
+	tlsScheme := false
+	switch {
+	case c.MQTT.URL == "":
+		bad("mqtt.url", "is required")
+	case err != nil:
+		bad("mqtt.url", "not a URL: %v", err)
+	default:
+		switch u.Scheme {
+		case "tcp", "ws":
+		case "ssl", "wss":
+			tlsScheme = true
+		default:
+			bad("mqtt.url", "scheme must be tcp, ssl, ws or wss, got %q", u.Scheme)
+		}
+		if u.Host == "" {
+			bad("mqtt.url", "has no host: %q", c.MQTT.URL)
+		}
+		if u.User != nil {
+			bad("mqtt.url", "must not carry credentials; use mqtt.username and mqtt.password_file")
+		}
+	}
+	switch p := c.MQTT.TopicPrefix; {
+	case p == "":
+		bad("mqtt.topic_prefix", "must not be empty")
+	case strings.ContainsAny(p, "+#\x00"):
+		bad("mqtt.topic_prefix", "must not contain MQTT wildcards (+ #), got %q", p)
+	case strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") || strings.Contains(p, "//"):
+		bad("mqtt.topic_prefix", "must not start or end with / or contain empty levels, got %q", p)
+	case strings.HasPrefix(p, "$"):
+		bad("mqtt.topic_prefix", "must not start with $ (reserved for broker topics)")
+	}
+	if id := c.MQTT.ClientID; len(id) > 65535 || strings.ContainsFunc(id, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		bad("mqtt.client_id", "must be printable and shorter than 64 KiB")
+	}
+	if c.MQTT.PasswordFile != "" && c.MQTT.Username == "" {
+		bad("mqtt.password_file", "is set but mqtt.username is empty")
+	}
+	if (c.MQTT.CertFile == "") != (c.MQTT.KeyFile == "") {
+		if c.MQTT.CertFile == "" {
+			bad("mqtt.cert_file", "is required with mqtt.key_file (mutual TLS needs both)")
+		} else {
+			bad("mqtt.key_file", "is required with mqtt.cert_file (mutual TLS needs both)")
+		}
+	}
+	if !tlsScheme && err == nil && c.MQTT.URL != "" {
+		for key, v := range map[string]string{"mqtt.ca_file": c.MQTT.CAFile, "mqtt.cert_file": c.MQTT.CertFile, "mqtt.key_file": c.MQTT.KeyFile} {
+			if v != "" {
+				bad(key, "is set but mqtt.url %q is not a TLS URL (ssl:// or wss://)", c.MQTT.URL)
+			}
+		}
+	}
+
+	// [payment]
+	switch c.Payment.Provider {
+	case string(payment.WxPay), string(payment.Alipay), ProviderAny:
+	default:
+		bad("payment.provider", "must be wxpay, alipay or any, got %q", c.Payment.Provider)
+	}
+	if e := c.Payment.Expire.Duration; e < payment.MinExpire || e > payment.MaxExpire {
+		bad("payment.expire", "must be from 1m to 2h, got %s", e)
+	}
+	if c.Payment.MaxFee <= 0 {
+		bad("payment.max_fee", "must be a positive number of fen, got %d", int64(c.Payment.MaxFee))
+	}
+	if p := c.Payment.Poll.Duration; p < 200*time.Millisecond || p > 5*time.Minute {
+		bad("payment.poll", "must be from 200ms to 5m, got %s", p)
+	}
+	if c.Payment.NotifyURL != "" {
+		if msg := checkHTTPURL(c.Payment.NotifyURL); msg != "" {
+			bad("payment.notify_url", "%s", msg)
+		}
+	}
+
+	// [merchants]
+	if len(c.Merchants) == 0 {
+		bad("merchants", "at least one merchant is required, e.g. [merchants.default.wxpay] or [merchants.default.alipay]")
+	}
+	for _, pid := range sortedKeys(c.Merchants) {
+		m := c.Merchants[pid]
+		base := "merchants." + pid
+		if !pidRE.MatchString(pid) {
+			bad(base, "merchant id must be 1 to 64 characters of A-Z a-z 0-9 _ -")
+		}
+		if m.WxPay == nil && m.Alipay == nil {
+			bad(base, "configures no provider; add a wxpay or alipay table")
+		}
+		need := func(name payment.ProviderName, present bool) {
+			if !present && (c.Payment.Provider == string(name) || c.Payment.Provider == ProviderAny) {
+				bad(base+"."+string(name), "is required because payment.provider is %q", c.Payment.Provider)
+			}
+		}
+		need(payment.WxPay, m.WxPay != nil)
+		need(payment.Alipay, m.Alipay != nil)
+		if w := m.WxPay; w != nil {
+			k := base + ".wxpay."
+			for key, v := range map[string]string{
+				"appid": w.AppID, "mchid": w.MchID, "cert_serial": w.CertSerial,
+				"private_key_file": w.PrivateKeyFile, "apiv3_key_file": w.APIv3KeyFile,
+				"public_key_id": w.PublicKeyID, "public_key_file": w.PublicKeyFile,
+			} {
+				if v == "" {
+					bad(k+key, "is required")
+				}
+			}
+			if w.PublicKeyID != "" && !strings.HasPrefix(w.PublicKeyID, "PUB_KEY_ID_") {
+				bad(k+"public_key_id", "must start with PUB_KEY_ID_ (WeChat Pay public-key mode)")
+			}
+			if w.APIBase != "" {
+				if msg := checkHTTPURL(w.APIBase); msg != "" {
+					bad(k+"api_base", "%s", msg)
+				}
+			}
+		}
+		if a := m.Alipay; a != nil {
+			k := base + ".alipay."
+			for key, v := range map[string]string{
+				"app_id": a.AppID, "private_key_file": a.PrivateKeyFile, "alipay_public_key_file": a.AlipayPublicKeyFile,
+			} {
+				if v == "" {
+					bad(k+key, "is required")
+				}
+			}
+			if a.Gateway != "" {
+				if msg := checkHTTPURL(a.Gateway); msg != "" {
+					bad(k+"gateway", "%s", msg)
+				}
+			}
+		}
+	}
+
+	// [display]
+	seen := map[string]bool{}
+	for _, o := range c.Display.Outputs {
+		switch o {
+		case OutputFB, OutputPNG, OutputWeb, OutputTTY:
+		default:
+			bad("display.outputs", "unknown output %q; want any of fb, png, web, tty", o)
+		}
+		if seen[o] {
+			bad("display.outputs", "lists %q twice", o)
+		}
+		seen[o] = true
+	}
+	switch c.Display.Rotate {
+	case 0, 90, 180, 270:
+	default:
+		bad("display.rotate", "must be 0, 90, 180 or 270, got %d", c.Display.Rotate)
+	}
+	if seen[OutputFB] && c.Display.FBDevice == "" {
+		bad("display.fb_device", "must not be empty when outputs has fb")
+	}
+	if seen[OutputPNG] && c.Display.PNGPath == "" {
+		bad("display.png_path", "must not be empty when outputs has png")
+	}
+	if seen[OutputWeb] {
+		if _, port, err := net.SplitHostPort(c.Display.WebListen); err != nil || port == "" {
+			bad("display.web_listen", "must be host:port, got %q", c.Display.WebListen)
+		}
+	}
+	switch c.Display.Locale {
+	case "zh", "en":
+	default:
+		bad("display.locale", "must be zh or en, got %q", c.Display.Locale)
+	}
+
+	// [unlock]
+	if t := c.Unlock.AckTimeout.Duration; t < time.Second || t > time.Hour {
+		bad("unlock.ack_timeout", "must be from 1s to 1h, got %s", t)
+	}
+	switch c.Unlock.OnNoAck {
+	case OnNoAckRefund, OnNoAckHold:
+	default:
+		bad("unlock.on_no_ack", "must be refund or hold, got %q", c.Unlock.OnNoAck)
+	}
+	if c.Unlock.RequireSignedRequests && c.Unlock.ResultKeyFile == "" {
+		bad("unlock.require_signed_requests", "needs unlock.result_key_file (requests are checked with that key)")
+	}
+
+	// [clock]
+	switch c.Clock.SyncCheck {
+	case SyncKernel, SyncNone:
+	default:
+		bad("clock.sync_check", "must be kernel or none, got %q", c.Clock.SyncCheck)
+	}
+
+	// [catalog]
+	for _, typ := range sortedKeys(c.Catalog) {
+		fee := c.Catalog[typ]
+		key := "catalog." + typ
+		if !catalogTypeRE.MatchString(typ) {
+			bad(key, "order type must be 1 to 32 characters of a-z 0-9 _")
+		}
+		if fee <= 0 {
+			bad(key, "must be a positive number of fen, got %d", int64(fee))
+		} else if c.Payment.MaxFee > 0 && fee > c.Payment.MaxFee {
+			bad(key, "%d fen is above payment.max_fee (%d); no order of this type could be placed", int64(fee), int64(c.Payment.MaxFee))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkHTTPURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Sprintf("not a URL: %v", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Sprintf("must be an http:// or https:// URL, got %q", s)
+	}
+	if u.Host == "" {
+		return fmt.Sprintf("has no host: %q", s)
+	}
+	return ""
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// pathRef is a configured file path and the key that sets it.
+type pathRef struct {
+	key    string
+	path   *string
+	secret bool // key material: must not be readable by group or others
+	dir    bool // a directory, created by the daemon if missing
+}
+
+// paths lists every file path the configuration names, in a stable order.
+func (c *Config) paths() []pathRef {
+	refs := []pathRef{
+		{key: "state_dir", path: &c.StateDir, dir: true},
+		{key: "mqtt.password_file", path: &c.MQTT.PasswordFile, secret: true},
+		{key: "mqtt.ca_file", path: &c.MQTT.CAFile},
+		{key: "mqtt.cert_file", path: &c.MQTT.CertFile},
+		{key: "mqtt.key_file", path: &c.MQTT.KeyFile, secret: true},
+		{key: "display.png_path", path: &c.Display.PNGPath},
+		{key: "display.font_file", path: &c.Display.FontFile},
+		{key: "unlock.result_key_file", path: &c.Unlock.ResultKeyFile, secret: true},
+	}
+	for _, pid := range sortedKeys(c.Merchants) {
+		m := c.Merchants[pid]
+		if w := m.WxPay; w != nil {
+			k := "merchants." + pid + ".wxpay."
+			refs = append(refs,
+				pathRef{key: k + "private_key_file", path: &w.PrivateKeyFile, secret: true},
+				pathRef{key: k + "apiv3_key_file", path: &w.APIv3KeyFile, secret: true},
+				pathRef{key: k + "public_key_file", path: &w.PublicKeyFile},
+			)
+		}
+		if a := m.Alipay; a != nil {
+			k := "merchants." + pid + ".alipay."
+			refs = append(refs,
+				pathRef{key: k + "private_key_file", path: &a.PrivateKeyFile, secret: true},
+				pathRef{key: k + "alipay_public_key_file", path: &a.AlipayPublicKeyFile},
+			)
+		}
+	}
+	return refs
+}
+
+// inputFiles are the keys whose files the daemon reads at start and which
+// must therefore exist. display.png_path is written, state_dir created.
+var inputFiles = []string{"mqtt.password_file", "mqtt.ca_file", "mqtt.cert_file", "mqtt.key_file", "display.font_file", "unlock.result_key_file"}
+
+// CheckFiles checks the files the configuration names: the ones the daemon
+// reads must be regular files, and key files must not be readable by group
+// or others (a leaked merchant key is a leaked till).
+func (c *Config) CheckFiles() error {
+	var errs []error
+	for _, p := range c.paths() {
+		if *p.path == "" || p.dir || p.key == "display.png_path" {
+			continue
+		}
+		if !slices.Contains(inputFiles, p.key) && !strings.HasPrefix(p.key, "merchants.") {
+			continue
+		}
+		fi, err := os.Stat(*p.path)
+		if err != nil {
+			errs = append(errs, &Error{Key: p.key, Msg: fmt.Sprintf("file %s: %v", *p.path, errors.Unwrap(err))})
+			continue
+		}
+		if !fi.Mode().IsRegular() {
+			errs = append(errs, &Error{Key: p.key, Msg: fmt.Sprintf("file %s is not a regular file", *p.path)})
+			continue
+		}
+		if p.secret && fi.Mode().Perm()&0o077 != 0 {
+			errs = append(errs, &Error{Key: p.key, Msg: fmt.Sprintf("key file %s has mode %04o and is readable by group or others; run chmod 600 %s", *p.path, fi.Mode().Perm(), *p.path)})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ReadSecret reads a key file named by the configuration and trims
+// surrounding whitespace (files written by editors end in a newline). The
+// error names the key and the file, never the content.
+func ReadSecret(key, path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", &Error{Key: key, Msg: fmt.Sprintf("read %s: %v", path, errors.Unwrap(err))}
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", &Error{Key: key, Msg: fmt.Sprintf("file %s is empty", path)}
+	}
+	return s, nil
+}
+
+// Topic returns the topic prefix P = <topic_prefix>/<device_id> (SPEC §4).
+func (c *Config) Topic() string { return c.MQTT.TopicPrefix + "/" + c.DeviceID }
+
+// Limits returns the bounds create requests are checked against.
+func (c *Config) Limits() payment.Limits {
+	return payment.Limits{MaxFee: c.Payment.MaxFee, DefaultExpire: c.Payment.Expire.Duration}
+}
