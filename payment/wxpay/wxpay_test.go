@@ -196,7 +196,9 @@ func TestNewValidatesConfig(t *testing.T) {
 	}{
 		{"missing mchid", func(c *wxpay.Config) { c.MchID = "" }, "mchid"},
 		{"short apiv3 key", func(c *wxpay.Config) { c.APIv3Key = "short" }, "apiv3_key"},
-		{"pkcs1 private key", func(c *wxpay.Config) { c.PrivateKeyPEM = strings.ReplaceAll(c.PrivateKeyPEM, "PRIVATE KEY", "RSA PRIVATE KEY") }, "private_key"},
+		{"pkcs1 private key", func(c *wxpay.Config) {
+			c.PrivateKeyPEM = strings.ReplaceAll(c.PrivateKeyPEM, "PRIVATE KEY", "RSA PRIVATE KEY")
+		}, "private_key"},
 		{"bad public key", func(c *wxpay.Config) { c.PublicKeyPEM = "junk" }, "public_key"},
 		{"public key id", func(c *wxpay.Config) { c.PublicKeyID = "12345" }, "public_key_id"},
 		{"api base with path", func(c *wxpay.Config) { c.APIBase = "http://127.0.0.1:1/wx" }, "api_base"},
