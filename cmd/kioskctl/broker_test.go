@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// testBroker returns a broker URL and a topic prefix unique to the test: a
+// real broker when KIOSKPAY_TEST_MQTT_URL is set, else an in-process mochi.
+func testBroker(t *testing.T) (url, prefix string) {
+	t.Helper()
+	prefix = "kt" + randHex(4)
+	if u := os.Getenv("KIOSKPAY_TEST_MQTT_URL"); u != "" {
+		return u, prefix
+	}
+	s := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
+	if err := s.AddHook(new(allowAll), nil); err != nil {
+		t.Fatal(err)
+	}
+	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+	if err := s.AddListener(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return "tcp://" + l.Address(), prefix
+}
+
+// allowAll lets every client connect and use every topic. (mochi's own
+// auth.AllowHook lives in a package that needs a YAML module this module
+// does not otherwise carry.)
+type allowAll struct{ mochi.HookBase }
+
+func (h *allowAll) ID() string { return "allow-all" }
+
+func (h *allowAll) Provides(b byte) bool {
+	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
+}
+
+func (h *allowAll) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
+
+func (h *allowAll) OnACLCheck(*mochi.Client, string, bool) bool { return true }
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// testClient connects a plain paho client for the test's own publishing
+// and subscribing.
+func testClient(t *testing.T, url, id string) mqtt.Client {
+	t.Helper()
+	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID(id + "-" + randHex(3)).
+		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second)
+	c := mqtt.NewClient(opts)
+	tok := c.Connect()
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect %s: %v", url, tok.Error())
+	}
+	t.Cleanup(func() { c.Disconnect(100) })
+	return c
+}
+
+func publish(t *testing.T, c mqtt.Client, topic string, retained bool, payload []byte) {
+	t.Helper()
+	tok := c.Publish(topic, 1, retained, payload)
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish %s: %v", topic, tok.Error())
+	}
+}
+
+// runResult is what one kioskctl invocation produced.
+type runResult struct {
+	code           int
+	stdout, stderr string
+}
+
+// lockedBuffer lets a test read output while the command still runs.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// kioskctl runs the CLI in-process with args and env.
+func kioskctl(ctx context.Context, env map[string]string, args ...string) runResult {
+	var out, errb lockedBuffer
+	m := &Main{Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return env[k] }}
+	code := m.Run(ctx, args)
+	return runResult{code, out.String(), errb.String()}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func contains(t *testing.T, what, s string, wants ...string) {
+	t.Helper()
+	for _, w := range wants {
+		if !strings.Contains(s, w) {
+			t.Errorf("%s does not contain %q:\n%s", what, w, s)
+		}
+	}
+}

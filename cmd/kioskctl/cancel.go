@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/kioskpay/kioskpay/device"
+)
+
+// CancelCommand cancels a pending order: the QR code is withdrawn and the
+// order closed at the provider.
+type CancelCommand struct{}
+
+const cancelUsage = `Usage: kioskctl cancel -device ID -out-trade-no N
+
+Asks the device to cancel a pending order (the customer walked away). A
+payment that raced the cancel still counts and is reported as paid.
+
+Flags:
+	-device ID          device_id (required)
+	-out-trade-no N     the order (required)
+`
+
+// Usage implements command.
+func (c *CancelCommand) Usage() string { return cancelUsage + "\nGlobal flags:\n" + globalFlagsUsage }
+
+// Run implements command.
+func (c *CancelCommand) Run(ctx context.Context, g *Globals, args []string) error {
+	fs := flag.NewFlagSet("cancel", flag.ContinueOnError)
+	var dev, no string
+	fs.StringVar(&dev, "device", "", "")
+	fs.StringVar(&no, "out-trade-no", "", "")
+	if err := g.parse(fs, c.Usage(), args); err != nil {
+		return err
+	}
+	if err := checkOrderFlags(dev, no); err != nil {
+		return err
+	}
+	key, err := g.signKey()
+	if err != nil {
+		return err
+	}
+	req := orderRef{RequestID: newRequestID(), OutTradeNo: no}
+	if key != nil {
+		req.TS = time.Now().Unix()
+		req.Sig = device.SignCancel(key, no, req.TS)
+	}
+	raw, err := roundTrip(ctx, g, dev, device.TopicCancel, req.RequestID, req)
+	if err != nil {
+		return err
+	}
+	if !g.JSON() {
+		fmt.Fprintf(g.Stdout, "%s: %s\n", no, replyMsg(raw, "cancel requested"))
+	}
+	return nil
+}

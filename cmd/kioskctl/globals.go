@@ -1,0 +1,170 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+// Globals are the flags every command accepts, before or after its name.
+type Globals struct {
+	Broker       string
+	Prefix       string
+	Username     string
+	PasswordFile string
+	CAFile       string
+	CertFile     string
+	KeyFile      string
+	Timeout      time.Duration
+	Output       string
+	// SignKeyFile holds the HMAC key of unlock.result_key_file: requests are
+	// signed with it and results verified.
+	SignKeyFile string
+
+	Stdout io.Writer
+	Stderr io.Writer
+	Getenv func(string) string
+
+	timeoutSet bool // -timeout given explicitly
+}
+
+const globalFlagsUsage = `	-broker URL          MQTT broker (tcp:// ssl:// ws:// wss://); env KIOSKCTL_BROKER
+	                     (default tcp://127.0.0.1:1883)
+	-prefix P            topic prefix, mqtt.topic_prefix of the devices; env KIOSKCTL_PREFIX (default kiosk)
+	-username U          broker user name; env KIOSKCTL_USERNAME
+	-password-file F     file holding the broker password; env KIOSKCTL_PASSWORD_FILE
+	-ca-file F           CA bundle that signed the broker's certificate (TLS)
+	-cert-file F         client certificate for mutual TLS (with -key-file)
+	-key-file F          client private key for mutual TLS
+	-sign-key-file F     HMAC key (unlock.result_key_file): sign requests, verify results
+	-timeout D           how long to wait for a device's reply (default 10s)
+	-o text|json         output format (default text; json for scripts)
+`
+
+func newGlobals(m *Main) *Globals {
+	env := func(k, def string) string {
+		if v := m.Getenv(k); v != "" {
+			return v
+		}
+		return def
+	}
+	return &Globals{
+		Broker:       env("KIOSKCTL_BROKER", "tcp://127.0.0.1:1883"),
+		Prefix:       env("KIOSKCTL_PREFIX", "kiosk"),
+		Username:     env("KIOSKCTL_USERNAME", ""),
+		PasswordFile: env("KIOSKCTL_PASSWORD_FILE", ""),
+		Timeout:      10 * time.Second,
+		Output:       "text",
+		Stdout:       m.Stdout,
+		Stderr:       m.Stderr,
+		Getenv:       m.Getenv,
+	}
+}
+
+// register adds the global flags to fs, with their current values as
+// defaults so flags given before the command name survive a second parse.
+func (g *Globals) register(fs *flag.FlagSet) {
+	fs.StringVar(&g.Broker, "broker", g.Broker, "MQTT broker URL")
+	fs.StringVar(&g.Prefix, "prefix", g.Prefix, "topic prefix")
+	fs.StringVar(&g.Username, "username", g.Username, "broker user name")
+	fs.StringVar(&g.PasswordFile, "password-file", g.PasswordFile, "file holding the broker password")
+	fs.StringVar(&g.CAFile, "ca-file", g.CAFile, "CA certificate bundle (TLS)")
+	fs.StringVar(&g.CertFile, "cert-file", g.CertFile, "client certificate (mutual TLS)")
+	fs.StringVar(&g.KeyFile, "key-file", g.KeyFile, "client private key (mutual TLS)")
+	fs.StringVar(&g.SignKeyFile, "sign-key-file", g.SignKeyFile, "HMAC key to sign requests and verify results")
+	fs.Func("timeout", "reply timeout", func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("want a positive duration such as 10s")
+		}
+		g.Timeout, g.timeoutSet = d, true
+		return nil
+	})
+	fs.Func("o", "output format: text or json", func(s string) error {
+		if s != "text" && s != "json" {
+			return fmt.Errorf("want text or json")
+		}
+		g.Output = s
+		return nil
+	})
+}
+
+// parse parses a command's args with its own flags plus the global ones.
+// Positional arguments are refused: every input is a named flag.
+func (g *Globals) parse(fs *flag.FlagSet, usage string, args []string) error {
+	fs.SetOutput(io.Discard)
+	g.register(fs)
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			fmt.Fprint(g.Stdout, usage)
+			return err
+		}
+		return &usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q (every input is a flag, e.g. -device ID)", fs.Arg(0))
+	}
+	return nil
+}
+
+// JSON reports whether output is for scripts.
+func (g *Globals) JSON() bool { return g.Output == "json" }
+
+// printJSON writes v as one line of JSON.
+func (g *Globals) printJSON(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode output: %w", err)
+	}
+	_, err = fmt.Fprintf(g.Stdout, "%s\n", b)
+	return err
+}
+
+// signKey reads the HMAC key, or returns nil when none is configured.
+func (g *Globals) signKey() ([]byte, error) {
+	if g.SignKeyFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(g.SignKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("read -sign-key-file: %w", err)
+	}
+	// A key written with echo has a trailing newline the daemon trims too.
+	k := []byte(strings.TrimRight(string(b), "\r\n"))
+	if len(k) == 0 {
+		return nil, fmt.Errorf("-sign-key-file %s is empty", g.SignKeyFile)
+	}
+	return k, nil
+}
+
+// topic returns "<prefix>/<device>/<suffix>".
+func (g *Globals) topic(device, suffix string) string {
+	return g.Prefix + "/" + device + "/" + suffix
+}
+
+// requireDevice checks the -device flag.
+func requireDevice(id string) error {
+	if id == "" {
+		return usagef("-device is required (the device's device_id, see 'kioskctl status')")
+	}
+	if !validDeviceID(id) {
+		return usagef("-device %q: want 1-64 characters of A-Z a-z 0-9 _ -", id)
+	}
+	return nil
+}
+
+func validDeviceID(id string) bool {
+	if len(id) < 1 || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}

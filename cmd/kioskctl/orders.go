@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/kioskpay/kioskpay/device"
+)
+
+// OrdersCommand lists a device's orders, newest first, following the
+// device's paging cursor.
+type OrdersCommand struct{}
+
+const ordersUsage = `Usage: kioskctl orders -device ID [-state S] [-limit N]
+
+Lists the device's orders, newest first, as a table (or -o json).
+
+Flags:
+	-device ID    device_id (required)
+	-state S      only orders in this state: ` + "pending, paid, delivered, expired, cancelled, refunding, refunded, …" + `
+	-limit N      at most N orders (default 50; 0 = all)
+`
+
+// Usage implements command.
+func (c *OrdersCommand) Usage() string { return ordersUsage + "\nGlobal flags:\n" + globalFlagsUsage }
+
+type ordersRequest struct {
+	RequestID string `json:"request_id"`
+	State     string `json:"state,omitempty"`
+	Limit     int    `json:"limit"`
+	After     string `json:"after,omitempty"`
+}
+
+// Run implements command.
+func (c *OrdersCommand) Run(ctx context.Context, g *Globals, args []string) error {
+	fs := flag.NewFlagSet("orders", flag.ContinueOnError)
+	var dev, state string
+	limit := device.DefaultOrdersLimit
+	fs.StringVar(&dev, "device", "", "")
+	fs.StringVar(&state, "state", "", "")
+	fs.IntVar(&limit, "limit", limit, "")
+	if err := g.parse(fs, c.Usage(), args); err != nil {
+		return err
+	}
+	if err := requireDevice(dev); err != nil {
+		return err
+	}
+	if state != "" && !slices.Contains(device.OrderStates, state) {
+		return usagef("-state %q: want one of %s", state, strings.Join(device.OrderStates, ", "))
+	}
+	if limit < 0 {
+		return usagef("-limit %d: want 0 (all) or more", limit)
+	}
+	conn, err := g.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	replies, err := conn.Subscribe(ctx, g.topic(dev, device.TopicReply))
+	if err != nil {
+		return err
+	}
+	orders := []device.OrderSummary{}
+	after := ""
+	for limit == 0 || len(orders) < limit {
+		page := device.MaxOrdersLimit
+		if limit > 0 {
+			page = min(page, limit-len(orders))
+		}
+		req := ordersRequest{RequestID: newRequestID(), State: state, Limit: page, After: after}
+		body, _ := json.Marshal(req)
+		if err := conn.Publish(ctx, g.topic(dev, device.TopicOrders), body); err != nil {
+			return err
+		}
+		raw, err := awaitReply(ctx, replies, dev, req.RequestID, g.Timeout)
+		if err != nil {
+			return err
+		}
+		var r device.OrdersReply
+		if err := json.Unmarshal(raw, &r); err != nil {
+			return fmt.Errorf("device %s sent an unreadable reply: %w", dev, err)
+		}
+		if err := headOf(r.Reply).refusal(dev); err != nil {
+			return err
+		}
+		orders = append(orders, r.Orders...)
+		// A cursor that does not move would loop forever.
+		if r.Next == "" || r.Next == after || len(r.Orders) == 0 {
+			break
+		}
+		after = r.Next
+	}
+	if limit > 0 && len(orders) > limit {
+		orders = orders[:limit]
+	}
+	if g.JSON() {
+		return g.printJSON(struct {
+			Device string                `json:"device"`
+			Orders []device.OrderSummary `json:"orders"`
+		}{dev, orders})
+	}
+	if len(orders) == 0 {
+		fmt.Fprintf(g.Stderr, "device %s has no orders%s\n", dev, map[bool]string{true: " in state " + state}[state != ""])
+		return nil
+	}
+	w := tabwriter.NewWriter(g.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "OUT_TRADE_NO\tSTATE\tSTATUS\tFEE\tPROVIDER\tCREATED\tTRANSACTION")
+	for _, o := range orders {
+		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", o.OutTradeNo, o.State, o.Status, o.TotalFee, dash(o.Provider), o.CreatedAt, dash(o.TransactionID))
+	}
+	w.Flush()
+	return nil
+}

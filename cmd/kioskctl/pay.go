@@ -1,0 +1,300 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/kioskpay/kioskpay/device"
+	"github.com/kioskpay/kioskpay/payment"
+)
+
+// PayCommand places an order on a device, shows its QR code in the terminal
+// and waits for the result: the whole customer flow from the operator's
+// seat.
+type PayCommand struct{}
+
+const payUsage = `Usage: kioskctl pay -device ID -fee FEN -subject TEXT [flags]
+
+Publishes a create request to <prefix>/<ID>/pay/create, prints the QR code(s)
+in the terminal, then waits for the order's result on <prefix>/<ID>/pay/result.
+Exit 0 paid, 3 expired/cancelled/refunded, 1 error.
+
+Flags:
+	-device ID         device_id of the device (required)
+	-fee FEN           amount in fen, e.g. 1000 for ¥10.00 (required)
+	-subject TEXT      what the customer pays for (required)
+	-type T            order type ([a-z0-9_]{1,32}), checked against the device's catalog
+	                   (default "kioskctl")
+	-provider P        wxpay, alipay or any (both codes); default: the device's payment.provider
+	-out-trade-no N    order number (6-32 of A-Z a-z 0-9 _); generated when absent
+	-custom JSON       object echoed back in the result, e.g. '{"seat":3}'
+	-pid PID           merchant account (default: the device's "default")
+	-expire D          QR lifetime, 1m..2h (default: the device's payment.expire)
+	-ack               acknowledge a paid result as delivered (ok=true), as a controller would
+	-wait D            how long to wait for the result (default: until the order expires, plus 2m)
+	-invert            draw the QR code for dark-on-light terminals
+	-no-qr             do not draw the QR code (print its content only)
+`
+
+// Usage implements command.
+func (c *PayCommand) Usage() string { return payUsage + "\nGlobal flags:\n" + globalFlagsUsage }
+
+// createData is the "data" object of a create request.
+type createData struct {
+	OutTradeNo    string          `json:"out_trade_no"`
+	TotalFee      int64           `json:"total_fee"`
+	Subject       string          `json:"subject"`
+	Type          string          `json:"type"`
+	Custom        json.RawMessage `json:"custom,omitempty"`
+	PID           string          `json:"pid,omitempty"`
+	ExpireSeconds int64           `json:"expire_seconds,omitempty"`
+}
+
+// createRequest is P/pay/create (SPEC §4).
+type createRequest struct {
+	RequestID  string     `json:"request_id"`
+	Provider   string     `json:"provider,omitempty"`
+	NeedQRcode bool       `json:"needQRcode"`
+	Data       createData `json:"data"`
+	TS         int64      `json:"ts,omitempty"`
+	Sig        string     `json:"sig,omitempty"`
+}
+
+// ackRequest is P/unlock/ack.
+type ackRequest struct {
+	RequestID  string `json:"request_id"`
+	OutTradeNo string `json:"out_trade_no"`
+	OK         bool   `json:"ok"`
+	Reason     string `json:"reason,omitempty"`
+	TS         int64  `json:"ts,omitempty"`
+	Sig        string `json:"sig,omitempty"`
+}
+
+// Run implements command.
+func (c *PayCommand) Run(ctx context.Context, g *Globals, args []string) error {
+	fs := flag.NewFlagSet("pay", flag.ContinueOnError)
+	var (
+		dev, subject, typ, provider, outTradeNo, custom, pid string
+		fee                                                  int64
+		expire, waitFor                                      time.Duration
+		ack, invert, noQR                                    bool
+	)
+	fs.StringVar(&dev, "device", "", "")
+	fs.Int64Var(&fee, "fee", 0, "")
+	fs.StringVar(&subject, "subject", "", "")
+	fs.StringVar(&typ, "type", "kioskctl", "")
+	fs.StringVar(&provider, "provider", "", "")
+	fs.StringVar(&outTradeNo, "out-trade-no", "", "")
+	fs.StringVar(&custom, "custom", "", "")
+	fs.StringVar(&pid, "pid", "", "")
+	fs.DurationVar(&expire, "expire", 0, "")
+	fs.DurationVar(&waitFor, "wait", 0, "")
+	fs.BoolVar(&ack, "ack", false, "")
+	fs.BoolVar(&invert, "invert", false, "")
+	fs.BoolVar(&noQR, "no-qr", false, "")
+	if err := g.parse(fs, c.Usage(), args); err != nil {
+		return err
+	}
+	if err := requireDevice(dev); err != nil {
+		return err
+	}
+	if fee <= 0 {
+		return usagef("-fee is required: a positive amount in fen (1000 = ¥10.00)")
+	}
+	if subject == "" {
+		return usagef("-subject is required")
+	}
+	switch provider {
+	case "", "any", "wxpay", "alipay":
+	default:
+		return usagef("-provider %q: want wxpay, alipay or any", provider)
+	}
+	if outTradeNo == "" {
+		outTradeNo = newOutTradeNo(time.Now())
+	} else if !payment.ValidOutTradeNo(outTradeNo) {
+		return usagef("-out-trade-no %q: want 6-32 characters of A-Z a-z 0-9 _", outTradeNo)
+	}
+	if expire != 0 && (expire < payment.MinExpire || expire > payment.MaxExpire) {
+		return usagef("-expire %v: want 1m..2h", expire)
+	}
+	if custom != "" {
+		var obj map[string]any
+		if err := json.Unmarshal([]byte(custom), &obj); err != nil || obj == nil {
+			return usagef("-custom must be a JSON object, e.g. '{\"seat\":3}'")
+		}
+	}
+	key, err := g.signKey()
+	if err != nil {
+		return err
+	}
+
+	req := createRequest{
+		RequestID:  newRequestID(),
+		Provider:   provider,
+		NeedQRcode: true,
+		Data: createData{
+			OutTradeNo: outTradeNo, TotalFee: fee, Subject: subject, Type: typ,
+			PID: pid, ExpireSeconds: int64(expire / time.Second),
+		},
+	}
+	if custom != "" {
+		req.Data.Custom = json.RawMessage(custom)
+	}
+	if key != nil {
+		req.TS = time.Now().Unix()
+		req.Sig = device.SignCreate(key, outTradeNo, payment.Fen(fee), typ, req.TS)
+	}
+
+	conn, err := g.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	// Results are subscribed to before the request goes out: a customer
+	// who pays within a poll interval must not be missed.
+	results, err := conn.Subscribe(ctx, g.topic(dev, device.TopicResult))
+	if err != nil {
+		return err
+	}
+	raw, err := conn.request(ctx, dev, device.TopicCreate, req.RequestID, req, g.Timeout)
+	if err != nil {
+		return err
+	}
+	var reply device.CreateReply
+	if err := json.Unmarshal(raw, &reply); err != nil {
+		return fmt.Errorf("device %s sent an unreadable reply: %w", dev, err)
+	}
+	if reply.Code != 0 {
+		if g.JSON() {
+			_ = g.printJSON(json.RawMessage(raw))
+		}
+		return headOf(reply.Reply).refusal(dev)
+	}
+	expiresAt, _ := time.Parse(time.RFC3339, reply.ExpiresAt)
+	if g.JSON() {
+		if err := g.printJSON(json.RawMessage(raw)); err != nil {
+			return err
+		}
+	} else {
+		c.printQR(g, reply, expiresAt, invert, noQR)
+	}
+
+	if waitFor == 0 {
+		waitFor = 2 * time.Minute
+		if !expiresAt.IsZero() {
+			// The device queries once more and closes the order at
+			// the deadline; its result follows shortly after.
+			waitFor += time.Until(expiresAt)
+		}
+	}
+	res, rawRes, err := awaitResult(ctx, results, reply.OutTradeNo, waitFor)
+	if err != nil {
+		return fmt.Errorf("%w; the order may still be paid: check with 'kioskctl query -device %s -out-trade-no %s'", err, dev, reply.OutTradeNo)
+	}
+	verified := ""
+	if key != nil {
+		if !res.VerifySignature(key) {
+			return fmt.Errorf("result for %s has an invalid signature: do NOT deliver; check -sign-key-file matches the device's unlock.result_key_file", res.OutTradeNo)
+		}
+		verified = " (signature verified)"
+	}
+	if g.JSON() {
+		if err := g.printJSON(json.RawMessage(rawRes)); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(g.Stdout, "%s: %s %s%s\n", res.OutTradeNo, strings.ToUpper(string(res.Status)), res.TotalFee, verified)
+		if res.TransactionID != "" {
+			fmt.Fprintf(g.Stdout, "transaction %s paid at %s\n", res.TransactionID, res.PaidAt)
+		}
+		if res.Reason != "" {
+			fmt.Fprintf(g.Stdout, "reason: %s\n", res.Reason)
+		}
+	}
+	if res.Status != device.ResultPaid {
+		return &exitError{code: ExitNotPaid}
+	}
+	if ack {
+		a := ackRequest{RequestID: newRequestID(), OutTradeNo: res.OutTradeNo, OK: true}
+		if key != nil {
+			a.TS = time.Now().Unix()
+			a.Sig = device.SignAck(key, a.OutTradeNo, true, a.TS)
+		}
+		b, _ := json.Marshal(a)
+		if err := conn.Publish(ctx, g.topic(dev, device.TopicAck), b); err != nil {
+			return fmt.Errorf("paid, but the ack was not sent (the device will refund after unlock.ack_timeout unless acked): %w", err)
+		}
+		if !g.JSON() {
+			fmt.Fprintln(g.Stdout, "acknowledged as delivered")
+		}
+	} else if !g.JSON() {
+		fmt.Fprintln(g.Stdout, "not acknowledged: the device's controller must ack it (or pass -ack), else it is refunded after unlock.ack_timeout with on_no_ack=refund")
+	}
+	return nil
+}
+
+func (c *PayCommand) printQR(g *Globals, r device.CreateReply, expiresAt time.Time, invert, noQR bool) {
+	codes := []struct{ name, content string }{
+		{"WeChat Pay", r.OrderInfo.CodeURL},
+		{"Alipay", r.OrderInfo.QRCode},
+	}
+	for _, code := range codes {
+		if code.content == "" {
+			continue
+		}
+		fmt.Fprintf(g.Stdout, "%s: %s\n", code.name, code.content)
+		if noQR {
+			continue
+		}
+		qr, err := renderQR(code.content, invert)
+		if err != nil {
+			fmt.Fprintf(g.Stderr, "cannot draw the %s code: %v\n", code.name, err)
+			continue
+		}
+		fmt.Fprint(g.Stdout, qr)
+	}
+	fmt.Fprintf(g.Stdout, "order %s  %s  pay type %s\n", r.OutTradeNo, r.TotalFee, r.PayType)
+	if !expiresAt.IsZero() {
+		fmt.Fprintf(g.Stdout, "expires at %s (in %s)\n", expiresAt.Local().Format("15:04:05"), time.Until(expiresAt).Round(time.Second))
+	}
+	fmt.Fprintln(g.Stdout, "waiting for the payment…")
+}
+
+// renderQR draws a QR code for the terminal.
+func renderQR(content string, invert bool) (string, error) {
+	return halfBlockQR(content, invert)
+}
+
+// awaitResult waits for the first result of outTradeNo. Results are
+// re-published until acknowledged, so later copies are ignored.
+func awaitResult(ctx context.Context, ch <-chan message, outTradeNo string, timeout time.Duration) (device.Result, []byte, error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		select {
+		case m := <-ch:
+			var r device.Result
+			if json.Unmarshal(m.Payload, &r) == nil && r.OutTradeNo == outTradeNo {
+				return r, m.Payload, nil
+			}
+		case <-t.C:
+			return device.Result{}, nil, fmt.Errorf("no result for %s within %v", outTradeNo, timeout.Round(time.Second))
+		case <-ctx.Done():
+			return device.Result{}, nil, fmt.Errorf("interrupted while waiting for the result of %s", outTradeNo)
+		}
+	}
+}
+
+// newOutTradeNo generates an order number that sorts by time and is
+// unique across operators: "ctl" + UTC time + random suffix (25 chars).
+func newOutTradeNo(now time.Time) string {
+	return "ctl" + now.UTC().Format("20060102150405") + "_" + randomHex(4)
+}
+
+func headOf(r device.Reply) replyHead {
+	return replyHead{RequestID: r.RequestID, Action: r.Action, Code: r.Code, Msg: r.Msg, Error: string(r.Error), Field: r.Field}
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/kioskpay/kioskpay/device"
+	"github.com/kioskpay/kioskpay/payment"
+)
+
+// QueryCommand asks a device for one order's current state.
+type QueryCommand struct{}
+
+const queryUsage = `Usage: kioskctl query -device ID -out-trade-no N
+
+Prints the device's record of the order: state, seed status, amounts,
+provider, transaction id.
+
+Flags:
+	-device ID          device_id (required)
+	-out-trade-no N     the order (required)
+`
+
+// Usage implements command.
+func (c *QueryCommand) Usage() string { return queryUsage + "\nGlobal flags:\n" + globalFlagsUsage }
+
+// orderRef is the body of query and cancel requests.
+type orderRef struct {
+	RequestID  string `json:"request_id"`
+	OutTradeNo string `json:"out_trade_no"`
+	TS         int64  `json:"ts,omitempty"`
+	Sig        string `json:"sig,omitempty"`
+}
+
+// Run implements command.
+func (c *QueryCommand) Run(ctx context.Context, g *Globals, args []string) error {
+	fs := flag.NewFlagSet("query", flag.ContinueOnError)
+	var dev, no string
+	fs.StringVar(&dev, "device", "", "")
+	fs.StringVar(&no, "out-trade-no", "", "")
+	if err := g.parse(fs, c.Usage(), args); err != nil {
+		return err
+	}
+	if err := checkOrderFlags(dev, no); err != nil {
+		return err
+	}
+	req := orderRef{RequestID: newRequestID(), OutTradeNo: no}
+	raw, err := roundTrip(ctx, g, dev, device.TopicQuery, req.RequestID, req)
+	if err != nil {
+		return err
+	}
+	if g.JSON() {
+		return nil
+	}
+	var r device.QueryReply
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return fmt.Errorf("device %s sent an unreadable reply: %w", dev, err)
+	}
+	printOrder(g, r.OrderSummary)
+	return nil
+}
+
+func printOrder(g *Globals, o device.OrderSummary) {
+	w := tabwriter.NewWriter(g.Stdout, 0, 4, 2, ' ', 0)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(w, "%s\t%s\n", k, v)
+		}
+	}
+	row("out_trade_no", o.OutTradeNo)
+	row("state", fmt.Sprintf("%s (status %d)", o.State, o.Status))
+	row("total_fee", o.TotalFee.String())
+	if o.PaidFee != 0 {
+		row("paid_fee", o.PaidFee.String())
+	}
+	if o.RefundedFee != 0 {
+		row("refunded_fee", o.RefundedFee.String())
+	}
+	row("pay_type", o.PayType)
+	row("provider", o.Provider)
+	row("type", o.Type)
+	row("transaction_id", o.TransactionID)
+	row("created_at", o.CreatedAt)
+	row("updated_at", o.UpdatedAt)
+	row("expires_at", o.ExpiresAt)
+	row("paid_at", o.PaidAt)
+	if len(o.Flags) > 0 {
+		row("flags", fmt.Sprint(o.Flags))
+	}
+	w.Flush()
+}
+
+func checkOrderFlags(dev, outTradeNo string) error {
+	if err := requireDevice(dev); err != nil {
+		return err
+	}
+	if outTradeNo == "" {
+		return usagef("-out-trade-no is required")
+	}
+	if !payment.ValidOutTradeNo(outTradeNo) {
+		return usagef("-out-trade-no %q: want 6-32 characters of A-Z a-z 0-9 _", outTradeNo)
+	}
+	return nil
+}
+
+// roundTrip sends one request and waits for its reply. In JSON mode it
+// prints the reply as received; a refusal is an error either way.
+func roundTrip(ctx context.Context, g *Globals, dev, suffix, requestID string, req any) ([]byte, error) {
+	conn, err := g.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	raw, err := conn.request(ctx, dev, suffix, requestID, req, g.Timeout)
+	if err != nil {
+		return nil, err
+	}
+	var head replyHead
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return nil, fmt.Errorf("device %s sent an unreadable reply: %w", dev, err)
+	}
+	if g.JSON() {
+		if err := g.printJSON(json.RawMessage(raw)); err != nil {
+			return nil, err
+		}
+	}
+	if err := head.refusal(dev); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
