@@ -44,7 +44,7 @@ type fakeDevice struct {
 func newFakeDevice(t *testing.T, url, prefix, id string) *fakeDevice {
 	t.Helper()
 	d := &fakeDevice{t: t, id: id, prefix: prefix, orders: map[string]*device.OrderSummary{}}
-	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID("fake-" + id + "-" + randHex(3)).
+	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID("fake-"+id+"-"+randHex(3)).
 		SetCleanSession(true).SetAutoReconnect(false).SetOrderMatters(false).
 		SetWill(d.topic(device.TopicStatus), string(device.OfflineStatus()), 1, true)
 	d.c = mqtt.NewClient(opts)

@@ -28,7 +28,9 @@ The device queries each order in turn, so the default -timeout is 2m here.
 `
 
 // Usage implements command.
-func (c *ReconcileCommand) Usage() string { return reconcileUsage + "\nGlobal flags:\n" + globalFlagsUsage }
+func (c *ReconcileCommand) Usage() string {
+	return reconcileUsage + "\nGlobal flags:\n" + globalFlagsUsage
+}
 
 type reconcileRequest struct {
 	RequestID string `json:"request_id"`
