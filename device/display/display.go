@@ -1,0 +1,373 @@
+// Package display shows the customer what to do: a QR code to scan with
+// the amount and a countdown, then the outcome. One Screen at a time is
+// composed for each configured output: the Linux framebuffer (fb), an
+// atomically replaced PNG file (png), a page for a kiosk browser (web) and
+// a UTF-8 terminal (tty).
+//
+// Displays are accessories to payment: Show never blocks, the newest screen
+// replaces any not yet drawn, and an output that fails is logged and
+// retried with backoff while the others carry on.
+package display
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Config selects and configures the outputs. It mirrors the [display]
+// section of the daemon's configuration.
+type Config struct {
+	// Outputs is any of "fb", "png", "web", "tty".
+	Outputs []string `toml:"outputs"`
+	// FBDevice is the framebuffer device, default /dev/fb0.
+	FBDevice string `toml:"fb_device"`
+	// Rotate turns the picture clockwise by 0, 90, 180 or 270 degrees
+	// before it reaches the framebuffer, for panels mounted turned.
+	Rotate int `toml:"rotate"`
+	// FBGeometry overrides what the framebuffer driver reports (see
+	// FBGeometry); with width, height and bits_per_pixel set, FBDevice
+	// may be a plain file.
+	FBGeometry FBGeometry `toml:"fb_geometry"`
+	// PNGPath is where the png output keeps the current screen.
+	PNGPath string `toml:"png_path"`
+	// PNGWidth and PNGHeight size the PNG, default 720×1280.
+	PNGWidth  int `toml:"png_width"`
+	PNGHeight int `toml:"png_height"`
+	// WebListen is the web output's address, default 127.0.0.1:8088.
+	WebListen string `toml:"web_listen"`
+	// TTYPath is where the tty output writes, default standard output.
+	TTYPath string `toml:"tty_path"`
+	// FontFile is a TTF, OTF or TTC font with CJK glyphs. Without one,
+	// on-screen texts are English in the built-in Go fonts.
+	FontFile string `toml:"font_file"`
+	// Locale is "zh" (default) or "en".
+	Locale string `toml:"locale"`
+
+	// TTY, when set, receives the tty output instead of TTYPath.
+	TTY io.Writer `toml:"-"`
+	// Now is the clock, time.Now when nil (tests inject their own).
+	Now func() time.Time `toml:"-"`
+}
+
+// Output names.
+const (
+	OutputFB  = "fb"
+	OutputPNG = "png"
+	OutputWeb = "web"
+	OutputTTY = "tty"
+)
+
+// Defaults for empty Config fields.
+const (
+	DefaultFBDevice  = "/dev/fb0"
+	DefaultPNGPath   = "/run/kioskpayd/qr.png"
+	DefaultWebListen = "127.0.0.1:8088"
+	DefaultPNGWidth  = 720
+	DefaultPNGHeight = 1280
+)
+
+// withDefaults fills in defaults and checks every field, naming the key
+// that is wrong.
+func (c Config) withDefaults() (Config, error) {
+	if c.FBDevice == "" {
+		c.FBDevice = DefaultFBDevice
+	}
+	if c.PNGPath == "" {
+		c.PNGPath = DefaultPNGPath
+	}
+	if c.WebListen == "" {
+		c.WebListen = DefaultWebListen
+	}
+	if c.PNGWidth == 0 {
+		c.PNGWidth = DefaultPNGWidth
+	}
+	if c.PNGHeight == 0 {
+		c.PNGHeight = DefaultPNGHeight
+	}
+	if c.Locale == "" {
+		c.Locale = "zh"
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	seen := map[string]bool{}
+	for _, o := range c.Outputs {
+		switch o {
+		case OutputFB, OutputPNG, OutputWeb, OutputTTY:
+		default:
+			return c, fmt.Errorf("display.outputs: unknown output %q (want fb, png, web or tty)", o)
+		}
+		if seen[o] {
+			return c, fmt.Errorf("display.outputs: %q listed twice", o)
+		}
+		seen[o] = true
+	}
+	switch c.Rotate {
+	case 0, 90, 180, 270:
+	default:
+		return c, fmt.Errorf("display.rotate: %d: want 0, 90, 180 or 270", c.Rotate)
+	}
+	switch c.Locale {
+	case "zh", "en":
+	default:
+		return c, fmt.Errorf("display.locale: %q: want zh or en", c.Locale)
+	}
+	if c.PNGWidth < 64 || c.PNGHeight < 64 || c.PNGWidth > maxFBSide || c.PNGHeight > maxFBSide {
+		return c, fmt.Errorf("display.png_width/png_height: %dx%d: want 64..%d", c.PNGWidth, c.PNGHeight, maxFBSide)
+	}
+	if _, _, err := net.SplitHostPort(c.WebListen); err != nil {
+		return c, fmt.Errorf("display.web_listen: %w", err)
+	}
+	if c.FBGeometry != (FBGeometry{}) {
+		// Validate what can be validated without the device: a complete
+		// override must make sense on its own.
+		o := c.FBGeometry
+		if o.Width != 0 && o.Height != 0 && o.BitsPerPixel != 0 {
+			if _, err := resolveGeometry(FBGeometry{}, o); err != nil {
+				return c, fmt.Errorf("display.fb_geometry: %w", err)
+			}
+		} else if o.BitsPerPixel != 0 && o.BitsPerPixel != 16 && o.BitsPerPixel != 24 && o.BitsPerPixel != 32 {
+			return c, fmt.Errorf("display.fb_geometry: bits_per_pixel %d: want 16, 24 or 32", o.BitsPerPixel)
+		}
+	}
+	return c, nil
+}
+
+// output is one place where screens appear. draw is called from the
+// output's own goroutine only.
+type output interface {
+	name() string
+	// draw shows f as it looks at now. It may redraw only what changed
+	// since the last call with the same frame.
+	draw(f *frame, now time.Time) error
+	close() error
+}
+
+// ticker is implemented by outputs that redraw the countdown themselves
+// (the web page counts down in the browser and needs no ticks).
+type ticker interface {
+	ticks() bool
+}
+
+// Display fans screens out to the configured outputs.
+type Display struct {
+	cfg   Config
+	log   *slog.Logger
+	fonts *fontSet
+	web   *webOutput
+
+	mu      sync.Mutex
+	cur     frame
+	runners []*runner
+
+	closeOnce sync.Once
+}
+
+// New checks cfg, loads the font and prepares the outputs. It does not
+// touch the devices: Run opens them, and retries while they fail.
+func New(cfg Config, logger *slog.Logger) (*Display, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	fs, err := loadFonts(cfg.FontFile)
+	if err != nil {
+		return nil, fmt.Errorf("display.%w", err)
+	}
+	d := &Display{cfg: cfg, log: logger.With("component", "display"), fonts: fs}
+	d.cur = frame{Screen: Screen{Kind: Idle}, seq: 1}
+	probe := newTypesetter(fs)
+	if cfg.Locale == "zh" && textsFor("zh", probe).Lang != "zh" {
+		d.log.Warn("font_file has no CJK glyphs for the Chinese texts: showing English", "font_file", cfg.FontFile)
+	}
+	d.web = newWebOutput(textsFor(cfg.Locale, probe), cfg.Now)
+	d.web.draw(&d.cur, cfg.Now())
+	for _, name := range cfg.Outputs {
+		var o output
+		switch name {
+		case OutputFB:
+			o = &fbOutput{path: cfg.FBDevice, override: cfg.FBGeometry, rotate: cfg.Rotate,
+				comp: newComposer(fs, cfg.Locale), log: d.log}
+		case OutputPNG:
+			o = &pngOutput{path: cfg.PNGPath, w: cfg.PNGWidth, h: cfg.PNGHeight, comp: newComposer(fs, cfg.Locale)}
+		case OutputWeb:
+			o = &webServer{web: d.web, addr: cfg.WebListen, log: d.log}
+		case OutputTTY:
+			o = &ttyOutput{w: cfg.TTY, path: cfg.TTYPath, tx: textsFor(cfg.Locale, probe)}
+		}
+		d.runners = append(d.runners, &runner{out: o, wake: make(chan struct{}, 1)})
+	}
+	return d, nil
+}
+
+// Handler serves the web display (page, /events, /state, /qr.png,
+// /healthz) so that a caller can mount it on its own server.
+func (d *Display) Handler() http.Handler {
+	return d.web
+}
+
+// WebAddr returns the address the web output listens on once Run has
+// started it ("" before, or without a web output): with web_listen port 0
+// the system picks the port.
+func (d *Display) WebAddr() string {
+	for _, r := range d.runners {
+		if w, ok := r.out.(*webServer); ok {
+			return w.Addr()
+		}
+	}
+	return ""
+}
+
+// Show makes s the screen to display. It never blocks: outputs pick up the
+// newest screen when they are ready, skipping any in between.
+func (d *Display) Show(s Screen) {
+	s.Codes = slices.Clone(s.Codes)
+	now := d.cfg.Now()
+	d.mu.Lock()
+	start := d.cur.start
+	if s.Kind != Pay || d.cur.Kind != Pay || d.cur.OutTradeNo != s.OutTradeNo || s.OutTradeNo == "" {
+		start = now
+	}
+	d.cur = frame{Screen: s, seq: d.cur.seq + 1, start: start}
+	f := d.cur
+	d.mu.Unlock()
+	// The web state is cheap to update and must be current for Handler
+	// users even when the web output is not run by Run.
+	d.web.draw(&f, now)
+	for _, r := range d.runners {
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// current returns the newest frame.
+func (d *Display) current() frame {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cur
+}
+
+// Run drives the outputs until ctx is cancelled, then closes them. It
+// returns nil on cancellation: failing outputs are logged, never fatal.
+func (d *Display) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, r := range d.runners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.runOutput(ctx, r)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// Close releases the outputs' devices. Run closes them too when it ends.
+func (d *Display) Close() error {
+	var first error
+	d.closeOnce.Do(func() {
+		for _, r := range d.runners {
+			r.mu.Lock()
+			if err := r.out.close(); err != nil && first == nil {
+				first = err
+			}
+			r.mu.Unlock()
+		}
+	})
+	return first
+}
+
+// runner drives one output.
+type runner struct {
+	out  output
+	wake chan struct{}
+	mu   sync.Mutex // serialises draw and Close
+}
+
+// Backoff bounds for a failing output.
+const (
+	retryMin = time.Second
+	retryMax = 30 * time.Second
+)
+
+func (d *Display) runOutput(ctx context.Context, r *runner) {
+	log := d.log.With("output", r.out.name())
+	defer func() {
+		r.mu.Lock()
+		if err := r.out.close(); err != nil {
+			log.Warn("close display output", "err", err)
+		}
+		r.mu.Unlock()
+	}()
+	backoff := time.Duration(0)
+	failing := false
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		f := d.current()
+		now := d.cfg.Now()
+		r.mu.Lock()
+		err := r.out.draw(&f, now)
+		r.mu.Unlock()
+		var wait time.Duration
+		armed := false
+		if err != nil {
+			backoff = min(max(2*backoff, retryMin), retryMax)
+			if !failing || backoff == retryMax {
+				log.Error("display output failed; retrying", "err", err, "retry_in", backoff)
+			}
+			failing = true
+			wait, armed = backoff, true
+		} else {
+			if failing {
+				log.Info("display output recovered")
+			}
+			failing, backoff = false, 0
+			tick := true
+			if t, ok := r.out.(ticker); ok {
+				tick = t.ticks()
+			}
+			if tick {
+				wait, armed = nextTick(&f, now)
+			}
+		}
+		timer.Stop()
+		var tc <-chan time.Time
+		if armed {
+			timer.Reset(wait)
+			tc = timer.C
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.wake:
+		case <-tc:
+		}
+	}
+}
+
+// openOut opens path for an output that writes a stream ("-" or "" is
+// standard output).
+func openOut(path string) (io.WriteCloser, error) {
+	if path == "" || path == "-" {
+		return nopCloser{os.Stdout}, nil
+	}
+	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }

@@ -1,0 +1,389 @@
+package display
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"image"
+	"log/slog"
+	"os"
+	"time"
+)
+
+// Bitfield is where one colour channel sits in a pixel word, counted from
+// the least significant bit (struct fb_bitfield without msb_right).
+type Bitfield struct {
+	Offset uint32 `toml:"offset" json:"offset"`
+	Length uint32 `toml:"length" json:"length"`
+}
+
+func (b Bitfield) mask() uint64 {
+	if b.Length == 0 {
+		return 0
+	}
+	return ((uint64(1) << b.Length) - 1) << b.Offset
+}
+
+// FBGeometry is a framebuffer's size and pixel layout. As an override
+// (Config.FBGeometry) its non-zero fields replace what the driver reports,
+// so that a plain file can stand in for /dev/fb0 and a driver whose ioctls
+// lie can still be used. A zero LineLength means Width*BitsPerPixel/8;
+// all-zero bitfields mean the usual layout for the depth (RGB565, RGB888
+// with blue in the low byte, XRGB8888).
+type FBGeometry struct {
+	Width        int      `toml:"width" json:"width"`
+	Height       int      `toml:"height" json:"height"`
+	BitsPerPixel int      `toml:"bits_per_pixel" json:"bits_per_pixel"`
+	LineLength   int      `toml:"line_length" json:"line_length"` // bytes per line, padding included
+	Red          Bitfield `toml:"red" json:"red"`
+	Green        Bitfield `toml:"green" json:"green"`
+	Blue         Bitfield `toml:"blue" json:"blue"`
+	Transp       Bitfield `toml:"transp" json:"transp"`
+}
+
+func (g FBGeometry) hasBitfields() bool {
+	return g.Red.Length|g.Green.Length|g.Blue.Length|g.Transp.Length|
+		g.Red.Offset|g.Green.Offset|g.Blue.Offset|g.Transp.Offset != 0
+}
+
+// defaultBitfields returns the common layout for a depth.
+func defaultBitfields(bpp int) (r, g, b, t Bitfield) {
+	switch bpp {
+	case 16:
+		return Bitfield{11, 5}, Bitfield{5, 6}, Bitfield{0, 5}, Bitfield{}
+	case 24:
+		return Bitfield{16, 8}, Bitfield{8, 8}, Bitfield{0, 8}, Bitfield{}
+	default:
+		return Bitfield{16, 8}, Bitfield{8, 8}, Bitfield{0, 8}, Bitfield{}
+	}
+}
+
+// maxFBSide bounds width and height: no panel is larger, and nonsense from
+// a driver or a config file must not turn into a huge allocation.
+const maxFBSide = 16384
+
+// Validate reports the first field that makes g unusable, naming it.
+func (g FBGeometry) Validate() error {
+	if g.Width <= 0 || g.Width > maxFBSide {
+		return fmt.Errorf("fb geometry: width %d: want 1..%d", g.Width, maxFBSide)
+	}
+	if g.Height <= 0 || g.Height > maxFBSide {
+		return fmt.Errorf("fb geometry: height %d: want 1..%d", g.Height, maxFBSide)
+	}
+	switch g.BitsPerPixel {
+	case 16, 24, 32:
+	default:
+		return fmt.Errorf("fb geometry: bits_per_pixel %d: want 16, 24 or 32", g.BitsPerPixel)
+	}
+	if min := g.Width * g.BitsPerPixel / 8; g.LineLength < min {
+		return fmt.Errorf("fb geometry: line_length %d is less than width*bits_per_pixel/8 = %d", g.LineLength, min)
+	}
+	if g.LineLength > 4*maxFBSide*2 {
+		return fmt.Errorf("fb geometry: line_length %d: too large", g.LineLength)
+	}
+	fields := []struct {
+		name string
+		b    Bitfield
+	}{{"red", g.Red}, {"green", g.Green}, {"blue", g.Blue}, {"transp", g.Transp}}
+	for i, f := range fields {
+		if f.b.Length == 0 && i < 3 {
+			return fmt.Errorf("fb geometry: %s.length 0: every colour needs bits", f.name)
+		}
+		if f.b.Length > 16 {
+			return fmt.Errorf("fb geometry: %s.length %d: at most 16", f.name, f.b.Length)
+		}
+		if f.b.Length > 0 && uint64(f.b.Offset)+uint64(f.b.Length) > uint64(g.BitsPerPixel) {
+			return fmt.Errorf("fb geometry: %s.offset %d + %s.length %d exceeds bits_per_pixel %d",
+				f.name, f.b.Offset, f.name, f.b.Length, g.BitsPerPixel)
+		}
+	}
+	for i := range fields {
+		for j := i + 1; j < len(fields); j++ {
+			if fields[i].b.mask()&fields[j].b.mask() != 0 {
+				return fmt.Errorf("fb geometry: %s (offset %d, length %d) overlaps %s (offset %d, length %d)",
+					fields[i].name, fields[i].b.Offset, fields[i].b.Length,
+					fields[j].name, fields[j].b.Offset, fields[j].b.Length)
+			}
+		}
+	}
+	return nil
+}
+
+// resolveGeometry merges what the driver reported (dev, zero when it could
+// not be asked) with the override o, fills in defaults and validates.
+func resolveGeometry(dev, o FBGeometry) (FBGeometry, error) {
+	g := dev
+	if o.Width != 0 {
+		g.Width = o.Width
+	}
+	if o.Height != 0 {
+		g.Height = o.Height
+	}
+	depthChanged := o.BitsPerPixel != 0 && o.BitsPerPixel != dev.BitsPerPixel
+	if o.BitsPerPixel != 0 {
+		g.BitsPerPixel = o.BitsPerPixel
+	}
+	switch {
+	case o.hasBitfields():
+		g.Red, g.Green, g.Blue, g.Transp = o.Red, o.Green, o.Blue, o.Transp
+	case depthChanged || !g.hasBitfields():
+		g.Red, g.Green, g.Blue, g.Transp = defaultBitfields(g.BitsPerPixel)
+	}
+	switch {
+	case o.LineLength != 0:
+		g.LineLength = o.LineLength
+	case o.Width != 0 || depthChanged || g.LineLength == 0:
+		g.LineLength = g.Width * g.BitsPerPixel / 8
+	}
+	if err := g.Validate(); err != nil {
+		return FBGeometry{}, err
+	}
+	return g, nil
+}
+
+// pixelFormat converts 8-bit RGB to the device's pixel words with one
+// table per channel, each entry already scaled and shifted into place.
+type pixelFormat struct {
+	bytes   int
+	r, g, b [256]uint32
+	alpha   uint32 // transp bits all set: opaque
+}
+
+func newPixelFormat(g FBGeometry) *pixelFormat {
+	p := &pixelFormat{bytes: g.BitsPerPixel / 8}
+	fill := func(t *[256]uint32, b Bitfield) {
+		for v := range 256 {
+			t[v] = uint32(scale8(uint32(v), b.Length)) << b.Offset
+		}
+	}
+	fill(&p.r, g.Red)
+	fill(&p.g, g.Green)
+	fill(&p.b, g.Blue)
+	p.alpha = uint32(g.Transp.mask())
+	return p
+}
+
+// scale8 maps an 8-bit value to n bits, rounding, so that 255 is all ones.
+func scale8(v uint32, n uint32) uint32 {
+	if n == 0 {
+		return 0
+	}
+	max := uint32(1)<<n - 1
+	return (v*max + 127) / 255
+}
+
+// convertRow converts RGBA pixels from src into device pixels in dst.
+// step is +4 to read src left to right and -4 to read it right to left
+// (rotation by 180°); src then starts at the rightmost pixel.
+func (p *pixelFormat) convertRow(dst, src []byte, n int, step int) {
+	i := 0
+	if step < 0 {
+		i = (n - 1) * 4
+	}
+	switch p.bytes {
+	case 4:
+		dst = dst[:n*4]
+		for x := 0; x < len(dst); x += 4 {
+			s := src[i : i+3 : i+3]
+			v := p.r[s[0]] | p.g[s[1]] | p.b[s[2]] | p.alpha
+			binary.LittleEndian.PutUint32(dst[x:x+4], v)
+			i += step
+		}
+	case 3:
+		dst = dst[:n*3]
+		for x := 0; x < len(dst); x += 3 {
+			s := src[i : i+3 : i+3]
+			v := p.r[s[0]] | p.g[s[1]] | p.b[s[2]] | p.alpha
+			d := dst[x : x+3 : x+3]
+			d[0], d[1], d[2] = byte(v), byte(v>>8), byte(v>>16)
+			i += step
+		}
+	case 2:
+		dst = dst[:n*2]
+		for x := 0; x < len(dst); x += 2 {
+			s := src[i : i+3 : i+3]
+			v := p.r[s[0]] | p.g[s[1]] | p.b[s[2]] | p.alpha
+			binary.LittleEndian.PutUint16(dst[x:x+2], uint16(v))
+			i += step
+		}
+	}
+}
+
+// logicalSize is the size of the picture composed for a device of w×h
+// mounted with rotation rot.
+func logicalSize(w, h, rot int) (int, int) {
+	if rot == 90 || rot == 270 {
+		return h, w
+	}
+	return w, h
+}
+
+// deviceRows returns the device rows that show the logical rectangle r.
+func deviceRows(r image.Rectangle, devH, rot int) (int, int) {
+	switch rot {
+	case 90:
+		return r.Min.X, r.Max.X
+	case 180:
+		return devH - r.Max.Y, devH - r.Min.Y
+	case 270:
+		return devH - r.Max.X, devH - r.Min.X
+	}
+	return r.Min.Y, r.Max.Y
+}
+
+// blit converts device rows [y0, y1) of the picture src, rotated clockwise
+// by rot, into dst laid out as g. Rows of the picture that repeat the
+// previous one (most rows of a screen) are copied instead of converted.
+func blit(dst []byte, g FBGeometry, p *pixelFormat, src *image.RGBA, rot, y0, y1 int) {
+	W, H := g.Width, g.Height
+	ll := g.LineLength
+	rowBytes := W * p.bytes
+	switch rot {
+	case 0, 180:
+		var prevSrc []byte
+		prevDst := -1
+		for dy := y0; dy < y1; dy++ {
+			sy := dy
+			if rot == 180 {
+				sy = H - 1 - dy
+			}
+			off := src.PixOffset(0, sy)
+			s := src.Pix[off : off+W*4]
+			d := dst[dy*ll : dy*ll+rowBytes]
+			if prevDst >= 0 && bytes.Equal(s, prevSrc) {
+				copy(d, dst[prevDst:prevDst+rowBytes])
+			} else {
+				step := 4
+				if rot == 180 {
+					step = -4
+				}
+				p.convertRow(d, s, W, step)
+			}
+			prevSrc, prevDst = s, dy*ll
+		}
+	case 90, 270:
+		// Device row dy shows one column of the picture: gather it into a
+		// row buffer first, then convert as above.
+		col := make([]byte, W*4)
+		prev := make([]byte, W*4)
+		prevDst := -1
+		for dy := y0; dy < y1; dy++ {
+			for dx := 0; dx < W; dx++ {
+				var sx, sy int
+				if rot == 90 {
+					sx, sy = dy, W-1-dx
+				} else {
+					sx, sy = H-1-dy, dx
+				}
+				o := src.PixOffset(sx, sy)
+				copy(col[dx*4:dx*4+4], src.Pix[o:o+4])
+			}
+			d := dst[dy*ll : dy*ll+rowBytes]
+			if prevDst >= 0 && bytes.Equal(col, prev) {
+				copy(d, dst[prevDst:prevDst+rowBytes])
+			} else {
+				p.convertRow(d, col, W, 4)
+			}
+			col, prev = prev, col
+			prevDst = dy * ll
+		}
+	}
+}
+
+// fbOutput draws screens on a Linux framebuffer (or a file standing in
+// for one). Whole frames are written with one pwrite; a countdown tick
+// rewrites only the rows it changed.
+type fbOutput struct {
+	path     string
+	override FBGeometry
+	rotate   int
+	comp     *composer
+	log      *slog.Logger
+
+	f      *os.File
+	geom   FBGeometry
+	base   int64 // byte offset of the visible area (panning)
+	pf     *pixelFormat
+	buf    []byte
+	img    *image.RGBA
+	opened bool
+}
+
+func (o *fbOutput) name() string { return "fb" }
+
+func (o *fbOutput) open() error {
+	f, err := os.OpenFile(o.path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("open framebuffer: %w", err)
+	}
+	dev, base, qerr := fbQuery(f)
+	if qerr != nil && (o.override.Width == 0 || o.override.Height == 0 || o.override.BitsPerPixel == 0) {
+		f.Close()
+		return fmt.Errorf("framebuffer %s: %w (set a geometry override with width, height and bits_per_pixel for a plain file)", o.path, qerr)
+	}
+	g, err := resolveGeometry(dev.FBGeometry, o.override)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("framebuffer %s: %w", o.path, err)
+	}
+	if qerr == nil && dev.smem > 0 && base+int64(g.Height*g.LineLength) > dev.smem {
+		f.Close()
+		return fmt.Errorf("framebuffer %s: %d lines of %d bytes past its memory of %d bytes", o.path, g.Height, g.LineLength, dev.smem)
+	}
+	o.f, o.geom, o.base = f, g, base
+	o.pf = newPixelFormat(g)
+	if len(o.buf) != g.Height*g.LineLength {
+		o.buf = make([]byte, g.Height*g.LineLength)
+	}
+	lw, lh := logicalSize(g.Width, g.Height, o.rotate)
+	if o.img == nil || o.img.Rect.Dx() != lw || o.img.Rect.Dy() != lh {
+		o.img = image.NewRGBA(image.Rect(0, 0, lw, lh))
+	}
+	o.comp.lastDst = nil // the device holds unknown pixels: draw whole
+	if !o.opened {
+		o.log.Info("framebuffer opened", "device", o.path, "width", g.Width, "height", g.Height,
+			"bpp", g.BitsPerPixel, "line_length", g.LineLength, "rotate", o.rotate,
+			"red", g.Red, "green", g.Green, "blue", g.Blue, "ioctl", qerr == nil)
+		o.opened = true
+	}
+	return nil
+}
+
+func (o *fbOutput) draw(f *frame, now time.Time) error {
+	if o.f == nil {
+		if err := o.open(); err != nil {
+			return err
+		}
+	}
+	dirty, rerr := o.comp.render(o.img, f, now)
+	if dirty.Empty() {
+		return rerr
+	}
+	y0, y1 := deviceRows(dirty, o.geom.Height, o.rotate)
+	blit(o.buf, o.geom, o.pf, o.img, o.rotate, y0, y1)
+	ll := o.geom.LineLength
+	if _, err := o.f.WriteAt(o.buf[y0*ll:y1*ll], o.base+int64(y0*ll)); err != nil {
+		o.close()
+		return fmt.Errorf("write framebuffer %s: %w", o.path, err)
+	}
+	return rerr
+}
+
+func (o *fbOutput) close() error {
+	if o.f == nil {
+		return nil
+	}
+	err := o.f.Close()
+	o.f = nil
+	o.comp.lastDst = nil
+	return err
+}
+
+// devGeometry is what the driver reports.
+type devGeometry struct {
+	FBGeometry
+	smem int64 // size of the framebuffer memory, 0 if unknown
+}
+
+var errNotFB = errors.New("not a framebuffer")

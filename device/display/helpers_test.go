@@ -1,0 +1,136 @@
+package display
+
+import (
+	"bytes"
+	"image"
+	"image/png"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kioskpay/kioskpay/payment"
+)
+
+// Realistic provider contents: a WeChat code_url and an Alipay qr_code.
+const (
+	wxContent  = "weixin://wxpay/bizpayurl?pr=JyC91EIz1"
+	aliContent = "https://qr.alipay.com/bax03431ljhokirwl38f00a7"
+	cjkFont    = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
+)
+
+var testNow = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func payScreen(codes ...Code) Screen {
+	return Screen{
+		Kind:       Pay,
+		Codes:      codes,
+		Amount:     1000,
+		Subject:    "按摩椅 15分钟 Massage chair",
+		ExpiresAt:  testNow.Add(4*time.Minute + 59*time.Second),
+		OutTradeNo: "KP20250301120000001",
+	}
+}
+
+var (
+	wxCode  = Code{Provider: payment.WxPay, Content: wxContent}
+	aliCode = Code{Provider: payment.Alipay, Content: aliContent}
+)
+
+// zbar returns the path of zbarimg or skips the test.
+func zbar(t testing.TB) string {
+	t.Helper()
+	p, err := exec.LookPath("zbarimg")
+	if err != nil {
+		t.Skip("zbarimg not found: install zbar-tools (apt-get install -y zbar-tools) to check that QR codes decode")
+	}
+	return p
+}
+
+// decodeQR writes img to a PNG and returns every QR content zbarimg finds,
+// sorted.
+func decodeQR(t testing.TB, img image.Image) []string {
+	t.Helper()
+	bin := zbar(t)
+	p := filepath.Join(t.TempDir(), "qr.png")
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return decodeQRFile(t, bin, p)
+}
+
+func decodeQRFile(t testing.TB, bin, p string) []string {
+	t.Helper()
+	out, err := exec.Command(bin, "--quiet", "--raw", "-Sdisable", "-Sqrcode.enable", p).Output()
+	if err != nil {
+		// zbarimg exits 4 when it finds no symbol.
+		t.Logf("zbarimg %s: %v", p, err)
+	}
+	var got []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if l != "" {
+			got = append(got, l)
+		}
+	}
+	sort.Strings(got)
+	return got
+}
+
+func wantCodes(t testing.TB, got []string, want ...string) {
+	t.Helper()
+	sort.Strings(want)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("decoded %q, want %q", got, want)
+	}
+}
+
+// preview writes img to $KIOSKPAY_DISPLAY_PREVIEW/name.png when that is
+// set, so that a person can look at the screens.
+func preview(t testing.TB, name string, img image.Image) {
+	dir := os.Getenv("KIOSKPAY_DISPLAY_PREVIEW")
+	if dir == "" {
+		return
+	}
+	f, err := os.Create(filepath.Join(dir, name+".png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := png.Encode(f, img); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testFonts(t testing.TB, withCJK bool) *fontSet {
+	t.Helper()
+	path := ""
+	if withCJK {
+		if _, err := os.Stat(cjkFont); err != nil {
+			t.Skipf("CJK font %s missing: apt-get install -y fonts-wqy-microhei", cjkFont)
+		}
+		path = cjkFont
+	}
+	fs, err := loadFonts(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fs
+}
+
+func renderScreen(t testing.TB, fs *fontSet, locale string, s Screen, w, h int) *image.RGBA {
+	t.Helper()
+	c := newComposer(fs, locale)
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	f := &frame{Screen: s, seq: 1, start: testNow}
+	if _, err := c.render(img, f, testNow); err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
