@@ -649,3 +649,111 @@ func TestResponseVerification(t *testing.T) {
 		})
 	}
 }
+
+// fakeWx answers every request with status and body, signed with the
+// simulator's platform key unless unsigned is set.
+func fakeWx(t *testing.T, k *paysim.Keys, status int, body string, unsigned bool) *wxpay.Client {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !unsigned {
+			h := http.Header{}
+			resign(t, h, []byte(body), k.WxPlatform, time.Now())
+			for name, v := range h {
+				w.Header()[name] = v
+			}
+			w.Header().Set("Wechatpay-Serial", k.WxPublicKeyID)
+			w.Header().Set("Request-Id", "fake")
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, body)
+	}))
+	t.Cleanup(srv.Close)
+	cfg := baseConfig(k)
+	cfg.APIBase = srv.URL
+	c, err := wxpay.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestQueryTradeStates covers trade states the simulator never produces for
+// Native orders, and malformed but correctly signed answers.
+func TestQueryTradeStates(t *testing.T) {
+	k := testKeys(t)
+	tx := func(state, extra string) string {
+		return `{"appid":"` + k.WxAppID + `","mchid":"` + k.WxMchID + `","out_trade_no":"Q_ORDER_1","trade_state":"` + state + `"` + extra + `}`
+	}
+	paidAmount := `,"transaction_id":"42","success_time":"2026-01-02T10:14:09+08:00","amount":{"total":1250,"payer_total":1200,"currency":"CNY"}`
+	cases := []struct {
+		name     string
+		body     string
+		state    payment.State
+		paid     payment.Fen
+		wantFail bool
+	}{
+		{"NOTPAY", tx("NOTPAY", ""), payment.StateWaiting, 0, false},
+		{"USERPAYING", tx("USERPAYING", ""), payment.StateWaiting, 0, false},
+		{"CLOSED", tx("CLOSED", ""), payment.StateClosed, 0, false},
+		{"REVOKED", tx("REVOKED", ""), payment.StateClosed, 0, false},
+		{"PAYERROR", tx("PAYERROR", ""), payment.StateClosed, 0, false},
+		{"SUCCESS pays payer_total", tx("SUCCESS", paidAmount), payment.StatePaid, 1200, false},
+		{"SUCCESS without payer_total", tx("SUCCESS", `,"amount":{"total":1250}`), payment.StatePaid, 1250, false},
+		{"REFUND", tx("REFUND", paidAmount), payment.StateRefunded, 1200, false},
+		{"SUCCESS without amount", tx("SUCCESS", ""), 0, 0, true},
+		{"unknown state", tx("WHATEVER", ""), 0, 0, true},
+		{"other order", strings.Replace(tx("SUCCESS", paidAmount), "Q_ORDER_1", "Q_ORDER_2", 1), 0, 0, true},
+		{"bad success_time", tx("SUCCESS", `,"success_time":"yesterday","amount":{"total":1}`), 0, 0, true},
+		{"not JSON", `<html>`, 0, 0, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := fakeWx(t, k, 200, tc.body, false).Query(context.Background(), "Q_ORDER_1")
+			if tc.wantFail {
+				wantUnknown(t, err)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.State != tc.state || st.Paid != tc.paid || !st.Scanned {
+				t.Fatalf("status %+v, want %v paid %v", st, tc.state, tc.paid)
+			}
+		})
+	}
+	t.Run("unsigned 200", func(t *testing.T) {
+		_, err := fakeWx(t, k, 200, tx("SUCCESS", paidAmount), true).Query(context.Background(), "Q_ORDER_1")
+		wantUnknown(t, err)
+	})
+	t.Run("404 without WeChat code", func(t *testing.T) {
+		_, err := fakeWx(t, k, 404, `<html>not found</html>`, true).Query(context.Background(), "Q_ORDER_1")
+		wantUnknown(t, err)
+	})
+	t.Run("502 from a proxy", func(t *testing.T) {
+		_, err := fakeWx(t, k, 502, `bad gateway`, true).Query(context.Background(), "Q_ORDER_1")
+		wantUnknown(t, err)
+	})
+}
+
+func TestRefundStatuses(t *testing.T) {
+	k := testKeys(t)
+	refund := func(status string) string {
+		return `{"refund_id":"50","out_refund_no":"R_1","transaction_id":"42","out_trade_no":"Q_ORDER_1","channel":"ORIGINAL",` +
+			`"user_received_account":"x","create_time":"2026-01-02T10:00:00+08:00","status":"` + status + `",` +
+			`"amount":{"total":100,"refund":100,"payer_total":100,"payer_refund":100,"settlement_refund":100,"settlement_total":100,"discount_refund":0,"currency":"CNY"}}`
+	}
+	for status, want := range map[string]payment.RefundState{
+		"SUCCESS": payment.RefundSuccess, "PROCESSING": payment.RefundProcessing,
+		"ABNORMAL": payment.RefundProcessing, "CLOSED": payment.RefundClosed,
+	} {
+		rs, err := fakeWx(t, k, 200, refund(status), false).QueryRefund(context.Background(), "Q_ORDER_1", "R_1")
+		if err != nil || rs.State != want || rs.Amount != 100 {
+			t.Errorf("%s: %+v, %v; want %v", status, rs, err, want)
+		}
+	}
+	_, err := fakeWx(t, k, 200, refund("SUCCESS"), false).QueryRefund(context.Background(), "OTHER_ORDER", "R_1")
+	wantUnknown(t, err)
+	_, err = fakeWx(t, k, 200, refund("NEW_STATE"), false).QueryRefund(context.Background(), "Q_ORDER_1", "R_1")
+	wantUnknown(t, err)
+}
