@@ -1,0 +1,556 @@
+// Package link connects the order engine to the MQTT broker (SPEC §4).
+//
+// The link owns nothing durable: every inbound message is handed to the
+// engine, which records it on disk before the link returns from the paho
+// handler (so the PUBACK goes out only for a recorded message), and every
+// outbound message comes from the engine's outbox, which the link drains
+// and confirms one message at a time. A crash, a broker outage or a stalled
+// publish therefore loses nothing; the worst case is a message delivered
+// twice, which both sides dedupe.
+//
+// paho.mqtt.golang v1.5.1 is used with the settings its pitfalls call for:
+// a persistent session (CleanSession=false) under a stable client id, the
+// message handler registered before Connect so queued messages are accepted
+// at once, SetOrderMatters(false) so a slow handler never stalls the
+// connection, and no token waited on without a timeout.
+package link
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// InboundTopics are the topic suffixes under P = <topic_prefix>/<device_id>
+// the link subscribes to: the commands of SPEC §4 plus the two kioskctl
+// requests (orders, reconcile).
+var InboundTopics = []string{
+	"pay/create", "pay/cancel", "pay/query", "pay/refund",
+	"unlock/ack", "pay/notify", "pay/orders", "pay/reconcile",
+}
+
+// StatusTopic is the suffix of the retained status topic.
+const StatusTopic = "status"
+
+// OfflinePayload is the retained status while the daemon is away: the Last
+// Will, and what a clean shutdown publishes.
+var OfflinePayload = []byte(`{"online":false}`)
+
+// Outgoing is one outbox entry the engine wants published.
+type Outgoing struct {
+	ID      uint64
+	Topic   string // suffix under P, e.g. "pay/reply"
+	Payload []byte
+	Retain  bool
+}
+
+// Status is what the retained P/status message reports while online.
+type Status struct {
+	Version     string
+	Pending     int
+	ClockSynced bool
+	StartedAt   string // RFC 3339
+}
+
+// Engine is what the link needs from the order engine.
+type Engine interface {
+	// Accept durably records an inbound message and returns; it is called
+	// from the MQTT handler, and the message is acknowledged to the broker
+	// only after it returns nil.
+	Accept(ctx context.Context, topicSuffix string, payload []byte) error
+	// Due returns the outbox entries to publish now, oldest first.
+	Due(now time.Time) ([]Outgoing, error)
+	// Published reports that the broker acknowledged entry id.
+	Published(id uint64) error
+	// OutboxChanged fires when something was enqueued.
+	OutboxChanged() <-chan struct{}
+	// Status and StatusChanged feed the retained status topic.
+	Status() Status
+	StatusChanged() <-chan struct{}
+}
+
+// Options configure a Link.
+type Options struct {
+	// URL is the broker: tcp://, ssl://, ws:// or wss://.
+	URL string
+	// ClientID must be stable across restarts: the broker keeps the
+	// persistent session (and queues commands while we are away) under it.
+	ClientID string
+	Username string
+	Password string
+	// TLS is used for ssl:// and wss:// URLs; nil means the system roots.
+	TLS *tls.Config
+	// Prefix is P, "<topic_prefix>/<device_id>".
+	Prefix string
+
+	// PublishTimeout bounds the wait for one PUBACK (default 10s).
+	PublishTimeout time.Duration
+	// ConnectTimeout bounds one connection attempt (default 10s).
+	ConnectTimeout time.Duration
+	// KeepAlive is the MQTT keepalive (default 30s).
+	KeepAlive time.Duration
+	// MaxReconnectInterval caps the backoff between attempts (default 1m).
+	MaxReconnectInterval time.Duration
+	// DrainInterval is how often the outbox is checked for entries that
+	// became due without OutboxChanged firing, e.g. a result to re-send
+	// (default 1s).
+	DrainInterval time.Duration
+	// ShutdownTimeout bounds the final drain and offline status on stop
+	// (default 5s).
+	ShutdownTimeout time.Duration
+
+	Logger *slog.Logger
+}
+
+// Link is the daemon's MQTT connection.
+type Link struct {
+	opts Options
+	eng  Engine
+	log  *slog.Logger
+
+	ready     chan struct{} // closed after the first successful connect
+	readyOnce sync.Once
+	connected chan struct{} // one signal per (re)connect, after subscribing
+
+	mu     sync.Mutex
+	client mqtt.Client
+
+	// stopping is closed when Run's context ends; closed when the client
+	// has been disconnected. Handlers that could not record a message
+	// wait for closed before returning, so that paho's automatic PUBACK
+	// (sent when the handler returns) goes nowhere.
+	stopping chan struct{}
+	closed   chan struct{}
+
+	statusDirty atomic.Bool
+	lastDrain   atomic.Int64 // unix nanos of the last completed drain
+}
+
+// New returns a Link; nothing happens until Run.
+func New(opts Options, eng Engine) (*Link, error) {
+	if opts.URL == "" {
+		return nil, errors.New("link: URL is required")
+	}
+	if opts.ClientID == "" {
+		return nil, errors.New("link: ClientID is required")
+	}
+	if opts.Prefix == "" || strings.ContainsAny(opts.Prefix, "+#") {
+		return nil, fmt.Errorf("link: bad topic prefix %q", opts.Prefix)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&opts.PublishTimeout, 10*time.Second)
+	def(&opts.ConnectTimeout, 10*time.Second)
+	def(&opts.KeepAlive, 30*time.Second)
+	def(&opts.MaxReconnectInterval, time.Minute)
+	def(&opts.DrainInterval, time.Second)
+	def(&opts.ShutdownTimeout, 5*time.Second)
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Link{
+		opts:      opts,
+		eng:       eng,
+		log:       opts.Logger.With("broker", redactURL(opts.URL), "client_id", opts.ClientID),
+		ready:     make(chan struct{}),
+		connected: make(chan struct{}, 1),
+		stopping:  make(chan struct{}),
+		closed:    make(chan struct{}),
+	}, nil
+}
+
+// Ready is closed once the link has connected and subscribed for the first
+// time.
+func (l *Link) Ready() <-chan struct{} { return l.ready }
+
+// Connected reports whether the link has a live connection right now (not
+// merely a reconnect in progress).
+func (l *Link) Connected() bool {
+	l.mu.Lock()
+	c := l.client
+	l.mu.Unlock()
+	return c != nil && c.IsConnectionOpen()
+}
+
+// topic returns the full topic for a suffix.
+func (l *Link) topic(suffix string) string { return l.opts.Prefix + "/" + suffix }
+
+// Run connects (retrying with backoff until it succeeds), then keeps the
+// connection, delivers inbound messages to the engine and drains the
+// outbox until ctx ends. On the way out it drains the outbox once more,
+// publishes the retained offline status and disconnects; it returns nil
+// after a clean stop. Call Run once.
+func (l *Link) Run(ctx context.Context) error {
+	defer close(l.closed)
+	if err := l.connect(ctx); err != nil {
+		close(l.stopping)
+		return nil // ctx ended before the first connection: a clean stop
+	}
+	tick := time.NewTicker(l.opts.DrainInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			close(l.stopping)
+			l.shutdown(ctx)
+			return nil
+		case <-l.connected:
+			l.readyOnce.Do(func() { close(l.ready) })
+			l.statusDirty.Store(true)
+			l.publishStatus(ctx)
+			l.drain(ctx)
+		case <-l.eng.StatusChanged():
+			l.statusDirty.Store(true)
+			l.publishStatus(ctx)
+		case <-l.eng.OutboxChanged():
+			l.drain(ctx)
+		case <-tick.C:
+			if l.statusDirty.Load() {
+				l.publishStatus(ctx)
+			}
+			l.drain(ctx)
+		}
+	}
+}
+
+// LastDrain reports when the outbox was last drained completely; the
+// daemon's health check uses it to tell a live link from a wedged one.
+func (l *Link) LastDrain() time.Time {
+	n := l.lastDrain.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+func (l *Link) newClient() mqtt.Client {
+	o := mqtt.NewClientOptions()
+	o.AddBroker(l.opts.URL)
+	o.SetClientID(l.opts.ClientID)
+	o.SetUsername(l.opts.Username)
+	o.SetPassword(l.opts.Password)
+	if l.opts.TLS != nil {
+		o.SetTLSConfig(l.opts.TLS)
+	}
+	o.SetProtocolVersion(4) // MQTT 3.1.1; no silent fallback to 3.1
+	o.SetCleanSession(false)
+	// Handlers run in their own goroutine, so one blocked on a disk
+	// commit never holds up the connection or the other handlers.
+	o.SetOrderMatters(false)
+	// Registered before Connect: with a persistent session the broker
+	// sends queued commands right after CONNACK, before any Subscribe.
+	o.SetDefaultPublishHandler(l.handle)
+	o.SetKeepAlive(l.opts.KeepAlive)
+	o.SetPingTimeout(l.opts.KeepAlive / 3)
+	o.SetConnectTimeout(l.opts.ConnectTimeout)
+	o.SetWriteTimeout(l.opts.PublishTimeout)
+	o.SetAutoReconnect(true)
+	o.SetMaxReconnectInterval(l.opts.MaxReconnectInterval)
+	o.SetBinaryWill(l.topic(StatusTopic), OfflinePayload, 1, true)
+	o.SetOnConnectHandler(l.onConnect)
+	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+		l.log.Warn("mqtt connection lost", "err", err)
+	})
+	o.SetReconnectingHandler(func(mqtt.Client, *mqtt.ClientOptions) {
+		l.log.Info("mqtt reconnecting")
+	})
+	return mqtt.NewClient(o)
+}
+
+// connect makes the first connection. paho's own ConnectRetry would retry
+// too, but silently and at a fixed interval; this loop logs why each
+// attempt failed (wrong password, TLS, refused) and backs off. After the
+// first success paho's AutoReconnect takes over.
+func (l *Link) connect(ctx context.Context) error {
+	backoff := time.Second
+	for attempt := 1; ; attempt++ {
+		c := l.newClient()
+		l.mu.Lock()
+		l.client = c
+		l.mu.Unlock()
+		t := c.Connect()
+		timer := time.NewTimer(l.opts.ConnectTimeout + 5*time.Second)
+		var err error
+		select {
+		case <-t.Done():
+			err = t.Error()
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-timer.C:
+			err = errors.New("connect timed out")
+		}
+		timer.Stop()
+		if err == nil {
+			l.log.Info("mqtt connected", "attempt", attempt)
+			return nil
+		}
+		// A client is not reused after a failed or abandoned attempt.
+		c.Disconnect(0)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		l.log.Error("mqtt connect failed; retrying", "attempt", attempt, "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, l.opts.MaxReconnectInterval)
+	}
+}
+
+// onConnect runs in its own goroutine after every (re)connect: subscribe,
+// then tell Run to publish the status and drain the outbox.
+func (l *Link) onConnect(c mqtt.Client) {
+	filters := make(map[string]byte, len(InboundTopics))
+	for _, s := range InboundTopics {
+		filters[l.topic(s)] = 1
+	}
+	for attempt := 1; ; attempt++ {
+		t := c.SubscribeMultiple(filters, nil)
+		err := waitToken(t, l.stopping, l.opts.PublishTimeout)
+		if err == nil {
+			break
+		}
+		if !c.IsConnectionOpen() || isClosed(l.stopping) {
+			return // the next connect subscribes again
+		}
+		l.log.Error("mqtt subscribe failed; retrying", "attempt", attempt, "err", err)
+		select {
+		case <-l.stopping:
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	select {
+	case l.connected <- struct{}{}:
+	default: // a signal is already pending
+	}
+}
+
+// handle receives every inbound message. It only hands the payload to the
+// engine; the PUBACK goes out when it returns.
+func (l *Link) handle(_ mqtt.Client, m mqtt.Message) {
+	suffix, ok := l.suffix(m.Topic())
+	if !ok {
+		l.log.Warn("message on unexpected topic ignored", "topic", m.Topic())
+		return
+	}
+	if m.Retained() {
+		// A retained command is a stale copy the broker replays on every
+		// subscribe; a live one arrives with the flag cleared.
+		l.log.Warn("retained command ignored; publish commands without retain", "topic", m.Topic())
+		return
+	}
+	// Oversized and malformed payloads go to the engine like any other: it
+	// owns every reply, including PAYLOAD_TOO_LARGE and BAD_JSON.
+	payload := m.Payload()
+	backoff := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		// Not bound to Run's context: a commit under way when the daemon
+		// is asked to stop should finish, not be abandoned half-way.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := l.eng.Accept(ctx, suffix, payload)
+		cancel()
+		if err == nil {
+			return
+		}
+		l.log.Error("could not record inbound message; not acknowledging it", "topic", m.Topic(), "attempt", attempt, "err", err)
+		select {
+		case <-l.stopping:
+			// Returning would acknowledge a message that is not on disk.
+			// Wait for the disconnect, after which the ack goes nowhere
+			// and the broker redelivers the message next session.
+			<-l.closed
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (l *Link) suffix(topic string) (string, bool) {
+	rest, ok := strings.CutPrefix(topic, l.opts.Prefix+"/")
+	if !ok {
+		return "", false
+	}
+	for _, s := range InboundTopics {
+		if rest == s {
+			return s, true
+		}
+	}
+	return "", false
+}
+
+// publish sends one QoS 1 message and waits for the PUBACK, at most
+// PublishTimeout and never past ctx.
+func (l *Link) publish(ctx context.Context, c mqtt.Client, topic string, payload []byte, retain bool) error {
+	t := c.Publish(topic, 1, retain, payload)
+	timer := time.NewTimer(l.opts.PublishTimeout)
+	defer timer.Stop()
+	select {
+	case <-t.Done():
+		return t.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return fmt.Errorf("no PUBACK within %s", l.opts.PublishTimeout)
+	}
+}
+
+// drain publishes every due outbox entry in order and confirms each to the
+// engine. It stops at the first failure: the entry stays in the outbox and
+// the next drain (reconnect, OutboxChanged, tick) tries again.
+func (l *Link) drain(ctx context.Context) {
+	l.mu.Lock()
+	c := l.client
+	l.mu.Unlock()
+	if c == nil || !c.IsConnectionOpen() {
+		return
+	}
+	due, err := l.eng.Due(time.Now())
+	if err != nil {
+		l.log.Error("read outbox", "err", err)
+		return
+	}
+	for _, m := range due {
+		if err := l.publish(ctx, c, l.topic(m.Topic), m.Payload, m.Retain); err != nil {
+			if ctx.Err() == nil {
+				l.log.Warn("publish failed; will retry", "topic", m.Topic, "outbox_id", m.ID, "err", err)
+			}
+			return
+		}
+		if err := l.eng.Published(m.ID); err != nil {
+			l.log.Error("confirm published message", "outbox_id", m.ID, "err", err)
+			return
+		}
+	}
+	l.lastDrain.Store(time.Now().UnixNano())
+}
+
+// statusPayload is the retained online status (SPEC §4).
+type statusPayload struct {
+	Online      bool   `json:"online"`
+	Version     string `json:"version"`
+	Pending     int    `json:"pending"`
+	ClockSynced bool   `json:"clock_synced"`
+	StartedAt   string `json:"started_at"`
+}
+
+func (l *Link) publishStatus(ctx context.Context) {
+	l.mu.Lock()
+	c := l.client
+	l.mu.Unlock()
+	if c == nil || !c.IsConnectionOpen() {
+		return
+	}
+	s := l.eng.Status()
+	b, _ := json.Marshal(statusPayload{Online: true, Version: s.Version, Pending: s.Pending, ClockSynced: s.ClockSynced, StartedAt: s.StartedAt})
+	// Cleared before publishing so a change during the publish is not lost.
+	l.statusDirty.Store(false)
+	if err := l.publish(ctx, c, l.topic(StatusTopic), b, true); err != nil {
+		l.statusDirty.Store(true)
+		if ctx.Err() == nil {
+			l.log.Warn("publish status failed; will retry", "err", err)
+		}
+	}
+}
+
+// shutdown runs once ctx has ended: a last drain (the engine has finished
+// its work by now and may have enqueued final replies), the retained
+// offline status (the broker discards the Will on a clean DISCONNECT), and
+// the disconnect.
+func (l *Link) shutdown(parent context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), l.opts.ShutdownTimeout)
+	defer cancel()
+	l.mu.Lock()
+	c := l.client
+	l.mu.Unlock()
+	if c.IsConnectionOpen() {
+		l.drain(ctx)
+		if err := l.publish(ctx, c, l.topic(StatusTopic), OfflinePayload, true); err != nil {
+			l.log.Warn("publish offline status failed; the broker's Will covers it", "err", err)
+		}
+	}
+	c.Disconnect(250)
+	l.log.Info("mqtt disconnected")
+}
+
+// waitToken waits for t at most d, or until stop is closed.
+func waitToken(t mqtt.Token, stop <-chan struct{}, d time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-t.Done():
+		return t.Error()
+	case <-stop:
+		return errors.New("stopping")
+	case <-timer.C:
+		return fmt.Errorf("timed out after %s", d)
+	}
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// redactURL drops any user info from a broker URL before it is logged.
+func redactURL(u string) string {
+	scheme, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		return u
+	}
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		rest = rest[at+1:]
+	}
+	return scheme + "://" + rest
+}
+
+// TLSConfig builds the client TLS configuration from PEM files: caFile
+// (empty = the system roots) verifies the broker, certFile and keyFile
+// (both or neither) are the device's certificate for mutual TLS.
+func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("read CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s: no PEM certificates in it", caFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("client certificate and key must be given together")
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			// The error text of LoadX509KeyPair never includes key bytes.
+			return nil, fmt.Errorf("load client certificate %s / key %s: %w", certFile, keyFile, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}

@@ -1,0 +1,682 @@
+package link
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kioskpay/kioskpay/internal/mqtttest"
+)
+
+// fakeEngine records what the link hands it and serves an in-memory outbox.
+type fakeEngine struct {
+	mu        sync.Mutex
+	accepted  []accepted
+	acceptErr error // returned by Accept while set
+	outbox    []Outgoing
+	published []uint64
+	status    Status
+
+	acceptedC  chan accepted
+	publishedC chan uint64
+	outboxC    chan struct{}
+	statusC    chan struct{}
+}
+
+type accepted struct {
+	suffix  string
+	payload []byte
+}
+
+func newFakeEngine() *fakeEngine {
+	return &fakeEngine{
+		status:     Status{Version: "test-1", Pending: 0, ClockSynced: true, StartedAt: "2026-01-02T03:04:05Z"},
+		acceptedC:  make(chan accepted, 100),
+		publishedC: make(chan uint64, 100),
+		outboxC:    make(chan struct{}, 1),
+		statusC:    make(chan struct{}, 1),
+	}
+}
+
+func (e *fakeEngine) Accept(ctx context.Context, suffix string, payload []byte) error {
+	e.mu.Lock()
+	err := e.acceptErr
+	if err == nil {
+		a := accepted{suffix, append([]byte(nil), payload...)}
+		e.accepted = append(e.accepted, a)
+		e.acceptedC <- a
+	}
+	e.mu.Unlock()
+	return err
+}
+
+func (e *fakeEngine) setAcceptErr(err error) {
+	e.mu.Lock()
+	e.acceptErr = err
+	e.mu.Unlock()
+}
+
+func (e *fakeEngine) Due(now time.Time) ([]Outgoing, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]Outgoing(nil), e.outbox...), nil
+}
+
+func (e *fakeEngine) Published(id uint64) error {
+	e.mu.Lock()
+	for i, m := range e.outbox {
+		if m.ID == id {
+			e.outbox = append(e.outbox[:i:i], e.outbox[i+1:]...)
+			break
+		}
+	}
+	e.published = append(e.published, id)
+	e.mu.Unlock()
+	e.publishedC <- id
+	return nil
+}
+
+func (e *fakeEngine) enqueue(m Outgoing) {
+	e.mu.Lock()
+	e.outbox = append(e.outbox, m)
+	e.mu.Unlock()
+	select {
+	case e.outboxC <- struct{}{}:
+	default:
+	}
+}
+
+func (e *fakeEngine) setPending(n int) {
+	e.mu.Lock()
+	e.status.Pending = n
+	e.mu.Unlock()
+	select {
+	case e.statusC <- struct{}{}:
+	default:
+	}
+}
+
+func (e *fakeEngine) OutboxChanged() <-chan struct{} { return e.outboxC }
+func (e *fakeEngine) StatusChanged() <-chan struct{} { return e.statusC }
+func (e *fakeEngine) Status() Status {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.status
+}
+
+// running is a Link under test.
+type running struct {
+	link   *Link
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+// start runs a link for prefix and clientID against url and waits until it
+// has connected and subscribed.
+func start(t *testing.T, url, prefix, clientID string, eng Engine, tweak func(*Options)) *running {
+	t.Helper()
+	opts := Options{
+		URL:                  url,
+		ClientID:             clientID,
+		Prefix:               prefix,
+		PublishTimeout:       2 * time.Second,
+		ConnectTimeout:       2 * time.Second,
+		MaxReconnectInterval: 2 * time.Second,
+		DrainInterval:        200 * time.Millisecond,
+		Logger:               slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if tweak != nil {
+		tweak(&opts)
+	}
+	l, err := New(opts, eng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{link: l, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- l.Run(ctx) }()
+	t.Cleanup(r.stop)
+	select {
+	case <-l.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("link did not connect")
+	}
+	return r
+}
+
+func (r *running) stop() {
+	r.once.Do(func() {
+		r.cancel()
+		select {
+		case <-r.done:
+		case <-time.After(15 * time.Second):
+			panic("link Run did not return after cancel")
+		}
+	})
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func names(t *testing.T) (prefix, clientID string) {
+	id := mqtttest.Unique("dev")
+	return "kptest/" + id, "kioskpayd-" + id
+}
+
+func waitAccepted(t *testing.T, e *fakeEngine, d time.Duration) accepted {
+	t.Helper()
+	select {
+	case a := <-e.acceptedC:
+		return a
+	case <-time.After(d):
+		t.Fatal("engine did not receive the message")
+		return accepted{}
+	}
+}
+
+func waitPublished(t *testing.T, e *fakeEngine, d time.Duration) uint64 {
+	t.Helper()
+	select {
+	case id := <-e.publishedC:
+		return id
+	case <-time.After(d):
+		t.Fatal("outbox entry was not confirmed")
+		return 0
+	}
+}
+
+func TestInboundReachesEngine(t *testing.T) {
+	url := mqtttest.Broker(t)
+	prefix, id := names(t)
+	eng := newFakeEngine()
+	start(t, url, prefix, id, eng, nil)
+
+	for _, suffix := range InboundTopics {
+		mqtttest.Publish(t, url, prefix+"/"+suffix, []byte(`{"request_id":"`+suffix+`"}`), false)
+		a := waitAccepted(t, eng, 5*time.Second)
+		if a.suffix != suffix || !bytes.Contains(a.payload, []byte(suffix)) {
+			t.Fatalf("got %q %s, want %q", a.suffix, a.payload, suffix)
+		}
+	}
+
+	// An oversized payload still reaches the engine, which owns the
+	// PAYLOAD_TOO_LARGE reply.
+	big := bytes.Repeat([]byte("x"), 20<<10)
+	mqtttest.Publish(t, url, prefix+"/pay/create", big, false)
+	if a := waitAccepted(t, eng, 5*time.Second); len(a.payload) != len(big) {
+		t.Fatalf("oversized payload arrived with %d bytes, want %d", len(a.payload), len(big))
+	}
+
+	// Topics outside the contract are not subscribed.
+	mqtttest.Publish(t, url, prefix+"/pay/bogus", []byte(`{}`), false)
+	mqtttest.Publish(t, url, prefix+"/pay/reply", []byte(`{}`), false)
+	mqtttest.Publish(t, url, prefix+"/pay/create/x", []byte(`{}`), false)
+	select {
+	case a := <-eng.acceptedC:
+		t.Fatalf("engine got a message on %q", a.suffix)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+func TestRetainedCommandIgnored(t *testing.T) {
+	url := mqtttest.Broker(t)
+	prefix, id := names(t)
+	mqtttest.Publish(t, url, prefix+"/pay/create", []byte(`{"stale":true}`), true)
+	t.Cleanup(func() { mqtttest.Publish(t, url, prefix+"/pay/create", nil, true) }) // clear it
+	eng := newFakeEngine()
+	start(t, url, prefix, id, eng, nil)
+	mqtttest.Publish(t, url, prefix+"/pay/query", []byte(`{"fresh":true}`), false)
+	a := waitAccepted(t, eng, 5*time.Second)
+	if a.suffix != "pay/query" {
+		t.Fatalf("engine got %q %s first; the retained create must be skipped", a.suffix, a.payload)
+	}
+}
+
+// The broker queues commands sent while the daemon is down; the new process
+// receives them because the handler exists before Connect and the session
+// persists under the same client id.
+func TestPersistentSessionAcrossRestart(t *testing.T) {
+	url := mqtttest.Broker(t)
+	prefix, id := names(t)
+	first := start(t, url, prefix, id, newFakeEngine(), nil)
+	first.stop()
+
+	for i := range 3 {
+		mqtttest.Publish(t, url, prefix+"/pay/create", []byte(`{"n":`+string(rune('0'+i))+`}`), false)
+	}
+	eng := newFakeEngine()
+	start(t, url, prefix, id, eng, nil)
+	got := map[string]bool{}
+	for range 3 {
+		a := waitAccepted(t, eng, 5*time.Second)
+		got[string(a.payload)] = true
+	}
+	for i := range 3 {
+		if p := `{"n":` + string(rune('0'+i)) + `}`; !got[p] {
+			t.Errorf("queued message %s not delivered; got %v", p, got)
+		}
+	}
+}
+
+// A message the engine could not record is never acknowledged: the broker
+// delivers it again to the next session.
+func TestUnrecordedMessageIsRedelivered(t *testing.T) {
+	url := mqtttest.Broker(t)
+	prefix, id := names(t)
+	broken := newFakeEngine()
+	broken.setAcceptErr(errors.New("disk full"))
+	r := start(t, url, prefix, id, broken, nil)
+	mqtttest.Publish(t, url, prefix+"/pay/create", []byte(`{"precious":1}`), false)
+	time.Sleep(300 * time.Millisecond) // let the handler fail a few times
+	r.stop()
+
+	eng := newFakeEngine()
+	start(t, url, prefix, id, eng, nil)
+	if a := waitAccepted(t, eng, 10*time.Second); string(a.payload) != `{"precious":1}` {
+		t.Fatalf("redelivered %s", a.payload)
+	}
+}
+
+// A transient Accept failure is retried inside the handler.
+func TestAcceptRetried(t *testing.T) {
+	url := mqtttest.Broker(t)
+	prefix, id := names(t)
+	eng := newFakeEngine()
+	eng.setAcceptErr(errors.New("transient"))
+	start(t, url, prefix, id, eng, nil)
+	mqtttest.Publish(t, url, prefix+"/pay/query", []byte(`{}`), false)
+	time.Sleep(200 * time.Millisecond)
+	eng.setAcceptErr(nil)
+	if a := waitAccepted(t, eng, 10*time.Second); a.suffix != "pay/query" {
+		t.Fatalf("got %q", a.suffix)
+	}
+}
+
+func TestOutboxDrains(t *testing.T) {
+	url := mqtttest.Broker(t)
+	prefix, id := names(t)
+	sub := mqtttest.Subscribe(t, url, prefix+"/#")
+	eng := newFakeEngine()
+	// Entries already waiting at start are published on connect.
+	eng.enqueue(Outgoing{ID: 1, Topic: "pay/result", Payload: []byte(`{"n":1}`)})
+	start(t, url, prefix, id, eng, nil)
+	if m := sub.Next(t, prefix+"/pay/result", 5*time.Second); string(m.Payload) != `{"n":1}` {
+		t.Fatalf("published %s", m.Payload)
+	}
+	if got := waitPublished(t, eng, 5*time.Second); got != 1 {
+		t.Fatalf("confirmed %d", got)
+	}
+	// New entries go out when OutboxChanged fires, in order.
+	eng.enqueue(Outgoing{ID: 2, Topic: "pay/reply", Payload: []byte(`{"n":2}`)})
+	eng.enqueue(Outgoing{ID: 3, Topic: "pay/event", Payload: []byte(`{"n":3}`)})
+	if m := sub.Next(t, prefix+"/pay/reply", 5*time.Second); string(m.Payload) != `{"n":2}` {
+		t.Fatalf("published %s", m.Payload)
+	}
+	if m := sub.Next(t, prefix+"/pay/event", 5*time.Second); string(m.Payload) != `{"n":3}` {
+		t.Fatalf("published %s", m.Payload)
+	}
+	if a, b := waitPublished(t, eng, 5*time.Second), waitPublished(t, eng, 5*time.Second); a != 2 || b != 3 {
+		t.Fatalf("confirmed %d, %d; want 2, 3", a, b)
+	}
+}
+
+// While the broker is unreachable nothing is confirmed; after the reconnect
+// the outbox drains.
+func TestOutboxDrainsAfterReconnect(t *testing.T) {
+	url := mqtttest.Broker(t)
+	proxy, purl := mqtttest.NewProxy(t, url)
+	prefix, id := names(t)
+	sub := mqtttest.Subscribe(t, url, prefix+"/pay/result")
+	eng := newFakeEngine()
+	r := start(t, purl, prefix, id, eng, nil)
+
+	proxy.Refuse(true)
+	proxy.Cut()
+	waitFor(t, 5*time.Second, func() bool { return !r.link.Connected() })
+	eng.enqueue(Outgoing{ID: 7, Topic: "pay/result", Payload: []byte(`{"paid":true}`)})
+	select {
+	case id := <-eng.publishedC:
+		t.Fatalf("entry %d confirmed while disconnected", id)
+	case <-time.After(700 * time.Millisecond):
+	}
+	proxy.Refuse(false)
+	if m := sub.Next(t, prefix+"/pay/result", 15*time.Second); string(m.Payload) != `{"paid":true}` {
+		t.Fatalf("published %s", m.Payload)
+	}
+	if got := waitPublished(t, eng, 5*time.Second); got != 7 {
+		t.Fatalf("confirmed %d", got)
+	}
+}
+
+func TestStatusRetainedWillAndCleanStop(t *testing.T) {
+	url := mqtttest.Broker(t)
+	proxy, purl := mqtttest.NewProxy(t, url)
+	prefix, id := names(t)
+	statusTopic := prefix + "/status"
+	sub := mqtttest.Subscribe(t, url, statusTopic)
+	eng := newFakeEngine()
+	r := start(t, purl, prefix, id, eng, nil)
+
+	var st map[string]any
+	m := sub.Next(t, statusTopic, 5*time.Second)
+	if err := json.Unmarshal(m.Payload, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st["online"] != true || st["version"] != "test-1" || st["pending"] != float64(0) || st["clock_synced"] != true || st["started_at"] != "2026-01-02T03:04:05Z" {
+		t.Fatalf("status = %s", m.Payload)
+	}
+	// Retained: a late subscriber sees it.
+	late := mqtttest.Subscribe(t, url, statusTopic)
+	if m := late.Next(t, statusTopic, 5*time.Second); !m.Retained || !bytes.Contains(m.Payload, []byte(`"online":true`)) {
+		t.Fatalf("late subscriber got %s retained=%v", m.Payload, m.Retained)
+	}
+
+	// StatusChanged republishes.
+	eng.setPending(1)
+	if m := sub.Next(t, statusTopic, 5*time.Second); !bytes.Contains(m.Payload, []byte(`"pending":1`)) {
+		t.Fatalf("status after change = %s", m.Payload)
+	}
+
+	// An abnormal disconnect makes the broker publish the Will.
+	proxy.Refuse(true)
+	proxy.Cut()
+	if m := sub.Next(t, statusTopic, 10*time.Second); string(m.Payload) != `{"online":false}` {
+		t.Fatalf("will = %s", m.Payload)
+	}
+	// Back online after the reconnect.
+	proxy.Refuse(false)
+	if m := sub.Next(t, statusTopic, 15*time.Second); !bytes.Contains(m.Payload, []byte(`"online":true`)) {
+		t.Fatalf("status after reconnect = %s", m.Payload)
+	}
+
+	// A clean stop leaves {"online":false} retained.
+	r.stop()
+	if m := sub.Next(t, statusTopic, 5*time.Second); string(m.Payload) != `{"online":false}` {
+		t.Fatalf("status after stop = %s", m.Payload)
+	}
+	after := mqtttest.Subscribe(t, url, statusTopic)
+	if m := after.Next(t, statusTopic, 5*time.Second); !m.Retained || string(m.Payload) != `{"online":false}` {
+		t.Fatalf("retained after stop = %s", m.Payload)
+	}
+}
+
+// Final replies enqueued just before the stop are published before the
+// offline status.
+func TestCleanStopDrainsFirst(t *testing.T) {
+	url := mqtttest.Broker(t)
+	prefix, id := names(t)
+	sub := mqtttest.Subscribe(t, url, prefix+"/#")
+	eng := newFakeEngine()
+	r := start(t, url, prefix, id, eng, func(o *Options) { o.DrainInterval = time.Hour })
+	sub.Next(t, prefix+"/status", 5*time.Second)
+	// Not signalled: only the shutdown drain can pick it up.
+	eng.mu.Lock()
+	eng.outbox = append(eng.outbox, Outgoing{ID: 9, Topic: "pay/reply", Payload: []byte(`{"last":true}`)})
+	eng.mu.Unlock()
+	r.stop()
+	if m := sub.Next(t, prefix+"/pay/reply", 5*time.Second); string(m.Payload) != `{"last":true}` {
+		t.Fatalf("got %s", m.Payload)
+	}
+	if m := sub.Next(t, prefix+"/status", 5*time.Second); string(m.Payload) != `{"online":false}` {
+		t.Fatalf("got %s", m.Payload)
+	}
+}
+
+// A publish that gets no PUBACK times out and stays in the outbox, and
+// inbound commands keep reaching the engine meanwhile.
+func TestStalledPublishDoesNotBlockHandlers(t *testing.T) {
+	url := mqtttest.Broker(t)
+	proxy, purl := mqtttest.NewProxy(t, url)
+	prefix, id := names(t)
+	sub := mqtttest.Subscribe(t, url, prefix+"/pay/result")
+	eng := newFakeEngine()
+	start(t, purl, prefix, id, eng, func(o *Options) { o.PublishTimeout = 500 * time.Millisecond })
+
+	proxy.Stall() // nothing the daemon sends reaches the broker
+	eng.enqueue(Outgoing{ID: 11, Topic: "pay/result", Payload: []byte(`{"r":11}`)})
+	for i := range 3 {
+		mqtttest.Publish(t, url, prefix+"/pay/query", []byte(`{"i":`+string(rune('0'+i))+`}`), false)
+		waitAccepted(t, eng, 3*time.Second)
+	}
+	select {
+	case id := <-eng.publishedC:
+		t.Fatalf("entry %d confirmed without a PUBACK", id)
+	default:
+	}
+	proxy.Unstall()
+	if m := sub.Next(t, prefix+"/pay/result", 10*time.Second); string(m.Payload) != `{"r":11}` {
+		t.Fatalf("got %s", m.Payload)
+	}
+	if got := waitPublished(t, eng, 10*time.Second); got != 11 {
+		t.Fatalf("confirmed %d", got)
+	}
+}
+
+func TestNewRejectsBadOptions(t *testing.T) {
+	for _, o := range []Options{
+		{ClientID: "c", Prefix: "p"},
+		{URL: "tcp://x:1", Prefix: "p"},
+		{URL: "tcp://x:1", ClientID: "c", Prefix: "a/#"},
+	} {
+		if _, err := New(o, newFakeEngine()); err == nil {
+			t.Errorf("New(%+v) succeeded", o)
+		}
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	if got := redactURL("ssl://u:secret@b:8883"); got != "ssl://b:8883" {
+		t.Fatalf("redactURL = %q", got)
+	}
+}
+
+// A stop before the broker was ever reached returns promptly.
+func TestStopWhileUnreachable(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	l, err := New(Options{URL: "tcp://" + addr, ClientID: "c", Prefix: "p/d", ConnectTimeout: time.Second}, newFakeEngine())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return")
+	}
+}
+
+// --- TLS ---
+
+type pki struct {
+	dir                             string
+	caPool                          *x509.CertPool
+	serverTLS                       *tls.Config
+	caFile, clientCert, clientKey   string
+	otherClientCert, otherClientKey string // signed by a CA the broker does not trust
+}
+
+// newPKI generates a CA, a server certificate for 127.0.0.1 and client
+// certificates at test time; nothing is committed.
+func newPKI(t *testing.T) *pki {
+	t.Helper()
+	dir := t.TempDir()
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	serial := int64(1)
+	issue := func(tmpl *x509.Certificate, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, key *ecdsa.PrivateKey) *x509.Certificate {
+		serial++
+		tmpl.SerialNumber = big.NewInt(serial)
+		tmpl.NotBefore = time.Now().Add(-time.Hour)
+		tmpl.NotAfter = time.Now().Add(time.Hour)
+		if parent == nil {
+			parent, parentKey = tmpl, key
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	write := func(name string, block *pem.Block) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	keyPEM := func(k *ecdsa.PrivateKey) *pem.Block {
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &pem.Block{Type: "PRIVATE KEY", Bytes: der}
+	}
+	caTmpl := func(cn string) *x509.Certificate {
+		return &x509.Certificate{Subject: pkix.Name{CommonName: cn}, IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	}
+	caKey, otherKey := newKey(), newKey()
+	ca := issue(caTmpl("test CA"), nil, nil, caKey)
+	other := issue(caTmpl("other CA"), nil, nil, otherKey)
+
+	srvKey := newKey()
+	srv := issue(&x509.Certificate{Subject: pkix.Name{CommonName: "broker"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, ca, caKey, srvKey)
+	cliKey, otherCliKey := newKey(), newKey()
+	cliTmpl := func() *x509.Certificate {
+		return &x509.Certificate{Subject: pkix.Name{CommonName: "chair-001"}, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	}
+	cli := issue(cliTmpl(), ca, caKey, cliKey)
+	otherCli := issue(cliTmpl(), other, otherKey, otherCliKey)
+
+	p := &pki{dir: dir, caPool: x509.NewCertPool()}
+	p.caPool.AddCert(ca)
+	p.caFile = write("ca.pem", &pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw})
+	p.clientCert = write("client.pem", &pem.Block{Type: "CERTIFICATE", Bytes: cli.Raw})
+	p.clientKey = write("client.key", keyPEM(cliKey))
+	p.otherClientCert = write("other.pem", &pem.Block{Type: "CERTIFICATE", Bytes: otherCli.Raw})
+	p.otherClientKey = write("other.key", keyPEM(otherCliKey))
+	p.serverTLS = &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{srv.Raw}, PrivateKey: srvKey}},
+		MinVersion:   tls.VersionTLS12,
+	}
+	return p
+}
+
+func TestTLS(t *testing.T) {
+	p := newPKI(t)
+	_, url := mqtttest.Mochi(t, nil, p.serverTLS)
+	cfg, err := TLSConfig(p.caFile, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix, id := names(t)
+	eng := newFakeEngine()
+	start(t, url, prefix, id, eng, func(o *Options) { o.TLS = cfg })
+	mqtttest.Publish(t, url, prefix+"/pay/query", []byte(`{"tls":1}`), false)
+	waitAccepted(t, eng, 5*time.Second)
+}
+
+func TestMutualTLS(t *testing.T) {
+	p := newPKI(t)
+	srv := p.serverTLS.Clone()
+	srv.ClientAuth = tls.RequireAndVerifyClientCert
+	srv.ClientCAs = p.caPool
+	_, url := mqtttest.Mochi(t, nil, srv)
+
+	cfg, err := TLSConfig(p.caFile, p.clientCert, p.clientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix, id := names(t)
+	eng := newFakeEngine()
+	start(t, url, prefix, id, eng, func(o *Options) { o.TLS = cfg })
+
+	// A certificate from a CA the broker does not trust never connects,
+	// and neither does no certificate at all.
+	for name, files := range map[string][2]string{"untrusted client CA": {p.otherClientCert, p.otherClientKey}, "no client cert": {"", ""}} {
+		t.Run(name, func(t *testing.T) {
+			cfg, err := TLSConfig(p.caFile, files[0], files[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			l, _ := New(Options{URL: url, ClientID: mqtttest.Unique("bad-"), Prefix: prefix, TLS: cfg, ConnectTimeout: time.Second}, newFakeEngine())
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- l.Run(ctx) }()
+			select {
+			case <-l.Ready():
+				t.Fatal("connected without a trusted client certificate")
+			case <-time.After(1500 * time.Millisecond):
+			}
+			cancel()
+			<-done
+		})
+	}
+}
+
+func TestTLSConfigErrors(t *testing.T) {
+	p := newPKI(t)
+	if _, err := TLSConfig(filepath.Join(p.dir, "missing.pem"), "", ""); err == nil {
+		t.Error("missing CA file accepted")
+	}
+	if _, err := TLSConfig(p.clientKey, "", ""); err == nil || !strings.Contains(err.Error(), "no PEM certificates") {
+		t.Errorf("key as CA: %v", err)
+	}
+	if _, err := TLSConfig("", p.clientCert, ""); err == nil {
+		t.Error("cert without key accepted")
+	}
+	if _, err := TLSConfig("", p.clientCert, p.otherClientKey); err == nil {
+		t.Error("mismatched cert and key accepted")
+	}
+}
+
+func waitFor(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
