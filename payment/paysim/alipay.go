@@ -619,9 +619,6 @@ func (a *alipaySim) precreate(r aliRequest) []aliField {
 		if err != nil {
 			return invalid("time_expire格式必须为yyyy-MM-dd HH:mm:ss")
 		}
-		if !t.After(now) {
-			return invalid("time_expire不能早于当前时间")
-		}
 		expire = t
 	}
 	if timeoutExpress != "" {
@@ -651,6 +648,9 @@ func (a *alipaySim) precreate(r aliRequest) []aliField {
 			return aliBizFail("ACQ.CONTEXT_INCONSISTENT", "交易信息被篡改", aliField{"out_trade_no", no})
 		}
 		return aliOK(aliField{"out_trade_no", no}, aliField{"qr_code", o.qrCode})
+	}
+	if !expire.IsZero() && !expire.After(now) {
+		return invalid("time_expire不能早于当前时间")
 	}
 	o := &aliOrder{
 		outTradeNo: no, subject: subject, body: body, total: total, notifyURL: notifyURL,
