@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/kioskpay/kioskpay/device"
+)
+
+// Publisher publishes one message at QoS 1 and returns once the broker has
+// acknowledged it (PUBACK), or with an error.
+type Publisher interface {
+	Publish(ctx context.Context, topic string, payload []byte) error
+	// Connected reports whether the broker connection is up.
+	Connected() bool
+}
+
+// Relay turns provider notification webhooks into P/pay/notify messages.
+//
+// It holds no state: the provider only gets its success answer once the
+// broker has the message, so a relay that dies or loses the broker mid-way
+// leaves the provider to retry, possibly against another replica. It
+// verifies nothing either (the daemon does, with the provider's keys the
+// relay never sees); it only keeps junk off the bus cheaply.
+type Relay struct {
+	Prefix         string
+	Pub            Publisher
+	MaxBody        int64         // largest request body read; larger → 413
+	PublishTimeout time.Duration // how long to wait for the broker's PUBACK
+	Logger         *slog.Logger
+}
+
+// DefaultMaxBody bounds a notification body. Real ones are 1-3 KiB; the
+// device refuses envelopes over device.MaxPayload anyway.
+const DefaultMaxBody = 64 << 10
+
+var deviceIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// envelope is the P/pay/notify payload (SPEC §4).
+type envelope struct {
+	RequestID string            `json:"request_id"`
+	Provider  string            `json:"provider"`
+	Headers   map[string]string `json:"headers"`
+	Body      string            `json:"body"`
+}
+
+// Handler returns the relay's routes.
+func (r *Relay) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /notify/{device}/{provider}", r.serveNotify)
+	mux.HandleFunc("GET /healthz", r.serveHealth)
+	return mux
+}
+
+func (r *Relay) serveHealth(w http.ResponseWriter, _ *http.Request) {
+	// A load balancer takes a replica without a broker out of rotation, so
+	// providers' retries land on one that can deliver.
+	if !r.Pub.Connected() {
+		http.Error(w, "broker not connected", http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+func (r *Relay) serveNotify(w http.ResponseWriter, req *http.Request) {
+	start := time.Now()
+	dev, provider := req.PathValue("device"), req.PathValue("provider")
+	log := r.Logger.With("device", dev, "provider", provider, "remote", req.RemoteAddr)
+	if provider != "wxpay" && provider != "alipay" {
+		log.Info("refused notification", "status", http.StatusBadRequest, "reason", "unknown provider")
+		http.Error(w, "unknown provider: want wxpay or alipay", http.StatusBadRequest)
+		return
+	}
+	fail := func(status int, reason string) {
+		log.Info("refused notification", "status", status, "reason", reason)
+		writeFailure(w, provider, status, reason)
+	}
+	if !deviceIDRE.MatchString(dev) {
+		fail(http.StatusBadRequest, "bad device id")
+		return
+	}
+	limit := r.MaxBody
+	if limit <= 0 {
+		limit = DefaultMaxBody
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			fail(http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", limit))
+			return
+		}
+		fail(http.StatusBadRequest, "reading body: "+err.Error())
+		return
+	}
+	if len(body) == 0 {
+		fail(http.StatusBadRequest, "empty body")
+		return
+	}
+	// JSON strings cannot carry invalid UTF-8 unchanged, and a changed body
+	// would fail its signature anyway.
+	if !utf8.Valid(body) {
+		fail(http.StatusBadRequest, "body is not UTF-8")
+		return
+	}
+	env := envelope{RequestID: "relay-" + randomHex(8), Provider: provider, Headers: forwardHeaders(req.Header), Body: string(body)}
+	payload, err := json.Marshal(env)
+	if err != nil {
+		fail(http.StatusInternalServerError, "encode envelope")
+		return
+	}
+	if len(payload) > device.MaxPayload {
+		fail(http.StatusRequestEntityTooLarge, fmt.Sprintf("envelope of %d bytes exceeds the device limit of %d", len(payload), device.MaxPayload))
+		return
+	}
+	if !r.Pub.Connected() {
+		fail(http.StatusServiceUnavailable, "broker not connected")
+		return
+	}
+	timeout := r.PublishTimeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), timeout)
+	defer cancel()
+	topic := r.Prefix + "/" + dev + "/" + device.TopicNotify
+	if err := r.Pub.Publish(ctx, topic, payload); err != nil {
+		// The message may still reach the broker later; the provider's
+		// retry then makes a duplicate, which the daemon tolerates (a
+		// notification is only a hint to query).
+		log.Warn("publish failed", "err", err, "request_id", env.RequestID)
+		writeFailure(w, provider, http.StatusServiceUnavailable, "broker did not acknowledge")
+		return
+	}
+	log.Info("relayed notification", "request_id", env.RequestID, "bytes", len(body), "took", time.Since(start).Round(time.Millisecond))
+	writeSuccess(w, provider)
+}
+
+// forwardHeaders keeps what verification needs: WeChat's signature headers
+// and the content type. Cookies, proxy headers and the like stay out.
+func forwardHeaders(h http.Header) map[string]string {
+	out := map[string]string{}
+	for k, vs := range h {
+		ck := http.CanonicalHeaderKey(k)
+		if (strings.HasPrefix(ck, "Wechatpay-") || ck == "Content-Type") && len(vs) > 0 {
+			out[ck] = vs[0]
+		}
+	}
+	return out
+}
+
+// writeSuccess answers the way each provider recognises as delivered:
+// WeChat Pay APIv3 takes 200/204 without a body, Alipay wants the literal
+// body "success".
+func writeSuccess(w http.ResponseWriter, provider string) {
+	if provider == "alipay" {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "success")
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// writeFailure answers so the provider retries later.
+func writeFailure(w http.ResponseWriter, provider string, status int, msg string) {
+	if provider == "alipay" {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(status)
+		io.WriteString(w, "fail")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"code": "FAIL", "message": msg})
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

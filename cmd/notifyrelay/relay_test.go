@@ -1,0 +1,354 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/kioskpay/kioskpay/device"
+)
+
+type allowAll struct{ mochi.HookBase }
+
+func (h *allowAll) ID() string { return "allow-all" }
+func (h *allowAll) Provides(b byte) bool {
+	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
+}
+func (h *allowAll) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
+func (h *allowAll) OnACLCheck(*mochi.Client, string, bool) bool              { return true }
+
+// startMochi starts an in-process broker and returns its URL and a
+// function that stops it (also run at cleanup).
+func startMochi(t *testing.T) (func(), string) {
+	t.Helper()
+	s := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
+	if err := s.AddHook(new(allowAll), nil); err != nil {
+		t.Fatal(err)
+	}
+	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+	if err := s.AddListener(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stop := func() { once.Do(func() { s.Close() }) }
+	t.Cleanup(stop)
+	return stop, "tcp://" + l.Address()
+}
+
+// testBroker returns a broker URL and a unique prefix: a real broker when
+// KIOSKPAY_TEST_MQTT_URL is set, else mochi.
+func testBroker(t *testing.T) (string, string) {
+	prefix := "rt" + randomHex(4)
+	if u := os.Getenv("KIOSKPAY_TEST_MQTT_URL"); u != "" {
+		return u, prefix
+	}
+	_, u := startMochi(t)
+	return u, prefix
+}
+
+// subscribe returns a channel of payloads published on topic.
+func subscribe(t *testing.T, url, topic string) <-chan []byte {
+	t.Helper()
+	ch := make(chan []byte, 16)
+	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID("sub-" + randomHex(4)).SetCleanSession(true)
+	c := mqtt.NewClient(opts)
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscriber connect: %v", tok.Error())
+	}
+	t.Cleanup(func() { c.Disconnect(100) })
+	tok := c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) { ch <- m.Payload() })
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	return ch
+}
+
+func newTestRelay(t *testing.T, url, prefix string) (*Relay, *mqttPublisher) {
+	t.Helper()
+	pub, err := dialBroker(BrokerConfig{URL: url, ClientID: "relay-" + randomHex(4)}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Close)
+	deadline := time.Now().Add(5 * time.Second)
+	for !pub.Connected() {
+		if time.Now().After(deadline) {
+			t.Fatal("relay did not connect to the broker")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return &Relay{Prefix: prefix, Pub: pub, PublishTimeout: 2 * time.Second, Logger: slog.New(slog.DiscardHandler)}, pub
+}
+
+func post(t *testing.T, h http.Handler, path string, hdr map[string]string, body []byte) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	return w
+}
+
+func recv(t *testing.T, ch <-chan []byte) []byte {
+	t.Helper()
+	select {
+	case b := <-ch:
+		return b
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing published within 5s")
+		return nil
+	}
+}
+
+func TestRelayPublishesWeChat(t *testing.T) {
+	url, prefix := testBroker(t)
+	relay, _ := newTestRelay(t, url, prefix)
+	got := subscribe(t, url, prefix+"/chair-001/pay/notify")
+	body := `{"id":"EV-2018022511223320873","event_type":"TRANSACTION.SUCCESS","resource":{"ciphertext":"…"}}`
+	hdr := map[string]string{
+		"Content-Type":             "application/json",
+		"Wechatpay-Timestamp":      "1554208460",
+		"Wechatpay-Nonce":          "c5ac7061fccab6bf3e254dcf98995b8c",
+		"Wechatpay-Signature":      "CtcbzwtQjN8rnOXItEBJ5aQFSnIXESeV28Pr2YEmf9wsDQ8Nx25ytW6FXBCAFdrr0mgqngX3AD9gNzjnNHzSGTPBSsaEkIfhPF4b8YRRTpny88tNLyprXA0GU5ID3DkZHpjFkX1hAp/D0fva2GKjGRLtvYbtUk/OLYqFuzbjt3yOBzJSKQqJsvbXILffgAmX4pKql+Ln+6UPvSCeKwznvtPaEx+9nMBmKu7Wpbqm/+2ksc0XwjD+xlvlECkCxfD/OJ4gN3IurE0fpjxIkvHDiinQmk51BI7zQD8k1znU7r/spPqB+vZjc5ep6DC5wZUpFu5vJ8MoNKjCu8wnzyCFdA==",
+		"Wechatpay-Serial":         "PUB_KEY_ID_0000000000000024101100397200000006",
+		"Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
+		"Cookie":                   "session=secret",
+		"X-Forwarded-For":          "10.0.0.1",
+	}
+	w := post(t, relay.Handler(), "/notify/chair-001/wxpay", hdr, []byte(body))
+	if w.Code != http.StatusNoContent || w.Body.Len() != 0 {
+		t.Fatalf("status %d body %q, want 204 and no body", w.Code, w.Body)
+	}
+	msg := recv(t, got)
+	n, err := device.DecodeNotify(msg)
+	if err != nil {
+		t.Fatalf("the daemon's decoder refuses the envelope: %v\n%s", err, msg)
+	}
+	if n.Provider != "wxpay" || string(n.Body) != body || n.RequestID == "" {
+		t.Fatalf("envelope %+v", n)
+	}
+	for k, v := range hdr {
+		forwarded := strings.HasPrefix(k, "Wechatpay-") || k == "Content-Type"
+		if got := n.Header.Get(k); forwarded && got != v {
+			t.Errorf("header %s = %q, want %q", k, got, v)
+		} else if !forwarded && got != "" {
+			t.Errorf("forwarded header %s", k)
+		}
+	}
+}
+
+func TestRelayPublishesAlipay(t *testing.T) {
+	url, prefix := testBroker(t)
+	relay, _ := newTestRelay(t, url, prefix)
+	got := subscribe(t, url, prefix+"/vend_7/pay/notify")
+	body := "gmt_create=2025-01-02+03%3A04%3A05&out_trade_no=chair001_0001&sign=abc%2B%2F%3D&sign_type=RSA2&trade_status=TRADE_SUCCESS"
+	w := post(t, relay.Handler(), "/notify/vend_7/alipay", map[string]string{"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}, []byte(body))
+	if w.Code != http.StatusOK || w.Body.String() != "success" {
+		t.Fatalf("status %d body %q, want 200 success", w.Code, w.Body)
+	}
+	n, err := device.DecodeNotify(recv(t, got))
+	if err != nil || n.Provider != "alipay" || string(n.Body) != body {
+		t.Fatalf("envelope %+v, err %v", n, err)
+	}
+}
+
+func TestRelayRefusesBadRequests(t *testing.T) {
+	url, prefix := testBroker(t)
+	relay, _ := newTestRelay(t, url, prefix)
+	relay.MaxBody = 1024
+	got := subscribe(t, url, prefix+"/+/pay/notify")
+	h := relay.Handler()
+	for _, tc := range []struct {
+		name, path string
+		body       []byte
+		code       int
+	}{
+		{"device id with a slash", "/notify/a%2Fb/wxpay", []byte("{}"), 400},
+		{"device id with a wildcard", "/notify/%2B/wxpay", []byte("{}"), 400},
+		{"device id too long", "/notify/" + strings.Repeat("a", 65) + "/wxpay", []byte("{}"), 400},
+		{"unknown provider", "/notify/dev1/paypal", []byte("{}"), 400},
+		{"empty body", "/notify/dev1/wxpay", nil, 400},
+		{"not UTF-8", "/notify/dev1/alipay", []byte{0xff, 0xfe, 'x'}, 400},
+		{"oversize", "/notify/dev1/wxpay", bytes.Repeat([]byte("a"), 1025), 413},
+		{"missing provider", "/notify/dev1", []byte("{}"), 404},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := post(t, h, tc.path, nil, tc.body)
+			if w.Code != tc.code {
+				t.Fatalf("status %d, want %d (%s)", w.Code, tc.code, w.Body)
+			}
+		})
+	}
+	// The envelope must fit the device's 16 KiB limit, even when the body
+	// fits the relay's.
+	relay.MaxBody = 64 << 10
+	w := post(t, h, "/notify/dev1/wxpay", nil, bytes.Repeat([]byte("a"), device.MaxPayload))
+	if w.Code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("envelope over the device limit: status %d", w.Code)
+	}
+	var fail map[string]string
+	if err := json.Unmarshal(w.Body.Bytes(), &fail); err != nil || fail["code"] != "FAIL" {
+		t.Fatalf("WeChat failure body %q", w.Body)
+	}
+	req := httptest.NewRequest(http.MethodGet, "/notify/dev1/wxpay", nil)
+	rw := httptest.NewRecorder()
+	h.ServeHTTP(rw, req)
+	if rw.Code != http.StatusMethodNotAllowed {
+		t.Fatalf("GET: status %d", rw.Code)
+	}
+	select {
+	case m := <-got:
+		t.Fatalf("a refused request was published: %s", m)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+func TestRelayBrokerDown(t *testing.T) {
+	stopBroker, url := startMochi(t)
+	relay, _ := newTestRelay(t, url, "kiosk")
+	h := relay.Handler()
+	hw := httptest.NewRecorder()
+	h.ServeHTTP(hw, httptest.NewRequest("GET", "/healthz", nil))
+	if hw.Code != http.StatusOK {
+		t.Fatalf("healthz %d while connected", hw.Code)
+	}
+	stopBroker()
+	deadline := time.Now().Add(5 * time.Second)
+	for relay.Pub.Connected() {
+		if time.Now().After(deadline) {
+			t.Fatal("relay did not notice the broker going away")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	w := post(t, h, "/notify/dev1/wxpay", nil, []byte(`{"id":"x"}`))
+	if w.Code < 500 {
+		t.Fatalf("WeChat: status %d with the broker down, want 5xx", w.Code)
+	}
+	var fail map[string]string
+	if err := json.Unmarshal(w.Body.Bytes(), &fail); err != nil || fail["code"] != "FAIL" || fail["message"] == "" {
+		t.Fatalf("WeChat failure body %q", w.Body)
+	}
+	w = post(t, h, "/notify/dev1/alipay", nil, []byte("a=b"))
+	if w.Code < 500 || w.Body.String() == "success" {
+		t.Fatalf("Alipay: status %d body %q with the broker down", w.Code, w.Body)
+	}
+	rw := httptest.NewRecorder()
+	h.ServeHTTP(rw, httptest.NewRequest("GET", "/healthz", nil))
+	if rw.Code != http.StatusServiceUnavailable {
+		t.Fatalf("healthz %d with the broker down", rw.Code)
+	}
+}
+
+// stuckPublisher never gets a PUBACK.
+type stuckPublisher struct{}
+
+func (stuckPublisher) Publish(ctx context.Context, _ string, _ []byte) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+func (stuckPublisher) Connected() bool { return true }
+
+func TestRelayNoPubackIsFailure(t *testing.T) {
+	relay := &Relay{Prefix: "kiosk", Pub: stuckPublisher{}, PublishTimeout: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)}
+	start := time.Now()
+	w := post(t, relay.Handler(), "/notify/dev1/alipay", nil, []byte("a=b"))
+	if w.Code != http.StatusServiceUnavailable || w.Body.String() == "success" {
+		t.Fatalf("status %d body %q", w.Code, w.Body)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("took %v", d)
+	}
+}
+
+// TestRunServesAndStops runs the command itself: flags, broker, HTTP,
+// graceful stop.
+func TestRunServesAndStops(t *testing.T) {
+	url, prefix := testBroker(t)
+	got := subscribe(t, url, prefix+"/dev9/pay/notify")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan string, 1)
+	errc := make(chan error, 1)
+	var logs syncBuffer
+	go func() {
+		errc <- run(ctx, []string{"-listen", "127.0.0.1:0", "-broker", url, "-prefix", prefix, "-client-id", "relay-run-" + randomHex(3)}, &logs, ready)
+	}()
+	var addr string
+	select {
+	case addr = <-ready:
+	case err := <-errc:
+		t.Fatalf("run: %v", err)
+	}
+	base := "http://" + addr
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := http.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("healthz never became 200")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	resp, err := http.Post(base+"/notify/dev9/alipay", "application/x-www-form-urlencoded", strings.NewReader("x=1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "success" {
+		t.Fatalf("answer %q", b)
+	}
+	recv(t, got)
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatalf("run returned %v", err)
+	}
+	if !strings.Contains(logs.String(), "relayed notification") {
+		t.Fatalf("logs: %s", logs.String())
+	}
+	if err := run(context.Background(), []string{"-bogus"}, io.Discard, nil); !errors.Is(err, errUsage) {
+		t.Fatalf("bad flag: %v", err)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
