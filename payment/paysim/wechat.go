@@ -119,6 +119,7 @@ type wxpaySim struct {
 	balance  int64 // refundable funds when limited
 	limited  bool
 	sequence int
+	strictTE bool // time_expire must carry +08:00
 }
 
 func newWxpaySim(s *Server) *wxpaySim {
@@ -134,6 +135,17 @@ func (s *Server) SetWxRefundBalance(fen payment.Fen) {
 	defer a.mu.Unlock()
 	a.limited = fen >= 0
 	a.balance = int64(fen)
+}
+
+// SetWxStrictTimeExpire makes the WeChat prepay refuse a time_expire that is
+// not in +08:00, the only form WeChat documents (whether the real service
+// accepts "Z" or other offsets is unverified, so the default accepts any
+// RFC 3339 time).
+func (s *Server) SetWxStrictTimeExpire(strict bool) {
+	a := s.wxpay
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.strictTE = strict
 }
 
 // wxError is the APIv3 error body.
@@ -536,6 +548,12 @@ func (a *wxpaySim) prepay(body []byte) (any, *wxError) {
 		t, err := time.Parse(time.RFC3339, expire)
 		if err != nil {
 			return nil, wxParamErr("time_expire", "必须是符合 RFC3339 日期时间格式", expire)
+		}
+		a.mu.Lock()
+		strict := a.strictTE
+		a.mu.Unlock()
+		if _, offset := t.Zone(); strict && (offset != 8*3600 || !strings.HasSuffix(expire, "+08:00")) {
+			return nil, wxParamErr("time_expire", "必须是 yyyy-MM-DDTHH:mm:ss+08:00 格式", expire)
 		}
 		// WeChat moves a time_expire shorter than a minute out to a minute.
 		if t.Before(now.Add(wxMinExpire)) {

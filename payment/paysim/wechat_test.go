@@ -149,8 +149,12 @@ func wxVerify(k *Keys, h http.Header, body []byte) error {
 }
 
 func wxPrepayBody(k *Keys, outTradeNo string, notifyURL string) string {
+	return wxPrepayBodyAt(k, outTradeNo, notifyURL, time.Now().Add(10*time.Minute).In(wxCST).Format(time.RFC3339))
+}
+
+func wxPrepayBodyAt(k *Keys, outTradeNo, notifyURL, timeExpire string) string {
 	return `{"amount":{"currency":"CNY","total":1250},"appid":"` + k.WxAppID + `","description":"咖啡 x1","mchid":"` + k.WxMchID +
-		`","notify_url":"` + notifyURL + `","out_trade_no":"` + outTradeNo + `","time_expire":"` + time.Now().Add(10*time.Minute).In(wxCST).Format(time.RFC3339) + `"}` + "\n"
+		`","notify_url":"` + notifyURL + `","out_trade_no":"` + outTradeNo + `","time_expire":"` + timeExpire + `"}` + "\n"
 }
 
 // TestWxRawFlow drives the simulator with hand-built requests, including an
@@ -348,6 +352,24 @@ func TestWxPrepayValidation(t *testing.T) {
 	}
 }
 
+func TestWxStrictTimeExpire(t *testing.T) {
+	k, _ := wxTestKeys(t)
+	s, srv := wxTestServer(t, Options{})
+	s.SetWxStrictTimeExpire(true)
+	body := func(no string, te time.Time) string {
+		return wxPrepayBodyAt(k, no, "https://kiosk.example.com/n", te.Format(time.RFC3339))
+	}
+	at := time.Now().Add(time.Hour)
+	if r := wxDo(t, srv.URL, "POST", "/v3/pay/transactions/native", body("STRICT_1", at.In(wxCST)), wxGoodAuth(k)); r.status != 200 {
+		t.Fatalf("+08:00: %d %s", r.status, r.body)
+	}
+	for _, zone := range []*time.Location{time.UTC, time.FixedZone("X", 3600)} {
+		if r := wxDo(t, srv.URL, "POST", "/v3/pay/transactions/native", body("STRICT_2", at.In(zone)), wxGoodAuth(k)); r.status != 400 || r.code() != "PARAM_ERROR" {
+			t.Fatalf("%v: %d %s, want 400 PARAM_ERROR", zone, r.status, r.body)
+		}
+	}
+}
+
 func TestWxTimeExpireCloses(t *testing.T) {
 	k, _ := wxTestKeys(t)
 	s, srv := wxTestServer(t, Options{})
@@ -372,7 +394,7 @@ func TestWxTimeExpireCloses(t *testing.T) {
 	}
 
 	// time_expire earlier than a minute from now is clamped to a minute.
-	past := strings.Replace(wxPrepayBody(k, "EXPIRES_2", "https://kiosk.example.com/n"), time.Now().Add(10*time.Minute).In(wxCST).Format(time.RFC3339), time.Now().Add(-time.Hour).In(wxCST).Format(time.RFC3339), 1)
+	past := wxPrepayBodyAt(k, "EXPIRES_2", "https://kiosk.example.com/n", time.Now().Add(-time.Hour).In(wxCST).Format(time.RFC3339))
 	if r := wxDo(t, srv.URL, "POST", "/v3/pay/transactions/native", past, wxGoodAuth(k)); r.status != 200 {
 		t.Fatalf("prepay with past time_expire: %d %s", r.status, r.body)
 	}
