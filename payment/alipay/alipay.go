@@ -49,6 +49,7 @@ const (
 	subTradeNotExist   = "ACQ.TRADE_NOT_EXIST"
 	subTradeStatusErr  = "ACQ.TRADE_STATUS_ERROR"
 	subSystemError     = "ACQ.SYSTEM_ERROR"
+	subCancelTimeOut   = "ACQ.TRADE_CANCEL_TIME_OUT"
 	cancelRetries      = 3
 	maxNotifyBodyBytes = 64 << 10
 )
@@ -324,6 +325,13 @@ func (c *Client) cancel(ctx context.Context, outTradeNo string) (payment.Closed,
 		var e sdk.Error
 		if rsp != nil {
 			e = rsp.Error
+		}
+		if err == nil && e.SubCode == subCancelTimeOut {
+			// Only reached after close found no trade: the code was never
+			// scanned, and an unscanned QR dies after 2h, long before
+			// cancel's 24h window ends. Nothing can be paid any more.
+			c.log.Info("alipay cancel window over for an unscanned order", "order", outTradeNo)
+			return payment.Closed{}, nil
 		}
 		if err := c.check("cancel", outTradeNo, err, e); err != nil {
 			return payment.Closed{}, err

@@ -9,12 +9,15 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	sdk "github.com/smartwalle/alipay/v3"
 
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
@@ -281,5 +284,136 @@ func TestRequestsCarryNoSecrets(t *testing.T) {
 	body := strings.Split(priv, "\n")[1]
 	if strings.Contains(enc, body) || strings.Contains(enc, url.QueryEscape(body)) {
 		t.Fatal("request contains private key material")
+	}
+}
+
+// The simulator's request checks, seen through the real SDK.
+func TestGatewayRejectsMisconfiguredClients(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(appID string, key *rsa.PrivateKey, loc *time.Location) *Client {
+		c, err := sdk.New(appID, paysim.PrivatePEM(key), true,
+			sdk.WithProductionGateway(e.srv.URL+"/gateway.do"), sdk.WithTimeLocation(loc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.LoadAliPayPublicKey(paysim.PublicPEM(&testKeys.AlipayPlatform.PublicKey)); err != nil {
+			t.Fatal(err)
+		}
+		return &Client{sdk: c, appID: appID, log: slog.New(slog.DiscardHandler)}
+	}
+	// Signed with a key Alipay does not know for this app: a signed refusal.
+	if _, err := mk(testKeys.AlipayAppID, other, beijing).Query(ctx, "T1"); !payment.IsRejected(err, "isv.invalid-signature") {
+		t.Fatalf("wrong app key: %v, want rejected isv.invalid-signature", err)
+	}
+	// A kiosk on UTC without WithTimeLocation stamps requests 8h off.
+	if _, err := mk(testKeys.AlipayAppID, testKeys.AlipayApp, time.UTC).Query(ctx, "T1"); !payment.IsRejected(err, "isv.invalid-timestamp") {
+		t.Fatalf("UTC timestamps: %v, want rejected isv.invalid-timestamp", err)
+	}
+	// An unknown app gets an unsigned answer, which the SDK turns into an
+	// error: unknown outcome, but the message says why.
+	_, err = mk("2021000000009999", testKeys.AlipayApp, beijing).Query(ctx, "T1")
+	if !payment.IsUnknown(err) || !strings.Contains(err.Error(), "40002") {
+		t.Fatalf("unknown app id: %v, want unknown outcome mentioning 40002", err)
+	}
+}
+
+// byMethod is a gateway answering each method with a fixed, signed node.
+func byMethod(t *testing.T, answers map[string]string) *Client {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		method := r.Form.Get("method")
+		inner, ok := answers[method]
+		if !ok {
+			t.Errorf("unexpected call %s", method)
+			inner = bizErr("40004", "ACQ.SYSTEM_ERROR")
+		}
+		fmt.Fprintf(w, `{%q:%s,"sign":%q}`, strings.ReplaceAll(method, ".", "_")+"_response", inner, platformSign([]byte(inner)))
+	}))
+	t.Cleanup(srv.Close)
+	c, err := New(Config{AppID: testKeys.AlipayAppID, PrivateKeyPEM: paysim.PrivatePEM(testKeys.AlipayApp),
+		AlipayPublicKeyPEM: paysim.PublicPEM(&testKeys.AlipayPlatform.PublicKey), Gateway: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestCloseOutcomes(t *testing.T) {
+	notExist := bizErr("40004", "ACQ.TRADE_NOT_EXIST")
+	statusErr := bizErr("40004", "ACQ.TRADE_STATUS_ERROR")
+	query := func(status, extra string) string {
+		return `{"code":"10000","msg":"Success","trade_no":"2026","out_trade_no":"T_ERR_1","trade_status":"` + status + `","total_amount":"1.00","receipt_amount":"1.00"` + extra + `}`
+	}
+	for _, tc := range []struct {
+		name    string
+		answers map[string]string
+		want    payment.Closed
+		wantErr string // "" none, "unknown", or a rejected code
+	}{
+		{"unscanned, cancel window over", map[string]string{"alipay.trade.close": notExist, "alipay.trade.cancel": bizErr("40004", "ACQ.TRADE_CANCEL_TIME_OUT")}, payment.Closed{}, ""},
+		{"unscanned, cancel refunded", map[string]string{"alipay.trade.close": notExist, "alipay.trade.cancel": `{"code":"10000","msg":"Success","retry_flag":"N","action":"refund"}`}, payment.Closed{Refunded: true}, ""},
+		{"unscanned, cancel system error", map[string]string{"alipay.trade.close": notExist, "alipay.trade.cancel": bizErr("40004", "ACQ.SYSTEM_ERROR")}, payment.Closed{}, "unknown"},
+		{"unscanned, cancel odd action", map[string]string{"alipay.trade.close": notExist, "alipay.trade.cancel": `{"code":"10000","msg":"Success","retry_flag":"N","action":"explode"}`}, payment.Closed{}, "unknown"},
+		{"status error, paid", map[string]string{"alipay.trade.close": statusErr, "alipay.trade.query": query("TRADE_SUCCESS", `,"send_pay_date":"2026-01-01 10:00:00"`)}, payment.Closed{Paid: true}, ""},
+		{"status error, finished", map[string]string{"alipay.trade.close": statusErr, "alipay.trade.query": query("TRADE_FINISHED", `,"send_pay_date":"2026-01-01 10:00:00"`)}, payment.Closed{Paid: true}, ""},
+		{"status error, refunded", map[string]string{"alipay.trade.close": statusErr, "alipay.trade.query": query("TRADE_CLOSED", `,"send_pay_date":"2026-01-01 10:00:00"`)}, payment.Closed{Refunded: true}, ""},
+		{"status error, closed", map[string]string{"alipay.trade.close": statusErr, "alipay.trade.query": query("TRADE_CLOSED", "")}, payment.Closed{}, ""},
+		{"status error, still waiting", map[string]string{"alipay.trade.close": statusErr, "alipay.trade.query": query("WAIT_BUYER_PAY", "")}, payment.Closed{}, "unknown"},
+		{"status error, query fails", map[string]string{"alipay.trade.close": statusErr, "alipay.trade.query": bizErr("20000", "isp.unknow-error")}, payment.Closed{}, "unknown"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cl, err := byMethod(t, tc.answers).Close(ctxT(t), "T_ERR_1")
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("Close: %v", err)
+			case tc.wantErr == "unknown" && !payment.IsUnknown(err):
+				t.Fatalf("Close: %+v %v, want unknown outcome", cl, err)
+			case tc.wantErr == "" && cl != tc.want:
+				t.Fatalf("Close: %+v, want %+v", cl, tc.want)
+			}
+		})
+	}
+}
+
+func TestQueryOutcomes(t *testing.T) {
+	q := func(fields string) map[string]string {
+		return map[string]string{"alipay.trade.query": `{"code":"10000","msg":"Success","out_trade_no":"T_ERR_1"` + fields + `}`}
+	}
+	for _, tc := range []struct {
+		name    string
+		answers map[string]string
+		want    payment.Status
+		unknown bool
+	}{
+		{"finished", q(`,"trade_no":"N1","trade_status":"TRADE_FINISHED","total_amount":"2.00","receipt_amount":"2.00","send_pay_date":"2026-03-04 05:06:07"`),
+			payment.Status{State: payment.StatePaid, Scanned: true, Paid: 200, TransactionID: "N1", PaidAt: time.Date(2026, 3, 4, 5, 6, 7, 0, beijing)}, false},
+		{"merchant discount: receipt below total", q(`,"trade_no":"N1","trade_status":"TRADE_SUCCESS","total_amount":"2.00","receipt_amount":"1.50","buyer_pay_amount":"1.50"`),
+			payment.Status{State: payment.StatePaid, Scanned: true, Paid: 150, TransactionID: "N1"}, false},
+		{"no receipt_amount: total", q(`,"trade_no":"N1","trade_status":"TRADE_SUCCESS","total_amount":"2.00"`),
+			payment.Status{State: payment.StatePaid, Scanned: true, Paid: 200, TransactionID: "N1"}, false},
+		{"paid with unparsable amount", q(`,"trade_no":"N1","trade_status":"TRADE_SUCCESS","total_amount":"2.00","receipt_amount":"2.005"`), payment.Status{}, true},
+		{"paid without any amount", q(`,"trade_no":"N1","trade_status":"TRADE_SUCCESS"`), payment.Status{}, true},
+		{"unknown status", q(`,"trade_no":"N1","trade_status":"TRADE_PENDING"`), payment.Status{}, true},
+		{"no status", q(``), payment.Status{}, true},
+		{"other order's answer", map[string]string{"alipay.trade.query": `{"code":"10000","msg":"Success","out_trade_no":"T_OTHER","trade_status":"WAIT_BUYER_PAY"}`}, payment.Status{}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := byMethod(t, tc.answers).Query(ctxT(t), "T_ERR_1")
+			if tc.unknown {
+				if !payment.IsUnknown(err) {
+					t.Fatalf("Query: %+v %v, want unknown outcome", st, err)
+				}
+				return
+			}
+			if err != nil || st.State != tc.want.State || st.Paid != tc.want.Paid || st.TransactionID != tc.want.TransactionID || !st.PaidAt.Equal(tc.want.PaidAt) || st.Scanned != tc.want.Scanned {
+				t.Fatalf("Query: %+v %v, want %+v", st, err, tc.want)
+			}
+		})
 	}
 }

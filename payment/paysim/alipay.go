@@ -763,7 +763,7 @@ func (a *alipaySim) cancel(r aliRequest) []aliField {
 		}
 		return res(nil, "close")
 	}
-	if a.now().Sub(o.createdAt) > aliCancelWindow {
+	if o.hasTrade() && a.now().Sub(o.createdAt) > aliCancelWindow {
 		return aliBizFail("ACQ.TRADE_CANCEL_TIME_OUT", "超过撤销时间范围", aliField{"out_trade_no", no}, aliField{"retry_flag", "N"})
 	}
 	switch o.state {
