@@ -48,6 +48,15 @@ import (
 // and invoice_amount carry what was paid — receipt_amount is the field that
 // says what the merchant actually received, and the refundable balance is
 // that paid amount.
+//
+// Faults (stats name = the method, e.g. "alipay.trade.query"): 5xx answers
+// HTTP 502 with an HTML body and rate_limit a signed 40005, both before the
+// call is processed. timeout, bad_sign and stale_ts are applied after it was
+// processed — the state changed and only the answer is lost or untrustworthy,
+// the case a client must survive by asking again. Alipay responses carry no
+// timestamp, so stale_ts answers the node without "sign" (the SDK then
+// returns an error); bad_sign carries a valid-looking signature over other
+// bytes.
 
 // Layouts and limits of the Alipay gateway.
 const (
