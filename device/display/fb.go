@@ -308,6 +308,8 @@ type fbOutput struct {
 	buf    []byte
 	img    *image.RGBA
 	opened bool
+
+	written int // bytes written by the last draw, for tests
 }
 
 func (o *fbOutput) name() string { return "fb" }
@@ -367,6 +369,7 @@ func (o *fbOutput) draw(f *frame, now time.Time) error {
 		o.close()
 		return fmt.Errorf("write framebuffer %s: %w", o.path, err)
 	}
+	o.written = (y1 - y0) * ll
 	return rerr
 }
 

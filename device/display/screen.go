@@ -226,6 +226,11 @@ type codeBlock struct {
 func placeCodes(area image.Rectangle, k, n int, m metrics) codeBlock {
 	labelH := lh(m.label, 1.25)
 	labelGap := lh(m.label, 0.9)
+	gap := m.gap
+	if k > 1 {
+		gap = m.gap * 3 / 5 // two codes share the width: every pixel counts
+	}
+	m.gap = gap
 	availW := (area.Dx()-(k-1)*m.gap)/k - 2*m.frame
 	availH := area.Dy() - labelH - labelGap - 2*m.frame
 	side := min(availW, availH)
@@ -370,7 +375,7 @@ func (c *composer) drawPay(dst *image.RGBA, f *frame, now time.Time) error {
 		block codeBlock
 	}
 	plans := []plan{
-		{a: stacked, area: image.Rect(r.Min.X+m.margin, r.Min.Y+headH+int(2*m.u), r.Max.X-m.margin, r.Max.Y-footH-int(2*m.u))},
+		{a: stacked, area: image.Rect(r.Min.X+m.margin/2, r.Min.Y+headH+int(2*m.u), r.Max.X-m.margin/2, r.Max.Y-footH-int(2*m.u))},
 		{a: side, area: image.Rect(r.Min.X+W*2/5, r.Min.Y+m.margin, r.Max.X-m.margin, r.Max.Y-m.margin)},
 		{a: banner, area: image.Rect(r.Min.X+m.margin, r.Min.Y+bannerH, r.Max.X-m.margin, r.Max.Y-lh(m.tiny, 2.2)-m.margin/2)},
 	}
@@ -524,6 +529,7 @@ func (c *composer) drawCountdown(dst *image.RGBA, now time.Time, force bool) ima
 	c.text(dst, txt, bold, cd.size, cd.x, cd.baseline, cd.align, col)
 	dirty := cd.rect
 	if !cd.bar.Empty() {
+		fillRect(dst, cd.bar, colBackground)
 		c.p.roundRect(dst, cd.bar, float64(cd.bar.Dy())/2, colTrack)
 		if barW > 0 {
 			fill := cd.bar
