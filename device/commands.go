@@ -1,0 +1,839 @@
+package device
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sort"
+	"strings"
+
+	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/store"
+)
+
+// handle processes one inbox message and makes sure it gets exactly one
+// reply. A panic in a handler is contained: the message gets an INTERNAL
+// reply and is dropped, so one poisoned message cannot crash-loop the
+// daemon.
+func (e *Engine) handle(ctx context.Context, m store.InboxEntry) {
+	if ctx.Err() != nil {
+		return // stays in the inbox for the next Run
+	}
+	action := ActionForTopic(m.Topic)
+	defer func() {
+		if p := recover(); p != nil {
+			e.log.Error("command handler panicked", "topic", m.Topic, "panic", p, "stack", string(debug.Stack()))
+			e.replyOnly(m.ID, ErrorReply(RequestIDOf(m.Payload), action, Errorf(ErrInternal, "internal error")))
+		}
+	}()
+	switch m.Topic {
+	case TopicCreate:
+		e.handleCreate(ctx, m)
+	case TopicCancel:
+		e.handleCancel(ctx, m)
+	case TopicQuery:
+		e.handleQuery(m)
+	case TopicRefund:
+		e.handleRefund(m)
+	case TopicAck:
+		e.handleAck(m)
+	case TopicNotify:
+		e.handleNotify(ctx, m)
+	case TopicOrders:
+		e.handleOrders(m)
+	case TopicReconcile:
+		e.handleReconcile(ctx, m)
+	default:
+		e.replyOnly(m.ID, ErrorReply(RequestIDOf(m.Payload), "", Errorf(ErrInvalidArgument, "unknown topic %q", m.Topic)))
+	}
+}
+
+// replyOnly enqueues a reply that goes with no order change, and retires the
+// inbox message in the same transaction.
+func (e *Engine) replyOnly(inboxID uint64, v any) {
+	b, err := json.Marshal(v)
+	if err == nil {
+		now := e.now()
+		err = e.db.Update(func(tx *store.Tx) error {
+			if inboxID != 0 {
+				if err := tx.DeleteInbox(inboxID); err != nil {
+					return err
+				}
+			}
+			_, err := tx.Enqueue(store.OutboxEntry{Topic: TopicReply, Payload: b, Kind: store.KindReply, NextAt: now, CreatedAt: now})
+			return err
+		})
+	}
+	if err != nil {
+		e.log.Error("write reply", "err", err)
+		return
+	}
+	signal(e.outboxCh)
+}
+
+func (e *Engine) replyErr(m store.InboxEntry, requestID, action string, err error) {
+	rep := ErrorReply(requestID, action, err)
+	if rep.Error == ErrInternal {
+		e.log.Error("command failed", "action", action, "err", err)
+	} else {
+		e.log.Info("command refused", "action", action, "error", rep.Error, "field", rep.Field, "msg", rep.Msg)
+	}
+	e.replyOnly(m.ID, rep)
+}
+
+// ---- create ----
+
+// orderLegs resolves the requested provider to the merchant's accounts.
+func (e *Engine) orderLegs(provider, pid string) ([]payment.ProviderName, error) {
+	accounts, ok := e.cfg.Merchants[pid]
+	if !ok {
+		return nil, &Error{Name: ErrUnknownMerchant, Field: "data.pid", Msg: fmt.Sprintf("no merchant %q is configured", pid)}
+	}
+	var legs []payment.ProviderName
+	for _, p := range []payment.ProviderName{payment.WxPay, payment.Alipay} {
+		if accounts[p] != nil && (provider == ProviderAny || provider == string(p)) {
+			legs = append(legs, p)
+		}
+	}
+	if len(legs) == 0 {
+		return nil, &Error{Name: ErrUnsupportedProvider, Field: "provider", Msg: fmt.Sprintf("merchant %q has no %s account", pid, provider)}
+	}
+	return legs, nil
+}
+
+// checkCreate applies the device's policy to a decoded create request.
+func (e *Engine) checkCreate(req *CreateRequest) ([]payment.ProviderName, error) {
+	if len(e.cfg.Catalog) > 0 {
+		price, ok := e.cfg.Catalog[req.Order.Type]
+		if !ok {
+			return nil, &Error{Name: ErrPriceMismatch, Field: "data.type", Msg: fmt.Sprintf("type %q is not in this device's catalog", req.Order.Type)}
+		}
+		if price != req.Order.TotalFee {
+			return nil, &Error{Name: ErrPriceMismatch, Field: "data.total_fee", Msg: fmt.Sprintf("type %q costs %d fen here, request says %d", req.Order.Type, price, req.Order.TotalFee)}
+		}
+	}
+	if req.Order.TotalFee > e.cfg.MaxFee {
+		return nil, &Error{Name: ErrFeeOutOfRange, Field: "data.total_fee", Msg: fmt.Sprintf("data.total_fee must be from 1 to %d fen", e.cfg.MaxFee)}
+	}
+	if req.Provider == "" {
+		req.Provider = e.cfg.DefaultProvider
+	}
+	legs, err := e.orderLegs(req.Provider, req.Order.PID)
+	if err != nil {
+		return nil, err
+	}
+	if !e.clockSynced() {
+		return nil, Errorf(ErrClockNotSynced, "the device clock is not synchronised; try again shortly")
+	}
+	if err := e.checkSig(req.Signed, func() error { return req.Verify(e.cfg.ResultKey, e.now()) }); err != nil {
+		return nil, err
+	}
+	return legs, nil
+}
+
+// checkSig enforces signed requests when required, and rejects a bad
+// signature whenever a key is configured and one was sent.
+func (e *Engine) checkSig(s Signed, verify func() error) error {
+	if len(e.cfg.ResultKey) == 0 {
+		return nil
+	}
+	if !e.cfg.RequireSignedRequests && !s.HasSig() {
+		return nil
+	}
+	return verify()
+}
+
+func fingerprint(provider string, legs []payment.ProviderName, r payment.OrderRequest) string {
+	other, _ := json.Marshal(r.Other)
+	b, _ := json.Marshal([]any{provider, legs, r.PID, r.TotalFee, r.Subject, r.Type, string(r.Custom), string(other), int64(r.Expire.Seconds())})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+func (e *Engine) handleCreate(ctx context.Context, m store.InboxEntry) {
+	req, err := DecodeCreate(m.Payload, payment.Limits{MaxFee: e.cfg.MaxFee, DefaultExpire: e.cfg.DefaultExpire})
+	if err != nil {
+		e.replyErr(m, req.RequestID, ActionCreate, err)
+		return
+	}
+	legs, err := e.checkCreate(&req)
+	if err != nil {
+		e.replyErr(m, req.RequestID, ActionCreate, err)
+		return
+	}
+	otn := req.Order.OutTradeNo
+	fp := fingerprint(req.Provider, legs, req.Order)
+
+	e.createMu.Lock()
+	defer e.createMu.Unlock()
+	unlock := e.locks.lock(otn)
+	defer unlock()
+
+	existing, err := e.load(otn)
+	switch {
+	case err == nil:
+		e.recreate(ctx, m, req, fp, existing)
+		return
+	case !errors.Is(err, errNotFound):
+		e.replyErr(m, req.RequestID, ActionCreate, err)
+		return
+	}
+
+	e.supersede(ctx, otn)
+
+	now := e.now()
+	o := store.Order{
+		OutTradeNo: otn, RequestID: req.RequestID, Fingerprint: fp, Provider: req.Provider,
+		PID: req.Order.PID, TotalFee: req.Order.TotalFee, Subject: req.Order.Subject, Type: req.Order.Type,
+		Custom: req.Order.Custom, Expire: req.Order.Expire,
+		CreatedAt: now, ExpiresAt: now.Add(req.Order.Expire).Round(0),
+	}
+	if req.Order.Other != nil {
+		o.Other, _ = json.Marshal(req.Order.Other)
+	}
+	for _, p := range legs {
+		o.Legs = append(o.Legs, store.Leg{Provider: p, State: store.LegCreating})
+	}
+	err = e.insert(o, func(w *writer) error {
+		if err := w.doneInbox(m.ID); err != nil {
+			return err
+		}
+		return w.to(store.Creating, "create")
+	})
+	if err != nil {
+		e.replyErr(m, req.RequestID, ActionCreate, err)
+		return
+	}
+	t := e.timer(otn)
+	t.deadline = now.Add(req.Order.Expire) // monotonic while we run
+	e.resumeCreate(ctx, o, req.RequestID, 0)
+	if ctx.Err() == nil {
+		e.schedule(otn, e.now(), false)
+	}
+}
+
+// recreate answers a create for an out_trade_no that already exists: the
+// same QR while pending with the same parameters (seed: re-pay with the
+// original number), DUPLICATE_CONFLICT with different ones, ORDER_FINISHED
+// after it ended.
+func (e *Engine) recreate(ctx context.Context, m store.InboxEntry, req CreateRequest, fp string, o store.Order) {
+	switch o.State {
+	case store.Creating:
+		if o.Fingerprint != fp {
+			e.replyErr(m, req.RequestID, ActionCreate, Errorf(ErrDuplicateConflict, "order %s exists with different parameters", o.OutTradeNo))
+			return
+		}
+		// Left over from a crash and not resumed yet: finish it and answer
+		// this request.
+		e.resumeCreate(ctx, o, req.RequestID, m.ID)
+		e.schedule(o.OutTradeNo, e.now(), false)
+		return
+	case store.Pending:
+		if o.Fingerprint != fp {
+			e.replyErr(m, req.RequestID, ActionCreate, Errorf(ErrDuplicateConflict, "order %s is pending with different parameters", o.OutTradeNo))
+			return
+		}
+		rep, err := createReply(req.RequestID, &o)
+		if err != nil {
+			e.replyErr(m, req.RequestID, ActionCreate, err)
+			return
+		}
+		e.replyOnly(m.ID, rep)
+		// Show it again: the controller is re-presenting this order.
+		if e.cfg.Observer != nil {
+			e.cfg.Observer.OrderChanged(viewOf(&o))
+		}
+		return
+	}
+	e.replyErr(m, req.RequestID, ActionCreate, Errorf(ErrOrderFinished, "order %s has ended (%s); use a new out_trade_no", o.OutTradeNo, o.State))
+}
+
+// supersede closes every other order still waiting for payment before a
+// new one is shown: one device, one customer, one QR. A payment that
+// sneaked in meanwhile follows the paid path. The caller holds createMu.
+func (e *Engine) supersede(ctx context.Context, newOTN string) {
+	var live []store.Order
+	_ = e.db.View(func(tx *store.Tx) error {
+		var err error
+		live, err = tx.LiveOrders()
+		return err
+	})
+	for _, y := range live {
+		if y.OutTradeNo == newOTN || (y.State != store.Pending && y.State != store.Creating) {
+			continue
+		}
+		func() {
+			unlock := e.locks.lock(y.OutTradeNo)
+			defer unlock()
+			if y.State == store.Creating {
+				e.resumeCreate(ctx, y, "", 0)
+			}
+			_, err := e.change(y.OutTradeNo, func(w *writer) error {
+				if w.o.State != store.Pending {
+					return errNoop
+				}
+				w.o.CloseReason = closeSupersede
+				return w.to(store.Closing, "superseded by "+newOTN)
+			})
+			if err != nil {
+				e.log.Error("supersede order", "order", y.OutTradeNo, "err", err)
+				return
+			}
+			e.advance(ctx, y.OutTradeNo)
+		}()
+	}
+}
+
+// resumeCreate creates the provider orders of an order in state creating
+// (right after it was persisted, or after a crash) and replies to the
+// create request. Create is idempotent at both providers for the same
+// out_trade_no and parameters, so calling it again after a crash is safe.
+// The caller holds the order lock. replyTo overrides the stored request id
+// (a repeated create); inboxID is retired with the reply.
+func (e *Engine) resumeCreate(ctx context.Context, o store.Order, replyTo string, inboxID uint64) {
+	requestID := o.RequestID
+	if replyTo != "" {
+		requestID = replyTo
+	}
+	if !e.now().Before(o.ExpiresAt) {
+		// Down past the QR's lifetime: never show it; close whatever the
+		// provider may have created.
+		_, err := e.change(o.OutTradeNo, func(w *writer) error {
+			for i := range w.o.Legs {
+				if w.o.Legs[i].State == store.LegCreating {
+					w.o.Legs[i].State = store.LegAbandon
+				}
+			}
+			w.o.CloseReason = closeExpire
+			if err := w.doneInbox(inboxID); err != nil {
+				return err
+			}
+			if err := w.reply(ErrorReply(requestID, ActionCreate, Errorf(ErrProviderUnavailable, "order %s expired before it could be created", o.OutTradeNo))); err != nil {
+				return err
+			}
+			return w.to(store.Closing, "expired while creating")
+		})
+		if err != nil {
+			e.log.Error("expire creating order", "order", o.OutTradeNo, "err", err)
+		}
+		return
+	}
+	var other map[string]any
+	if len(o.Other) > 0 {
+		d := json.NewDecoder(strings.NewReader(string(o.Other)))
+		d.UseNumber()
+		_ = d.Decode(&other)
+	}
+	type outcome struct {
+		created payment.Created
+		err     error
+	}
+	results := map[payment.ProviderName]outcome{}
+	for _, l := range o.Legs {
+		if l.State != store.LegCreating {
+			continue
+		}
+		prov, err := e.provider(o.PID, l.Provider)
+		if err != nil {
+			results[l.Provider] = outcome{err: &payment.RejectedError{Provider: l.Provider, Op: "create", Code: "NOT_CONFIGURED", Message: err.Error()}}
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		c, err := prov.Create(cctx, payment.Order{
+			OutTradeNo: o.OutTradeNo, Total: o.TotalFee, Subject: o.Subject,
+			NotifyURL: e.notifyURL(l.Provider), ExpireAt: o.ExpiresAt, Other: other,
+		})
+		cancel()
+		if ctx.Err() != nil {
+			return // shutting down: the next Run resumes it
+		}
+		if err == nil && c.CodeURL == "" {
+			err = fmt.Errorf("%s create returned no code", l.Provider)
+		}
+		if err != nil {
+			e.log.Warn("provider create failed", "order", o.OutTradeNo, "provider", l.Provider, "err", err)
+		}
+		results[l.Provider] = outcome{c, err}
+	}
+	_, err := e.change(o.OutTradeNo, func(w *writer) error {
+		if w.o.State != store.Creating {
+			return errNoop
+		}
+		open, unknown := 0, 0
+		var rejected *payment.RejectedError
+		for i := range w.o.Legs {
+			l := &w.o.Legs[i]
+			r, ok := results[l.Provider]
+			if !ok || l.State != store.LegCreating {
+				continue
+			}
+			switch {
+			case r.err == nil:
+				l.State, l.CodeURL = store.LegOpen, r.created.CodeURL
+				open++
+			case payment.IsUnknown(r.err):
+				// The provider may have created it: it must be closed,
+				// never shown.
+				l.State, l.Error = store.LegAbandon, r.err.Error()
+				unknown++
+			default:
+				l.State, l.Error = store.LegFailed, r.err.Error()
+				errors.As(r.err, &rejected)
+			}
+		}
+		if err := w.doneInbox(inboxID); err != nil {
+			return err
+		}
+		if open > 0 {
+			rep, err := createReply(requestID, w.o)
+			if err != nil {
+				return err
+			}
+			if err := w.reply(rep); err != nil {
+				return err
+			}
+			return w.to(store.Pending, "created")
+		}
+		w.o.CloseReason = closeCreateFailed
+		var rerr error
+		if unknown > 0 || rejected == nil {
+			rerr = Errorf(ErrProviderUnavailable, "the payment provider did not answer; try again")
+		} else {
+			rerr = Errorf(ErrProviderRejected, "%s refused the order: %s %s", rejected.Provider, rejected.Code, rejected.Message)
+		}
+		w.o.LastError = rerr.Error()
+		if err := w.reply(ErrorReply(requestID, ActionCreate, rerr)); err != nil {
+			return err
+		}
+		if unknown > 0 {
+			return w.to(store.Closing, closeCreateFailed)
+		}
+		return w.to(store.Failed, "create_rejected")
+	})
+	if err != nil {
+		e.log.Error("record create outcome", "order", o.OutTradeNo, "err", err)
+	}
+}
+
+func createReply(requestID string, o *store.Order) (CreateReply, error) {
+	rep := CreateReply{
+		Reply:      OKReply(requestID, ActionCreate, "ok"),
+		OutTradeNo: o.OutTradeNo, PayType: payTypeOf(o), NeedQRcode: true,
+		TotalFee: o.TotalFee, ExpiresAt: FormatTime(o.ExpiresAt),
+	}
+	if len(o.Legs) > 1 {
+		rep.PayType = PayTypeAny
+	}
+	for _, l := range o.Legs {
+		if l.State != store.LegOpen {
+			continue
+		}
+		img, err := payment.QRDataURL(l.CodeURL)
+		if err != nil {
+			return rep, fmt.Errorf("QR for %s: %w", o.OutTradeNo, err)
+		}
+		switch l.Provider {
+		case payment.WxPay:
+			rep.OrderInfo.CodeURL = l.CodeURL
+		case payment.Alipay:
+			rep.OrderInfo.QRCode = l.CodeURL
+		}
+		if rep.QRCodeImage == "" {
+			rep.QRCodeImage = img
+		}
+		if len(o.Legs) > 1 {
+			if rep.QRCodeImages == nil {
+				rep.QRCodeImages = map[string]string{}
+			}
+			rep.QRCodeImages[string(l.Provider)] = img
+		}
+	}
+	return rep, nil
+}
+
+// ---- cancel, query ----
+
+func (e *Engine) handleCancel(ctx context.Context, m store.InboxEntry) {
+	req, err := DecodeCancel(m.Payload)
+	if err != nil {
+		e.replyErr(m, req.RequestID, ActionCancel, err)
+		return
+	}
+	if err := e.checkSig(req.Signed, func() error { return req.Verify(e.cfg.ResultKey, e.now()) }); err != nil {
+		e.replyErr(m, req.RequestID, ActionCancel, err)
+		return
+	}
+	unlock := e.locks.lock(req.OutTradeNo)
+	defer unlock()
+	o, err := e.change(req.OutTradeNo, func(w *writer) error {
+		switch w.o.State {
+		case store.Pending, store.Creating:
+			w.o.CloseReason = closeCancel
+			if err := w.to(store.Closing, "cancel"); err != nil {
+				return err
+			}
+		case store.Closing:
+		default:
+			return Errorf(ErrOrderFinished, "order %s has ended (%s)", w.o.OutTradeNo, w.o.State)
+		}
+		if err := w.doneInbox(m.ID); err != nil {
+			return err
+		}
+		return w.reply(QueryReply{Reply: OKReply(req.RequestID, ActionCancel, "closing"), OrderSummary: summarize(w.o)})
+	})
+	if err != nil {
+		e.replyErr(m, req.RequestID, ActionCancel, notFound(err, req.OutTradeNo))
+		return
+	}
+	_ = o
+	e.advance(ctx, req.OutTradeNo)
+}
+
+func notFound(err error, otn string) error {
+	if errors.Is(err, errNotFound) {
+		return Errorf(ErrOrderNotFound, "no order %s on this device", otn)
+	}
+	return err
+}
+
+func (e *Engine) handleQuery(m store.InboxEntry) {
+	req, err := DecodeQuery(m.Payload)
+	if err != nil {
+		e.replyErr(m, req.RequestID, ActionQuery, err)
+		return
+	}
+	o, err := e.load(req.OutTradeNo)
+	if err != nil {
+		e.replyErr(m, req.RequestID, ActionQuery, notFound(err, req.OutTradeNo))
+		return
+	}
+	e.replyOnly(m.ID, QueryReply{Reply: OKReply(req.RequestID, ActionQuery, "ok"), OrderSummary: summarize(&o)})
+}
+
+func summarize(o *store.Order) OrderSummary {
+	s := OrderSummary{
+		OutTradeNo: o.OutTradeNo, State: string(o.State), Status: statusOf(o), TotalFee: o.TotalFee,
+		PaidFee: o.PaidFee, RefundedFee: o.RefundedFee, PayType: payTypeOf(o), Provider: string(o.Winner),
+		Type: o.Type, CreatedAt: FormatTime(o.CreatedAt), UpdatedAt: FormatTime(o.UpdatedAt),
+		ExpiresAt: FormatTime(o.ExpiresAt), PaidAt: FormatTime(o.PaidAt), TransactionID: o.TransactionID,
+		Flags: o.Flags,
+	}
+	if s.Provider == "" {
+		s.Provider = o.Provider
+	}
+	return s
+}
+
+// ---- refund ----
+
+func (e *Engine) handleRefund(m store.InboxEntry) {
+	req, err := DecodeRefund(m.Payload)
+	if err != nil {
+		e.replyErr(m, req.RequestID, ActionRefund, err)
+		return
+	}
+	if err := e.checkSig(req.Signed, func() error { return req.Verify(e.cfg.ResultKey, e.now()) }); err != nil {
+		e.replyErr(m, req.RequestID, ActionRefund, err)
+		return
+	}
+	unlock := e.locks.lock(req.OutTradeNo)
+	defer unlock()
+	_, err = e.change(req.OutTradeNo, func(w *writer) error {
+		o := w.o
+		reply := func(r *store.Refund, msg string) error {
+			if err := w.doneInbox(m.ID); err != nil {
+				return err
+			}
+			return w.reply(RefundReply{Reply: OKReply(req.RequestID, ActionRefund, msg), OutTradeNo: o.OutTradeNo,
+				OutRefundNo: r.OutRefundNo, RefundFee: r.Amount, State: string(r.State)})
+		}
+		// A repeated command (QoS 1 redelivery, operator retry) returns
+		// the refund it already started instead of paying out again.
+		for i := range o.Refunds {
+			r := &o.Refunds[i]
+			if (req.OutRefundNo != "" && r.OutRefundNo == req.OutRefundNo) || (req.RequestID != "" && r.RequestID == req.RequestID) {
+				if req.RefundFee != 0 && req.RefundFee != r.Amount {
+					return &Error{Name: ErrDuplicateConflict, Field: "refund_fee", Msg: fmt.Sprintf("refund %s exists for %d fen", r.OutRefundNo, r.Amount)}
+				}
+				return reply(r, "already requested")
+			}
+		}
+		if o.Winner == "" {
+			return &Error{Name: ErrInvalidArgument, Field: "out_trade_no", Msg: fmt.Sprintf("order %s is not paid (%s)", o.OutTradeNo, o.State)}
+		}
+		committed := payment.Fen(0)
+		for _, r := range o.Refunds {
+			if r.Main && r.State != store.RefundClosed {
+				committed += r.Amount
+			}
+		}
+		remaining := o.PaidFee - committed
+		if remaining <= 0 {
+			return Errorf(ErrOrderFinished, "order %s is already refunded in full", o.OutTradeNo)
+		}
+		amount := req.RefundFee
+		if amount == 0 {
+			amount = remaining
+		}
+		if amount > remaining {
+			return &Error{Name: ErrFeeOutOfRange, Field: "refund_fee", Msg: fmt.Sprintf("refund_fee must be at most %d fen (paid %d, refunded or refunding %d)", remaining, o.PaidFee, committed)}
+		}
+		reason := req.RefundDesc
+		if reason == "" {
+			reason = "operator refund"
+		}
+		r := w.addRefund(o.Winner, amount, reason, true, req.RequestID, req.OutRefundNo)
+		if o.State != store.Refunding {
+			if err := w.to(store.Refunding, "operator_refund"); err != nil {
+				return err
+			}
+		}
+		return reply(r, "refunding")
+	})
+	if err != nil {
+		e.replyErr(m, req.RequestID, ActionRefund, notFound(err, req.OutTradeNo))
+		return
+	}
+	e.schedule(req.OutTradeNo, e.now(), false)
+}
+
+// ---- ack ----
+
+func (e *Engine) handleAck(m store.InboxEntry) {
+	req, err := DecodeAck(m.Payload)
+	if err != nil {
+		e.replyErr(m, req.RequestID, ActionAck, err)
+		return
+	}
+	if err := e.checkSig(req.Signed, func() error { return req.Verify(e.cfg.ResultKey, e.now()) }); err != nil {
+		e.replyErr(m, req.RequestID, ActionAck, err)
+		return
+	}
+	unlock := e.locks.lock(req.OutTradeNo)
+	defer unlock()
+	_, err = e.change(req.OutTradeNo, func(w *writer) error {
+		o := w.o
+		msg := "ok"
+		o.Acked = true
+		switch {
+		case (o.State == store.Paid || o.State == store.Held) && req.OK:
+			if err := w.to(store.Delivered, "ack"); err != nil {
+				return err
+			}
+		case (o.State == store.Paid || o.State == store.Held) && !req.OK:
+			reason := "ack_failed"
+			if req.Reason != "" {
+				reason += ": " + req.Reason
+			}
+			w.addRefund(o.Winner, o.PaidFee, reason, true, "", "")
+			if err := w.to(store.Refunding, reason); err != nil {
+				return err
+			}
+			msg = "refunding"
+		case req.OK && o.HasFlag(FlagNoAck) && (o.State == store.Refunding || o.State == store.Refunded):
+			// Delivered after all, but the money already went back.
+			o.Flag(FlagLateAck)
+			if err := w.note(FlagLateAck); err != nil {
+				return err
+			}
+			msg = "late ack: the payment was already refunded"
+			if _, err := w.tx.DeleteResults(o.OutTradeNo); err != nil {
+				return err
+			}
+		default:
+			// Any other outcome: the ack only stops re-publication.
+			if _, err := w.tx.DeleteResults(o.OutTradeNo); err != nil {
+				return err
+			}
+		}
+		if err := w.doneInbox(m.ID); err != nil {
+			return err
+		}
+		return w.reply(QueryReply{Reply: OKReply(req.RequestID, ActionAck, msg), OrderSummary: summarize(o)})
+	})
+	if err != nil {
+		e.replyErr(m, req.RequestID, ActionAck, notFound(err, req.OutTradeNo))
+		return
+	}
+	e.schedule(req.OutTradeNo, e.now(), false)
+}
+
+// ---- notify ----
+
+// handleNotify verifies a relayed provider notification with the merchant
+// keys, then confirms it with a query before anything changes: the relay
+// and the notification are only hints.
+func (e *Engine) handleNotify(ctx context.Context, m store.InboxEntry) {
+	req, err := DecodeNotify(m.Payload)
+	if err != nil {
+		e.replyErr(m, req.RequestID, ActionNotify, err)
+		return
+	}
+	var n payment.Notification
+	pid := ""
+	pids := make([]string, 0, len(e.cfg.Merchants))
+	for p := range e.cfg.Merchants {
+		pids = append(pids, p)
+	}
+	sort.Strings(pids)
+	for _, p := range pids {
+		prov := e.cfg.Merchants[p][req.Provider]
+		if prov == nil {
+			continue
+		}
+		got, err := prov.ParseNotify(ctx, req.Header, req.Body)
+		if err == nil {
+			n, pid = got, p
+			break
+		}
+	}
+	if pid == "" {
+		e.log.Warn("notification failed verification", "provider", req.Provider)
+		e.replyErr(m, req.RequestID, ActionNotify, Errorf(ErrSignatureInvalid, "notification does not verify with any %s merchant key", req.Provider))
+		return
+	}
+	unlock := e.locks.lock(n.OutTradeNo)
+	defer unlock()
+	o, err := e.load(n.OutTradeNo)
+	if err != nil {
+		e.replyErr(m, req.RequestID, ActionNotify, notFound(err, n.OutTradeNo))
+		return
+	}
+	if o.PID != pid || o.Leg(req.Provider) == nil {
+		e.replyErr(m, req.RequestID, ActionNotify, Errorf(ErrSignatureInvalid, "notification is not from order %s's merchant", o.OutTradeNo))
+		return
+	}
+	e.log.Info("notification verified", "order", o.OutTradeNo, "provider", req.Provider, "kind", n.Kind)
+	switch n.Kind {
+	case payment.NotifyRefund:
+		// The refund step queries every unsettled refund.
+	default:
+		if err := e.confirm(ctx, o, req.Provider, "notify"); err != nil {
+			e.log.Warn("confirm notification", "order", o.OutTradeNo, "err", err)
+		}
+	}
+	e.advance(ctx, o.OutTradeNo)
+	cur, err := e.load(o.OutTradeNo)
+	if err != nil {
+		e.replyErr(m, req.RequestID, ActionNotify, err)
+		return
+	}
+	e.replyOnly(m.ID, QueryReply{Reply: OKReply(req.RequestID, ActionNotify, "ok"), OrderSummary: summarize(&cur)})
+}
+
+// ---- orders, reconcile ----
+
+func (e *Engine) handleOrders(m store.InboxEntry) {
+	req, err := DecodeOrders(m.Payload)
+	if err != nil {
+		e.replyErr(m, req.RequestID, ActionOrders, err)
+		return
+	}
+	rep := OrdersReply{Reply: OKReply(req.RequestID, ActionOrders, "ok"), Orders: []OrderSummary{}}
+	more := false
+	err = e.db.View(func(tx *store.Tx) error {
+		return tx.Orders(req.After, func(o store.Order) bool {
+			if req.State != "" && string(o.State) != req.State {
+				return true
+			}
+			if len(rep.Orders) == req.Limit {
+				more = true
+				return false
+			}
+			rep.Orders = append(rep.Orders, summarize(&o))
+			return true
+		})
+	})
+	if err != nil {
+		e.replyErr(m, req.RequestID, ActionOrders, err)
+		return
+	}
+	if more {
+		rep.Next = rep.Orders[len(rep.Orders)-1].OutTradeNo
+	}
+	e.replyOnly(m.ID, rep)
+}
+
+// maxReconcile bounds one reconcile so a large window cannot hammer the
+// providers.
+const maxReconcile = 500
+
+func (e *Engine) handleReconcile(ctx context.Context, m store.InboxEntry) {
+	req, err := DecodeReconcile(m.Payload, e.now())
+	if err != nil {
+		e.replyErr(m, req.RequestID, ActionReconcile, err)
+		return
+	}
+	var orders []store.Order
+	err = e.db.View(func(tx *store.Tx) error {
+		return tx.OrdersSince(req.Since, func(o store.Order) bool {
+			orders = append(orders, o)
+			return len(orders) < maxReconcile
+		})
+	})
+	if err != nil {
+		e.replyErr(m, req.RequestID, ActionReconcile, err)
+		return
+	}
+	rep := ReconcileReply{Reply: OKReply(req.RequestID, ActionReconcile, "ok"), Mismatches: []Mismatch{}}
+	for _, o := range orders {
+		for _, l := range o.Legs {
+			if l.State == store.LegFailed || l.State == store.LegCreating {
+				continue
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			st, err := e.query(ctx, o, l.Provider)
+			if err != nil {
+				rep.Mismatches = append(rep.Mismatches, Mismatch{OutTradeNo: o.OutTradeNo, LocalState: string(o.State),
+					ProviderState: "unknown", Provider: string(l.Provider), Detail: "query failed: " + err.Error()})
+				continue
+			}
+			rep.Checked++
+			if d := legMismatch(&o, l, st); d != "" {
+				rep.Mismatches = append(rep.Mismatches, Mismatch{OutTradeNo: o.OutTradeNo, LocalState: string(o.State),
+					ProviderState: st.State.String(), Provider: string(l.Provider), Detail: d})
+				// Money the device does not know about is acted on like
+				// any confirmed query: paid in time, or refunded.
+				if st.State == payment.StatePaid && l.State != store.LegPaid {
+					func() {
+						unlock := e.locks.lock(o.OutTradeNo)
+						defer unlock()
+						if _, err := e.change(o.OutTradeNo, func(w *writer) error { return w.observe(l.Provider, st, "reconcile") }); err == nil {
+							e.schedule(o.OutTradeNo, e.now(), false)
+						}
+					}()
+				}
+			}
+		}
+	}
+	e.replyOnly(m.ID, rep)
+}
+
+// legMismatch describes a disagreement between a leg and the provider's
+// answer ("" when they agree).
+func legMismatch(o *store.Order, l store.Leg, st payment.Status) string {
+	localPaid := l.State == store.LegPaid || l.State == store.LegRefunded
+	switch {
+	case st.State == payment.StatePaid && !localPaid:
+		return fmt.Sprintf("provider says paid %d fen; device has the order %s", st.Paid, l.State)
+	case st.State.WasPaid() && localPaid && st.Paid != 0 && st.Paid != l.Paid:
+		return fmt.Sprintf("paid amount differs: provider %d, device %d", st.Paid, l.Paid)
+	case !st.State.WasPaid() && localPaid && l.State == store.LegPaid:
+		return fmt.Sprintf("device recorded a payment; provider says %s", st.State)
+	case st.State == payment.StatePaid && localPaid:
+		for _, r := range o.Refunds {
+			if r.Provider == l.Provider && r.State == store.RefundSuccess && r.Amount >= l.Paid {
+				return "device refunded in full; provider still reports the trade paid"
+			}
+		}
+	case (st.State == payment.StateWaiting) && (o.State.Terminal()) && l.State != store.LegPaid:
+		return "order ended on the device but is still payable at the provider"
+	}
+	return ""
+}

@@ -1,0 +1,672 @@
+// Package device is the device side of kioskpay: the order engine that takes
+// commands, drives provider orders through their lifecycle, persists every
+// step, and produces the replies, results and events the MQTT link publishes.
+//
+// The engine never publishes anything itself. It writes messages to the
+// store's outbox in the same transaction as the state change that caused
+// them, and the link drains the outbox (Due, Published). Inbound messages
+// take the opposite path: Accept records them durably before the broker is
+// acknowledged, and the engine processes them from the inbox.
+package device
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/store"
+)
+
+// Unlock policies when the controller does not acknowledge a paid result.
+const (
+	OnNoAckRefund = "refund"
+	OnNoAckHold   = "hold"
+)
+
+// Config is everything the engine needs, passed explicitly.
+type Config struct {
+	DeviceID string
+	Version  string
+	// DefaultProvider is used when a create request names none: "wxpay",
+	// "alipay" or "any".
+	DefaultProvider string
+	DefaultExpire   time.Duration
+	MaxFee          payment.Fen
+	PollInterval    time.Duration
+	// NotifyURL is the public base of a notifyrelay ("" = poll only);
+	// orders get NotifyURL + "/notify/<device_id>/<provider>".
+	NotifyURL  string
+	AckTimeout time.Duration
+	OnNoAck    string // OnNoAckRefund or OnNoAckHold
+	// ResultKey signs results when set; with RequireSignedRequests it also
+	// authenticates create, cancel, refund and ack requests.
+	ResultKey             []byte
+	RequireSignedRequests bool
+	// Catalog maps order type to its only allowed total_fee; empty allows
+	// any type and amount.
+	Catalog map[string]payment.Fen
+	// ClockSynced reports whether the system clock is trustworthy; nil
+	// means always. BuildTime is the binary's build time: a clock before it
+	// is certainly wrong.
+	ClockSynced func() (bool, error)
+	BuildTime   time.Time
+	// Merchants maps pid to that merchant's provider accounts.
+	Merchants map[string]map[payment.ProviderName]payment.Provider
+	// Observer is told about every order change the display shows; nil
+	// for none. It must not block.
+	Observer Observer
+	// Now is the clock (default time.Now); tests inject one.
+	Now    func() time.Time
+	Logger *slog.Logger
+	// Retention is how often finished orders are pruned: every PruneEvery
+	// (default 1 h) the engine calls store.Prune.
+	PruneEvery time.Duration
+}
+
+// Observer is told when an order visible on the display changes.
+type Observer interface{ OrderChanged(View) }
+
+// View is what the display needs to know about an order.
+type View struct {
+	OutTradeNo   string
+	State        string
+	Total        payment.Fen
+	Subject      string
+	Codes        []CodeView
+	ExpiresAt    time.Time
+	PaidProvider payment.ProviderName
+	Reason       string
+}
+
+// CodeView is one QR code to show.
+type CodeView struct {
+	Provider payment.ProviderName
+	CodeURL  string
+}
+
+// Outgoing is one message for the link to publish (topic is a suffix).
+type Outgoing struct {
+	ID      uint64
+	Topic   string
+	Payload []byte
+	Retain  bool
+}
+
+// Engine runs the order lifecycle. Create it with New, start it with Run.
+type Engine struct {
+	cfg Config
+	db  *store.DB
+	log *slog.Logger
+	now func() time.Time
+
+	inboxCh  chan struct{}
+	wakeCh   chan struct{}
+	outboxCh chan struct{}
+	statusCh chan struct{}
+
+	mu         sync.Mutex
+	timers     map[string]*orderTimer
+	wake       *wakeHeap
+	ticking    map[string]bool
+	queues     map[string][]func()
+	leases     map[uint64]time.Time
+	lastInbox  uint64
+	status     Status
+	clockAt    time.Time
+	prunedAt   time.Time
+	running    bool
+	lastPassNs atomic.Int64
+
+	createMu sync.Mutex
+	locks    keyedMutex
+	work     sync.WaitGroup
+	ctx      context.Context
+}
+
+// New checks cfg and returns an engine over db.
+func New(db *store.DB, cfg Config) (*Engine, error) {
+	if db == nil {
+		return nil, errors.New("device: New: nil store")
+	}
+	if cfg.DeviceID == "" {
+		return nil, errors.New("device: New: DeviceID is required")
+	}
+	switch cfg.DefaultProvider {
+	case "":
+		cfg.DefaultProvider = ProviderAny
+	case ProviderAny, string(payment.WxPay), string(payment.Alipay):
+	default:
+		return nil, fmt.Errorf("device: New: default provider %q: want wxpay, alipay or any", cfg.DefaultProvider)
+	}
+	switch cfg.OnNoAck {
+	case "":
+		cfg.OnNoAck = OnNoAckRefund
+	case OnNoAckRefund, OnNoAckHold:
+	default:
+		return nil, fmt.Errorf("device: New: on_no_ack %q: want refund or hold", cfg.OnNoAck)
+	}
+	if cfg.RequireSignedRequests && len(cfg.ResultKey) == 0 {
+		return nil, errors.New("device: New: signed requests require a result key")
+	}
+	if len(cfg.Merchants) == 0 {
+		return nil, errors.New("device: New: no merchants configured")
+	}
+	if cfg.DefaultExpire <= 0 {
+		cfg.DefaultExpire = 5 * time.Minute
+	}
+	if cfg.MaxFee <= 0 {
+		cfg.MaxFee = 100000
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 2 * time.Second
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = 30 * time.Second
+	}
+	if cfg.PruneEvery <= 0 {
+		cfg.PruneEvery = time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	e := &Engine{
+		cfg:      cfg,
+		db:       db,
+		log:      cfg.Logger,
+		now:      cfg.Now,
+		inboxCh:  make(chan struct{}, 1),
+		wakeCh:   make(chan struct{}, 1),
+		outboxCh: make(chan struct{}, 1),
+		statusCh: make(chan struct{}, 1),
+		timers:   map[string]*orderTimer{},
+		wake:     newWakeHeap(),
+		ticking:  map[string]bool{},
+		queues:   map[string][]func(){},
+		leases:   map[uint64]time.Time{},
+		locks:    keyedMutex{m: map[string]*keyedEntry{}},
+	}
+	e.status = Status{Online: true, Version: cfg.Version, ClockSynced: e.clockSynced()}
+	e.lastPassNs.Store(time.Now().UnixNano())
+	return e, nil
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Accept durably records a raw inbound message and returns; processing
+// happens on the engine's goroutines. The link calls it from its message
+// handler, so the broker's PUBACK goes out only after the message is on
+// disk. The error is non-nil only when the message could not be recorded.
+func (e *Engine) Accept(ctx context.Context, topicSuffix string, payload []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Oversized payloads are cut so a hostile sender cannot fill the disk;
+	// the cut copy still fails the size check and gets its reply.
+	if len(payload) > MaxPayload+1 {
+		payload = payload[:MaxPayload+1]
+	}
+	err := e.db.Update(func(tx *store.Tx) error {
+		_, err := tx.AddInbox(store.InboxEntry{Topic: topicSuffix, Payload: payload, ReceivedAt: e.now()})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("record inbound %s: %w", topicSuffix, err)
+	}
+	signal(e.inboxCh)
+	return nil
+}
+
+// republishDelay is the wait before re-publishing an unacknowledged result:
+// 5 s doubling to 60 s.
+func republishDelay(attempts int) time.Duration {
+	d := 5 * time.Second
+	for i := 1; i < attempts && d < time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, time.Minute)
+}
+
+// leaseFor is how long an entry handed out by Due is withheld from the next
+// Due call while its PUBACK is awaited.
+const leaseFor = 15 * time.Second
+
+// Due returns the outbox entries to publish now, oldest first. An entry
+// handed out is not returned again for 15 s unless Published is called.
+func (e *Engine) Due(now time.Time) ([]Outgoing, error) {
+	var due []Outgoing
+	err := e.db.View(func(tx *store.Tx) error {
+		all, err := tx.Outbox()
+		if err != nil {
+			return err
+		}
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		for _, o := range all {
+			if o.NextAt.After(now) {
+				continue
+			}
+			if l, ok := e.leases[o.ID]; ok && l.After(now) {
+				continue
+			}
+			e.leases[o.ID] = now.Add(leaseFor)
+			due = append(due, Outgoing{ID: o.ID, Topic: o.Topic, Payload: o.Payload, Retain: o.Retain})
+		}
+		return nil
+	})
+	return due, err
+}
+
+// Published tells the engine the broker acknowledged entry id. Replies and
+// events are deleted; results stay and are re-published on a backoff
+// schedule until the controller acks them.
+func (e *Engine) Published(id uint64) error {
+	now := e.now()
+	err := e.db.Update(func(tx *store.Tx) error {
+		o, ok, err := tx.OutboxEntry(id)
+		if err != nil || !ok {
+			return err
+		}
+		if !o.UntilAck {
+			return tx.DeleteOutbox(id)
+		}
+		o.Attempts++
+		o.NextAt = now.Add(republishDelay(o.Attempts))
+		return tx.PutOutbox(o)
+	})
+	e.mu.Lock()
+	delete(e.leases, id)
+	e.mu.Unlock()
+	signal(e.wakeCh)
+	if err != nil {
+		return fmt.Errorf("outbox entry %d published: %w", id, err)
+	}
+	return nil
+}
+
+// OutboxChanged is signalled when something became due for publication.
+func (e *Engine) OutboxChanged() <-chan struct{} { return e.outboxCh }
+
+// Status is the device status the link publishes (retained) on P/status.
+func (e *Engine) Status() Status {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.status
+}
+
+// StatusChanged is signalled when Status changed.
+func (e *Engine) StatusChanged() <-chan struct{} { return e.statusCh }
+
+// Healthy reports whether the engine loop completed a pass within maxAge.
+// The loop wakes at least every 5 s, so a stale pass means it is stuck; the
+// systemd watchdog is fed only while this holds.
+func (e *Engine) Healthy(maxAge time.Duration) bool {
+	return time.Since(time.Unix(0, e.lastPassNs.Load())) <= maxAge
+}
+
+func (e *Engine) clockSynced() bool {
+	if e.now().Before(e.cfg.BuildTime) {
+		return false
+	}
+	if e.cfg.ClockSynced == nil {
+		return true
+	}
+	ok, err := e.cfg.ClockSynced()
+	return err == nil && ok
+}
+
+// Run resumes every live order, processes the inbox and drives timers until
+// ctx is cancelled. It returns after in-flight work has stopped; every order
+// is left in a state the next Run resumes from.
+func (e *Engine) Run(ctx context.Context) error {
+	e.mu.Lock()
+	if e.running {
+		e.mu.Unlock()
+		return errors.New("device: engine already running")
+	}
+	e.running = true
+	e.ctx = ctx
+	e.status.StartedAt = FormatTime(e.now())
+	e.mu.Unlock()
+
+	if err := e.resume(); err != nil {
+		return err
+	}
+	signal(e.statusCh)
+	signal(e.outboxCh)
+
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		e.lastPassNs.Store(time.Now().UnixNano())
+		now := e.now()
+		e.mu.Lock()
+		due := e.wake.popDue(now)
+		e.mu.Unlock()
+		for _, key := range due {
+			e.queueTick(key)
+		}
+		if err := e.dispatchInbox(); err != nil {
+			e.log.Error("read inbox", "err", err)
+		}
+		nextOut := e.checkOutbox(now)
+		e.refreshStatus(now)
+		e.maybePrune(now)
+
+		wait := idleWake
+		e.mu.Lock()
+		if at, ok := e.wake.next(); ok {
+			wait = min(wait, at.Sub(now))
+		}
+		e.mu.Unlock()
+		if !nextOut.IsZero() {
+			wait = min(wait, nextOut.Sub(now))
+		}
+		wait = max(wait, time.Millisecond)
+		t.Reset(wait)
+		select {
+		case <-ctx.Done():
+			e.work.Wait()
+			return nil
+		case <-e.inboxCh:
+		case <-e.wakeCh:
+		case <-t.C:
+		}
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+	}
+}
+
+// checkOutbox signals the link when entries are due and returns when the
+// next one becomes due (zero if none is waiting).
+func (e *Engine) checkOutbox(now time.Time) time.Time {
+	var next time.Time
+	anyDue := false
+	_ = e.db.View(func(tx *store.Tx) error {
+		all, err := tx.Outbox()
+		if err != nil {
+			return err
+		}
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		for id, l := range e.leases {
+			if !l.After(now) {
+				delete(e.leases, id)
+			}
+		}
+		for _, o := range all {
+			at := o.NextAt
+			if l, ok := e.leases[o.ID]; ok && l.After(at) {
+				at = l
+			}
+			if !at.After(now) {
+				anyDue = true
+			} else if next.IsZero() || at.Before(next) {
+				next = at
+			}
+		}
+		return nil
+	})
+	if anyDue {
+		signal(e.outboxCh)
+	}
+	return next
+}
+
+func (e *Engine) refreshStatus(now time.Time) {
+	e.mu.Lock()
+	check := now.Sub(e.clockAt) >= idleWake || e.clockAt.IsZero()
+	e.mu.Unlock()
+	synced := false
+	if check {
+		synced = e.clockSynced()
+	}
+	pending := 0
+	_ = e.db.View(func(tx *store.Tx) error {
+		live, err := tx.LiveOrders()
+		for _, o := range live {
+			if o.State == store.Pending || o.State == store.Creating {
+				pending++
+			}
+		}
+		return err
+	})
+	e.mu.Lock()
+	changed := e.status.Pending != pending
+	e.status.Pending = pending
+	if check {
+		e.clockAt = now
+		changed = changed || e.status.ClockSynced != synced
+		e.status.ClockSynced = synced
+	}
+	e.mu.Unlock()
+	if changed {
+		signal(e.statusCh)
+	}
+}
+
+func (e *Engine) maybePrune(now time.Time) {
+	e.mu.Lock()
+	if now.Sub(e.prunedAt) < e.cfg.PruneEvery {
+		e.mu.Unlock()
+		return
+	}
+	e.prunedAt = now
+	e.mu.Unlock()
+	if n, err := e.db.Prune(now); err != nil {
+		e.log.Error("prune finished orders", "err", err)
+	} else if n > 0 {
+		e.log.Info("pruned finished orders", "count", n)
+	}
+}
+
+// ---- work scheduling ----
+
+// submit runs fn on a goroutine, after any earlier work submitted with the
+// same key: commands about one order are handled in arrival order, work on
+// different orders in parallel.
+func (e *Engine) submit(key string, fn func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	q, busy := e.queues[key]
+	e.queues[key] = append(q, fn)
+	if busy {
+		return
+	}
+	e.work.Add(1)
+	go func() {
+		defer e.work.Done()
+		for {
+			e.mu.Lock()
+			q := e.queues[key]
+			if len(q) == 0 {
+				delete(e.queues, key)
+				e.mu.Unlock()
+				return
+			}
+			next := q[0]
+			e.queues[key] = q[1:]
+			e.mu.Unlock()
+			next()
+		}
+	}()
+}
+
+// schedule sets an order's next wake-up; earlier only moves it forward.
+func (e *Engine) schedule(key string, at time.Time, onlyEarlier bool) {
+	e.mu.Lock()
+	if onlyEarlier {
+		e.wake.earlier(key, at)
+	} else {
+		e.wake.set(key, at)
+	}
+	e.mu.Unlock()
+	signal(e.wakeCh)
+}
+
+func (e *Engine) unschedule(key string) {
+	e.mu.Lock()
+	e.wake.remove(key)
+	delete(e.timers, key)
+	e.mu.Unlock()
+}
+
+// timer returns the in-memory schedule of an order, creating it.
+func (e *Engine) timer(key string) *orderTimer {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t := e.timers[key]
+	if t == nil {
+		t = &orderTimer{}
+		e.timers[key] = t
+	}
+	return t
+}
+
+func (e *Engine) queueTick(key string) {
+	e.mu.Lock()
+	if e.ticking[key] {
+		e.mu.Unlock()
+		return
+	}
+	e.ticking[key] = true
+	e.mu.Unlock()
+	e.submit(key, func() {
+		e.mu.Lock()
+		delete(e.ticking, key)
+		e.mu.Unlock()
+		e.tick(e.ctx, key)
+	})
+}
+
+func (e *Engine) dispatchInbox() error {
+	var entries []store.InboxEntry
+	e.mu.Lock()
+	after := e.lastInbox
+	e.mu.Unlock()
+	err := e.db.View(func(tx *store.Tx) error {
+		var err error
+		entries, err = tx.Inbox(after)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for _, m := range entries {
+		e.mu.Lock()
+		e.lastInbox = m.ID
+		e.mu.Unlock()
+		e.submit(inboxKey(m), func() { e.handle(e.ctx, m) })
+	}
+	return nil
+}
+
+// inboxKey orders commands per order: the out_trade_no when the payload
+// names one (data.out_trade_no for create), else the message's own id.
+func inboxKey(m store.InboxEntry) string {
+	var v struct {
+		OutTradeNo string `json:"out_trade_no"`
+		Data       struct {
+			OutTradeNo string `json:"out_trade_no"`
+		} `json:"data"`
+	}
+	if len(m.Payload) <= MaxPayload && json.Unmarshal(m.Payload, &v) == nil {
+		if v.OutTradeNo != "" && payment.ValidOutTradeNo(v.OutTradeNo) {
+			return v.OutTradeNo
+		}
+		if v.Data.OutTradeNo != "" && payment.ValidOutTradeNo(v.Data.OutTradeNo) {
+			return v.Data.OutTradeNo
+		}
+	}
+	return fmt.Sprintf("#inbox-%d", m.ID)
+}
+
+// resume loads every live order and schedules it at once: pending orders
+// keep polling (or expire), closing and refunding orders continue, paid
+// orders wait for their ack again.
+func (e *Engine) resume() error {
+	var live []store.Order
+	err := e.db.View(func(tx *store.Tx) error {
+		var err error
+		live, err = tx.LiveOrders()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("resume live orders: %w", err)
+	}
+	now := e.now()
+	sort.Slice(live, func(i, j int) bool { return live[i].CreatedAt.Before(live[j].CreatedAt) })
+	for _, o := range live {
+		t := e.timer(o.OutTradeNo)
+		t.deadline = now.Add(o.ExpiresAt.Sub(now))
+		if !o.AckDeadline.IsZero() {
+			// The controller's ack may be waiting at the broker for the
+			// link to reconnect: give it a full ack_timeout after restart.
+			t.ackDeadline = now.Add(max(o.AckDeadline.Sub(now), e.cfg.AckTimeout))
+		}
+		e.log.Info("resuming order", "order", o.OutTradeNo, "state", o.State)
+		e.schedule(o.OutTradeNo, now, false)
+	}
+	// Orders that are terminal but still have unsettled background work
+	// (duplicate-payment refunds, legs left to close) are live too: the
+	// store keeps them in the live index only while non-terminal, so look
+	// for them among recent orders.
+	return e.db.View(func(tx *store.Tx) error {
+		return tx.OrdersSince(now.Add(-7*24*time.Hour), func(o store.Order) bool {
+			if o.State.Terminal() && needsBackground(&o) {
+				e.schedule(o.OutTradeNo, now, false)
+			}
+			return true
+		})
+	})
+}
+
+// keyedMutex is a set of mutexes by order number.
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (k *keyedMutex) lock(key string) func() {
+	k.mu.Lock()
+	ent := k.m[key]
+	if ent == nil {
+		ent = &keyedEntry{}
+		k.m[key] = ent
+	}
+	ent.n++
+	k.mu.Unlock()
+	ent.mu.Lock()
+	return func() {
+		ent.mu.Unlock()
+		k.mu.Lock()
+		ent.n--
+		if ent.n == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
+}

@@ -1,0 +1,289 @@
+package device
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+
+	"github.com/kioskpay/kioskpay/payment"
+)
+
+// fakeProvider is an in-memory payment.Provider the tests control exactly:
+// payments, faults, and the race where a payment lands between the final
+// query and the close.
+type fakeProvider struct {
+	name   payment.ProviderName
+	secret []byte
+
+	mu      sync.Mutex
+	orders  map[string]*fakeOrder
+	refunds map[string]*fakeRefund
+	faults  map[string][]error // op → errors returned by the next calls
+	calls   map[string]int
+	// payOnClose pays the order (its total) just before Close runs: the
+	// "paid between query and close" race.
+	payOnClose map[string]bool
+	// refundOnClose makes Close refund a paid order (Alipay cancel
+	// action=refund) instead of reporting it paid.
+	refundOnClose bool
+	// refundsProcess leaves refunds processing until completeRefunds.
+	refundsProcess bool
+}
+
+type fakeOrder struct {
+	total   payment.Fen
+	subject string
+	state   payment.State
+	paid    payment.Fen
+	scanned bool
+	txid    string
+	closed  bool
+}
+
+type fakeRefund struct {
+	otn    string
+	amount payment.Fen
+	state  payment.RefundState
+}
+
+func newFake(name payment.ProviderName) *fakeProvider {
+	return &fakeProvider{
+		name: name, secret: []byte("notify-secret-" + string(name)),
+		orders: map[string]*fakeOrder{}, refunds: map[string]*fakeRefund{},
+		faults: map[string][]error{}, calls: map[string]int{}, payOnClose: map[string]bool{},
+	}
+}
+
+var errFakeNetwork = errors.New("fake: connection reset")
+
+func (f *fakeProvider) take(op string) error {
+	f.calls[op]++
+	q := f.faults[op]
+	if len(q) == 0 {
+		return nil
+	}
+	f.faults[op] = q[1:]
+	return q[0]
+}
+
+func (f *fakeProvider) fault(op string, errs ...error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.faults[op] = append(f.faults[op], errs...)
+}
+
+func (f *fakeProvider) count(op string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[op]
+}
+
+func (f *fakeProvider) Name() payment.ProviderName { return f.name }
+
+func (f *fakeProvider) Create(ctx context.Context, o payment.Order) (payment.Created, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.take("create"); err != nil {
+		return payment.Created{}, err
+	}
+	if ex, ok := f.orders[o.OutTradeNo]; ok {
+		if ex.total != o.Total || ex.subject != o.Subject {
+			return payment.Created{}, &payment.RejectedError{Provider: f.name, Op: "create", Code: "CONTEXT_INCONSISTENT"}
+		}
+		if ex.closed {
+			return payment.Created{}, &payment.RejectedError{Provider: f.name, Op: "create", Code: "TRADE_HAS_CLOSE"}
+		}
+	} else {
+		st := payment.StateWaiting
+		if f.name == payment.Alipay {
+			st = payment.StateNotCreated
+		}
+		f.orders[o.OutTradeNo] = &fakeOrder{total: o.Total, subject: o.Subject, state: st}
+	}
+	return payment.Created{CodeURL: fmt.Sprintf("fake://%s/%s", f.name, o.OutTradeNo)}, nil
+}
+
+func (f *fakeProvider) status(o *fakeOrder) payment.Status {
+	return payment.Status{State: o.state, Scanned: o.scanned || f.name == payment.WxPay, Paid: o.paid, TransactionID: o.txid}
+}
+
+func (f *fakeProvider) Query(ctx context.Context, otn string) (payment.Status, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.take("query"); err != nil {
+		return payment.Status{}, err
+	}
+	o, ok := f.orders[otn]
+	if !ok {
+		return payment.Status{State: payment.StateNotCreated}, nil
+	}
+	return f.status(o), nil
+}
+
+func (f *fakeProvider) Close(ctx context.Context, otn string) (payment.Closed, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.take("close"); err != nil {
+		return payment.Closed{}, err
+	}
+	o, ok := f.orders[otn]
+	if !ok {
+		return payment.Closed{}, &payment.RejectedError{Provider: f.name, Op: "close", Code: "ORDER_NOT_EXIST"}
+	}
+	if f.payOnClose[otn] && o.state != payment.StatePaid {
+		f.payLocked(o, otn, o.total)
+	}
+	if o.state == payment.StatePaid {
+		if f.refundOnClose {
+			o.state = payment.StateClosed
+			o.closed = true
+			return payment.Closed{Refunded: true}, nil
+		}
+		return payment.Closed{Paid: true}, nil
+	}
+	o.state = payment.StateClosed
+	o.closed = true
+	return payment.Closed{}, nil
+}
+
+func (f *fakeProvider) Refund(ctx context.Context, r payment.RefundRequest) (payment.RefundStatus, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.take("refund"); err != nil {
+		return payment.RefundStatus{}, err
+	}
+	if ex, ok := f.refunds[r.OutRefundNo]; ok {
+		return payment.RefundStatus{State: ex.state, RefundID: "rf-" + r.OutRefundNo, Amount: ex.amount}, nil
+	}
+	o, ok := f.orders[r.OutTradeNo]
+	if !ok || !o.state.WasPaid() {
+		return payment.RefundStatus{}, &payment.RejectedError{Provider: f.name, Op: "refund", Code: "TRADE_NOT_PAID"}
+	}
+	st := payment.RefundSuccess
+	if f.refundsProcess {
+		st = payment.RefundProcessing
+	}
+	f.refunds[r.OutRefundNo] = &fakeRefund{otn: r.OutTradeNo, amount: r.Refund, state: st}
+	o.state = payment.StateRefunded
+	return payment.RefundStatus{State: st, RefundID: "rf-" + r.OutRefundNo, Amount: r.Refund}, nil
+}
+
+func (f *fakeProvider) QueryRefund(ctx context.Context, otn, outRefundNo string) (payment.RefundStatus, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.take("query_refund"); err != nil {
+		return payment.RefundStatus{}, err
+	}
+	r, ok := f.refunds[outRefundNo]
+	if !ok {
+		return payment.RefundStatus{State: payment.RefundNotFound}, nil
+	}
+	return payment.RefundStatus{State: r.state, RefundID: "rf-" + outRefundNo, Amount: r.amount}, nil
+}
+
+type fakeNotifyBody struct {
+	OutTradeNo string `json:"out_trade_no"`
+	Paid       bool   `json:"paid"`
+}
+
+func (f *fakeProvider) sign(body []byte) string {
+	m := hmac.New(sha256.New, f.secret)
+	m.Write(body)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+func (f *fakeProvider) ParseNotify(ctx context.Context, h http.Header, body []byte) (payment.Notification, error) {
+	if !hmac.Equal([]byte(h.Get("X-Fake-Sig")), []byte(f.sign(body))) {
+		return payment.Notification{}, errors.New("fake: bad notification signature")
+	}
+	var b fakeNotifyBody
+	if err := json.Unmarshal(body, &b); err != nil {
+		return payment.Notification{}, err
+	}
+	return payment.Notification{Kind: payment.NotifyPayment, OutTradeNo: b.OutTradeNo, State: payment.StatePaid}, nil
+}
+
+// notifyPayload builds a P/pay/notify envelope, signed with the provider's
+// secret unless forged.
+func (f *fakeProvider) notifyPayload(otn string, forged bool) []byte {
+	body, _ := json.Marshal(fakeNotifyBody{OutTradeNo: otn, Paid: true})
+	sig := f.sign(body)
+	if forged {
+		sig = f.sign([]byte("something else"))
+	}
+	env, _ := json.Marshal(map[string]any{"provider": f.name, "headers": map[string]string{"X-Fake-Sig": sig}, "body": string(body)})
+	return env
+}
+
+func (f *fakeProvider) payLocked(o *fakeOrder, otn string, amount payment.Fen) {
+	o.state = payment.StatePaid
+	o.paid = amount
+	o.scanned = true
+	o.txid = "tx-" + string(f.name) + "-" + otn
+}
+
+// pay makes the buyer pay amount (0 = the order total).
+func (f *fakeProvider) pay(otn string, amount payment.Fen) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	o, ok := f.orders[otn]
+	if !ok {
+		return fmt.Errorf("fake: no order %s", otn)
+	}
+	if amount == 0 {
+		amount = o.total
+	}
+	// The fake, like lax providers, lets a closed order be paid late.
+	f.payLocked(o, otn, amount)
+	return nil
+}
+
+func (f *fakeProvider) scan(otn string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if o, ok := f.orders[otn]; ok {
+		o.scanned = true
+		if o.state == payment.StateNotCreated {
+			o.state = payment.StateWaiting
+		}
+	}
+}
+
+func (f *fakeProvider) completeRefunds() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, r := range f.refunds {
+		if r.state == payment.RefundProcessing {
+			r.state = payment.RefundSuccess
+		}
+	}
+}
+
+func (f *fakeProvider) refundTotal(otn string) (payment.Fen, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var sum payment.Fen
+	n := 0
+	for _, r := range f.refunds {
+		if r.otn == otn {
+			sum += r.amount
+			n++
+		}
+	}
+	return sum, n
+}
+
+func (f *fakeProvider) state(otn string) payment.State {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if o, ok := f.orders[otn]; ok {
+		return o.state
+	}
+	return payment.StateUnknown
+}

@@ -1,0 +1,166 @@
+package device
+
+import (
+	"container/heap"
+	"errors"
+	"time"
+
+	"github.com/kioskpay/kioskpay/payment"
+)
+
+// Poll schedule (providers.md Part C). One timer heap serves every order: an
+// order is woken when its next poll, deadline, ack timeout or retry is due,
+// never by a goroutine of its own.
+const (
+	// firstPoll is the delay before the first query: a buyer cannot scan
+	// and pay faster, and it keeps the create path quiet.
+	firstPoll = 2 * time.Second
+	// maxBackoff bounds the wait after unknown outcomes; rate limits get
+	// maxRateLimitBackoff.
+	maxBackoff          = 30 * time.Second
+	maxRateLimitBackoff = 60 * time.Second
+	// maxRefundPoll bounds the wait between refund queries.
+	maxRefundPoll = 60 * time.Second
+	// idleWake is the longest the engine loop sleeps, so Healthy stays
+	// fresh while nothing happens (one wake-up every 5 s).
+	idleWake = 5 * time.Second
+)
+
+// orderTimer is the in-memory schedule of one live order. Deadlines are
+// derived from the persisted wall-clock times when the order is loaded and
+// then carry Go's monotonic reading, so a clock step does not move them.
+type orderTimer struct {
+	deadline    time.Time // QR deadline
+	ackDeadline time.Time
+	nextPoll    time.Time
+	retryAt     time.Time // next attempt after an unknown outcome (close, refund)
+	failures    int       // consecutive unknown outcomes
+	rateLimited bool
+}
+
+// pollInterval is the next regular query delay for a pending order. An
+// Alipay buyer who scanned is about to pay, so the order is polled twice as
+// often then.
+func pollInterval(base time.Duration, scanned bool) time.Duration {
+	if !scanned {
+		return base
+	}
+	d := base / 2
+	if d < 500*time.Millisecond {
+		d = min(base, 500*time.Millisecond)
+	}
+	return d
+}
+
+// backoff is the delay after n consecutive unknown outcomes: base doubling
+// to maxBackoff, and harder (×4 per step, up to maxRateLimitBackoff) when the
+// provider said it is rate limiting us.
+func backoff(base time.Duration, n int, rateLimited bool) time.Duration {
+	if n < 1 {
+		return base
+	}
+	limit, factor := maxBackoff, time.Duration(2)
+	if rateLimited {
+		limit, factor = maxRateLimitBackoff, 4
+	}
+	d := base
+	for i := 0; i < n && d < limit; i++ {
+		d *= factor
+	}
+	return min(d, limit)
+}
+
+// note records one provider call outcome for backoff purposes.
+func (t *orderTimer) note(err error) {
+	if err == nil || !payment.IsUnknown(err) {
+		t.failures, t.rateLimited = 0, false
+		return
+	}
+	t.failures++
+	t.rateLimited = errors.Is(err, payment.ErrRateLimited)
+}
+
+// retryDelay is the delay before the next attempt after the recorded
+// failures.
+func (t *orderTimer) retryDelay(base time.Duration) time.Duration {
+	return backoff(base, t.failures, t.rateLimited)
+}
+
+// wakeHeap orders pending wake-ups by time; index tracks each order's entry
+// so rescheduling replaces it.
+type wakeHeap struct {
+	items []*wakeItem
+	index map[string]*wakeItem
+}
+
+type wakeItem struct {
+	at  time.Time
+	key string
+	pos int
+}
+
+func newWakeHeap() *wakeHeap { return &wakeHeap{index: map[string]*wakeItem{}} }
+
+func (h *wakeHeap) Len() int           { return len(h.items) }
+func (h *wakeHeap) Less(i, j int) bool { return h.items[i].at.Before(h.items[j].at) }
+func (h *wakeHeap) Swap(i, j int) {
+	h.items[i], h.items[j] = h.items[j], h.items[i]
+	h.items[i].pos, h.items[j].pos = i, j
+}
+func (h *wakeHeap) Push(x any) {
+	it := x.(*wakeItem)
+	it.pos = len(h.items)
+	h.items = append(h.items, it)
+}
+func (h *wakeHeap) Pop() any {
+	n := len(h.items)
+	it := h.items[n-1]
+	h.items = h.items[:n-1]
+	return it
+}
+
+// set schedules key at at, replacing any earlier schedule.
+func (h *wakeHeap) set(key string, at time.Time) {
+	if it, ok := h.index[key]; ok {
+		it.at = at
+		heap.Fix(h, it.pos)
+		return
+	}
+	it := &wakeItem{at: at, key: key}
+	h.index[key] = it
+	heap.Push(h, it)
+}
+
+// earlier schedules key at at unless it is already due sooner.
+func (h *wakeHeap) earlier(key string, at time.Time) {
+	if it, ok := h.index[key]; ok && !at.Before(it.at) {
+		return
+	}
+	h.set(key, at)
+}
+
+func (h *wakeHeap) remove(key string) {
+	if it, ok := h.index[key]; ok {
+		heap.Remove(h, it.pos)
+		delete(h.index, key)
+	}
+}
+
+// next reports the earliest wake-up.
+func (h *wakeHeap) next() (time.Time, bool) {
+	if len(h.items) == 0 {
+		return time.Time{}, false
+	}
+	return h.items[0].at, true
+}
+
+// popDue removes and returns every key due at now.
+func (h *wakeHeap) popDue(now time.Time) []string {
+	var keys []string
+	for len(h.items) > 0 && !h.items[0].at.After(now) {
+		it := heap.Pop(h).(*wakeItem)
+		delete(h.index, it.key)
+		keys = append(keys, it.key)
+	}
+	return keys
+}
