@@ -133,8 +133,8 @@ func (g *Globals) signKey() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read -sign-key-file: %w", err)
 	}
-	// A key written with echo has a trailing newline the daemon trims too.
-	k := []byte(strings.TrimRight(string(b), "\r\n"))
+	// Trimmed like the daemon's config.ReadSecret: editors add newlines.
+	k := []byte(strings.TrimSpace(string(b)))
 	if len(k) == 0 {
 		return nil, fmt.Errorf("-sign-key-file %s is empty", g.SignKeyFile)
 	}

@@ -60,7 +60,7 @@ func (g *Globals) connect(ctx context.Context) (*Conn, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read -password-file: %w", err)
 		}
-		opts.SetPassword(strings.TrimRight(string(b), "\r\n"))
+		opts.SetPassword(strings.TrimSpace(string(b)))
 	}
 	tc, err := tlsConfig(u, g.CAFile, g.CertFile, g.KeyFile)
 	if err != nil {

@@ -64,7 +64,7 @@ func dialBroker(cfg BrokerConfig, log *slog.Logger) (*mqttPublisher, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read -password-file: %w", err)
 		}
-		opts.SetPassword(strings.TrimRight(string(b), "\r\n"))
+		opts.SetPassword(strings.TrimSpace(string(b)))
 	}
 	tc, err := tlsConfig(u, cfg.CAFile, cfg.CertFile, cfg.KeyFile)
 	if err != nil {
