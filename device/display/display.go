@@ -168,6 +168,8 @@ type Display struct {
 	cur     frame
 	runners []*runner
 
+	retryMin, retryMax time.Duration // backoff for failing outputs
+
 	closeOnce sync.Once
 }
 
@@ -185,7 +187,8 @@ func New(cfg Config, logger *slog.Logger) (*Display, error) {
 	if err != nil {
 		return nil, fmt.Errorf("display.%w", err)
 	}
-	d := &Display{cfg: cfg, log: logger.With("component", "display"), fonts: fs}
+	d := &Display{cfg: cfg, log: logger.With("component", "display"), fonts: fs,
+		retryMin: retryMin, retryMax: retryMax}
 	d.cur = frame{Screen: Screen{Kind: Idle}, seq: 1}
 	probe := newTypesetter(fs)
 	if cfg.Locale == "zh" && textsFor("zh", probe).Lang != "zh" {
@@ -325,8 +328,8 @@ func (d *Display) runOutput(ctx context.Context, r *runner) {
 		var wait time.Duration
 		armed := false
 		if err != nil {
-			backoff = min(max(2*backoff, retryMin), retryMax)
-			if !failing || backoff == retryMax {
+			backoff = min(max(2*backoff, d.retryMin), d.retryMax)
+			if !failing || backoff == d.retryMax {
 				log.Error("display output failed; retrying", "err", err, "retry_in", backoff)
 			}
 			failing = true
