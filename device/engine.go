@@ -613,6 +613,26 @@ func (e *Engine) resume() error {
 		return fmt.Errorf("resume live orders: %w", err)
 	}
 	now := e.now()
+	// Re-send every unacknowledged result at once: the controller may have
+	// missed it while the device was down.
+	err = e.db.Update(func(tx *store.Tx) error {
+		all, err := tx.Outbox()
+		if err != nil {
+			return err
+		}
+		for _, o := range all {
+			if o.UntilAck && o.NextAt.After(now) {
+				o.NextAt = now
+				if err := tx.PutOutbox(o); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("resume outbox: %w", err)
+	}
 	sort.Slice(live, func(i, j int) bool { return live[i].CreatedAt.Before(live[j].CreatedAt) })
 	for _, o := range live {
 		t := e.timer(o.OutTradeNo)

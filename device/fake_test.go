@@ -34,6 +34,9 @@ type fakeProvider struct {
 	refundOnClose bool
 	// refundsProcess leaves refunds processing until completeRefunds.
 	refundsProcess bool
+	// createGate, when set, holds Create until it is closed or the
+	// caller's context ends (a crash mid-create).
+	createGate chan struct{}
 }
 
 type fakeOrder struct {
@@ -87,6 +90,16 @@ func (f *fakeProvider) count(op string) int {
 func (f *fakeProvider) Name() payment.ProviderName { return f.name }
 
 func (f *fakeProvider) Create(ctx context.Context, o payment.Order) (payment.Created, error) {
+	f.mu.Lock()
+	gate := f.createGate
+	f.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return payment.Created{}, ctx.Err()
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.take("create"); err != nil {
