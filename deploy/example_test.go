@@ -1,0 +1,83 @@
+package deploy
+
+import (
+	"os"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/kioskpay/kioskpay/config"
+)
+
+// TestExampleConfigParses loads deploy/kioskpayd.toml with the daemon's own
+// parser: the example must stay a valid configuration.
+func TestExampleConfigParses(t *testing.T) {
+	data, err := os.ReadFile("kioskpayd.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Parse(data, "/etc/kioskpayd")
+	if err != nil {
+		t.Fatalf("example does not parse: %v", err)
+	}
+	if c.DeviceID != "chair-001" || c.MQTT.TopicPrefix != "kiosk" || c.Clock.SyncCheck != "kernel" {
+		t.Fatalf("unexpected values: %+v", c)
+	}
+	if c.Merchants["default"].WxPay == nil || c.Merchants["default"].Alipay == nil {
+		t.Fatal("example lacks a merchant")
+	}
+}
+
+// TestExampleConfigHasEveryKey keeps the example complete: every key the
+// daemon knows appears in it, set or commented.
+func TestExampleConfigHasEveryKey(t *testing.T) {
+	data, err := os.ReadFile("kioskpayd.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	for _, key := range tomlKeys(reflect.TypeOf(config.Config{}), "") {
+		parts := strings.Split(key, ".")
+		leaf := parts[len(parts)-1]
+		re := regexp.MustCompile(`(?m)^#?\s*` + regexp.QuoteMeta(leaf) + `\s*=`)
+		if strings.HasSuffix(key, "[]") { // a table of free-form keys
+			leaf = strings.TrimSuffix(key, "[]")
+			re = regexp.MustCompile(`(?m)^\[` + regexp.QuoteMeta(leaf) + `\]`)
+		}
+		if !re.MatchString(text) {
+			t.Errorf("key %s is not in deploy/kioskpayd.toml", key)
+		}
+	}
+}
+
+// tomlKeys lists the dotted toml keys of struct type t: tables of structs
+// show as "*", tables of free-form keys end in "[]".
+func tomlKeys(t reflect.Type, prefix string) []string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var keys []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := strings.Split(f.Tag.Get("toml"), ",")[0]
+		if tag == "" || tag == "-" {
+			continue
+		}
+		ft := f.Type
+		for ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		switch {
+		case ft.Kind() == reflect.Struct && ft.NumField() > 0 && ft.Field(0).Tag.Get("toml") != "":
+			keys = append(keys, tomlKeys(ft, prefix+tag+".")...)
+		case ft.Kind() == reflect.Map && ft.Elem().Kind() == reflect.Struct:
+			keys = append(keys, tomlKeys(ft.Elem(), prefix+tag+".*.")...)
+		case ft.Kind() == reflect.Map:
+			keys = append(keys, prefix+tag+"[]")
+		default:
+			keys = append(keys, prefix+tag)
+		}
+	}
+	return keys
+}
