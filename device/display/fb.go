@@ -263,30 +263,41 @@ func blit(dst []byte, g FBGeometry, p *pixelFormat, src *image.RGBA, rot, y0, y1
 			prevSrc, prevDst = s, dy*ll
 		}
 	case 90, 270:
-		// Device row dy shows one column of the picture: gather it into a
-		// row buffer first, then convert as above.
-		col := make([]byte, W*4)
-		prev := make([]byte, W*4)
-		prevDst := -1
-		for dy := y0; dy < y1; dy++ {
+		// Device row dy shows one column of the picture. A block of
+		// device rows is filled at once, so that each picture row is read
+		// as one run of adjacent pixels and written to the rows side by
+		// side.
+		const block = 32
+		bpp := p.bytes
+		for by := y0; by < y1; by += block {
+			n := min(block, y1-by)
+			// Picture columns sx0..sx0+n-1 feed device rows by..by+n-1,
+			// in reverse order for 270.
+			sx0, first, step := by, by*ll, ll
+			if rot == 270 {
+				sx0, first, step = H-by-n, (by+n-1)*ll, -ll
+			}
 			for dx := 0; dx < W; dx++ {
-				var sx, sy int
-				if rot == 90 {
-					sx, sy = dy, W-1-dx
-				} else {
-					sx, sy = H-1-dy, dx
+				sy := W - 1 - dx
+				if rot == 270 {
+					sy = dx
 				}
-				o := src.PixOffset(sx, sy)
-				copy(col[dx*4:dx*4+4], src.Pix[o:o+4])
+				o := src.PixOffset(sx0, sy)
+				run := src.Pix[o : o+n*4 : o+n*4]
+				off := first + dx*bpp
+				for k := 0; k < len(run); k += 4 {
+					v := p.r[run[k]] | p.g[run[k+1]] | p.b[run[k+2]] | p.alpha
+					switch bpp {
+					case 4:
+						binary.LittleEndian.PutUint32(dst[off:off+4], v)
+					case 3:
+						dst[off], dst[off+1], dst[off+2] = byte(v), byte(v>>8), byte(v>>16)
+					default:
+						binary.LittleEndian.PutUint16(dst[off:off+2], uint16(v))
+					}
+					off += step
+				}
 			}
-			d := dst[dy*ll : dy*ll+rowBytes]
-			if prevDst >= 0 && bytes.Equal(col, prev) {
-				copy(d, dst[prevDst:prevDst+rowBytes])
-			} else {
-				p.convertRow(d, col, W, 4)
-			}
-			col, prev = prev, col
-			prevDst = dy * ll
 		}
 	}
 }
