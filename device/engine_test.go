@@ -557,3 +557,24 @@ func TestHealthyAndStatus(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 }
+
+func TestAnyModeOneLegUnknownStillPayable(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.DefaultProvider = ProviderAny })
+	h.ali().fault("create", errFakeNetwork)
+	r := h.createOK("r1", "order_0042", 100, "")
+	info, _ := r.M["orderInfo"].(map[string]any)
+	if info["code_url"] == nil || info["qr_code"] != nil {
+		t.Fatalf("reply %s", r.Raw)
+	}
+	// The Alipay order whose creation outcome is unknown is closed in the
+	// background; the WeChat one stays payable.
+	deadline := time.Now().Add(5 * time.Second)
+	for h.ali().count("close") == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if h.ali().count("close") == 0 || h.wx().count("close") != 0 {
+		t.Fatalf("closes: alipay %d wechat %d", h.ali().count("close"), h.wx().count("close"))
+	}
+	_ = h.wx().pay("order_0042", 0)
+	h.result("order_0042", "paid")
+}

@@ -535,7 +535,7 @@ func (e *Engine) step(ctx context.Context, o store.Order) time.Time {
 		if !t.retryAt.IsZero() && now.Before(t.retryAt) {
 			return t.retryAt
 		}
-		if e.closeLegs(ctx, o, t) {
+		if e.closeLegs(ctx, o, t, false) {
 			if _, err := e.change(o.OutTradeNo, (*writer).finishClosing); err != nil {
 				e.log.Error("finish closing", "order", o.OutTradeNo, "err", err)
 				return now.Add(time.Second)
@@ -574,7 +574,7 @@ func (e *Engine) step(ctx context.Context, o store.Order) time.Time {
 			return earliest(next, t.retryAt)
 		}
 		bg := time.Time{}
-		if hasAbandoned(&o) && !e.closeLegs(ctx, o, t) {
+		if hasAbandoned(&o) && !e.closeLegs(ctx, o, t, true) {
 			bg = now.Add(t.retryDelay(e.cfg.PollInterval))
 		}
 		if o2, err := e.load(o.OutTradeNo); err == nil {
@@ -669,11 +669,12 @@ func (e *Engine) confirm(ctx context.Context, o store.Order, p payment.ProviderN
 }
 
 // closeLegs runs final query → close → final query on every leg that may
-// still take money. It reports whether all of them are settled.
-func (e *Engine) closeLegs(ctx context.Context, o store.Order, t *orderTimer) bool {
+// still take money (only the abandoned ones when onlyAbandoned: the order
+// itself stays payable). It reports whether all of them are settled.
+func (e *Engine) closeLegs(ctx context.Context, o store.Order, t *orderTimer, onlyAbandoned bool) bool {
 	all := true
 	for _, l := range o.Legs {
-		if !openLeg(l.State) {
+		if !openLeg(l.State) || (onlyAbandoned && l.State != store.LegAbandon) {
 			continue
 		}
 		err := e.closeLeg(ctx, o.OutTradeNo, l.Provider)

@@ -585,7 +585,7 @@ func DecodeNotify(payload []byte) (NotifyRequest, error) {
 // OrderStates lists the state names a listing may filter on.
 var OrderStates = []string{
 	"creating", "pending", "closing", "paid", "delivered", "expired",
-	"cancelled", "refunding", "refunded", "failed", "held",
+	"cancelled", "refunding", "refunded", "refund_failed", "failed", "held",
 }
 
 // DecodeOrders decodes a P/pay/orders payload.
