@@ -1,0 +1,332 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/kioskpay/kioskpay/config"
+	"github.com/kioskpay/kioskpay/device/link"
+	"github.com/kioskpay/kioskpay/internal/clock"
+	"github.com/kioskpay/kioskpay/payment"
+)
+
+// doctorOrderNo is queried at each provider: an order that cannot exist,
+// so a correctly signed request must come back "no such order".
+const doctorOrderNo = "kioskpaydoctor000000000000000001"
+
+// checkTimeout bounds each network check.
+const checkTimeout = 15 * time.Second
+
+// report prints one line per check and remembers failures.
+type report struct {
+	w      io.Writer
+	failed int
+}
+
+func (r *report) ok(name, detail string)   { r.line("ok", name, detail) }
+func (r *report) warn(name, detail string) { r.line("warn", name, detail) }
+func (r *report) fail(name, detail string) {
+	r.failed++
+	r.line("FAIL", name, detail)
+}
+
+func (r *report) line(status, name, detail string) {
+	// One line per check, whatever the detail contains.
+	detail = strings.ReplaceAll(detail, "\n", "; ")
+	fmt.Fprintf(r.w, "%-4s  %-34s %s\n", status, name, detail)
+}
+
+// runDoctor checks everything the daemon needs, one line per check, and
+// exits 0 only when all pass. It never prints key material or passwords:
+// every message is built from file names, keys and provider error codes.
+func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("kioskpayd doctor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return exitBadConfig
+	}
+	if *configPath == "" {
+		fmt.Fprintln(stderr, "usage: kioskpayd doctor -config FILE")
+		return exitBadConfig
+	}
+	r := &report{w: stdout}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		r.fail("config", err.Error())
+		return exitBadConfig
+	}
+	r.ok("config", *configPath+" (device "+cfg.DeviceID+")")
+
+	providers := checkKeys(r, cfg)
+	checkMQTTFiles(r, cfg)
+	checkClock(r, cfg)
+	checkStateDir(r, cfg)
+	checkBroker(ctx, r, cfg)
+	checkProviders(ctx, r, providers)
+	checkDisplay(r, cfg)
+
+	if r.failed > 0 {
+		fmt.Fprintf(stdout, "%d check(s) failed\n", r.failed)
+		return exitFatal
+	}
+	fmt.Fprintln(stdout, "all checks passed")
+	return exitOK
+}
+
+type account struct {
+	pid  string
+	name payment.ProviderName
+	p    payment.Provider
+}
+
+// checkKeys loads every merchant account's key files, one line each.
+func checkKeys(r *report, cfg *config.Config) []account {
+	var out []account
+	pids := make([]string, 0, len(cfg.Merchants))
+	for pid := range cfg.Merchants {
+		pids = append(pids, pid)
+	}
+	sort.Strings(pids)
+	for _, pid := range pids {
+		m := cfg.Merchants[pid]
+		one := &config.Config{DeviceID: cfg.DeviceID, Payment: cfg.Payment, Merchants: map[string]config.Merchant{pid: m}}
+		ps, err := one.Providers(nil)
+		name := "keys merchants." + pid
+		if err != nil {
+			r.fail(name, err.Error())
+			continue
+		}
+		var names []string
+		for n, p := range ps[pid] {
+			out = append(out, account{pid, n, p})
+			names = append(names, string(n))
+		}
+		slices.Sort(names)
+		r.ok(name, strings.Join(names, ", ")+": key files parse")
+	}
+	if cfg.Unlock.ResultKeyFile != "" {
+		k, err := config.ReadSecret("unlock.result_key_file", cfg.Unlock.ResultKeyFile)
+		switch {
+		case err != nil:
+			r.fail("keys unlock.result_key_file", err.Error())
+		case len(k) < 16:
+			r.fail("keys unlock.result_key_file", fmt.Sprintf("%s: the HMAC key is only %d bytes; use at least 16 (32 recommended)", cfg.Unlock.ResultKeyFile, len(k)))
+		default:
+			r.ok("keys unlock.result_key_file", cfg.Unlock.ResultKeyFile)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].pid != out[j].pid {
+			return out[i].pid < out[j].pid
+		}
+		return out[i].name < out[j].name
+	})
+	return out
+}
+
+// checkMQTTFiles checks the broker password and TLS files, and that the
+// client certificate and key belong together.
+func checkMQTTFiles(r *report, cfg *config.Config) {
+	if cfg.MQTT.PasswordFile != "" {
+		if _, err := config.ReadSecret("mqtt.password_file", cfg.MQTT.PasswordFile); err != nil {
+			r.fail("keys mqtt.password_file", err.Error())
+		} else {
+			r.ok("keys mqtt.password_file", cfg.MQTT.PasswordFile)
+		}
+	}
+	if cfg.MQTT.CAFile == "" && cfg.MQTT.CertFile == "" {
+		return
+	}
+	if _, err := link.TLSConfig(cfg.MQTT.CAFile, cfg.MQTT.CertFile, cfg.MQTT.KeyFile); err != nil {
+		r.fail("keys mqtt TLS", err.Error())
+		return
+	}
+	if cfg.MQTT.CertFile != "" {
+		detail := cfg.MQTT.CertFile + " matches " + cfg.MQTT.KeyFile
+		if pemText, err := os.ReadFile(cfg.MQTT.CertFile); err == nil {
+			if exp, err := config.CertificateExpiry(string(pemText)); err == nil {
+				left := time.Until(exp)
+				detail += fmt.Sprintf(", valid until %s", exp.UTC().Format(time.RFC3339))
+				if left < 0 {
+					r.fail("keys mqtt client certificate", cfg.MQTT.CertFile+" expired at "+exp.UTC().Format(time.RFC3339))
+					return
+				}
+				if left < 30*24*time.Hour {
+					r.warn("keys mqtt client certificate", detail+" (less than 30 days left)")
+					return
+				}
+			}
+		}
+		r.ok("keys mqtt client certificate", detail)
+	} else {
+		r.ok("keys mqtt.ca_file", cfg.MQTT.CAFile)
+	}
+}
+
+func checkClock(r *report, cfg *config.Config) {
+	c, err := clock.New(cfg.Clock.SyncCheck)
+	if err != nil {
+		r.fail("clock", err.Error())
+		return
+	}
+	if cfg.Clock.SyncCheck == clock.ModeNone {
+		r.ok("clock", "sync_check = none: the clock is trusted ("+time.Now().UTC().Format(time.RFC3339)+")")
+		return
+	}
+	ok, err := c.Synced()
+	switch {
+	case err != nil:
+		r.fail("clock", err.Error())
+	case !ok:
+		r.fail("clock", "the kernel reports the clock unsynchronised (STA_UNSYNC); orders are refused until NTP has synchronised it")
+	default:
+		r.ok("clock", "synchronised ("+time.Now().UTC().Format(time.RFC3339)+")")
+	}
+}
+
+func checkStateDir(r *report, cfg *config.Config) {
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		r.fail("state_dir", err.Error())
+		return
+	}
+	f, err := os.CreateTemp(cfg.StateDir, ".doctor-*")
+	if err != nil {
+		r.fail("state_dir", fmt.Sprintf("%s is not writable: %v", cfg.StateDir, errors.Unwrap(err)))
+		return
+	}
+	name := f.Name()
+	f.Close()
+	os.Remove(name)
+	r.ok("state_dir", cfg.StateDir+" is writable")
+}
+
+// checkBroker connects with the configured credentials under a client id
+// of its own (a clean session), so a running daemon's session and
+// connection are left alone.
+func checkBroker(ctx context.Context, r *report, cfg *config.Config) {
+	name := "broker " + cfg.MQTT.URL
+	o, err := linkOptions(cfg, nil)
+	if err != nil {
+		r.fail(name, err.Error())
+		return
+	}
+	co := mqtt.NewClientOptions().AddBroker(o.URL).SetClientID(o.ClientID + "-doctor").
+		SetUsername(o.Username).SetPassword(o.Password).SetCleanSession(true).
+		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectTimeout(checkTimeout)
+	if o.TLS != nil {
+		co.SetTLSConfig(o.TLS)
+	}
+	c := mqtt.NewClient(co)
+	t := c.Connect()
+	timer := time.NewTimer(checkTimeout + time.Second)
+	defer timer.Stop()
+	select {
+	case <-t.Done():
+		err = t.Error()
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-timer.C:
+		err = errors.New("timed out")
+	}
+	if err != nil {
+		c.Disconnect(0)
+		r.fail(name, "cannot connect: "+err.Error())
+		return
+	}
+	c.Disconnect(100)
+	who := "anonymous"
+	if o.Username != "" {
+		who = "as " + o.Username
+	}
+	r.ok(name, "connected "+who)
+}
+
+// checkProviders sends each account a signed query for an order that does
+// not exist. "No such order" proves the whole path: network, TLS, our
+// signature, the provider's signature over the answer, and the clock.
+func checkProviders(ctx context.Context, r *report, accounts []account) {
+	for _, a := range accounts {
+		name := fmt.Sprintf("provider %s (%s)", a.name, a.pid)
+		qctx, cancel := context.WithTimeout(ctx, checkTimeout)
+		st, err := a.p.Query(qctx, doctorOrderNo)
+		cancel()
+		switch {
+		case err == nil && st.State == payment.StateNotCreated:
+			r.ok(name, "reachable; signed query answered \"no such order\"")
+		case err == nil:
+			r.fail(name, fmt.Sprintf("a query for a made-up order returned state %s; is this the right merchant?", st.State))
+		case payment.IsRejected(err, "ORDER_NOT_EXIST") || payment.IsRejected(err, "ACQ.TRADE_NOT_EXIST"):
+			r.ok(name, "reachable; signed query answered \"no such order\"")
+		case payment.IsRejected(err, ""):
+			r.fail(name, "the provider refused the request: "+err.Error())
+		default:
+			r.fail(name, "no definite answer: "+err.Error())
+		}
+	}
+}
+
+// checkDisplay checks that each configured output can be used.
+func checkDisplay(r *report, cfg *config.Config) {
+	for _, o := range cfg.Display.Outputs {
+		switch o {
+		case config.OutputFB:
+			f, err := os.OpenFile(cfg.Display.FBDevice, os.O_WRONLY, 0)
+			if err != nil {
+				r.fail("display fb", fmt.Sprintf("%s: %v (the daemon's user needs the video group)", cfg.Display.FBDevice, errors.Unwrap(err)))
+				continue
+			}
+			f.Close()
+			r.ok("display fb", cfg.Display.FBDevice+" is writable")
+		case config.OutputPNG:
+			dir := filepath.Dir(cfg.Display.PNGPath)
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				r.fail("display png", err.Error())
+				continue
+			}
+			f, err := os.CreateTemp(dir, ".doctor-*")
+			if err != nil {
+				r.fail("display png", fmt.Sprintf("%s is not writable: %v", dir, errors.Unwrap(err)))
+				continue
+			}
+			n := f.Name()
+			f.Close()
+			os.Remove(n)
+			r.ok("display png", dir+" is writable")
+		case config.OutputWeb:
+			ln, err := net.Listen("tcp", cfg.Display.WebListen)
+			if errors.Is(err, syscall.EADDRINUSE) {
+				r.warn("display web", cfg.Display.WebListen+" is in use (expected while kioskpayd runs)")
+				continue
+			}
+			if err != nil {
+				r.fail("display web", err.Error())
+				continue
+			}
+			ln.Close()
+			r.ok("display web", cfg.Display.WebListen+" can be listened on")
+		case config.OutputTTY:
+			r.ok("display tty", "standard output")
+		}
+	}
+	if cfg.Display.FontFile != "" {
+		if _, err := os.Stat(cfg.Display.FontFile); err != nil {
+			r.fail("display font_file", err.Error())
+		} else {
+			r.ok("display font_file", cfg.Display.FontFile)
+		}
+	}
+}

@@ -1,0 +1,414 @@
+// Command kioskpayd is the kioskpay device daemon: it takes order requests
+// over MQTT, creates WeChat Pay / Alipay QR orders, shows the QR code on
+// the device's display, detects payment and publishes the result that
+// unlocks the device (SPEC §2).
+//
+// Usage:
+//
+//	kioskpayd -config FILE          run the daemon
+//	kioskpayd -demo                 everything in one process, no set-up
+//	kioskpayd doctor -config FILE   check keys, clock, broker, providers, display
+//	kioskpayd -version
+//
+// Exit codes: 0 clean stop (SIGTERM/SIGINT), 2 bad configuration (the
+// message names the key), 1 any other fatal error.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kioskpay/kioskpay/config"
+	"github.com/kioskpay/kioskpay/device"
+	"github.com/kioskpay/kioskpay/device/display"
+	"github.com/kioskpay/kioskpay/device/link"
+	"github.com/kioskpay/kioskpay/internal/clock"
+	"github.com/kioskpay/kioskpay/internal/sdnotify"
+	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/store"
+)
+
+// version is set at build time: -ldflags "-X main.version=v1.2.3".
+var version = ""
+
+// Exit codes (SPEC §2).
+const (
+	exitOK        = 0
+	exitFatal     = 1
+	exitBadConfig = 2
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// Version reports the daemon's version: the -ldflags value, else the
+// module version Go stamped, else "dev".
+func Version() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+const usage = `Usage:
+  kioskpayd -config FILE          run the daemon
+  kioskpayd -demo                 run broker, payment simulator, daemon and web display in one process
+  kioskpayd doctor -config FILE   check config, keys, clock, broker, providers and display
+  kioskpayd -version              print the version
+
+Exit codes: 0 clean stop, 2 bad configuration, 1 other fatal error.
+`
+
+// run is the whole program behind main, with its environment passed in so
+// tests can run it in-process. It returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "doctor" {
+		return runDoctor(ctx, args[1:], stdout, stderr)
+	}
+	fs := flag.NewFlagSet("kioskpayd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	configPath := fs.String("config", "", "configuration file")
+	showVersion := fs.Bool("version", false, "print the version")
+	demo := fs.Bool("demo", false, "run the self-contained demo")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitBadConfig
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "kioskpayd: unexpected argument %q\n%s", fs.Arg(0), usage)
+		return exitBadConfig
+	}
+	if *showVersion {
+		fmt.Fprintf(stdout, "kioskpayd %s\n", Version())
+		return exitOK
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "kioskpayd: -log-level %q: want debug, info, warn or error\n", *logLevel)
+		return exitBadConfig
+	}
+	logger := newLogger(stderr, level)
+	if *demo {
+		return runDemo(ctx, stdout, stderr, logger)
+	}
+	if *configPath == "" {
+		fmt.Fprintf(stderr, "kioskpayd: -config FILE is required\n%s", usage)
+		return exitBadConfig
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		printConfigError(stderr, err)
+		return exitBadConfig
+	}
+	return daemon(ctx, cfg, stderr, logger, nil)
+}
+
+// newLogger logs one record per line to w: JSON for journald and log
+// collectors, text when a person watches a terminal.
+func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if isTerminal(w) {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// printConfigError prints each problem on its own line; every line names
+// the key (config.Error) or the file.
+func printConfigError(w io.Writer, err error) {
+	fmt.Fprintln(w, "kioskpayd: bad configuration:")
+	for _, line := range strings.Split(err.Error(), "\n") {
+		fmt.Fprintf(w, "  %s\n", line)
+	}
+}
+
+// hooks let the demo and tests watch the daemon start.
+type hooks struct {
+	// ready is called once the store is open and the broker connected,
+	// with the web display's address ("" without a web output).
+	ready func(webAddr string)
+}
+
+// daemon runs the configured daemon until ctx ends and returns the exit
+// code. On a stop it lets the engine finish the work in flight, drains the
+// outbox, publishes the offline status and closes the store.
+func daemon(ctx context.Context, cfg *config.Config, stderr io.Writer, logger *slog.Logger, h *hooks) int {
+	log := logger.With("device_id", cfg.DeviceID)
+	log.Info("starting kioskpayd", "version", Version(), "state_dir", cfg.StateDir, "broker", cfg.MQTT.URL)
+
+	// Everything that can be wrong with the configuration is checked before
+	// anything is opened, so a bad config never leaves half a daemon behind.
+	providers, err := cfg.Providers(logger)
+	if err != nil {
+		printConfigError(stderr, err)
+		return exitBadConfig
+	}
+	log.Info("payment accounts loaded", "accounts", providerNames(providers))
+	checker, err := clock.New(cfg.Clock.SyncCheck)
+	if err != nil {
+		printConfigError(stderr, &config.Error{Key: "clock.sync_check", Msg: err.Error()})
+		return exitBadConfig
+	}
+	linkOpts, err := linkOptions(cfg, logger)
+	if err != nil {
+		printConfigError(stderr, err)
+		return exitBadConfig
+	}
+	var resultKey []byte
+	if cfg.Unlock.ResultKeyFile != "" {
+		k, err := config.ReadSecret("unlock.result_key_file", cfg.Unlock.ResultKeyFile)
+		if err != nil {
+			printConfigError(stderr, err)
+			return exitBadConfig
+		}
+		resultKey = []byte(k)
+	}
+	disp, err := display.New(displayConfig(cfg), logger)
+	if err != nil {
+		printConfigError(stderr, err)
+		return exitBadConfig
+	}
+	defer disp.Close()
+
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		log.Error("create state_dir", "err", err)
+		fmt.Fprintf(stderr, "kioskpayd: state_dir: %v\n", err)
+		return exitFatal
+	}
+	db, err := store.Open(filepath.Join(cfg.StateDir, "orders.db"), store.Options{})
+	if err != nil {
+		log.Error("open store", "err", err)
+		fmt.Fprintf(stderr, "kioskpayd: %v\n", err)
+		return exitFatal
+	}
+	defer db.Close()
+
+	eng, err := device.New(db, device.Config{
+		DeviceID:              cfg.DeviceID,
+		Version:               Version(),
+		DefaultProvider:       cfg.Payment.Provider,
+		DefaultExpire:         cfg.Payment.Expire.Duration,
+		MaxFee:                cfg.Payment.MaxFee,
+		PollInterval:          cfg.Payment.Poll.Duration,
+		NotifyURL:             strings.TrimRight(cfg.Payment.NotifyURL, "/"),
+		AckTimeout:            cfg.Unlock.AckTimeout.Duration,
+		OnNoAck:               cfg.Unlock.OnNoAck,
+		ResultKey:             resultKey,
+		RequireSignedRequests: cfg.Unlock.RequireSignedRequests,
+		Catalog:               cfg.Catalog,
+		ClockSynced:           checker.Func(),
+		BuildTime:             checker.NotBefore,
+		Merchants:             providers,
+		Observer:              newScreens(disp),
+		Logger:                logger,
+	})
+	if err != nil {
+		log.Error("start engine", "err", err)
+		fmt.Fprintf(stderr, "kioskpayd: %v\n", err)
+		return exitFatal
+	}
+	lnk, err := link.New(linkOpts, engineLink{eng})
+	if err != nil {
+		fmt.Fprintf(stderr, "kioskpayd: %v\n", err)
+		return exitFatal
+	}
+
+	notifier := sdnotify.FromEnv()
+
+	// Three lifetimes: the display outlives the engine so the last screen
+	// stays up; the link outlives the engine so the engine's final replies
+	// and the offline status go out.
+	engCtx, stopEngine := context.WithCancel(ctx)
+	defer stopEngine()
+	linkCtx, stopLink := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLink()
+	dispCtx, stopDisplay := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopDisplay()
+
+	dispDone := make(chan struct{})
+	go func() { defer close(dispDone); disp.Run(dispCtx) }()
+	linkDone := make(chan error, 1)
+	go func() { linkDone <- lnk.Run(linkCtx) }()
+	engDone := make(chan error, 1)
+	go func() { engDone <- eng.Run(engCtx) }()
+
+	// Healthy for the watchdog: the engine loop turns, and the link has
+	// either a connection or is legitimately trying to get one (paho
+	// reconnects on its own; a broker outage is not a reason to restart).
+	const maxAge = 30 * time.Second
+	wdCtx, stopWatchdog := context.WithCancel(ctx)
+	defer stopWatchdog()
+	go notifier.RunWatchdog(wdCtx, notifier.WatchdogInterval(), func() bool { return eng.Healthy(maxAge) })
+
+	code := exitOK
+	select {
+	case <-lnk.Ready():
+		webAddr := waitWebAddr(ctx, disp, cfg)
+		log.Info("kioskpayd ready", "web", webAddr)
+		_ = notifier.Ready()
+		_ = notifier.Status("connected to " + cfg.MQTT.URL)
+		if h != nil && h.ready != nil {
+			h.ready(webAddr)
+		}
+		select {
+		case <-ctx.Done():
+		case err := <-engDone:
+			engDone <- err
+		}
+	case <-ctx.Done():
+	case err := <-engDone:
+		engDone <- err
+	}
+
+	_ = notifier.Stopping()
+	stopWatchdog()
+	stopEngine()
+	if err := <-engDone; err != nil {
+		log.Error("engine stopped", "err", err)
+		fmt.Fprintf(stderr, "kioskpayd: engine: %v\n", err)
+		code = exitFatal
+	}
+	stopLink()
+	<-linkDone
+	stopDisplay()
+	<-dispDone
+	if err := db.Close(); err != nil {
+		log.Error("close store", "err", err)
+		code = exitFatal
+	}
+	log.Info("kioskpayd stopped", "exit", code)
+	return code
+}
+
+// waitWebAddr returns the web display's bound address, waiting briefly for
+// the output to start listening.
+func waitWebAddr(ctx context.Context, d *display.Display, cfg *config.Config) string {
+	hasWeb := false
+	for _, o := range cfg.Display.Outputs {
+		hasWeb = hasWeb || o == config.OutputWeb
+	}
+	if !hasWeb {
+		return ""
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if a := d.WebAddr(); a != "" {
+			return a
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return d.WebAddr()
+}
+
+// linkOptions builds the MQTT link's options, reading the broker password
+// and TLS files. Errors name the key.
+func linkOptions(cfg *config.Config, logger *slog.Logger) (link.Options, error) {
+	o := link.Options{
+		URL:      cfg.MQTT.URL,
+		ClientID: cfg.MQTT.ClientID,
+		Username: cfg.MQTT.Username,
+		Prefix:   cfg.Topic(),
+		Logger:   logger,
+	}
+	if cfg.MQTT.PasswordFile != "" {
+		pw, err := config.ReadSecret("mqtt.password_file", cfg.MQTT.PasswordFile)
+		if err != nil {
+			return o, err
+		}
+		o.Password = pw
+	}
+	if strings.HasPrefix(cfg.MQTT.URL, "ssl://") || strings.HasPrefix(cfg.MQTT.URL, "wss://") {
+		t, err := link.TLSConfig(cfg.MQTT.CAFile, cfg.MQTT.CertFile, cfg.MQTT.KeyFile)
+		if err != nil {
+			key := "mqtt.ca_file"
+			if cfg.MQTT.CertFile != "" && !strings.Contains(err.Error(), "CA file") {
+				key = "mqtt.cert_file"
+			}
+			return o, &config.Error{Key: key, Msg: err.Error()}
+		}
+		o.TLS = t
+	}
+	return o, nil
+}
+
+func displayConfig(cfg *config.Config) display.Config {
+	return display.Config{
+		Outputs:   cfg.Display.Outputs,
+		FBDevice:  cfg.Display.FBDevice,
+		Rotate:    cfg.Display.Rotate,
+		PNGPath:   cfg.Display.PNGPath,
+		WebListen: cfg.Display.WebListen,
+		FontFile:  cfg.Display.FontFile,
+		Locale:    cfg.Display.Locale,
+	}
+}
+
+// engineLink adapts *device.Engine to link.Engine. The link keeps its own
+// small types so it can be tested without the engine.
+type engineLink struct{ e *device.Engine }
+
+func (a engineLink) Accept(ctx context.Context, suffix string, payload []byte) error {
+	return a.e.Accept(ctx, suffix, payload)
+}
+
+func (a engineLink) Due(now time.Time) ([]link.Outgoing, error) {
+	due, err := a.e.Due(now)
+	out := make([]link.Outgoing, len(due))
+	for i, m := range due {
+		out[i] = link.Outgoing{ID: m.ID, Topic: m.Topic, Payload: m.Payload, Retain: m.Retain}
+	}
+	return out, err
+}
+
+func (a engineLink) Published(id uint64) error      { return a.e.Published(id) }
+func (a engineLink) OutboxChanged() <-chan struct{} { return a.e.OutboxChanged() }
+func (a engineLink) StatusChanged() <-chan struct{} { return a.e.StatusChanged() }
+func (a engineLink) Status() link.Status            { return linkStatus(a.e.Status()) }
+func linkStatus(s device.Status) link.Status {
+	return link.Status{Version: s.Version, Pending: s.Pending, ClockSynced: s.ClockSynced, StartedAt: s.StartedAt}
+}
+
+// providerNames lists the providers of a merchant map, for logs.
+func providerNames(m map[string]map[payment.ProviderName]payment.Provider) []string {
+	var out []string
+	for pid, ps := range m {
+		for name := range ps {
+			out = append(out, pid+"/"+string(name))
+		}
+	}
+	sort.Strings(out)
+	return out
+}

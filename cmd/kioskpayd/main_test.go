@@ -1,0 +1,327 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kioskpay/kioskpay/internal/mqtttest"
+	"github.com/kioskpay/kioskpay/payment/paysim"
+	"github.com/kioskpay/kioskpay/store"
+)
+
+var (
+	keysOnce sync.Once
+	keys     *paysim.Keys
+	keysErr  error
+)
+
+func simKeys(t *testing.T) *paysim.Keys {
+	t.Helper()
+	keysOnce.Do(func() { keys, keysErr = paysim.GenerateKeys() })
+	if keysErr != nil {
+		t.Fatal(keysErr)
+	}
+	return keys
+}
+
+// env is a daemon configuration pointing at a test broker and a paysim.
+type env struct {
+	path      string
+	dir       string
+	brokerURL string
+	sim       *paysim.Server
+	simURL    string
+	prefix    string
+}
+
+// newEnv writes paysim's key files and a daemon config that uses the test
+// broker, a unique device id and a system-chosen web port.
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	k := simKeys(t)
+	sim, err := paysim.New(paysim.Options{Keys: k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	path, err := k.WriteDaemonFiles(dir, srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{path: path, dir: dir, brokerURL: mqtttest.Broker(t), sim: sim, simURL: srv.URL}
+	dev := mqtttest.Unique("dev")
+	e.prefix = "kiosk/" + dev
+	e.edit(t, `device_id = "sim-1"`, `device_id = "`+dev+`"`)
+	e.edit(t, `url = "tcp://127.0.0.1:1883"`, `url = "`+e.brokerURL+`"`)
+	e.edit(t, `web_listen = "127.0.0.1:8088"`, `web_listen = "127.0.0.1:0"`)
+	e.edit(t, `locale = "zh"`, `locale = "en"`)
+	return e
+}
+
+func (e *env) edit(t *testing.T, old, new string) {
+	t.Helper()
+	b, err := os.ReadFile(e.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte(old)) {
+		t.Fatalf("config has no %q", old)
+	}
+	if err := os.WriteFile(e.path, bytes.Replace(b, []byte(old), []byte(new), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"-version"}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if !strings.HasPrefix(out.String(), "kioskpayd ") {
+		t.Fatalf("output %q", out.String())
+	}
+}
+
+func TestBadConfigExits2(t *testing.T) {
+	tests := []struct {
+		name string
+		prep func(t *testing.T, e *env) []string
+		want string // stderr must contain it
+	}{
+		{"no -config", func(t *testing.T, e *env) []string { return nil }, "-config FILE is required"},
+		{"unknown flag", func(t *testing.T, e *env) []string { return []string{"-bogus"} }, "bogus"},
+		{"missing file", func(t *testing.T, e *env) []string { return []string{"-config", filepath.Join(e.dir, "nope.toml")} }, "nope.toml"},
+		{"bad value", func(t *testing.T, e *env) []string {
+			e.edit(t, `expire = "5m"`, `expire = "3h"`)
+			return []string{"-config", e.path}
+		}, "payment.expire"},
+		{"unknown key", func(t *testing.T, e *env) []string {
+			e.edit(t, `poll = "2s"`, "poll = \"2s\"\npol = \"1s\"")
+			return []string{"-config", e.path}
+		}, "payment.pol: unknown key"},
+		{"world-readable key file", func(t *testing.T, e *env) []string {
+			os.Chmod(filepath.Join(e.dir, "wxpay_apiclient_key.pem"), 0o644)
+			return []string{"-config", e.path}
+		}, "wxpay_apiclient_key.pem"},
+		{"key file not a key", func(t *testing.T, e *env) []string {
+			os.WriteFile(filepath.Join(e.dir, "alipay_public_key.pem"), []byte("hello"), 0o600)
+			return []string{"-config", e.path}
+		}, "merchants.default.alipay.alipay_public_key_file"},
+		{"bad log level", func(t *testing.T, e *env) []string { return []string{"-log-level", "loud", "-config", e.path} }, "-log-level"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			var out, errOut bytes.Buffer
+			code := run(context.Background(), tt.prep(t, e), &out, &errOut)
+			if code != exitBadConfig {
+				t.Fatalf("exit %d, want 2; stderr:\n%s", code, errOut.String())
+			}
+			if !strings.Contains(errOut.String(), tt.want) {
+				t.Fatalf("stderr does not mention %q:\n%s", tt.want, errOut.String())
+			}
+		})
+	}
+}
+
+func TestLockedStoreExits1(t *testing.T) {
+	e := newEnv(t)
+	db, err := store.Open(filepath.Join(e.dir, "state", "orders.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"-config", e.path}, &out, &errOut)
+	if code != exitFatal {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, errOut.String())
+	}
+	if !strings.Contains(errOut.String(), "another process holds the database lock") {
+		t.Fatalf("stderr:\n%s", errOut.String())
+	}
+}
+
+// safeBuffer is a bytes.Buffer safe for the daemon's concurrent logging.
+type safeBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// start runs the daemon in-process and returns a stop function that
+// cancels it (as SIGTERM does) and returns the exit code.
+func start(t *testing.T, args []string) (stop func() int, stderr *safeBuffer) {
+	t.Helper()
+	stderr = &safeBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, args, io.Discard, stderr) }()
+	var once sync.Once
+	code := -1
+	stop = func() int {
+		once.Do(func() {
+			cancel()
+			select {
+			case code = <-done:
+			case <-time.After(30 * time.Second):
+				t.Errorf("daemon did not stop; stderr:\n%s", stderr.String())
+			}
+		})
+		return code
+	}
+	t.Cleanup(func() { stop() })
+	return stop, stderr
+}
+
+func TestCleanStopPublishesOffline(t *testing.T) {
+	e := newEnv(t)
+	status := e.prefix + "/status"
+	sub := mqtttest.Subscribe(t, e.brokerURL, status)
+	stop, stderr := start(t, []string{"-config", e.path})
+	m := sub.Next(t, status, 15*time.Second)
+	var st map[string]any
+	if err := json.Unmarshal(m.Payload, &st); err != nil || st["online"] != true || st["clock_synced"] != true {
+		t.Fatalf("status %s (%v)", m.Payload, err)
+	}
+	if code := stop(); code != exitOK {
+		t.Fatalf("exit %d, want 0; stderr:\n%s", code, stderr.String())
+	}
+	late := mqtttest.Subscribe(t, e.brokerURL, status)
+	if m := late.Next(t, status, 5*time.Second); string(m.Payload) != `{"online":false}` || !m.Retained {
+		t.Fatalf("retained status after stop: %s (retained %v)", m.Payload, m.Retained)
+	}
+	// Logs are JSON lines when stderr is not a terminal, and carry no secret.
+	for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		if !json.Valid([]byte(line)) {
+			t.Fatalf("log line is not JSON: %q", line)
+		}
+	}
+	if strings.Contains(stderr.String(), simKeys(t).WxAPIv3Key) || strings.Contains(stderr.String(), "PRIVATE KEY") {
+		t.Fatal("logs contain key material")
+	}
+}
+
+// The full path over MQTT: create → reply with a QR → the simulator's
+// buyer pays → a paid result.
+func TestDaemonCreatePay(t *testing.T) {
+	e := newEnv(t)
+	sub := mqtttest.Subscribe(t, e.brokerURL, e.prefix+"/#")
+	start(t, []string{"-config", e.path})
+	sub.Next(t, e.prefix+"/status", 15*time.Second)
+	createAndPay(t, e.brokerURL, e.prefix, e.simURL, sub, "wxpay", "daemon_0001")
+}
+
+func createAndPay(t *testing.T, brokerURL, prefix, simURL string, sub *mqtttest.Subscriber, provider, no string) {
+	t.Helper()
+	req := `{"request_id":"r-1","provider":"` + provider + `","data":{"out_trade_no":"` + no + `","total_fee":1000,"subject":"Massage 15 min","type":"massage_15"}}`
+	mqtttest.Publish(t, brokerURL, prefix+"/pay/create", []byte(req), false)
+	var reply struct {
+		RequestID   string            `json:"request_id"`
+		Code        int               `json:"code"`
+		Msg         string            `json:"msg"`
+		OrderInfo   map[string]string `json:"orderInfo"`
+		QRCodeImage string            `json:"qrcodeImage"`
+	}
+	m := sub.Next(t, prefix+"/pay/reply", 20*time.Second)
+	if err := json.Unmarshal(m.Payload, &reply); err != nil {
+		t.Fatal(err)
+	}
+	if reply.Code != 0 || reply.RequestID != "r-1" || !strings.HasPrefix(reply.QRCodeImage, "data:image/png;base64,") {
+		t.Fatalf("reply %s", m.Payload)
+	}
+	resp, err := http.Post(simURL+"/_sim/pay", "application/json", strings.NewReader(`{"provider":"`+provider+`","out_trade_no":"`+no+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("sim pay: %d %s", resp.StatusCode, body)
+	}
+	var result struct {
+		OutTradeNo string `json:"out_trade_no"`
+		Status     string `json:"status"`
+		TotalFee   int64  `json:"total_fee"`
+	}
+	m = sub.Next(t, prefix+"/pay/result", 20*time.Second)
+	if err := json.Unmarshal(m.Payload, &result); err != nil {
+		t.Fatal(err)
+	}
+	if result.OutTradeNo != no || result.Status != "paid" || result.TotalFee != 1000 {
+		t.Fatalf("result %s", m.Payload)
+	}
+}
+
+func TestDemo(t *testing.T) {
+	ready := make(chan demoEnv, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut safeBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- runDemoWith(ctx, &out, &errOut, newLogger(&errOut, 0), &demoHooks{ready: func(e demoEnv) { ready <- e }})
+	}()
+	var e demoEnv
+	select {
+	case e = <-ready:
+	case code := <-done:
+		t.Fatalf("demo exited %d:\n%s", code, errOut.String())
+	case <-time.After(60 * time.Second):
+		t.Fatal("demo did not become ready")
+	}
+	for _, want := range []string{e.BrokerURL, e.SimURL, e.WebURL, "mosquitto_pub", "mosquitto_sub", "/_sim/pay", "go run ./cmd/kioskctl"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("instructions lack %q:\n%s", want, out.String())
+		}
+	}
+	sub := mqtttest.Subscribe(t, e.BrokerURL, e.Prefix+"/#")
+	createAndPay(t, e.BrokerURL, e.Prefix, e.SimURL, sub, "alipay", "demo_0001")
+
+	// The web display serves the current screen.
+	resp, err := http.Get(e.WebURL + "state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Contains(state, []byte("demo_0001")) {
+		t.Errorf("web /state: %d %s", resp.StatusCode, state)
+	}
+
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("demo exited %d:\n%s", code, errOut.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("demo did not stop")
+	}
+	if _, err := os.Stat(e.Dir); !os.IsNotExist(err) {
+		t.Errorf("demo directory %s not removed: %v", e.Dir, err)
+	}
+}
