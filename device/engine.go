@@ -123,6 +123,7 @@ type Engine struct {
 	prunedAt   time.Time
 	running    bool
 	lastPassNs atomic.Int64
+	passes     atomic.Int64 // loop passes, to keep idle wake-ups in check
 
 	createMu sync.Mutex
 	locks    keyedMutex
@@ -353,6 +354,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		e.lastPassNs.Store(time.Now().UnixNano())
+		e.passes.Add(1)
 		now := e.now()
 		e.mu.Lock()
 		due := e.wake.popDue(now)

@@ -578,3 +578,37 @@ func TestAnyModeOneLegUnknownStillPayable(t *testing.T) {
 	_ = h.wx().pay("order_0042", 0)
 	h.result("order_0042", "paid")
 }
+
+func TestIdleWakeups(t *testing.T) {
+	h := newHarness(t, nil)
+	time.Sleep(100 * time.Millisecond)
+	before := h.e.passes.Load()
+	time.Sleep(1500 * time.Millisecond)
+	if n := h.e.passes.Load() - before; n > 2 {
+		t.Fatalf("%d loop passes in 1.5 s while idle", n)
+	}
+	if !h.e.Healthy(6 * time.Second) {
+		t.Fatal("idle engine reported unhealthy")
+	}
+}
+
+func TestRefundedDuringClose(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.DefaultProvider = "alipay" })
+	h.createOK("r1", "order_0043", 100, "")
+	a := h.ali()
+	a.mu.Lock()
+	a.payOnClose["order_0043"], a.refundOnClose = true, true
+	a.mu.Unlock()
+	h.advance(5*time.Minute + time.Second)
+	res := h.result("order_0043", "refunded")
+	o := h.waitState("order_0043", store.Refunded)
+	if !o.HasFlag(FlagRefundedOnClose) || o.Status != store.StatusRefunded {
+		t.Fatalf("order %+v", o)
+	}
+	for _, m := range h.results("order_0043") {
+		if m.str("status") == "paid" {
+			t.Fatalf("delivered: %s", m.Raw)
+		}
+	}
+	_ = res
+}
