@@ -365,6 +365,7 @@ func (e *Engine) resumeCreate(ctx context.Context, o store.Order, replyTo string
 		}
 		open, unknown := 0, 0
 		var rejected *payment.RejectedError
+		var invalid error // the request itself is wrong (other overrides a daemon field)
 		for i := range w.o.Legs {
 			l := &w.o.Legs[i]
 			r, ok := results[l.Provider]
@@ -375,6 +376,10 @@ func (e *Engine) resumeCreate(ctx context.Context, o store.Order, replyTo string
 			case r.err == nil:
 				l.State, l.CodeURL = store.LegOpen, r.created.CodeURL
 				open++
+			case errors.Is(r.err, payment.ErrOtherOverride):
+				// Refused before anything was sent: nothing to close.
+				l.State, l.Error = store.LegFailed, r.err.Error()
+				invalid = r.err
 			case payment.IsUnknown(r.err):
 				// The provider may have created it: it must be closed,
 				// never shown.
@@ -400,9 +405,12 @@ func (e *Engine) resumeCreate(ctx context.Context, o store.Order, replyTo string
 		}
 		w.o.CloseReason = closeCreateFailed
 		var rerr error
-		if unknown > 0 || rejected == nil {
+		switch {
+		case invalid != nil:
+			rerr = AsError(invalid)
+		case unknown > 0 || rejected == nil:
 			rerr = Errorf(ErrProviderUnavailable, "the payment provider did not answer; try again")
-		} else {
+		default:
 			rerr = Errorf(ErrProviderRejected, "%s refused the order: %s %s", rejected.Provider, rejected.Code, rejected.Message)
 		}
 		w.o.LastError = rerr.Error()

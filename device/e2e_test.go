@@ -256,3 +256,25 @@ func TestSimProviderFaultsStillPaid(t *testing.T) {
 	s.sim.Pay(payment.WxPay, "simwx_0003", 0)
 	s.result("simwx_0003", "paid")
 }
+
+// TestSimOtherOverrideRefused: "other" may add to a provider request but
+// never change the amount or the order number; the refusal names the field
+// and leaves nothing payable behind.
+func TestSimOtherOverrideRefused(t *testing.T) {
+	for _, tt := range []struct {
+		provider, key string
+	}{{"wxpay", "amount"}, {"alipay", "total_amount"}} {
+		t.Run(tt.provider, func(t *testing.T) {
+			s := newSimEnv(t, nil)
+			otn := "simoth_" + tt.provider
+			s.send(TopicCreate, createPayload("r1", otn, 100, tt.provider, `,"other":{"`+tt.key+`":"0.01"}`))
+			r := s.reply("r1")
+			if r.str("error") != string(ErrInvalidArgument) || r.str("field") != "data.other."+tt.key {
+				t.Fatalf("reply %s: want INVALID_ARGUMENT on data.other.%s", r.Raw, tt.key)
+			}
+			if _, ok := s.sim.Order(payment.ProviderName(tt.provider), otn); ok {
+				t.Fatalf("the provider has an order for a refused request")
+			}
+		})
+	}
+}

@@ -105,7 +105,9 @@ func mergeOther(req native.PrepayRequest, other map[string]any) (map[string]any,
 	sort.Strings(keys)
 	for _, k := range keys {
 		if _, set := body[k]; set || reservedKeys[k] {
-			return nil, fmt.Errorf("other key %q: %w", k, payment.ErrOtherOverride)
+			fe := &payment.FieldError{Field: "data.other." + k, Code: payment.CodeInvalidArgument,
+				Reason: "is set by kioskpay and cannot be overridden"}
+			return nil, fmt.Errorf("%w: %w", fe, payment.ErrOtherOverride)
 		}
 		body[k] = other[k]
 	}

@@ -323,7 +323,8 @@ func TestCreateOther(t *testing.T) {
 		bad := order(500)
 		bad.Other = map[string]any{key: "x", "attach": "ok"}
 		_, err := e.client.Create(context.Background(), bad)
-		if !errors.Is(err, payment.ErrOtherOverride) || !strings.Contains(err.Error(), `"`+key+`"`) {
+		var fe *payment.FieldError
+		if !errors.Is(err, payment.ErrOtherOverride) || !errors.As(err, &fe) || fe.Field != "data.other."+key {
 			t.Errorf("other %s: err = %v, want ErrOtherOverride naming the key", key, err)
 		}
 	}
