@@ -654,6 +654,25 @@ func TestMutualTLS(t *testing.T) {
 	}
 }
 
+func TestWebSocket(t *testing.T) {
+	p := newPKI(t)
+	cfg, err := TLSConfig(p.caFile, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, url := range map[string]string{"ws": mqtttest.MochiWS(t, nil), "wss": mqtttest.MochiWS(t, p.serverTLS)} {
+		t.Run(name, func(t *testing.T) {
+			prefix, id := names(t)
+			eng := newFakeEngine()
+			start(t, url, prefix, id, eng, func(o *Options) { o.TLS = cfg })
+			mqtttest.Publish(t, url, prefix+"/pay/query", []byte(`{"ws":1}`), false)
+			waitAccepted(t, eng, 5*time.Second)
+			eng.enqueue(Outgoing{ID: 1, Topic: "pay/reply", Payload: []byte(`{}`)})
+			waitPublished(t, eng, 5*time.Second)
+		})
+	}
+}
+
 func TestTLSConfigErrors(t *testing.T) {
 	p := newPKI(t)
 	if _, err := TLSConfig(filepath.Join(p.dir, "missing.pem"), "", ""); err == nil {

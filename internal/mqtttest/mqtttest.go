@@ -86,6 +86,47 @@ func Mochi(t testing.TB, hook mochi.Hook, tlsConfig *tls.Config) (*mochi.Server,
 	return s, scheme + l.Address()
 }
 
+// MochiWS starts an in-process broker with a WebSocket listener (wss://
+// when tlsConfig is set) and returns its URL.
+func MochiWS(t testing.TB, tlsConfig *tls.Config) string {
+	t.Helper()
+	// mochi's WebSocket listener reports the configured address, not the
+	// bound one, so pick a free port first.
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := probe.Addr().String()
+	probe.Close()
+	s := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err := s.AddHook(new(AllowHook), nil); err != nil {
+		t.Fatalf("mochi hook: %v", err)
+	}
+	if err := s.AddListener(listeners.NewWebsocket(listeners.Config{ID: "ws", Address: addr, TLSConfig: tlsConfig})); err != nil {
+		t.Fatalf("mochi listener: %v", err)
+	}
+	if err := s.Serve(); err != nil {
+		t.Fatalf("mochi serve: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	// The listener starts serving in the background.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("websocket listener did not start: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if tlsConfig != nil {
+		return "wss://" + addr
+	}
+	return "ws://" + addr
+}
+
 // Unique returns a name no other test (or earlier run against a shared
 // broker) uses, for client ids and topic prefixes.
 func Unique(prefix string) string {
