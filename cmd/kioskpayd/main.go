@@ -45,6 +45,10 @@ import (
 // version is set at build time: -ldflags "-X main.version=v1.2.3".
 var version = ""
 
+// readyGrace is how long start-up waits for the broker before telling
+// systemd it is ready anyway (below systemd's default 90 s start timeout).
+const readyGrace = 30 * time.Second
+
 // Exit codes (SPEC §2).
 const (
 	exitOK        = 0
@@ -160,6 +164,8 @@ type hooks struct {
 	// ready is called once the store is open and the broker connected,
 	// with the web display's address ("" without a web output).
 	ready func(webAddr string)
+	// readyGrace overrides readyGrace when positive.
+	readyGrace time.Duration
 }
 
 // daemon runs the configured daemon until ctx ends and returns the exit
@@ -274,23 +280,48 @@ func daemon(ctx context.Context, cfg *config.Config, stderr io.Writer, logger *s
 	go notifier.RunWatchdog(wdCtx, notifier.WatchdogInterval(), func() bool { return eng.Healthy(maxAge) })
 
 	code := exitOK
-	select {
-	case <-lnk.Ready():
-		webAddr := waitWebAddr(ctx, disp, cfg)
-		log.Info("kioskpayd ready", "web", webAddr)
-		_ = notifier.Ready()
-		_ = notifier.Status("connected to " + cfg.MQTT.URL)
-		if h != nil && h.ready != nil {
-			h.ready(webAddr)
-		}
+	// READY=1 goes out once the store is open and the broker connected. A
+	// broker that stays unreachable must not fail the start, though: the
+	// engine works without it (orders resume, payments are detected,
+	// results wait in the outbox), and a start timeout would put an
+	// unattended device into systemd's start-limit trap. After readyGrace
+	// the daemon reports ready anyway and keeps connecting.
+	graceFor := readyGrace
+	if h != nil && h.readyGrace > 0 {
+		graceFor = h.readyGrace
+	}
+	grace := time.NewTimer(graceFor)
+	defer grace.Stop()
+	notified := false
+	linkReady := lnk.Ready()
+wait:
+	for {
 		select {
+		case <-linkReady:
+			linkReady = nil
+			webAddr := waitWebAddr(ctx, disp, cfg)
+			log.Info("kioskpayd ready", "web", webAddr)
+			if !notified {
+				_ = notifier.Ready()
+				notified = true
+			}
+			_ = notifier.Status("connected to " + cfg.MQTT.URL)
+			if h != nil && h.ready != nil {
+				h.ready(webAddr)
+			}
+		case <-grace.C:
+			if !notified {
+				log.Warn("MQTT broker not reachable yet; running without it and still connecting", "grace", graceFor)
+				_ = notifier.Ready()
+				_ = notifier.Status("running; MQTT broker not reachable yet")
+				notified = true
+			}
 		case <-ctx.Done():
+			break wait
 		case err := <-engDone:
 			engDone <- err
+			break wait
 		}
-	case <-ctx.Done():
-	case err := <-engDone:
-		engDone <- err
 	}
 
 	_ = notifier.Stopping()
