@@ -6,7 +6,48 @@
 //
 // Displays are accessories to payment: Show never blocks, the newest screen
 // replaces any not yet drawn, and an output that fails is logged and
-// retried with backoff while the others carry on.
+// retried with backoff (1 s doubling to 30 s) while the others carry on.
+// Outputs redraw once a second only while a countdown is visible; the idle
+// screen is drawn once and never wakes the CPU again.
+//
+// Screens (fb, png) are composed at the output's resolution. The layout
+// follows the shape of the screen: on a portrait panel the texts sit above
+// and the countdown below the code(s); on a landscape panel the texts sit
+// left of a single code, or in a band above two codes. Whichever
+// arrangement gives the QR modules the largest integer pixel size wins.
+// QR codes are always black on white with a quiet zone of at least
+// payment.QuietZone modules; provider colours (WeChat #07C160, Alipay
+// #1677FF) appear only as the frame and label around them. Amounts are
+// shrunk to fit, never shortened; other text that does not fit ends in "…".
+//
+// Fonts: font_file (TTF, OTF or a TTC collection) is used first for every
+// character it has, so Latin, digits and CJK share one design; the
+// built-in Go fonts fill in the rest. Bold is synthesised for
+// single-weight CJK fonts. Tofu boxes are never drawn: without a font that
+// covers the Chinese texts the screens speak English, and a subject or
+// message containing a character no font has is left out whole, because a
+// partly drawn subject can change meaning ("按摩15分钟" without CJK glyphs
+// would read "15").
+//
+// Rotation: rotate = 90 turns the picture 90° clockwise before it reaches
+// the framebuffer (for a panel mounted turned 90° counter-clockwise); 180
+// and 270 likewise. The fb output reads geometry and pixel layout from the
+// driver (FBIOGET_VSCREENINFO, FBIOGET_FSCREENINFO), addresses every line
+// by line_length and packs each pixel by the red/green/blue/transp
+// bitfields as a little-endian word of 16, 24 or 32 bits. A whole frame
+// goes out in one pwrite; a countdown tick rewrites only its rows.
+// Config.FBGeometry overrides what the driver says, so a plain file can
+// stand in for /dev/fb0.
+//
+// The web output serves a self-contained page (no external assets; a CSP
+// forbids them) that renders the state it was served with, then follows
+// Server-Sent Events from /events and reconnects by itself; the browser
+// runs the countdown. /state is the same state as JSON, /qr.png?i=0|1 the
+// code(s) as PNG, /healthz a liveness check. Handler exposes all of it for
+// mounting on another server.
+//
+// The tty output draws codes with UTF-8 half blocks like `qrencode -t
+// UTF8`: light modules are blocks, for light-on-dark terminals.
 package display
 
 import (

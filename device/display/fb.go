@@ -394,6 +394,24 @@ func (o *fbOutput) close() error {
 	return err
 }
 
+// ProbeFramebuffer opens the framebuffer at path for writing, asks the
+// driver for its geometry, applies override and returns the result, as the
+// fb output would use it. It is for `kioskpayd doctor`: an error says why
+// the fb output could not draw (permissions, 8-bit pseudocolour, a plain
+// file without a complete override, nonsense geometry).
+func ProbeFramebuffer(path string, override FBGeometry) (FBGeometry, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return FBGeometry{}, fmt.Errorf("open framebuffer: %w", err)
+	}
+	defer f.Close()
+	dev, _, qerr := fbQuery(f)
+	if qerr != nil && (override.Width == 0 || override.Height == 0 || override.BitsPerPixel == 0) {
+		return FBGeometry{}, fmt.Errorf("framebuffer %s: %w", path, qerr)
+	}
+	return resolveGeometry(dev.FBGeometry, override)
+}
+
 // devGeometry is what the driver reports.
 type devGeometry struct {
 	FBGeometry

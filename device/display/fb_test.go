@@ -315,3 +315,18 @@ func FuzzFBGeometry(f *testing.F) {
 		blit(buf, g, newPixelFormat(g), src, rot, 0, h)
 	})
 }
+
+func TestProbeFramebuffer(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fb0")
+	os.WriteFile(path, nil, 0o644)
+	if _, err := ProbeFramebuffer(path, FBGeometry{}); err == nil || !strings.Contains(err.Error(), "FBIOGET_VSCREENINFO") {
+		t.Fatalf("plain file without override: %v", err)
+	}
+	g, err := ProbeFramebuffer(path, FBGeometry{Width: 800, Height: 480, BitsPerPixel: 16})
+	if err != nil || g.LineLength != 1600 || g.Red != (Bitfield{11, 5}) {
+		t.Fatalf("plain file with override: %+v, %v", g, err)
+	}
+	if _, err := ProbeFramebuffer(filepath.Join(t.TempDir(), "none"), FBGeometry{}); err == nil {
+		t.Fatal("missing device accepted")
+	}
+}

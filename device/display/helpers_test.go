@@ -57,7 +57,7 @@ func decodeQR(t testing.TB, img image.Image) []string {
 	bin := zbar(t)
 	p := filepath.Join(t.TempDir(), "qr.png")
 	var buf bytes.Buffer
-	if err := png.Encode(&buf, img); err != nil {
+	if err := (&png.Encoder{CompressionLevel: png.BestSpeed}).Encode(&buf, img); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {

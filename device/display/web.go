@@ -65,6 +65,8 @@ type webOutput struct {
 	now func() time.Time
 
 	mu    sync.Mutex
+	frame frame
+	built bool // state is built from frame
 	state webState
 	subs  map[chan struct{}]struct{}
 }
@@ -73,8 +75,22 @@ func newWebOutput(tx *texts, now func() time.Time) *webOutput {
 	return &webOutput{tx: tx, now: now, subs: map[chan struct{}]struct{}{}}
 }
 
-// draw makes f the state served and tells every event stream.
+// draw makes f the screen served and tells every event stream. It is
+// cheap (Show calls it on the caller's goroutine): the state, with its QR
+// modules, is built when first asked for.
 func (w *webOutput) draw(f *frame, _ time.Time) {
+	w.mu.Lock()
+	w.frame, w.built = *f, false
+	for ch := range w.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	w.mu.Unlock()
+}
+
+func (w *webOutput) build(f *frame) webState {
 	st := webState{
 		Seq:        f.seq,
 		Kind:       f.Kind.String(),
@@ -112,22 +128,17 @@ func (w *webOutput) draw(f *frame, _ time.Time) {
 			st.Codes = append(st.Codes, wc)
 		}
 	}
-	w.mu.Lock()
-	w.state = st
-	for ch := range w.subs {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
-	w.mu.Unlock()
+	return st
 }
 
 // snapshot returns the current state, stamped with the server clock.
 func (w *webOutput) snapshot() webState {
 	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.built {
+		w.state, w.built = w.build(&w.frame), true
+	}
 	st := w.state
-	w.mu.Unlock()
 	st.Now = w.now()
 	return st
 }
