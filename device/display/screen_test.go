@@ -74,3 +74,66 @@ func TestCountdown(t *testing.T) {
 }
 
 var _ = image.Rect
+
+// TestQuietZoneAndIntegerScale measures the drawn code: every module is
+// the same whole number of pixels and at least 4 modules of white
+// surround the code.
+func TestQuietZoneAndIntegerScale(t *testing.T) {
+	fs := testFonts(t, false)
+	black := func(img *image.RGBA, x, y int) bool {
+		c := img.RGBAAt(x, y)
+		return c.R == 0 && c.G == 0 && c.B == 0
+	}
+	for _, sz := range sizes {
+		img := renderScreen(t, fs, "en", payScreen(aliCode), sz.w, sz.h)
+		// Bounding box of pure black: only QR modules are pure black.
+		bb := image.Rectangle{Min: image.Pt(sz.w, sz.h)}
+		for y := 0; y < sz.h; y++ {
+			for x := 0; x < sz.w; x++ {
+				if black(img, x, y) {
+					bb = bb.Union(image.Rect(x, y, x+1, y+1))
+				}
+			}
+		}
+		// The top-left finder pattern's top edge is 7 modules of black.
+		run := 0
+		for x := bb.Min.X; black(img, x, bb.Min.Y); x++ {
+			run++
+		}
+		if run%7 != 0 {
+			t.Fatalf("%dx%d: finder edge %d px is not 7 whole modules", sz.w, sz.h, run)
+		}
+		scale := run / 7
+		mods, _ := newComposer(fs, "en").modules(aliContent)
+		if bb.Dx() != len(mods)*scale || bb.Dy() != len(mods)*scale {
+			t.Fatalf("%dx%d: code is %v, want %d modules of %d px", sz.w, sz.h, bb.Size(), len(mods), scale)
+		}
+		qz := bb.Inset(-4 * scale)
+		for y := qz.Min.Y; y < qz.Max.Y; y++ {
+			for x := qz.Min.X; x < qz.Max.X; x++ {
+				if image.Pt(x, y).In(bb) {
+					continue
+				}
+				if c := img.RGBAAt(x, y); c != colQRLight {
+					t.Fatalf("%dx%d: quiet zone pixel (%d,%d) is %v", sz.w, sz.h, x, y, c)
+				}
+			}
+		}
+		t.Logf("%dx%d: %d px per module", sz.w, sz.h, scale)
+	}
+}
+
+// TestUnencodableCodeShowsError: content too long for a QR code gives an
+// error screen and an error to log, never a broken code.
+func TestUnencodableCodeShowsError(t *testing.T) {
+	fs := testFonts(t, false)
+	c := newComposer(fs, "en")
+	img := image.NewRGBA(image.Rect(0, 0, 480, 800))
+	s := payScreen(Code{Provider: "wxpay", Content: string(make([]byte, 3000))})
+	if _, err := c.render(img, &frame{Screen: s, seq: 1}, testNow); err == nil {
+		t.Fatal("no error for an unencodable code")
+	}
+	if got := decodeQR(t, img); len(got) != 0 {
+		t.Fatalf("decoded %q from the error screen", got)
+	}
+}
