@@ -264,11 +264,6 @@ func (c *PayCommand) printQR(g *Globals, r device.CreateReply, expiresAt time.Ti
 	fmt.Fprintln(g.Stdout, "waiting for the payment…")
 }
 
-// renderQR draws a QR code for the terminal.
-func renderQR(content string, invert bool) (string, error) {
-	return halfBlockQR(content, invert)
-}
-
 // awaitResult waits for the first result of outTradeNo. Results are
 // re-published until acknowledged, so later copies are ignored.
 func awaitResult(ctx context.Context, ch <-chan message, outTradeNo string, timeout time.Duration) (device.Result, []byte, error) {

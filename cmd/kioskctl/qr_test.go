@@ -8,7 +8,8 @@ import (
 )
 
 // decodeHalfBlocks turns terminal output back into a module grid, the way
-// a camera sees it: drawn cells are light unless invert.
+// a camera sees it: drawn cells are light unless invert. Rows past the
+// symbol and its quiet zone are ignored by the caller.
 func decodeHalfBlocks(t *testing.T, s string, invert bool) [][]bool {
 	t.Helper()
 	var grid [][]bool
@@ -42,7 +43,7 @@ func TestHalfBlockQRRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, invert := range []bool{false, true} {
-			s, err := halfBlockQR(content, invert)
+			s, err := renderQR(content, invert)
 			if err != nil {
 				t.Fatal(err)
 			}
