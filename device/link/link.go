@@ -336,6 +336,7 @@ func (l *Link) onConnect(c mqtt.Client) {
 		case <-time.After(time.Second):
 		}
 	}
+	l.log.Info("mqtt session ready", "subscriptions", len(filters))
 	select {
 	case l.connected <- struct{}{}:
 	default: // a signal is already pending
