@@ -238,6 +238,7 @@ func TestDaemonCreatePay(t *testing.T) {
 func createAndPay(t *testing.T, brokerURL, prefix, simURL string, sub *mqtttest.Subscriber, provider, no string) {
 	t.Helper()
 	req := `{"request_id":"r-1","provider":"` + provider + `","data":{"out_trade_no":"` + no + `","total_fee":1000,"subject":"Massage 15 min","type":"massage_15"}}`
+	t0 := time.Now()
 	mqtttest.Publish(t, brokerURL, prefix+"/pay/create", []byte(req), false)
 	var reply struct {
 		RequestID   string            `json:"request_id"`
@@ -253,6 +254,8 @@ func createAndPay(t *testing.T, brokerURL, prefix, simURL string, sub *mqtttest.
 	if reply.Code != 0 || reply.RequestID != "r-1" || !strings.HasPrefix(reply.QRCodeImage, "data:image/png;base64,") {
 		t.Fatalf("reply %s", m.Payload)
 	}
+	t.Logf("create → reply with QR: %s", time.Since(t0))
+	t1 := time.Now()
 	resp, err := http.Post(simURL+"/_sim/pay", "application/json", strings.NewReader(`{"provider":"`+provider+`","out_trade_no":"`+no+`"}`))
 	if err != nil {
 		t.Fatal(err)
@@ -274,6 +277,7 @@ func createAndPay(t *testing.T, brokerURL, prefix, simURL string, sub *mqtttest.
 	if result.OutTradeNo != no || result.Status != "paid" || result.TotalFee != 1000 {
 		t.Fatalf("result %s", m.Payload)
 	}
+	t.Logf("buyer pays → paid result (polling, no notify relay): %s", time.Since(t1))
 }
 
 func TestDemo(t *testing.T) {
