@@ -382,6 +382,9 @@ func (c *Config) Validate() error {
 	if c.Payment.NotifyURL != "" {
 		if msg := checkHTTPURL(c.Payment.NotifyURL); msg != "" {
 			bad("payment.notify_url", "%s", msg)
+		} else if strings.ContainsAny(c.Payment.NotifyURL, "?#") {
+			// WeChat Pay refuses notify URLs with a query string.
+			bad("payment.notify_url", "must not have a query string or fragment")
 		}
 	}
 

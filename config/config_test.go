@@ -228,6 +228,7 @@ func TestParseErrors(t *testing.T) {
 		{"poll short", set(base, "payment.poll", `"10ms"`), "payment.poll", "200ms to 5m"},
 		{"notify url scheme", set(base, "payment.notify_url", `"ftp://x"`), "payment.notify_url", "http:// or https://"},
 		{"notify url no host", set(base, "payment.notify_url", `"https://"`), "payment.notify_url", "no host"},
+		{"notify url query", set(base, "payment.notify_url", `"https://relay.example/n?x=1"`), "payment.notify_url", "query string"},
 		{"no merchants", strings.Split(base, "[merchants.default.wxpay]")[0] + "[display]\n", "merchants", "at least one merchant"},
 		{"merchant id", strings.ReplaceAll(base, "merchants.default", `merchants."bad pid"`), `merchants.bad pid`, "merchant id"},
 		{"merchant without provider", base + "\n[merchants.other]\n", "merchants.other", "configures no provider"},
