@@ -1,0 +1,152 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kioskpay/kioskpay/device"
+)
+
+// TestEndToEndWithDemo drives the real daemon: it builds kioskpayd, runs
+// `kioskpayd -demo` (embedded broker, paysim, engine), and walks an order
+// through kioskctl: pay (QR, wait), sim pay as the customer, ack, then
+// status, query, orders and reconcile against what the daemon recorded.
+func TestEndToEndWithDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the daemon: skipped with -short")
+	}
+	bin := filepath.Join(t.TempDir(), "kioskpayd")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/kioskpay/kioskpay/cmd/kioskpayd").CombinedOutput(); err != nil {
+		t.Fatalf("build kioskpayd: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "-demo")
+	stdout, _ := cmd.StdoutPipe()
+	var logs lockedBuffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var waitOnce sync.Once
+	stop := func() {
+		waitOnce.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-exited
+			}
+		})
+	}
+	t.Cleanup(func() {
+		stop()
+		if t.Failed() {
+			t.Logf("kioskpayd -demo log:\n%s", logs.String())
+		}
+	})
+
+	// The demo prints its endpoints once everything is up.
+	fields := map[string]string{}
+	found := make(chan struct{})
+	re := regexp.MustCompile(`^\s+(MQTT broker|payment sim|device)\s+(\S+)`)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := re.FindStringSubmatch(sc.Text()); m != nil && len(fields) < 3 {
+				fields[m[1]] = m[2]
+				if len(fields) == 3 {
+					close(found) // fields is not written after this
+				}
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	go func() { _ = cmd.Wait(); close(exited) }()
+	select {
+	case <-found:
+	case <-exited:
+		t.Fatalf("kioskpayd -demo exited:\n%s", logs.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("kioskpayd -demo printed no endpoints:\n%s", logs.String())
+	}
+	broker, simURL, dev := fields["MQTT broker"], fields["payment sim"], fields["device"]
+	env := map[string]string{"KIOSKCTL_BROKER": broker, "KIOSKCTL_SIM": simURL}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// The daemon publishes its retained status once connected.
+	waitFor(t, "the device online", 20*time.Second, func() bool {
+		return kioskctl(ctx, env, "status", "-device", dev).code == ExitOK
+	})
+
+	const no = "e2e_order_0001"
+	var out, errb lockedBuffer
+	done := make(chan int, 1)
+	go func() {
+		m := &Main{Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return env[k] }}
+		done <- m.Run(ctx, []string{"pay", "-device", dev, "-fee", "1000", "-subject", "Massage 15 min",
+			"-type", "massage_15", "-provider", "wxpay", "-out-trade-no", no, "-ack", "-wait", "60s"})
+	}()
+	waitFor(t, "the QR code", 20*time.Second, func() bool { return strings.Contains(out.String(), "waiting for the payment") })
+	if !strings.Contains(out.String(), "weixin://wxpay/bizpayurl") || !strings.Contains(out.String(), "█") {
+		t.Fatalf("pay printed no WeChat QR:\n%s", out.String())
+	}
+	if r := kioskctl(ctx, env, "sim", "pay", "-provider", "wxpay", "-out-trade-no", no); r.code != ExitOK {
+		t.Fatalf("sim pay: exit %d: %s", r.code, r.stderr)
+	}
+	select {
+	case code := <-done:
+		if code != ExitOK {
+			t.Fatalf("pay: exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errb.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("pay did not finish:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "PAID ¥10.00") || !strings.Contains(out.String(), "acknowledged") {
+		t.Fatalf("pay output:\n%s", out.String())
+	}
+
+	// The ack moves the order to delivered.
+	waitFor(t, "the order delivered", 20*time.Second, func() bool {
+		r := kioskctl(ctx, env, "-o", "json", "query", "-device", dev, "-out-trade-no", no)
+		var q device.QueryReply
+		return r.code == ExitOK && json.Unmarshal([]byte(r.stdout), &q) == nil && q.State == "delivered"
+	})
+	r := kioskctl(ctx, env, "-o", "json", "orders", "-device", dev, "-limit", "0")
+	var list struct {
+		Orders []device.OrderSummary `json:"orders"`
+	}
+	if r.code != ExitOK || json.Unmarshal([]byte(r.stdout), &list) != nil || len(list.Orders) == 0 || list.Orders[0].OutTradeNo != no {
+		t.Fatalf("orders: exit %d %q %s", r.code, r.stdout, r.stderr)
+	}
+	if o := list.Orders[0]; o.TotalFee != 1000 || o.Status != 1 || o.TransactionID == "" {
+		t.Fatalf("order record %+v", o)
+	}
+	if r := kioskctl(ctx, env, "reconcile", "-device", dev); r.code != ExitOK {
+		t.Fatalf("reconcile: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// A device-side refusal comes back as exit 1 with its error name.
+	if r := kioskctl(ctx, env, "query", "-device", dev, "-out-trade-no", "e2e_missing_1"); r.code != ExitFailure || !strings.Contains(r.stderr, "ORDER_NOT_FOUND") {
+		t.Fatalf("missing order: exit %d %s", r.code, r.stderr)
+	}
+
+	// Clean stop: the Last Will is not sent, the daemon says offline itself
+	// (or the status stays whatever it published last); either way exit 0.
+	stop()
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("kioskpayd -demo exit %d after SIGTERM", code)
+	}
+	_ = os.Remove(bin)
+}
