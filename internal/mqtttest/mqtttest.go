@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -310,10 +309,7 @@ func (p *Proxy) pipe(dst, src net.Conn, upstream bool) {
 			}
 		}
 		if err != nil {
-			if err != io.EOF {
-				return
-			}
-			return
+			return // EOF or a cut connection: close both sides
 		}
 	}
 }
