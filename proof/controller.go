@@ -1,0 +1,301 @@
+package proof
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// Reply is a P/pay/reply message: the common head plus the fields the
+// harness reads from create, query, refund and ack replies. Raw keeps the
+// whole message.
+type Reply struct {
+	RequestID  string `json:"request_id"`
+	Action     string `json:"action"`
+	Code       int    `json:"code"`
+	Msg        string `json:"msg"`
+	Error      string `json:"error"`
+	Field      string `json:"field"`
+	OutTradeNo string `json:"out_trade_no"`
+	State      string `json:"state"`
+	Status     int    `json:"status"`
+	TotalFee   int64  `json:"total_fee"`
+	PaidFee    int64  `json:"paid_fee"`
+	Refunded   int64  `json:"refunded_fee"`
+	RefundFee  int64  `json:"refund_fee"`
+	PayType    string `json:"pay_type"`
+	ExpiresAt  string `json:"expires_at"`
+	OrderInfo  struct {
+		CodeURL string `json:"code_url"`
+		QRCode  string `json:"qr_code"`
+	} `json:"orderInfo"`
+	Orders []struct {
+		OutTradeNo string `json:"out_trade_no"`
+		State      string `json:"state"`
+	} `json:"orders"`
+	Next string `json:"next"`
+
+	Raw      json.RawMessage `json:"-"`
+	Received time.Time       `json:"-"`
+}
+
+// Result is a P/pay/result message (SPEC §4).
+type Result struct {
+	OutTradeNo    string `json:"out_trade_no"`
+	Status        string `json:"status"`
+	PayType       string `json:"pay_type"`
+	Provider      string `json:"provider"`
+	TotalFee      int64  `json:"total_fee"`
+	RefundFee     int64  `json:"refund_fee"`
+	TransactionID string `json:"transaction_id"`
+	Reason        string `json:"reason"`
+	Seq           uint64 `json:"seq"`
+	TS            int64  `json:"ts"`
+	Sig           string `json:"sig"`
+
+	Device   string    `json:"-"`
+	Received time.Time `json:"-"`
+}
+
+// Status is the retained P/status message.
+type Status struct {
+	Online  bool `json:"online"`
+	Pending int  `json:"pending"`
+}
+
+// Controller plays the devices' controllers (and kioskctl) on one broker:
+// it publishes commands to <prefix>/<device>/…, matches replies to
+// requests by request_id, and hands results and status to callbacks. One
+// Controller can serve any number of devices under the prefix.
+type Controller struct {
+	prefix string
+	client mqtt.Client
+	seq    atomic.Uint64
+	tag    string
+
+	mu       sync.Mutex
+	waiting  map[string]chan Reply
+	replies  map[string]int // request_id → replies seen
+	status   map[string]Status
+	statusCh chan struct{}
+
+	// OnResult is called for every result, in its own goroutine per
+	// message; set it before Connect.
+	OnResult func(Result)
+	// OnReply, when set, sees every reply (after matching).
+	OnReply func(device string, r Reply)
+}
+
+// NewController returns a controller for devices under topic prefix.
+func NewController(prefix string) *Controller {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return &Controller{
+		prefix: prefix, tag: hex.EncodeToString(b),
+		waiting: map[string]chan Reply{}, replies: map[string]int{},
+		status: map[string]Status{}, statusCh: make(chan struct{}),
+	}
+}
+
+// Connect connects with a persistent session under clientID, so replies and
+// results published while the broker restarts are queued, not lost.
+func (c *Controller) Connect(ctx context.Context, url, clientID string) error {
+	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID(clientID).
+		SetCleanSession(false).SetOrderMatters(false).SetAutoReconnect(true).
+		SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond).
+		SetMaxReconnectInterval(time.Second).SetKeepAlive(10 * time.Second).
+		SetConnectTimeout(5 * time.Second)
+	opts.SetDefaultPublishHandler(c.handle)
+	opts.SetOnConnectHandler(func(cl mqtt.Client) {
+		filters := map[string]byte{
+			c.prefix + "/+/pay/reply":  1,
+			c.prefix + "/+/pay/result": 1,
+			c.prefix + "/+/status":     1,
+		}
+		t := cl.SubscribeMultiple(filters, nil)
+		go func() {
+			select {
+			case <-t.Done():
+			case <-time.After(10 * time.Second):
+			}
+		}()
+	})
+	c.client = mqtt.NewClient(opts)
+	t := c.client.Connect()
+	select {
+	case <-t.Done():
+		return t.Error()
+	case <-ctx.Done():
+		c.client.Disconnect(0)
+		return ctx.Err()
+	}
+}
+
+// Close disconnects.
+func (c *Controller) Close() {
+	if c.client != nil {
+		c.client.Disconnect(100)
+	}
+}
+
+func (c *Controller) handle(_ mqtt.Client, m mqtt.Message) {
+	rest, ok := strings.CutPrefix(m.Topic(), c.prefix+"/")
+	if !ok {
+		return
+	}
+	device, suffix, ok := strings.Cut(rest, "/")
+	if !ok {
+		return
+	}
+	now := time.Now()
+	switch suffix {
+	case "pay/reply":
+		var r Reply
+		if json.Unmarshal(m.Payload(), &r) != nil {
+			return
+		}
+		r.Raw, r.Received = append(json.RawMessage(nil), m.Payload()...), now
+		c.mu.Lock()
+		c.replies[r.RequestID]++
+		ch := c.waiting[r.RequestID]
+		delete(c.waiting, r.RequestID)
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- r
+		}
+		if c.OnReply != nil {
+			c.OnReply(device, r)
+		}
+	case "pay/result":
+		var r Result
+		if json.Unmarshal(m.Payload(), &r) != nil {
+			return
+		}
+		r.Device, r.Received = device, now
+		if c.OnResult != nil {
+			c.OnResult(r)
+		}
+	case "status":
+		var s Status
+		if json.Unmarshal(m.Payload(), &s) != nil {
+			return
+		}
+		c.mu.Lock()
+		c.status[device] = s
+		close(c.statusCh)
+		c.statusCh = make(chan struct{})
+		c.mu.Unlock()
+	}
+}
+
+// WaitOnline waits until device's retained status says online.
+func (c *Controller) WaitOnline(ctx context.Context, device string) error {
+	for {
+		c.mu.Lock()
+		s, ch := c.status[device], c.statusCh
+		c.mu.Unlock()
+		if s.Online {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("device %s not online: %w", device, ctx.Err())
+		}
+	}
+}
+
+// Online reports the last status seen for device.
+func (c *Controller) Online(device string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status[device].Online
+}
+
+// NewRequestID returns a request id unique to this controller.
+func (c *Controller) NewRequestID() string {
+	return fmt.Sprintf("r-%s-%d", c.tag, c.seq.Add(1))
+}
+
+// Publish sends payload to <prefix>/<device>/<suffix> at QoS 1 and waits
+// for the broker's PUBACK (or ctx).
+func (c *Controller) Publish(ctx context.Context, device, suffix string, payload any) error {
+	b, ok := payload.([]byte)
+	if !ok {
+		var err error
+		if b, err = json.Marshal(payload); err != nil {
+			return err
+		}
+	}
+	t := c.client.Publish(c.prefix+"/"+device+"/"+suffix, 1, false, b)
+	select {
+	case <-t.Done():
+		return t.Error()
+	case <-ctx.Done():
+		return fmt.Errorf("publish %s: %w", suffix, ctx.Err())
+	}
+}
+
+// Send publishes a command with a fresh request_id and returns a channel
+// that receives its reply. fields are the command's other fields.
+func (c *Controller) Send(ctx context.Context, device, suffix string, fields map[string]any) (string, <-chan Reply, error) {
+	id := c.NewRequestID()
+	msg := map[string]any{"request_id": id}
+	for k, v := range fields {
+		msg[k] = v
+	}
+	ch := make(chan Reply, 1)
+	c.mu.Lock()
+	c.waiting[id] = ch
+	c.mu.Unlock()
+	if err := c.Publish(ctx, device, suffix, msg); err != nil {
+		c.mu.Lock()
+		delete(c.waiting, id)
+		c.mu.Unlock()
+		return id, nil, err
+	}
+	return id, ch, nil
+}
+
+// Request sends a command and waits for its reply.
+func (c *Controller) Request(ctx context.Context, device, suffix string, fields map[string]any) (Reply, error) {
+	id, ch, err := c.Send(ctx, device, suffix, fields)
+	if err != nil {
+		return Reply{}, err
+	}
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-ctx.Done():
+		c.mu.Lock()
+		delete(c.waiting, id)
+		c.mu.Unlock()
+		return Reply{}, fmt.Errorf("%s %s: no reply: %w", device, suffix, ctx.Err())
+	}
+}
+
+// Replies is how many replies carried request id.
+func (c *Controller) Replies(id string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.replies[id]
+}
+
+// Ack acknowledges a result on <device>/unlock/ack without waiting for the
+// reply (the reply still arrives and is counted).
+func (c *Controller) Ack(ctx context.Context, device, outTradeNo string, ok bool, reason string) (string, error) {
+	fields := map[string]any{"out_trade_no": outTradeNo, "ok": ok}
+	if reason != "" {
+		fields["reason"] = reason
+	}
+	id, _, err := c.Send(ctx, device, "unlock/ack", fields)
+	return id, err
+}

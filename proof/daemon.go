@@ -1,0 +1,235 @@
+package proof
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// EnvDaemonBin names a prebuilt kioskpayd to use instead of building one.
+const EnvDaemonBin = "KIOSKPAY_DAEMON_BIN"
+
+// ModuleRoot returns the directory of the kioskpay module (go env GOMOD).
+func ModuleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("module root: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("module root: not inside the kioskpay module")
+	}
+	return filepath.Dir(mod), nil
+}
+
+// Build compiles the main package pkg (e.g. "./cmd/kioskpayd") of the
+// module into dir and returns the binary's path. env is added to the
+// environment (e.g. GOARCH=arm64).
+func Build(ctx context.Context, pkg, out string, env ...string) error {
+	root, err := ModuleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, pkg)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), env...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
+	}
+	return nil
+}
+
+// DaemonBinary returns $KIOSKPAY_DAEMON_BIN, or builds kioskpayd into dir.
+func DaemonBinary(ctx context.Context, dir string) (string, error) {
+	if p := os.Getenv(EnvDaemonBin); p != "" {
+		return p, nil
+	}
+	out := filepath.Join(dir, "kioskpayd")
+	if err := Build(ctx, "./cmd/kioskpayd", out, "CGO_ENABLED=0"); err != nil {
+		return "", err
+	}
+	return out, nil
+}
+
+// Daemon is one kioskpayd subprocess, restartable: each Start runs the same
+// binary with the same config, appending to the same log.
+type Daemon struct {
+	Bin    string
+	Config string
+	Log    string // stderr and stdout of every run
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{}
+	state   *os.ProcessState
+	killed  bool
+	starts  int
+	crashes []string // unexpected exits
+}
+
+// NewDaemon describes a daemon; it does not start it.
+func NewDaemon(bin, config, log string) *Daemon {
+	return &Daemon{Bin: bin, Config: config, Log: log}
+}
+
+// Start runs the daemon.
+func (d *Daemon) Start() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd != nil {
+		return errors.New("daemon already running")
+	}
+	out, err := os.OpenFile(d.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("start daemon: %w", err)
+	}
+	fmt.Fprintf(out, "=== start %d at %s\n", d.starts+1, time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(d.Bin, "-config", d.Config)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		out.Close()
+		return fmt.Errorf("start daemon: %w", err)
+	}
+	d.starts++
+	d.cmd, d.killed = cmd, false
+	done := make(chan struct{})
+	d.done = done
+	go func() {
+		err := cmd.Wait()
+		out.Close()
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.state = cmd.ProcessState
+		if !d.killed {
+			d.crashes = append(d.crashes, fmt.Sprintf("run %d exited on its own: %v", d.starts, err))
+		}
+		if d.cmd == cmd {
+			d.cmd = nil
+		}
+		close(done)
+	}()
+	return nil
+}
+
+// PID is the running daemon's process id, 0 when it is not running.
+func (d *Daemon) PID() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd == nil {
+		return 0
+	}
+	return d.cmd.Process.Pid
+}
+
+// Running reports whether the process is alive.
+func (d *Daemon) Running() bool { return d.PID() != 0 }
+
+// Starts is how often the daemon was started.
+func (d *Daemon) Starts() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.starts
+}
+
+// Crashes lists runs that ended without Kill or Stop.
+func (d *Daemon) Crashes() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.crashes...)
+}
+
+// Kill sends SIGKILL (a power cut, as far as the process can tell) and
+// waits until it is gone.
+func (d *Daemon) Kill() error { return d.signal(syscall.SIGKILL, 10*time.Second) }
+
+// Stop sends SIGTERM and waits up to timeout; it returns the exit code.
+func (d *Daemon) Stop(timeout time.Duration) (int, error) {
+	if err := d.signal(syscall.SIGTERM, timeout); err != nil {
+		return -1, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.state == nil {
+		return -1, nil
+	}
+	return d.state.ExitCode(), nil
+}
+
+func (d *Daemon) signal(sig syscall.Signal, timeout time.Duration) error {
+	d.mu.Lock()
+	cmd, done := d.cmd, d.done
+	if cmd == nil {
+		d.mu.Unlock()
+		return nil
+	}
+	d.killed = true
+	d.mu.Unlock()
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-done:
+		return nil
+	case <-time.After(timeout):
+		_ = cmd.Process.Kill()
+		<-done
+		return fmt.Errorf("daemon did not exit within %s of %v", timeout, sig)
+	}
+}
+
+// Memory returns the resident set size now and its peak (VmHWM), in bytes.
+func Memory(pid int) (rss, peak int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 {
+			continue
+		}
+		n, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = n << 10
+		case "VmHWM:":
+			peak = n << 10
+		}
+	}
+	return rss, peak, nil
+}
+
+// ContextSwitches sums the voluntary and involuntary context switches of
+// every thread of pid: each is one time a thread went to sleep or was
+// preempted, so the rate while idle counts wake-ups.
+func ContextSwitches(pid int) (int64, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue // the thread exited meanwhile
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "voluntary_ctxt_switches:") || strings.HasPrefix(line, "nonvoluntary_ctxt_switches:") {
+				f := strings.Fields(line)
+				n, _ := strconv.ParseInt(f[len(f)-1], 10, 64)
+				total += n
+			}
+		}
+	}
+	return total, nil
+}

@@ -1,0 +1,17 @@
+// Package proof measures what kioskpayd survives and what it costs to run.
+//
+// It drives the real daemon binary as a subprocess against a real Mosquitto
+// broker (one the package starts on a free port, so it can be restarted
+// without disturbing anyone) and a paysim served over real HTTP, and acts
+// as the device's controller and the paying customer. A Ledger records
+// everything the controller and the customer did and saw, and Check
+// compares it with the simulator's money and the daemon's own orders.
+//
+// The long tests sit behind environment switches because they take minutes:
+//
+//	KIOSKPAY_CRASH_ROUNDS=500 go test -run TestCrash -v -timeout 2h ./proof
+//	KIOSKPAY_SOAK=10m          go test -run TestFaultSoak -v -timeout 1h ./proof
+//
+// cmd/kioskbench reuses the same pieces to measure latencies, provider calls
+// per order, memory, wake-ups and throughput side by side.
+package proof

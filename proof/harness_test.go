@@ -1,0 +1,344 @@
+package proof
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/payment/paysim"
+)
+
+var (
+	keysOnce sync.Once
+	simKeys  *paysim.Keys
+	keysErr  error
+)
+
+func testKeys(t testing.TB) *paysim.Keys {
+	t.Helper()
+	keysOnce.Do(func() { simKeys, keysErr = paysim.GenerateKeys() })
+	if keysErr != nil {
+		t.Fatal(keysErr)
+	}
+	return simKeys
+}
+
+func envInt(name string, def int) int {
+	if v := os.Getenv(name); v != "" {
+		n, err := strconv.Atoi(v)
+		if err == nil {
+			return n
+		}
+	}
+	return def
+}
+
+// world is one rig with one daemon, a ledger, and the controller's and
+// customer's behaviour on top.
+type world struct {
+	t      testing.TB
+	ctx    context.Context
+	rig    *Rig
+	dev    string
+	d      *Daemon
+	ledger *Ledger
+	rnd    *rand.Rand
+	rndMu  sync.Mutex
+
+	mu         sync.Mutex
+	violations []Violation
+	reported   map[string]bool
+	unlocks    int
+}
+
+func newWorld(t testing.TB, ctx context.Context, sim SimOptions, overrides map[string]any) *world {
+	t.Helper()
+	seed := uint64(envInt("KIOSKPAY_SEED", int(time.Now().UnixNano()%1e9)))
+	t.Logf("seed %d (KIOSKPAY_SEED=%d reproduces the schedule)", seed, seed)
+	w := &world{t: t, ctx: ctx, ledger: NewLedger(), rnd: rand.New(rand.NewPCG(seed, seed^0x9e3779b9)), reported: map[string]bool{}}
+	dir := t.TempDir()
+	if keep := os.Getenv("KIOSKPAY_PROOF_DIR"); keep != "" {
+		dir = filepath.Join(keep, fmt.Sprintf("%s-%d", t.Name(), time.Now().Unix()))
+	}
+	rig, err := NewRig(ctx, dir, RigOptions{Keys: testKeys(t), Sim: sim, OnResult: w.onResult})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rig.Close)
+	w.rig = rig
+	w.dev = "dev" + randHex(3)
+	if w.d, err = rig.Daemon(w.dev, overrides); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if code, err := w.d.Stop(10 * time.Second); err != nil || code != 0 {
+			t.Errorf("daemon stop: exit %d, %v (log %s)", code, err, w.d.Log)
+		}
+	})
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := rig.Ctl.WaitOnline(wctx, w.dev); err != nil {
+		t.Fatalf("%v (log %s)", err, w.d.Log)
+	}
+	return w
+}
+
+func (w *world) intn(n int) int {
+	w.rndMu.Lock()
+	defer w.rndMu.Unlock()
+	return w.rnd.IntN(n)
+}
+
+func (w *world) float() float64 {
+	w.rndMu.Lock()
+	defer w.rndMu.Unlock()
+	return w.rnd.Float64()
+}
+
+func (w *world) dur(lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(w.float()*float64(hi-lo))
+}
+
+// onResult is the controller: book the result, ack as the order's policy
+// says, and count unlocks.
+func (w *world) onResult(r Result) {
+	dec := w.ledger.OnResult(r)
+	if dec.Unlock {
+		w.mu.Lock()
+		w.unlocks++
+		w.mu.Unlock()
+	}
+	if !dec.Ack {
+		return
+	}
+	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
+	defer cancel()
+	id, err := w.rig.Ctl.Ack(ctx, r.Device, r.OutTradeNo, dec.OK, dec.Reason)
+	if err != nil {
+		return // the result is re-sent until acked
+	}
+	w.ledger.Update(r.OutTradeNo, func(o *Order) { o.Requests[id] = "unlock/ack" })
+}
+
+var otnSeq struct {
+	sync.Mutex
+	n int
+}
+
+func newOTN() string {
+	otnSeq.Lock()
+	defer otnSeq.Unlock()
+	otnSeq.n++
+	return fmt.Sprintf("p%s_%06d", randHex(3), otnSeq.n)
+}
+
+// create books an order and publishes its create request; the reply is
+// booked when it arrives (the daemon may be dead meanwhile).
+func (w *world) create(o *Order) <-chan Reply {
+	if o.Device == "" {
+		o.Device = w.dev
+	}
+	w.ledger.Add(o)
+	fields := map[string]any{
+		"provider":   o.Provider,
+		"needQRcode": true,
+		"data": map[string]any{
+			"out_trade_no": o.OutTradeNo, "total_fee": o.Total, "subject": "proof " + o.Scenario,
+			"type": "proof", "custom": map[string]any{"scenario": o.Scenario},
+		},
+	}
+	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
+	defer cancel()
+	id, ch, err := w.rig.Ctl.Send(ctx, o.Device, "pay/create", fields)
+	if err != nil {
+		w.t.Errorf("publish create: %v", err)
+		return nil
+	}
+	w.ledger.Update(o.OutTradeNo, func(o *Order) { o.Requests[id] = "pay/create" })
+	out := make(chan Reply, 1)
+	go func() {
+		select {
+		case r := <-ch:
+			if r.Code == 0 {
+				w.ledger.Update(o.OutTradeNo, func(o *Order) { o.CreateOK = true })
+			}
+			out <- r
+		case <-w.ctx.Done():
+		}
+	}()
+	return out
+}
+
+// command publishes a command for an order and books its request id.
+func (w *world) command(otn, suffix string, fields map[string]any) <-chan Reply {
+	o, _ := w.ledger.Get(otn)
+	fields["out_trade_no"] = otn
+	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
+	defer cancel()
+	id, ch, err := w.rig.Ctl.Send(ctx, o.Device, suffix, fields)
+	if err != nil {
+		w.t.Errorf("publish %s: %v", suffix, err)
+		return nil
+	}
+	w.ledger.Update(otn, func(o *Order) { o.Requests[id] = suffix })
+	return ch
+}
+
+// waitReply waits up to d for a reply; ok false on timeout.
+func waitReply(ctx context.Context, ch <-chan Reply, d time.Duration) (Reply, bool) {
+	if ch == nil {
+		return Reply{}, false
+	}
+	select {
+	case r := <-ch:
+		return r, true
+	case <-time.After(d):
+	case <-ctx.Done():
+	}
+	return Reply{}, false
+}
+
+// legs returns the providers the simulator has an order for.
+func (w *world) legs(otn string) []payment.ProviderName {
+	var out []payment.ProviderName
+	for _, l := range w.rig.Sim.Legs(otn) {
+		out = append(out, l.Provider)
+	}
+	return out
+}
+
+// pay makes the customer pay amount (0 = the order's) on provider p; it
+// books the payment when the simulator took it.
+func (w *world) pay(otn string, p payment.ProviderName, amount int64) bool {
+	o, _ := w.ledger.Get(otn)
+	if amount == 0 {
+		amount = o.Total
+	}
+	if err := w.rig.Sim.Pay(p, otn, payment.Fen(amount)); err != nil {
+		return false
+	}
+	w.ledger.Update(otn, func(o *Order) {
+		o.Payments = append(o.Payments, Payment{Provider: string(p), Amount: amount, At: time.Now()})
+	})
+	return true
+}
+
+// payAny pays on a random leg the simulator has; false if none.
+func (w *world) payAny(otn string, amount int64) bool {
+	ls := w.legs(otn)
+	if len(ls) == 0 {
+		return false
+	}
+	return w.pay(otn, ls[w.intn(len(ls))], amount)
+}
+
+// daemonView asks the daemon for the order's state.
+func (w *world) daemonView(otn string) (DaemonView, bool) {
+	ctx, cancel := context.WithTimeout(w.ctx, 5*time.Second)
+	defer cancel()
+	o, _ := w.ledger.Get(otn)
+	r, err := w.rig.Ctl.Request(ctx, o.Device, "pay/query", map[string]any{"out_trade_no": otn})
+	if err != nil {
+		return DaemonView{}, false
+	}
+	if r.Error == "ORDER_NOT_FOUND" {
+		return DaemonView{Found: false}, true
+	}
+	if r.Code != 0 {
+		return DaemonView{}, false
+	}
+	return DaemonView{Found: true, State: r.State}, true
+}
+
+// settle waits until order otn passes every invariant, or until deadline;
+// it returns the violations left at the deadline (none when it settled).
+// Safety violations are returned at once: waiting cannot repair them.
+func (w *world) settle(otn string, deadline time.Time) []Violation {
+	var last []Violation
+	for {
+		o, _ := w.ledger.Get(otn)
+		legs := w.rig.Sim.Legs(otn)
+		if vs := Check(o, legs, DaemonView{}, w.rig.Ctl.Replies, false); len(vs) > 0 {
+			return vs
+		}
+		if v, ok := w.daemonView(otn); ok {
+			o, _ = w.ledger.Get(otn)
+			legs = w.rig.Sim.Legs(otn)
+			last = Check(o, legs, v, w.rig.Ctl.Replies, true)
+			if len(last) == 0 && o.CreateOK == (v.Found) {
+				return nil
+			}
+			if len(last) == 0 && !o.CreateOK && v.Found && !Live(v.State) {
+				return nil // refused or failed create, answered, settled
+			}
+		} else {
+			last = []Violation{{Kind: VNoReply, OutTradeNo: otn, Detail: "query not answered"}}
+		}
+		if time.Now().After(deadline) || w.ctx.Err() != nil {
+			return last
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// report books violations once each and logs them.
+func (w *world) report(vs []Violation) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, v := range vs {
+		key := v.Kind + " " + v.OutTradeNo
+		if w.reported[key] {
+			continue
+		}
+		w.reported[key] = true
+		w.violations = append(w.violations, v)
+		w.t.Logf("VIOLATION %s", v)
+	}
+}
+
+func (w *world) violationCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.violations)
+}
+
+// finish waits for every order to settle and reports what is left.
+func (w *world) finish(grace time.Duration) {
+	deadline := time.Now().Add(grace)
+	for _, o := range w.ledger.Orders() {
+		w.report(w.settle(o.OutTradeNo, deadline))
+	}
+	for _, r := range w.ledger.UnknownResults() {
+		w.report([]Violation{{Kind: VUnknownResult, OutTradeNo: r.OutTradeNo, Detail: "status " + r.Status}})
+	}
+	for _, c := range w.d.Crashes() {
+		w.report([]Violation{{Kind: VDaemonCrashed, Detail: c}})
+	}
+}
+
+// outcomes counts final daemon states over the ledger (for the summary).
+func (w *world) outcomes() map[string]int {
+	m := map[string]int{}
+	for _, o := range w.ledger.Orders() {
+		v, ok := w.daemonView(o.OutTradeNo)
+		switch {
+		case !ok:
+			m["unanswered"]++
+		case !v.Found:
+			m["not_found"]++
+		default:
+			m[v.State]++
+		}
+	}
+	return m
+}

@@ -1,0 +1,174 @@
+package proof
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/payment/paysim"
+)
+
+// Sim is a paysim served over real HTTP on a loopback port, so a daemon in
+// another process reaches it exactly as it would reach the providers. It
+// lives in the test's process: killing the daemon never touches the
+// provider's state, which is the point.
+type Sim struct {
+	*paysim.Server
+	// URL is the simulator's base URL, http://127.0.0.1:<port>.
+	URL  string
+	Keys *paysim.Keys
+
+	srv *http.Server
+	ln  net.Listener
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// SimOptions tune a Sim.
+type SimOptions struct {
+	// TimeoutHold is how long a "timeout" fault holds a request (default 30s).
+	TimeoutHold time.Duration
+	// RefundDelay, when positive, makes the Sim act as the bank: every WeChat
+	// refund left PROCESSING is completed about this long after it appears.
+	RefundDelay time.Duration
+}
+
+// StartSim serves a simulator for keys on a free loopback port.
+func StartSim(keys *paysim.Keys, opts SimOptions) (*Sim, error) {
+	server, err := paysim.New(paysim.Options{Keys: keys, TimeoutHold: opts.TimeoutHold})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		server.Close()
+		return nil, fmt.Errorf("start sim: %w", err)
+	}
+	s := &Sim{
+		Server: server, Keys: keys, URL: "http://" + ln.Addr().String(), ln: ln,
+		srv:  &http.Server{Handler: server, ReadHeaderTimeout: 10 * time.Second},
+		stop: make(chan struct{}),
+	}
+	go s.srv.Serve(ln)
+	if opts.RefundDelay > 0 {
+		s.wg.Add(1)
+		go s.completeRefunds(opts.RefundDelay)
+	}
+	return s, nil
+}
+
+// Close stops the simulator.
+func (s *Sim) Close() {
+	close(s.stop)
+	s.wg.Wait()
+	s.Server.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = s.srv.Shutdown(ctx)
+}
+
+// completeRefunds plays the bank: WeChat refunds stay PROCESSING until
+// someone completes them.
+func (s *Sim) completeRefunds(delay time.Duration) {
+	defer s.wg.Done()
+	seen := map[string]time.Time{}
+	t := time.NewTicker(delay / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		for _, o := range s.Orders() {
+			for _, r := range o.Refunds {
+				if r.Status != "PROCESSING" {
+					continue
+				}
+				first, ok := seen[r.OutRefundNo]
+				if !ok {
+					seen[r.OutRefundNo] = now
+					continue
+				}
+				if now.Sub(first) >= delay {
+					_ = s.RefundComplete(o.Provider, r.OutRefundNo)
+				}
+			}
+		}
+	}
+}
+
+// Legs returns the simulator's orders for outTradeNo, one per provider.
+func (s *Sim) Legs(outTradeNo string) []paysim.OrderInfo {
+	var out []paysim.OrderInfo
+	for _, o := range s.Orders() {
+		if o.OutTradeNo == outTradeNo {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// Has reports whether provider p has an order outTradeNo.
+func (s *Sim) Has(p payment.ProviderName, outTradeNo string) bool {
+	_, ok := s.Order(p, outTradeNo)
+	return ok
+}
+
+// DaemonFiles writes the merchant key files into dir (once per Sim is
+// enough) and returns the complete daemon config paysim writes (SPEC §6),
+// as TOML text, pointing at this simulator.
+func (s *Sim) DaemonFiles(dir string) ([]byte, error) {
+	path, err := s.Keys.WriteDaemonFiles(dir, s.URL)
+	if err != nil {
+		return nil, err
+	}
+	return os.ReadFile(path)
+}
+
+// WriteConfig writes base (a daemon config in TOML) to path with the dotted
+// keys of overrides replaced, e.g. {"mqtt.url": "tcp://…",
+// "display.outputs": []string{}}. A nil value deletes the key.
+func WriteConfig(path string, base []byte, overrides map[string]any) error {
+	var m map[string]any
+	if _, err := toml.Decode(string(base), &m); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	for k, v := range overrides {
+		parts := strings.Split(k, ".")
+		cur := m
+		for _, p := range parts[:len(parts)-1] {
+			next, ok := cur[p].(map[string]any)
+			if !ok {
+				next = map[string]any{}
+				cur[p] = next
+			}
+			cur = next
+		}
+		if v == nil {
+			delete(cur, parts[len(parts)-1])
+		} else {
+			cur[parts[len(parts)-1]] = v
+		}
+	}
+	var b bytes.Buffer
+	if err := toml.NewEncoder(&b).Encode(m); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return os.WriteFile(path, b.Bytes(), 0o600)
+}

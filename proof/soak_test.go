@@ -1,0 +1,189 @@
+package proof
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/payment/paysim"
+)
+
+// TestFaultSoak runs orders for KIOSKPAY_SOAK (a duration, e.g. 60s or
+// 15m) against a paysim that fails a share of every provider call
+// (KIOSKPAY_SOAK_FAULTS, default 0.2, spread evenly over 5xx, timeouts, bad
+// signatures, stale timestamps and 429) while the broker restarts every
+// KIOSKPAY_SOAK_BROKER_EVERY (default 30s). Every order must end the way
+// its script says and pass every invariant; no paid result without the
+// exact payment.
+func TestFaultSoak(t *testing.T) {
+	total, err := time.ParseDuration(os.Getenv("KIOSKPAY_SOAK"))
+	if err != nil || total <= 0 {
+		t.Skip("set KIOSKPAY_SOAK=60s (or longer) to run the fault soak")
+	}
+	faultRate := 0.2
+	if v := os.Getenv("KIOSKPAY_SOAK_FAULTS"); v != "" {
+		fmt.Sscan(v, &faultRate)
+	}
+	brokerEvery := 30 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("KIOSKPAY_SOAK_BROKER_EVERY")); err == nil && d > 0 {
+		brokerEvery = d
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := newWorld(t, ctx, SimOptions{TimeoutHold: 3 * time.Second, RefundDelay: 300 * time.Millisecond}, map[string]any{
+		"payment.poll":       "500ms",
+		"unlock.ack_timeout": "5s",
+	})
+	// Each kind gets an equal share; the sim checks faults in order, so
+	// the per-kind rate is chosen for the union to come to faultRate.
+	kinds := []string{paysim.Fault5xx, paysim.FaultTimeout, paysim.FaultBadSign, paysim.FaultStaleTS, paysim.FaultRateLimit}
+	per := 1 - math.Pow(1-faultRate, 1/float64(len(kinds)))
+	for _, k := range kinds {
+		if err := w.rig.Sim.InjectFault(paysim.Fault{Kind: k, Rate: per}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	statsBefore := w.rig.Sim.Stats()
+
+	stop := time.Now().Add(total)
+	var restarts int
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(brokerEvery):
+			}
+			if time.Now().After(stop) {
+				return
+			}
+			if err := w.rig.Broker.Restart(ctx); err != nil {
+				t.Errorf("broker restart: %v", err)
+				return
+			}
+			restarts++
+		}
+	}()
+
+	var wrong []string
+	var mu sync.Mutex
+	n := 0
+	for time.Now().Before(stop) {
+		otn, want := w.soakOrder()
+		n++
+		if want == "" {
+			continue
+		}
+		got := w.waitFinal(otn, 90*time.Second)
+		if !strings.Contains(want, got) {
+			mu.Lock()
+			wrong = append(wrong, fmt.Sprintf("%s: ended %s, want %s", otn, got, want))
+			mu.Unlock()
+			w.report([]Violation{{Kind: "wrong_outcome", OutTradeNo: otn, Detail: fmt.Sprintf("ended %q, want %s", got, want)}})
+		}
+	}
+	wg.Wait()
+	w.rig.Sim.ClearFaults()
+	w.finish(2 * time.Minute)
+
+	calls := 0
+	for k, v := range w.rig.Sim.Stats() {
+		calls += v - statsBefore[k]
+	}
+	out := w.outcomes()
+	var parts []string
+	for k, v := range out {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, v))
+	}
+	sort.Strings(parts)
+	v := w.violationCount()
+	t.Logf("SOAK orders=%d provider_calls=%d fault_rate=%.2f broker_restarts=%d unlocks=%d violations=%d outcomes: %s",
+		n, calls, faultRate, restarts, w.unlocks, v, strings.Join(parts, " "))
+	fmt.Printf("SOAK orders=%d broker_restarts=%d violations=%d\n", n, restarts, v)
+	if v > 0 {
+		for _, x := range w.violations {
+			t.Errorf("violation: %s", x)
+		}
+		t.Logf("daemon log: %s", w.d.Log)
+	}
+}
+
+// soakOrder runs one scripted order and returns its out_trade_no and the
+// final daemon states that are correct for it ("" when the create was
+// refused, which is a correct answer under faults).
+func (w *world) soakOrder() (string, string) {
+	o := &Order{OutTradeNo: newOTN(), Provider: w.provider(), Total: int64(100 + w.intn(5000)), Ack: w.ackPolicy()}
+	p := w.float()
+	switch {
+	case p < 0.65:
+		o.Scenario = scPay
+	case p < 0.8:
+		o.Scenario = scCancel
+	case p < 0.9:
+		o.Scenario, o.Provider = scDouble, "any"
+	default:
+		o.Scenario, o.WrongAmount = scWrong, true
+	}
+	ch := w.create(o)
+	r, ok := waitReply(w.ctx, ch, 60*time.Second)
+	if !ok {
+		return o.OutTradeNo, "reply"
+	}
+	if r.Code != 0 {
+		return o.OutTradeNo, "" // refused (e.g. PROVIDER_UNAVAILABLE): nothing to pay
+	}
+	time.Sleep(w.dur(0, time.Second))
+	refundOrDeliver := "delivered"
+	switch o.Ack {
+	case AckFail, AckNever:
+		refundOrDeliver = "refunded"
+	}
+	switch o.Scenario {
+	case scPay:
+		if !w.payAny(o.OutTradeNo, 0) {
+			return o.OutTradeNo, "cancelled expired failed"
+		}
+		return o.OutTradeNo, refundOrDeliver
+	case scCancel:
+		w.command(o.OutTradeNo, "pay/cancel", map[string]any{})
+		return o.OutTradeNo, "cancelled"
+	case scDouble:
+		done := make(chan bool)
+		go func() { done <- w.pay(o.OutTradeNo, payment.WxPay, 0) }()
+		a := w.pay(o.OutTradeNo, payment.Alipay, 0)
+		if b := <-done; !a && !b {
+			return o.OutTradeNo, "cancelled expired failed"
+		}
+		return o.OutTradeNo, refundOrDeliver
+	default:
+		if !w.payAny(o.OutTradeNo, o.Total+1) {
+			return o.OutTradeNo, "cancelled expired failed"
+		}
+		// Never delivered; refunded (or refund_failed if the provider
+		// refuses for good, which paysim does not).
+		return o.OutTradeNo, "refunded"
+	}
+}
+
+// waitFinal polls the daemon until the order leaves the live states and
+// returns that state ("" if it never did).
+func (w *world) waitFinal(otn string, d time.Duration) string {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if v, ok := w.daemonView(otn); ok && v.Found && !Live(v.State) {
+			return v.State
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	return ""
+}
