@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -171,5 +172,37 @@ func TestWebEvents(t *testing.T) {
 	d.Show(Screen{Kind: Paid, Amount: 1000})
 	if st := next(); st.Kind != "paid" || st.Amount != "¥10.00" {
 		t.Fatalf("after Show(paid): %+v", st)
+	}
+}
+
+// TestPNGAtomic: the PNG is replaced whole and no temporary file stays.
+func TestPNGAtomic(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/sub/qr.png"
+	o := &pngOutput{path: path, w: 300, h: 500, comp: newComposer(testFonts(t, false), "en")}
+	f := &frame{Screen: payScreen(wxCode), seq: 1, start: testNow}
+	for i := range 3 {
+		if err := o.draw(f, testNow.Add(time.Duration(i)*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ents, _ := os.ReadDir(dir + "/sub")
+	if len(ents) != 1 || ents[0].Name() != "qr.png" {
+		t.Fatalf("directory holds %v", ents)
+	}
+	fh, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	img, err := png.Decode(fh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCodes(t, decodeQR(t, img), wxContent)
+	// An unwritable place is an error, to be retried.
+	bad := &pngOutput{path: "/proc/nope/qr.png", w: 100, h: 100, comp: newComposer(testFonts(t, false), "en")}
+	if err := bad.draw(f, testNow); err == nil {
+		t.Fatal("png written to an impossible path")
 	}
 }
