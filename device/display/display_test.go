@@ -220,7 +220,6 @@ func TestDisplayAllOutputs(t *testing.T) {
 	raw, _ := os.ReadFile(fbPath)
 	wantCodes(t, decodeQR(t, unrotate(raw, g, 0)), wxContent, aliContent)
 
-
 	d.Show(Screen{Kind: Paid, Amount: 1000})
 	eventually(t, "paid screen in png", func() bool { return len(readPNG()) == 0 })
 	eventually(t, "paid screen on fb", func() bool {
