@@ -266,13 +266,6 @@ func TestWebInChromium(t *testing.T) {
 	}
 }
 
-func cjkFontIfPresent() string {
-	if _, err := exec.Command("test", "-f", cjkFont).Output(); err == nil {
-		return cjkFont
-	}
-	return ""
-}
-
 func waitAddr(t testing.TB, d *Display) string {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

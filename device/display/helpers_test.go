@@ -19,8 +19,13 @@ import (
 const (
 	wxContent  = "weixin://wxpay/bizpayurl?pr=JyC91EIz1"
 	aliContent = "https://qr.alipay.com/bax03431ljhokirwl38f00a7"
-	cjkFont    = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
 )
+
+// cjkFonts are Debian's CJK fonts (fonts-wqy-microhei, fonts-noto-cjk).
+var cjkFonts = []string{
+	"/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+	"/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+}
 
 var testNow = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
@@ -112,10 +117,9 @@ func testFonts(t testing.TB, withCJK bool) *fontSet {
 	t.Helper()
 	path := ""
 	if withCJK {
-		if _, err := os.Stat(cjkFont); err != nil {
-			t.Skipf("CJK font %s missing: apt-get install -y fonts-wqy-microhei", cjkFont)
+		if path = cjkFontIfPresent(); path == "" {
+			t.Skipf("no CJK font (%s): apt-get install -y fonts-wqy-microhei", strings.Join(cjkFonts, ", "))
 		}
-		path = cjkFont
 	}
 	fs, err := loadFonts(path)
 	if err != nil {
@@ -133,4 +137,13 @@ func renderScreen(t testing.TB, fs *fontSet, locale string, s Screen, w, h int) 
 		t.Fatal(err)
 	}
 	return img
+}
+
+func cjkFontIfPresent() string {
+	for _, p := range cjkFonts {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
 }
