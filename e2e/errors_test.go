@@ -61,7 +61,7 @@ func TestErrorReplies(t *testing.T) {
 		{name: "bad signature", topic: "pay/create", payload: create("e20", "abc_12345", 100, "", nil), rid: "e20", err: "SIGNATURE_INVALID", code: 400, field: "sig"},
 		{name: "forged notification", topic: "pay/notify", payload: js(map[string]any{"request_id": "e21", "provider": "wxpay",
 			"headers": map[string]string{"Wechatpay-Serial": keys.WxPublicKeyID, "Wechatpay-Signature": "Zm9yZ2Vk", "Wechatpay-Timestamp": "1700000000", "Wechatpay-Nonce": "n"},
-			"body": `{"id":"x","event_type":"TRANSACTION.SUCCESS","resource":{"ciphertext":"AAAA","nonce":"n","associated_data":"transaction"}}`}),
+			"body":    `{"id":"x","event_type":"TRANSACTION.SUCCESS","resource":{"ciphertext":"AAAA","nonce":"n","associated_data":"transaction"}}`}),
 			rid: "e21", err: "SIGNATURE_INVALID", code: 400},
 		{name: "pending order", topic: "pay/create", payload: create("e22", dup, 100, "", nil), rid: "e22"},
 		{name: "re-create, other subject", topic: "pay/create", payload: create("e23", dup, 100, "", map[string]any{"subject": "Other"}), rid: "e23", err: "DUPLICATE_CONFLICT", code: 409},
@@ -128,7 +128,9 @@ func TestErrorReplies(t *testing.T) {
 	// Exactly one reply per command (late duplicates would show up here).
 	time.Sleep(500 * time.Millisecond)
 	replies := e.ctl.find(isReply)
-	healthReplies := len(e.ctl.find(func(m msg) bool { return isReply(m) && (strings.HasPrefix(m.str("request_id"), "health-") || strings.HasPrefix(m.str("request_id"), "ack-")) }))
+	healthReplies := len(e.ctl.find(func(m msg) bool {
+		return isReply(m) && (strings.HasPrefix(m.str("request_id"), "health-") || strings.HasPrefix(m.str("request_id"), "ack-"))
+	}))
 	if got := len(replies) - healthReplies; got != sent {
 		t.Errorf("%d replies to %d commands:\n%s", got, sent, e.ctl.dump())
 	}
