@@ -1,0 +1,96 @@
+package e2e
+
+import (
+	"testing"
+	"time"
+
+	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/payment/paysim"
+)
+
+// A power cut (SIGKILL) in every state of a paid order, then a restart on
+// the same state dir: no outcome is lost, none is published with a second
+// seq, the pending order resumes and still gets paid, and a refund in
+// flight completes exactly once.
+func TestRestartInEveryState(t *testing.T) {
+	t.Parallel()
+
+	t.Run("pending", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, daemonOpts{provider: "wxpay", resultKey: true})
+		otn := "rs_pend_" + randomHex(3)
+		e.create("c1", otn, 900, "")
+		e.d.kill()
+		// Paid while the daemon is down: only the resumed poll can see it.
+		e.pay(payment.WxPay, otn, 0)
+		e.d.start()
+		res := e.ctl.result(otn, "paid", 30*time.Second)
+		if !verifyResult(e.key, res) {
+			t.Errorf("result after restart does not verify: %s", res.Payload)
+		}
+		e.ack(otn, true)
+		e.ctl.event(otn, "delivered", 10*time.Second)
+		checkSeqs(t, e.ctl.results(otn))
+	})
+
+	t.Run("paid_unacked", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, daemonOpts{provider: "alipay", resultKey: true})
+		otn := "rs_paid_" + randomHex(3)
+		e.create("c1", otn, 900, "")
+		e.pay(payment.Alipay, otn, 0)
+		first := e.ctl.result(otn, "paid", 20*time.Second)
+		e.d.kill()
+		restarted := time.Now()
+		e.d.start()
+		// The unacknowledged result is sent again, the same outcome with
+		// the same seq.
+		again := e.ctl.waitFor(20*time.Second, "re-sent paid result", func(m msg) bool {
+			return m.Topic == "pay/result" && m.str("out_trade_no") == otn && m.At.After(restarted)
+		})
+		if again.num("seq") != first.num("seq") || again.str("status") != "paid" {
+			t.Errorf("re-sent result differs:\n%s\n%s", first.Payload, again.Payload)
+		}
+		e.ack(otn, true)
+		e.ctl.event(otn, "delivered", 10*time.Second)
+		checkSeqs(t, e.ctl.results(otn))
+		if o := e.simOrder(payment.Alipay, otn); o.Refunded != 0 || o.State != "TRADE_SUCCESS" {
+			t.Errorf("delivered order at paysim: %+v", o)
+		}
+	})
+
+	t.Run("refunding", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, daemonOpts{provider: "wxpay", resultKey: true})
+		otn := "rs_rfnd_" + randomHex(3)
+		e.create("c1", otn, 900, "")
+		e.pay(payment.WxPay, otn, 0)
+		e.ctl.result(otn, "paid", 20*time.Second)
+		e.ack(otn, false)
+		// WeChat refunds stay PROCESSING until the bank settles them: kill
+		// the daemon while its refund is in flight.
+		e.waitSim(payment.WxPay, otn, "refund requested", 20*time.Second, false, func(o paysim.OrderInfo) bool { return len(o.Refunds) > 0 })
+		e.d.kill()
+		e.d.start()
+		o := e.waitSim(payment.WxPay, otn, "refund of 900", 20*time.Second, true, func(o paysim.OrderInfo) bool { return o.Refunded == 900 })
+		res := e.ctl.result(otn, "refunded", 30*time.Second)
+		if len(o.Refunds) != 1 || o.Refunds[0].Amount != 900 {
+			t.Errorf("want exactly one refund of 900 fen: %+v", o.Refunds)
+		}
+		if res.num("total_fee") != 900 || !verifyResult(e.key, res) {
+			t.Errorf("refunded result %s", res.Payload)
+		}
+		e.ack(otn, true)
+		checkSeqs(t, e.ctl.results(otn))
+		// Killed again after everything settled: nothing new comes out.
+		e.d.kill()
+		restarted := time.Now()
+		e.d.start()
+		e.ctl.none(2*time.Second, "outcome after the second restart", func(m msg) bool {
+			return m.Topic == "pay/result" && m.str("out_trade_no") == otn && m.At.After(restarted)
+		})
+		if o := e.simOrder(payment.WxPay, otn); len(o.Refunds) != 1 {
+			t.Errorf("refunds after the second restart: %+v", o.Refunds)
+		}
+	})
+}
