@@ -380,9 +380,10 @@ func (e *Engine) resumeCreate(ctx context.Context, o store.Order, replyTo string
 				// Refused before anything was sent: nothing to close.
 				l.State, l.Error = store.LegFailed, r.err.Error()
 				invalid = r.err
-			case payment.IsUnknown(r.err):
-				// The provider may have created it: it must be closed,
-				// never shown.
+			case payment.IsUnknown(r.err) || orderExists(r.err):
+				// The provider may have created it (or says it did: a
+				// create repeated after a crash can find the order paid
+				// or closed): it must be queried and closed, never shown.
 				l.State, l.Error = store.LegAbandon, r.err.Error()
 				unknown++
 			default:
@@ -425,6 +426,20 @@ func (e *Engine) resumeCreate(ctx context.Context, o store.Order, replyTo string
 	if err != nil {
 		e.log.Error("record create outcome", "order", o.OutTradeNo, "err", err)
 	}
+}
+
+// orderExists reports whether a create was refused because the provider
+// already has an order with this number (paid, closed or otherwise used):
+// then a payment may be waiting at the provider, and treating the leg as
+// never created would keep that money without delivery.
+func orderExists(err error) bool {
+	for _, code := range []string{"ORDERPAID", "ORDER_CLOSED", "OUT_TRADE_NO_USED",
+		"ACQ.TRADE_HAS_SUCCESS", "ACQ.TRADE_HAS_CLOSE", "ACQ.TRADE_HAS_FINISHED"} {
+		if payment.IsRejected(err, code) {
+			return true
+		}
+	}
+	return false
 }
 
 func createReply(requestID string, o *store.Order) (CreateReply, error) {
