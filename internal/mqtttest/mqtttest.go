@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -152,7 +153,7 @@ type Subscriber struct {
 func Subscribe(t testing.TB, url, filter string) *Subscriber {
 	t.Helper()
 	s := &Subscriber{C: make(chan Message, 1000)}
-	o := mqtt.NewClientOptions().AddBroker(url).SetClientID(Unique("sub-")).SetCleanSession(true).SetOrderMatters(false)
+	o := mqtt.NewClientOptions().AddBroker(url).SetClientID(Unique("sub-")).SetCleanSession(true).SetOrderMatters(true) // keep arrival order; the handler only does a buffered send
 	o.SetTLSConfig(&tls.Config{InsecureSkipVerify: true})
 	s.Client = mqtt.NewClient(o)
 	if err := wait(s.Client.Connect()); err != nil {
@@ -197,6 +198,35 @@ func (s *Subscriber) Next(t testing.TB, topic string, d time.Duration) Message {
 			return Message{}
 		}
 	}
+}
+
+// Until returns the first message on topic within d for which match
+// reports true, skipping others. Brokers may deliver a retained copy of a
+// message next to the live one, so tests that wait for a change use it.
+func (s *Subscriber) Until(t testing.TB, topic string, d time.Duration, match func(Message) bool) Message {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		select {
+		case m := <-s.C:
+			if m.Topic == topic && match(m) {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("no matching message on %s within %s", topic, d)
+			return Message{}
+		}
+	}
+}
+
+// Contains matches messages whose payload contains sub.
+func Contains(sub string) func(Message) bool {
+	return func(m Message) bool { return strings.Contains(string(m.Payload), sub) }
+}
+
+// Equals matches messages whose payload is exactly p.
+func Equals(p string) func(Message) bool {
+	return func(m Message) bool { return string(m.Payload) == p }
 }
 
 // None fails if a message on topic arrives within d.
