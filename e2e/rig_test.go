@@ -608,6 +608,13 @@ func newProc(t testing.TB, name string, secrets []string, args ...string) *proc 
 	t.Cleanup(func() {
 		p.kill()
 		checkNoSecrets(t, p.name, p.log.String(), p.secrets)
+		if t.Failed() {
+			log := p.log.String()
+			if len(log) > 20000 {
+				log = "…" + log[len(log)-20000:]
+			}
+			t.Logf("%s log:\n%s", p.name, log)
+		}
 	})
 	return p
 }
