@@ -252,6 +252,9 @@ func checkBroker(ctx context.Context, r *report, cfg *config.Config) {
 	if o.Username != "" {
 		who = "as " + o.Username
 	}
+	if o.TLS != nil && len(o.TLS.Certificates) > 0 {
+		who += " with client certificate"
+	}
 	r.ok(name, "connected "+who)
 }
 

@@ -3,19 +3,11 @@ package link
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"log/slog"
-	"math/big"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -530,94 +522,12 @@ func TestStopWhileUnreachable(t *testing.T) {
 
 // --- TLS ---
 
-type pki struct {
-	dir                             string
-	caPool                          *x509.CertPool
-	serverTLS                       *tls.Config
-	caFile, clientCert, clientKey   string
-	otherClientCert, otherClientKey string // signed by a CA the broker does not trust
-}
-
-// newPKI generates a CA, a server certificate for 127.0.0.1 and client
-// certificates at test time; nothing is committed.
-func newPKI(t *testing.T) *pki {
-	t.Helper()
-	dir := t.TempDir()
-	newKey := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	serial := int64(1)
-	issue := func(tmpl *x509.Certificate, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, key *ecdsa.PrivateKey) *x509.Certificate {
-		serial++
-		tmpl.SerialNumber = big.NewInt(serial)
-		tmpl.NotBefore = time.Now().Add(-time.Hour)
-		tmpl.NotAfter = time.Now().Add(time.Hour)
-		if parent == nil {
-			parent, parentKey = tmpl, key
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	write := func(name string, block *pem.Block) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	keyPEM := func(k *ecdsa.PrivateKey) *pem.Block {
-		der, err := x509.MarshalPKCS8PrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &pem.Block{Type: "PRIVATE KEY", Bytes: der}
-	}
-	caTmpl := func(cn string) *x509.Certificate {
-		return &x509.Certificate{Subject: pkix.Name{CommonName: cn}, IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	}
-	caKey, otherKey := newKey(), newKey()
-	ca := issue(caTmpl("test CA"), nil, nil, caKey)
-	other := issue(caTmpl("other CA"), nil, nil, otherKey)
-
-	srvKey := newKey()
-	srv := issue(&x509.Certificate{Subject: pkix.Name{CommonName: "broker"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, ca, caKey, srvKey)
-	cliKey, otherCliKey := newKey(), newKey()
-	cliTmpl := func() *x509.Certificate {
-		return &x509.Certificate{Subject: pkix.Name{CommonName: "chair-001"}, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	}
-	cli := issue(cliTmpl(), ca, caKey, cliKey)
-	otherCli := issue(cliTmpl(), other, otherKey, otherCliKey)
-
-	p := &pki{dir: dir, caPool: x509.NewCertPool()}
-	p.caPool.AddCert(ca)
-	p.caFile = write("ca.pem", &pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw})
-	p.clientCert = write("client.pem", &pem.Block{Type: "CERTIFICATE", Bytes: cli.Raw})
-	p.clientKey = write("client.key", keyPEM(cliKey))
-	p.otherClientCert = write("other.pem", &pem.Block{Type: "CERTIFICATE", Bytes: otherCli.Raw})
-	p.otherClientKey = write("other.key", keyPEM(otherCliKey))
-	p.serverTLS = &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{srv.Raw}, PrivateKey: srvKey}},
-		MinVersion:   tls.VersionTLS12,
-	}
-	return p
-}
+func newPKI(t *testing.T) *mqtttest.PKI { return mqtttest.NewPKI(t) }
 
 func TestTLS(t *testing.T) {
 	p := newPKI(t)
-	_, url := mqtttest.Mochi(t, nil, p.serverTLS)
-	cfg, err := TLSConfig(p.caFile, "", "")
+	_, url := mqtttest.Mochi(t, nil, p.ServerTLS)
+	cfg, err := TLSConfig(p.CAFile, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -630,12 +540,12 @@ func TestTLS(t *testing.T) {
 
 func TestMutualTLS(t *testing.T) {
 	p := newPKI(t)
-	srv := p.serverTLS.Clone()
+	srv := p.ServerTLS.Clone()
 	srv.ClientAuth = tls.RequireAndVerifyClientCert
-	srv.ClientCAs = p.caPool
+	srv.ClientCAs = p.CAPool
 	_, url := mqtttest.Mochi(t, nil, srv)
 
-	cfg, err := TLSConfig(p.caFile, p.clientCert, p.clientKey)
+	cfg, err := TLSConfig(p.CAFile, p.ClientCert, p.ClientKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -645,9 +555,9 @@ func TestMutualTLS(t *testing.T) {
 
 	// A certificate from a CA the broker does not trust never connects,
 	// and neither does no certificate at all.
-	for name, files := range map[string][2]string{"untrusted client CA": {p.otherClientCert, p.otherClientKey}, "no client cert": {"", ""}} {
+	for name, files := range map[string][2]string{"untrusted client CA": {p.OtherClientCert, p.OtherClientKey}, "no client cert": {"", ""}} {
 		t.Run(name, func(t *testing.T) {
-			cfg, err := TLSConfig(p.caFile, files[0], files[1])
+			cfg, err := TLSConfig(p.CAFile, files[0], files[1])
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -668,11 +578,11 @@ func TestMutualTLS(t *testing.T) {
 
 func TestWebSocket(t *testing.T) {
 	p := newPKI(t)
-	cfg, err := TLSConfig(p.caFile, "", "")
+	cfg, err := TLSConfig(p.CAFile, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, url := range map[string]string{"ws": mqtttest.MochiWS(t, nil), "wss": mqtttest.MochiWS(t, p.serverTLS)} {
+	for name, url := range map[string]string{"ws": mqtttest.MochiWS(t, nil), "wss": mqtttest.MochiWS(t, p.ServerTLS)} {
 		t.Run(name, func(t *testing.T) {
 			prefix, id := names(t)
 			eng := newFakeEngine()
@@ -687,16 +597,16 @@ func TestWebSocket(t *testing.T) {
 
 func TestTLSConfigErrors(t *testing.T) {
 	p := newPKI(t)
-	if _, err := TLSConfig(filepath.Join(p.dir, "missing.pem"), "", ""); err == nil {
+	if _, err := TLSConfig(filepath.Join(p.Dir, "missing.pem"), "", ""); err == nil {
 		t.Error("missing CA file accepted")
 	}
-	if _, err := TLSConfig(p.clientKey, "", ""); err == nil || !strings.Contains(err.Error(), "no PEM certificates") {
+	if _, err := TLSConfig(p.ClientKey, "", ""); err == nil || !strings.Contains(err.Error(), "no PEM certificates") {
 		t.Errorf("key as CA: %v", err)
 	}
-	if _, err := TLSConfig("", p.clientCert, ""); err == nil {
+	if _, err := TLSConfig("", p.ClientCert, ""); err == nil {
 		t.Error("cert without key accepted")
 	}
-	if _, err := TLSConfig("", p.clientCert, p.otherClientKey); err == nil {
+	if _, err := TLSConfig("", p.ClientCert, p.OtherClientKey); err == nil {
 		t.Error("mismatched cert and key accepted")
 	}
 }
