@@ -157,6 +157,7 @@ type Error struct {
 	Msg string
 }
 
+// Error formats the problem as "key: message".
 func (e *Error) Error() string {
 	if e.Key == "" {
 		return e.Msg
