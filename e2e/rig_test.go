@@ -758,3 +758,12 @@ func dataURLPNG(t *testing.T, u string) []byte {
 	}
 	return b
 }
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
