@@ -612,3 +612,38 @@ func TestRefundedDuringClose(t *testing.T) {
 	}
 	_ = res
 }
+
+// TestWxOrderNotExistDoesNotCloseOpenLeg: WeChat answers 4xx without a
+// signature the SDK checks, so an ORDER_NOT_EXIST for an order whose prepay
+// succeeded is not evidence that no money arrived. The order must stay in
+// closing until a trustworthy answer, and a payment found then still counts.
+func TestWxOrderNotExistDoesNotCloseOpenLeg(t *testing.T) {
+	h := newHarness(t, nil)
+	h.createOK("r1", "order_nx01", 100, "wxpay")
+	wx := h.wx()
+	wx.mu.Lock()
+	saved := wx.orders["order_nx01"]
+	delete(wx.orders, "order_nx01") // the provider now claims the order does not exist
+	wx.mu.Unlock()
+	h.advance(5*time.Minute + time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for wx.count("close") == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if o, _ := h.e.load("order_nx01"); o.State != store.Closing {
+		t.Fatalf("state %s after ORDER_NOT_EXIST for an open WeChat order, want closing", o.State)
+	}
+	if got := h.results("order_nx01"); len(got) != 0 {
+		t.Fatalf("published %s on an untrustworthy answer", got[0].Raw)
+	}
+	// The provider answers properly again: the order was paid after all.
+	wx.mu.Lock()
+	wx.orders["order_nx01"] = saved
+	wx.payLocked(saved, "order_nx01", saved.total)
+	wx.mu.Unlock()
+	for i := 0; i < 20 && len(h.results("order_nx01")) == 0; i++ {
+		h.advance(time.Minute)
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.result("order_nx01", "paid")
+}

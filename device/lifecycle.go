@@ -691,6 +691,16 @@ func (e *Engine) closeLegs(ctx context.Context, o store.Order, t *orderTimer, on
 
 var errRetry = errors.New("close not confirmed yet")
 
+// existsOnceCreated reports whether the provider's "no such order" for a
+// leg in state ls contradicts what we know. A WeChat order exists from the
+// moment prepay succeeded, so ORDER_NOT_EXIST for an open WeChat leg is a
+// broken answer — and the SDK does not verify signatures on 4xx answers —
+// so it must not close a leg that may hold money. (An Alipay trade does not
+// exist until the buyer scans, and its 40004 answers are signed.)
+func existsOnceCreated(p payment.ProviderName, ls store.LegState) bool {
+	return p == payment.WxPay && ls == store.LegOpen
+}
+
 func (e *Engine) legState(outTradeNo string, p payment.ProviderName) (store.Order, store.LegState, error) {
 	o, err := e.load(outTradeNo)
 	if err != nil {
@@ -757,7 +767,7 @@ func (e *Engine) closeLeg(ctx context.Context, outTradeNo string, p payment.Prov
 		if !openLeg(l.State) {
 			return nil
 		}
-		if st.State == payment.StateNotCreated || st.State == payment.StateClosed {
+		if st.State == payment.StateClosed || st.State == payment.StateNotCreated && !existsOnceCreated(p, l.State) {
 			l.State = store.LegClosed
 			return nil
 		}
