@@ -26,8 +26,9 @@ type Mosquitto struct {
 }
 
 // StartMosquitto starts a broker on a free port with its config,
-// persistence file and log in dir.
-func StartMosquitto(ctx context.Context, dir string) (*Mosquitto, error) {
+// persistence file and log in dir; extra lines are appended to the config
+// (e.g. "set_tcp_nodelay true").
+func StartMosquitto(ctx context.Context, dir string, extra ...string) (*Mosquitto, error) {
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
 		if _, serr := os.Stat("/usr/sbin/mosquitto"); serr != nil {
@@ -57,6 +58,9 @@ log_type warning
 		// Run as root, Mosquitto would otherwise switch to its own user,
 		// which cannot write into a test's temporary directory.
 		conf += "user root\n"
+	}
+	for _, l := range extra {
+		conf += l + "\n"
 	}
 	path := filepath.Join(dir, "mosquitto.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {

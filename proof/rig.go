@@ -31,8 +31,10 @@ type RigOptions struct {
 	// BrokerURL uses an existing broker instead of starting a private
 	// Mosquitto (then the rig cannot restart it).
 	BrokerURL string
-	Keys      *paysim.Keys // nil: generate
-	Sim       SimOptions
+	// BrokerConfig lines are added to the private Mosquitto's config.
+	BrokerConfig []string
+	Keys         *paysim.Keys // nil: generate
+	Sim          SimOptions
 	// Bin is a prebuilt kioskpayd; empty: $KIOSKPAY_DAEMON_BIN or build.
 	Bin string
 	// OnResult is installed on the controller before it connects.
@@ -53,7 +55,7 @@ func NewRig(ctx context.Context, dir string, opts RigOptions) (_ *Rig, err error
 		}
 	}
 	if r.URL = opts.BrokerURL; r.URL == "" {
-		if r.Broker, err = StartMosquitto(ctx, filepath.Join(dir, "mosquitto")); err != nil {
+		if r.Broker, err = StartMosquitto(ctx, filepath.Join(dir, "mosquitto"), opts.BrokerConfig...); err != nil {
 			return nil, err
 		}
 		r.URL = r.Broker.URL

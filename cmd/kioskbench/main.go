@@ -1,0 +1,120 @@
+// Command kioskbench measures what kioskpayd costs to run, everything side
+// by side in one run on this machine, and prints a table and JSON:
+//
+//   - create latency p50/p99 (publish → reply) and, in the same run, the
+//     floor of that path: one bbolt commit + the RSA signing and verifying
+//   - the QR encode + one MQTT round trip, with the ratio;
+//   - payment detection latency p50/p99 (simulated payment → result) with
+//     polling and with notifications through notifyrelay;
+//   - provider calls per order: paid after 10 s, and unpaid until expiry;
+//   - daemon RSS idle and peak, wake-ups per second when idle;
+//   - sustained orders per second with many devices on one broker;
+//   - binary sizes per architecture.
+//
+// It runs the real daemon binary as subprocesses against a private
+// Mosquitto (started on a free port) and paysim over real HTTP:
+//
+//	go run ./cmd/kioskbench                  # everything, about 6 minutes
+//	go run ./cmd/kioskbench -skip sizes,throughput -json out.json
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "kioskbench:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the command's flags.
+type options struct {
+	creates   int
+	detects   int
+	devices   int
+	window    time.Duration
+	warmup    time.Duration
+	idleFor   time.Duration
+	arches    string
+	skip      map[string]bool
+	jsonPath  string
+	keep      string
+	provider  string
+	poll      string
+	nodelay   bool
+	commandLn string
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("kioskbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	var skip string
+	fs.IntVar(&o.creates, "n", 200, "creates to time (and floor samples)")
+	fs.IntVar(&o.detects, "detect-n", 40, "payments to time per detection mode")
+	fs.IntVar(&o.devices, "devices", 100, "daemons on one broker for the throughput run")
+	fs.DurationVar(&o.window, "window", 30*time.Second, "throughput measuring window")
+	fs.DurationVar(&o.warmup, "warmup", 5*time.Second, "throughput warm-up before the window")
+	fs.DurationVar(&o.idleFor, "idle", 20*time.Second, "how long to count wake-ups of an idle daemon")
+	fs.StringVar(&o.arches, "arches", "amd64,arm64,arm/7,arm/6,386,riscv64,mipsle", "GOARCH[/GOARM] list for binary sizes")
+	fs.StringVar(&skip, "skip", "", "comma-separated parts to skip: floor,create,detect,calls,idle,throughput,sizes")
+	fs.StringVar(&o.jsonPath, "json", "", "also write the JSON report to this file")
+	fs.StringVar(&o.keep, "keep", "", "work directory to keep (logs, configs); default a temporary one, removed")
+	fs.StringVar(&o.provider, "provider", "wxpay", "provider for the timed orders (wxpay, alipay, any)")
+	fs.StringVar(&o.poll, "poll", "", "payment.poll for the daemons (default: the value paysim's config ships, 2s)")
+	fs.BoolVar(&o.nodelay, "broker-nodelay", false, "run Mosquitto with set_tcp_nodelay true (its default is false: Nagle's algorithm on)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	o.skip = map[string]bool{}
+	for _, s := range strings.Split(skip, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			o.skip[s] = true
+		}
+	}
+	o.commandLn = "kioskbench " + strings.Join(args, " ")
+
+	dir := o.keep
+	if dir == "" {
+		d, err := os.MkdirTemp("", "kioskbench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	dir, _ = filepath.Abs(dir)
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	b := &bench{o: o, dir: dir, log: log}
+	rep, err := b.run(ctx)
+	if rep != nil {
+		rep.WriteTable(stdout)
+		js, _ := json.MarshalIndent(rep, "", "  ")
+		fmt.Fprintf(stdout, "\n%s\n", js)
+		if o.jsonPath != "" {
+			if werr := os.WriteFile(o.jsonPath, append(js, '\n'), 0o644); werr != nil && err == nil {
+				err = werr
+			}
+		}
+	}
+	return err
+}
