@@ -23,6 +23,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/kioskpay/kioskpay/device/display"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -99,6 +100,12 @@ type Display struct {
 	WebListen string   `toml:"web_listen"`
 	FontFile  string   `toml:"font_file"`
 	Locale    string   `toml:"locale"`
+	// TTYPath is where the tty output writes (default standard output).
+	TTYPath string `toml:"tty_path"`
+	// FBGeometry overrides what the framebuffer driver reports, for
+	// drivers whose ioctls lie and for a plain file standing in for
+	// /dev/fb0; zero fields keep the driver's values.
+	FBGeometry display.FBGeometry `toml:"fb_geometry"`
 }
 
 // Unlock is the [unlock] table.
@@ -473,6 +480,14 @@ func (c *Config) Validate() error {
 	if seen[OutputWeb] {
 		if _, port, err := net.SplitHostPort(c.Display.WebListen); err != nil || port == "" {
 			bad("display.web_listen", "must be host:port, got %q", c.Display.WebListen)
+		}
+	}
+	if g := c.Display.FBGeometry; g.Width != 0 && g.Height != 0 && g.BitsPerPixel != 0 {
+		// A complete override is the whole truth about the panel: check it
+		// now. A partial one is merged with the driver's answer and checked
+		// when the framebuffer is opened.
+		if _, err := g.Standalone(); err != nil {
+			bad("display.fb_geometry", "%v", err)
 		}
 	}
 	switch c.Display.Locale {

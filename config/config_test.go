@@ -394,3 +394,28 @@ func TestErrorsNeverShowSecrets(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestParseFBGeometry(t *testing.T) {
+	dir := keyFiles(t)
+	geom := "\n[display.fb_geometry]\nwidth = 800\nheight = 480\nbits_per_pixel = 16\nline_length = 1664\n"
+	c, err := Parse([]byte(base+geom), dir)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if g := c.Display.FBGeometry; g.Width != 800 || g.Height != 480 || g.BitsPerPixel != 16 || g.LineLength != 1664 {
+		t.Errorf("fb_geometry = %+v", g)
+	}
+	for _, bad := range []string{
+		"\n[display.fb_geometry]\nwidth = 800\nheight = 480\nbits_per_pixel = 7\n",
+		"\n[display.fb_geometry]\nwidth = 800\nheight = 480\nbits_per_pixel = 32\nline_length = 100\n",
+		"\n[display.fb_geometry]\nwidth = 800\nheight = 480\nbits_per_pixel = 16\nred = {offset = 8, length = 8}\ngreen = {offset = 5, length = 6}\nblue = {offset = 0, length = 5}\n",
+	} {
+		_, err := Parse([]byte(base+bad), dir)
+		if err == nil || !strings.Contains(err.Error(), "display.fb_geometry") {
+			t.Errorf("%q: err = %v, want one naming display.fb_geometry", bad, err)
+		}
+	}
+	if _, err := Parse([]byte(base+"\n[display.fb_geometry]\nwidht = 800\n"), dir); err == nil || !strings.Contains(err.Error(), "widht") {
+		t.Errorf("misspelt key: err = %v", err)
+	}
+}

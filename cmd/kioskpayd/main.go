@@ -397,13 +397,15 @@ func linkOptions(cfg *config.Config, logger *slog.Logger) (link.Options, error) 
 
 func displayConfig(cfg *config.Config) display.Config {
 	return display.Config{
-		Outputs:   cfg.Display.Outputs,
-		FBDevice:  cfg.Display.FBDevice,
-		Rotate:    cfg.Display.Rotate,
-		PNGPath:   cfg.Display.PNGPath,
-		WebListen: cfg.Display.WebListen,
-		FontFile:  cfg.Display.FontFile,
-		Locale:    cfg.Display.Locale,
+		Outputs:    cfg.Display.Outputs,
+		FBDevice:   cfg.Display.FBDevice,
+		Rotate:     cfg.Display.Rotate,
+		PNGPath:    cfg.Display.PNGPath,
+		WebListen:  cfg.Display.WebListen,
+		FontFile:   cfg.Display.FontFile,
+		TTYPath:    cfg.Display.TTYPath,
+		FBGeometry: cfg.Display.FBGeometry,
+		Locale:     cfg.Display.Locale,
 	}
 }
 

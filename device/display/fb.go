@@ -110,6 +110,12 @@ func (g FBGeometry) Validate() error {
 	return nil
 }
 
+// Standalone completes an override that describes the whole panel (width,
+// height and bits_per_pixel set) with the same defaults the framebuffer
+// output applies, and validates it, so a config file can be checked without
+// opening the device.
+func (g FBGeometry) Standalone() (FBGeometry, error) { return resolveGeometry(FBGeometry{}, g) }
+
 // resolveGeometry merges what the driver reported (dev, zero when it could
 // not be asked) with the override o, fills in defaults and validates.
 func resolveGeometry(dev, o FBGeometry) (FBGeometry, error) {
