@@ -19,6 +19,7 @@ if [ -z "${VERSION:-}" ]; then
 	VERSION=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
 fi
 VERSION=${VERSION#v}
+BUILD_TIME=${BUILD_TIME:-$(date -u +%Y-%m-%dT%H:%M:%SZ)}
 # Debian versions must start with a digit.
 case "$VERSION" in
 [0-9]*) deb_version=$VERSION ;;
@@ -38,10 +39,10 @@ for arch in $ARCHES; do
 	mkdir -p "$out"
 	for cmd in "${commands[@]}"; do
 		[ -d "cmd/$cmd" ] || { echo "build: cmd/$cmd missing" >&2; exit 1; }
-		# Both spellings: kioskpayd reads main.version, the others main.Version;
-		# -X ignores a symbol a binary lacks.
+		# Every command reads main.version; the clock check refuses a wall clock
+		# earlier than the build time, so stamp it too.
 		GOOS=linux GOARCH=$goarch GOARM=$goarm CGO_ENABLED=0 \
-			go build -trimpath -ldflags "-s -w -X main.version=$VERSION -X main.Version=$VERSION" \
+			go build -trimpath -ldflags "-s -w -X main.version=$VERSION -X github.com/kioskpay/kioskpay/internal/clock.buildTime=$BUILD_TIME" \
 			-o "$out/$cmd" "./cmd/$cmd"
 	done
 	echo "== linux/$goarch${goarm:+ GOARM=$goarm} ($VERSION)"

@@ -24,8 +24,8 @@ import (
 	"syscall"
 )
 
-// Version is set at build time with -ldflags "-X main.Version=…".
-var Version = "dev"
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
 
 // Exit codes.
 const (
@@ -204,7 +204,7 @@ func usagef(format string, args ...any) error {
 type versionCommand struct{}
 
 func (versionCommand) Run(ctx context.Context, g *Globals, args []string) error {
-	fmt.Fprintln(g.Stdout, "kioskctl", Version)
+	fmt.Fprintln(g.Stdout, "kioskctl", version)
 	return nil
 }
 

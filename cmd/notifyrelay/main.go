@@ -24,8 +24,8 @@ import (
 	"time"
 )
 
-// Version is set at build time with -ldflags "-X main.Version=…".
-var Version = "dev"
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -71,7 +71,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		return errUsage
 	}
 	if *version {
-		fmt.Fprintln(stderr, "notifyrelay", Version)
+		fmt.Fprintln(stderr, "notifyrelay", version)
 		return nil
 	}
 	if fs.NArg() > 0 {
@@ -101,7 +101,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", *listen, err)
 	}
-	log.Info("notifyrelay serving", "listen", ln.Addr().String(), "broker", bc.URL, "client_id", bc.ClientID, "prefix", *prefix, "version", Version)
+	log.Info("notifyrelay serving", "listen", ln.Addr().String(), "broker", bc.URL, "client_id", bc.ClientID, "prefix", *prefix, "version", version)
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
