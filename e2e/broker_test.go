@@ -135,3 +135,23 @@ func TestBrokerRestartMidOrder(t *testing.T) {
 	e.ctl.event(otn, "delivered", 20*time.Second)
 	checkSeqs(t, e.ctl.results(otn))
 }
+
+// The broker is down for longer than ack_timeout after a payment: the
+// controller never saw the paid result, so it cannot have delivered, and
+// the money goes back. When the broker returns, the stale paid result is
+// not delivered any more (a late unlock for refunded money); the controller
+// learns of the refund instead.
+func TestBrokerOutageLongerThanAckTimeout(t *testing.T) {
+	t.Parallel()
+	b := newMosquitto(t)
+	e := newEnv(t, daemonOpts{provider: "alipay", brokerURL: b.url(), persistent: true, ackTimeout: "2s"})
+	otn := "brk2_" + randomHex(3)
+	e.create("c1", otn, 420, "")
+	b.stop()
+	e.pay(payment.Alipay, otn, 0)
+	e.refundedOnce(payment.Alipay, otn, 420)
+	b.start()
+	e.ctl.result(otn, "refunded", 60*time.Second)
+	e.noPaid(otn)
+	checkSeqs(t, e.ctl.results(otn))
+}

@@ -43,6 +43,12 @@ func TestErrorReplies(t *testing.T) {
 		{name: "not UTF-8", topic: "pay/create", payload: raw("{\"request_id\":\"e3\",\"data\":\"\xff\xfe\xfd\"}"), err: "BAD_JSON", code: 400},
 		{name: "latin-1 subject", topic: "pay/create", payload: raw("{\"request_id\":\"e3b\",\"data\":{\"subject\":\"caf\xe9\"}}"), err: "BAD_JSON", code: 400},
 		{name: "over 16 KiB", topic: "pay/create", payload: raw(`{"request_id":"e4","pad":"` + strings.Repeat("x", 16<<10) + `"}`), err: "PAYLOAD_TOO_LARGE", code: 400},
+		{name: "empty payload", topic: "pay/create", payload: []byte{}, err: "BAD_JSON", code: 400},
+		{name: "JSON null", topic: "pay/cancel", payload: raw(`null`), err: "BAD_JSON", code: 400},
+		{name: "deep nesting", topic: "pay/create", payload: raw(strings.Repeat("[", 8000) + strings.Repeat("]", 8000)), err: "BAD_JSON", code: 400},
+		{name: "deep nesting, unbalanced", topic: "pay/create", payload: raw(strings.Repeat(`{"a":`, 3000)), err: "BAD_JSON", code: 400},
+		{name: "exactly 16 KiB", topic: "pay/query", payload: padTo(`{"request_id":"e4a","out_trade_no":"nosuch_0002","pad":"`, `"}`, 16<<10), rid: "e4a", err: "ORDER_NOT_FOUND", code: 400},
+		{name: "16 KiB + 1", topic: "pay/query", payload: padTo(`{"request_id":"e4b","out_trade_no":"nosuch_0002","pad":"`, `"}`, 16<<10+1), err: "PAYLOAD_TOO_LARGE", code: 400},
 		{name: "bad out_trade_no", topic: "pay/create", payload: create("e5", "no!", 100, "", nil), rid: "e5", err: "INVALID_ARGUMENT", code: 400, field: "data.out_trade_no"},
 		{name: "fee as string", topic: "pay/create", payload: raw(`{"request_id":"e6","data":{"out_trade_no":"abc_12345","total_fee":"100","subject":"s","type":"massage_15"}}`), rid: "e6", err: "INVALID_ARGUMENT", code: 400, field: "data.total_fee"},
 		{name: "fee as float", topic: "pay/create", payload: raw(`{"request_id":"e7","data":{"out_trade_no":"abc_12345","total_fee":100.0,"subject":"s","type":"massage_15"}}`), rid: "e7", err: "INVALID_ARGUMENT", code: 400, field: "data.total_fee"},
@@ -137,3 +143,8 @@ func TestErrorReplies(t *testing.T) {
 }
 
 func isReply(m msg) bool { return m.Topic == "pay/reply" }
+
+// padTo builds head + x… + tail of exactly n bytes.
+func padTo(head, tail string, n int) []byte {
+	return []byte(head + strings.Repeat("x", n-len(head)-len(tail)) + tail)
+}

@@ -23,7 +23,10 @@ func TestRestartInEveryState(t *testing.T) {
 		e.d.kill()
 		// Paid while the daemon is down: only the resumed poll can see it.
 		e.pay(payment.WxPay, otn, 0)
+		// A command sent meanwhile waits in the daemon's persistent session.
+		e.ctl.send("pay/query", map[string]any{"request_id": "q-down", "out_trade_no": otn})
 		e.d.start()
+		e.ctl.reply("q-down")
 		res := e.ctl.result(otn, "paid", 30*time.Second)
 		if !verifyResult(e.key, res) {
 			t.Errorf("result after restart does not verify: %s", res.Payload)
@@ -31,6 +34,9 @@ func TestRestartInEveryState(t *testing.T) {
 		e.ack(otn, true)
 		e.ctl.event(otn, "delivered", 10*time.Second)
 		checkSeqs(t, e.ctl.results(otn))
+		if n := len(e.ctl.replies("q-down")); n != 1 {
+			t.Errorf("%d replies to the command sent while down", n)
+		}
 	})
 
 	t.Run("paid_unacked", func(t *testing.T) {
