@@ -1,0 +1,117 @@
+package e2e
+
+import (
+	"testing"
+	"time"
+
+	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/payment/paysim"
+)
+
+// Power cuts in the two states where the daemon is waiting on the
+// provider: while creating (the provider hangs) and while closing (the
+// provider refuses the close). After the restart each order reaches its one
+// outcome, and the create request still gets exactly one reply.
+func TestRestartWhileProviderBusy(t *testing.T) {
+	t.Parallel()
+
+	t.Run("creating", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, daemonOpts{provider: "wxpay"})
+		otn := "rs_crt_" + randomHex(3)
+		// The prepay request hangs without being processed.
+		if err := e.sim.InjectFault(paysim.Fault{Provider: payment.WxPay, API: "native", Kind: paysim.FaultTimeout}); err != nil {
+			t.Fatal(err)
+		}
+		e.ctl.send("pay/create", createReq("c1", otn, 250, "", nil))
+		e.ctl.event(otn, "creating", 10*time.Second)
+		for deadline := time.Now().Add(10 * time.Second); e.sim.Stats()["wxpay.native"] < 1; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the daemon never called the provider")
+			}
+		}
+		e.d.kill()
+		e.sim.ClearFaults()
+		e.d.start()
+		r := e.ctl.reply("c1")
+		if r.num("code") != 0 || code(r) == "" {
+			t.Fatalf("reply after the restart: %s", r.Payload)
+		}
+		e.pay(payment.WxPay, otn, 0)
+		e.ctl.result(otn, "paid", 20*time.Second)
+		e.ack(otn, true)
+		e.ctl.event(otn, "delivered", 10*time.Second)
+		time.Sleep(300 * time.Millisecond)
+		if n := len(e.ctl.replies("c1")); n != 1 {
+			t.Errorf("%d replies to the create", n)
+		}
+		checkSeqs(t, e.ctl.results(otn))
+	})
+
+	t.Run("closing", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, daemonOpts{provider: "wxpay"})
+		otn := "rs_cls_" + randomHex(3)
+		e.create("c1", otn, 250, "")
+		if err := e.sim.InjectFault(paysim.Fault{Provider: payment.WxPay, API: "close", Kind: paysim.Fault5xx}); err != nil {
+			t.Fatal(err)
+		}
+		e.ctl.send("pay/cancel", map[string]any{"request_id": "x1", "out_trade_no": otn})
+		e.ctl.reply("x1")
+		for deadline := time.Now().Add(10 * time.Second); e.sim.Stats()["wxpay.close"] < 1; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the daemon never tried to close")
+			}
+		}
+		e.d.kill()
+		if n := len(e.ctl.results(otn)); n != 0 {
+			t.Fatalf("an outcome before the close was confirmed: %s", e.ctl.results(otn)[0].Payload)
+		}
+		e.sim.ClearFaults()
+		e.d.start()
+		e.ctl.result(otn, "cancelled", 20*time.Second)
+		if o := e.simOrder(payment.WxPay, otn); o.State != "CLOSED" {
+			t.Errorf("paysim: %+v", o)
+		}
+		e.ack(otn, true)
+		checkSeqs(t, e.ctl.results(otn))
+	})
+}
+
+// An operator refund of a delivered order over MQTT, sent twice as a QoS 1
+// redelivery would: one refund at the provider, one refunded result.
+func TestOperatorRefund(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, daemonOpts{provider: "alipay", resultKey: true})
+	otn := "oprf_" + randomHex(3)
+	e.create("c1", otn, 990, "")
+	e.pay(payment.Alipay, otn, 0)
+	e.ctl.result(otn, "paid", 20*time.Second)
+	e.ack(otn, true)
+	e.ctl.event(otn, "delivered", 10*time.Second)
+
+	cmd := map[string]any{"request_id": "rf1", "out_trade_no": otn, "refund_fee": 300, "refund_desc": "seat broken"}
+	e.ctl.send("pay/refund", cmd)
+	e.ctl.send("pay/refund", cmd)
+	e.waitSim(payment.Alipay, otn, "partial refund", 20*time.Second, true, func(o paysim.OrderInfo) bool { return o.Refunded == 300 })
+	res := e.ctl.result(otn, "refunded", 20*time.Second)
+	if res.num("refund_fee") != 300 || !verifyResult(e.key, res) {
+		t.Errorf("refunded result %s", res.Payload)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if rs := e.ctl.replies("rf1"); len(rs) != 2 || rs[0].num("code") != 0 || rs[1].num("code") != 0 || rs[0].str("out_refund_no") != rs[1].str("out_refund_no") {
+		t.Errorf("replies to the repeated refund: %v", rs)
+	}
+	if o := e.simOrder(payment.Alipay, otn); len(o.Refunds) != 1 || o.Refunded != 300 {
+		t.Errorf("paysim refunds %+v", o)
+	}
+	// More than what is left is refused.
+	e.ctl.send("pay/refund", map[string]any{"request_id": "rf2", "out_trade_no": otn, "refund_fee": 691})
+	if r := e.ctl.reply("rf2"); r.str("error") != "FEE_OUT_OF_RANGE" {
+		t.Errorf("over-refund: %s", r.Payload)
+	}
+	e.ctl.send("pay/query", map[string]any{"request_id": "q1", "out_trade_no": otn})
+	if r := e.ctl.reply("q1"); r.num("status") != 2 || r.num("refunded_fee") != 300 {
+		t.Errorf("query after a partial refund (seed status 2): %s", r.Payload)
+	}
+}
