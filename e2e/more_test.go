@@ -115,3 +115,41 @@ func TestOperatorRefund(t *testing.T) {
 		t.Errorf("query after a partial refund (seed status 2): %s", r.Payload)
 	}
 }
+
+// The retained status a fleet dashboard reads: online with the pending
+// count while running, offline after a clean stop (the daemon's last word)
+// and after a power cut (the broker's Last Will).
+func TestStatus(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, daemonOpts{provider: "wxpay"})
+	status := func(what string, match func(m msg) bool) msg {
+		t.Helper()
+		return e.ctl.waitFor(15*time.Second, "status "+what, func(m msg) bool { return m.Topic == "status" && match(m) })
+	}
+	online := func(pending float64) func(m msg) bool {
+		return func(m msg) bool { return m.M["online"] == true && m.num("pending") == pending }
+	}
+	s := status("online, nothing pending", online(0))
+	if s.str("version") == "" || s.M["clock_synced"] != true || s.str("started_at") == "" {
+		t.Errorf("status %s", s.Payload)
+	}
+	otn := "status_" + randomHex(3)
+	e.create("c1", otn, 100, "")
+	status("one pending", online(1))
+
+	offline := func(m msg) bool { return m.M["online"] == false }
+	e.d.kill()
+	status("Last Will after a power cut", offline)
+	mark := time.Now()
+	e.d.start()
+	status("online again with the order resumed", func(m msg) bool { return m.At.After(mark) && online(1)(m) })
+	mark = time.Now()
+	e.d.stop()
+	status("offline after SIGTERM", func(m msg) bool { return m.At.After(mark) && offline(m) })
+
+	// A new subscriber (a dashboard started later) gets the retained value.
+	late := newController(t, e.brokerURL, e.prefix, false, "", "")
+	if m := late.waitFor(10*time.Second, "retained status", func(m msg) bool { return m.Topic == "status" }); string(m.Payload) != `{"online":false}` {
+		t.Errorf("retained status %s", m.Payload)
+	}
+}
