@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/kioskpay/kioskpay/device/link"
 )
 
 // Conn is kioskctl's MQTT session: a clean session with a random client id,
@@ -79,39 +80,20 @@ func (g *Globals) connect(ctx context.Context) (*Conn, error) {
 
 // tlsConfig returns the TLS settings for u, or nil for plain TCP/WS.
 func tlsConfig(u *url.URL, caFile, certFile, keyFile string) (*tls.Config, error) {
-	secure := false
-	switch u.Scheme {
-	case "ssl", "tls", "mqtts", "mqtt+ssl", "tcps", "wss":
-		secure = true
-	}
-	if !secure && caFile == "" && certFile == "" {
+	if !link.IsTLSURL(u) {
+		if caFile != "" || certFile != "" {
+			return nil, usagef("TLS files given but -broker %s is not a TLS URL: use ssl://host:8883 or wss://", u.Redacted())
+		}
 		return nil, nil
-	}
-	if !secure {
-		return nil, usagef("TLS files given but -broker %s is not a TLS URL: use ssl://host:8883 or wss://", u.Redacted())
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname()}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("read -ca-file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("-ca-file %s: no PEM certificates in it", caFile)
-		}
-		tc.RootCAs = pool
 	}
 	if (certFile == "") != (keyFile == "") {
 		return nil, usagef("mutual TLS needs both -cert-file and -key-file")
 	}
-	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("load client certificate: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
+	tc, err := link.TLSConfig(caFile, certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("-ca-file/-cert-file/-key-file: %w", err)
 	}
+	tc.ServerName = u.Hostname()
 	return tc, nil
 }
 

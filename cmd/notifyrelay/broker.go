@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/kioskpay/kioskpay/device/link"
 )
 
 // BrokerConfig says how to reach the MQTT broker.
@@ -99,38 +100,16 @@ func (p *mqttPublisher) Close() { p.client.Disconnect(1000) }
 
 // tlsConfig returns the TLS settings for u, or nil for plain TCP/WS.
 func tlsConfig(u *url.URL, caFile, certFile, keyFile string) (*tls.Config, error) {
-	secure := false
-	switch u.Scheme {
-	case "ssl", "tls", "mqtts", "mqtt+ssl", "tcps", "wss":
-		secure = true
-	}
-	if !secure {
+	if !link.IsTLSURL(u) {
 		if caFile != "" || certFile != "" {
 			return nil, fmt.Errorf("TLS files given but -broker %s is not a TLS URL: use ssl://host:8883", u.Redacted())
 		}
 		return nil, nil
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname()}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("read -ca-file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("-ca-file %s: no PEM certificates in it", caFile)
-		}
-		tc.RootCAs = pool
+	tc, err := link.TLSConfig(caFile, certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("-ca-file/-cert-file/-key-file: %w", err)
 	}
-	if (certFile == "") != (keyFile == "") {
-		return nil, fmt.Errorf("mutual TLS needs both -cert-file and -key-file")
-	}
-	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("load client certificate: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
+	tc.ServerName = u.Hostname()
 	return tc, nil
 }

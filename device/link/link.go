@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -524,6 +525,16 @@ func redactURL(u string) string {
 		rest = rest[at+1:]
 	}
 	return scheme + "://" + rest
+}
+
+// IsTLSURL reports whether a broker URL's scheme means TLS to paho (ssl,
+// tls, mqtts, mqtt+ssl, tcps, wss).
+func IsTLSURL(u *url.URL) bool {
+	switch u.Scheme {
+	case "ssl", "tls", "mqtts", "mqtt+ssl", "tcps", "wss":
+		return true
+	}
+	return false
 }
 
 // TLSConfig builds the client TLS configuration from PEM files: caFile
