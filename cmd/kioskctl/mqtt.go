@@ -72,7 +72,7 @@ func (g *Globals) connect(ctx context.Context) (*Conn, error) {
 	}
 	c := &Conn{g: g, client: mqtt.NewClient(opts), done: make(chan struct{})}
 	tok := c.client.Connect()
-	if err := wait(ctx, tok, g.Timeout); err != nil {
+	if err := link.Wait(ctx, tok, g.Timeout); err != nil {
 		return nil, fmt.Errorf("connect to broker %s: %w (is the broker running and -broker right? TLS brokers need ssl:// and -ca-file)", g.Broker, err)
 	}
 	return c, nil
@@ -95,21 +95,6 @@ func tlsConfig(u *url.URL, caFile, certFile, keyFile string) (*tls.Config, error
 	}
 	tc.ServerName = u.Hostname()
 	return tc, nil
-}
-
-// wait waits for tok, at most timeout and never past ctx: a bare
-// Token.Wait can block forever on a dead connection.
-func wait(ctx context.Context, tok mqtt.Token, timeout time.Duration) error {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-tok.Done():
-		return tok.Error()
-	case <-t.C:
-		return fmt.Errorf("timed out after %v", timeout)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // Close disconnects, giving in-flight acknowledgements a moment.
@@ -137,7 +122,7 @@ func (c *Conn) Subscribe(ctx context.Context, filters ...string) (<-chan message
 		subs[f] = 1
 	}
 	tok := c.client.SubscribeMultiple(subs, handler)
-	if err := wait(ctx, tok, c.g.Timeout); err != nil {
+	if err := link.Wait(ctx, tok, c.g.Timeout); err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", strings.Join(filters, " "), err)
 	}
 	// Brokers answer a refused subscription with a failure code in SUBACK
@@ -155,7 +140,7 @@ func (c *Conn) Subscribe(ctx context.Context, filters ...string) (<-chan message
 // Publish publishes payload at QoS 1 and waits for the broker's PUBACK.
 func (c *Conn) Publish(ctx context.Context, topic string, payload []byte) error {
 	tok := c.client.Publish(topic, 1, false, payload)
-	if err := wait(ctx, tok, c.g.Timeout); err != nil {
+	if err := link.Wait(ctx, tok, c.g.Timeout); err != nil {
 		return fmt.Errorf("publish %s: %w", topic, err)
 	}
 	return nil

@@ -231,18 +231,7 @@ func checkBroker(ctx context.Context, r *report, cfg *config.Config) {
 		co.SetTLSConfig(o.TLS)
 	}
 	c := mqtt.NewClient(co)
-	t := c.Connect()
-	timer := time.NewTimer(checkTimeout + time.Second)
-	defer timer.Stop()
-	select {
-	case <-t.Done():
-		err = t.Error()
-	case <-ctx.Done():
-		err = ctx.Err()
-	case <-timer.C:
-		err = errors.New("timed out")
-	}
-	if err != nil {
+	if err = link.Wait(ctx, c.Connect(), checkTimeout+time.Second); err != nil {
 		c.Disconnect(0)
 		r.fail(name, "cannot connect: "+err.Error())
 		return

@@ -283,18 +283,7 @@ func (l *Link) connect(ctx context.Context) error {
 		l.mu.Lock()
 		l.client = c
 		l.mu.Unlock()
-		t := c.Connect()
-		timer := time.NewTimer(l.opts.ConnectTimeout + 5*time.Second)
-		var err error
-		select {
-		case <-t.Done():
-			err = t.Error()
-		case <-ctx.Done():
-			err = ctx.Err()
-		case <-timer.C:
-			err = errors.New("connect timed out")
-		}
-		timer.Stop()
+		err := Wait(ctx, c.Connect(), l.opts.ConnectTimeout+5*time.Second)
 		if err == nil {
 			l.log.Info("mqtt connected", "attempt", attempt)
 			return nil
@@ -401,17 +390,10 @@ func (l *Link) suffix(topic string) (string, bool) {
 // publish sends one QoS 1 message and waits for the PUBACK, at most
 // PublishTimeout and never past ctx.
 func (l *Link) publish(ctx context.Context, c mqtt.Client, topic string, payload []byte, retain bool) error {
-	t := c.Publish(topic, 1, retain, payload)
-	timer := time.NewTimer(l.opts.PublishTimeout)
-	defer timer.Stop()
-	select {
-	case <-t.Done():
-		return t.Error()
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-timer.C:
-		return fmt.Errorf("no PUBACK within %s", l.opts.PublishTimeout)
+	if err := Wait(ctx, c.Publish(topic, 1, retain, payload), l.opts.PublishTimeout); err != nil {
+		return fmt.Errorf("publish %s: no PUBACK: %w", topic, err)
 	}
+	return nil
 }
 
 // drain publishes every due outbox entry in order and confirms each to the
@@ -490,6 +472,22 @@ func (l *Link) shutdown(parent context.Context) {
 	}
 	c.Disconnect(250)
 	l.log.Info("mqtt disconnected")
+}
+
+// Wait waits for a paho token at most d and never past ctx. Token.Wait
+// without a timeout can block forever on a dead connection (paho issues
+// #613, #598), so nothing in kioskpay waits on a token any other way.
+func Wait(ctx context.Context, t mqtt.Token, d time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-t.Done():
+		return t.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return fmt.Errorf("timed out after %s", d)
+	}
 }
 
 // waitToken waits for t at most d, or until stop is closed.
