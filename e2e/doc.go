@@ -1,10 +1,26 @@
 // Package e2e is kioskpay's acceptance suite: the real kioskpayd and
-// notifyrelay binaries, built once per run, talk over a real MQTT broker
-// (in-process mochi-mqtt by default, Mosquitto when KIOSKPAY_TEST_MQTT_URL
-// is set) to a paysim served over HTTP, and a test controller sees exactly
-// what a device controller or the fleet would see on P/#.
+// notifyrelay binaries, built once per run by TestMain, talk over a real
+// MQTT broker to a paysim served over HTTP, and a test controller sees
+// exactly what a device controller or the fleet would see on P/#.
 //
-// The package holds tests only; run them with
+// Brokers: an in-process mochi-mqtt per test by default; the Mosquitto
+// named by KIOSKPAY_TEST_MQTT_URL (e.g. tcp://127.0.0.1:1883) when set, with
+// a unique device id per test. The broker-restart tests always run a
+// Mosquitto of their own (persistence on) that they stop and start, and the
+// secrets test a mochi that checks a password. Tests that need mosquitto or
+// zbarimg (the independent QR decoder) skip when it is not installed.
 //
-//	go test ./e2e/
+// Every daemon and relay process's whole stderr (run at -log-level debug)
+// is checked at cleanup: no merchant key line, APIv3 key, result HMAC key
+// or broker password may appear, and no panic.
+//
+// Files: rig_test.go (build, processes, controller, config), flow_test.go
+// (paid → delivered), lifecycle_test.go (expiry, cancel, supersede,
+// duplicates), errors_test.go (one reply per malformed message),
+// restart_test.go and more_test.go (power cuts, status, operator refund),
+// broker_test.go (broker outages), money_test.go (refunds, any mode, late
+// and wrong payments), relay_test.go (notifyrelay, forged notifications,
+// secrets), signed_test.go (signed requests and results).
+//
+//	go test ./e2e/     # about 65 s: one test waits for a 60 s expiry
 package e2e
