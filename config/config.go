@@ -29,14 +29,17 @@ import (
 
 // Config is a loaded, validated daemon configuration.
 type Config struct {
-	DeviceID  string              `toml:"device_id"`
-	StateDir  string              `toml:"state_dir"`
-	MQTT      MQTT                `toml:"mqtt"`
-	Payment   Payment             `toml:"payment"`
-	Merchants map[string]Merchant `toml:"merchants"`
-	Display   Display             `toml:"display"`
-	Unlock    Unlock              `toml:"unlock"`
-	Clock     Clock               `toml:"clock"`
+	DeviceID string `toml:"device_id"`
+	StateDir string `toml:"state_dir"`
+	// RetentionDays is how long finished orders stay in the store (default
+	// 90); an order whose result is not yet acknowledged is always kept.
+	RetentionDays int                 `toml:"retention_days"`
+	MQTT          MQTT                `toml:"mqtt"`
+	Payment       Payment             `toml:"payment"`
+	Merchants     map[string]Merchant `toml:"merchants"`
+	Display       Display             `toml:"display"`
+	Unlock        Unlock              `toml:"unlock"`
+	Clock         Clock               `toml:"clock"`
 	// Catalog maps an order type to the only total_fee allowed for it;
 	// empty means any type at any fee up to max_fee.
 	Catalog map[string]payment.Fen `toml:"catalog"`
@@ -176,7 +179,8 @@ func (e *Error) Error() string {
 // not set (SPEC §3). DeviceID is empty and must be set.
 func Default() *Config {
 	return &Config{
-		StateDir: "/var/lib/kioskpayd",
+		StateDir:      "/var/lib/kioskpayd",
+		RetentionDays: 90,
 		MQTT: MQTT{
 			URL:         "tcp://127.0.0.1:1883",
 			TopicPrefix: "kiosk",
@@ -316,6 +320,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StateDir == "" {
 		bad("state_dir", "must not be empty")
+	}
+	if c.RetentionDays < 1 || c.RetentionDays > 3650 {
+		bad("retention_days", "must be from 1 to 3650 days, got %d", c.RetentionDays)
 	}
 
 	// [mqtt]
@@ -645,6 +652,9 @@ func ReadSecret(key, path string) (string, error) {
 
 // Topic returns the topic prefix P = <topic_prefix>/<device_id> (SPEC §4).
 func (c *Config) Topic() string { return c.MQTT.TopicPrefix + "/" + c.DeviceID }
+
+// Retention is how long finished orders are kept.
+func (c *Config) Retention() time.Duration { return time.Duration(c.RetentionDays) * 24 * time.Hour }
 
 // Limits returns the bounds create requests are checked against.
 func (c *Config) Limits() payment.Limits {

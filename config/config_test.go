@@ -419,3 +419,23 @@ func TestParseFBGeometry(t *testing.T) {
 		t.Errorf("misspelt key: err = %v", err)
 	}
 }
+
+func TestRetentionDays(t *testing.T) {
+	dir := keyFiles(t)
+	c, err := Parse([]byte(base), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Retention() != 90*24*time.Hour {
+		t.Errorf("default retention %v, want 90 days", c.Retention())
+	}
+	c, err = Parse([]byte("retention_days = 7\n"+base), dir)
+	if err != nil || c.Retention() != 7*24*time.Hour {
+		t.Errorf("retention_days = 7: %v, %v", c.Retention(), err)
+	}
+	for _, v := range []string{"0", "-1", "3651"} {
+		if _, err := Parse([]byte("retention_days = "+v+"\n"+base), dir); err == nil || !strings.Contains(err.Error(), "retention_days") {
+			t.Errorf("retention_days = %s: err = %v", v, err)
+		}
+	}
+}

@@ -214,7 +214,7 @@ func daemon(ctx context.Context, cfg *config.Config, stderr io.Writer, logger *s
 		fmt.Fprintf(stderr, "kioskpayd: state_dir: %v\n", err)
 		return exitFatal
 	}
-	db, err := store.Open(filepath.Join(cfg.StateDir, "orders.db"), store.Options{})
+	db, err := store.Open(filepath.Join(cfg.StateDir, "orders.db"), store.Options{Retention: cfg.Retention()})
 	if err != nil {
 		log.Error("open store", "err", err)
 		fmt.Fprintf(stderr, "kioskpayd: %v\n", err)
