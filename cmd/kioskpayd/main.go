@@ -75,7 +75,7 @@ func Version() string {
 }
 
 const usage = `Usage:
-  kioskpayd -config FILE          run the daemon
+  kioskpayd -config FILE [-log-level L]   run the daemon (L: debug, info, warn, error)
   kioskpayd -demo                 run broker, payment simulator, daemon and web display in one process
   kioskpayd doctor -config FILE   check config, keys, clock, broker, providers and display
   kioskpayd -version              print the version
