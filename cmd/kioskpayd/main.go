@@ -1,3 +1,11 @@
+const usage = `Usage:
+  kioskpayd -config FILE          run the daemon
+  kioskpayd -demo                 run broker, payment simulator, daemon and web display in one process
+  kioskpayd doctor -config FILE   check config, keys, clock, broker, providers and display
+  kioskpayd -version              print the version
+
+  -log-level L                    debug, info (default), warn or error
+
 // Command kioskpayd is the kioskpay device daemon: it takes order requests
 // over MQTT, creates WeChat Pay / Alipay QR orders, shows the QR code on
 // the device's display, detects payment and publishes the result that
