@@ -1,11 +1,3 @@
-const usage = `Usage:
-  kioskpayd -config FILE          run the daemon
-  kioskpayd -demo                 run broker, payment simulator, daemon and web display in one process
-  kioskpayd doctor -config FILE   check config, keys, clock, broker, providers and display
-  kioskpayd -version              print the version
-
-  -log-level L                    debug, info (default), warn or error
-
 // Command kioskpayd is the kioskpay device daemon: it takes order requests
 // over MQTT, creates WeChat Pay / Alipay QR orders, shows the QR code on
 // the device's display, detects payment and publishes the result that
@@ -83,10 +75,12 @@ func Version() string {
 }
 
 const usage = `Usage:
-  kioskpayd -config FILE [-log-level L]   run the daemon (L: debug, info, warn, error)
+  kioskpayd -config FILE          run the daemon
   kioskpayd -demo                 run broker, payment simulator, daemon and web display in one process
   kioskpayd doctor -config FILE   check config, keys, clock, broker, providers and display
   kioskpayd -version              print the version
+
+  -log-level L                    debug, info (default), warn or error
 
 Exit codes: 0 clean stop, 2 bad configuration, 1 other fatal error.
 `
