@@ -4,11 +4,10 @@ import (
 	"bytes"
 	"encoding/base64"
 	"image/png"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kioskpay/kioskpay/internal/qrtest"
 )
 
 var qrContents = []string{
@@ -59,10 +58,7 @@ func TestQRImageGeometry(t *testing.T) {
 // TestQRDataURLDecodes decodes the qrcodeImage a reply would carry with a real
 // QR reader (zbarimg), as a customer's phone would.
 func TestQRDataURLDecodes(t *testing.T) {
-	zbar, err := exec.LookPath("zbarimg")
-	if err != nil {
-		t.Skip("zbarimg not installed (apt-get install zbar-tools); .ci/run installs it")
-	}
+	qrtest.Zbar(t)
 	for _, content := range qrContents {
 		url, err := QRDataURL(content)
 		if err != nil {
@@ -79,17 +75,7 @@ func TestQRDataURLDecodes(t *testing.T) {
 		if _, err := png.Decode(bytes.NewReader(raw)); err != nil {
 			t.Fatalf("not a PNG: %v", err)
 		}
-		path := filepath.Join(t.TempDir(), "qr.png")
-		if err := os.WriteFile(path, raw, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		out, err := exec.Command(zbar, "--raw", "-q", path).Output()
-		if err != nil {
-			t.Fatalf("zbarimg: %v", err)
-		}
-		if got := strings.TrimSpace(string(out)); got != content {
-			t.Errorf("decoded %q, want %q", got, content)
-		}
+		qrtest.Want(t, qrtest.DecodePNG(t, raw), content)
 	}
 }
 

@@ -1,17 +1,15 @@
 package display
 
 import (
-	"bytes"
 	"image"
 	"image/png"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/qrtest"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -46,55 +44,12 @@ var (
 )
 
 // zbar returns the path of zbarimg or skips the test.
-func zbar(t testing.TB) string {
-	t.Helper()
-	p, err := exec.LookPath("zbarimg")
-	if err != nil {
-		t.Skip("zbarimg not found: install zbar-tools (apt-get install -y zbar-tools) to check that QR codes decode")
-	}
-	return p
-}
+func zbar(t testing.TB) string { return qrtest.Zbar(t) }
 
-// decodeQR writes img to a PNG and returns every QR content zbarimg finds,
-// sorted.
-func decodeQR(t testing.TB, img image.Image) []string {
-	t.Helper()
-	bin := zbar(t)
-	p := filepath.Join(t.TempDir(), "qr.png")
-	var buf bytes.Buffer
-	if err := (&png.Encoder{CompressionLevel: png.BestSpeed}).Encode(&buf, img); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return decodeQRFile(t, bin, p)
-}
+// decodeQR returns every QR content zbarimg finds in img, sorted.
+func decodeQR(t testing.TB, img image.Image) []string { return qrtest.Decode(t, img) }
 
-func decodeQRFile(t testing.TB, bin, p string) []string {
-	t.Helper()
-	out, err := exec.Command(bin, "--quiet", "--raw", "-Sdisable", "-Sqrcode.enable", p).Output()
-	if err != nil {
-		// zbarimg exits 4 when it finds no symbol.
-		t.Logf("zbarimg %s: %v", p, err)
-	}
-	var got []string
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if l != "" {
-			got = append(got, l)
-		}
-	}
-	sort.Strings(got)
-	return got
-}
-
-func wantCodes(t testing.TB, got []string, want ...string) {
-	t.Helper()
-	sort.Strings(want)
-	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Fatalf("decoded %q, want %q", got, want)
-	}
-}
+func wantCodes(t testing.TB, got []string, want ...string) { qrtest.Want(t, got, want...) }
 
 // preview writes img to $KIOSKPAY_DISPLAY_PREVIEW/name.png when that is
 // set, so that a person can look at the screens.
