@@ -274,15 +274,48 @@ type object struct {
 	id  string
 }
 
+// salvageRequestID reads request_id from a payload refused for its size or
+// encoding, so that the controller can still match the refusal to its
+// request. It streams the top-level keys and stops at the first one it cannot
+// read, because an oversized payload arrives cut short (Engine.Accept keeps
+// only MaxPayload+1 bytes): an id sent before the cut is still found. It
+// returns "" when there is no well-formed id to echo.
+func salvageRequestID(payload []byte) string {
+	d := json.NewDecoder(bytes.NewReader(payload))
+	if t, err := d.Token(); err != nil || t != json.Delim('{') {
+		return ""
+	}
+	for d.More() {
+		t, err := d.Token()
+		if err != nil {
+			return ""
+		}
+		if key, _ := t.(string); key == "request_id" {
+			var id string
+			// Decode replaces invalid UTF-8 with U+FFFD; an id that needed it
+			// is not the controller's id.
+			if d.Decode(&id) != nil || len(id) > MaxRequestID || strings.ContainsRune(id, utf8.RuneError) {
+				return ""
+			}
+			return id
+		}
+		var skip json.RawMessage
+		if d.Decode(&skip) != nil {
+			return ""
+		}
+	}
+	return ""
+}
+
 // parseObject applies the checks every inbound payload shares: size, UTF-8,
 // JSON syntax, top-level object, request_id. The returned request id is
 // valid even with an error whenever it could be read.
 func parseObject(payload []byte) (object, error) {
 	if len(payload) > MaxPayload {
-		return object{}, Errorf(ErrPayloadTooLarge, "payload is %d bytes, the limit is %d", len(payload), MaxPayload)
+		return object{id: salvageRequestID(payload)}, Errorf(ErrPayloadTooLarge, "payload is %d bytes, the limit is %d", len(payload), MaxPayload)
 	}
 	if !utf8.Valid(payload) {
-		return object{}, Errorf(ErrBadJSON, "payload is not valid UTF-8")
+		return object{id: salvageRequestID(payload)}, Errorf(ErrBadJSON, "payload is not valid UTF-8")
 	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(payload, &raw); err != nil {

@@ -37,8 +37,11 @@ func TestDecodeErrors(t *testing.T) {
 		field   string
 		id      string
 	}{
-		{"too large", create, big, ErrPayloadTooLarge, "", ""},
+		{"too large", create, big, ErrPayloadTooLarge, "", "x"},
+		{"too large, cut as Accept stores it", create, big[:MaxPayload+1], ErrPayloadTooLarge, "", "x"},
+		{"too large without id", create, `{"data":{"subject":"` + strings.Repeat("a", MaxPayload) + `"}}`, ErrPayloadTooLarge, "", ""},
 		{"bad utf8", create, "{\"request_id\":\"a\xff\"}", ErrBadJSON, "", ""},
+		{"bad utf8 elsewhere", create, "{\"request_id\":\"r9\",\"data\":\"\xff\"}", ErrBadJSON, "", "r9"},
 		{"not json", create, `{"request_id":`, ErrBadJSON, "", ""},
 		{"array", create, `[1,2]`, ErrBadJSON, "", ""},
 		{"null", create, `null`, ErrBadJSON, "", ""},

@@ -101,7 +101,10 @@ type Options struct {
 	ConnectTimeout time.Duration
 	// KeepAlive is the MQTT keepalive (default 30s).
 	KeepAlive time.Duration
-	// MaxReconnectInterval caps the backoff between attempts (default 1m).
+	// MaxReconnectInterval caps the backoff between attempts (default
+	// 10s). paho's own default of a minute would turn a 20-second broker
+	// blip into a minute offline, longer than the controller's ack window
+	// (unlock.ack_timeout, 30 s by default), and refund a paid customer.
 	MaxReconnectInterval time.Duration
 	// DrainInterval is how often the outbox is checked for entries that
 	// became due without OutboxChanged firing, e.g. a result to re-send
@@ -157,7 +160,7 @@ func New(opts Options, eng Engine) (*Link, error) {
 	def(&opts.PublishTimeout, 10*time.Second)
 	def(&opts.ConnectTimeout, 10*time.Second)
 	def(&opts.KeepAlive, 30*time.Second)
-	def(&opts.MaxReconnectInterval, time.Minute)
+	def(&opts.MaxReconnectInterval, 10*time.Second)
 	def(&opts.DrainInterval, time.Second)
 	def(&opts.ShutdownTimeout, 5*time.Second)
 	if opts.Logger == nil {
