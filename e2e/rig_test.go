@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -11,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kioskpay/kioskpay/internal/qrtest"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
@@ -340,6 +342,7 @@ type daemonOpts struct {
 	username   string
 	password   string // written to mqtt.password_file
 	persistent bool   // the controller keeps its session (broker restarts)
+	web        bool   // also serve the web display (env.webAddr)
 }
 
 // env is one device under test: a paysim, a broker, the daemon's config
@@ -354,6 +357,7 @@ type env struct {
 	dev       string
 	prefix    string
 	key       []byte // result HMAC key, when configured
+	webAddr   string // the web display's host:port, with daemonOpts.web
 	ctl       *controller
 	d         *daemon
 }
@@ -423,6 +427,11 @@ func newEnv(t *testing.T, o daemonOpts) *env {
 	if o.notifyURL != "" {
 		notify = "\nnotify_url = " + q(o.notifyURL)
 	}
+	outputs, webListen := `outputs = ["png"]`, ""
+	if o.web {
+		e.webAddr = freeAddr(t)
+		outputs, webListen = `outputs = ["png", "web"]`, "\nweb_listen = "+q(e.webAddr)
+	}
 	e.editConfig(
 		`device_id = "sim-1"`, `device_id = `+q(e.dev),
 		`url = "tcp://127.0.0.1:1883"`, `url = `+q(e.brokerURL),
@@ -431,8 +440,8 @@ func newEnv(t *testing.T, o daemonOpts) *env {
 		`expire = "5m"`, `expire = `+q(o.expire),
 		`max_fee = 100000`, `max_fee = `+strconv.Itoa(o.maxFee),
 		`poll = "2s"`, `poll = `+q(o.poll)+notify,
-		`outputs = ["web"]`, `outputs = ["png"]`,
-		`web_listen = "127.0.0.1:8088"`, `png_path = `+q(filepath.Join(e.dir, "qr.png")),
+		`outputs = ["web"]`, outputs,
+		`web_listen = "127.0.0.1:8088"`, `png_path = `+q(filepath.Join(e.dir, "qr.png"))+webListen,
 		`locale = "zh"`, `locale = "en"`,
 		`sync_check = "none"`, `sync_check = "none"`+"\n"+unlock+catalog,
 	)
@@ -726,24 +735,18 @@ func (d *daemon) start() { d.proc.start(`"kioskpayd ready"`) }
 // finds no code.
 func decodeQR(t *testing.T, png []byte) string {
 	t.Helper()
-	zbar, err := exec.LookPath("zbarimg")
+	return strings.Join(qrtest.DecodePNG(t, png), "\n")
+}
+
+// freeAddr returns a loopback address with a port nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Skip("zbarimg not installed")
-	}
-	f := filepath.Join(t.TempDir(), "qr.png")
-	if err := os.WriteFile(f, png, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, zbar, "--raw", "-q", f).Output()
-	if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 4 {
-		return "" // zbarimg: no symbol found
-	}
-	if err != nil {
-		t.Fatalf("zbarimg: %v", err)
-	}
-	return strings.TrimRight(string(out), "\n")
+	defer l.Close()
+	return l.Addr().String()
 }
 
 func dataURLPNG(t *testing.T, u string) []byte {
