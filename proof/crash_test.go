@@ -291,12 +291,8 @@ func (w *world) runRound(sc string) (res roundResult) {
 		if _, ok := waitReply(w.ctx, ch, long); !ok {
 			return res
 		}
-		delta := int64(1)
-		if w.float() < 0.5 {
-			delta = -1
-		}
 		k.at()
-		w.payAny(o.OutTradeNo, o.Total+delta)
+		w.payWrong(o.OutTradeNo)
 
 	case scSupersede:
 		ch := w.create(o)
@@ -379,4 +375,22 @@ func (w *world) waitState(otn, state string, d time.Duration) bool {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return false
+}
+
+// payWrong pays a leg a wrong amount: less than the order on either
+// provider, or more on Alipay. A WeChat Pay order cannot be overpaid (it
+// charges amount.total exactly, and a refund may not exceed it), so paysim's
+// ability to overpay one is not used: the daemon could only flag it.
+func (w *world) payWrong(otn string) bool {
+	ls := w.legs(otn)
+	if len(ls) == 0 {
+		return false
+	}
+	o, _ := w.ledger.Get(otn)
+	p := ls[w.intn(len(ls))]
+	delta := int64(-1)
+	if p == payment.Alipay && w.float() < 0.5 {
+		delta = 1
+	}
+	return w.pay(otn, p, o.Total+delta)
 }

@@ -48,6 +48,7 @@ type world struct {
 	rig    *Rig
 	dev    string
 	d      *Daemon
+	extra  []*Daemon // more devices on the same rig (soak)
 	ledger *Ledger
 	rnd    *rand.Rand
 	rndMu  sync.Mutex
@@ -225,6 +226,7 @@ func (w *world) pay(otn string, p payment.ProviderName, amount int64) bool {
 		amount = o.Total
 	}
 	if err := w.rig.Sim.Pay(p, otn, payment.Fen(amount)); err != nil {
+		w.t.Logf("%s: pay %s: %v", otn, p, err)
 		return false
 	}
 	w.ledger.Update(otn, func(o *Order) {
@@ -321,9 +323,36 @@ func (w *world) finish(grace time.Duration) {
 	for _, r := range w.ledger.UnknownResults() {
 		w.report([]Violation{{Kind: VUnknownResult, OutTradeNo: r.OutTradeNo, Detail: "status " + r.Status}})
 	}
-	for _, c := range w.d.Crashes() {
-		w.report([]Violation{{Kind: VDaemonCrashed, Detail: c}})
+	for _, d := range append([]*Daemon{w.d}, w.extra...) {
+		for _, c := range d.Crashes() {
+			w.report([]Violation{{Kind: VDaemonCrashed, Detail: c}})
+		}
 	}
+}
+
+// addDevice starts one more daemon on the rig and returns its device id.
+func (w *world) addDevice(overrides map[string]any) string {
+	w.t.Helper()
+	dev := "dev" + randHex(3)
+	d, err := w.rig.Daemon(dev, overrides)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if err := d.Start(); err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() {
+		if code, err := d.Stop(10 * time.Second); err != nil || code != 0 {
+			w.t.Errorf("daemon stop: exit %d, %v (log %s)", code, err, d.Log)
+		}
+	})
+	ctx, cancel := context.WithTimeout(w.ctx, 20*time.Second)
+	defer cancel()
+	if err := w.rig.Ctl.WaitOnline(ctx, dev); err != nil {
+		w.t.Fatalf("%v (log %s)", err, d.Log)
+	}
+	w.extra = append(w.extra, d)
+	return dev
 }
 
 // outcomes counts final daemon states over the ledger (for the summary).

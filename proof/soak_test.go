@@ -37,10 +37,15 @@ func TestFaultSoak(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	w := newWorld(t, ctx, SimOptions{TimeoutHold: 3 * time.Second, RefundDelay: 300 * time.Millisecond}, map[string]any{
+	overrides := map[string]any{
 		"payment.poll":       "500ms",
 		"unlock.ack_timeout": "5s",
-	})
+	}
+	w := newWorld(t, ctx, SimOptions{TimeoutHold: 3 * time.Second, RefundDelay: 300 * time.Millisecond}, overrides)
+	devices := []string{w.dev}
+	for len(devices) < envInt("KIOSKPAY_SOAK_DEVICES", 2) {
+		devices = append(devices, w.addDevice(overrides))
+	}
 	// Each kind gets an equal share; the sim checks faults in order, so
 	// the per-kind rate is chosen for the union to come to faultRate.
 	kinds := []string{paysim.Fault5xx, paysim.FaultTimeout, paysim.FaultBadSign, paysim.FaultStaleTS, paysim.FaultRateLimit}
@@ -75,22 +80,25 @@ func TestFaultSoak(t *testing.T) {
 		}
 	}()
 
-	var wrong []string
 	var mu sync.Mutex
 	n := 0
-	for time.Now().Before(stop) {
-		otn, want := w.soakOrder()
-		n++
-		if want == "" {
-			continue
-		}
-		got := w.waitFinal(otn, 90*time.Second)
-		if !strings.Contains(want, got) {
-			mu.Lock()
-			wrong = append(wrong, fmt.Sprintf("%s: ended %s, want %s", otn, got, want))
-			mu.Unlock()
-			w.report([]Violation{{Kind: "wrong_outcome", OutTradeNo: otn, Detail: fmt.Sprintf("ended %q, want %s", got, want)}})
-		}
+	for _, dev := range devices {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				otn, want := w.soakOrder(dev)
+				mu.Lock()
+				n++
+				mu.Unlock()
+				if want == "" {
+					continue
+				}
+				if got := w.waitFinal(otn, 90*time.Second); !strings.Contains(want, got) || got == "" {
+					w.report([]Violation{{Kind: "wrong_outcome", OutTradeNo: otn, Detail: fmt.Sprintf("ended %q, want %s", got, want)}})
+				}
+			}
+		}()
 	}
 	wg.Wait()
 	w.rig.Sim.ClearFaults()
@@ -107,8 +115,8 @@ func TestFaultSoak(t *testing.T) {
 	}
 	sort.Strings(parts)
 	v := w.violationCount()
-	t.Logf("SOAK orders=%d provider_calls=%d fault_rate=%.2f broker_restarts=%d unlocks=%d violations=%d outcomes: %s",
-		n, calls, faultRate, restarts, w.unlocks, v, strings.Join(parts, " "))
+	t.Logf("SOAK devices=%d orders=%d provider_calls=%d fault_rate=%.2f broker_restarts=%d unlocks=%d violations=%d outcomes: %s",
+		len(devices), n, calls, faultRate, restarts, w.unlocks, v, strings.Join(parts, " "))
 	fmt.Printf("SOAK orders=%d broker_restarts=%d violations=%d\n", n, restarts, v)
 	if v > 0 {
 		for _, x := range w.violations {
@@ -121,8 +129,8 @@ func TestFaultSoak(t *testing.T) {
 // soakOrder runs one scripted order and returns its out_trade_no and the
 // final daemon states that are correct for it ("" when the create was
 // refused, which is a correct answer under faults).
-func (w *world) soakOrder() (string, string) {
-	o := &Order{OutTradeNo: newOTN(), Provider: w.provider(), Total: int64(100 + w.intn(5000)), Ack: w.ackPolicy()}
+func (w *world) soakOrder(dev string) (string, string) {
+	o := &Order{OutTradeNo: newOTN(), Device: dev, Provider: w.provider(), Total: int64(100 + w.intn(5000)), Ack: w.ackPolicy()}
 	p := w.float()
 	switch {
 	case p < 0.65:
@@ -151,7 +159,7 @@ func (w *world) soakOrder() (string, string) {
 	switch o.Scenario {
 	case scPay:
 		if !w.payAny(o.OutTradeNo, 0) {
-			return o.OutTradeNo, "cancelled expired failed"
+			return w.gaveUp(o.OutTradeNo)
 		}
 		return o.OutTradeNo, refundOrDeliver
 	case scCancel:
@@ -162,12 +170,12 @@ func (w *world) soakOrder() (string, string) {
 		go func() { done <- w.pay(o.OutTradeNo, payment.WxPay, 0) }()
 		a := w.pay(o.OutTradeNo, payment.Alipay, 0)
 		if b := <-done; !a && !b {
-			return o.OutTradeNo, "cancelled expired failed"
+			return w.gaveUp(o.OutTradeNo)
 		}
 		return o.OutTradeNo, refundOrDeliver
 	default:
-		if !w.payAny(o.OutTradeNo, o.Total+1) {
-			return o.OutTradeNo, "cancelled expired failed"
+		if !w.payWrong(o.OutTradeNo) {
+			return w.gaveUp(o.OutTradeNo)
 		}
 		// Never delivered; refunded (or refund_failed if the provider
 		// refuses for good, which paysim does not).
@@ -186,4 +194,16 @@ func (w *world) waitFinal(otn string, d time.Duration) string {
 		time.Sleep(300 * time.Millisecond)
 	}
 	return ""
+}
+
+// gaveUp: the customer could not pay (the simulator refused); the
+// controller cancels, as a kiosk does when the customer walks away.
+func (w *world) gaveUp(otn string) (string, string) {
+	var states []string
+	for _, l := range w.rig.Sim.Legs(otn) {
+		states = append(states, string(l.Provider)+"="+l.State)
+	}
+	w.t.Logf("%s: the simulator refused the payment (legs %v); cancelling", otn, states)
+	w.command(otn, "pay/cancel", map[string]any{})
+	return otn, "cancelled"
 }
