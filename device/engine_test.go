@@ -169,7 +169,7 @@ func TestErrorReplies(t *testing.T) {
 		want               ErrorName
 		code               int
 	}{
-		{TopicCreate, big, "", ErrPayloadTooLarge, 400},
+		{TopicCreate, big, "big", ErrPayloadTooLarge, 400}, // the id before the cut is echoed
 		{TopicCreate, "{\"request_id\":\"u\xff\"}", "", ErrBadJSON, 400},
 		{TopicCreate, `{"request_id":"bj",`, "", ErrBadJSON, 400},
 		{TopicCreate, `{"request_id":"ia","data":{"out_trade_no":"order_0011","total_fee":"1000","subject":"s","type":"massage_15"}}`, "ia", ErrInvalidArgument, 400},
@@ -203,7 +203,7 @@ func TestErrorReplies(t *testing.T) {
 			anon[m.str("error")] = true
 		}
 	}
-	if !anon[string(ErrPayloadTooLarge)] || !anon[string(ErrBadJSON)] {
+	if !anon[string(ErrBadJSON)] || anon[string(ErrPayloadTooLarge)] {
 		t.Fatalf("anonymous replies %v", anon)
 	}
 	if n := len(h.all(TopicReply)); n != len(cases) {

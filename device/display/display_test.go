@@ -77,9 +77,12 @@ func runDisplay(t *testing.T, d *Display) {
 	})
 }
 
+// eventually polls cond until it holds. The bound is generous because some
+// conditions run zbarimg, which is slow on a loaded 2-core CI machine under
+// the race detector; it only matters when something is really wrong.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(45 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
