@@ -39,7 +39,7 @@ type bench struct {
 }
 
 func (b *bench) run(ctx context.Context) (*Report, error) {
-	rep := &Report{Command: b.o.commandLn, Started: time.Now().UTC().Format(time.RFC3339), Machine: machine(b.dir)}
+	rep := &Report{Command: b.o.commandLn, Started: time.Now().UTC().Format(time.RFC3339)}
 	b.waiters = map[string]chan proof.Result{}
 	b.log.Info("generating keys and building binaries")
 	var err error
@@ -69,6 +69,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 			b.cleanup[i]()
 		}
 	}()
+	rep.Machine = machine(b.dir)
 	b.relayBin = filepath.Join(b.dir, "notifyrelay")
 	if err := proof.Build(ctx, "./cmd/notifyrelay", b.relayBin, "CGO_ENABLED=0"); err != nil {
 		return nil, err

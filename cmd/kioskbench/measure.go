@@ -37,37 +37,58 @@ func (b *bench) measureIdle(ctx context.Context, rep *Report) error {
 		return err
 	}
 	defer d.Stop(10 * time.Second)
-	rss, wake, err := idleFigures(ctx, d.PID(), 5*time.Second, b.o.idleFor)
+	rss, sw, ev, err := idleFigures(ctx, d.PID(), 5*time.Second, b.o.idleFor)
 	if err != nil {
 		return err
 	}
-	rep.Memory.IdleFresh, rep.Wakeups.Fresh, rep.Wakeups.Seconds = rss, wake, b.o.idleFor.Seconds()
+	rep.Memory.IdleFresh, rep.Wakeups.Fresh, rep.Wakeups.FreshEvents, rep.Wakeups.Seconds = rss, sw, ev, b.o.idleFor.Seconds()
 	return nil
 }
 
-// idleFigures waits settle, then counts context switches over d.
-func idleFigures(ctx context.Context, pid int, settle, d time.Duration) (rss int64, perSec float64, err error) {
+// idleFigures waits settle, then watches the process for d: it returns the
+// RSS at the end, the context switches per second summed over all threads
+// (every time any thread slept or was preempted), and the wake-up events
+// per second: bursts of switches separated by at least 50 ms of quiet,
+// which is what one timer firing looks like even when it passes through
+// several runtime threads.
+func idleFigures(ctx context.Context, pid int, settle, d time.Duration) (rss int64, switches, events float64, err error) {
 	select {
 	case <-time.After(settle):
 	case <-ctx.Done():
-		return 0, 0, ctx.Err()
+		return 0, 0, 0, ctx.Err()
 	}
-	before, err := proof.ContextSwitches(pid)
+	first, err := proof.ContextSwitches(pid)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	start := time.Now()
-	select {
-	case <-time.After(d):
-	case <-ctx.Done():
-		return 0, 0, ctx.Err()
+	prev, quietSince, n := first, start, 0
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for time.Since(start) < d {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return 0, 0, 0, ctx.Err()
+		}
+		cur, err := proof.ContextSwitches(pid)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		now := time.Now()
+		if cur != prev {
+			if now.Sub(quietSince) >= 50*time.Millisecond {
+				n++
+			}
+			prev = cur
+			quietSince = now
+		} else if quietSince.IsZero() {
+			quietSince = now
+		}
 	}
-	after, err := proof.ContextSwitches(pid)
-	if err != nil {
-		return 0, 0, err
-	}
+	secs := time.Since(start).Seconds()
 	rss, _, err = proof.Memory(pid)
-	return rss, float64(after-before) / time.Since(start).Seconds(), err
+	return rss, float64(prev-first) / secs, float64(n) / secs, err
 }
 
 // measureFloor times, N times in a row, the irreducible work of a create:
@@ -451,9 +472,9 @@ func (b *bench) callsUnpaid(ctx context.Context, device string, sim *proof.Sim, 
 func (b *bench) measureThroughput(ctx context.Context, rep *Report) error {
 	// The main daemon's figures are final now.
 	if d := b.main; d != nil {
-		rss, wake, err := idleFigures(ctx, d.PID(), 2*time.Second, b.o.idleFor)
+		rss, sw, ev, err := idleFigures(ctx, d.PID(), 2*time.Second, b.o.idleFor)
 		if err == nil {
-			rep.Memory.IdleAfterLoad, rep.Wakeups.AfterLoad = rss, wake
+			rep.Memory.IdleAfterLoad, rep.Wakeups.AfterLoad, rep.Wakeups.AfterLoadEvents = rss, sw, ev
 		}
 		_, peak, _ := proof.Memory(d.PID())
 		rep.Memory.Peak = max(rep.Memory.Peak, peak)
