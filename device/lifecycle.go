@@ -654,7 +654,11 @@ func (e *Engine) pollLegs(ctx context.Context, o store.Order, t *orderTimer) {
 	if t.failures > 0 {
 		t.nextPoll = now.Add(t.retryDelay(e.cfg.PollInterval))
 	} else {
-		t.nextPoll = now.Add(pollInterval(e.cfg.PollInterval, scanned))
+		t.nextPoll = now.Add(pollInterval(e.cfg.PollInterval, pollPace{
+			scanned: scanned,
+			hot:     o.Leg(payment.WxPay) != nil && now.Sub(o.CreatedAt) < hotWindow,
+			relayed: e.cfg.NotifyURL != "",
+		}))
 	}
 }
 

@@ -1,3 +1,8 @@
+// The CPU count of an embedded device does not change while it runs, so the
+// runtime need not re-read the cgroup CPU limit every second (Go 1.25+): that
+// timer alone was most of an idle daemon's wake-ups (BENCHMARKS.md).
+//go:debug updatemaxprocs=0
+
 // Command kioskpayd is the kioskpay device daemon: it takes order requests
 // over MQTT, creates WeChat Pay / Alipay QR orders, shows the QR code on
 // the device's display, detects payment and publishes the result that

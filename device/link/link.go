@@ -106,9 +106,10 @@ type Options struct {
 	// blip into a minute offline, longer than the controller's ack window
 	// (unlock.ack_timeout, 30 s by default), and refund a paid customer.
 	MaxReconnectInterval time.Duration
-	// DrainInterval is how often the outbox is checked for entries that
-	// became due without OutboxChanged firing, e.g. a result to re-send
-	// (default 1s).
+	// DrainInterval is how often the outbox is checked without being
+	// told (default 30s). The engine signals OutboxChanged whenever an
+	// entry is enqueued or falls due, so this is only a safety net; a
+	// short interval would wake an idle device every second for nothing.
 	DrainInterval time.Duration
 	// ShutdownTimeout bounds the final drain and offline status on stop
 	// (default 5s).
@@ -161,7 +162,7 @@ func New(opts Options, eng Engine) (*Link, error) {
 	def(&opts.ConnectTimeout, 10*time.Second)
 	def(&opts.KeepAlive, 30*time.Second)
 	def(&opts.MaxReconnectInterval, 10*time.Second)
-	def(&opts.DrainInterval, time.Second)
+	def(&opts.DrainInterval, 30*time.Second)
 	def(&opts.ShutdownTimeout, 5*time.Second)
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
