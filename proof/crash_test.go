@@ -142,7 +142,7 @@ func (w *world) newKiller() *killer {
 		defer close(k.done)
 		select {
 		case <-k.focus:
-		case <-time.After(30 * time.Second):
+		case <-time.After(3 * time.Minute):
 			k.note = "none"
 			return
 		}
@@ -332,6 +332,7 @@ func (w *world) runRound(sc string) (res roundResult) {
 		}
 
 	case scExpire:
+		o.ExpireSeconds = 60 // the shortest QR lifetime
 		ch := w.create(o)
 		r, ok := waitReply(w.ctx, ch, long)
 		if !ok {

@@ -150,14 +150,14 @@ func (w *world) create(o *Order) <-chan Reply {
 		o.Device = w.dev
 	}
 	w.ledger.Add(o)
-	fields := map[string]any{
-		"provider":   o.Provider,
-		"needQRcode": true,
-		"data": map[string]any{
-			"out_trade_no": o.OutTradeNo, "total_fee": o.Total, "subject": "proof " + o.Scenario,
-			"type": "proof", "custom": map[string]any{"scenario": o.Scenario},
-		},
+	data := map[string]any{
+		"out_trade_no": o.OutTradeNo, "total_fee": o.Total, "subject": "proof " + o.Scenario,
+		"type": "proof", "custom": map[string]any{"scenario": o.Scenario},
 	}
+	if o.ExpireSeconds > 0 {
+		data["expire_seconds"] = o.ExpireSeconds
+	}
+	fields := map[string]any{"provider": o.Provider, "needQRcode": true, "data": data}
 	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
 	defer cancel()
 	id, ch, err := w.rig.Ctl.Send(ctx, o.Device, "pay/create", fields)
@@ -235,13 +235,23 @@ func (w *world) pay(otn string, p payment.ProviderName, amount int64) bool {
 	return true
 }
 
-// payAny pays on a random leg the simulator has; false if none.
+// payAny pays on a random leg the simulator has, preferring one that is
+// still payable (the customer scans the code that works); false if none.
 func (w *world) payAny(otn string, amount int64) bool {
-	ls := w.legs(otn)
-	if len(ls) == 0 {
+	var open, all []payment.ProviderName
+	for _, l := range w.rig.Sim.Legs(otn) {
+		all = append(all, l.Provider)
+		if openAtProvider(l.State) {
+			open = append(open, l.Provider)
+		}
+	}
+	if len(open) > 0 {
+		all = open
+	}
+	if len(all) == 0 {
 		return false
 	}
-	return w.pay(otn, ls[w.intn(len(ls))], amount)
+	return w.pay(otn, all[w.intn(len(all))], amount)
 }
 
 // daemonView asks the daemon for the order's state.

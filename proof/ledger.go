@@ -30,6 +30,9 @@ type Order struct {
 	Scenario   string
 	Ack        AckPolicy
 	CreatedAt  time.Time
+	// ExpireSeconds is the create's data.expire_seconds (0: the daemon's
+	// payment.expire).
+	ExpireSeconds int
 
 	// Requests maps each request_id sent for this order to its command
 	// suffix; every one must get a reply.
