@@ -589,18 +589,24 @@ func TestUnknownOutcomes(t *testing.T) {
 	open := order(100)
 	mustCreate(t, e, open)
 
-	calls := map[string]func() error{
-		"wxpay.native": func() error { _, err := e.client.Create(ctx, order(100)); return err },
-		"wxpay.query":  func() error { _, err := e.client.Query(ctx, paid.OutTradeNo); return err },
-		"wxpay.close":  func() error { _, err := e.client.Close(ctx, open.OutTradeNo); return err },
-		"wxpay.refund": func() error {
+	// In this order: the refund query needs the refund to exist, or its
+	// answer is a 404, which carries no signature for a fault to spoil.
+	calls := []struct {
+		api  string
+		call func() error
+	}{
+		{"wxpay.native", func() error { _, err := e.client.Create(ctx, order(100)); return err }},
+		{"wxpay.query", func() error { _, err := e.client.Query(ctx, paid.OutTradeNo); return err }},
+		{"wxpay.close", func() error { _, err := e.client.Close(ctx, open.OutTradeNo); return err }},
+		{"wxpay.refund", func() error {
 			_, err := e.client.Refund(ctx, payment.RefundRequest{OutTradeNo: paid.OutTradeNo, OutRefundNo: paid.OutTradeNo + "R", Total: 100, Refund: 1})
 			return err
-		},
-		"wxpay.refund_query": func() error { _, err := e.client.QueryRefund(ctx, paid.OutTradeNo, paid.OutTradeNo+"R"); return err },
+		}},
+		{"wxpay.refund_query", func() error { _, err := e.client.QueryRefund(ctx, paid.OutTradeNo, paid.OutTradeNo+"R"); return err }},
 	}
 	for _, kind := range []string{paysim.Fault5xx, paysim.FaultBadSign, paysim.FaultStaleTS, paysim.FaultRateLimit, paysim.FaultTimeout} {
-		for api, call := range calls {
+		for _, c := range calls {
+			api, call := c.api, c.call
 			t.Run(kind+"/"+api, func(t *testing.T) {
 				if err := e.sim.InjectFault(paysim.Fault{Provider: payment.WxPay, API: api, Kind: kind, Count: 1}); err != nil {
 					t.Fatal(err)
