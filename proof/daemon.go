@@ -209,6 +209,31 @@ func Memory(pid int) (rss, peak int64, err error) {
 	return rss, peak, nil
 }
 
+// MemoryBreakdown splits the resident set into anonymous memory (heap,
+// stacks: what the process itself holds) and file-backed pages (the
+// binary's text and the mmapped bbolt file, which the kernel can drop and
+// share), in bytes.
+func MemoryBreakdown(pid int) (anon, file int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		n, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "RssAnon:":
+			anon = n << 10
+		case "RssFile:", "RssShmem:":
+			file += n << 10
+		}
+	}
+	return anon, file, nil
+}
+
 // ContextSwitches sums the voluntary and involuntary context switches of
 // every thread of pid: each is one time a thread went to sleep or was
 // preempted, so the rate while idle counts wake-ups.

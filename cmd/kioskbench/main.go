@@ -81,7 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.keep, "keep", "", "work directory to keep (logs, configs); default a temporary one, removed")
 	fs.StringVar(&o.provider, "provider", "wxpay", "provider for the timed orders (wxpay, alipay, any)")
 	fs.StringVar(&o.poll, "poll", "", "payment.poll for the daemons (default: the value paysim's config ships, 2s)")
-	fs.BoolVar(&o.nodelay, "broker-nodelay", false, "run Mosquitto with set_tcp_nodelay true (its default is false: Nagle's algorithm on)")
+	fs.BoolVar(&o.nodelay, "broker-nodelay", true, "run Mosquitto with set_tcp_nodelay true, as deploy/mosquitto does (false: Mosquitto's default, Nagle's algorithm on)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -42,6 +42,7 @@ func (b *bench) measureIdle(ctx context.Context, rep *Report) error {
 		return err
 	}
 	rep.Memory.IdleFresh, rep.Wakeups.Fresh, rep.Wakeups.FreshEvents, rep.Wakeups.Seconds = rss, sw, ev, b.o.idleFor.Seconds()
+	rep.Memory.IdleFreshAnon, _, _ = proof.MemoryBreakdown(d.PID())
 	return nil
 }
 
@@ -475,6 +476,7 @@ func (b *bench) measureThroughput(ctx context.Context, rep *Report) error {
 		rss, sw, ev, err := idleFigures(ctx, d.PID(), 2*time.Second, b.o.idleFor)
 		if err == nil {
 			rep.Memory.IdleAfterLoad, rep.Wakeups.AfterLoad, rep.Wakeups.AfterLoadEvents = rss, sw, ev
+			rep.Memory.IdleAfterLoadAnon, _, _ = proof.MemoryBreakdown(d.PID())
 		}
 		_, peak, _ := proof.Memory(d.PID())
 		rep.Memory.Peak = max(rep.Memory.Peak, peak)

@@ -45,6 +45,10 @@ type Report struct {
 		IdleFresh     int64 `json:"idle_fresh_rss"`
 		IdleAfterLoad int64 `json:"idle_after_load_rss"`
 		Peak          int64 `json:"peak_rss"`
+		// Anonymous (heap, stacks) vs file-backed (binary text, mmapped
+		// bbolt file) parts of the idle RSS values.
+		IdleFreshAnon     int64 `json:"idle_fresh_rss_anon"`
+		IdleAfterLoadAnon int64 `json:"idle_after_load_rss_anon"`
 	} `json:"memory_bytes"`
 	// Wakeups when idle: context switches summed over every thread, and
 	// wake-up events (bursts of switches after ≥ 50 ms of quiet).
@@ -256,10 +260,10 @@ func (r *Report) WriteTable(w io.Writer) {
 	p("")
 	p("resources")
 	if r.Memory.IdleFresh > 0 {
-		p("  %-40s %s", "RSS idle (fresh start)", mb(r.Memory.IdleFresh))
+		p("  %-40s %s (anonymous %s, file-backed %s)", "RSS idle (fresh start)", mb(r.Memory.IdleFresh), mb(r.Memory.IdleFreshAnon), mb(r.Memory.IdleFresh-r.Memory.IdleFreshAnon))
 	}
 	if r.Memory.IdleAfterLoad > 0 {
-		p("  %-40s %s", "RSS idle (after the latency runs)", mb(r.Memory.IdleAfterLoad))
+		p("  %-40s %s (anonymous %s, file-backed %s)", "RSS idle (after the latency runs)", mb(r.Memory.IdleAfterLoad), mb(r.Memory.IdleAfterLoadAnon), mb(r.Memory.IdleAfterLoad-r.Memory.IdleAfterLoadAnon))
 	}
 	if r.Memory.Peak > 0 {
 		p("  %-40s %s", "RSS peak (VmHWM over the latency runs)", mb(r.Memory.Peak))
