@@ -212,8 +212,12 @@ func (w *world) runRound(sc string) (res roundResult) {
 		k.at() // a script that ended early still gets its kill
 		<-k.done
 		res.kills, res.killNote = k.kills, k.note
-		// Leave nothing payable behind for the next round to supersede.
+		// Leave nothing payable behind for the next round to supersede
+		// (an expiry round is left to expire).
 		for _, otn := range res.orders {
+			if sc == scExpire {
+				break
+			}
 			if v, ok := w.daemonView(otn); ok && v.Found && v.State == "pending" {
 				w.command(otn, "pay/cancel", map[string]any{})
 			}
