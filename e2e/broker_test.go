@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
+
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -23,7 +25,7 @@ type mosquitto struct {
 	port int
 	cmd  *exec.Cmd
 	done chan struct{}
-	log  logBuf
+	log  syncbuf.Buffer
 }
 
 func newMosquitto(t *testing.T) *mosquitto {

@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
+
 	"github.com/kioskpay/kioskpay/internal/qrtest"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -573,30 +575,6 @@ func (e *env) healthy(p payment.ProviderName) {
 
 // ---- processes ----
 
-// logBuf collects a process's stderr across runs.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuf) Len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Len()
-}
-
 // proc is a binary under test. Its whole stderr, over every run, is
 // checked for secrets at cleanup.
 type proc struct {
@@ -604,7 +582,7 @@ type proc struct {
 	name    string
 	args    []string
 	secrets []string
-	log     logBuf
+	log     syncbuf.Buffer
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd

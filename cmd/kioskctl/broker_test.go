@@ -1,16 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	mochi "github.com/mochi-mqtt/server/v2"
@@ -91,27 +91,9 @@ type runResult struct {
 	stdout, stderr string
 }
 
-// lockedBuffer lets a test read output while the command still runs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // kioskctl runs the CLI in-process with args and env.
 func kioskctl(ctx context.Context, env map[string]string, args ...string) runResult {
-	var out, errb lockedBuffer
+	var out, errb syncbuf.Buffer
 	m := &Main{Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return env[k] }}
 	code := m.Run(ctx, args)
 	return runResult{code, out.String(), errb.String()}

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
+
 	"github.com/kioskpay/kioskpay/device"
 )
 
@@ -32,7 +34,7 @@ func TestEndToEndWithDemo(t *testing.T) {
 	}
 	cmd := exec.Command(bin, "-demo")
 	stdout, _ := cmd.StdoutPipe()
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -92,7 +94,7 @@ func TestEndToEndWithDemo(t *testing.T) {
 	})
 
 	const no = "e2e_order_0001"
-	var out, errb lockedBuffer
+	var out, errb syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
 		m := &Main{Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return env[k] }}

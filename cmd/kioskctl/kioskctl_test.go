@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
+
 	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/payment"
 )
@@ -281,7 +283,7 @@ func TestWatch(t *testing.T) {
 	ctx, cancel := context.WithCancel(testCtx(t))
 	defer cancel()
 	done := make(chan runResult, 1)
-	var out, errb lockedBuffer
+	var out, errb syncbuf.Buffer
 	go func() {
 		m := &Main{Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }}
 		code := m.Run(ctx, args(g, "-o", "json", "watch", "-device", "dev1", "-count", "4"))
@@ -322,7 +324,7 @@ func TestWatch(t *testing.T) {
 
 	// Text mode until interrupted: exit 0 on Ctrl-C.
 	ctx2, cancel2 := context.WithCancel(testCtx(t))
-	var out2, errb2 lockedBuffer
+	var out2, errb2 syncbuf.Buffer
 	done2 := make(chan int, 1)
 	go func() {
 		m := &Main{Stdout: &out2, Stderr: &errb2, Getenv: func(string) string { return "" }}

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
+
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 	"github.com/kioskpay/kioskpay/store"
@@ -154,29 +156,11 @@ func TestLockedStoreExits1(t *testing.T) {
 	}
 }
 
-// safeBuffer is a bytes.Buffer safe for the daemon's concurrent logging.
-type safeBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *safeBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *safeBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // start runs the daemon in-process and returns a stop function that
 // cancels it (as SIGTERM does) and returns the exit code.
-func start(t *testing.T, args []string) (stop func() int, stderr *safeBuffer) {
+func start(t *testing.T, args []string) (stop func() int, stderr *syncbuf.Buffer) {
 	t.Helper()
-	stderr = &safeBuffer{}
+	stderr = &syncbuf.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, args, io.Discard, stderr) }()
@@ -284,7 +268,7 @@ func TestDemo(t *testing.T) {
 	ready := make(chan demoEnv, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errOut safeBuffer
+	var out, errOut syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- runDemoWith(ctx, &out, &errOut, newLogger(&errOut, 0), &demoHooks{ready: func(e demoEnv) { ready <- e }})

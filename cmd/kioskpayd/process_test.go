@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
+
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 )
 
@@ -25,11 +27,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func daemonProcess(t *testing.T, args ...string) (*exec.Cmd, *safeBuffer) {
+func daemonProcess(t *testing.T, args ...string) (*exec.Cmd, *syncbuf.Buffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "KIOSKPAYD_TEST_MAIN=1")
-	var stderr safeBuffer
+	var stderr syncbuf.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
+
 	"github.com/kioskpay/kioskpay/config"
 )
 
@@ -84,7 +86,7 @@ func TestReadyWithoutBroker(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var stderr safeBuffer
+	var stderr syncbuf.Buffer
 	go func() {
 		done <- daemon(ctx, cfg, io.Discard, newLogger(&stderr, 0), &hooks{readyGrace: 300 * time.Millisecond})
 	}()

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
+
 	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 )
@@ -41,7 +43,7 @@ func TestMutualTLSBroker(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan int, 1)
-	var stderr safeBuffer
+	var stderr syncbuf.Buffer
 	go func() {
 		done <- daemon(ctx, cfg, io.Discard, newLogger(&stderr, 0), &hooks{ready: func(string) { close(ready) }})
 	}()

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
+
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -289,7 +291,7 @@ func TestRunServesAndStops(t *testing.T) {
 	defer cancel()
 	ready := make(chan string, 1)
 	errc := make(chan error, 1)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	go func() {
 		errc <- run(ctx, []string{"-listen", "127.0.0.1:0", "-broker", url, "-prefix", prefix, "-client-id", "relay-run-" + randomHex(3)}, &logs, ready)
 	}()
@@ -334,21 +336,4 @@ func TestRunServesAndStops(t *testing.T) {
 	if err := run(context.Background(), []string{"-bogus"}, io.Discard, nil); !errors.Is(err, errUsage) {
 		t.Fatalf("bad flag: %v", err)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -10,9 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
 
 	"github.com/BurntSushi/toml"
 
@@ -20,30 +20,12 @@ import (
 	"github.com/kioskpay/kioskpay/payment/wxpay"
 )
 
-// syncBuffer is a bytes.Buffer safe for the server goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // start runs paysim in-process until the test ends and returns its base URL
 // and what it printed.
-func start(t *testing.T, dir string) (string, *syncBuffer) {
+func start(t *testing.T, dir string) (string, *syncbuf.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
 )
 
 // fakeOutput records draws; it can fail or block on demand.
@@ -174,7 +176,7 @@ func TestDisplayAllOutputs(t *testing.T) {
 	dir := t.TempDir()
 	fbPath := filepath.Join(dir, "later", "fb0") // directory missing at first
 	pngPath := filepath.Join(dir, "run", "qr.png")
-	var tty syncBuffer
+	var tty syncbuf.Buffer
 	geom := FBGeometry{Width: 480, Height: 800, BitsPerPixel: 16, LineLength: 1024}
 	d := newTestDisplay(t, Config{
 		Outputs:    []string{OutputFB, OutputPNG, OutputTTY},

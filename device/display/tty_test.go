@@ -1,15 +1,15 @@
 package display
 
 import (
-	"bytes"
 	"image"
 	"image/color"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
 )
 
 // halfBlocksToImage turns the half-block lines of text back into pixels
@@ -73,25 +73,8 @@ func TestHalfBlockQR(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 func TestTTYOutput(t *testing.T) {
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	o := &ttyOutput{w: &buf, tx: &textsZH}
 	f := &frame{Screen: payScreen(wxCode, aliCode), seq: 1, start: testNow}
 	if err := o.draw(f, testNow); err != nil {
