@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
-
 	"github.com/kioskpay/kioskpay/payment"
 )
 

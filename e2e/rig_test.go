@@ -22,13 +22,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kioskpay/kioskpay/internal/syncbuf"
-
-	"github.com/kioskpay/kioskpay/internal/qrtest"
-
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
+	"github.com/kioskpay/kioskpay/internal/qrtest"
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 )

@@ -10,9 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kioskpay/kioskpay/internal/syncbuf"
-
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"

@@ -15,9 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kioskpay/kioskpay/internal/syncbuf"
-
 	"github.com/kioskpay/kioskpay/device"
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
 )
 
 // TestEndToEndWithDemo drives the real daemon: it builds kioskpayd, runs

@@ -9,9 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kioskpay/kioskpay/internal/syncbuf"
-
 	"github.com/kioskpay/kioskpay/device"
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
 	"github.com/kioskpay/kioskpay/payment"
 )
 

@@ -14,9 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kioskpay/kioskpay/internal/syncbuf"
-
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 	"github.com/kioskpay/kioskpay/store"
 )

@@ -12,9 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kioskpay/kioskpay/internal/syncbuf"
-
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
 )
 
 // TestMain lets a test run this binary as the real daemon: with

@@ -11,9 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kioskpay/kioskpay/internal/syncbuf"
-
 	"github.com/kioskpay/kioskpay/config"
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
 )
 
 // notifySocket listens where the daemon sends sd_notify datagrams and

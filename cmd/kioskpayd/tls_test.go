@@ -8,10 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kioskpay/kioskpay/internal/syncbuf"
-
 	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
 )
 
 // The daemon and doctor reach a broker that requires mutual TLS, with the

@@ -15,14 +15,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kioskpay/kioskpay/internal/syncbuf"
-
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/kioskpay/kioskpay/device"
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
 )
 
 type allowAll struct{ mochi.HookBase }

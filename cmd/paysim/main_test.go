@@ -12,10 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kioskpay/kioskpay/internal/syncbuf"
-
 	"github.com/BurntSushi/toml"
 
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/wxpay"
 )
