@@ -304,7 +304,11 @@ func (b *bench) measureDetect(ctx context.Context, rep *Report) error {
 	if _, err := b.mainDaemon(ctx); err != nil {
 		return err
 	}
-	poll, err := b.detectLoop(ctx, "main-1", b.rig.Sim)
+	// A person needs several seconds to scan, check the amount and confirm;
+	// the daemon's first query is 2 s after creation by design. Payments are
+	// placed 2–5 s after the code appears, at a random phase of the poll
+	// cycle.
+	poll, err := b.detectLoop(ctx, "main-1", b.rig.Sim, 2*time.Second, 5*time.Second)
 	if err != nil {
 		return fmt.Errorf("poll: %w", err)
 	}
@@ -314,7 +318,8 @@ func (b *bench) measureDetect(ctx context.Context, rep *Report) error {
 		return err
 	}
 	_ = rd
-	relay, err := b.detectLoop(ctx, "relay-1", sim)
+	// Notifications do not depend on the poll cycle: pay at once or later.
+	relay, err := b.detectLoop(ctx, "relay-1", sim, 100*time.Millisecond, 3*time.Second)
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
@@ -355,7 +360,9 @@ func (b *bench) relayDaemon(ctx context.Context) (*proof.Daemon, *proof.Sim, err
 	return d, s, nil
 }
 
-func (b *bench) detectLoop(ctx context.Context, device string, sim *proof.Sim) ([]time.Duration, error) {
+// detectLoop creates orders one at a time and pays each between payAfter
+// and payBefore after its reply, timing payment → paid result.
+func (b *bench) detectLoop(ctx context.Context, device string, sim *proof.Sim, payAfter, payBefore time.Duration) ([]time.Duration, error) {
 	var lat []time.Duration
 	for i := 0; i < b.o.detects; i++ {
 		otn := b.otn()
@@ -365,8 +372,7 @@ func (b *bench) detectLoop(ctx context.Context, device string, sim *proof.Sim) (
 			b.forget(otn)
 			return lat, err
 		}
-		// Pay at a random phase of the poll cycle.
-		time.Sleep(jitter(100*time.Millisecond, 3*time.Second))
+		time.Sleep(jitter(payAfter, payBefore))
 		if err := b.payAndWait(ctx, sim, device, &o, results); err != nil {
 			b.forget(otn)
 			return lat, err
