@@ -16,6 +16,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/device/link"
 )
 
@@ -194,35 +195,25 @@ func (e *noReplyError) Error() string {
 	return fmt.Sprintf("no reply from device %s within %v: is it online? try 'kioskctl status -device %s' (a busy provider may need a longer -timeout)", e.device, e.timeout, e.device)
 }
 
-// replyHead is the part every reply shares.
-type replyHead struct {
-	RequestID string `json:"request_id"`
-	Action    string `json:"action"`
-	Code      int    `json:"code"`
-	Msg       string `json:"msg"`
-	Error     string `json:"error"`
-	Field     string `json:"field"`
-}
-
-// refusal turns a non-zero reply code into an error that says what the
-// device objected to.
-func (h replyHead) refusal(device string) error {
-	if h.Code == 0 {
+// refusal turns a reply with a non-zero code into an error that says what
+// the device objected to and, where it helps, what to do.
+func refusal(r device.Reply, dev string) error {
+	if r.Code == 0 {
 		return nil
 	}
-	s := fmt.Sprintf("device %s refused (%d %s)", device, h.Code, h.Error)
-	if h.Field != "" {
-		s += " field " + h.Field
+	s := fmt.Sprintf("device %s refused (%d %s)", dev, r.Code, r.Error)
+	if r.Field != "" {
+		s += " field " + r.Field
 	}
-	if h.Msg != "" {
-		s += ": " + h.Msg
+	if r.Msg != "" {
+		s += ": " + r.Msg
 	}
-	switch h.Error {
-	case "CLOCK_NOT_SYNCED":
+	switch r.Error {
+	case device.ErrClockNotSynced:
 		s += " (the device's clock is not synchronised yet: check NTP on it)"
-	case "PROVIDER_UNAVAILABLE":
+	case device.ErrProviderUnavailable:
 		s += " (the provider could not be reached; retry later)"
-	case "SIGNATURE_INVALID":
+	case device.ErrSignatureInvalid:
 		s += " (the device requires signed requests: pass -sign-key-file with its unlock.result_key_file)"
 	}
 	return errors.New(s)

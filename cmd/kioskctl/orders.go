@@ -85,7 +85,7 @@ func (c *OrdersCommand) Run(ctx context.Context, g *Globals, args []string) erro
 		if err := json.Unmarshal(raw, &r); err != nil {
 			return fmt.Errorf("device %s sent an unreadable reply: %w", dev, err)
 		}
-		if err := headOf(r.Reply).refusal(dev); err != nil {
+		if err := refusal(r.Reply, dev); err != nil {
 			return err
 		}
 		orders = append(orders, r.Orders...)

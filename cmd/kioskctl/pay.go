@@ -172,7 +172,7 @@ func (c *PayCommand) Run(ctx context.Context, g *Globals, args []string) error {
 		if g.JSON() {
 			_ = g.printJSON(json.RawMessage(raw))
 		}
-		return headOf(reply.Reply).refusal(dev)
+		return refusal(reply.Reply, dev)
 	}
 	expiresAt, _ := time.Parse(time.RFC3339, reply.ExpiresAt)
 	if g.JSON() {
@@ -288,8 +288,4 @@ func awaitResult(ctx context.Context, ch <-chan message, outTradeNo string, time
 // unique across operators: "ctl" + UTC time + random suffix (25 chars).
 func newOutTradeNo(now time.Time) string {
 	return "ctl" + now.UTC().Format("20060102150405") + "_" + randomHex(4)
-}
-
-func headOf(r device.Reply) replyHead {
-	return replyHead{RequestID: r.RequestID, Action: r.Action, Code: r.Code, Msg: r.Msg, Error: string(r.Error), Field: r.Field}
 }

@@ -118,7 +118,7 @@ func roundTrip(ctx context.Context, g *Globals, dev, suffix, requestID string, r
 	if err != nil {
 		return nil, err
 	}
-	var head replyHead
+	var head device.Reply
 	if err := json.Unmarshal(raw, &head); err != nil {
 		return nil, fmt.Errorf("device %s sent an unreadable reply: %w", dev, err)
 	}
@@ -127,7 +127,7 @@ func roundTrip(ctx context.Context, g *Globals, dev, suffix, requestID string, r
 			return nil, err
 		}
 	}
-	if err := head.refusal(dev); err != nil {
+	if err := refusal(head, dev); err != nil {
 		return nil, err
 	}
 	return raw, nil

@@ -89,7 +89,7 @@ func (c *RefundCommand) Run(ctx context.Context, g *Globals, args []string) erro
 
 // replyMsg returns the reply's msg, or def when it has none.
 func replyMsg(raw []byte, def string) string {
-	var h replyHead
+	var h device.Reply
 	if json.Unmarshal(raw, &h) == nil && h.Msg != "" {
 		return h.Msg
 	}
