@@ -7,35 +7,19 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 )
-
-var (
-	keysOnce sync.Once
-	keys     *paysim.Keys
-	keysErr  error
-)
-
-// simKeys generates one set of RSA keys for the whole package (slow).
-func simKeys(t *testing.T) *paysim.Keys {
-	t.Helper()
-	keysOnce.Do(func() { keys, keysErr = paysim.GenerateKeys() })
-	if keysErr != nil {
-		t.Fatal(keysErr)
-	}
-	return keys
-}
 
 // simConfig writes paysim's key files and daemon config into a temp dir and
 // loads it.
 func simConfig(t *testing.T) (*Config, string) {
 	t.Helper()
 	dir := t.TempDir()
-	path, err := simKeys(t).WriteDaemonFiles(dir, "http://127.0.0.1:1")
+	path, err := simkeys.Get(t).WriteDaemonFiles(dir, "http://127.0.0.1:1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +46,7 @@ func TestProviders(t *testing.T) {
 }
 
 func TestProvidersErrors(t *testing.T) {
-	k := simKeys(t)
+	k := simkeys.Get(t)
 	pkcs1 := string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k.WxMerchant)}))
 	tests := []struct {
 		name    string
@@ -118,7 +102,7 @@ func TestNotifyURL(t *testing.T) {
 }
 
 func TestKeysMatch(t *testing.T) {
-	k := simKeys(t)
+	k := simkeys.Get(t)
 	priv, err := ParsePrivateKeyPEM(paysim.PrivatePEM(k.AlipayApp), true)
 	if err != nil {
 		t.Fatal(err)

@@ -11,17 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/alipay"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 	"github.com/kioskpay/kioskpay/payment/wxpay"
 	"github.com/kioskpay/kioskpay/store"
-)
-
-var (
-	simKeysOnce sync.Once
-	simKeys     *paysim.Keys
-	simKeysErr  error
 )
 
 // simEnv is a paysim under httptest, both real adapters pointed at it, and
@@ -34,11 +29,7 @@ type simEnv struct {
 
 func newSimEnv(t *testing.T, mod func(*Config)) *simEnv {
 	t.Helper()
-	simKeysOnce.Do(func() { simKeys, simKeysErr = paysim.GenerateKeys() })
-	if simKeysErr != nil {
-		t.Fatal(simKeysErr)
-	}
-	k := simKeys
+	k := simkeys.Get(t)
 	sim, err := paysim.New(paysim.Options{Keys: k, NotifyRetry: []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond}, TimeoutHold: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -18,7 +18,9 @@ import (
 
 	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/device"
+	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/payment/paysim"
 	"github.com/kioskpay/kioskpay/store"
 )
 
@@ -48,18 +50,18 @@ var (
 
 func engineForFuzz(t testing.TB) *fuzzEngine {
 	t.Helper()
-	testKeys(t)
-	fuzzOnce.Do(func() { fuzzEng, fuzzErr = startFuzzEngine() })
+	keys := simkeys.Get(t)
+	fuzzOnce.Do(func() { fuzzEng, fuzzErr = startFuzzEngine(keys) })
 	if fuzzErr != nil {
 		t.Fatal(fuzzErr)
 	}
 	return fuzzEng
 }
 
-func startFuzzEngine() (*fuzzEngine, error) {
+func startFuzzEngine(keys *paysim.Keys) (*fuzzEngine, error) {
 	fe := &fuzzEngine{replies: make(chan device.Outgoing, 1024)}
 	var err error
-	if fe.sim, err = StartSim(simKeys, SimOptions{RefundDelay: 100 * time.Millisecond}); err != nil {
+	if fe.sim, err = StartSim(keys, SimOptions{RefundDelay: 100 * time.Millisecond}); err != nil {
 		return nil, err
 	}
 	// Notifications land here and become seeds for FuzzEngineNotify.
@@ -369,7 +371,7 @@ func FuzzConfig(f *testing.F) {
 
 // StartSimForSeeds starts a throw-away simulator for seed material.
 func StartSimForSeeds(f *testing.F) *Sim {
-	s, err := StartSim(testKeys(f), SimOptions{})
+	s, err := StartSim(simkeys.Get(f), SimOptions{})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -11,24 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/payment"
-	"github.com/kioskpay/kioskpay/payment/paysim"
 )
-
-var (
-	keysOnce sync.Once
-	simKeys  *paysim.Keys
-	keysErr  error
-)
-
-func testKeys(t testing.TB) *paysim.Keys {
-	t.Helper()
-	keysOnce.Do(func() { simKeys, keysErr = paysim.GenerateKeys() })
-	if keysErr != nil {
-		t.Fatal(keysErr)
-	}
-	return simKeys
-}
 
 func envInt(name string, def int) int {
 	if v := os.Getenv(name); v != "" {
@@ -68,7 +53,7 @@ func newWorld(t testing.TB, ctx context.Context, sim SimOptions, overrides map[s
 	if keep := os.Getenv("KIOSKPAY_PROOF_DIR"); keep != "" {
 		dir = filepath.Join(keep, fmt.Sprintf("%s-%d", t.Name(), time.Now().Unix()))
 	}
-	rig, err := NewRig(ctx, dir, RigOptions{Keys: testKeys(t), Sim: sim, OnResult: w.onResult})
+	rig, err := NewRig(ctx, dir, RigOptions{Keys: simkeys.Get(t), Sim: sim, OnResult: w.onResult})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,29 +6,19 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 	"github.com/kioskpay/kioskpay/payment/wxpay"
 )
 
-var (
-	simKeysOnce sync.Once
-	simKeys     *paysim.Keys
-	simKeysErr  error
-)
-
 // startSim runs a paysim under httptest and returns it with its URL.
 func startSim(t *testing.T) (*paysim.Server, string) {
 	t.Helper()
-	simKeysOnce.Do(func() { simKeys, simKeysErr = paysim.GenerateKeys() })
-	if simKeysErr != nil {
-		t.Fatal(simKeysErr)
-	}
-	sim, err := paysim.New(paysim.Options{Keys: simKeys})
+	sim, err := paysim.New(paysim.Options{Keys: simkeys.Get(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +31,7 @@ func startSim(t *testing.T) (*paysim.Server, string) {
 func TestSimPayScanAndFaults(t *testing.T) {
 	sim, url := startSim(t)
 	ctx := testCtx(t)
-	k := simKeys
+	k := simkeys.Get(t)
 	// An order placed through the real adapter, as a device would.
 	client, err := wxpay.New(wxpay.Config{
 		AppID: k.WxAppID, MchID: k.WxMchID, CertSerial: k.WxCertSerial,

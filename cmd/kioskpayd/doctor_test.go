@@ -13,6 +13,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
+	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 )
 
@@ -22,7 +23,7 @@ func doctor(t *testing.T, e *env) (int, string) {
 	code := run(context.Background(), []string{"doctor", "-config", e.path}, &out, &errOut)
 	text := out.String() + errOut.String()
 	t.Logf("doctor exit %d:\n%s", code, text)
-	k := simKeys(t)
+	k := simkeys.Get(t)
 	for _, secret := range []string{k.WxAPIv3Key, "PRIVATE KEY", "MII", "s3cret-pw"} {
 		if strings.Contains(text, secret) {
 			t.Fatalf("doctor output contains secret material %q", secret)

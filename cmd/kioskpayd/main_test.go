@@ -15,25 +15,11 @@ import (
 	"time"
 
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
+	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 	"github.com/kioskpay/kioskpay/store"
 )
-
-var (
-	keysOnce sync.Once
-	keys     *paysim.Keys
-	keysErr  error
-)
-
-func simKeys(t *testing.T) *paysim.Keys {
-	t.Helper()
-	keysOnce.Do(func() { keys, keysErr = paysim.GenerateKeys() })
-	if keysErr != nil {
-		t.Fatal(keysErr)
-	}
-	return keys
-}
 
 // env is a daemon configuration pointing at a test broker and a paysim.
 type env struct {
@@ -49,7 +35,7 @@ type env struct {
 // broker, a unique device id and a system-chosen web port.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	k := simKeys(t)
+	k := simkeys.Get(t)
 	sim, err := paysim.New(paysim.Options{Keys: k})
 	if err != nil {
 		t.Fatal(err)
@@ -203,7 +189,7 @@ func TestCleanStopPublishesOffline(t *testing.T) {
 			t.Fatalf("log line is not JSON: %q", line)
 		}
 	}
-	if strings.Contains(stderr.String(), simKeys(t).WxAPIv3Key) || strings.Contains(stderr.String(), "PRIVATE KEY") {
+	if strings.Contains(stderr.String(), simkeys.Get(t).WxAPIv3Key) || strings.Contains(stderr.String(), "PRIVATE KEY") {
 		t.Fatal("logs contain key material")
 	}
 }

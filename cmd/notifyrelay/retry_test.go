@@ -6,33 +6,17 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/kioskpay/kioskpay/device"
+	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/alipay"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 	"github.com/kioskpay/kioskpay/payment/wxpay"
 )
-
-var (
-	keysOnce sync.Once
-	keys     *paysim.Keys
-	keysErr  error
-)
-
-// testKeys generates the simulator's keys once for the package.
-func testKeys(t *testing.T) *paysim.Keys {
-	t.Helper()
-	keysOnce.Do(func() { keys, keysErr = paysim.GenerateKeys() })
-	if keysErr != nil {
-		t.Fatal(keysErr)
-	}
-	return keys
-}
 
 // dyingPublisher stands for a relay process killed after it read the
 // request and before it published: the connection drops with no answer.
@@ -50,7 +34,7 @@ func (d *dyingPublisher) Connected() bool { return true }
 // the forwarded envelope still verifies with the provider SDK: the relay
 // kept every header that matters and the body byte for byte.
 func TestProviderRetryAfterRelayDied(t *testing.T) {
-	k := testKeys(t)
+	k := simkeys.Get(t)
 	for _, provider := range []payment.ProviderName{payment.WxPay, payment.Alipay} {
 		t.Run(string(provider), func(t *testing.T) {
 			url, prefix := testBroker(t)

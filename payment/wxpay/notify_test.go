@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 	"github.com/kioskpay/kioskpay/payment/wxpay"
@@ -58,7 +59,7 @@ func resign(t testing.TB, h http.Header, body []byte, key *rsa.PrivateKey, ts ti
 
 func notifyFixture(t testing.TB) (*paysim.Server, *wxpay.Client, *paysim.Keys) {
 	t.Helper()
-	k := testKeys(t)
+	k := simkeys.Get(t)
 	sim, err := paysim.New(paysim.Options{Keys: k})
 	if err != nil {
 		t.Fatal(err)

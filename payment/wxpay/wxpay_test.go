@@ -11,26 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 	"github.com/kioskpay/kioskpay/payment/wxpay"
 )
-
-var (
-	keysOnce sync.Once
-	keysVal  *paysim.Keys
-	keysErr  error
-)
-
-// testKeys shares one generated key set per test binary (RSA is slow).
-func testKeys(t testing.TB) *paysim.Keys {
-	t.Helper()
-	keysOnce.Do(func() { keysVal, keysErr = paysim.GenerateKeys() })
-	if keysErr != nil {
-		t.Fatal(keysErr)
-	}
-	return keysVal
-}
 
 // env is a paysim under httptest, an adapter pointed at it, and a notify
 // receiver that parses every notification with the adapter.
@@ -61,7 +46,7 @@ func baseConfig(k *paysim.Keys) wxpay.Config {
 
 func newEnv(t *testing.T, adjust ...func(*paysim.Options, *wxpay.Config)) *env {
 	t.Helper()
-	k := testKeys(t)
+	k := simkeys.Get(t)
 	opts := paysim.Options{Keys: k, NotifyRetry: []time.Duration{50 * time.Millisecond, 50 * time.Millisecond}, TimeoutHold: 5 * time.Second}
 	cfg := baseConfig(k)
 	for _, f := range adjust {
@@ -188,7 +173,7 @@ func wantUnknown(t *testing.T, err error) {
 }
 
 func TestNewValidatesConfig(t *testing.T) {
-	k := testKeys(t)
+	k := simkeys.Get(t)
 	cases := []struct {
 		name   string
 		adjust func(*wxpay.Config)
@@ -493,7 +478,7 @@ func TestRefundNotEnough(t *testing.T) {
 // TestRejections maps every business error the adapter can meet to a
 // definite *payment.RejectedError with WeChat's code.
 func TestRejections(t *testing.T) {
-	k := testKeys(t)
+	k := simkeys.Get(t)
 	e := newEnv(t)
 	ctx := context.Background()
 
@@ -690,7 +675,7 @@ func fakeWx(t *testing.T, k *paysim.Keys, status int, body string, unsigned bool
 // TestQueryTradeStates covers trade states the simulator never produces for
 // Native orders, and malformed but correctly signed answers.
 func TestQueryTradeStates(t *testing.T) {
-	k := testKeys(t)
+	k := simkeys.Get(t)
 	tx := func(state, extra string) string {
 		return `{"appid":"` + k.WxAppID + `","mchid":"` + k.WxMchID + `","out_trade_no":"Q_ORDER_1","trade_state":"` + state + `"` + extra + `}`
 	}
@@ -746,7 +731,7 @@ func TestQueryTradeStates(t *testing.T) {
 }
 
 func TestRefundStatuses(t *testing.T) {
-	k := testKeys(t)
+	k := simkeys.Get(t)
 	refund := func(status string) string {
 		return `{"refund_id":"50","out_refund_no":"R_1","transaction_id":"42","out_trade_no":"Q_ORDER_1","channel":"ORIGINAL",` +
 			`"user_received_account":"x","create_time":"2026-01-02T10:00:00+08:00","status":"` + status + `",` +
