@@ -40,23 +40,71 @@ import (
 //   - re-precreating an out_trade_no whose QR expired unscanned, or that was
 //     cancelled, answers ACQ.TRADE_HAS_CLOSE;
 //   - time_expire in the past is refused;
-//   - reusing an out_request_no with a different refund_amount is refused;
-//   - a trade query never shows fund_bill_list (Alipay needs query_options).
+//   - reusing an out_request_no with a different refund_amount is refused.
 //
-// Amounts: total_amount is always the order amount. When a test pays a
-// different amount (the Pay hook's amount), receipt_amount, buyer_pay_amount
-// and invoice_amount carry what was paid — receipt_amount is the field that
-// says what the merchant actually received, and the refundable balance is
-// that paid amount.
+// Amounts. Field names and types: smartwalle/alipay v3.2.31 trade_type.go
+// (TradeQueryRsp: total_amount, buyer_pay_amount, point_amount,
+// invoice_amount, receipt_amount, fund_bill_list [{fund_channel, amount}],
+// voucher_detail_list [{id, name, type, amount, merchant_contribute,
+// other_contribute}], mdiscount_amount, discount_amount; TradeQuery's
+// query_options fund_bill_list / voucher_detail_list / mdiscount_amount) and
+// notify_type.go (the notification carries fund_bill_list and
+// voucher_detail_list as JSON strings). total_amount is the order total the
+// provider holds: the order's, or the /_sim/pay "amount" (a collision).
+// buyer_pay_amount = invoice_amount = total − discount; receipt_amount is
+// what the merchant receives: the total under a platform-funded voucher,
+// total − discount under a merchant-funded one. Refundable is total_amount.
+//   - Query answers for paid trades very often carry buyer_pay_amount,
+//     invoice_amount, point_amount and receipt_amount as "0.00", without
+//     fund_bill_list: https://www.kancloud.cn/thinkphp_teams/newthink_pay/405301
+//     (production, 2017, total 0.01), http://hosting.easydoc.net/doc/26227881/4Sklatmw/q2xpqvnP
+//     (sandbox, 2021, total 10.00), and answers quoted in public code (a PHP
+//     SDK test fixture of 2020-11-20, total 388.00; production answers of
+//     2018-12-26 and 2020-01-06; sandbox answers of 2016, 2018, 2020, 2025).
+//     Other merchants' answers carry real amounts together with
+//     fund_bill_list (five such quoted answers of 2017–2019), as the official
+//     sample does. In the sample found the "0.00" shape is the more common
+//     (9 against 5), so Realism.AlipayZeroQueryAmounts models it; false
+//     gives the filled shape with fund_bill_list.
+//   - Fund channels (支付渠道列表): ALIPAYACCOUNT for the buyer's money,
+//     DISCOUNT (折扣券) for a platform-funded voucher, MDISCOUNT (商户优惠券)
+//     for a merchant-funded one. Voucher types as in the SDK comment
+//     (ALIPAY_FIX_VOUCHER). Notification JSON uses camelCase keys
+//     (fundChannel, merchantContribute, otherContribute, voucherId), as the
+//     official notification sample does; query answers use snake_case.
+//   - Notifications carry refund_fee "0.00" where nothing was refunded (the
+//     official notification sample, trade_status TRADE_SUCCESS); the
+//     simulator sends it on refunds and on TRADE_FINISHED only, as a
+//     payment notification with refund_fee is what the adapters must learn
+//     to read (issue 10) before every notification carries it.
+//
+// TRADE_FINISHED: a paid trade whose refund window ended (Realism.
+// AlipayRefundWindow, default 365 days, "the refund period is generally 365
+// days" for in-store payment, which then notifies TRADE_FINISHED:
+// https://global.alipay.com/developer/helpcenter/detail?categoryId=67617&knowId=201602456511&sceneCode=AC_DEV;
+// the domestic notification doc says TRADE_FINISHED is not notified by
+// default: the simulator sends it, the reading a client must survive).
+// A refund or cancel then fails with ACQ.TRADE_HAS_FINISHED "交易已完结".
+//
+// Cancel (alipay.trade.cancel): "action" is returned only "接口调用成功且交易
+// 存在时" — when the call succeeds and a trade exists — and trade_no only
+// when a trade was closed or refunded (response parameters of
+// alipay.trade.cancel, mirrored at https://www.5851388.com/o02ekfr), so
+// cancelling a number nobody scanned answers 10000 with out_trade_no and
+// retry_flag "N" only. retry_flag "Y" asks the caller to cancel again (the
+// official face-to-face demo's needRetry); the simulator sends it with the
+// system_error fault.
 //
 // Faults (stats name = the method, e.g. "alipay.trade.query"): 5xx answers
-// HTTP 502 with an HTML body and rate_limit a signed 40005, both before the
-// call is processed. timeout, bad_sign and stale_ts are applied after it was
-// processed — the state changed and only the answer is lost or untrustworthy,
-// the case a client must survive by asking again. Alipay responses carry no
-// timestamp, so stale_ts answers the node without "sign" (the SDK then
-// returns an error); bad_sign carries a valid-looking signature over other
-// bytes.
+// HTTP 502 with an HTML body, rate_limit a signed 40005 and 20000 a signed
+// "20000 Service Currently Unavailable isp.unknow-error 系统繁忙" (the
+// documents' 异常示例), all before the call is processed. timeout, bad_sign,
+// stale_ts and system_error (40004 ACQ.SYSTEM_ERROR "系统异常") are applied
+// after it was processed — the state changed and only the answer is lost or
+// untrustworthy, the case a client must survive by asking again. Alipay
+// responses carry no timestamp, so stale_ts answers the node without "sign"
+// (the SDK then returns an error); bad_sign carries a valid-looking
+// signature over other bytes.
 
 // Layouts and limits of the Alipay gateway.
 const (
@@ -91,6 +139,7 @@ const (
 	aliQRCancelled = "QR_CANCELLED"   // cancelled before any scan: number burned
 	aliWaiting     = "WAIT_BUYER_PAY" // scanned: the trade exists
 	aliSuccess     = "TRADE_SUCCESS"
+	aliFinished    = "TRADE_FINISHED" // paid, refund window over
 	aliClosed      = "TRADE_CLOSED"
 )
 
@@ -106,7 +155,7 @@ type aliOrder struct {
 	outTradeNo     string
 	subject        string
 	body           string
-	total          payment.Fen
+	total          payment.Fen // the provider-side order total (total_amount)
 	notifyURL      string
 	timeExpire     time.Time // zero when absent
 	timeoutExpress string    // "" when absent; counts from the scan
@@ -120,16 +169,65 @@ type aliOrder struct {
 	buyerLogonID string
 	scannedAt    time.Time
 	expireAt     time.Time // when the current state times out (zero: never)
-	paid         payment.Fen
+	discount     payment.Fen
+	discountBy   string
+	voucherID    string
 	paidAt       time.Time
-	closedAt     time.Time
+	closedAt     time.Time // TRADE_CLOSED or TRADE_FINISHED
 	refunds      []*aliRefund
 	refunded     payment.Fen
 	timer        *time.Timer
 }
 
 func (o *aliOrder) hasTrade() bool {
-	return o.state == aliWaiting || o.state == aliSuccess || o.state == aliClosed
+	return o.state == aliWaiting || o.state == aliSuccess || o.state == aliFinished || o.state == aliClosed
+}
+
+func (o *aliOrder) wasPaid() bool { return !o.paidAt.IsZero() }
+
+// buyerPaid is buyer_pay_amount: what left the buyer's pocket.
+func (o *aliOrder) buyerPaid() payment.Fen { return o.total - o.discount }
+
+// received is receipt_amount: a merchant-funded voucher is the merchant's
+// loss, a platform-funded one is paid to the merchant by Alipay.
+func (o *aliOrder) received() payment.Fen {
+	if o.discountBy == DiscountMerchant {
+		return o.total - o.discount
+	}
+	return o.total
+}
+
+// fundBills are the fund_bill_list entries: k is the channel's key
+// ("fund_channel" in answers, "fundChannel" in notifications).
+func (o *aliOrder) fundBills(k string) [][]aliField {
+	bills := [][]aliField{{{k: "amount", v: o.buyerPaid().Yuan()}, {k: k, v: "ALIPAYACCOUNT"}}}
+	if o.discount > 0 {
+		ch := "DISCOUNT"
+		if o.discountBy == DiscountMerchant {
+			ch = "MDISCOUNT"
+		}
+		bills = append(bills, []aliField{{k: "amount", v: o.discount.Yuan()}, {k: k, v: ch}})
+	}
+	return bills
+}
+
+// vouchers are the voucher_detail_list entries, snake_case for answers,
+// camelCase (as the notification sample) for notifications.
+func (o *aliOrder) vouchers(camel bool) [][]aliField {
+	if o.discount == 0 {
+		return nil
+	}
+	merchant, other := "0.00", o.discount.Yuan()
+	name := "支付宝立减券"
+	if o.discountBy == DiscountMerchant {
+		merchant, other, name = o.discount.Yuan(), "0.00", "商家代金券"
+	}
+	if camel {
+		return [][]aliField{{{k: "amount", v: o.discount.Yuan()}, {k: "merchantContribute", v: merchant}, {k: "name", v: name},
+			{k: "otherContribute", v: other}, {k: "type", v: "ALIPAY_FIX_VOUCHER"}, {k: "voucherId", v: o.voucherID}}}
+	}
+	return [][]aliField{{{k: "id", v: o.voucherID}, {k: "name", v: name}, {k: "type", v: "ALIPAY_FIX_VOUCHER"},
+		{k: "amount", v: o.discount.Yuan()}, {k: "merchant_contribute", v: merchant}, {k: "other_contribute", v: other}}}
 }
 
 // alipaySim simulates the Alipay OpenAPI gateway.
@@ -151,8 +249,25 @@ func newAlipaySim(s *Server) *alipaySim {
 
 // aliField is one member of a response node; nodes are written by hand so
 // that field order and escaping are fixed and the signed bytes are exactly
-// the bytes sent.
-type aliField struct{ k, v string }
+// the bytes sent. A raw value is JSON written as is (a list of objects).
+type aliField struct {
+	k, v string
+	raw  bool
+}
+
+// aliList is a raw field holding a JSON array of objects.
+func aliList(k string, objs [][]aliField) aliField {
+	var b bytes.Buffer
+	b.WriteByte('[')
+	for i, o := range objs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(aliJSON(o))
+	}
+	b.WriteByte(']')
+	return aliField{k: k, v: b.String(), raw: true}
+}
 
 type aliReply struct {
 	node     string // "alipay_trade_query_response" or "error_response"
@@ -171,9 +286,13 @@ func aliJSON(fields []aliField) []byte {
 			b.WriteByte(',')
 		}
 		k, _ := json.Marshal(f.k)
-		v, _ := json.Marshal(f.v)
 		b.Write(k)
 		b.WriteByte(':')
+		if f.raw {
+			b.WriteString(f.v)
+			continue
+		}
+		v, _ := json.Marshal(f.v)
 		b.Write(bytes.ReplaceAll(v, []byte("/"), []byte(`\/`)))
 	}
 	b.WriteByte('}')
@@ -181,12 +300,12 @@ func aliJSON(fields []aliField) []byte {
 }
 
 func aliOK(fields ...aliField) []aliField {
-	return append([]aliField{{"code", "10000"}, {"msg", "Success"}}, fields...)
+	return append([]aliField{{k: "code", v: "10000"}, {k: "msg", v: "Success"}}, fields...)
 }
 
 // aliBizFail is a 40004 business failure, optionally echoing fields.
 func aliBizFail(subCode, subMsg string, fields ...aliField) []aliField {
-	return append([]aliField{{"code", "40004"}, {"msg", "Business Failed"}, {"sub_code", subCode}, {"sub_msg", subMsg}}, fields...)
+	return append([]aliField{{k: "code", v: "40004"}, {k: "msg", v: "Business Failed"}, {k: "sub_code", v: subCode}, {k: "sub_msg", v: subMsg}}, fields...)
 }
 
 func aliGatewayErr(code, subCode, subMsg string) []aliField {
@@ -196,7 +315,7 @@ func aliGatewayErr(code, subCode, subMsg string) []aliField {
 		"40002": "Invalid Arguments",
 		"40005": "Call Limited",
 	}[code]
-	return []aliField{{"code", code}, {"msg", msg}, {"sub_code", subCode}, {"sub_msg", subMsg}}
+	return []aliField{{k: "code", v: code}, {k: "msg", v: msg}, {k: "sub_code", v: subCode}, {k: "sub_msg", v: subMsg}}
 }
 
 func (a *alipaySim) signBytes(b []byte) string {
@@ -245,13 +364,19 @@ func (a *alipaySim) serveGateway(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusBadGateway)
 		_, _ = io.WriteString(w, "<html><body><h1>502 Bad Gateway</h1></body></html>\n")
 		return
-	case FaultRateLimit:
-		// Refused before any processing, like the real limiter.
+	case FaultRateLimit, FaultUnavailable:
+		// Refused before any processing, like the real limiter, or by a
+		// business system that is down.
 		node := "error_response"
 		if aliMethods[method] {
 			node = strings.ReplaceAll(method, ".", "_") + "_response"
 		}
-		a.write(w, aliReply{node: node, fields: aliGatewayErr("40005", "aop.ACQ.CALL_LIMITED", "调用频次超限")}, "")
+		fields := aliGatewayErr("40005", "aop.ACQ.CALL_LIMITED", "调用频次超限")
+		if fault == FaultUnavailable {
+			fields = aliGatewayErr("20000", "isp.unknow-error", "系统繁忙")
+		}
+		a.s.log.Debug("alipay fault", "api", api, "fault", fault)
+		a.write(w, aliReply{node: node, fields: fields}, "")
 		return
 	}
 	var rep aliReply
@@ -260,7 +385,15 @@ func (a *alipaySim) serveGateway(w http.ResponseWriter, r *http.Request) {
 	} else {
 		rep = a.handle(r.Form)
 	}
-	a.s.log.Info("alipay call", "api", api, "code", rep.fields[0].v, "fault", fault)
+	if fault == FaultSystemError && aliMethods[method] {
+		// Processed; the answer says the outcome is unknown.
+		rep.unsigned = false
+		rep.fields = aliBizFail("ACQ.SYSTEM_ERROR", "系统异常")
+		if method == "alipay.trade.cancel" {
+			rep.fields = append(rep.fields, aliField{k: "retry_flag", v: "Y"})
+		}
+	}
+	a.s.log.Debug("alipay call", "api", api, "code", rep.fields[0].v, "fault", fault)
 	if fault == FaultTimeout {
 		// The call took effect; only the answer is lost.
 		a.s.holdTimeout(r)
@@ -421,6 +554,23 @@ func (r aliRequest) str(key string) (string, error) {
 	return "", errAliNotString
 }
 
+// strList reads an array of strings (query_options) as a set.
+func (r aliRequest) strList(key string) (map[string]bool, []aliField) {
+	raw, ok := r.biz[key]
+	if !ok || string(bytes.TrimSpace(raw)) == "null" {
+		return nil, nil
+	}
+	var list []string
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, aliBizFail("ACQ.INVALID_PARAMETER", "参数无效: "+key+"格式错误")
+	}
+	set := make(map[string]bool, len(list))
+	for _, v := range list {
+		set[v] = true
+	}
+	return set, nil
+}
+
 // strs reads several fields; the first bad one is reported.
 func (r aliRequest) strs(keys ...string) ([]string, []aliField) {
 	out := make([]string, len(keys))
@@ -514,7 +664,8 @@ func aliRandLower(n int) string {
 func aliFmt(t time.Time) string { return t.In(aliBeijing).Format(aliTimeLayout) }
 
 // advance applies time to o: unscanned QR codes expire, waiting trades
-// close at their deadline (sending TRADE_CLOSED). Callers hold a.mu.
+// close at their deadline (sending TRADE_CLOSED), paid trades finish when
+// their refund window ends (sending TRADE_FINISHED). Callers hold a.mu.
 func (a *alipaySim) advance(o *aliOrder, now time.Time) {
 	if o.expireAt.IsZero() || now.Before(o.expireAt) {
 		return
@@ -524,6 +675,10 @@ func (a *alipaySim) advance(o *aliOrder, now time.Time) {
 		o.state = aliQRExpired
 	case aliWaiting:
 		o.state = aliClosed
+		o.closedAt = o.expireAt
+		a.notify(o, nil)
+	case aliSuccess:
+		o.state = aliFinished
 		o.closedAt = o.expireAt
 		a.notify(o, nil)
 	default:
@@ -588,7 +743,7 @@ func (a *alipaySim) precreate(r aliRequest) []aliField {
 	}
 	no, amount, subject, product, body, timeExpire, timeoutExpress := v[0], v[1], v[2], v[3], v[4], v[5], v[6]
 	invalid := func(msg string) []aliField {
-		return aliBizFail("ACQ.INVALID_PARAMETER", "参数无效: "+msg, aliField{"out_trade_no", no})
+		return aliBizFail("ACQ.INVALID_PARAMETER", "参数无效: "+msg, aliField{k: "out_trade_no", v: no})
 	}
 	if no == "" || amount == "" || subject == "" {
 		return aliBizFail("ACQ.INVALID_PARAMETER", "参数无效: 缺少out_trade_no、total_amount或subject")
@@ -601,7 +756,7 @@ func (a *alipaySim) precreate(r aliRequest) []aliField {
 		return invalid("total_amount必须是[0.01,100000000]之间最多两位小数的金额")
 	}
 	if total > aliMaxYuanFen {
-		return aliBizFail("ACQ.TOTAL_FEE_EXCEED", "订单金额超过限额", aliField{"out_trade_no", no})
+		return aliBizFail("ACQ.TOTAL_FEE_EXCEED", "订单金额超过限额", aliField{k: "out_trade_no", v: no})
 	}
 	for _, k := range []string{"discountable_amount", "undiscountable_amount"} {
 		s, _ := r.str(k)
@@ -619,7 +774,7 @@ func (a *alipaySim) precreate(r aliRequest) []aliField {
 		return invalid("body最长128个字符")
 	}
 	if product != "" && product != "FACE_TO_FACE_PAYMENT" {
-		return aliBizFail("ACQ.ACCESS_FORBIDDEN", "产品码"+product+"未签约", aliField{"out_trade_no", no})
+		return aliBizFail("ACQ.ACCESS_FORBIDDEN", "产品码"+product+"未签约", aliField{k: "out_trade_no", v: no})
 	}
 	now := a.now()
 	var expire time.Time
@@ -643,20 +798,20 @@ func (a *alipaySim) precreate(r aliRequest) []aliField {
 	}
 	fp := strings.Join([]string{total.Yuan(), subject, body, timeExpire, timeoutExpress}, "\x00")
 	if a.burned[no] {
-		return aliBizFail("ACQ.TRADE_HAS_CLOSE", "交易已经关闭", aliField{"out_trade_no", no})
+		return aliBizFail("ACQ.TRADE_HAS_CLOSE", "交易已经关闭", aliField{k: "out_trade_no", v: no})
 	}
 	if o := a.byNo[no]; o != nil {
 		a.advance(o, now)
 		switch o.state {
 		case aliSuccess:
-			return aliBizFail("ACQ.TRADE_HAS_SUCCESS", "交易已被支付", aliField{"out_trade_no", no})
+			return aliBizFail("ACQ.TRADE_HAS_SUCCESS", "交易已被支付", aliField{k: "out_trade_no", v: no})
 		case aliClosed, aliQRExpired, aliQRCancelled:
-			return aliBizFail("ACQ.TRADE_HAS_CLOSE", "交易已经关闭", aliField{"out_trade_no", no})
+			return aliBizFail("ACQ.TRADE_HAS_CLOSE", "交易已经关闭", aliField{k: "out_trade_no", v: no})
 		}
 		if o.fingerprint != fp {
-			return aliBizFail("ACQ.CONTEXT_INCONSISTENT", "交易信息被篡改", aliField{"out_trade_no", no})
+			return aliBizFail("ACQ.CONTEXT_INCONSISTENT", "交易信息被篡改", aliField{k: "out_trade_no", v: no})
 		}
-		return aliOK(aliField{"out_trade_no", no}, aliField{"qr_code", o.qrCode})
+		return aliOK(aliField{k: "out_trade_no", v: no}, aliField{k: "qr_code", v: o.qrCode})
 	}
 	if !expire.IsZero() && !expire.After(now) {
 		return invalid("time_expire不能早于当前时间")
@@ -681,42 +836,55 @@ func (a *alipaySim) precreate(r aliRequest) []aliField {
 	}
 	a.byNo[no] = o
 	a.schedule(o)
-	return aliOK(aliField{"out_trade_no", no}, aliField{"qr_code", o.qrCode})
+	return aliOK(aliField{k: "out_trade_no", v: no}, aliField{k: "qr_code", v: o.qrCode})
 }
 
-// queryFields is the trade query answer for an existing trade.
-func (a *alipaySim) queryFields(o *aliOrder) []aliField {
-	zero := "0.00"
-	paid := o.state == aliSuccess || (o.state == aliClosed && !o.paidAt.IsZero())
-	recv := zero
-	if paid {
-		recv = o.paid.Yuan()
+// queryFields is the trade query answer for an existing trade; options are
+// the request's query_options.
+func (a *alipaySim) queryFields(o *aliOrder, options map[string]bool) []aliField {
+	const zero = "0.00"
+	buyer, receipt := zero, zero
+	filled := o.wasPaid() && !a.s.Realism().AlipayZeroQueryAmounts
+	if filled {
+		buyer, receipt = o.buyerPaid().Yuan(), o.received().Yuan()
 	}
 	f := aliOK(
-		aliField{"trade_no", o.tradeNo},
-		aliField{"out_trade_no", o.outTradeNo},
-		aliField{"buyer_logon_id", o.buyerLogonID},
-		aliField{"trade_status", o.state},
-		aliField{"total_amount", o.total.Yuan()},
-		aliField{"buyer_pay_amount", recv},
-		aliField{"point_amount", zero},
-		aliField{"invoice_amount", recv},
-		aliField{"receipt_amount", recv},
+		aliField{k: "trade_no", v: o.tradeNo},
+		aliField{k: "out_trade_no", v: o.outTradeNo},
+		aliField{k: "buyer_logon_id", v: o.buyerLogonID},
+		aliField{k: "trade_status", v: o.state},
+		aliField{k: "total_amount", v: o.total.Yuan()},
+		aliField{k: "buyer_pay_amount", v: buyer},
+		aliField{k: "point_amount", v: zero},
+		aliField{k: "invoice_amount", v: buyer},
+		aliField{k: "receipt_amount", v: receipt},
 	)
-	if paid {
-		f = append(f, aliField{"send_pay_date", aliFmt(o.paidAt)})
+	if o.wasPaid() {
+		f = append(f, aliField{k: "send_pay_date", v: aliFmt(o.paidAt)})
+		if filled || options["fund_bill_list"] {
+			f = append(f, aliList("fund_bill_list", o.fundBills("fund_channel")))
+		}
+		if options["voucher_detail_list"] && o.discount > 0 {
+			f = append(f, aliList("voucher_detail_list", o.vouchers(false)))
+		}
+		if options["mdiscount_amount"] && o.discountBy == DiscountMerchant {
+			f = append(f, aliField{k: "mdiscount_amount", v: o.discount.Yuan()})
+		}
+		if options["discount_amount"] && o.discountBy == DiscountPlatform {
+			f = append(f, aliField{k: "discount_amount", v: o.discount.Yuan()})
+		}
 	}
-	return append(f, aliField{"buyer_user_id", o.buyerID}, aliField{"subject", o.subject})
+	return append(f, aliField{k: "buyer_user_id", v: o.buyerID}, aliField{k: "subject", v: o.subject})
 }
 
 func aliNotExist(no string) []aliField {
 	f := aliBizFail("ACQ.TRADE_NOT_EXIST", "交易不存在")
 	if no != "" {
-		f = append(f, aliField{"out_trade_no", no})
+		f = append(f, aliField{k: "out_trade_no", v: no})
 	}
 	return append(f,
-		aliField{"buyer_pay_amount", "0.00"}, aliField{"invoice_amount", "0.00"},
-		aliField{"point_amount", "0.00"}, aliField{"receipt_amount", "0.00"})
+		aliField{k: "buyer_pay_amount", v: "0.00"}, aliField{k: "invoice_amount", v: "0.00"},
+		aliField{k: "point_amount", v: "0.00"}, aliField{k: "receipt_amount", v: "0.00"})
 }
 
 func (a *alipaySim) query(r aliRequest) []aliField {
@@ -727,7 +895,11 @@ func (a *alipaySim) query(r aliRequest) []aliField {
 	if o == nil || !o.hasTrade() {
 		return aliNotExist(no)
 	}
-	return a.queryFields(o)
+	options, bad := r.strList("query_options")
+	if bad != nil {
+		return bad
+	}
+	return a.queryFields(o, options)
 }
 
 func (a *alipaySim) close(r aliRequest) []aliField {
@@ -736,13 +908,13 @@ func (a *alipaySim) close(r aliRequest) []aliField {
 		return bad
 	}
 	if o == nil || !o.hasTrade() {
-		return aliBizFail("ACQ.TRADE_NOT_EXIST", "交易不存在", aliField{"out_trade_no", no})
+		return aliBizFail("ACQ.TRADE_NOT_EXIST", "交易不存在", aliField{k: "out_trade_no", v: no})
 	}
 	if o.state != aliWaiting {
-		return aliBizFail("ACQ.TRADE_STATUS_ERROR", "交易状态不合法", aliField{"out_trade_no", no}, aliField{"trade_no", o.tradeNo})
+		return aliBizFail("ACQ.TRADE_STATUS_ERROR", "交易状态不合法", aliField{k: "out_trade_no", v: no}, aliField{k: "trade_no", v: o.tradeNo})
 	}
 	a.closeTrade(o)
-	return aliOK(aliField{"trade_no", o.tradeNo}, aliField{"out_trade_no", o.outTradeNo})
+	return aliOK(aliField{k: "trade_no", v: o.tradeNo}, aliField{k: "out_trade_no", v: o.outTradeNo})
 }
 
 func (a *alipaySim) closeTrade(o *aliOrder) {
@@ -758,53 +930,60 @@ func (a *alipaySim) cancel(r aliRequest) []aliField {
 	if bad != nil {
 		return bad
 	}
-	res := func(o *aliOrder, action string) []aliField {
-		f := aliOK()
-		if o != nil && o.tradeNo != "" {
-			f = append(f, aliField{"trade_no", o.tradeNo})
-		}
-		return append(f, aliField{"out_trade_no", no}, aliField{"retry_flag", "N"}, aliField{"action", action})
+	// action only when a trade exists; trade_no only when one was closed
+	// or refunded (see the file comment).
+	done := func(action string) []aliField {
+		return aliOK(aliField{k: "trade_no", v: o.tradeNo}, aliField{k: "out_trade_no", v: no},
+			aliField{k: "retry_flag", v: "N"}, aliField{k: "action", v: action})
+	}
+	noTrade := aliOK(aliField{k: "out_trade_no", v: no}, aliField{k: "retry_flag", v: "N"})
+	refused := func(sub, msg string) []aliField {
+		return aliBizFail(sub, msg, aliField{k: "out_trade_no", v: no}, aliField{k: "retry_flag", v: "N"})
 	}
 	if o == nil {
 		// Cancelling a number Alipay never saw succeeds and burns it.
 		if no != "" {
 			a.burned[no] = true
 		}
-		return res(nil, "close")
+		return noTrade
 	}
 	if o.hasTrade() && a.now().Sub(o.createdAt) > aliCancelWindow {
-		return aliBizFail("ACQ.TRADE_CANCEL_TIME_OUT", "超过撤销时间范围", aliField{"out_trade_no", no}, aliField{"retry_flag", "N"})
+		return refused("ACQ.TRADE_CANCEL_TIME_OUT", "超过撤销时间范围")
 	}
 	switch o.state {
 	case aliPrecreated, aliQRExpired, aliQRCancelled:
 		o.state = aliQRCancelled
 		o.expireAt = time.Time{}
 		a.schedule(o)
-		return res(o, "close")
+		return noTrade
 	case aliWaiting:
 		a.closeTrade(o)
-		return res(o, "close")
+		return done("close")
+	case aliFinished:
+		return refused("ACQ.TRADE_HAS_FINISHED", "交易已完结")
 	case aliSuccess:
 		if o.refunded > 0 {
-			return aliBizFail("ACQ.CANCEL_NOT_ALLOWED", "交易已有退款，不能撤销，请使用退款接口", aliField{"out_trade_no", no}, aliField{"retry_flag", "N"})
+			return refused("ACQ.CANCEL_NOT_ALLOWED", "交易已有退款，不能撤销，请使用退款接口")
 		}
-		rf := &aliRefund{outRequestNo: o.outTradeNo, amount: o.paid, at: a.now(), byCancel: true}
+		rf := &aliRefund{outRequestNo: o.outTradeNo, amount: o.total, at: a.now(), byCancel: true}
 		o.refunds = append(o.refunds, rf)
-		o.refunded = o.paid
+		o.refunded = o.total
 		o.state = aliClosed
 		o.closedAt = rf.at
+		o.expireAt = time.Time{}
+		a.schedule(o)
 		a.notify(o, rf)
-		return res(o, "refund")
+		return done("refund")
 	default: // aliClosed: cancelling again repeats the earlier outcome
-		if !o.paidAt.IsZero() {
+		if o.wasPaid() {
 			for _, rf := range o.refunds {
 				if rf.byCancel {
-					return res(o, "refund")
+					return done("refund")
 				}
 			}
-			return aliBizFail("ACQ.REASON_TRADE_REFUND_FEE_ERR", "交易已全额退款", aliField{"out_trade_no", no}, aliField{"retry_flag", "N"})
+			return refused("ACQ.REASON_TRADE_REFUND_FEE_ERR", "交易已全额退款")
 		}
-		return res(o, "close")
+		return done("close")
 	}
 }
 
@@ -820,13 +999,13 @@ func (a *alipaySim) refund(r aliRequest) []aliField {
 	amountStr, reqNo, reason := v[0], v[1], v[2]
 	amount, ok := aliParseYuan(amountStr)
 	if !ok || amount < 1 {
-		return aliBizFail("ACQ.INVALID_PARAMETER", "参数无效: refund_amount格式错误", aliField{"out_trade_no", no})
+		return aliBizFail("ACQ.INVALID_PARAMETER", "参数无效: refund_amount格式错误", aliField{k: "out_trade_no", v: no})
 	}
 	if len(reqNo) > 64 {
-		return aliBizFail("ACQ.INVALID_PARAMETER", "参数无效: out_request_no最长64位", aliField{"out_trade_no", no})
+		return aliBizFail("ACQ.INVALID_PARAMETER", "参数无效: out_request_no最长64位", aliField{k: "out_trade_no", v: no})
 	}
 	if o == nil || !o.hasTrade() {
-		return aliBizFail("ACQ.TRADE_NOT_EXIST", "交易不存在", aliField{"out_trade_no", no})
+		return aliBizFail("ACQ.TRADE_NOT_EXIST", "交易不存在", aliField{k: "out_trade_no", v: no})
 	}
 	fullKey := reqNo == ""
 	if fullKey {
@@ -834,35 +1013,40 @@ func (a *alipaySim) refund(r aliRequest) []aliField {
 	}
 	resp := func(change string) []aliField {
 		return aliOK(
-			aliField{"trade_no", o.tradeNo}, aliField{"out_trade_no", o.outTradeNo},
-			aliField{"buyer_logon_id", o.buyerLogonID}, aliField{"fund_change", change},
-			aliField{"refund_fee", o.refunded.Yuan()}, aliField{"gmt_refund_pay", aliFmt(a.now())},
-			aliField{"buyer_user_id", o.buyerID})
+			aliField{k: "trade_no", v: o.tradeNo}, aliField{k: "out_trade_no", v: o.outTradeNo},
+			aliField{k: "buyer_logon_id", v: o.buyerLogonID}, aliField{k: "fund_change", v: change},
+			aliField{k: "refund_fee", v: o.refunded.Yuan()}, aliField{k: "gmt_refund_pay", v: aliFmt(a.now())},
+			aliField{k: "buyer_user_id", v: o.buyerID})
 	}
 	for _, rf := range o.refunds {
 		if rf.outRequestNo == reqNo {
 			if rf.amount != amount {
-				return aliBizFail("ACQ.INVALID_PARAMETER", "参数无效: 同一退款请求号的退款金额不一致", aliField{"out_trade_no", no})
+				return aliBizFail("ACQ.INVALID_PARAMETER", "参数无效: 同一退款请求号的退款金额不一致", aliField{k: "out_trade_no", v: no})
 			}
 			return resp("N")
 		}
 	}
+	if o.state == aliFinished {
+		return aliBizFail("ACQ.TRADE_HAS_FINISHED", "交易已完结", aliField{k: "out_trade_no", v: no})
+	}
 	if o.state != aliSuccess {
-		return aliBizFail("ACQ.TRADE_STATUS_ERROR", "交易状态不合法", aliField{"out_trade_no", no})
+		return aliBizFail("ACQ.TRADE_STATUS_ERROR", "交易状态不合法", aliField{k: "out_trade_no", v: no})
 	}
-	remaining := o.paid - o.refunded
+	remaining := o.total - o.refunded
 	if amount > remaining {
-		return aliBizFail("ACQ.REASON_TRADE_REFUND_FEE_ERR", "退款金额超限", aliField{"out_trade_no", no})
+		return aliBizFail("ACQ.REASON_TRADE_REFUND_FEE_ERR", "退款金额超限", aliField{k: "out_trade_no", v: no})
 	}
-	if fullKey && amount != o.paid {
-		return aliBizFail("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额不等于订单金额，部分退款请传out_request_no", aliField{"out_trade_no", no})
+	if fullKey && amount != o.total {
+		return aliBizFail("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额不等于订单金额，部分退款请传out_request_no", aliField{k: "out_trade_no", v: no})
 	}
 	rf := &aliRefund{outRequestNo: reqNo, amount: amount, reason: reason, at: a.now()}
 	o.refunds = append(o.refunds, rf)
 	o.refunded += amount
-	if o.refunded == o.paid {
+	if o.refunded == o.total {
 		o.state = aliClosed
 		o.closedAt = rf.at
+		o.expireAt = time.Time{}
+		a.schedule(o)
 	}
 	a.notify(o, rf)
 	return resp("Y")
@@ -879,18 +1063,18 @@ func (a *alipaySim) refundQuery(r aliRequest) []aliField {
 	}
 	reqNo := v[0]
 	if reqNo == "" {
-		return aliBizFail("ACQ.INVALID_PARAMETER", "参数无效: 缺少out_request_no", aliField{"out_trade_no", no})
+		return aliBizFail("ACQ.INVALID_PARAMETER", "参数无效: 缺少out_request_no", aliField{k: "out_trade_no", v: no})
 	}
 	if o == nil || !o.hasTrade() {
-		return aliBizFail("ACQ.TRADE_NOT_EXIST", "交易不存在", aliField{"out_trade_no", no})
+		return aliBizFail("ACQ.TRADE_NOT_EXIST", "交易不存在", aliField{k: "out_trade_no", v: no})
 	}
 	for _, rf := range o.refunds {
 		if rf.outRequestNo == reqNo {
 			return aliOK(
-				aliField{"trade_no", o.tradeNo}, aliField{"out_trade_no", o.outTradeNo},
-				aliField{"out_request_no", reqNo}, aliField{"total_amount", o.total.Yuan()},
-				aliField{"refund_amount", rf.amount.Yuan()}, aliField{"refund_status", "REFUND_SUCCESS"},
-				aliField{"gmt_refund_pay", aliFmt(rf.at)})
+				aliField{k: "trade_no", v: o.tradeNo}, aliField{k: "out_trade_no", v: o.outTradeNo},
+				aliField{k: "out_request_no", v: reqNo}, aliField{k: "total_amount", v: o.total.Yuan()},
+				aliField{k: "refund_amount", v: rf.amount.Yuan()}, aliField{k: "refund_status", v: "REFUND_SUCCESS"},
+				aliField{k: "gmt_refund_pay", v: aliFmt(rf.at)})
 		}
 	}
 	// Not found: success without any refund fields (providers.md A4.6).
@@ -934,32 +1118,45 @@ func (a *alipaySim) scan(outTradeNo string) error {
 	defer a.mu.Unlock()
 	o := a.byNo[outTradeNo]
 	if o == nil {
-		return fmt.Errorf("alipay order %s: not precreated", outTradeNo)
+		return fmt.Errorf("alipay order %s: not precreated: %w", outTradeNo, errNoOrder)
 	}
 	return a.scanLocked(o)
 }
 
-func (a *alipaySim) pay(outTradeNo string, amount payment.Fen) error {
+// pay is the buyer paying; p.Amount becomes total_amount. The trade stays
+// refundable for the refund window, then finishes.
+func (a *alipaySim) pay(outTradeNo string, p Payment) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	o := a.byNo[outTradeNo]
 	if o == nil {
 		return fmt.Errorf("alipay order %s: not precreated", outTradeNo)
 	}
+	p, err := p.resolve(o.total)
+	if err != nil {
+		return fmt.Errorf("alipay order %s: %w", outTradeNo, err)
+	}
 	if err := a.scanLocked(o); err != nil {
 		return err
 	}
-	if amount <= 0 {
-		amount = o.total
-	}
 	o.state = aliSuccess
-	o.paid = amount
+	o.total, o.discount, o.discountBy = p.Amount, p.Discount, p.DiscountBy
+	if o.discount > 0 {
+		o.voucherID = now8(a.now()) + "0007300" + aliRandDigits(13)
+	}
 	o.paidAt = a.now()
 	o.expireAt = time.Time{}
+	if w := a.s.Realism().AlipayRefundWindow; w > 0 {
+		o.expireAt = o.paidAt.Add(w)
+	}
 	a.schedule(o)
+	a.s.log.Debug("alipay paid", "order", outTradeNo, "total", int64(p.Amount), "discount", int64(p.Discount))
 	a.notify(o, nil)
 	return nil
 }
+
+// now8 is t's date as Alipay puts it at the start of its ids.
+func now8(t time.Time) string { return t.In(aliBeijing).Format("20060102") }
 
 // refundComplete: Alipay refunds of a paid trade settle synchronously, so
 // there is nothing to complete; it only confirms the refund exists.
@@ -985,8 +1182,11 @@ func (a *alipaySim) orders() []OrderInfo {
 		a.advance(o, now)
 		info := OrderInfo{
 			Provider: payment.Alipay, OutTradeNo: o.outTradeNo, State: o.state,
-			Total: o.total, Paid: o.paid, Refunded: o.refunded,
+			Total: o.total, Discount: o.discount, DiscountBy: o.discountBy, Refunded: o.refunded,
 			TransactionID: o.tradeNo, NotifyURL: o.notifyURL, CreatedAt: o.createdAt,
+		}
+		if o.wasPaid() {
+			info.Paid, info.Received = o.buyerPaid(), o.received()
 		}
 		for _, rf := range o.refunds {
 			info.Refunds = append(info.Refunds, RefundInfo{OutRefundNo: rf.outRequestNo, Amount: rf.amount, Status: "SUCCESS"})
@@ -1028,20 +1228,25 @@ func (a *alipaySim) notify(o *aliOrder, rf *aliRefund) {
 	set("subject", o.subject)
 	set("body", o.body)
 	set("gmt_create", aliFmt(o.scannedAt))
-	if !o.paidAt.IsZero() {
-		set("receipt_amount", o.paid.Yuan())
-		set("invoice_amount", o.paid.Yuan())
-		set("buyer_pay_amount", o.paid.Yuan())
+	if o.wasPaid() {
+		set("receipt_amount", o.received().Yuan())
+		set("invoice_amount", o.buyerPaid().Yuan())
+		set("buyer_pay_amount", o.buyerPaid().Yuan())
 		set("point_amount", "0.00")
 		set("gmt_payment", aliFmt(o.paidAt))
-		set("fund_bill_list", `[{"amount":"`+o.paid.Yuan()+`","fundChannel":"ALIPAYACCOUNT"}]`)
+		set("fund_bill_list", aliList("", o.fundBills("fundChannel")).v)
+		if o.discount > 0 {
+			set("voucher_detail_list", aliList("", o.vouchers(true)).v)
+		}
 	}
-	if o.state == aliClosed {
+	if o.state == aliClosed || o.state == aliFinished {
 		set("gmt_close", aliFmt(o.closedAt))
+	}
+	if rf != nil || o.state == aliFinished {
+		set("refund_fee", o.refunded.Yuan())
 	}
 	if rf != nil {
 		set("out_biz_no", rf.outRequestNo)
-		set("refund_fee", o.refunded.Yuan())
 		set("gmt_refund", aliFmt(rf.at))
 	}
 	kind := "alipay " + o.state + " " + o.outTradeNo

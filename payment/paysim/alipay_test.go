@@ -108,7 +108,8 @@ type aliResp struct {
 	raw    []byte
 	node   string
 	fields map[string]string
-	signed bool // a sign was present and verified
+	lists  map[string][]map[string]string // fund_bill_list, voucher_detail_list
+	signed bool                           // a sign was present and verified
 	sign   string
 }
 
@@ -137,10 +138,25 @@ func (e *aliEnv) post(t testing.TB, form url.Values) aliResp {
 			continue
 		}
 		r.node = k
-		// Every value must be a JSON string: the SDK's amount fields
-		// are Go strings, and a number would break its unmarshalling.
-		if err := json.Unmarshal(raw, &r.fields); err != nil {
-			t.Fatalf("node %s is not an object of strings: %v: %s", k, err, raw)
+		// Every value must be a JSON string or a list of objects of
+		// strings: the SDK's amount fields are Go strings, and a number
+		// would break its unmarshalling.
+		var members map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &members); err != nil {
+			t.Fatalf("node %s is not an object: %v: %s", k, err, raw)
+		}
+		r.fields, r.lists = map[string]string{}, map[string][]map[string]string{}
+		for name, v := range members {
+			var str string
+			var list []map[string]string
+			switch {
+			case json.Unmarshal(v, &str) == nil:
+				r.fields[name] = str
+			case json.Unmarshal(v, &list) == nil:
+				r.lists[name] = list
+			default:
+				t.Fatalf("node %s member %s is neither a string nor a list of objects of strings: %s", k, name, raw)
+			}
 		}
 		if r.sign != "" || top["sign"] != nil {
 			var sign string
@@ -410,8 +426,10 @@ func TestAlipayCancelBurnsNumbers(t *testing.T) {
 	// Precreated, never scanned: cancel succeeds and burns it.
 	e.call(t, "alipay.trade.precreate", precreateBiz("CB_1", "1.00"))
 	r := e.call(t, "alipay.trade.cancel", map[string]any{"out_trade_no": "CB_1", "trade_no": ""})
-	if r.sub() != "10000" || r.fields["action"] != "close" {
-		t.Fatalf("cancel unscanned: %s", r.raw)
+	// No trade exists, so no action and no trade_no (alipay.trade.cancel
+	// response parameters: action only "接口调用成功且交易存在时").
+	if _, hasAction := r.fields["action"]; r.sub() != "10000" || hasAction || r.fields["trade_no"] != "" || r.fields["retry_flag"] != "N" || r.fields["out_trade_no"] != "CB_1" {
+		t.Fatalf("cancel unscanned: %s, want 10000 with out_trade_no and retry_flag only", r.raw)
 	}
 	if err := e.s.Scan("CB_1"); err == nil {
 		t.Fatal("scan after cancel succeeded")
@@ -420,7 +438,7 @@ func TestAlipayCancelBurnsNumbers(t *testing.T) {
 		t.Fatalf("re-precreate cancelled: %s", r.raw)
 	}
 	// Never precreated at all: still 10000, and the number is burned.
-	if r := e.call(t, "alipay.trade.cancel", map[string]any{"out_trade_no": "CB_2", "trade_no": ""}); r.sub() != "10000" {
+	if r := e.call(t, "alipay.trade.cancel", map[string]any{"out_trade_no": "CB_2", "trade_no": ""}); r.sub() != "10000" || r.fields["action"] != "" {
 		t.Fatalf("cancel unknown: %s", r.raw)
 	}
 	if r := e.call(t, "alipay.trade.precreate", precreateBiz("CB_2", "1.00")); r.sub() != "ACQ.TRADE_HAS_CLOSE" {
@@ -558,16 +576,16 @@ func TestAlipayRefundRules(t *testing.T) {
 		t.Fatal("RefundComplete of an unknown refund succeeded")
 	}
 
-	// Paid a different amount: total_amount stays, receipt_amount says
-	// what came in, and that is what can be refunded.
+	// A provider-side order with another total (the Pay hook's amount, a
+	// collision): total_amount is that total, and only it can be refunded.
 	e.call(t, "alipay.trade.precreate", precreateBiz("RF_2", "10.00"))
 	_ = e.s.Pay(payment.Alipay, "RF_2", 250)
 	r := e.call(t, "alipay.trade.query", map[string]any{"out_trade_no": "RF_2"})
-	if r.fields["total_amount"] != "10.00" || r.fields["receipt_amount"] != "2.50" || r.fields["buyer_pay_amount"] != "2.50" {
-		t.Fatalf("paid 2.50 of 10.00: %s", r.raw)
+	if r.fields["total_amount"] != "2.50" || r.fields["receipt_amount"] != "2.50" || r.fields["buyer_pay_amount"] != "2.50" {
+		t.Fatalf("provider-side total 2.50 for a 10.00 order: %s", r.raw)
 	}
 	if r := e.call(t, "alipay.trade.refund", map[string]any{"out_trade_no": "RF_2", "refund_amount": "2.51", "out_request_no": "X"}); r.sub() != "ACQ.REASON_TRADE_REFUND_FEE_ERR" {
-		t.Fatalf("refund above paid: %s", r.raw)
+		t.Fatalf("refund above the provider's total: %s", r.raw)
 	}
 }
 
@@ -739,11 +757,24 @@ func TestAlipayHooksOverHTTP(t *testing.T) {
 	if c := post("/_sim/scan", `{"out_trade_no":"NOPE"}`); c != http.StatusConflict {
 		t.Fatalf("scan unknown: %d", c)
 	}
-	if c := post("/_sim/pay", `{"provider":"alipay","out_trade_no":"HK_1","amount":299}`); c != 200 {
+	for _, bad := range []string{
+		`{"provider":"alipay","out_trade_no":"HK_1","discount":-1}`,
+		`{"provider":"alipay","out_trade_no":"HK_1","discount":1,"discount_by":"bank"}`,
+		`{"provider":"alipay","out_trade_no":"HK_1","amount":100,"discount":100}`,
+	} {
+		if c := post("/_sim/pay", bad); c != http.StatusBadRequest {
+			t.Fatalf("pay %s: %d, want 400", bad, c)
+		}
+	}
+	if c := post("/_sim/pay", `{"provider":"alipay","out_trade_no":"HK_1","discount":300}`); c != http.StatusConflict {
+		t.Fatalf("pay with a discount of the whole total: %d, want 409", c)
+	}
+	if c := post("/_sim/pay", `{"provider":"alipay","out_trade_no":"HK_1","discount":1,"discount_by":"merchant"}`); c != 200 {
 		t.Fatalf("pay: %d", c)
 	}
 	info, ok := e.s.Order(payment.Alipay, "HK_1")
-	if !ok || info.State != "TRADE_SUCCESS" || info.Paid != 299 || info.Total != 300 || info.TransactionID == "" {
+	if !ok || info.State != "TRADE_SUCCESS" || info.Total != 300 || info.Paid != 299 || info.Received != 299 ||
+		info.Discount != 1 || info.DiscountBy != DiscountMerchant || info.TransactionID == "" {
 		t.Fatalf("order %+v", info)
 	}
 }

@@ -1,12 +1,3 @@
-// Package paysim simulates the Alipay OpenAPI gateway and WeChat Pay APIv3
-// closely enough that the official SDKs cannot tell the difference: requests
-// are signature-checked and rejected with the real error codes, responses are
-// signed the way each SDK verifies them, and orders follow the providers'
-// state machines. It also sends signed notifications and offers /_sim/ hooks
-// to pay, scan, complete refunds and inject faults.
-//
-// A Server is an http.Handler, so tests run it under httptest.NewServer and
-// cmd/paysim serves it on a port.
 package paysim
 
 import (
@@ -29,8 +20,11 @@ import (
 // Options configure a Server. The zero value is usable apart from Keys.
 type Options struct {
 	Keys *Keys
-	// Logger receives one line per API call; nil discards.
+	// Logger receives one debug line per API call and notification attempt;
+	// nil discards.
 	Logger *slog.Logger
+	// Realism tunes the realistic behaviours; nil means DefaultRealism().
+	Realism *Realism
 	// NotifyRetry is the delay before each notification attempt after the
 	// first. The providers retry over a day; the default compresses that to
 	// about two minutes so tests see retries.
@@ -55,9 +49,15 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex
-	stats  map[string]int
-	faults []*fault
+	mu      sync.Mutex
+	stats   map[string]int
+	faults  []*fault
+	realism Realism
+	closed  bool
+	timers  map[*time.Timer]struct{}
+	// unreachable holds the notification hosts already reported as not
+	// answering, so their retries are logged at debug level only.
+	unreachable map[string]bool
 
 	alipay *alipaySim
 	wxpay  *wxpaySim
@@ -80,7 +80,17 @@ func New(opts Options) (*Server, error) {
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{Timeout: 5 * time.Second}
 	}
-	s := &Server{opts: opts, log: opts.Logger, keys: opts.Keys, mux: http.NewServeMux(), stats: map[string]int{}}
+	realism := DefaultRealism()
+	if opts.Realism != nil {
+		realism = *opts.Realism
+	}
+	if err := realism.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		opts: opts, log: opts.Logger, keys: opts.Keys, mux: http.NewServeMux(), stats: map[string]int{},
+		realism: realism, timers: map[*time.Timer]struct{}{}, unreachable: map[string]bool{},
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.alipay = newAlipaySim(s)
 	s.wxpay = newWxpaySim(s)
@@ -89,6 +99,7 @@ func New(opts Options) (*Server, error) {
 	s.mux.HandleFunc("POST /_sim/scan", s.hookScan)
 	s.mux.HandleFunc("POST /_sim/pay", s.hookPay)
 	s.mux.HandleFunc("POST /_sim/refund-complete", s.hookRefundComplete)
+	s.mux.HandleFunc("POST /_sim/refund-fail", s.hookRefundFail)
 	s.mux.HandleFunc("POST /_sim/fault", s.hookFault)
 	s.mux.HandleFunc("DELETE /_sim/fault", func(w http.ResponseWriter, r *http.Request) {
 		s.ClearFaults()
@@ -105,35 +116,140 @@ func (s *Server) Keys() *Keys { return s.keys }
 // ServeHTTP serves the provider APIs and the /_sim/ hooks.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
-// Close stops notification deliveries in flight and waits for them.
+// Close stops notification deliveries in flight and pending timers (refund
+// completions, trade expiries) and waits for the deliveries.
 func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	for t := range s.timers {
+		t.Stop()
+	}
+	s.timers = nil
+	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
 }
 
-// Scan simulates an Alipay buyer scanning the QR code: the trade now exists
-// in WAIT_BUYER_PAY.
-func (s *Server) Scan(outTradeNo string) error { return s.alipay.scan(outTradeNo) }
+// Realism returns the current realistic behaviours.
+func (s *Server) Realism() Realism {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.realism
+}
 
-// Pay simulates the buyer paying amount (0 = the order's amount) and sends
-// the payment notification. For Alipay an unscanned order is scanned first.
-func (s *Server) Pay(provider payment.ProviderName, outTradeNo string, amount payment.Fen) error {
+// SetRealism changes the realistic behaviours from now on; refunds already
+// scheduled to complete keep their time.
+func (s *Server) SetRealism(r Realism) error {
+	if err := r.Validate(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.realism = r
+	s.mu.Unlock()
+	return nil
+}
+
+// after runs f in d unless the Server is closed first.
+func (s *Server) after(d time.Duration, f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	var t *time.Timer
+	t = time.AfterFunc(d, func() {
+		s.mu.Lock()
+		closed := s.closed
+		delete(s.timers, t)
+		s.mu.Unlock()
+		if !closed {
+			f()
+		}
+	})
+	s.timers[t] = struct{}{}
+}
+
+// Scan simulates the buyer scanning the QR code, at every provider that has
+// outTradeNo: an Alipay trade now exists (WAIT_BUYER_PAY), a WeChat order is
+// USERPAYING (the buyer is entering the password).
+func (s *Server) Scan(outTradeNo string) error { return s.ScanAt("", outTradeNo) }
+
+// ScanAt is Scan at one provider ("" = every provider that has the order).
+func (s *Server) ScanAt(provider payment.ProviderName, outTradeNo string) error {
 	switch provider {
 	case payment.Alipay:
-		return s.alipay.pay(outTradeNo, amount)
+		return s.alipay.scan(outTradeNo)
 	case payment.WxPay:
-		return s.wxpay.pay(outTradeNo, amount)
+		return s.wxpay.scan(outTradeNo)
+	case "":
+	default:
+		return fmt.Errorf("unknown provider %q", provider)
+	}
+	errAli, errWx := s.alipay.scan(outTradeNo), s.wxpay.scan(outTradeNo)
+	switch {
+	case errors.Is(errAli, errNoOrder) && errors.Is(errWx, errNoOrder):
+		return fmt.Errorf("order %s: %w at either provider", outTradeNo, errNoOrder)
+	case errAli != nil && !errors.Is(errAli, errNoOrder):
+		return errAli
+	case errWx != nil && !errors.Is(errWx, errNoOrder):
+		return errWx
+	}
+	return nil
+}
+
+// errNoOrder: the provider has no order of that out_trade_no.
+var errNoOrder = errors.New("no such order")
+
+// Pay simulates the buyer paying an order whose total at the provider is
+// amount (0 = the order's) and sends the payment notification. For Alipay
+// an unscanned order is scanned first.
+func (s *Server) Pay(provider payment.ProviderName, outTradeNo string, amount payment.Fen) error {
+	return s.PayWith(provider, outTradeNo, Payment{Amount: amount})
+}
+
+// PayWith is Pay with a discount.
+func (s *Server) PayWith(provider payment.ProviderName, outTradeNo string, p Payment) error {
+	switch provider {
+	case payment.Alipay:
+		return s.alipay.pay(outTradeNo, p)
+	case payment.WxPay:
+		return s.wxpay.pay(outTradeNo, p)
 	}
 	return fmt.Errorf("unknown provider %q", provider)
 }
 
-// RefundComplete makes a processing refund succeed.
+// RefundComplete makes a processing refund succeed at once (WeChat; Alipay
+// refunds settle synchronously and only need to exist). Completing a refund
+// that already succeeded is a no-op; an ABNORMAL WeChat refund can still be
+// completed (the merchant resolved it).
 func (s *Server) RefundComplete(provider payment.ProviderName, outRefundNo string) error {
 	switch provider {
 	case payment.Alipay:
 		return s.alipay.refundComplete(outRefundNo)
 	case payment.WxPay:
-		return s.wxpay.refundComplete(outRefundNo)
+		return s.wxpay.settleRefund(outRefundNo, wxRefundSuccess)
+	}
+	return fmt.Errorf("unknown provider %q", provider)
+}
+
+// Refund statuses RefundFail accepts (WeChat's own names).
+const (
+	RefundAbnormal = "ABNORMAL" // the buyer's account cannot receive it
+	RefundClosed   = "CLOSED"   // the refund was closed; the money stays with the merchant
+)
+
+// RefundFail ends a processing WeChat refund in status RefundAbnormal or
+// RefundClosed and sends REFUND.ABNORMAL or REFUND.CLOSED. Alipay has no
+// such states: its refunds settle synchronously.
+func (s *Server) RefundFail(provider payment.ProviderName, outRefundNo, status string) error {
+	if status != RefundAbnormal && status != RefundClosed {
+		return fmt.Errorf("status %q: want ABNORMAL or CLOSED", status)
+	}
+	switch provider {
+	case payment.WxPay:
+		return s.wxpay.settleRefund(outRefundNo, status)
+	case payment.Alipay:
+		return errors.New("alipay refunds settle synchronously; ABNORMAL and CLOSED are WeChat refund states")
 	}
 	return fmt.Errorf("unknown provider %q", provider)
 }
@@ -143,8 +259,11 @@ type OrderInfo struct {
 	Provider      payment.ProviderName `json:"provider"`
 	OutTradeNo    string               `json:"out_trade_no"`
 	State         string               `json:"state"` // the provider's own name: NOTPAY, TRADE_SUCCESS, PRECREATED…
-	Total         payment.Fen          `json:"total"`
-	Paid          payment.Fen          `json:"paid"`
+	Total         payment.Fen          `json:"total"`    // the order total the provider holds
+	Paid          payment.Fen          `json:"paid"`     // what the buyer paid (payer_total, buyer_pay_amount)
+	Received      payment.Fen          `json:"received"` // what the merchant receives (settlement_total, receipt_amount)
+	Discount      payment.Fen          `json:"discount,omitempty"`
+	DiscountBy    string               `json:"discount_by,omitempty"`
 	Refunded      payment.Fen          `json:"refunded"`
 	TransactionID string               `json:"transaction_id,omitempty"`
 	NotifyURL     string               `json:"notify_url,omitempty"`
@@ -156,7 +275,7 @@ type OrderInfo struct {
 type RefundInfo struct {
 	OutRefundNo string      `json:"out_refund_no"`
 	Amount      payment.Fen `json:"amount"`
-	Status      string      `json:"status"` // SUCCESS, PROCESSING, CLOSED
+	Status      string      `json:"status"` // SUCCESS, PROCESSING, ABNORMAL, CLOSED
 }
 
 // Orders lists every order of both providers, oldest first.
@@ -194,14 +313,33 @@ func (s *Server) count(api string) {
 	s.mu.Unlock()
 }
 
-// Fault kinds (SPEC §6).
+// Fault kinds (SPEC §6). The last three are one provider's own "try again"
+// answers; a fault of such a kind only hits calls to that provider.
 const (
 	Fault5xx       = "5xx"
 	FaultTimeout   = "timeout"
 	FaultBadSign   = "bad_sign"
 	FaultStaleTS   = "stale_ts"
 	FaultRateLimit = "rate_limit"
+	// FaultAccepted: WeChat answers HTTP 202 with an empty body, "accepted,
+	// not yet processed, repeat with the same parameters"; nothing happens.
+	FaultAccepted = "202"
+	// FaultUnavailable: Alipay answers 20000 isp.unknow-error (the business
+	// system is unavailable) before processing anything.
+	FaultUnavailable = "20000"
+	// FaultSystemError: Alipay processes the call and then answers 40004
+	// ACQ.SYSTEM_ERROR (cancel with retry_flag Y): the outcome is unknown.
+	FaultSystemError = "system_error"
 )
+
+// faultKinds maps every kind to the only provider it applies to ("" = both).
+var faultKinds = map[string]payment.ProviderName{
+	Fault5xx: "", FaultTimeout: "", FaultBadSign: "", FaultStaleTS: "", FaultRateLimit: "",
+	FaultAccepted: payment.WxPay, FaultUnavailable: payment.Alipay, FaultSystemError: payment.Alipay,
+}
+
+// FaultKinds lists the fault kinds, for usage messages.
+const FaultKinds = "5xx, timeout, bad_sign, stale_ts, rate_limit, 202 (wxpay), 20000 (alipay), system_error (alipay)"
 
 // Fault is an injected failure: for Count calls (0 = unlimited), or for a
 // Rate share of calls (0 = every call), of API (empty = every API) at
@@ -221,13 +359,15 @@ type fault struct {
 
 // InjectFault adds a fault. Faults are checked in the order they were added.
 func (s *Server) InjectFault(f Fault) error {
-	switch f.Kind {
-	case Fault5xx, FaultTimeout, FaultBadSign, FaultStaleTS, FaultRateLimit:
-	default:
-		return fmt.Errorf("kind %q: want one of 5xx, timeout, bad_sign, stale_ts, rate_limit", f.Kind)
+	only, ok := faultKinds[f.Kind]
+	if !ok {
+		return fmt.Errorf("kind %q: want one of %s", f.Kind, FaultKinds)
 	}
 	if f.Provider != "" && f.Provider != payment.Alipay && f.Provider != payment.WxPay {
 		return fmt.Errorf("provider %q: want wxpay, alipay or empty", f.Provider)
+	}
+	if only != "" && f.Provider != "" && f.Provider != only {
+		return fmt.Errorf("kind %q is a %s answer, not %s's", f.Kind, only, f.Provider)
 	}
 	if f.Rate < 0 || f.Rate > 1 {
 		return fmt.Errorf("rate %v: want 0..1", f.Rate)
@@ -255,6 +395,9 @@ func (s *Server) takeFault(provider payment.ProviderName, api string) string {
 	defer s.mu.Unlock()
 	for i, f := range s.faults {
 		if f.Provider != "" && f.Provider != provider {
+			continue
+		}
+		if only := faultKinds[f.Kind]; only != "" && only != provider {
 			continue
 		}
 		if f.API != "" && f.API != api && !strings.HasSuffix(api, "."+f.API) {
@@ -295,7 +438,13 @@ func (s *Server) deliver(kind, url string, build func() (*http.Request, error), 
 	if url == "" {
 		return
 	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
 	s.wg.Add(1)
+	s.mu.Unlock()
 	go func() {
 		defer s.wg.Done()
 		for attempt := 0; attempt <= len(s.opts.NotifyRetry); attempt++ {
@@ -315,18 +464,37 @@ func (s *Server) deliver(kind, url string, build func() (*http.Request, error), 
 			}
 			resp, err := s.opts.HTTPClient.Do(req.WithContext(s.ctx))
 			if err != nil {
-				s.log.Info("notification not delivered", "kind", kind, "attempt", attempt+1, "err", err)
+				if s.ctx.Err() != nil {
+					return
+				}
+				s.notDelivered(req.URL.Host, "notification not delivered", "kind", kind, "attempt", attempt+1, "err", err)
 				continue
 			}
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 			resp.Body.Close()
 			if accepted(resp, body) {
-				s.log.Info("notification delivered", "kind", kind, "attempt", attempt+1)
+				s.log.Debug("notification delivered", "kind", kind, "attempt", attempt+1)
 				return
 			}
-			s.log.Info("notification refused", "kind", kind, "attempt", attempt+1, "status", resp.StatusCode)
+			s.notDelivered(req.URL.Host, "notification refused", "kind", kind, "attempt", attempt+1, "status", resp.StatusCode)
 		}
+		s.log.Debug("notification given up", "kind", kind, "attempts", len(s.opts.NotifyRetry)+1)
 	}()
+}
+
+// notDelivered logs a failed notification attempt: at info level the first
+// time host fails, with a note that its retries are quiet; at debug level
+// after that, so an unreachable placeholder URL does not flood the log.
+func (s *Server) notDelivered(host, msg string, args ...any) {
+	s.mu.Lock()
+	first := !s.unreachable[host]
+	s.unreachable[host] = true
+	s.mu.Unlock()
+	if first {
+		s.log.Info(msg+"; further failures to this host are logged at debug level", append(args, "host", host)...)
+		return
+	}
+	s.log.Debug(msg, append(args, "host", host)...)
 }
 
 func writeHookJSON(w http.ResponseWriter, status int, v any) {
@@ -351,7 +519,8 @@ func decodeHook(w http.ResponseWriter, r *http.Request, v any) bool {
 
 func (s *Server) hookScan(w http.ResponseWriter, r *http.Request) {
 	var in struct {
-		OutTradeNo string `json:"out_trade_no"`
+		Provider   payment.ProviderName `json:"provider"`
+		OutTradeNo string               `json:"out_trade_no"`
 	}
 	if !decodeHook(w, r, &in) {
 		return
@@ -360,7 +529,11 @@ func (s *Server) hookScan(w http.ResponseWriter, r *http.Request) {
 		hookError(w, http.StatusBadRequest, "out_trade_no is required")
 		return
 	}
-	if err := s.Scan(in.OutTradeNo); err != nil {
+	if in.Provider != "" && in.Provider != payment.Alipay && in.Provider != payment.WxPay {
+		hookError(w, http.StatusBadRequest, "provider %q: want wxpay, alipay or none (every provider that has the order)", in.Provider)
+		return
+	}
+	if err := s.ScanAt(in.Provider, in.OutTradeNo); err != nil {
 		hookError(w, http.StatusConflict, "%v", err)
 		return
 	}
@@ -371,7 +544,7 @@ func (s *Server) hookPay(w http.ResponseWriter, r *http.Request) {
 	var in struct {
 		Provider   payment.ProviderName `json:"provider"`
 		OutTradeNo string               `json:"out_trade_no"`
-		Amount     payment.Fen          `json:"amount"`
+		Payment
 	}
 	if !decodeHook(w, r, &in) {
 		return
@@ -380,11 +553,12 @@ func (s *Server) hookPay(w http.ResponseWriter, r *http.Request) {
 		hookError(w, http.StatusBadRequest, "want provider (wxpay|alipay) and out_trade_no")
 		return
 	}
-	if in.Amount < 0 {
-		hookError(w, http.StatusBadRequest, "amount must be positive fen")
+	// What needs no order is a 400; PayWith checks the rest (409).
+	if err := in.Payment.check(); err != nil {
+		hookError(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	if err := s.Pay(in.Provider, in.OutTradeNo, in.Amount); err != nil {
+	if err := s.PayWith(in.Provider, in.OutTradeNo, in.Payment); err != nil {
 		hookError(w, http.StatusConflict, "%v", err)
 		return
 	}
@@ -400,6 +574,26 @@ func (s *Server) hookRefundComplete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.RefundComplete(in.Provider, in.OutRefundNo); err != nil {
+		hookError(w, http.StatusConflict, "%v", err)
+		return
+	}
+	writeHookJSON(w, http.StatusOK, map[string]any{"ok": true})
+}
+
+func (s *Server) hookRefundFail(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Provider    payment.ProviderName `json:"provider"`
+		OutRefundNo string               `json:"out_refund_no"`
+		Status      string               `json:"status"`
+	}
+	if !decodeHook(w, r, &in) {
+		return
+	}
+	if in.OutRefundNo == "" || (in.Status != RefundAbnormal && in.Status != RefundClosed) {
+		hookError(w, http.StatusBadRequest, "want out_refund_no and status (ABNORMAL|CLOSED)")
+		return
+	}
+	if err := s.RefundFail(in.Provider, in.OutRefundNo, in.Status); err != nil {
 		hookError(w, http.StatusConflict, "%v", err)
 		return
 	}

@@ -29,6 +29,42 @@ import (
 
 // WeChat Pay APIv3 simulation (providers.md PART B).
 //
+// Sources for what the real service sends, field by field:
+//   - Query by out_trade_no and the TRANSACTION.SUCCESS resource:
+//     https://pay.weixin.qq.com/docs/merchant/apis/native-payment/query-by-out-trade-no.html
+//     and wechatpay-go v0.2.21 services/payments/models.go (Transaction,
+//     TransactionAmount, PromotionDetail). amount.total is the order total,
+//     amount.payer_total what the buyer paid; promotion_detail[] carries
+//     coupon_id, name, scope (GLOBAL|SINGLE), type (CASH: funded with money
+//     settled to the merchant; NOCASH: not settled, the merchant bears it),
+//     amount, stock_id, wechatpay_contribute, merchant_contribute,
+//     other_contribute, currency. The documented sample is coupon 109519,
+//     stock 931386.
+//   - Refunds: wechatpay-go v0.2.21 services/refunddomestic/models.go
+//     (Refund, Amount with payer_total, payer_refund, settlement_total =
+//     total − NOCASH coupons, settlement_refund, discount_refund; Promotion
+//     with promotion_id, scope, type COUPON|DISCOUNT, amount,
+//     refund_amount; Status SUCCESS|CLOSED|PROCESSING|ABNORMAL).
+//   - Refund notifications go to the refund request's notify_url; without
+//     one, to an address configured on the merchant platform (which the
+//     simulator does not have), never to the payment's notify_url:
+//     https://pay.weixin.qq.com/docs/merchant/apis/refund/refunds/create.html
+//     ("如果参数中传了notify_url，则商户平台上配置的回调地址将不会生效").
+//     Event types REFUND.SUCCESS / REFUND.ABNORMAL / REFUND.CLOSED.
+//   - HTTP 202 "服务器已接受请求，但尚未处理 — 请使用原参数重复请求一遍":
+//     https://pay.weixin.qq.com/wiki/doc/api_external/ch/wechatpay/wechatpay2_1.shtml
+//     and https://pay.weixin.qq.com/doc/global/v3/zh/4012354972.
+//   - USERPAYING "用户支付中" is one of the documented trade_state values
+//     (query doc above); SPEC §6 shows it while a scanning buyer enters the
+//     password.
+//
+// Discounts (/_sim/pay "discount", "discount_by"): platform-funded is a
+// CASH coupon with wechatpay_contribute (the merchant is settled the full
+// total), merchant-funded a NOCASH coupon with merchant_contribute
+// (settlement_total is lower). payer_total = total − discount either way.
+// A refund returns the coupon in proportion (discount_refund), the last
+// refund of an order whatever is left of it.
+//
 // Deliberate deviations from the real service, each chosen so that tests
 // can run offline without making the simulator more lenient about anything
 // the daemon could get wrong:
@@ -36,11 +72,10 @@ import (
 //   - time_expire accepts any RFC 3339 offset; WeChat documents +08:00.
 //   - The "≥1 minute between refunds of one order" and QPS rules are not
 //     enforced (tests refund partially in quick succession).
-//   - A buyer "paying" a different amount (the /_sim/pay amount) is recorded
-//     as amount.payer_total while amount.total stays the order's total, as
-//     WeChat reports discounted payments; an amount above the total, which
-//     WeChat cannot produce, is recorded the same way so the daemon's amount
-//     check can be exercised in both directions.
+//   - The /_sim/pay "amount" becomes amount.total, the provider-side order
+//     total, so a value other than the order's simulates a collision.
+//     Unless Realism.WxStrictRefundTotal is set, a refund may still name
+//     the total the order was created with (see the package doc).
 //   - Refund funds are unlimited unless SetWxRefundBalance sets a balance;
 //     then refunds beyond it fail with NOT_ENOUGH.
 
@@ -56,14 +91,24 @@ const (
 
 // Trade states (providers.md B5) and refund statuses (B4.4).
 const (
-	wxNotPay  = "NOTPAY"
-	wxSuccess = "SUCCESS"
-	wxRefund  = "REFUND"
-	wxClosed  = "CLOSED"
+	wxNotPay     = "NOTPAY"
+	wxUserPaying = "USERPAYING"
+	wxSuccess    = "SUCCESS"
+	wxRefund     = "REFUND"
+	wxClosed     = "CLOSED"
 
 	wxRefundProcessing = "PROCESSING"
 	wxRefundSuccess    = "SUCCESS"
+	wxRefundAbnormal   = RefundAbnormal
+	wxRefundClosed     = RefundClosed
 )
+
+// wxRefundEvents: the notification of each final refund status.
+var wxRefundEvents = map[string][2]string{
+	wxRefundSuccess:  {"REFUND.SUCCESS", "退款成功"},
+	wxRefundAbnormal: {"REFUND.ABNORMAL", "退款异常"},
+	wxRefundClosed:   {"REFUND.CLOSED", "退款关闭"},
+}
 
 var (
 	wxOutTradeNoRE  = regexp.MustCompile(`^[0-9A-Za-z_\-|*]{6,32}$`)
@@ -72,20 +117,24 @@ var (
 )
 
 var wxStateDesc = map[string]string{
-	wxNotPay:  "订单未支付",
-	wxSuccess: "支付成功",
+	wxNotPay:     "订单未支付",
+	wxUserPaying: "用户支付中，需要输入密码",
+	wxSuccess:    "支付成功",
 	wxRefund:  "转入退款",
 	wxClosed:  "订单已关闭",
 }
 
 type wxOrder struct {
 	appid, mchid, outTradeNo, description, notifyURL, attach string
-	total                                                    int64
+	total                                                    int64 // the provider-side order total
+	created                                                  int64 // the total the order was created with
 	expireAt                                                 time.Time
 	params                                                   string // canonical request body: tells a retry from a conflicting reuse
 	state                                                    string
 	transactionID, openid                                    string
-	payerTotal                                               int64
+	discount                                                 int64
+	discountBy                                               string
+	couponID, stockID                                        string
 	successTime, createdAt                                   time.Time
 	refunds                                                  []*wxRefundRec
 }
@@ -94,6 +143,7 @@ type wxRefundRec struct {
 	order                                    *wxOrder
 	outRefundNo, refundID, reason, notifyURL string
 	amount                                   int64
+	discountRefund                           int64 // the part of amount that returns to the coupon
 	status                                   string
 	createdAt, successAt                     time.Time
 }
@@ -102,11 +152,55 @@ type wxRefundRec struct {
 func (o *wxOrder) refunded() int64 {
 	var n int64
 	for _, r := range o.refunds {
-		if r.status != wxClosed {
+		if r.status != wxRefundClosed {
 			n += r.amount
 		}
 	}
 	return n
+}
+
+func (o *wxOrder) payerTotal() int64 { return o.total - o.discount }
+
+// noCash is the part of the discount the merchant bears (a NOCASH coupon):
+// it is never settled to the merchant.
+func (o *wxOrder) noCash() int64 {
+	if o.discountBy == DiscountMerchant {
+		return o.discount
+	}
+	return 0
+}
+
+// discountRefund is the coupon's share of a new refund of amount: in
+// proportion, and whatever is left when the refund empties the order.
+func (o *wxOrder) discountRefund(amount int64) int64 {
+	if o.discount == 0 {
+		return 0
+	}
+	var refunded, coupon int64
+	for _, r := range o.refunds {
+		if r.status != wxRefundClosed {
+			refunded += r.amount
+			coupon += r.discountRefund
+		}
+	}
+	if refunded+amount >= o.total {
+		return o.discount - coupon
+	}
+	return o.discount * amount / o.total
+}
+
+// promotion renders the order's coupon as promotion_detail[0].
+func (o *wxOrder) promotion() map[string]any {
+	p := map[string]any{
+		"coupon_id": o.couponID, "scope": "GLOBAL", "amount": o.discount, "stock_id": o.stockID,
+		"wechatpay_contribute": int64(0), "merchant_contribute": int64(0), "other_contribute": int64(0), "currency": "CNY",
+	}
+	if o.discountBy == DiscountMerchant {
+		p["name"], p["type"], p["merchant_contribute"] = "商家代金券", "NOCASH", o.discount
+	} else {
+		p["name"], p["type"], p["wechatpay_contribute"] = "微信支付立减", "CASH", o.discount
+	}
+	return p
 }
 
 // wxpaySim simulates the WeChat Pay APIv3 for one merchant (Keys.WxMchID).
@@ -205,15 +299,20 @@ func (a *wxpaySim) serveAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := a.checkAuth(r, body); err != nil {
-		a.s.log.Info("wxpay request refused", "api", api, "status", http.StatusUnauthorized, "err", err)
+		a.s.log.Debug("wxpay request refused", "api", api, "status", http.StatusUnauthorized, "err", err)
 		a.writeError(w, wxErr(http.StatusUnauthorized, "SIGN_ERROR", "签名错误"), "")
 		return
 	}
 	f := a.s.takeFault(payment.WxPay, api)
 	switch f {
 	case FaultTimeout:
-		a.s.log.Info("wxpay fault", "api", api, "fault", f)
+		a.s.log.Debug("wxpay fault", "api", api, "fault", f)
 		a.s.holdTimeout(r)
+		return
+	case FaultAccepted:
+		// Accepted, not processed: the client must repeat the call.
+		a.s.log.Debug("wxpay fault", "api", api, "fault", f)
+		a.write(w, http.StatusAccepted, nil, "")
 		return
 	case Fault5xx:
 		a.writeError(w, wxErr(http.StatusInternalServerError, "SYSTEM_ERROR", "系统错误"), "")
@@ -242,7 +341,7 @@ func (a *wxpaySim) serveAPI(w http.ResponseWriter, r *http.Request) {
 		out, werr = a.queryRefund(id)
 	}
 	if werr != nil {
-		a.s.log.Info("wxpay", "api", api, "order", id, "status", werr.status, "code", werr.Code)
+		a.s.log.Debug("wxpay", "api", api, "order", id, "status", werr.status, "code", werr.Code)
 		a.writeError(w, werr, f)
 		return
 	}
@@ -253,7 +352,7 @@ func (a *wxpaySim) serveAPI(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	a.s.log.Info("wxpay", "api", api, "order", id, "status", status)
+	a.s.log.Debug("wxpay", "api", api, "order", id, "status", status)
 	a.write(w, status, respBody, f)
 }
 
@@ -506,7 +605,7 @@ func (a *wxpaySim) prepay(body []byte) (any, *wxError) {
 	if !present || total < 1 {
 		return nil, wxParamErr("amount.total", "订单金额必须为大于0的整数（分）", amount["total"])
 	}
-	o.total = total
+	o.total, o.created = total, total
 	if cur, werr := wxStringField(amount, "currency", false, 16); werr != nil {
 		return nil, werr
 	} else if cur != "" && cur != "CNY" {
@@ -585,7 +684,7 @@ func (a *wxpaySim) prepay(body []byte) (any, *wxError) {
 
 // expire closes an unpaid order whose time_expire has passed. Caller holds a.mu.
 func (a *wxpaySim) expire(o *wxOrder, now time.Time) {
-	if o.state == wxNotPay && !now.Before(o.expireAt) {
+	if (o.state == wxNotPay || o.state == wxUserPaying) && !now.Before(o.expireAt) {
 		o.state = wxClosed
 	}
 }
@@ -616,7 +715,10 @@ func (o *wxOrder) transaction() map[string]any {
 		t["bank_type"] = "OTHERS"
 		t["success_time"] = o.successTime.In(wxCST).Format(time.RFC3339)
 		t["payer"] = map[string]any{"openid": o.openid}
-		t["amount"] = map[string]any{"total": o.total, "payer_total": o.payerTotal, "currency": "CNY", "payer_currency": "CNY"}
+		t["amount"] = map[string]any{"total": o.total, "payer_total": o.payerTotal(), "currency": "CNY", "payer_currency": "CNY"}
+		if o.discount > 0 {
+			t["promotion_detail"] = []any{o.promotion()}
+		}
 	}
 	return t
 }
@@ -655,7 +757,7 @@ func (a *wxpaySim) closeOrder(outTradeNo string, body []byte) *wxError {
 	switch o.state {
 	case wxSuccess, wxRefund:
 		return wxErr(http.StatusForbidden, "ORDERPAID", "订单已支付")
-	case wxNotPay:
+	case wxNotPay, wxUserPaying:
 		o.state = wxClosed
 	}
 	return nil
@@ -757,7 +859,7 @@ func (a *wxpaySim) refund(body []byte) (any, *wxError) {
 		}
 		return prev.render(), nil
 	}
-	if total != o.total {
+	if total != o.total && (total != o.created || a.s.Realism().WxStrictRefundTotal) {
 		return nil, wxParamErr("amount.total", "与原订单金额不一致", total)
 	}
 	if left := o.total - o.refunded(); refundAmt > left {
@@ -776,18 +878,27 @@ func (a *wxpaySim) refund(body []byte) (any, *wxError) {
 	r.refundID = "50" + wxRandDigits(27)
 	r.status = wxRefundProcessing
 	r.createdAt = time.Now()
+	r.discountRefund = o.discountRefund(refundAmt)
 	o.refunds = append(o.refunds, r)
 	o.state = wxRefund
 	a.refunds[r.outRefundNo] = r
+	if d, ok := a.s.Realism().wxRefundDelay(); ok {
+		no := r.outRefundNo
+		a.s.after(d, func() {
+			if err := a.settleRefund(no, wxRefundSuccess); err != nil {
+				a.s.log.Debug("wxpay refund not completed", "refund", no, "err", err)
+			}
+		})
+	}
 	return r.render(), nil
 }
 
 // render shows r as refunddomestic.Refund. Caller holds a.mu.
 func (r *wxRefundRec) render() map[string]any {
 	o := r.order
-	payerRefund := r.amount
-	if payerRefund > o.payerTotal {
-		payerRefund = o.payerTotal
+	noCashRefund := int64(0)
+	if o.noCash() > 0 {
+		noCashRefund = r.discountRefund
 	}
 	out := map[string]any{
 		"refund_id":             r.refundID,
@@ -800,14 +911,40 @@ func (r *wxRefundRec) render() map[string]any {
 		"status":                r.status,
 		"funds_account":         "AVAILABLE",
 		"amount": map[string]any{
-			"total": o.total, "refund": r.amount, "payer_total": o.payerTotal, "payer_refund": payerRefund,
-			"settlement_refund": r.amount, "settlement_total": o.total, "discount_refund": 0, "currency": "CNY",
+			"total": o.total, "refund": r.amount, "payer_total": o.payerTotal(), "payer_refund": r.amount - r.discountRefund,
+			"settlement_refund": r.amount - noCashRefund, "settlement_total": o.total - o.noCash(),
+			"discount_refund": r.discountRefund, "currency": "CNY",
 		},
+	}
+	if o.discount > 0 {
+		kind := "COUPON"
+		if o.noCash() > 0 {
+			kind = "DISCOUNT"
+		}
+		out["promotion_detail"] = []any{map[string]any{
+			"promotion_id": o.couponID, "scope": "GLOBAL", "type": kind, "amount": o.discount, "refund_amount": r.discountRefund,
+		}}
 	}
 	if r.status == wxRefundSuccess {
 		out["success_time"] = r.successAt.In(wxCST).Format(time.RFC3339)
 	}
 	return out
+}
+
+// notifyResource is the refund notification's plaintext. Caller holds a.mu.
+func (r *wxRefundRec) notifyResource() []byte {
+	o := r.order
+	m := map[string]any{
+		"mchid": o.mchid, "out_trade_no": o.outTradeNo, "transaction_id": o.transactionID,
+		"out_refund_no": r.outRefundNo, "refund_id": r.refundID, "refund_status": r.status,
+		"user_received_account": "支付用户零钱",
+		"amount":                map[string]any{"total": o.total, "refund": r.amount, "payer_total": o.payerTotal(), "payer_refund": r.amount - r.discountRefund},
+	}
+	if r.status == wxRefundSuccess {
+		m["success_time"] = r.successAt.In(wxCST).Format(time.RFC3339)
+	}
+	b, _ := json.Marshal(m)
+	return b
 }
 
 // queryRefund is GET /v3/refund/domestic/refunds/{out_refund_no}.
@@ -821,67 +958,88 @@ func (a *wxpaySim) queryRefund(outRefundNo string) (any, *wxError) {
 	return r.render(), nil
 }
 
-// pay is the buyer paying amount (0 = the order's total).
-func (a *wxpaySim) pay(outTradeNo string, amount payment.Fen) error {
+// scan is the buyer scanning the code and entering the password: NOTPAY
+// becomes USERPAYING.
+func (a *wxpaySim) scan(outTradeNo string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	o := a.lookup(outTradeNo)
+	switch {
+	case o == nil:
+		return fmt.Errorf("wxpay order %s: %w", outTradeNo, errNoOrder)
+	case o.state == wxNotPay:
+		o.state = wxUserPaying
+	case o.state != wxUserPaying:
+		return fmt.Errorf("wxpay order %s is %s, cannot be scanned", outTradeNo, o.state)
+	}
+	return nil
+}
+
+// pay is the buyer paying; p.Amount becomes the provider-side total.
+func (a *wxpaySim) pay(outTradeNo string, p Payment) error {
 	a.mu.Lock()
 	o := a.lookup(outTradeNo)
 	if o == nil {
 		a.mu.Unlock()
 		return fmt.Errorf("wxpay order %s does not exist", outTradeNo)
 	}
-	if o.state != wxNotPay {
+	if o.state != wxNotPay && o.state != wxUserPaying {
 		state := o.state
 		a.mu.Unlock()
 		return fmt.Errorf("wxpay order %s is %s, cannot be paid", outTradeNo, state)
 	}
-	if amount == 0 {
-		amount = payment.Fen(o.total)
+	p, err := p.resolve(payment.Fen(o.total))
+	if err != nil {
+		a.mu.Unlock()
+		return fmt.Errorf("wxpay order %s: %w", outTradeNo, err)
 	}
 	o.state = wxSuccess
-	o.payerTotal = int64(amount)
+	o.total = int64(p.Amount)
+	o.discount, o.discountBy = int64(p.Discount), p.DiscountBy
+	if o.discount > 0 {
+		o.couponID, o.stockID = "1"+wxRandDigits(9), wxRandDigits(8)
+	}
 	o.transactionID = "4200" + wxRandDigits(24)
 	o.openid = "oSim" + wxRandString(24)
 	o.successTime = time.Now()
 	plain, _ := json.Marshal(o.transaction())
 	to := o.notifyURL
 	a.mu.Unlock()
-	a.s.log.Info("wxpay paid", "order", outTradeNo, "amount", int64(amount))
+	a.s.log.Debug("wxpay paid", "order", outTradeNo, "total", int64(p.Amount), "discount", int64(p.Discount))
 	a.notify(to, "TRANSACTION.SUCCESS", "支付成功", "transaction", plain)
 	return nil
 }
 
-// refundComplete makes a processing refund succeed and notifies.
-func (a *wxpaySim) refundComplete(outRefundNo string) error {
+// settleRefund moves a refund to its final status and notifies the
+// refund's notify_url. Reaching the status it already has is a no-op; only
+// PROCESSING refunds end, except that an ABNORMAL one may still succeed.
+func (a *wxpaySim) settleRefund(outRefundNo, status string) error {
 	a.mu.Lock()
 	r, ok := a.refunds[outRefundNo]
 	if !ok {
 		a.mu.Unlock()
 		return fmt.Errorf("wxpay refund %s does not exist", outRefundNo)
 	}
-	if r.status != wxRefundProcessing {
-		status := r.status
+	switch {
+	case r.status == status:
 		a.mu.Unlock()
-		return fmt.Errorf("wxpay refund %s is %s, not PROCESSING", outRefundNo, status)
+		return nil
+	case r.status == wxRefundProcessing, r.status == wxRefundAbnormal && status == wxRefundSuccess:
+	default:
+		from := r.status
+		a.mu.Unlock()
+		return fmt.Errorf("wxpay refund %s is %s, cannot become %s", outRefundNo, from, status)
 	}
-	r.status = wxRefundSuccess
-	r.successAt = time.Now()
-	o := r.order
-	payerRefund := r.amount
-	if payerRefund > o.payerTotal {
-		payerRefund = o.payerTotal
+	r.status = status
+	if status == wxRefundSuccess {
+		r.successAt = time.Now()
 	}
-	plain, _ := json.Marshal(map[string]any{
-		"mchid": o.mchid, "out_trade_no": o.outTradeNo, "transaction_id": o.transactionID,
-		"out_refund_no": r.outRefundNo, "refund_id": r.refundID, "refund_status": r.status,
-		"success_time": r.successAt.In(wxCST).Format(time.RFC3339), "user_received_account": "支付用户零钱",
-		"amount": map[string]any{"total": o.total, "refund": r.amount, "payer_total": o.payerTotal, "payer_refund": payerRefund},
-	})
+	plain := r.notifyResource()
 	to := r.notifyURL
-	if to == "" {
-		to = o.notifyURL
-	}
 	a.mu.Unlock()
-	a.notify(to, "REFUND.SUCCESS", "退款成功", "refund", plain)
+	a.s.log.Debug("wxpay refund settled", "refund", outRefundNo, "status", status)
+	ev := wxRefundEvents[status]
+	a.notify(to, ev[0], ev[1], "refund", plain)
 	return nil
 }
 
@@ -950,17 +1108,27 @@ func (a *wxpaySim) signNotification(h http.Header, body []byte, fault string) {
 }
 
 // WxNotification builds a WeChat Pay notification exactly as the simulator
-// would send it: kind is "transaction" or "refund", plaintext the resource
-// JSON. fault may be "" (valid), FaultBadSign or FaultStaleTS. Tests use it
-// to feed adapters notifications without an HTTP round trip.
+// would send it: kind is "transaction" or "refund" (TRANSACTION.SUCCESS,
+// REFUND.SUCCESS) or an event type (REFUND.ABNORMAL, REFUND.CLOSED…),
+// plaintext the resource JSON. fault may be "" (valid), FaultBadSign or
+// FaultStaleTS. Tests use it to feed adapters notifications without an
+// HTTP round trip.
 func (s *Server) WxNotification(kind string, plaintext []byte, fault string) (http.Header, []byte, error) {
-	event, summary := "TRANSACTION.SUCCESS", "支付成功"
-	if kind == "refund" {
-		event, summary = "REFUND.SUCCESS", "退款成功"
-	} else if kind != "transaction" {
-		return nil, nil, fmt.Errorf("kind %q: want transaction or refund", kind)
+	event, summary, original := "", "", ""
+	switch kind {
+	case "transaction", "TRANSACTION.SUCCESS":
+		event, summary, original = "TRANSACTION.SUCCESS", "支付成功", "transaction"
+	default:
+		for _, ev := range wxRefundEvents {
+			if kind == ev[0] || (kind == "refund" && ev[0] == "REFUND.SUCCESS") {
+				event, summary, original = ev[0], ev[1], "refund"
+			}
+		}
 	}
-	body, err := s.wxpay.notificationBody(event, summary, kind, plaintext)
+	if event == "" {
+		return nil, nil, fmt.Errorf("kind %q: want transaction, refund or an event type (TRANSACTION.SUCCESS, REFUND.SUCCESS, REFUND.ABNORMAL, REFUND.CLOSED)", kind)
+	}
+	body, err := s.wxpay.notificationBody(event, summary, original, plaintext)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -980,11 +1148,15 @@ func (a *wxpaySim) orders() []OrderInfo {
 			OutTradeNo:    o.outTradeNo,
 			State:         o.state,
 			Total:         payment.Fen(o.total),
-			Paid:          payment.Fen(o.payerTotal),
+			Discount:      payment.Fen(o.discount),
+			DiscountBy:    o.discountBy,
 			Refunded:      payment.Fen(o.refunded()),
 			TransactionID: o.transactionID,
 			NotifyURL:     o.notifyURL,
 			CreatedAt:     o.createdAt,
+		}
+		if o.transactionID != "" {
+			info.Paid, info.Received = payment.Fen(o.payerTotal()), payment.Fen(o.total-o.noCash())
 		}
 		for _, r := range o.refunds {
 			info.Refunds = append(info.Refunds, RefundInfo{OutRefundNo: r.outRefundNo, Amount: payment.Fen(r.amount), Status: r.status})

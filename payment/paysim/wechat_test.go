@@ -436,8 +436,8 @@ func TestWxNotificationDelivery(t *testing.T) {
 	if r.status != 200 {
 		t.Fatalf("prepay: %d %s", r.status, r.body)
 	}
-	// Through the HTTP hook, with an amount other than the order's.
-	resp, err := http.Post(srv.URL+"/_sim/pay", "application/json", strings.NewReader(`{"provider":"wxpay","out_trade_no":"NOTIFY_1","amount":1000}`))
+	// Through the HTTP hook, with a coupon.
+	resp, err := http.Post(srv.URL+"/_sim/pay", "application/json", strings.NewReader(`{"provider":"wxpay","out_trade_no":"NOTIFY_1","discount":250}`))
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("pay hook: %v %v", resp, err)
 	}

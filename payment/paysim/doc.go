@@ -1,0 +1,49 @@
+// Package paysim simulates the Alipay OpenAPI gateway and WeChat Pay APIv3
+// closely enough that the official SDKs cannot tell the difference: requests
+// are signature-checked and rejected with the real error codes, responses are
+// signed the way each SDK verifies them, and orders follow the providers'
+// state machines. It also sends signed notifications and offers /_sim/
+// hooks to scan, pay (with discounts), settle or fail refunds and inject
+// faults (SPEC §6).
+//
+// A Server is an http.Handler, so tests run it under httptest.NewServer and
+// cmd/paysim serves it on a port.
+//
+// # Realism
+//
+// By default the simulator behaves the way the real services are observed
+// to behave, not the way a client would find convenient. Each behaviour that
+// a test may need to turn off or tune is a field of [Realism] (defaults in
+// [DefaultRealism]; change them with Options.Realism or [Server.SetRealism]):
+//
+//   - WxRefundMin, WxRefundMax (default 1s, 10s): a WeChat refund is
+//     PROCESSING for a random time in that range, then SUCCESS by itself
+//     with a REFUND.SUCCESS notification to the refund's notify_url.
+//     WxRefundMax = [Never] keeps it PROCESSING until /_sim/refund-complete
+//     or /_sim/refund-fail decides it.
+//   - AlipayRefundWindow (default 365 days): a paid Alipay trade becomes
+//     TRADE_FINISHED when its refund window ends, with a notification;
+//     refunds then fail with ACQ.TRADE_HAS_FINISHED. 0 = never.
+//   - AlipayZeroQueryAmounts (default false, realistic value true):
+//     alipay.trade.query answers buyer_pay_amount, invoice_amount and
+//     receipt_amount of paid trades as "0.00", as most captured real answers
+//     do. The default stays false only until the adapter stops reading
+//     receipt_amount as the paid amount (issue 10).
+//   - WxStrictRefundTotal (default false, realistic value true): a WeChat
+//     refund whose amount.total is not the provider-side order total is
+//     refused. While false, the total the order was created with is accepted
+//     too; the two differ only after /_sim/pay with another "amount".
+//
+// Always on (no switch): discounts reported with each provider's own fields
+// (WeChat payer_total and promotion_detail, Alipay buyer_pay_amount,
+// receipt_amount, fund_bill_list and vouchers), WeChat USERPAYING after a
+// scan, WeChat refunds notified only to the refund's own notify_url, Alipay
+// cancel of a number that has no trade answered without "action", and the
+// fault kinds 202 (WeChat), 20000 and system_error (Alipay) next to 5xx,
+// timeout, bad_sign, stale_ts and rate_limit. The sources for every one of
+// these are cited where each is implemented, in wechat.go and alipay.go.
+//
+// The simulator logs each API call at debug level; a notification that
+// cannot be delivered is logged once per target host at info level and its
+// retries at debug level.
+package paysim
