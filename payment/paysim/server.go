@@ -258,7 +258,7 @@ func (s *Server) RefundFail(provider payment.ProviderName, outRefundNo, status s
 type OrderInfo struct {
 	Provider      payment.ProviderName `json:"provider"`
 	OutTradeNo    string               `json:"out_trade_no"`
-	State         string               `json:"state"` // the provider's own name: NOTPAY, TRADE_SUCCESS, PRECREATED…
+	State         string               `json:"state"`    // the provider's own name: NOTPAY, TRADE_SUCCESS, PRECREATED…
 	Total         payment.Fen          `json:"total"`    // the order total the provider holds
 	Paid          payment.Fen          `json:"paid"`     // what the buyer paid (payer_total, buyer_pay_amount)
 	Received      payment.Fen          `json:"received"` // what the merchant receives (settlement_total, receipt_amount)

@@ -120,8 +120,8 @@ var wxStateDesc = map[string]string{
 	wxNotPay:     "订单未支付",
 	wxUserPaying: "用户支付中，需要输入密码",
 	wxSuccess:    "支付成功",
-	wxRefund:  "转入退款",
-	wxClosed:  "订单已关闭",
+	wxRefund:     "转入退款",
+	wxClosed:     "订单已关闭",
 }
 
 type wxOrder struct {
