@@ -9,6 +9,15 @@
 // Every start (re)writes the daemon's key files and DIR/kioskpayd.toml
 // pointing at the current listen address. Simulated orders live in memory
 // only and are gone after a restart.
+//
+// The simulator behaves like the real services by default; the realism
+// flags tune or switch off what a test or demo needs otherwise (see
+// payment/paysim's package documentation):
+//
+//	-refund-delay 1s-10s       WeChat refunds PROCESSING → SUCCESS by themselves ("never", "2s", "0s-1s")
+//	-refund-window 8760h       Alipay TRADE_SUCCESS → TRADE_FINISHED (0 = never)
+//	-alipay-zero-amounts       query answers carry "0.00" receipt/buyer/invoice amounts
+//	-strict-refund-total       WeChat refunds must name the provider-side total
 package main
 
 import (
@@ -23,6 +32,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -55,9 +65,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	keysDir := fs.String("keys", "", "directory for key files and kioskpayd.toml (required)")
 	baseFlag := fs.String("base-url", "", "URL the daemon reaches this simulator at (default http://<listen address>)")
 	hold := fs.Duration("timeout-hold", 30*time.Second, "how long a \"timeout\" fault holds a request")
-	verbose := fs.Bool("v", false, "log every API call")
+	verbose := fs.Bool("v", false, "log every API call and notification attempt (debug level)")
+	realism := paysim.DefaultRealism()
+	fs.Var(refundDelayFlag{&realism}, "refund-delay", "how long WeChat refunds stay PROCESSING before they succeed by themselves: MIN-MAX, a fixed duration, or never")
+	fs.DurationVar(&realism.AlipayRefundWindow, "refund-window", realism.AlipayRefundWindow, "how long a paid Alipay trade stays refundable before TRADE_FINISHED (0 = forever)")
+	fs.BoolVar(&realism.AlipayZeroQueryAmounts, "alipay-zero-amounts", realism.AlipayZeroQueryAmounts, "answer alipay.trade.query with \"0.00\" buyer_pay_amount, invoice_amount and receipt_amount, as most real answers do")
+	fs.BoolVar(&realism.WxStrictRefundTotal, "strict-refund-total", realism.WxStrictRefundTotal, "refuse WeChat refunds whose amount.total is not the provider-side order total")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: paysim -listen ADDR -keys DIR [-base-url URL] [-timeout-hold D] [-v]")
+		fmt.Fprintln(stderr, "usage: paysim -listen ADDR -keys DIR [-base-url URL] [-timeout-hold D] [-refund-delay MIN-MAX|D|never] [-refund-window D] [-alipay-zero-amounts] [-strict-refund-total] [-v]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -70,11 +85,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		fs.Usage()
 		return errUsage
 	}
+	if err := realism.Validate(); err != nil {
+		fmt.Fprintln(stderr, err)
+		return errUsage
+	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	// The simulator logs one line per API call at Info; only -v shows them.
-	simLevel := slog.LevelWarn
+	// The simulator logs API calls at debug level; only -v shows them.
+	simLevel := slog.LevelInfo
 	if *verbose {
-		simLevel = slog.LevelInfo
+		simLevel = slog.LevelDebug
 	}
 	simLog := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: simLevel}))
 
@@ -96,7 +115,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		return err
 	}
 
-	sim, err := paysim.New(paysim.Options{Keys: keys, Logger: simLog, TimeoutHold: *hold})
+	sim, err := paysim.New(paysim.Options{Keys: keys, Logger: simLog, TimeoutHold: *hold, Realism: &realism})
 	if err != nil {
 		return err
 	}
@@ -114,15 +133,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 keys %s in %s (simulator keys: paysim-keys.json)
 daemon config     %s
   run: kioskpayd -config %[4]s
+realism: %[5]s
 hooks:
-  POST   %[1]s/_sim/scan             {"out_trade_no"}
-  POST   %[1]s/_sim/pay              {"provider":"wxpay|alipay","out_trade_no","amount"?}
+  POST   %[1]s/_sim/scan             {"out_trade_no","provider"?}
+  POST   %[1]s/_sim/pay              {"provider":"wxpay|alipay","out_trade_no","amount"?,"discount"?,"discount_by"?:"platform|merchant"}
   POST   %[1]s/_sim/refund-complete  {"provider","out_refund_no"}
-  POST   %[1]s/_sim/fault            {"provider"?,"api"?,"kind":"5xx|timeout|bad_sign|stale_ts|rate_limit","rate"?,"count"?}
+  POST   %[1]s/_sim/refund-fail      {"provider":"wxpay","out_refund_no","status":"ABNORMAL|CLOSED"}
+  POST   %[1]s/_sim/fault            {"provider"?,"api"?,"kind":"5xx|timeout|bad_sign|stale_ts|rate_limit|202|20000|system_error","rate"?,"count"?}
   DELETE %[1]s/_sim/fault
   GET    %[1]s/_sim/stats
   GET    %[1]s/_sim/orders
-`, baseURL, how, abs, cfgPath)
+`, baseURL, how, abs, cfgPath, describeRealism(realism))
 	log.Info("paysim started", "addr", ln.Addr().String(), "keys", how)
 	if ready != nil {
 		ready(baseURL)
@@ -154,4 +175,59 @@ func advertised(addr *net.TCPAddr) string {
 		ip = net.IPv4(127, 0, 0, 1)
 	}
 	return net.JoinHostPort(ip.String(), fmt.Sprint(addr.Port))
+}
+
+// refundDelayFlag sets Realism.WxRefundMin and WxRefundMax from "MIN-MAX",
+// one duration, or "never".
+type refundDelayFlag struct{ r *paysim.Realism }
+
+func (f refundDelayFlag) String() string {
+	if f.r == nil {
+		return ""
+	}
+	if f.r.WxRefundMax == paysim.Never {
+		return "never"
+	}
+	return f.r.WxRefundMin.String() + "-" + f.r.WxRefundMax.String()
+}
+
+func (f refundDelayFlag) Set(v string) error {
+	if v == "never" {
+		f.r.WxRefundMax = paysim.Never
+		return nil
+	}
+	lo, hi, isRange := strings.Cut(v, "-")
+	from, err := time.ParseDuration(lo)
+	if err != nil {
+		return fmt.Errorf("want MIN-MAX (e.g. 1s-10s), a duration, or never: %w", err)
+	}
+	to := from
+	if isRange {
+		if to, err = time.ParseDuration(hi); err != nil {
+			return fmt.Errorf("want MIN-MAX (e.g. 1s-10s), a duration, or never: %w", err)
+		}
+	}
+	f.r.WxRefundMin, f.r.WxRefundMax = from, to
+	return nil
+}
+
+// describeRealism is the startup line that says how the simulator behaves.
+func describeRealism(r paysim.Realism) string {
+	refunds := "WeChat refunds complete after " + refundDelayFlag{&r}.String()
+	if r.WxRefundMax == paysim.Never {
+		refunds = "WeChat refunds stay PROCESSING until /_sim/refund-complete"
+	}
+	window := "Alipay trades finish " + r.AlipayRefundWindow.String() + " after payment"
+	if r.AlipayRefundWindow == 0 {
+		window = "Alipay trades never finish"
+	}
+	amounts := "Alipay query amounts filled"
+	if r.AlipayZeroQueryAmounts {
+		amounts = `Alipay query amounts "0.00"`
+	}
+	total := "lenient"
+	if r.WxStrictRefundTotal {
+		total = "strict"
+	}
+	return fmt.Sprintf("%s; %s; %s; WeChat refund total %s", refunds, window, amounts, total)
 }

@@ -21,14 +21,14 @@ import (
 
 // start runs paysim in-process until the test ends and returns its base URL
 // and what it printed.
-func start(t *testing.T, dir string) (string, *syncbuf.Buffer) {
+func start(t *testing.T, dir string, flags ...string) (string, *syncbuf.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &syncbuf.Buffer{}
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"-listen", "127.0.0.1:0", "-keys", dir}, out, io.Discard, func(u string) { ready <- u })
+		done <- run(ctx, append([]string{"-listen", "127.0.0.1:0", "-keys", dir}, flags...), out, io.Discard, func(u string) { ready <- u })
 	}()
 	var base string
 	select {
@@ -217,5 +217,33 @@ func TestPaysimUsage(t *testing.T) {
 	err = run(context.Background(), []string{"-listen", "127.0.0.1:0", "-keys", dir}, io.Discard, io.Discard, nil)
 	if err == nil || !strings.Contains(err.Error(), keysFileName) {
 		t.Fatalf("corrupt keys file: err = %v", err)
+	}
+}
+
+// The realism flags reach the simulator, which says on startup how it
+// behaves; nonsense values are usage errors.
+func TestPaysimRealismFlags(t *testing.T) {
+	for _, tc := range []struct {
+		flags []string
+		want  string
+	}{
+		{nil, `realism: WeChat refunds complete after 1s-10s; Alipay trades finish 8760h0m0s after payment; Alipay query amounts filled; WeChat refund total lenient`},
+		{[]string{"-refund-delay", "never", "-refund-window", "0", "-alipay-zero-amounts", "-strict-refund-total"},
+			`realism: WeChat refunds stay PROCESSING until /_sim/refund-complete; Alipay trades never finish; Alipay query amounts "0.00"; WeChat refund total strict`},
+		{[]string{"-refund-delay", "2s"}, "WeChat refunds complete after 2s-2s;"},
+		{[]string{"-refund-delay", "0s-500ms"}, "WeChat refunds complete after 0s-500ms;"},
+	} {
+		_, out := start(t, t.TempDir(), tc.flags...)
+		if !strings.Contains(out.String(), tc.want) {
+			t.Errorf("%v: output lacks %q:\n%s", tc.flags, tc.want, out.String())
+		}
+	}
+	for _, bad := range [][]string{
+		{"-refund-delay", "soon"}, {"-refund-delay", "2s-1s"}, {"-refund-delay", "1s-x"}, {"-refund-window", "-1h"},
+	} {
+		err := run(context.Background(), append([]string{"-listen", "127.0.0.1:0", "-keys", t.TempDir()}, bad...), io.Discard, io.Discard, nil)
+		if !errors.Is(err, errUsage) {
+			t.Errorf("%v: err = %v, want usage", bad, err)
+		}
 	}
 }
