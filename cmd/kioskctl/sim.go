@@ -20,14 +20,26 @@ type SimCommand struct{}
 const simUsage = `Usage: kioskctl sim <action> [-sim URL] [flags]
 
 Actions:
-	pay -provider wxpay|alipay -out-trade-no N [-amount FEN]
-	                 the buyer pays (amount defaults to the order's); notifications follow
-	scan -out-trade-no N
-	                 an Alipay buyer scans the code (the trade now exists)
+	pay -provider wxpay|alipay -out-trade-no N [-discount FEN [-discount-by platform|merchant]] [-amount FEN]
+	                 the buyer pays; notifications follow. -discount lowers what the
+	                 buyer pays (a coupon, funded by the platform or by the merchant);
+	                 -amount is the order total the provider records (default the
+	                 order's; another value simulates an out_trade_no collision)
+	scan -out-trade-no N [-provider P]
+	                 the buyer scans the code: an Alipay trade now exists, a WeChat
+	                 order is USERPAYING (default: every provider that has the order)
 	refund-complete -provider P -out-refund-no R
-	                 a processing refund succeeds
-	fault -kind 5xx|timeout|bad_sign|stale_ts|rate_limit [-provider P] [-api A] [-rate R] [-count N]
-	                 inject a fault for a share (-rate 0..1) or the next N calls (-count)
+	                 a processing refund succeeds now (WeChat refunds also succeed
+	                 by themselves after a few seconds unless paysim runs with
+	                 -refund-delay never)
+	refund-fail -provider wxpay -out-refund-no R -status ABNORMAL|CLOSED
+	                 a processing WeChat refund fails; REFUND.ABNORMAL or
+	                 REFUND.CLOSED is notified
+	fault -kind K [-provider P] [-api A] [-rate R] [-count N]
+	                 inject a fault for a share (-rate 0..1) or the next N calls (-count);
+	                 K: 5xx, timeout, bad_sign, stale_ts, rate_limit, 202 (WeChat
+	                 "accepted, repeat"), 20000 (Alipay unavailable), system_error
+	                 (Alipay ACQ.SYSTEM_ERROR after processing)
 	fault -clear     remove every fault
 	orders           list the simulator's orders
 	stats            calls per API
@@ -46,7 +58,7 @@ func (c *SimCommand) Run(ctx context.Context, g *Globals, args []string) error {
 			fmt.Fprint(g.Stdout, c.Usage())
 			return nil
 		}
-		return usagef("sim needs an action: pay, scan, refund-complete, fault, orders or stats")
+		return usagef("sim needs an action: pay, scan, refund-complete, refund-fail, fault, orders or stats")
 	}
 	action, args := args[0], args[1:]
 	fs := flag.NewFlagSet("sim "+action, flag.ContinueOnError)
@@ -55,8 +67,8 @@ func (c *SimCommand) Run(ctx context.Context, g *Globals, args []string) error {
 		sim = "http://127.0.0.1:9000"
 	}
 	fs.StringVar(&sim, "sim", sim, "")
-	var provider, outTradeNo, outRefundNo, kind, api string
-	var amount int64
+	var provider, outTradeNo, outRefundNo, kind, api, discountBy, status string
+	var amount, discount int64
 	var rate float64
 	var count int
 	var clear bool
@@ -67,11 +79,18 @@ func (c *SimCommand) Run(ctx context.Context, g *Globals, args []string) error {
 		fs.StringVar(&provider, "provider", "", "")
 		fs.StringVar(&outTradeNo, "out-trade-no", "", "")
 		fs.Int64Var(&amount, "amount", 0, "")
+		fs.Int64Var(&discount, "discount", 0, "")
+		fs.StringVar(&discountBy, "discount-by", "", "")
 	case "scan":
 		fs.StringVar(&outTradeNo, "out-trade-no", "", "")
+		fs.StringVar(&provider, "provider", "", "")
 	case "refund-complete":
 		fs.StringVar(&provider, "provider", "", "")
 		fs.StringVar(&outRefundNo, "out-refund-no", "", "")
+	case "refund-fail":
+		fs.StringVar(&provider, "provider", "", "")
+		fs.StringVar(&outRefundNo, "out-refund-no", "", "")
+		fs.StringVar(&status, "status", "", "")
 	case "fault":
 		fs.StringVar(&provider, "provider", "", "")
 		fs.StringVar(&kind, "kind", "", "")
@@ -81,7 +100,7 @@ func (c *SimCommand) Run(ctx context.Context, g *Globals, args []string) error {
 		fs.BoolVar(&clear, "clear", false, "")
 	case "orders", "stats":
 	default:
-		return usagef("unknown sim action %q: want pay, scan, refund-complete, fault, orders or stats", action)
+		return usagef("unknown sim action %q: want pay, scan, refund-complete, refund-fail, fault, orders or stats", action)
 	}
 	if err := g.parse(fs, c.Usage(), args); err != nil {
 		return err
@@ -103,16 +122,38 @@ func (c *SimCommand) Run(ctx context.Context, g *Globals, args []string) error {
 		if amount < 0 {
 			return usagef("-amount must be positive fen")
 		}
+		if discount < 0 {
+			return usagef("-discount must be ≥ 0 fen")
+		}
+		if discountBy != "" && discountBy != "platform" && discountBy != "merchant" {
+			return usagef("-discount-by %q: want platform or merchant", discountBy)
+		}
+		if discountBy != "" && discount == 0 {
+			return usagef("-discount-by needs -discount")
+		}
 		in := map[string]any{"provider": provider, "out_trade_no": outTradeNo}
 		if amount > 0 {
 			in["amount"] = amount
+		}
+		if discount > 0 {
+			in["discount"] = discount
+		}
+		if discountBy != "" {
+			in["discount_by"] = discountBy
 		}
 		method, path, body = http.MethodPost, "/_sim/pay", in
 	case "scan":
 		if outTradeNo == "" {
 			return usagef("-out-trade-no is required")
 		}
-		method, path, body = http.MethodPost, "/_sim/scan", map[string]any{"out_trade_no": outTradeNo}
+		in := map[string]any{"out_trade_no": outTradeNo}
+		if provider != "" {
+			if err := checkProvider(); err != nil {
+				return err
+			}
+			in["provider"] = provider
+		}
+		method, path, body = http.MethodPost, "/_sim/scan", in
 	case "refund-complete":
 		if err := checkProvider(); err != nil {
 			return err
@@ -121,13 +162,24 @@ func (c *SimCommand) Run(ctx context.Context, g *Globals, args []string) error {
 			return usagef("-out-refund-no is required")
 		}
 		method, path, body = http.MethodPost, "/_sim/refund-complete", map[string]any{"provider": provider, "out_refund_no": outRefundNo}
+	case "refund-fail":
+		if err := checkProvider(); err != nil {
+			return err
+		}
+		if outRefundNo == "" {
+			return usagef("-out-refund-no is required")
+		}
+		if status != "ABNORMAL" && status != "CLOSED" {
+			return usagef("-status is required: ABNORMAL or CLOSED")
+		}
+		method, path, body = http.MethodPost, "/_sim/refund-fail", map[string]any{"provider": provider, "out_refund_no": outRefundNo, "status": status}
 	case "fault":
 		if clear {
 			method, path = http.MethodDelete, "/_sim/fault"
 			break
 		}
 		if kind == "" {
-			return usagef("-kind is required (5xx, timeout, bad_sign, stale_ts, rate_limit), or -clear")
+			return usagef("-kind is required (5xx, timeout, bad_sign, stale_ts, rate_limit, 202, 20000, system_error), or -clear")
 		}
 		if provider != "" {
 			if err := checkProvider(); err != nil {
@@ -224,6 +276,7 @@ func printSimOrders(g *Globals, out []byte) error {
 		State         string `json:"state"`
 		Total         int64  `json:"total"`
 		Paid          int64  `json:"paid"`
+		Received      int64  `json:"received"`
 		Refunded      int64  `json:"refunded"`
 		TransactionID string `json:"transaction_id"`
 	}
@@ -231,9 +284,9 @@ func printSimOrders(g *Globals, out []byte) error {
 		return fmt.Errorf("paysim orders: %w", err)
 	}
 	w := tabwriter.NewWriter(g.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "PROVIDER\tOUT_TRADE_NO\tSTATE\tTOTAL\tPAID\tREFUNDED\tTRANSACTION")
+	fmt.Fprintln(w, "PROVIDER\tOUT_TRADE_NO\tSTATE\tTOTAL\tPAID\tRECEIVED\tREFUNDED\tTRANSACTION")
 	for _, o := range orders {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", o.Provider, o.OutTradeNo, o.State, o.Total, o.Paid, o.Refunded, dash(o.TransactionID))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", o.Provider, o.OutTradeNo, o.State, o.Total, o.Paid, o.Received, o.Refunded, dash(o.TransactionID))
 	}
 	return w.Flush()
 }

@@ -16,9 +16,13 @@ import (
 )
 
 // startSim runs a paysim under httptest and returns it with its URL.
-func startSim(t *testing.T) (*paysim.Server, string) {
+func startSim(t *testing.T, realism ...paysim.Realism) (*paysim.Server, string) {
 	t.Helper()
-	sim, err := paysim.New(paysim.Options{Keys: simkeys.Get(t)})
+	opts := paysim.Options{Keys: simkeys.Get(t)}
+	if len(realism) > 0 {
+		opts.Realism = &realism[0]
+	}
+	sim, err := paysim.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,11 +32,11 @@ func startSim(t *testing.T) (*paysim.Server, string) {
 	return sim, srv.URL
 }
 
-func TestSimPayScanAndFaults(t *testing.T) {
-	sim, url := startSim(t)
-	ctx := testCtx(t)
+// simWxClient is the WeChat adapter of the simulator's merchant, as a
+// device would use it.
+func simWxClient(t *testing.T, url string) *wxpay.Client {
+	t.Helper()
 	k := simkeys.Get(t)
-	// An order placed through the real adapter, as a device would.
 	client, err := wxpay.New(wxpay.Config{
 		AppID: k.WxAppID, MchID: k.WxMchID, CertSerial: k.WxCertSerial,
 		PrivateKeyPEM: paysim.PrivatePEM(k.WxMerchant), APIv3Key: k.WxAPIv3Key,
@@ -42,16 +46,35 @@ func TestSimPayScanAndFaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return client
+}
+
+func TestSimPayScanAndFaults(t *testing.T) {
+	sim, url := startSim(t)
+	ctx := testCtx(t)
+	client := simWxClient(t, url)
 	if _, err := client.Create(context.Background(), payment.Order{OutTradeNo: "sim_000001", Total: 1000, Subject: "x", ExpireAt: time.Now().Add(5 * time.Minute)}); err != nil {
 		t.Fatal(err)
 	}
 	env := map[string]string{"KIOSKCTL_SIM": url}
 
-	r := kioskctl(ctx, env, "sim", "pay", "-provider", "wxpay", "-out-trade-no", "sim_000001", "-amount", "900")
+	r := kioskctl(ctx, env, "sim", "scan", "-provider", "wxpay", "-out-trade-no", "sim_000001")
+	if o, _ := sim.Order(payment.WxPay, "sim_000001"); r.code != ExitOK || o.State != "USERPAYING" {
+		t.Fatalf("sim scan: exit %d stderr %q, order %+v", r.code, r.stderr, o)
+	}
+	for _, bad := range [][]string{
+		{"-discount", "-5"}, {"-discount", "100", "-discount-by", "bank"}, {"-discount-by", "merchant"},
+	} {
+		r := kioskctl(ctx, env, append([]string{"sim", "pay", "-provider", "wxpay", "-out-trade-no", "sim_000001"}, bad...)...)
+		if r.code != ExitUsage {
+			t.Fatalf("sim pay %v: exit %d stderr %q, want usage", bad, r.code, r.stderr)
+		}
+	}
+	r = kioskctl(ctx, env, "sim", "pay", "-provider", "wxpay", "-out-trade-no", "sim_000001", "-discount", "100", "-discount-by", "merchant")
 	if r.code != ExitOK || strings.TrimSpace(r.stdout) != "ok" {
 		t.Fatalf("sim pay: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
 	}
-	if o, ok := sim.Order(payment.WxPay, "sim_000001"); !ok || o.Paid != 900 || o.State != "SUCCESS" {
+	if o, ok := sim.Order(payment.WxPay, "sim_000001"); !ok || o.Total != 1000 || o.Paid != 900 || o.Received != 900 || o.DiscountBy != "merchant" || o.State != "SUCCESS" {
 		t.Fatalf("after sim pay: %+v", o)
 	}
 
@@ -89,6 +112,19 @@ func TestSimPayScanAndFaults(t *testing.T) {
 	if r.code != ExitFailure || !strings.Contains(r.stderr, "kind") {
 		t.Fatalf("bad kind: exit %d stderr %q", r.code, r.stderr)
 	}
+	// The providers' own "try again" answers; paysim refuses a kind for
+	// the wrong provider.
+	r = kioskctl(ctx, env, "sim", "fault", "-kind", "20000", "-provider", "wxpay")
+	if r.code != ExitFailure || !strings.Contains(r.stderr, "20000") {
+		t.Fatalf("20000 for wxpay: exit %d stderr %q", r.code, r.stderr)
+	}
+	r = kioskctl(ctx, env, "sim", "fault", "-kind", "202", "-api", "query", "-count", "1")
+	if r.code != ExitOK || !strings.Contains(r.stdout, "fault 202 injected") {
+		t.Fatalf("fault 202: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if _, err := client.Query(context.Background(), "sim_000001"); err == nil {
+		t.Fatal("query answered 202 reported a state")
+	}
 
 	// Stats and orders, as tables and JSON.
 	r = kioskctl(ctx, env, "sim", "stats")
@@ -106,8 +142,59 @@ func TestSimPayScanAndFaults(t *testing.T) {
 	}
 	r = kioskctl(ctx, env, "-o", "json", "sim", "orders", "-sim", url)
 	var orders []paysim.OrderInfo
-	if err := json.Unmarshal([]byte(r.stdout), &orders); err != nil || len(orders) != 1 || orders[0].Paid != 900 {
+	if err := json.Unmarshal([]byte(r.stdout), &orders); err != nil || len(orders) != 1 || orders[0].Paid != 900 || orders[0].Received != 900 {
 		t.Fatalf("orders json %v: %q", err, r.stdout)
+	}
+}
+
+// refund-complete and refund-fail decide WeChat refunds that paysim keeps
+// PROCESSING (-refund-delay never).
+func TestSimRefundHooks(t *testing.T) {
+	r := paysim.DefaultRealism()
+	r.WxRefundMax = paysim.Never
+	sim, url := startSim(t, r)
+	ctx := testCtx(t)
+	client := simWxClient(t, url)
+	env := map[string]string{"KIOSKCTL_SIM": url}
+	if _, err := client.Create(ctx, payment.Order{OutTradeNo: "sim_refund1", Total: 600, Subject: "x", ExpireAt: time.Now().Add(5 * time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Pay(payment.WxPay, "sim_refund1", 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, no := range []string{"sim_refund1R1", "sim_refund1R2"} {
+		if _, err := client.Refund(ctx, payment.RefundRequest{OutTradeNo: "sim_refund1", OutRefundNo: no, Total: 600, Refund: 300}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status := func(no string) string {
+		o, _ := sim.Order(payment.WxPay, "sim_refund1")
+		for _, r := range o.Refunds {
+			if r.OutRefundNo == no {
+				return r.Status
+			}
+		}
+		return ""
+	}
+	res := kioskctl(ctx, env, "sim", "refund-fail", "-provider", "wxpay", "-out-refund-no", "sim_refund1R1")
+	if res.code != ExitUsage || !strings.Contains(res.stderr, "-status") {
+		t.Fatalf("refund-fail without -status: exit %d stderr %q", res.code, res.stderr)
+	}
+	res = kioskctl(ctx, env, "sim", "refund-fail", "-provider", "wxpay", "-out-refund-no", "sim_refund1R1", "-status", "ABNORMAL")
+	if res.code != ExitOK || status("sim_refund1R1") != "ABNORMAL" {
+		t.Fatalf("refund-fail ABNORMAL: exit %d stderr %q, status %s", res.code, res.stderr, status("sim_refund1R1"))
+	}
+	res = kioskctl(ctx, env, "sim", "refund-complete", "-provider", "wxpay", "-out-refund-no", "sim_refund1R1")
+	if res.code != ExitOK || status("sim_refund1R1") != "SUCCESS" {
+		t.Fatalf("refund-complete: exit %d stderr %q, status %s", res.code, res.stderr, status("sim_refund1R1"))
+	}
+	res = kioskctl(ctx, env, "sim", "refund-fail", "-provider", "wxpay", "-out-refund-no", "sim_refund1R2", "-status", "CLOSED")
+	if res.code != ExitOK || status("sim_refund1R2") != "CLOSED" {
+		t.Fatalf("refund-fail CLOSED: exit %d stderr %q, status %s", res.code, res.stderr, status("sim_refund1R2"))
+	}
+	res = kioskctl(ctx, env, "sim", "refund-fail", "-provider", "alipay", "-out-refund-no", "sim_refund1R2", "-status", "CLOSED")
+	if res.code != ExitFailure || !strings.Contains(res.stderr, "synchronously") {
+		t.Fatalf("refund-fail for alipay: exit %d stderr %q", res.code, res.stderr)
 	}
 }
 
