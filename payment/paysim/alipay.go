@@ -62,10 +62,11 @@ import (
 //     SDK test fixture of 2020-11-20, total 388.00; production answers of
 //     2018-12-26 and 2020-01-06; sandbox answers of 2016, 2018, 2020, 2025).
 //     Other merchants' answers carry real amounts together with
-//     fund_bill_list (five such quoted answers of 2017–2019), as the official
-//     sample does. In the sample found the "0.00" shape is the more common
-//     (9 against 5), so Realism.AlipayZeroQueryAmounts models it; false
-//     gives the filled shape with fund_bill_list.
+//     fund_bill_list (seven quoted production answers of 2017–2019, all of
+//     0.01 yuan), as the official sample does. Of the captured answers found
+//     the "0.00" shape is the more common (9 distinct against 7), so
+//     Realism.AlipayZeroQueryAmounts models it; false gives the filled shape
+//     with fund_bill_list.
 //   - Fund channels (支付渠道列表): ALIPAYACCOUNT for the buyer's money,
 //     DISCOUNT (折扣券) for a platform-funded voucher, MDISCOUNT (商户优惠券)
 //     for a merchant-funded one. Voucher types as in the SDK comment
