@@ -1,0 +1,728 @@
+//go:build linux
+
+package gpio
+
+// The hardware test. TestQEMUGPIO (the host side) cross-compiles this
+// package's test binary for arm64, boots it as /init of a Debian arm64
+// kernel under qemu's "virt" board, and reads qemu's PL061 trace events: the
+// emulated GPIO controller's own record of every level the kernel drove,
+// with host timestamps. The TestGuest* tests run inside the guest against
+// /dev/gpiochip0, the kernel's real pl061 driver and character device;
+// they print their driver results as KPRESULT lines and the host checks
+// them against the trace. Nothing in the driver is replaced.
+//
+// Wiring inside the emulated board (PL061 lines):
+//
+//	0 pulse train, active high        4 relay with busy input: ack
+//	1 pulse train, active low         5 relay with busy input: timeout
+//	2 relay, no busy input            6 relay, SIGKILL mid-action, resume
+//	3 busy input: qemu's power button 7 pulse train, SIGKILL mid-train, resume
+//
+// The host presses the power button (QMP system_powerdown: line 3 high for
+// 100 ms) pressDelay after it sees line 4 go active, and never for line 5.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/warthog618/go-gpiocdev"
+	"golang.org/x/sys/unix"
+
+	"github.com/kioskpay/kioskpay/device/unlock"
+	"github.com/kioskpay/kioskpay/internal/qemuvm"
+)
+
+const (
+	guestEnv = "KIOSKPAY_GPIO_GUEST" // set inside the VM
+	childEnv = "KIOSKPAY_GPIO_CHILD" // set for the process the guest kills
+
+	chip          = "gpiochip0"
+	busyLine      = 3
+	pressDelay    = 300 * time.Millisecond
+	progressFile  = "/tmp/progress.json"
+	guestExitMark = "KIOSKPAY-GUEST-EXIT"
+	resultMark    = "KPRESULT "
+)
+
+// Scenario settings shared by guest and host.
+var (
+	pulseA = Pulse{Counts: map[string]int{"wash_5": 5}, Width: 50 * time.Millisecond, Gap: 50 * time.Millisecond}
+	pulseB = Pulse{Counts: map[string]int{"coin_3": 3}, Width: 30 * time.Millisecond, Gap: 70 * time.Millisecond}
+	pulseK = Pulse{Counts: map[string]int{"wash_20": 20}, Width: 50 * time.Millisecond, Gap: 50 * time.Millisecond}
+
+	relayPlain   = 2 * time.Second
+	relayAck     = 2 * time.Second
+	relayTimeout = 5 * time.Second
+	busyTimeout  = time.Second
+	relayKill    = 4 * time.Second
+	checkpoint   = time.Second
+	killAtPulse  = 8
+)
+
+// Tolerances of the outside view. A level is never held shorter than
+// configured (the driver sleeps at least that long), so the lower bound
+// only allows for the trace's timestamp taken on another host thread; the
+// upper bound is generous because the guest runs emulated (TCG) on a
+// shared 2-core host.
+const (
+	tolShort     = 3 * time.Millisecond
+	tolPulseLong = 150 * time.Millisecond
+	tolRelayLong = 400 * time.Millisecond
+)
+
+func cfgPulse(line int, activeLow bool, p Pulse) Config {
+	c := DefaultConfig()
+	c.Chip, c.Output, c.ActiveLow, c.Mode, c.Pulse = chip, line, activeLow, ModePulse, p
+	return c
+}
+
+func cfgRelay(line int, paid time.Duration, busy int) Config {
+	c := DefaultConfig()
+	c.Chip, c.Output, c.Mode = chip, line, ModeRelay
+	c.Relay.Durations = map[string]time.Duration{"massage": paid}
+	c.Relay.Checkpoint = checkpoint
+	c.Relay.BusyLine = busy
+	c.Relay.BusyTimeout = busyTimeout
+	return c
+}
+
+func TestMain(m *testing.M) {
+	if os.Getpid() == 1 {
+		guestInit()
+		code := m.Run()
+		fmt.Printf("%s %d\n", guestExitMark, code)
+		unix.Sync()
+		unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+		select {}
+	}
+	os.Exit(m.Run())
+}
+
+// guestInit mounts what the tests need when the binary runs as /init.
+func guestInit() {
+	for _, m := range []struct{ src, dir, fs string }{
+		{"devtmpfs", "/dev", "devtmpfs"},
+		{"proc", "/proc", "proc"},
+		{"sysfs", "/sys", "sysfs"},
+		{"debugfs", "/sys/kernel/debug", "debugfs"},
+		{"tmpfs", "/tmp", "tmpfs"},
+	} {
+		os.MkdirAll(m.dir, 0o755)
+		if err := unix.Mount(m.src, m.dir, m.fs, 0, ""); err != nil {
+			fmt.Printf("mount %s: %v\n", m.dir, err)
+		}
+	}
+}
+
+func guestOnly(t *testing.T) {
+	t.Helper()
+	if os.Getenv(guestEnv) == "" || os.Getenv(childEnv) != "" {
+		t.Skip("runs inside the qemu guest started by TestQEMUGPIO")
+	}
+}
+
+// guestResult is what a guest test tells the host.
+type guestResult struct {
+	Test      string            `json:"test"`
+	Line      int               `json:"line"`
+	Outcome   string            `json:"outcome"`
+	Reason    string            `json:"reason,omitempty"`
+	Reports   []unlock.Progress `json:"reports"`
+	Final     unlock.Progress   `json:"final"`
+	AtKill    unlock.Progress   `json:"at_kill"`
+	AfterKill string            `json:"after_kill,omitempty"` // the line as the kernel left it after SIGKILL
+}
+
+func emit(t *testing.T, r guestResult) {
+	t.Helper()
+	r.Test = t.Name()
+	b, _ := json.Marshal(r)
+	fmt.Printf("%s%s\n", resultMark, b)
+}
+
+func logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+// runOnce opens a driver, runs one order and closes it, recording reports.
+func runOnce(t *testing.T, cfg Config, typ string) (unlock.Result, []unlock.Progress) {
+	t.Helper()
+	d, err := Open(cfg, logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	o := unlock.Order{OutTradeNo: "qemu_" + strings.ToLower(t.Name()[9:]), Type: typ, TotalFee: 100, Provider: "wxpay"}
+	p, err := d.Plan(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reports []unlock.Progress
+	res, err := d.Run(context.Background(), o, p, func(p unlock.Progress) error {
+		reports = append(reports, p)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, reports
+}
+
+func TestGuestPulse(t *testing.T) {
+	guestOnly(t)
+	res, reports := runOnce(t, cfgPulse(0, false, pulseA), "wash_5")
+	if res.Outcome != unlock.Delivered || res.Progress.PulsesDone != 5 || len(reports) != 5 {
+		t.Errorf("result %+v after %d reports, want delivered, 5 pulses, 5 reports", res, len(reports))
+	}
+	for i, r := range reports {
+		if r.PulsesStarted != i+1 || r.PulsesPaid != 5 {
+			t.Errorf("report %d: %+v, want started %d of 5", i, r, i+1)
+		}
+	}
+	emit(t, guestResult{Line: 0, Outcome: res.Outcome.String(), Reports: reports, Final: res.Progress})
+}
+
+func TestGuestPulseActiveLow(t *testing.T) {
+	guestOnly(t)
+	res, reports := runOnce(t, cfgPulse(1, true, pulseB), "coin_3")
+	if res.Outcome != unlock.Delivered || res.Progress.PulsesDone != 3 {
+		t.Errorf("result %+v, want delivered, 3 pulses", res)
+	}
+	emit(t, guestResult{Line: 1, Outcome: res.Outcome.String(), Reports: reports, Final: res.Progress})
+}
+
+func TestGuestRelay(t *testing.T) {
+	guestOnly(t)
+	res, reports := runOnce(t, cfgRelay(2, relayPlain, -1), "massage")
+	if res.Outcome != unlock.Delivered || res.Progress.RelayUsed != relayPlain {
+		t.Errorf("result %+v, want delivered after %s", res, relayPlain)
+	}
+	// Without a busy input the outcome is decided, and reported, when the
+	// output goes active.
+	if len(reports) == 0 || reports[0].Outcome != unlock.Delivered || reports[0].RelayUsed != 2*checkpoint {
+		t.Errorf("first report %+v, want outcome delivered and %s committed", reports, 2*checkpoint)
+	}
+	emit(t, guestResult{Line: 2, Outcome: res.Outcome.String(), Reports: reports, Final: res.Progress})
+}
+
+func TestGuestRelayBusyAck(t *testing.T) {
+	guestOnly(t)
+	res, reports := runOnce(t, cfgRelay(4, relayAck, busyLine), "massage")
+	if res.Outcome != unlock.Delivered {
+		t.Errorf("result %+v, want delivered by the busy input", res)
+	}
+	acked := false
+	for _, r := range reports {
+		acked = acked || r.Outcome == unlock.Delivered
+	}
+	if !acked {
+		t.Errorf("no report carried the busy ack: %+v", reports)
+	}
+	emit(t, guestResult{Line: 4, Outcome: res.Outcome.String(), Reports: reports, Final: res.Progress})
+}
+
+func TestGuestRelayBusyTimeout(t *testing.T) {
+	guestOnly(t)
+	res, reports := runOnce(t, cfgRelay(5, relayTimeout, busyLine), "massage")
+	if res.Outcome != unlock.NotDelivered || !strings.Contains(res.Reason, "busy input") {
+		t.Errorf("result %+v, want not delivered for want of the busy input", res)
+	}
+	emit(t, guestResult{Line: 5, Outcome: res.Outcome.String(), Reason: res.Reason, Reports: reports, Final: res.Progress})
+}
+
+// TestGuestChild is the process TestGuestRelayKillResume and
+// TestGuestPulseKillResume kill: it runs one order and persists every report
+// to progressFile, as the engine would.
+func TestGuestChild(t *testing.T) {
+	var cfg Config
+	var typ string
+	switch os.Getenv(childEnv) {
+	case "relay":
+		cfg, typ = cfgRelay(6, relayKill, -1), "massage"
+	case "pulse":
+		cfg, typ = cfgPulse(7, false, pulseK), "wash_20"
+	default:
+		t.Skip("the process killed by the kill/resume guest tests")
+	}
+	d, err := Open(cfg, logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := unlock.Order{OutTradeNo: "qemu_kill", Type: typ}
+	p, _ := d.Plan(o)
+	d.Run(context.Background(), o, p, func(p unlock.Progress) error {
+		b, _ := json.Marshal(p)
+		if err := os.WriteFile(progressFile+".tmp", b, 0o644); err != nil {
+			return err
+		}
+		return os.Rename(progressFile+".tmp", progressFile)
+	})
+	t.Fatal("the child was not killed")
+}
+
+// killMidAction starts the child, SIGKILLs it once its persisted progress
+// satisfies ready, and returns that progress and the level the kernel left on line.
+func killMidAction(t *testing.T, mode string, line int, ready func(unlock.Progress) bool) (unlock.Progress, string) {
+	t.Helper()
+	os.Remove(progressFile)
+	cmd := exec.Command("/proc/self/exe", "-test.run=^TestGuestChild$", "-test.v")
+	cmd.Env = append(os.Environ(), childEnv+"="+mode)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var last unlock.Progress
+	// The child is another process: its file is the only signal there is.
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(30 * time.Second)
+	for !ready(last) {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			cmd.Process.Kill()
+			t.Fatalf("child never reached the kill point; last progress %+v", last)
+		}
+		if b, err := os.ReadFile(progressFile); err == nil {
+			json.Unmarshal(b, &last)
+		}
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	// What was persisted last is what the engine would resume from.
+	b, err := os.ReadFile(progressFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &last); err != nil {
+		t.Fatal(err)
+	}
+	return last, levelAfterKill(line)
+}
+
+// levelAfterKill reads the line the way the kernel left it when the
+// killed process's request was released: requested as-is (direction
+// untouched), read, released.
+func levelAfterKill(line int) string {
+	l, err := gpiocdev.RequestLine(chip, line, gpiocdev.AsIs, gpiocdev.WithConsumer("kill-probe"))
+	if err != nil {
+		return "probe failed: " + err.Error()
+	}
+	defer l.Close()
+	info, _ := l.Info()
+	v, err := l.Value()
+	if err != nil {
+		return "probe failed: " + err.Error()
+	}
+	dir := "input"
+	if info.Config.Direction == gpiocdev.LineDirectionOutput {
+		dir = "output"
+	}
+	return fmt.Sprintf("%s at %d", dir, v)
+}
+
+// restartAndResume is what the daemon's start-up does after a crash: the
+// service manager's ExecStopPost has run Safe; Open drives the output
+// inactive; Resume continues from the last persisted progress.
+func restartAndResume(t *testing.T, cfg Config, typ string, last unlock.Progress) (unlock.Result, []unlock.Progress) {
+	t.Helper()
+	if err := Safe(cfg); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(cfg, logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var reports []unlock.Progress
+	res, err := d.Resume(context.Background(), unlock.Order{OutTradeNo: "qemu_kill", Type: typ}, last,
+		func(p unlock.Progress) error { reports = append(reports, p); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, reports
+}
+
+func TestGuestRelayKillResume(t *testing.T) {
+	guestOnly(t)
+	// Kill after the second commit: about one checkpoint of time used, three
+	// committed.
+	last, after := killMidAction(t, "relay", 6, func(p unlock.Progress) bool { return p.RelayUsed >= 3*checkpoint })
+	res, reports := restartAndResume(t, cfgRelay(6, relayKill, -1), "massage", last)
+	if res.Outcome != unlock.Delivered || res.Progress.RelayUsed != relayKill {
+		t.Errorf("resumed result %+v, want delivered with all %s used", res, relayKill)
+	}
+	emit(t, guestResult{Line: 6, Outcome: res.Outcome.String(), Reports: reports, Final: res.Progress, AtKill: last, AfterKill: after})
+}
+
+func TestGuestPulseKillResume(t *testing.T) {
+	guestOnly(t)
+	last, after := killMidAction(t, "pulse", 7, func(p unlock.Progress) bool { return p.PulsesStarted >= killAtPulse })
+	res, reports := restartAndResume(t, cfgPulse(7, false, pulseK), "wash_20", last)
+	if res.Outcome != unlock.Delivered || res.Progress.PulsesStarted != 20 {
+		t.Errorf("resumed result %+v, want delivered with 20 started", res)
+	}
+	if len(reports) != 20-last.PulsesStarted {
+		t.Errorf("resume committed %d pulses, want %d", len(reports), 20-last.PulsesStarted)
+	}
+	emit(t, guestResult{Line: 7, Outcome: res.Outcome.String(), Reports: reports, Final: res.Progress, AtKill: last, AfterKill: after})
+}
+
+// ---- host side ----
+
+// edge is one level change of one PL061 line, seen by qemu.
+type edge struct {
+	at    time.Time
+	line  int
+	level int
+	input bool
+}
+
+var (
+	setOutputRe   = regexp.MustCompile(`setting output (\d) to (\d)`)
+	inputChangeRe = regexp.MustCompile(`input (\d) changed to (\d)`)
+)
+
+func edges(events []qemuvm.Event) []edge {
+	var out []edge
+	for _, e := range events {
+		var m []string
+		input := false
+		switch e.Name {
+		case "pl061_set_output":
+			m = setOutputRe.FindStringSubmatch(e.Args)
+		case "pl061_input_change":
+			m = inputChangeRe.FindStringSubmatch(e.Args)
+			input = true
+		}
+		if m == nil {
+			continue
+		}
+		line, _ := strconv.Atoi(m[1])
+		level, _ := strconv.Atoi(m[2])
+		out = append(out, edge{at: e.At, line: line, level: level, input: input})
+	}
+	return out
+}
+
+// period is one span of a line at one level.
+type period struct {
+	from, to time.Time
+}
+
+func (p period) len() time.Duration { return p.to.Sub(p.from) }
+
+// periodsAt returns the spans line spent at level, each entered from the
+// other level (the level the board's reset leaves is not the driver's
+// doing).
+func periodsAt(es []edge, line, level int) []period {
+	var out []period
+	var start time.Time
+	cur := -1
+	for _, e := range es {
+		if e.line != line || e.input {
+			continue
+		}
+		if cur == level && e.level != level && !start.IsZero() {
+			out = append(out, period{start, e.at})
+		}
+		if e.level == level && cur != level && cur != -1 {
+			start = e.at
+		}
+		cur = e.level
+	}
+	return out
+}
+
+func TestQEMUGPIO(t *testing.T) {
+	if os.Getenv(guestEnv) != "" {
+		t.Skip("inside the guest")
+	}
+	if testing.Short() {
+		t.Skip("boots an arm64 kernel under qemu (about 40 s here); run without -short")
+	}
+	if err := qemuvm.Available(); err != nil {
+		t.Skip(err)
+	}
+	kernel, _ := qemuvm.Kernel()
+	dir := t.TempDir()
+
+	start := time.Now()
+	bin := filepath.Join(dir, "guest.test")
+	build := exec.Command("go", "test", "-c", "-o", bin, ".")
+	build.Env = append(os.Environ(), "GOOS=linux", "GOARCH=arm64", "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("cross-compile the guest: %v\n%s", err, out)
+	}
+	init, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	initrd := filepath.Join(dir, "initrd.cpio")
+	f, err := os.Create(initrd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := qemuvm.WriteInitramfs(f, init); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	built := time.Since(start)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	vm, err := qemuvm.Start(ctx, qemuvm.Options{
+		Kernel: kernel, Initrd: initrd, Dir: dir, Trace: "pl061_*",
+		Append: "quiet " + guestEnv + "=1 -- -test.v -test.count=1 -test.run=^TestGuest",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	booted := time.Now()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	var pressedAt time.Time
+	go func() {
+		defer wg.Done()
+		pressedAt = pressWhenActive(ctx, t, vm, 4)
+	}()
+	if err := vm.Wait(); err != nil {
+		t.Errorf("qemu: %v", err)
+	}
+	wg.Wait()
+	ran := time.Since(booted)
+	t.Logf("guest built in %s, VM ran %s", built.Round(time.Millisecond), ran.Round(time.Millisecond))
+
+	console, _ := os.ReadFile(vm.Console)
+	if !strings.Contains(string(console), guestExitMark+" 0") {
+		t.Fatalf("guest tests did not pass; console:\n%s", tail(console, 6000))
+	}
+	results := map[int]guestResult{}
+	for _, l := range strings.Split(string(console), "\n") {
+		if i := strings.Index(l, resultMark); i >= 0 {
+			var r guestResult
+			if err := json.Unmarshal([]byte(l[i+len(resultMark):]), &r); err != nil {
+				t.Fatalf("%v: %s", err, l)
+			}
+			results[r.Line] = r
+		}
+	}
+	tf, err := os.Open(vm.Trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := qemuvm.ParseTrace(tf)
+	tf.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	es := edges(events)
+	if len(es) == 0 {
+		t.Fatal("no pl061 trace events")
+	}
+	if len(results) != 7 {
+		t.Fatalf("want results of 7 guest tests, got %d:\n%s", len(results), tail(console, 4000))
+	}
+
+	t.Run("pulse", func(t *testing.T) {
+		checkPulses(t, es, 0, 1, pulseA, 5)
+	})
+	t.Run("pulse_active_low", func(t *testing.T) {
+		// Safe level of an active-low output is high: qemu sees the line
+		// go high when the driver opens, and the pulses as low spans.
+		lows := checkPulses(t, es, 1, 0, pulseB, 3)
+		if len(lows) > 0 && !wentTo(es, 1, 1, lows[0].from) {
+			t.Error("line 1 was not driven to its inactive (high) level before the first pulse")
+		}
+	})
+	t.Run("relay", func(t *testing.T) {
+		on := periodsAt(es, 2, 1)
+		if len(on) != 1 {
+			t.Fatalf("line 2 active %d times, want once: %v", len(on), on)
+		}
+		within(t, "relay on", on[0].len(), relayPlain-tolShort, relayPlain+tolRelayLong)
+	})
+	t.Run("relay_busy_ack", func(t *testing.T) {
+		on := periodsAt(es, 4, 1)
+		if len(on) != 1 {
+			t.Fatalf("line 4 active %d times, want once", len(on))
+		}
+		within(t, "relay on", on[0].len(), relayAck-tolShort, relayAck+tolRelayLong)
+		press := inputRise(es, busyLine, on[0].from, on[0].to)
+		if press.IsZero() {
+			t.Fatalf("qemu saw no busy input while line 4 was on (pressed at %v)", pressedAt)
+		}
+		if r := results[4]; r.Outcome != "delivered" {
+			t.Errorf("guest outcome %q, want delivered", r.Outcome)
+		}
+		t.Logf("busy input went high %s after the relay", press.Sub(on[0].from).Round(time.Millisecond))
+	})
+	t.Run("relay_busy_timeout", func(t *testing.T) {
+		on := periodsAt(es, 5, 1)
+		if len(on) != 1 {
+			t.Fatalf("line 5 active %d times, want once", len(on))
+		}
+		// Cut off at the busy timeout, far short of the paid time.
+		within(t, "relay on", on[0].len(), busyTimeout-tolShort, busyTimeout+tolRelayLong)
+		if !inputRise(es, busyLine, on[0].from, on[0].to).IsZero() {
+			t.Error("busy input changed during the timeout scenario")
+		}
+		if r := results[5]; r.Outcome != "not_delivered" {
+			t.Errorf("guest outcome %q, want not_delivered", r.Outcome)
+		}
+	})
+	t.Run("relay_kill_resume", func(t *testing.T) {
+		r := results[6]
+		on := periodsAt(es, 6, 1)
+		var total time.Duration
+		for _, p := range on {
+			total += p.len()
+		}
+		t.Logf("active spans %d, total %s of %s paid; at kill %s committed; after SIGKILL the kernel showed %q",
+			len(on), total.Round(time.Millisecond), relayKill, r.AtKill.RelayUsed, r.AfterKill)
+		// The kernel keeps an output's level when its holder dies: the
+		// relay stays closed until something drives it (Safe, run by the
+		// service manager after the daemon exits).
+		if r.AfterKill != "output at 1" {
+			t.Errorf("after SIGKILL line 6 was %q, want the relay still active (output at 1)", r.AfterKill)
+		}
+		if len(on) != 2 {
+			t.Fatalf("line 6 active %d times, want twice (before the kill, resumed)", len(on))
+		}
+		// Never more than paid; a crash costs at most two checkpoints.
+		within(t, "total active", total, relayKill-2*checkpoint-tolShort, relayKill+tolShort+50*time.Millisecond)
+		within(t, "resumed span", on[1].len(), relayKill-r.AtKill.RelayUsed-tolShort, relayKill-r.AtKill.RelayUsed+tolRelayLong)
+	})
+	t.Run("pulse_kill_resume", func(t *testing.T) {
+		r := results[7]
+		on := periodsAt(es, 7, 1)
+		paid := pulseK.Counts["wash_20"]
+		t.Logf("pulses seen %d of %d paid; %d committed at the kill; after SIGKILL the kernel showed %q",
+			len(on), paid, r.AtKill.PulsesStarted, r.AfterKill)
+		if len(on) > paid || len(on) < paid-1 {
+			t.Errorf("qemu saw %d pulses, want %d (or %d when the kill fell between a commit and its edge)", len(on), paid, paid-1)
+		}
+	})
+}
+
+// checkPulses checks the count and timing of one line's pulses (spans at
+// activeLevel) and the gaps between them.
+func checkPulses(t *testing.T, es []edge, line, activeLevel int, p Pulse, want int) []period {
+	t.Helper()
+	on := periodsAt(es, line, activeLevel)
+	if len(on) != want {
+		t.Fatalf("line %d: %d pulses, want %d", line, len(on), want)
+	}
+	var maxW, maxG time.Duration
+	for i, s := range on {
+		within(t, fmt.Sprintf("pulse %d width", i+1), s.len(), p.Width-tolShort, p.Width+tolPulseLong)
+		maxW = max(maxW, s.len())
+		if i > 0 {
+			g := s.from.Sub(on[i-1].to)
+			within(t, fmt.Sprintf("gap before pulse %d", i+1), g, p.Gap-tolShort, p.Gap+tolPulseLong)
+			maxG = max(maxG, g)
+		}
+	}
+	t.Logf("line %d: %d pulses, widest %s (want %s), longest gap %s (want %s)", line, len(on),
+		maxW.Round(time.Microsecond), p.Width, maxG.Round(time.Microsecond), p.Gap)
+	return on
+}
+
+func within(t *testing.T, what string, got, lo, hi time.Duration) {
+	t.Helper()
+	if got < lo || got > hi {
+		t.Errorf("%s: %s, want %s..%s", what, got.Round(time.Microsecond), lo, hi)
+	}
+}
+
+func wentTo(es []edge, line, level int, before time.Time) bool {
+	for _, e := range es {
+		if e.line == line && !e.input && e.level == level && e.at.Before(before) {
+			return true
+		}
+	}
+	return false
+}
+
+func inputRise(es []edge, line int, from, to time.Time) time.Time {
+	for _, e := range es {
+		if e.input && e.line == line && e.level == 1 && !e.at.Before(from) && !e.at.After(to) {
+			return e.at
+		}
+	}
+	return time.Time{}
+}
+
+// pressWhenActive follows the trace as qemu writes it and presses the
+// power button (busy input) pressDelay after line goes high.
+func pressWhenActive(ctx context.Context, t *testing.T, vm *qemuvm.VM, line int) time.Time {
+	want := fmt.Sprintf("setting output %d to 1", line)
+	var f *os.File
+	var r *bufio.Reader
+	var partial string
+	poll := time.NewTicker(10 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		select {
+		case <-vm.Done():
+			return time.Time{}
+		case <-ctx.Done():
+			return time.Time{}
+		case <-poll.C:
+		}
+		if f == nil {
+			var err error
+			if f, err = os.Open(vm.Trace); err != nil {
+				continue
+			}
+			defer f.Close()
+			r = bufio.NewReader(f)
+		}
+		for {
+			s, err := r.ReadString('\n')
+			partial += s
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			line := partial
+			partial = ""
+			if strings.Contains(line, "pl061_set_output") && strings.Contains(line, want) {
+				timer := time.NewTimer(pressDelay)
+				select {
+				case <-timer.C:
+				case <-vm.Done():
+					return time.Time{}
+				}
+				at := time.Now()
+				qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+				if _, err := vm.QMP(qctx, "system_powerdown"); err != nil {
+					t.Errorf("press the busy input: %v", err)
+				}
+				return at
+			}
+		}
+	}
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
