@@ -1,0 +1,326 @@
+// Package serial is the unlock driver for machines that take a command on a
+// serial line (RS-232/RS-485 adapters, a controller board's UART): for each
+// paid order it writes one configured line and waits for the configured
+// answer.
+//
+//	[unlock.serial]
+//	port = "/dev/ttyUSB0"
+//	baud = 9600
+//	data_bits = 8
+//	parity = "none"        # none | odd | even | mark | space
+//	stop_bits = "1"        # 1 | 1.5 | 2
+//	send = "START {type} {out_trade_no} {total_fee}\r\n"
+//	expect = "OK {out_trade_no}"   # delivered when this arrives in time
+//	reject = "ERR"                 # optional: not delivered at once
+//	timeout = "5s"
+//
+// send, expect and reject are templates with three placeholders,
+// {out_trade_no}, {type} and {total_fee} (fen); every other character is
+// sent or expected verbatim (TOML escapes such as \r\n, \u0002 give control
+// characters). Input already waiting when the order starts is discarded,
+// and expect should contain {out_trade_no}: then neither a late answer to a
+// previous order nor line noise can deliver this one. Bytes that match
+// neither answer are ignored until the timeout, which means not delivered.
+//
+// It uses go.bug.st/serial (pinned at v1.8.0): pure Go on Linux (the cgo
+// parts are macOS-only, so the CGO_ENABLED=0 arm builds work), maintained
+// by Arduino's Cristian Maglie for the Arduino CLI, BSD-3-Clause, with read
+// timeouts, exclusive open and all the framing options above. tarm/serial
+// has had no release since 2017 and has no parity mark/space or 1.5 stop
+// bits; pkg/term is a terminal library with a smaller serial surface.
+//
+// The port is opened per order and closed after it, so an adapter that was
+// unplugged and came back under the same name works again. A written line
+// cannot be taken back: Resume refuses an action that reached the write
+// (unlock.ErrNotResumable) and the order goes to a human.
+package serial
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.bug.st/serial"
+
+	"github.com/kioskpay/kioskpay/device/unlock"
+)
+
+// Mode is the only mode of this driver, as written in Progress.Mode.
+const Mode = "line"
+
+// Defaults for [unlock.serial].
+const (
+	DefaultBaud     = 9600
+	DefaultDataBits = 8
+	DefaultParity   = "none"
+	DefaultStopBits = "1"
+	DefaultTimeout  = 5 * time.Second
+	MaxTimeout      = 10 * time.Minute
+	// maxInput bounds what is kept of the machine's answer while matching.
+	maxInput = 4096
+	// maxLine bounds the expanded templates.
+	maxLine = 1024
+)
+
+// Config is the [unlock.serial] table.
+type Config struct {
+	Port     string        `toml:"port"`
+	Baud     int           `toml:"baud"`
+	DataBits int           `toml:"data_bits"`
+	Parity   string        `toml:"parity"`
+	StopBits string        `toml:"stop_bits"`
+	Send     string        `toml:"send"`
+	Expect   string        `toml:"expect"`
+	Reject   string        `toml:"reject"`
+	Timeout  time.Duration `toml:"timeout"`
+}
+
+// DefaultConfig returns the defaults; port, send and expect have none.
+func DefaultConfig() Config {
+	return Config{Baud: DefaultBaud, DataBits: DefaultDataBits, Parity: DefaultParity,
+		StopBits: DefaultStopBits, Timeout: DefaultTimeout}
+}
+
+var parities = map[string]serial.Parity{
+	"none": serial.NoParity, "odd": serial.OddParity, "even": serial.EvenParity,
+	"mark": serial.MarkParity, "space": serial.SpaceParity,
+}
+
+var stopBits = map[string]serial.StopBits{
+	"1": serial.OneStopBit, "1.5": serial.OnePointFiveStopBits, "2": serial.TwoStopBits,
+}
+
+// Placeholders the templates may use.
+var placeholderRe = regexp.MustCompile(`\{[a-z_]+\}`)
+
+var known = map[string]bool{"{out_trade_no}": true, "{type}": true, "{total_fee}": true}
+
+// Validate names the offending key in every problem.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("unlock.serial.%s: %s", key, fmt.Sprintf(format, a...)))
+	}
+	if c.Port == "" {
+		bad("port", "must name the serial device, e.g. /dev/ttyUSB0")
+	}
+	if c.Baud < 50 || c.Baud > 4_000_000 {
+		bad("baud", "must be from 50 to 4000000, got %d", c.Baud)
+	}
+	if c.DataBits < 5 || c.DataBits > 8 {
+		bad("data_bits", "must be 5, 6, 7 or 8, got %d", c.DataBits)
+	}
+	if _, ok := parities[c.Parity]; !ok {
+		bad("parity", "must be none, odd, even, mark or space, got %q", c.Parity)
+	}
+	if _, ok := stopBits[c.StopBits]; !ok {
+		bad("stop_bits", "must be \"1\", \"1.5\" or \"2\", got %q", c.StopBits)
+	}
+	for _, f := range []struct{ key, v string }{{"send", c.Send}, {"expect", c.Expect}, {"reject", c.Reject}} {
+		if f.v == "" && f.key != "reject" {
+			bad(f.key, "must be set")
+		}
+		for _, p := range placeholderRe.FindAllString(f.v, -1) {
+			if !known[p] {
+				bad(f.key, "unknown placeholder %s (have {out_trade_no}, {type}, {total_fee})", p)
+			}
+		}
+		if len(f.v) > maxLine/2 {
+			bad(f.key, "longer than %d bytes", maxLine/2)
+		}
+	}
+	if c.Reject != "" && strings.Contains(expandFor(c.Expect, sample), expandFor(c.Reject, sample)) {
+		bad("reject", "is part of unlock.serial.expect, so every expected answer would also reject")
+	}
+	if c.Timeout < 100*time.Millisecond || c.Timeout > MaxTimeout {
+		bad("timeout", "must be from 100ms to %s, got %s", MaxTimeout, c.Timeout)
+	}
+	return errors.Join(errs...)
+}
+
+// sample is an order used to check templates against each other.
+var sample = unlock.Order{OutTradeNo: "sample_0001", Type: "sample", TotalFee: 100}
+
+// Expand fills a template's placeholders from o.
+func Expand(tmpl string, o unlock.Order) string { return expandFor(tmpl, o) }
+
+func expandFor(tmpl string, o unlock.Order) string {
+	return strings.NewReplacer(
+		"{out_trade_no}", o.OutTradeNo,
+		"{type}", o.Type,
+		"{total_fee}", strconv.FormatInt(o.TotalFee, 10),
+	).Replace(tmpl)
+}
+
+func (c Config) mode() *serial.Mode {
+	return &serial.Mode{BaudRate: c.Baud, DataBits: c.DataBits, Parity: parities[c.Parity], StopBits: stopBits[c.StopBits]}
+}
+
+// Driver writes one line per order.
+type Driver struct {
+	cfg Config
+	log *slog.Logger
+	mu  sync.Mutex // one order at a time on the port
+}
+
+var _ unlock.Driver = (*Driver)(nil)
+
+// New validates cfg. The port is opened per order.
+func New(cfg Config, log *slog.Logger) (*Driver, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Driver{cfg: cfg, log: log.With("driver", unlock.DriverSerial)}, nil
+}
+
+// Plan accepts every order: the machine decides what a type means.
+func (d *Driver) Plan(o unlock.Order) (unlock.Progress, error) {
+	return unlock.Progress{Driver: unlock.DriverSerial, Mode: Mode}, nil
+}
+
+// Close has nothing to release: the port is closed after each order.
+func (d *Driver) Close() error { return nil }
+
+// Resume runs an action that never reached the write and refuses one that
+// may have.
+func (d *Driver) Resume(ctx context.Context, o unlock.Order, last unlock.Progress, report unlock.Reporter) (unlock.Result, error) {
+	if last.Driver != unlock.DriverSerial || last.Mode != Mode {
+		return unlock.Result{Progress: last}, fmt.Errorf("%w: progress of %s/%s", unlock.ErrProgress, last.Driver, last.Mode)
+	}
+	if last.Started {
+		return unlock.Result{Progress: last}, unlock.ErrNotResumable
+	}
+	return d.Run(ctx, o, last, report)
+}
+
+// Run opens the port, commits the start, writes the line and waits for an
+// answer.
+func (d *Driver) Run(ctx context.Context, o unlock.Order, p unlock.Progress, report unlock.Reporter) (unlock.Result, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if p.Started {
+		return unlock.Result{Progress: p}, fmt.Errorf("%w: Run with a started action; use Resume", unlock.ErrProgress)
+	}
+	log := d.log.With("out_trade_no", o.OutTradeNo, "type", o.Type, "port", d.cfg.Port)
+	notDelivered := func(reason string) (unlock.Result, error) {
+		log.Warn("serial: not delivered", "reason", reason)
+		return unlock.Result{Outcome: unlock.NotDelivered, Reason: reason, Progress: p}, nil
+	}
+
+	port, err := serial.Open(d.cfg.Port, d.cfg.mode())
+	if err != nil {
+		// Nothing reached the machine.
+		return notDelivered("serial port: " + err.Error())
+	}
+	defer port.Close()
+	// Closing the port is what interrupts a blocked Read when ctx ends.
+	stop := context.AfterFunc(ctx, func() { port.Close() })
+	defer stop()
+	if err := port.ResetInputBuffer(); err != nil {
+		return notDelivered("serial port: discard stale input: " + err.Error())
+	}
+
+	line := []byte(Expand(d.cfg.Send, o))
+	expect := []byte(Expand(d.cfg.Expect, o))
+	var reject []byte
+	if d.cfg.Reject != "" {
+		reject = []byte(Expand(d.cfg.Reject, o))
+	}
+
+	p.Started = true
+	if err := report(p); err != nil {
+		p.Started = false
+		return unlock.Result{Progress: p}, fmt.Errorf("unlock serial: commit start: %w", err)
+	}
+	start := time.Now()
+	deadline := start.Add(d.cfg.Timeout)
+	if _, err := port.Write(line); err != nil {
+		if ctx.Err() != nil {
+			return unlock.Result{Progress: p}, ctx.Err()
+		}
+		// Part of the line may be out: the outcome is unknown, not "not
+		// delivered".
+		return unlock.Result{Progress: p}, fmt.Errorf("unlock serial: write: %w", err)
+	}
+	log.Info("serial: line sent", "bytes", len(line))
+
+	var got []byte
+	buf := make([]byte, 256)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			if len(got) == 0 {
+				return notDelivered(fmt.Sprintf("no answer within %s", d.cfg.Timeout))
+			}
+			return notDelivered(fmt.Sprintf("no expected answer within %s (got %s)", d.cfg.Timeout, excerpt(got)))
+		}
+		if err := port.SetReadTimeout(left); err != nil {
+			return unlock.Result{Progress: p}, fmt.Errorf("unlock serial: %w", err)
+		}
+		n, err := port.Read(buf)
+		if ctx.Err() != nil {
+			return unlock.Result{Progress: p}, ctx.Err()
+		}
+		if err != nil {
+			// The adapter went away after the line was written: the
+			// machine may have started.
+			return unlock.Result{Progress: p}, fmt.Errorf("unlock serial: read: %w", err)
+		}
+		got = append(got, buf[:n]...)
+		if len(got) > maxInput {
+			got = got[len(got)-maxInput:]
+		}
+		switch {
+		case bytes.Contains(got, expect):
+			log.Info("serial: delivered", "after", time.Since(start).Round(time.Millisecond))
+			return unlock.Result{Outcome: unlock.Delivered, Progress: p}, nil
+		case reject != nil && bytes.Contains(got, reject):
+			return notDelivered("machine answered " + excerpt(got))
+		}
+	}
+}
+
+// excerpt quotes the last bytes of an answer for a reason or a log line;
+// the machine's bytes are outside input, so they are escaped.
+func excerpt(b []byte) string {
+	const n = 48
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return strconv.Quote(string(b))
+}
+
+// Doctor checks that the port exists, is a character device and opens with
+// the configured framing.
+func Doctor(cfg Config) []unlock.Check {
+	name := "unlock.serial.port"
+	if err := cfg.Validate(); err != nil {
+		return []unlock.Check{{Name: "unlock.serial", Status: unlock.Fail, Detail: err.Error()}}
+	}
+	fi, err := os.Stat(cfg.Port)
+	if err != nil {
+		return []unlock.Check{{Name: name, Status: unlock.Fail, Detail: err.Error()}}
+	}
+	if fi.Mode()&os.ModeCharDevice == 0 {
+		return []unlock.Check{{Name: name, Status: unlock.Fail, Detail: cfg.Port + " is not a character device"}}
+	}
+	port, err := serial.Open(cfg.Port, cfg.mode())
+	if err != nil {
+		var pe *serial.PortError
+		if errors.As(err, &pe) && pe.Code() == serial.PortBusy {
+			return []unlock.Check{{Name: name, Status: unlock.Warn, Detail: cfg.Port + " is busy (the daemon or another program holds it)"}}
+		}
+		return []unlock.Check{{Name: name, Status: unlock.Fail, Detail: cfg.Port + ": " + err.Error()}}
+	}
+	port.Close()
+	return []unlock.Check{{Name: name, Status: unlock.OK,
+		Detail: fmt.Sprintf("%s %d %d%s%s", cfg.Port, cfg.Baud, cfg.DataBits, strings.ToUpper(cfg.Parity[:1]), cfg.StopBits)}}
+}
