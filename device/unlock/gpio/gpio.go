@@ -71,8 +71,11 @@ type Driver struct {
 	// each activation so a stale edge never acks an order.
 	edges chan time.Duration
 
-	mu     sync.Mutex // one action at a time; guards closed
+	mu     sync.Mutex // one action at a time; guards closed and lastOff
 	closed bool
+	// lastOff is when the output last went inactive, so that the first
+	// pulse of a train keeps the gap after the previous train too.
+	lastOff time.Time
 }
 
 var _ unlock.Driver = (*Driver)(nil)
@@ -197,7 +200,10 @@ func (d *Driver) Run(ctx context.Context, o unlock.Order, p unlock.Progress, rep
 }
 
 // Resume continues an action from the last persisted Progress: the pulses
-// not yet started, or the relay time not yet committed. It never gives more
+// not yet started, or the relay time not yet committed. When ctx ends it
+// stops at once with the output inactive and, having seen the output
+// itself, reports what was exactly used, so a clean stop costs the customer
+// nothing. It never gives more
 // than the Progress says was paid, whatever the table says now.
 func (d *Driver) Resume(ctx context.Context, o unlock.Order, p unlock.Progress, report unlock.Reporter) (unlock.Result, error) {
 	d.mu.Lock()
@@ -222,6 +228,7 @@ func (d *Driver) Resume(ctx context.Context, o unlock.Order, p unlock.Progress, 
 	if e := d.out.SetValue(0); e != nil {
 		err = errors.Join(err, fmt.Errorf("unlock gpio: output to inactive: %w", e))
 	}
+	d.lastOff = time.Now()
 	return res, err
 }
 
@@ -236,7 +243,7 @@ func (d *Driver) pulses(ctx context.Context, log *slog.Logger, p unlock.Progress
 	}
 	log.Info("pulse train", "paid", p.PulsesPaid, "already_started", p.PulsesStarted,
 		"width", width, "gap", gap)
-	var lastEdge time.Time
+	lastEdge := d.lastOff
 	for p.PulsesStarted < p.PulsesPaid {
 		p.Started = true
 		p.PulsesStarted++
@@ -244,8 +251,15 @@ func (d *Driver) pulses(ctx context.Context, log *slog.Logger, p unlock.Progress
 			p.PulsesStarted-- // not committed, so not started
 			return unlock.Result{Progress: p}, fmt.Errorf("unlock gpio: commit pulse %d: %w", p.PulsesStarted+1, err)
 		}
-		if !lastEdge.IsZero() {
+		if !lastEdge.IsZero() { // zero: nothing driven since Open
 			if err := sleepUntil(ctx, lastEdge.Add(gap)); err != nil {
+				// Stopped before the edge: this pulse certainly did not
+				// start, so give it back (if that write fails the
+				// committed count stands, which errs on the safe side).
+				p.PulsesStarted--
+				if report(p) != nil {
+					p.PulsesStarted++
+				}
 				return unlock.Result{Progress: p}, err
 			}
 		}
@@ -317,8 +331,19 @@ func (d *Driver) relay(ctx context.Context, log *slog.Logger, p unlock.Progress,
 	for {
 		select {
 		case <-ctx.Done():
+			// A clean stop knows exactly how long the output was active:
+			// switch it off, then record that instead of the bound.
+			offErr := d.out.SetValue(0)
+			used := min(p.RelayUsed, base+time.Since(on).Round(time.Millisecond)+time.Millisecond)
+			if offErr == nil && used < p.RelayUsed {
+				exact := p
+				exact.RelayUsed, exact.RelayOnSince = used, time.Time{}
+				if report(exact) == nil {
+					p = exact
+				}
+			}
 			p.RelayOnSince = time.Time{}
-			log.Info("relay interrupted", "used_upper_bound", p.RelayUsed)
+			log.Info("relay stopped", "used", p.RelayUsed, "paid", p.RelayPaid)
 			return unlock.Result{Progress: p}, ctx.Err()
 		case <-d.edges:
 			if p.Outcome == 0 {

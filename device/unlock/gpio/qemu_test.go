@@ -61,17 +61,19 @@ const (
 
 // Scenario settings shared by guest and host.
 var (
-	pulseA = Pulse{Counts: map[string]int{"wash_5": 5}, Width: 50 * time.Millisecond, Gap: 50 * time.Millisecond}
-	pulseB = Pulse{Counts: map[string]int{"coin_3": 3}, Width: 30 * time.Millisecond, Gap: 70 * time.Millisecond}
-	pulseK = Pulse{Counts: map[string]int{"wash_20": 20}, Width: 50 * time.Millisecond, Gap: 50 * time.Millisecond}
+	pulseA    = Pulse{Counts: map[string]int{"wash_5": 5}, Width: 50 * time.Millisecond, Gap: 50 * time.Millisecond}
+	pulseB    = Pulse{Counts: map[string]int{"coin_3": 3}, Width: 30 * time.Millisecond, Gap: 70 * time.Millisecond}
+	pulseStop = Pulse{Counts: map[string]int{"wash_6": 6}, Width: 50 * time.Millisecond, Gap: 50 * time.Millisecond}
+	pulseK    = Pulse{Counts: map[string]int{"wash_20": 20}, Width: 50 * time.Millisecond, Gap: 50 * time.Millisecond}
 
-	relayPlain   = 2 * time.Second
-	relayAck     = 2 * time.Second
-	relayTimeout = 5 * time.Second
-	busyTimeout  = time.Second
-	relayKill    = 4 * time.Second
-	checkpoint   = time.Second
-	killAtPulse  = 8
+	relayPlain     = 2 * time.Second
+	relayStopAfter = 700 * time.Millisecond
+	relayAck       = 2 * time.Second
+	relayTimeout   = 5 * time.Second
+	busyTimeout    = time.Second
+	relayKill      = 4 * time.Second
+	checkpoint     = time.Second
+	killAtPulse    = 8
 )
 
 // Tolerances of the outside view. A level is never held shorter than
@@ -243,6 +245,105 @@ func TestGuestRelayBusyTimeout(t *testing.T) {
 		t.Errorf("result %+v, want not delivered for want of the busy input", res)
 	}
 	emit(t, guestResult{Line: 5, Outcome: res.Outcome.String(), Reason: res.Reason, Reports: reports, Final: res.Progress})
+}
+
+// TestGuestPulseStop stops a train the way a daemon shutdown does (ctx
+// cancelled, here just after pulse 3 was committed) and resumes it: a clean
+// stop gives back the pulse that had not started, so the machine gets all
+// it was paid for. Runs on line 0 after TestGuestPulse.
+func TestGuestPulseStop(t *testing.T) {
+	guestOnly(t)
+	cfg := cfgPulse(0, false, pulseStop)
+	d, err := Open(cfg, logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	o := unlock.Order{OutTradeNo: "qemu_stop", Type: "wash_6"}
+	p, _ := d.Plan(o)
+	ctx, cancel := context.WithCancel(context.Background())
+	var last unlock.Progress
+	_, err = d.Run(ctx, o, p, func(p unlock.Progress) error {
+		last = p
+		if p.PulsesStarted == 3 {
+			cancel()
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) || last.PulsesStarted != 2 || last.PulsesDone != 2 {
+		t.Fatalf("stop: %v, last progress %+v; want canceled with pulse 3 given back", err, last)
+	}
+	res, err := d.Resume(context.Background(), o, last, func(p unlock.Progress) error { last = p; return nil })
+	if err != nil || res.Outcome != unlock.Delivered || res.Progress.PulsesDone != 6 {
+		t.Fatalf("resume: %+v %v", res, err)
+	}
+	emit(t, guestResult{Line: 0, Outcome: res.Outcome.String(), Final: res.Progress})
+}
+
+// TestGuestRelayStop stops a relay mid-way and resumes it (line 2, after
+// TestGuestRelay): the stop records the time actually used, not the
+// committed bound.
+func TestGuestRelayStop(t *testing.T) {
+	guestOnly(t)
+	cfg := cfgRelay(2, relayPlain, -1)
+	d, err := Open(cfg, logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	o := unlock.Order{OutTradeNo: "qemu_stop", Type: "massage"}
+	p, _ := d.Plan(o)
+	ctx, cancel := context.WithTimeout(context.Background(), relayStopAfter)
+	defer cancel()
+	res, err := d.Run(ctx, o, p, func(unlock.Progress) error { return nil })
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("stop: %+v %v", res, err)
+	}
+	if used := res.Progress.RelayUsed; used < relayStopAfter || used > relayStopAfter+tolRelayLong {
+		t.Errorf("stopped after %s but recorded %s used", relayStopAfter, used)
+	}
+	stopped := res.Progress
+	res, err = d.Resume(context.Background(), o, stopped, func(unlock.Progress) error { return nil })
+	if err != nil || res.Outcome != unlock.Delivered || res.Progress.RelayUsed != relayPlain {
+		t.Fatalf("resume: %+v %v", res, err)
+	}
+	emit(t, guestResult{Line: 2, Outcome: res.Outcome.String(), AtKill: stopped, Final: res.Progress})
+}
+
+// TestGuestDoctor runs the doctor checks against the real chip.
+func TestGuestDoctor(t *testing.T) {
+	guestOnly(t)
+	ok := cfgRelay(2, relayPlain, busyLine)
+	for _, c := range Doctor(ok) {
+		if c.Status != unlock.OK {
+			t.Errorf("free lines: %+v", c)
+		}
+	}
+	d, err := Open(ok, logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range Doctor(ok) {
+		if c.Status != unlock.OK || (c.Name == "unlock.gpio.output" && !strings.Contains(c.Detail, "held by kioskpayd")) {
+			t.Errorf("lines held by the daemon: %+v", c)
+		}
+	}
+	other := cfgPulse(2, false, pulseA)
+	other.Consumer = "someone-else"
+	checks := Doctor(other)
+	if len(checks) != 2 || checks[1].Status != unlock.Fail || !strings.Contains(checks[1].Detail, `in use by "kioskpayd"`) {
+		t.Errorf("line held by another consumer: %+v", checks)
+	}
+	d.Close()
+	missing := cfgRelay(9, relayPlain, -1)
+	if checks := Doctor(missing); len(checks) != 2 || checks[1].Status != unlock.Fail {
+		t.Errorf("line 9 of 8: %+v", checks)
+	}
+	nochip := cfgRelay(0, relayPlain, -1)
+	nochip.Chip = "gpiochip7"
+	if checks := Doctor(nochip); len(checks) != 1 || checks[0].Status != unlock.Fail {
+		t.Errorf("missing chip: %+v", checks)
+	}
 }
 
 // TestGuestChild is the process TestGuestRelayKillResume and
@@ -512,14 +613,14 @@ func TestQEMUGPIO(t *testing.T) {
 	if !strings.Contains(string(console), guestExitMark+" 0") {
 		t.Fatalf("guest tests did not pass; console:\n%s", tail(console, 6000))
 	}
-	results := map[int]guestResult{}
+	results := map[string]guestResult{}
 	for _, l := range strings.Split(string(console), "\n") {
 		if i := strings.Index(l, resultMark); i >= 0 {
 			var r guestResult
 			if err := json.Unmarshal([]byte(l[i+len(resultMark):]), &r); err != nil {
 				t.Fatalf("%v: %s", err, l)
 			}
-			results[r.Line] = r
+			results[strings.TrimPrefix(r.Test, "TestGuest")] = r
 		}
 	}
 	tf, err := os.Open(vm.Trace)
@@ -535,12 +636,13 @@ func TestQEMUGPIO(t *testing.T) {
 	if len(es) == 0 {
 		t.Fatal("no pl061 trace events")
 	}
-	if len(results) != 7 {
-		t.Fatalf("want results of 7 guest tests, got %d:\n%s", len(results), tail(console, 4000))
+	if len(results) != 9 {
+		t.Fatalf("want results of 9 guest tests, got %d:\n%s", len(results), tail(console, 4000))
 	}
 
 	t.Run("pulse", func(t *testing.T) {
-		checkPulses(t, es, 0, 1, pulseA, 5)
+		// TestGuestPulse's 5, then TestGuestPulseStop's 6 across its stop.
+		checkPulses(t, es, 0, 1, pulseA, 5+6)
 	})
 	t.Run("pulse_active_low", func(t *testing.T) {
 		// Safe level of an active-low output is high: qemu sees the line
@@ -552,10 +654,16 @@ func TestQEMUGPIO(t *testing.T) {
 	})
 	t.Run("relay", func(t *testing.T) {
 		on := periodsAt(es, 2, 1)
-		if len(on) != 1 {
-			t.Fatalf("line 2 active %d times, want once: %v", len(on), on)
+		if len(on) != 3 {
+			t.Fatalf("line 2 active %d times, want 3 (TestGuestRelay, then TestGuestRelayStop's two spans): %v", len(on), on)
 		}
 		within(t, "relay on", on[0].len(), relayPlain-tolShort, relayPlain+tolRelayLong)
+		// A clean stop and resume: the paid time in total, none lost.
+		within(t, "stopped span", on[1].len(), relayStopAfter-tolShort, relayStopAfter+tolRelayLong)
+		total := on[1].len() + on[2].len()
+		within(t, "stopped + resumed", total, relayPlain-10*time.Millisecond, relayPlain+tolRelayLong)
+		t.Logf("stopped after %s, resumed for %s: %s of %s paid", on[1].len().Round(time.Millisecond),
+			on[2].len().Round(time.Millisecond), total.Round(time.Millisecond), relayPlain)
 	})
 	t.Run("relay_busy_ack", func(t *testing.T) {
 		on := periodsAt(es, 4, 1)
@@ -567,7 +675,7 @@ func TestQEMUGPIO(t *testing.T) {
 		if press.IsZero() {
 			t.Fatalf("qemu saw no busy input while line 4 was on (pressed at %v)", pressedAt)
 		}
-		if r := results[4]; r.Outcome != "delivered" {
+		if r := results["RelayBusyAck"]; r.Outcome != "delivered" {
 			t.Errorf("guest outcome %q, want delivered", r.Outcome)
 		}
 		t.Logf("busy input went high %s after the relay", press.Sub(on[0].from).Round(time.Millisecond))
@@ -582,12 +690,12 @@ func TestQEMUGPIO(t *testing.T) {
 		if !inputRise(es, busyLine, on[0].from, on[0].to).IsZero() {
 			t.Error("busy input changed during the timeout scenario")
 		}
-		if r := results[5]; r.Outcome != "not_delivered" {
+		if r := results["RelayBusyTimeout"]; r.Outcome != "not_delivered" {
 			t.Errorf("guest outcome %q, want not_delivered", r.Outcome)
 		}
 	})
 	t.Run("relay_kill_resume", func(t *testing.T) {
-		r := results[6]
+		r := results["RelayKillResume"]
 		on := periodsAt(es, 6, 1)
 		var total time.Duration
 		for _, p := range on {
@@ -609,7 +717,7 @@ func TestQEMUGPIO(t *testing.T) {
 		within(t, "resumed span", on[1].len(), relayKill-r.AtKill.RelayUsed-tolShort, relayKill-r.AtKill.RelayUsed+tolRelayLong)
 	})
 	t.Run("pulse_kill_resume", func(t *testing.T) {
-		r := results[7]
+		r := results["PulseKillResume"]
 		on := periodsAt(es, 7, 1)
 		paid := pulseK.Counts["wash_20"]
 		t.Logf("pulses seen %d of %d paid; %d committed at the kill; after SIGKILL the kernel showed %q",
@@ -632,8 +740,9 @@ func checkPulses(t *testing.T, es []edge, line, activeLevel int, p Pulse, want i
 	for i, s := range on {
 		within(t, fmt.Sprintf("pulse %d width", i+1), s.len(), p.Width-tolShort, p.Width+tolPulseLong)
 		maxW = max(maxW, s.len())
-		if i > 0 {
-			g := s.from.Sub(on[i-1].to)
+		// A gap over a second is between two trains (or a stop and its
+		// resume), not inside one.
+		if g := s.from.Sub(on[max(i, 1)-1].to); i > 0 && g < time.Second {
 			within(t, fmt.Sprintf("gap before pulse %d", i+1), g, p.Gap-tolShort, p.Gap+tolPulseLong)
 			maxG = max(maxG, g)
 		}
