@@ -21,8 +21,8 @@ const (
 	DefaultBusyLine      = -1 // no busy input
 	DefaultBusyTimeout   = 10 * time.Second
 	DefaultCheckpoint    = 5 * time.Second
-	DefaultPulseWidth    = 50 * time.Millisecond
-	DefaultPulseGap      = 50 * time.Millisecond
+	DefaultPulseWidth    = 100 * time.Millisecond
+	DefaultPulseGap      = 100 * time.Millisecond
 	DefaultConsumerLabel = "kioskpayd"
 )
 

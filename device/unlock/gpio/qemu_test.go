@@ -636,6 +636,14 @@ func TestQEMUGPIO(t *testing.T) {
 	if len(es) == 0 {
 		t.Fatal("no pl061 trace events")
 	}
+	for _, e := range es {
+		if e.line == 0 && e.level == 1 && !e.input {
+			// The board's reset is the first event; TestGuestPulse's first
+			// pulse comes after the kernel booted and /init started.
+			t.Logf("qemu start to the first pulse (boot, /init, driver open): %s", e.at.Sub(events[0].At).Round(time.Millisecond))
+			break
+		}
+	}
 	if len(results) != 9 {
 		t.Fatalf("want results of 9 guest tests, got %d:\n%s", len(results), tail(console, 4000))
 	}
@@ -658,6 +666,7 @@ func TestQEMUGPIO(t *testing.T) {
 			t.Fatalf("line 2 active %d times, want 3 (TestGuestRelay, then TestGuestRelayStop's two spans): %v", len(on), on)
 		}
 		within(t, "relay on", on[0].len(), relayPlain-tolShort, relayPlain+tolRelayLong)
+		t.Logf("relay on for %s of %s paid", on[0].len().Round(time.Microsecond), relayPlain)
 		// A clean stop and resume: the paid time in total, none lost.
 		within(t, "stopped span", on[1].len(), relayStopAfter-tolShort, relayStopAfter+tolRelayLong)
 		total := on[1].len() + on[2].len()
@@ -671,6 +680,7 @@ func TestQEMUGPIO(t *testing.T) {
 			t.Fatalf("line 4 active %d times, want once", len(on))
 		}
 		within(t, "relay on", on[0].len(), relayAck-tolShort, relayAck+tolRelayLong)
+		t.Logf("relay on for %s of %s paid", on[0].len().Round(time.Microsecond), relayAck)
 		press := inputRise(es, busyLine, on[0].from, on[0].to)
 		if press.IsZero() {
 			t.Fatalf("qemu saw no busy input while line 4 was on (pressed at %v)", pressedAt)
@@ -687,6 +697,7 @@ func TestQEMUGPIO(t *testing.T) {
 		}
 		// Cut off at the busy timeout, far short of the paid time.
 		within(t, "relay on", on[0].len(), busyTimeout-tolShort, busyTimeout+tolRelayLong)
+		t.Logf("relay switched off after %s (busy_timeout %s, paid %s)", on[0].len().Round(time.Microsecond), busyTimeout, relayTimeout)
 		if !inputRise(es, busyLine, on[0].from, on[0].to).IsZero() {
 			t.Error("busy input changed during the timeout scenario")
 		}
