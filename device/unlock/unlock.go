@@ -225,3 +225,17 @@ type Check struct {
 	Status Status
 	Detail string
 }
+
+// ResumeOnce is Resume for drivers whose action can be neither measured nor
+// repeated (serial, exec): an action whose Progress never started is run
+// now; one that may have reached the machine is refused with
+// ErrNotResumable.
+func ResumeOnce(driver, mode string, last Progress, run func() (Result, error)) (Result, error) {
+	if last.Driver != driver || last.Mode != mode {
+		return Result{Progress: last}, fmt.Errorf("%w: progress of %s/%s, driver is %s/%s", ErrProgress, last.Driver, last.Mode, driver, mode)
+	}
+	if last.Started {
+		return Result{Progress: last}, ErrNotResumable
+	}
+	return run()
+}

@@ -116,13 +116,9 @@ func (d *Driver) Close() error { return nil }
 
 // Resume runs a program that never started and refuses one that may have.
 func (d *Driver) Resume(ctx context.Context, o unlock.Order, last unlock.Progress, report unlock.Reporter) (unlock.Result, error) {
-	if last.Driver != unlock.DriverExec || last.Mode != Mode {
-		return unlock.Result{Progress: last}, fmt.Errorf("%w: progress of %s/%s", unlock.ErrProgress, last.Driver, last.Mode)
-	}
-	if last.Started {
-		return unlock.Result{Progress: last}, unlock.ErrNotResumable
-	}
-	return d.Run(ctx, o, last, report)
+	return unlock.ResumeOnce(unlock.DriverExec, Mode, last, func() (unlock.Result, error) {
+		return d.Run(ctx, o, last, report)
+	})
 }
 
 // Env returns the program's environment for o.

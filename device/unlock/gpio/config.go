@@ -3,8 +3,8 @@ package gpio
 import (
 	"errors"
 	"fmt"
-	"regexp"
-	"sort"
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -107,10 +107,6 @@ func DefaultConfig() Config {
 	}
 }
 
-// typeRe is the create request's rule for type (SPEC §4): a table key that
-// no order can carry is a typo.
-var typeRe = regexp.MustCompile(`^[a-z0-9_]{1,32}$`)
-
 // Validate checks c and names the offending key in every problem; several
 // problems are joined.
 func (c Config) Validate() error {
@@ -127,17 +123,12 @@ func (c Config) Validate() error {
 	switch c.Mode {
 	case ModeRelay:
 		r := c.Relay
-		if len(r.Durations) == 0 {
-			bad("relay.durations", "needs at least one order type, e.g. massage_15 = \"15m\"")
-		}
-		for _, t := range sortedKeys(r.Durations) {
-			if !typeRe.MatchString(t) {
-				bad("relay.durations."+t, "is not a valid order type ([a-z0-9_]{1,32})")
+		checkTable(bad, "relay.durations", "massage_15 = \"15m\"", r.Durations, func(d time.Duration) string {
+			if d < MinRelay || d > MaxRelay {
+				return fmt.Sprintf("must be from %s to %s, got %s", MinRelay, MaxRelay, d)
 			}
-			if d := r.Durations[t]; d < MinRelay || d > MaxRelay {
-				bad("relay.durations."+t, "must be from %s to %s, got %s", MinRelay, MaxRelay, d)
-			}
-		}
+			return ""
+		})
 		if r.BusyLine < -1 || r.BusyLine > maxLine {
 			bad("relay.busy_line", "must be a line offset from 0 to %d, or -1 for none, got %d", maxLine, r.BusyLine)
 		}
@@ -152,17 +143,12 @@ func (c Config) Validate() error {
 		}
 	case ModePulse:
 		p := c.Pulse
-		if len(p.Counts) == 0 {
-			bad("pulse.counts", "needs at least one order type, e.g. wash_5 = 5")
-		}
-		for _, t := range sortedKeys(p.Counts) {
-			if !typeRe.MatchString(t) {
-				bad("pulse.counts."+t, "is not a valid order type ([a-z0-9_]{1,32})")
+		checkTable(bad, "pulse.counts", "wash_5 = 5", p.Counts, func(n int) string {
+			if n < 1 || n > MaxPulses {
+				return fmt.Sprintf("must be from 1 to %d pulses, got %d", MaxPulses, n)
 			}
-			if n := p.Counts[t]; n < 1 || n > MaxPulses {
-				bad("pulse.counts."+t, "must be from 1 to %d pulses, got %d", MaxPulses, n)
-			}
-		}
+			return ""
+		})
 		if p.Width < MinPulseWidth || p.Width > MaxPulseWidth {
 			bad("pulse.width", "must be from %s to %s, got %s", MinPulseWidth, MaxPulseWidth, p.Width)
 		}
@@ -175,11 +161,17 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+// checkTable checks a table of order types: not empty, every value valid
+// (check returns a problem or ""). Keys are order types; the config layer
+// checks them against the create request's type rule, as it does for
+// [catalog].
+func checkTable[V any](bad func(key, format string, a ...any), key, example string, m map[string]V, check func(V) string) {
+	if len(m) == 0 {
+		bad(key, "needs at least one order type, e.g. %s", example)
 	}
-	sort.Strings(keys)
-	return keys
+	for _, t := range slices.Sorted(maps.Keys(m)) {
+		if problem := check(m[t]); problem != "" {
+			bad(key+"."+t, "%s", problem)
+		}
+	}
 }

@@ -45,7 +45,6 @@ func TestValidateNamesKey(t *testing.T) {
 		{relayConfig, func(c *Config) { c.Mode = "toggle" }, "unlock.gpio.mode"},
 		{relayConfig, func(c *Config) { c.Relay.Durations = nil }, "unlock.gpio.relay.durations: needs at least one"},
 		{relayConfig, func(c *Config) { c.Relay.Durations["massage_15"] = 15 }, "unlock.gpio.relay.durations.massage_15: must be from 1s"},
-		{relayConfig, func(c *Config) { c.Relay.Durations["Massage"] = time.Minute }, "unlock.gpio.relay.durations.Massage: is not a valid order type"},
 		{relayConfig, func(c *Config) { c.Relay.BusyLine = 17 }, "unlock.gpio.relay.busy_line: must differ"},
 		{relayConfig, func(c *Config) { c.Relay.BusyLine = -2 }, "unlock.gpio.relay.busy_line"},
 		{relayConfig, func(c *Config) { c.Relay.BusyLine = 4; c.Relay.BusyTimeout = time.Millisecond }, "unlock.gpio.relay.busy_timeout"},

@@ -90,17 +90,9 @@ func Open(cfg Config, log *slog.Logger) (*Driver, error) {
 		cfg.Consumer = DefaultConsumerLabel
 	}
 	d := &Driver{cfg: cfg, log: log.With("driver", unlock.DriverGPIO), edges: make(chan time.Duration, 16)}
-	opts := []gpiocdev.LineReqOption{
-		gpiocdev.WithConsumer(cfg.Consumer),
-		gpiocdev.WithABIVersion(2),
-		gpiocdev.AsOutput(0),
-	}
-	if cfg.ActiveLow {
-		opts = append(opts, gpiocdev.AsActiveLow)
-	}
-	out, err := gpiocdev.RequestLine(cfg.Chip, cfg.Output, opts...)
+	out, err := requestOutput(cfg, cfg.Consumer)
 	if err != nil {
-		return nil, fmt.Errorf("unlock.gpio.output: request line %d on %s: %w", cfg.Output, cfg.Chip, err)
+		return nil, err
 	}
 	d.out = out
 	if cfg.Mode == ModeRelay && cfg.Relay.BusyLine >= 0 {
@@ -416,8 +408,17 @@ func Safe(cfg Config) error {
 	if cfg.Consumer == "" {
 		cfg.Consumer = DefaultConsumerLabel
 	}
+	l, err := requestOutput(cfg, cfg.Consumer+"-safe")
+	if err != nil {
+		return err
+	}
+	return l.Close()
+}
+
+// requestOutput requests the output line at its inactive level.
+func requestOutput(cfg Config, consumer string) (*gpiocdev.Line, error) {
 	opts := []gpiocdev.LineReqOption{
-		gpiocdev.WithConsumer(cfg.Consumer + "-safe"),
+		gpiocdev.WithConsumer(consumer),
 		gpiocdev.WithABIVersion(2),
 		gpiocdev.AsOutput(0),
 	}
@@ -426,7 +427,7 @@ func Safe(cfg Config) error {
 	}
 	l, err := gpiocdev.RequestLine(cfg.Chip, cfg.Output, opts...)
 	if err != nil {
-		return fmt.Errorf("unlock.gpio.output: request line %d on %s: %w", cfg.Output, cfg.Chip, err)
+		return nil, fmt.Errorf("unlock.gpio.output: request line %d on %s: %w", cfg.Output, cfg.Chip, err)
 	}
-	return l.Close()
+	return l, nil
 }
