@@ -237,12 +237,14 @@ func (d *Driver) pulses(ctx context.Context, log *slog.Logger, p unlock.Progress
 		"width", width, "gap", gap)
 	lastEdge := d.lastOff
 	for p.PulsesStarted < p.PulsesPaid {
-		p.Started = true
-		p.PulsesStarted++
-		if err := report(p); err != nil {
-			p.PulsesStarted-- // not committed, so not started
-			return unlock.Result{Progress: p}, fmt.Errorf("unlock gpio: commit pulse %d: %w", p.PulsesStarted+1, err)
+		next := p
+		next.Started = true
+		next.PulsesStarted++
+		if err := report(next); err != nil {
+			// Not committed, so not started.
+			return unlock.Result{Progress: p}, fmt.Errorf("unlock gpio: commit pulse %d: %w", next.PulsesStarted, err)
 		}
+		p = next
 		if !lastEdge.IsZero() { // zero: nothing driven since Open
 			if err := sleepUntil(ctx, lastEdge.Add(gap)); err != nil {
 				// Stopped before the edge: this pulse certainly did not
