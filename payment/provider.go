@@ -123,11 +123,49 @@ type Status struct {
 	// Scanned is true once an Alipay buyer scanned the code (the trade
 	// exists). Always true for WeChat orders, which exist from creation.
 	Scanned bool
-	// Paid is the amount the buyer paid, valid when State.WasPaid(). The
-	// caller must compare it with the order amount.
-	Paid          Fen
+	// Amount is the money of the trade, set when State.WasPaid(). Whether
+	// it may be delivered is Amount.Matches (the money rule).
+	Amount        Amounts
 	TransactionID string
 	PaidAt        time.Time
+}
+
+// Amounts is what a provider reports about the money of a paid trade.
+//
+// The money rule: delivery is decided by Total, the order total the
+// provider holds (WeChat amount.total, Alipay total_amount), and nothing
+// else. It must equal the local order's total_fee; a different total is a
+// different order (an out_trade_no collision, an order created elsewhere
+// with other parameters) and is never delivered. What the buyer paid and
+// what the merchant receives are lower whenever a coupon or an instant
+// discount applied, real Alipay answers often carry them as "0.00", and
+// they never decide delivery: they are recorded and reported.
+type Amounts struct {
+	// Total is the order total at the provider; always > 0 in a paid
+	// answer (an adapter refuses a paid answer without one).
+	Total Fen
+	// PayerTotal is what the buyer paid (WeChat payer_total, Alipay
+	// buyer_pay_amount); 0 when the provider did not say.
+	PayerTotal Fen
+	// Receipt is what the merchant receives (Alipay receipt_amount; for
+	// WeChat the total less non-cash coupons); 0 when not known.
+	Receipt Fen
+	// Discount is what coupons and discounts took off the buyer's price,
+	// whoever funded them; 0 when none or not reported.
+	Discount Fen
+}
+
+// Matches reports whether a paid trade with these amounts may deliver an
+// order of orderTotal: the money rule, stated once.
+func (a Amounts) Matches(orderTotal Fen) bool { return a.Total > 0 && a.Total == orderTotal }
+
+// Payer is what the buyer paid: PayerTotal when the provider reported it,
+// otherwise the total less the reported discount.
+func (a Amounts) Payer() Fen {
+	if a.PayerTotal > 0 {
+		return a.PayerTotal
+	}
+	return max(a.Total-a.Discount, 0)
 }
 
 // Closed is the answer to Close.
@@ -144,7 +182,7 @@ type Closed struct {
 type RefundRequest struct {
 	OutTradeNo  string
 	OutRefundNo string
-	Total       Fen // the order's total, required by WeChat
+	Total       Fen // the order total at the provider (WeChat requires it)
 	Refund      Fen // the amount to return, 1..Total
 	Reason      string
 	NotifyURL   string
@@ -160,9 +198,13 @@ const (
 	RefundSuccess                // money returned
 	RefundClosed                 // failed for good; needs a human
 	RefundNotFound               // no refund with this number exists
+	// RefundAbnormal: the money could not reach the buyer (WeChat
+	// ABNORMAL: a cancelled or frozen bank card). It waits for a human at
+	// the merchant platform and may still end SUCCESS or CLOSED.
+	RefundAbnormal
 )
 
-var refundStateNames = [...]string{"unknown", "processing", "success", "closed", "not_found"}
+var refundStateNames = [...]string{"unknown", "processing", "success", "closed", "not_found", "abnormal"}
 
 func (s RefundState) String() string {
 	if int(s) < len(refundStateNames) {
@@ -192,8 +234,8 @@ const (
 type Notification struct {
 	Kind          NotifyKind
 	OutTradeNo    string
-	State         State // for payment notifications
-	Paid          Fen
+	State         State   // for payment notifications
+	Amount        Amounts // set when State.WasPaid()
 	TransactionID string
 	OutRefundNo   string      // for refund notifications
 	RefundState   RefundState // for refund notifications
@@ -214,6 +256,22 @@ type RejectedError struct {
 
 func (e *RejectedError) Error() string {
 	return fmt.Sprintf("%s %s rejected: %s: %s", e.Provider, e.Op, e.Code, e.Message)
+}
+
+// CodeInvalidRefundAmount is the code of the *RejectedError an adapter
+// returns, without calling the provider, for a refund amount it cannot send
+// (≤ 0, or above the order total): no retry can make such a request valid.
+const CodeInvalidRefundAmount = "KIOSKPAY_INVALID_REFUND_AMOUNT"
+
+// CheckAmount refuses, as a definite *RejectedError with
+// CodeInvalidRefundAmount, a refund that cannot be sent: a refund of ≤ 0
+// fen, or of more than the order total at the provider.
+func (r RefundRequest) CheckAmount(p ProviderName) error {
+	if r.Refund >= 1 && r.Total >= 1 && r.Refund <= r.Total {
+		return nil
+	}
+	return &RejectedError{Provider: p, Op: "refund", Code: CodeInvalidRefundAmount,
+		Message: fmt.Sprintf("refund %s of %d fen for an order total of %d fen: want 1..total", r.OutRefundNo, int64(r.Refund), int64(r.Total))}
 }
 
 // ErrRateLimited marks an unknown outcome caused by the provider's rate limit

@@ -213,15 +213,36 @@ func (c *Client) Create(ctx context.Context, o payment.Order) (payment.Created, 
 	return payment.Created{CodeURL: rsp.QRCode}, nil
 }
 
-// paidAmount is what the merchant received for a paid trade: receipt_amount
-// (实收金额), which is below total_amount when a merchant-funded discount
-// applied; total_amount only when receipt_amount is absent.
-func paidAmount(receipt, total string) (payment.Fen, error) {
-	s := receipt
-	if s == "" {
-		s = total
+// amounts reads the money of a paid trade. total_amount is the order
+// total Alipay holds and the only figure the money rule uses; without it a
+// paid answer cannot be verified. buyer_pay_amount and receipt_amount are
+// lower under discounts and are very often "0.00" in real query answers
+// for paid trades: "0.00" and absent both mean "not reported" here.
+// discount_amount (platform) and mdiscount_amount (merchant) are returned
+// when asked for; without them the discount is what the buyer amount, or
+// failing that the receipt amount, falls short of the total.
+func amounts(total, buyer, receipt, platformDiscount, merchantDiscount string) (payment.Amounts, error) {
+	t, err := payment.ParseYuan(total)
+	if err != nil || t <= 0 {
+		return payment.Amounts{}, fmt.Errorf("total_amount %q: not a positive amount", total)
 	}
-	return payment.ParseYuan(s)
+	a := payment.Amounts{Total: t}
+	opt := func(s string) payment.Fen {
+		if f, err := payment.ParseYuan(s); err == nil && f > 0 && f <= t {
+			return f
+		}
+		return 0
+	}
+	a.PayerTotal, a.Receipt = opt(buyer), opt(receipt)
+	switch d := opt(platformDiscount) + opt(merchantDiscount); {
+	case a.PayerTotal > 0:
+		a.Discount = t - a.PayerTotal
+	case d > 0:
+		a.Discount = min(d, t)
+	case a.Receipt > 0:
+		a.Discount = t - a.Receipt
+	}
+	return a, nil
 }
 
 // Query reports the trade's state. A precreated order nobody scanned yet has
@@ -243,11 +264,11 @@ func (c *Client) Query(ctx context.Context, outTradeNo string) (payment.Status, 
 	}
 	st := payment.Status{Scanned: true, TransactionID: rsp.TradeNo}
 	paid := func() error {
-		amt, err := paidAmount(rsp.ReceiptAmount, rsp.TotalAmount)
+		amt, err := amounts(rsp.TotalAmount, rsp.BuyerPayAmount, rsp.ReceiptAmount, rsp.DiscountAmount, rsp.MdiscountAmount)
 		if err != nil {
-			return fmt.Errorf("alipay query %s: paid amount: %w", outTradeNo, err)
+			return fmt.Errorf("alipay query %s: %w", outTradeNo, err)
 		}
-		st.Paid = amt
+		st.Amount = amt
 		if rsp.SendPayDate != "" {
 			if t, err := time.ParseInLocation(timeLayout, rsp.SendPayDate, beijing); err == nil {
 				st.PaidAt = t
@@ -367,8 +388,8 @@ func (c *Client) Refund(ctx context.Context, r payment.RefundRequest) (payment.R
 	if r.OutRefundNo == "" {
 		return payment.RefundStatus{}, fmt.Errorf("alipay refund %s: out_refund_no is required for idempotency", r.OutTradeNo)
 	}
-	if r.Refund <= 0 {
-		return payment.RefundStatus{}, fmt.Errorf("alipay refund %s: amount %d fen: must be positive", r.OutTradeNo, r.Refund)
+	if err := r.CheckAmount(payment.Alipay); err != nil {
+		return payment.RefundStatus{}, err
 	}
 	rsp, err := c.sdk.TradeRefund(ctx, sdk.TradeRefund{
 		OutTradeNo:   r.OutTradeNo,
@@ -409,15 +430,19 @@ func (c *Client) QueryRefund(ctx context.Context, outTradeNo, outRefundNo string
 	if rsp.OutRequestNo != "" && rsp.OutRequestNo != outRefundNo {
 		return payment.RefundStatus{}, fmt.Errorf("alipay query_refund %s: answer is for out_request_no %q", outTradeNo, rsp.OutRequestNo)
 	}
-	switch rsp.RefundStatus {
-	case "REFUND_SUCCESS":
+	// For refunds made with alipay.trade.refund the answer carries the
+	// refund (out_request_no, refund_amount) once it succeeded, with
+	// refund_status REFUND_SUCCESS or, in older answers, none at all; no
+	// refund data means it was not received or failed, and repeating it
+	// with the same out_request_no is safe.
+	switch {
+	case rsp.RefundStatus == "REFUND_SUCCESS" || rsp.RefundStatus == "" && rsp.RefundAmount != "":
 		amt, err := payment.ParseYuan(rsp.RefundAmount)
 		if err != nil {
 			return payment.RefundStatus{}, fmt.Errorf("alipay query_refund %s: refund_amount: %w", outTradeNo, err)
 		}
 		return payment.RefundStatus{State: payment.RefundSuccess, Amount: amt}, nil
-	case "":
-		// "Not received or failed" (the API doc): safe to repeat the refund.
+	case rsp.RefundStatus == "":
 		return payment.RefundStatus{State: payment.RefundNotFound}, nil
 	}
 	return payment.RefundStatus{State: payment.RefundProcessing}, nil
@@ -461,11 +486,11 @@ func (c *Client) ParseNotify(ctx context.Context, _ http.Header, body []byte) (p
 	}
 	out := payment.Notification{OutTradeNo: n.OutTradeNo, TransactionID: n.TradeNo, ID: n.NotifyId}
 	paid := func() error {
-		amt, err := paidAmount(n.ReceiptAmount, n.TotalAmount)
+		amt, err := amounts(n.TotalAmount, n.BuyerPayAmount, n.ReceiptAmount, "", "")
 		if err != nil {
-			return fmt.Errorf("alipay notify %s: paid amount: %w", n.OutTradeNo, err)
+			return fmt.Errorf("alipay notify %s: %w", n.OutTradeNo, err)
 		}
-		out.Paid = amt
+		out.Amount = amt
 		return nil
 	}
 	switch n.TradeStatus {
@@ -486,7 +511,7 @@ func (c *Client) ParseNotify(ctx context.Context, _ http.Header, body []byte) (p
 			return payment.Notification{}, err
 		}
 	}
-	if n.RefundFee != "" || n.OutBizNo != "" {
+	if isRefundNotice(n) {
 		// A refund is reported as the trade's new status plus refund_fee
 		// and out_biz_no (the refund's out_request_no).
 		out.Kind = payment.NotifyRefund
@@ -497,4 +522,16 @@ func (c *Client) ParseNotify(ctx context.Context, _ http.Header, body []byte) (p
 		}
 	}
 	return out, nil
+}
+
+// isRefundNotice tells a refund notification from a payment one. Payment
+// notifications can carry refund_fee=0.00 too, TRADE_FINISHED ones among
+// them (the refund window ended): only a refund_fee above zero or a
+// gmt_refund on a refundable or closed trade reports a refund.
+func isRefundNotice(n *sdk.Notification) bool {
+	if n.TradeStatus != sdk.TradeStatusSuccess && n.TradeStatus != sdk.TradeStatusClosed {
+		return false
+	}
+	fee, err := payment.ParseYuan(n.RefundFee)
+	return err == nil && fee > 0 || n.GmtRefund != ""
 }

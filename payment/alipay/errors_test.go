@@ -392,12 +392,12 @@ func TestQueryOutcomes(t *testing.T) {
 		unknown bool
 	}{
 		{"finished", q(`,"trade_no":"N1","trade_status":"TRADE_FINISHED","total_amount":"2.00","receipt_amount":"2.00","send_pay_date":"2026-03-04 05:06:07"`),
-			payment.Status{State: payment.StatePaid, Scanned: true, Paid: 200, TransactionID: "N1", PaidAt: time.Date(2026, 3, 4, 5, 6, 7, 0, beijing)}, false},
+			payment.Status{State: payment.StatePaid, Scanned: true, Amount: payment.Amounts{Total: 200, PayerTotal: 0, Receipt: 200}, TransactionID: "N1", PaidAt: time.Date(2026, 3, 4, 5, 6, 7, 0, beijing)}, false},
 		{"merchant discount: receipt below total", q(`,"trade_no":"N1","trade_status":"TRADE_SUCCESS","total_amount":"2.00","receipt_amount":"1.50","buyer_pay_amount":"1.50"`),
-			payment.Status{State: payment.StatePaid, Scanned: true, Paid: 150, TransactionID: "N1"}, false},
+			payment.Status{State: payment.StatePaid, Scanned: true, Amount: payment.Amounts{Total: 200, PayerTotal: 150, Receipt: 150, Discount: 50}, TransactionID: "N1"}, false},
 		{"no receipt_amount: total", q(`,"trade_no":"N1","trade_status":"TRADE_SUCCESS","total_amount":"2.00"`),
-			payment.Status{State: payment.StatePaid, Scanned: true, Paid: 200, TransactionID: "N1"}, false},
-		{"paid with unparsable amount", q(`,"trade_no":"N1","trade_status":"TRADE_SUCCESS","total_amount":"2.00","receipt_amount":"2.005"`), payment.Status{}, true},
+			payment.Status{State: payment.StatePaid, Scanned: true, Amount: payment.Amounts{Total: 200}, TransactionID: "N1"}, false},
+		{"paid with unparsable total", q(`,"trade_no":"N1","trade_status":"TRADE_SUCCESS","total_amount":"2.005","receipt_amount":"2.00"`), payment.Status{}, true},
 		{"paid without any amount", q(`,"trade_no":"N1","trade_status":"TRADE_SUCCESS"`), payment.Status{}, true},
 		{"unknown status", q(`,"trade_no":"N1","trade_status":"TRADE_PENDING"`), payment.Status{}, true},
 		{"no status", q(``), payment.Status{}, true},
@@ -411,7 +411,7 @@ func TestQueryOutcomes(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || st.State != tc.want.State || st.Paid != tc.want.Paid || st.TransactionID != tc.want.TransactionID || !st.PaidAt.Equal(tc.want.PaidAt) || st.Scanned != tc.want.Scanned {
+			if err != nil || st.State != tc.want.State || st.Amount != tc.want.Amount || st.TransactionID != tc.want.TransactionID || !st.PaidAt.Equal(tc.want.PaidAt) || st.Scanned != tc.want.Scanned {
 				t.Fatalf("Query: %+v %v, want %+v", st, err, tc.want)
 			}
 		})

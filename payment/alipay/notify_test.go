@@ -92,7 +92,7 @@ func TestNotifyPaymentDecodedAndRetriedWithSameID(t *testing.T) {
 	}
 	got := rc.waitFor(t, "three attempts", func(g []payment.Notification) bool { return len(g) >= 3 })
 	n := got[0]
-	if n.Kind != payment.NotifyPayment || n.State != payment.StatePaid || n.Paid != 880 || n.OutTradeNo != o.OutTradeNo || n.TransactionID == "" || n.ID == "" {
+	if n.Kind != payment.NotifyPayment || n.State != payment.StatePaid || n.Amount.Total != 880 || n.OutTradeNo != o.OutTradeNo || n.TransactionID == "" || n.ID == "" {
 		t.Fatalf("decoded %+v", n)
 	}
 	for _, m := range got[1:] {
@@ -236,8 +236,8 @@ func TestNotifyForgedOrTamperedRejected(t *testing.T) {
 	form, _ := url.ParseQuery(string(raw))
 	form.Set("receipt_amount", "0.01")
 	n, err := e.client.ParseNotify(ctx, nil, []byte(resign(form, testKeys.AlipayPlatform)))
-	if err != nil || n.Paid != 1 {
-		t.Fatalf("re-signed by the platform: %+v %v, want Paid=1 (receipt_amount)", n, err)
+	if err != nil || n.Amount.Receipt != 1 {
+		t.Fatalf("re-signed by the platform: %+v %v, want receipt 1 fen", n, err)
 	}
 }
 
@@ -273,7 +273,7 @@ func FuzzParseNotify(f *testing.F) {
 		if n.OutTradeNo == "" || n.Kind == 0 || n.State == payment.StateUnknown {
 			t.Fatalf("accepted an incomplete notification: %+v", n)
 		}
-		if n.State.WasPaid() && n.Paid <= 0 {
+		if n.State.WasPaid() && n.Amount.Total <= 0 {
 			t.Fatalf("paid notification without a positive amount: %+v", n)
 		}
 	})

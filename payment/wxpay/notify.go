@@ -77,7 +77,7 @@ func (c *Client) ParseNotify(ctx context.Context, header http.Header, body []byt
 			Kind:          payment.NotifyPayment,
 			OutTradeNo:    *tx.OutTradeNo,
 			State:         st.State,
-			Paid:          st.Paid,
+			Amount:        st.Amount,
 			TransactionID: st.TransactionID,
 			ID:            n.ID,
 		}, nil
@@ -89,13 +89,17 @@ func (c *Client) ParseNotify(ctx context.Context, header http.Header, body []byt
 		if rr.Mchid != c.cfg.MchID || rr.OutTradeNo == "" || rr.OutRefundNo == "" {
 			return payment.Notification{}, fmt.Errorf("wxpay notify %s: refund for mchid %q out_trade_no %q out_refund_no %q", n.ID, rr.Mchid, rr.OutTradeNo, rr.OutRefundNo)
 		}
+		// REFUND.SUCCESS, REFUND.ABNORMAL and REFUND.CLOSED carry the
+		// matching refund_status; the resource decides.
 		var rs payment.RefundState
 		switch rr.RefundStatus {
 		case "SUCCESS":
 			rs = payment.RefundSuccess
 		case "CLOSED":
 			rs = payment.RefundClosed
-		case "ABNORMAL", "PROCESSING":
+		case "ABNORMAL":
+			rs = payment.RefundAbnormal
+		case "PROCESSING":
 			rs = payment.RefundProcessing
 		default:
 			return payment.Notification{}, fmt.Errorf("wxpay notify %s: refund_status %q", n.ID, rr.RefundStatus)

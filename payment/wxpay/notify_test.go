@@ -83,7 +83,7 @@ func TestParseNotifyValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := payment.Notification{Kind: payment.NotifyPayment, OutTradeNo: "ORDER_1", State: payment.StatePaid, Paid: 1250, TransactionID: "4200000000000000000000000001", ID: n.ID}
+	want := payment.Notification{Kind: payment.NotifyPayment, OutTradeNo: "ORDER_1", State: payment.StatePaid, Amount: payment.Amounts{Total: 1250, PayerTotal: 1250, Receipt: 1250}, TransactionID: "4200000000000000000000000001", ID: n.ID}
 	if n != want || n.ID == "" {
 		t.Fatalf("payment notification = %+v, want %+v", n, want)
 	}
@@ -97,7 +97,7 @@ func TestParseNotifyValid(t *testing.T) {
 		t.Fatalf("lower-case header names: %v", err)
 	}
 
-	for status, want := range map[string]payment.RefundState{"SUCCESS": payment.RefundSuccess, "CLOSED": payment.RefundClosed, "ABNORMAL": payment.RefundProcessing} {
+	for status, want := range map[string]payment.RefundState{"SUCCESS": payment.RefundSuccess, "CLOSED": payment.RefundClosed, "ABNORMAL": payment.RefundAbnormal} {
 		h, body, err := sim.WxNotification("refund", refundPlain(k, status), "")
 		if err != nil {
 			t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -51,7 +52,10 @@ func (c *Client) Create(ctx context.Context, o payment.Order) (payment.Created, 
 
 	var codeURL string
 	if len(o.Other) == 0 {
-		resp, _, err := c.native.Prepay(ctx, req)
+		resp, res, err := c.native.Prepay(ctx, req)
+		if err == nil {
+			err = wantStatus(res, http.StatusOK)
+		}
 		if err != nil {
 			return payment.Created{}, c.apiError("create", o.OutTradeNo, err)
 		}
@@ -67,6 +71,9 @@ func (c *Client) Create(ctx context.Context, o payment.Order) (payment.Created, 
 		// response exactly as NativeApiService.Prepay does.
 		result, err := c.api.Request(ctx, http.MethodPost, consts.WechatPayAPIServer+"/v3/pay/transactions/native",
 			http.Header{}, nil, body, consts.ApplicationJSON)
+		if err == nil {
+			err = wantStatus(result, http.StatusOK)
+		}
 		if err != nil {
 			return payment.Created{}, c.apiError("create", o.OutTradeNo, err)
 		}
@@ -116,10 +123,13 @@ func mergeOther(req native.PrepayRequest, other map[string]any) (map[string]any,
 
 // Query reports the order's trade_state.
 func (c *Client) Query(ctx context.Context, outTradeNo string) (payment.Status, error) {
-	tx, _, err := c.native.QueryOrderByOutTradeNo(ctx, native.QueryOrderByOutTradeNoRequest{
+	tx, res, err := c.native.QueryOrderByOutTradeNo(ctx, native.QueryOrderByOutTradeNoRequest{
 		OutTradeNo: core.String(outTradeNo),
 		Mchid:      core.String(c.cfg.MchID),
 	})
+	if err == nil {
+		err = wantStatus(res, http.StatusOK)
+	}
 	if err != nil {
 		if status, code := apiCode(err); status == http.StatusNotFound && (code == "ORDER_NOT_EXIST" || code == "ORDERNOTEXIST") {
 			return payment.Status{State: payment.StateNotCreated}, nil
@@ -137,10 +147,13 @@ func (c *Client) Query(ctx context.Context, outTradeNo string) (payment.Status, 
 // transactionStatus maps a verified Transaction (from a query or a
 // notification) to a payment.Status.
 //
-// Paid is amount.payer_total, what the buyer actually paid, and not
-// amount.total, which is only the order amount echoed back. With a coupon
-// the two differ and the daemon then sees an underpayment and refunds rather
-// than unlock for less than the price; that is the safe side.
+// trade_state values (Native query and notification docs): NOTPAY and
+// USERPAYING are unpaid and still payable. PAYERROR ("支付失败，其他原因")
+// is read as unpaid and still payable too: a failed attempt does not end
+// the order, and reading it as closed would stop polling a code that can
+// still take money; the deadline closes it at the provider like any unpaid
+// order. REVOKED and CLOSED are closed unpaid; SUCCESS is paid; REFUND was
+// paid and is (partly) refunded. Anything else is an unknown outcome.
 func (c *Client) transactionStatus(tx *payments.Transaction, outTradeNo string) (payment.Status, error) {
 	if tx.OutTradeNo == nil || *tx.OutTradeNo != outTradeNo {
 		return payment.Status{}, fmt.Errorf("response is for out_trade_no %q", deref(tx.OutTradeNo))
@@ -151,10 +164,10 @@ func (c *Client) transactionStatus(tx *payments.Transaction, outTradeNo string) 
 	st := payment.Status{Scanned: true, TransactionID: deref(tx.TransactionId)}
 	state := deref(tx.TradeState)
 	switch state {
-	case "NOTPAY", "USERPAYING":
+	case "NOTPAY", "USERPAYING", "PAYERROR":
 		st.State = payment.StateWaiting
 		return st, nil
-	case "CLOSED", "REVOKED", "PAYERROR":
+	case "CLOSED", "REVOKED":
 		st.State = payment.StateClosed
 		return st, nil
 	case "SUCCESS":
@@ -164,14 +177,11 @@ func (c *Client) transactionStatus(tx *payments.Transaction, outTradeNo string) 
 	default:
 		return payment.Status{}, fmt.Errorf("unknown trade_state %q", state)
 	}
-	if tx.Amount == nil || (tx.Amount.PayerTotal == nil && tx.Amount.Total == nil) {
-		return payment.Status{}, fmt.Errorf("trade_state %s without amount", state)
+	amt, err := amounts(tx)
+	if err != nil {
+		return payment.Status{}, fmt.Errorf("trade_state %s: %w", state, err)
 	}
-	if tx.Amount.PayerTotal != nil {
-		st.Paid = payment.Fen(*tx.Amount.PayerTotal)
-	} else {
-		st.Paid = payment.Fen(*tx.Amount.Total)
-	}
+	st.Amount = amt
 	if tx.SuccessTime != nil && *tx.SuccessTime != "" {
 		t, err := time.Parse(time.RFC3339, *tx.SuccessTime)
 		if err != nil {
@@ -182,12 +192,49 @@ func (c *Client) transactionStatus(tx *payments.Transaction, outTradeNo string) 
 	return st, nil
 }
 
+// amounts reads the money of a paid transaction. amount.total is the
+// order total WeChat holds and the only figure the money rule uses; a paid
+// answer without it cannot be verified and is an unknown outcome.
+// payer_total is below it under coupons and instant discounts (立减).
+// What the merchant receives is the total less non-cash coupons (type
+// NOCASH, or DISCOUNT in the older naming), which are not settled through
+// WeChat Pay.
+func amounts(tx *payments.Transaction) (payment.Amounts, error) {
+	if tx.Amount == nil || tx.Amount.Total == nil || *tx.Amount.Total <= 0 {
+		return payment.Amounts{}, errors.New("no positive amount.total")
+	}
+	a := payment.Amounts{Total: payment.Fen(*tx.Amount.Total)}
+	var promoted, nonCash payment.Fen
+	for _, p := range tx.PromotionDetail {
+		if p.Amount == nil || *p.Amount <= 0 {
+			continue
+		}
+		promoted += payment.Fen(*p.Amount)
+		if t := deref(p.Type); t == "NOCASH" || t == "DISCOUNT" {
+			nonCash += payment.Fen(*p.Amount)
+		}
+	}
+	if pt := tx.Amount.PayerTotal; pt != nil && *pt >= 0 && payment.Fen(*pt) <= a.Total {
+		a.PayerTotal = payment.Fen(*pt)
+		a.Discount = a.Total - a.PayerTotal
+	} else {
+		a.Discount = min(promoted, a.Total)
+	}
+	a.Receipt = max(a.Total-nonCash, 0)
+	return a, nil
+}
+
 // Close closes an unpaid order. ORDERPAID means the buyer paid in time.
 func (c *Client) Close(ctx context.Context, outTradeNo string) (payment.Closed, error) {
-	_, err := c.native.CloseOrder(ctx, native.CloseOrderRequest{
+	res, err := c.native.CloseOrder(ctx, native.CloseOrderRequest{
 		OutTradeNo: core.String(outTradeNo),
 		Mchid:      core.String(c.cfg.MchID),
 	})
+	if err == nil {
+		// Only 204 is "closed": the SDK takes every 2xx for success, and
+		// a 202 means accepted but not processed yet, to be repeated.
+		err = wantStatus(res, http.StatusNoContent)
+	}
 	if err != nil {
 		status, code := apiCode(err)
 		if status >= 400 && status < 500 {
@@ -208,8 +255,8 @@ func (c *Client) Close(ctx context.Context, outTradeNo string) (payment.Closed, 
 
 // Refund asks for money back; WeChat refunds once per OutRefundNo.
 func (c *Client) Refund(ctx context.Context, r payment.RefundRequest) (payment.RefundStatus, error) {
-	if r.Refund < 1 || r.Total < 1 || r.Refund > r.Total {
-		return payment.RefundStatus{}, fmt.Errorf("wxpay refund %s: amount %d of total %d: want 1..total", r.OutRefundNo, int64(r.Refund), int64(r.Total))
+	if err := r.CheckAmount(payment.WxPay); err != nil {
+		return payment.RefundStatus{}, err
 	}
 	req := refunddomestic.CreateRequest{
 		OutTradeNo:  core.String(r.OutTradeNo),
@@ -228,7 +275,10 @@ func (c *Client) Refund(ctx context.Context, r payment.RefundRequest) (payment.R
 	} else if c.cfg.NotifyURL != "" {
 		req.NotifyUrl = core.String(c.cfg.NotifyURL)
 	}
-	resp, _, err := c.refunds.Create(ctx, req)
+	resp, res, err := c.refunds.Create(ctx, req)
+	if err == nil {
+		err = wantStatus(res, http.StatusOK)
+	}
 	if err != nil {
 		return payment.RefundStatus{}, c.apiError("refund", r.OutRefundNo, err)
 	}
@@ -242,7 +292,10 @@ func (c *Client) Refund(ctx context.Context, r payment.RefundRequest) (payment.R
 
 // QueryRefund reports a refund's status.
 func (c *Client) QueryRefund(ctx context.Context, outTradeNo, outRefundNo string) (payment.RefundStatus, error) {
-	resp, _, err := c.refunds.QueryByOutRefundNo(ctx, refunddomestic.QueryByOutRefundNoRequest{OutRefundNo: core.String(outRefundNo)})
+	resp, res, err := c.refunds.QueryByOutRefundNo(ctx, refunddomestic.QueryByOutRefundNoRequest{OutRefundNo: core.String(outRefundNo)})
+	if err == nil {
+		err = wantStatus(res, http.StatusOK)
+	}
 	if err != nil {
 		if status, code := apiCode(err); status == http.StatusNotFound && code == "RESOURCE_NOT_EXISTS" {
 			return payment.RefundStatus{State: payment.RefundNotFound}, nil
@@ -274,9 +327,12 @@ func refundStatus(r *refunddomestic.Refund, outTradeNo, outRefundNo string) (pay
 	switch status {
 	case refunddomestic.STATUS_SUCCESS:
 		st.State = payment.RefundSuccess
-	case refunddomestic.STATUS_PROCESSING, refunddomestic.STATUS_ABNORMAL:
-		// ABNORMAL waits for a human at WeChat; it is not final.
+	case refunddomestic.STATUS_PROCESSING:
 		st.State = payment.RefundProcessing
+	case refunddomestic.STATUS_ABNORMAL:
+		// The buyer's card could not take the money; it waits for a
+		// human at the merchant platform and is not final.
+		st.State = payment.RefundAbnormal
 	case refunddomestic.STATUS_CLOSED:
 		st.State = payment.RefundClosed
 	default:

@@ -181,6 +181,28 @@ func (c *Client) apiError(op, id string, err error) error {
 	return fmt.Errorf("wxpay %s %s: %w", op, id, err)
 }
 
+// errAccepted is WeChat's HTTP 202: the request was accepted but not yet
+// processed and must be repeated with the same parameters (APIv3 HTTP
+// status table). The SDK reports every 2xx as success, so the adapter
+// checks the status itself; the outcome is unknown.
+var errAccepted = errors.New("HTTP 202 accepted, not processed yet: repeat")
+
+// wantStatus checks that a verified 2xx answer is the status the API
+// answers on success; any other 2xx leaves the outcome unknown.
+func wantStatus(res *core.APIResult, want int) error {
+	if res == nil || res.Response == nil {
+		return errors.New("no response")
+	}
+	switch got := res.Response.StatusCode; {
+	case got == want:
+		return nil
+	case got == http.StatusAccepted:
+		return errAccepted
+	default:
+		return fmt.Errorf("unexpected HTTP %d (want %d)", got, want)
+	}
+}
+
 func apiCode(err error) (status int, code string) {
 	var ae *core.APIError
 	if errors.As(err, &ae) {
