@@ -548,6 +548,9 @@ func summarize(o *store.Order) OrderSummary {
 	if s.Provider == "" {
 		s.Provider = o.Provider
 	}
+	if l := o.Leg(o.Winner); l != nil {
+		s.PayerTotal, s.Discount = l.PayerTotal, l.Discount
+	}
 	return s
 }
 
@@ -588,13 +591,9 @@ func (e *Engine) handleRefund(m store.InboxEntry) {
 		if o.Winner == "" {
 			return &Error{Name: ErrInvalidArgument, Field: "out_trade_no", Msg: fmt.Sprintf("order %s is not paid (%s)", o.OutTradeNo, o.State)}
 		}
-		committed := payment.Fen(0)
-		for _, r := range o.Refunds {
-			if r.Main && r.State != store.RefundClosed {
-				committed += r.Amount
-			}
-		}
-		remaining := o.PaidFee - committed
+		// The provider holds the order total at it, less what was
+		// refunded or is being refunded; a refund never asks for more.
+		remaining := refundable(o, o.Winner)
 		if remaining <= 0 {
 			return Errorf(ErrOrderFinished, "order %s is already refunded in full", o.OutTradeNo)
 		}
@@ -603,7 +602,8 @@ func (e *Engine) handleRefund(m store.InboxEntry) {
 			amount = remaining
 		}
 		if amount > remaining {
-			return &Error{Name: ErrFeeOutOfRange, Field: "refund_fee", Msg: fmt.Sprintf("refund_fee must be at most %d fen (paid %d, refunded or refunding %d)", remaining, o.PaidFee, committed)}
+			total := providerTotal(o, o.Winner)
+			return &Error{Name: ErrFeeOutOfRange, Field: "refund_fee", Msg: fmt.Sprintf("refund_fee must be at most %d fen (order total %d at the provider, refunded or refunding %d)", remaining, total, total-remaining)}
 		}
 		reason := req.RefundDesc
 		if reason == "" {
@@ -652,7 +652,7 @@ func (e *Engine) handleAck(m store.InboxEntry) {
 			if req.Reason != "" {
 				reason += ": " + req.Reason
 			}
-			w.addRefund(o.Winner, o.PaidFee, reason, true, "", "")
+			w.addRefund(o.Winner, 0, reason, true, "", "")
 			if err := w.to(store.Refunding, reason); err != nil {
 				return err
 			}
@@ -760,7 +760,7 @@ func (e *Engine) handleOrders(m store.InboxEntry) {
 	more := false
 	err = e.db.View(func(tx *store.Tx) error {
 		return tx.Orders(req.After, func(o store.Order) bool {
-			if req.State != "" && string(o.State) != req.State {
+			if req.State != "" && string(o.State) != req.State || req.Flag != "" && !o.HasFlag(req.Flag) {
 				return true
 			}
 			if len(rep.Orders) == req.Limit {
@@ -844,14 +844,14 @@ func legMismatch(o *store.Order, l store.Leg, st payment.Status) string {
 	localPaid := l.State == store.LegPaid || l.State == store.LegRefunded
 	switch {
 	case st.State == payment.StatePaid && !localPaid:
-		return fmt.Sprintf("provider says paid %d fen; device has the order %s", st.Paid, l.State)
-	case st.State.WasPaid() && localPaid && st.Paid != 0 && st.Paid != l.Paid:
-		return fmt.Sprintf("paid amount differs: provider %d, device %d", st.Paid, l.Paid)
+		return fmt.Sprintf("provider says paid (order total %d fen); device has the order %s", st.Amount.Total, l.State)
+	case st.State.WasPaid() && localPaid && l.Total != 0 && st.Amount.Total != l.Total:
+		return fmt.Sprintf("order total differs: provider %d, device %d", st.Amount.Total, l.Total)
 	case !st.State.WasPaid() && localPaid && l.State == store.LegPaid:
 		return fmt.Sprintf("device recorded a payment; provider says %s", st.State)
 	case st.State == payment.StatePaid && localPaid:
 		for _, r := range o.Refunds {
-			if r.Provider == l.Provider && r.State == store.RefundSuccess && r.Amount >= l.Paid {
+			if r.Provider == l.Provider && r.State == store.RefundSuccess && r.Amount >= providerTotal(o, l.Provider) {
 				return "device refunded in full; provider still reports the trade paid"
 			}
 		}

@@ -68,6 +68,9 @@ type Config struct {
 	// Retention is how often finished orders are pruned: every PruneEvery
 	// (default 1 h) the engine calls store.Prune.
 	PruneEvery time.Duration
+	// Retry bounds refunds and closes whose outcome stays unknown; zero
+	// fields take DefaultRetry's.
+	Retry Retry
 }
 
 // Observer is told when an order visible on the display changes.
@@ -173,6 +176,12 @@ func New(db *store.DB, cfg Config) (*Engine, error) {
 	}
 	if cfg.PruneEvery <= 0 {
 		cfg.PruneEvery = time.Hour
+	}
+	if cfg.Retry.StuckAfter <= 0 {
+		cfg.Retry.StuckAfter = DefaultRetry.StuckAfter
+	}
+	if cfg.Retry.Slow <= 0 {
+		cfg.Retry.Slow = DefaultRetry.Slow
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

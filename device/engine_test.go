@@ -639,7 +639,7 @@ func TestWxOrderNotExistDoesNotCloseOpenLeg(t *testing.T) {
 	// The provider answers properly again: the order was paid after all.
 	wx.mu.Lock()
 	wx.orders["order_nx01"] = saved
-	wx.payLocked(saved, "order_nx01", saved.total)
+	wx.payLocked(saved, "order_nx01", payment.Amounts{Total: saved.total})
 	wx.mu.Unlock()
 	for i := 0; i < 20 && len(h.results("order_nx01")) == 0; i++ {
 		h.advance(time.Minute)

@@ -34,6 +34,9 @@ type fakeProvider struct {
 	refundOnClose bool
 	// refundsProcess leaves refunds processing until completeRefunds.
 	refundsProcess bool
+	// refundsEnd, when set, is the state a refund reaches instead of
+	// success (RefundAbnormal, RefundClosed).
+	refundsEnd payment.RefundState
 	// createGate, when set, holds Create until it is closed or the
 	// caller's context ends (a crash mid-create).
 	createGate chan struct{}
@@ -43,7 +46,7 @@ type fakeOrder struct {
 	total   payment.Fen
 	subject string
 	state   payment.State
-	paid    payment.Fen
+	amount  payment.Amounts // set when paid
 	scanned bool
 	txid    string
 	closed  bool
@@ -123,7 +126,11 @@ func (f *fakeProvider) Create(ctx context.Context, o payment.Order) (payment.Cre
 }
 
 func (f *fakeProvider) status(o *fakeOrder) payment.Status {
-	return payment.Status{State: o.state, Scanned: o.scanned || f.name == payment.WxPay, Paid: o.paid, TransactionID: o.txid}
+	st := payment.Status{State: o.state, Scanned: o.scanned || f.name == payment.WxPay, TransactionID: o.txid}
+	if o.state.WasPaid() {
+		st.Amount = o.amount
+	}
+	return st
 }
 
 func (f *fakeProvider) Query(ctx context.Context, otn string) (payment.Status, error) {
@@ -150,7 +157,7 @@ func (f *fakeProvider) Close(ctx context.Context, otn string) (payment.Closed, e
 		return payment.Closed{}, &payment.RejectedError{Provider: f.name, Op: "close", Code: "ORDER_NOT_EXIST"}
 	}
 	if f.payOnClose[otn] && o.state != payment.StatePaid {
-		f.payLocked(o, otn, o.total)
+		f.payLocked(o, otn, payment.Amounts{Total: o.total})
 	}
 	if o.state == payment.StatePaid {
 		if f.refundOnClose {
@@ -171,6 +178,9 @@ func (f *fakeProvider) Refund(ctx context.Context, r payment.RefundRequest) (pay
 	if err := f.take("refund"); err != nil {
 		return payment.RefundStatus{}, err
 	}
+	if err := r.CheckAmount(f.name); err != nil {
+		return payment.RefundStatus{}, err
+	}
 	if ex, ok := f.refunds[r.OutRefundNo]; ok {
 		return payment.RefundStatus{State: ex.state, RefundID: "rf-" + r.OutRefundNo, Amount: ex.amount}, nil
 	}
@@ -178,9 +188,24 @@ func (f *fakeProvider) Refund(ctx context.Context, r payment.RefundRequest) (pay
 	if !ok || !o.state.WasPaid() {
 		return payment.RefundStatus{}, &payment.RejectedError{Provider: f.name, Op: "refund", Code: "TRADE_NOT_PAID"}
 	}
+	// Like WeChat, the total must be the provider's, and no refund may
+	// take more than is left.
+	left := o.amount.Total
+	for _, x := range f.refunds {
+		if x.otn == r.OutTradeNo && x.state != payment.RefundClosed {
+			left -= x.amount
+		}
+	}
+	if r.Total != o.amount.Total || r.Refund > left {
+		return payment.RefundStatus{}, &payment.RejectedError{Provider: f.name, Op: "refund", Code: "INVALID_REQUEST",
+			Message: fmt.Sprintf("refund %d of total %d, %d left (order total %d)", r.Refund, r.Total, left, o.amount.Total)}
+	}
 	st := payment.RefundSuccess
-	if f.refundsProcess {
+	switch {
+	case f.refundsProcess:
 		st = payment.RefundProcessing
+	case f.refundsEnd != 0:
+		st = f.refundsEnd
 	}
 	f.refunds[r.OutRefundNo] = &fakeRefund{otn: r.OutTradeNo, amount: r.Refund, state: st}
 	o.state = payment.StateRefunded
@@ -234,26 +259,34 @@ func (f *fakeProvider) notifyPayload(otn string, forged bool) []byte {
 	return env
 }
 
-func (f *fakeProvider) payLocked(o *fakeOrder, otn string, amount payment.Fen) {
+func (f *fakeProvider) payLocked(o *fakeOrder, otn string, amount payment.Amounts) {
 	o.state = payment.StatePaid
-	o.paid = amount
+	o.amount = amount
 	o.scanned = true
 	o.txid = "tx-" + string(f.name) + "-" + otn
 }
 
-// pay makes the buyer pay amount (0 = the order total).
-func (f *fakeProvider) pay(otn string, amount payment.Fen) error {
+// pay makes the buyer pay an order whose total at the provider is total
+// (0 = the order's own total; another value is a provider-side order with
+// another total, such as an out_trade_no collision).
+func (f *fakeProvider) pay(otn string, total payment.Fen) error {
+	return f.payAmounts(otn, payment.Amounts{Total: total})
+}
+
+// payAmounts pays with the amounts the provider will report (a zero Total
+// is the order's own total).
+func (f *fakeProvider) payAmounts(otn string, a payment.Amounts) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	o, ok := f.orders[otn]
 	if !ok {
 		return fmt.Errorf("fake: no order %s", otn)
 	}
-	if amount == 0 {
-		amount = o.total
+	if a.Total == 0 {
+		a.Total = o.total
 	}
 	// The fake, like lax providers, lets a closed order be paid late.
-	f.payLocked(o, otn, amount)
+	f.payLocked(o, otn, a)
 	return nil
 }
 

@@ -32,7 +32,7 @@ var transitions = map[store.State][]store.State{
 }
 
 // Flags recorded on orders (and named in events) for conditions a human
-// may need to look at.
+// may need to look at. kioskctl orders -flag filters on them.
 const (
 	FlagAmountMismatch     = "amount_mismatch"
 	FlagLatePayment        = "late_payment"
@@ -40,9 +40,16 @@ const (
 	FlagNoAck              = "no_ack"
 	FlagLateAck            = "late_ack"
 	FlagRefundClosed       = "refund_closed"
+	FlagRefundAbnormal     = "refund_abnormal"
+	FlagRefundStuck        = "refund_stuck"
+	FlagCloseStuck         = "close_stuck"
 	FlagRefundedOnClose    = "refunded_on_close"
 	FlagRefundedAtProvider = "refunded_at_provider"
 )
+
+// Flags lists every flag, for validating filters.
+var Flags = []string{FlagAmountMismatch, FlagLatePayment, FlagDuplicatePayment, FlagNoAck, FlagLateAck,
+	FlagRefundClosed, FlagRefundAbnormal, FlagRefundStuck, FlagCloseStuck, FlagRefundedOnClose, FlagRefundedAtProvider}
 
 // Close reasons.
 const (
@@ -191,10 +198,22 @@ func (w *writer) to(next store.State, reason string) error {
 	return nil
 }
 
-// note publishes an event for something that is not a state change
-// (from = to).
+// note publishes an event for something routine that is not a state
+// change (from = to), such as a refund that went through.
 func (w *writer) note(reason string) error {
-	w.e.log.Warn("order event", "order", w.o.OutTradeNo, "state", w.o.State, "reason", reason)
+	w.e.log.Info("order event", "order", w.o.OutTradeNo, "state", w.o.State, "reason", reason)
+	return w.event(string(w.o.State), string(w.o.State), reason)
+}
+
+// alert flags the order with a condition that needs attention and
+// publishes it as an event (from = to) whose reason starts with the flag.
+func (w *writer) alert(flag, detail string) error {
+	w.o.Flag(flag)
+	reason := flag
+	if detail != "" {
+		reason += ": " + detail
+	}
+	w.e.log.Warn("order needs attention", "order", w.o.OutTradeNo, "state", w.o.State, "reason", reason)
 	return w.event(string(w.o.State), string(w.o.State), reason)
 }
 
@@ -241,8 +260,14 @@ func (w *writer) result(status ResultStatus, reason string) error {
 		Seq:           seq,
 		TS:            w.now.Unix(),
 	}
-	if status == ResultRefunded {
+	switch status {
+	case ResultRefunded:
 		r.RefundFee = o.RefundedFee
+	case ResultPaid:
+		if l := o.Leg(o.Winner); l != nil {
+			payer, discount := l.PayerTotal, l.Discount
+			r.PayerTotal, r.Discount = &payer, &discount
+		}
 	}
 	if len(r.Custom) == 0 {
 		r.Custom = json.RawMessage("{}")
@@ -307,8 +332,45 @@ func viewOf(o *store.Order) View {
 	return v
 }
 
+// providerTotal is the order total the provider holds for o's leg at p:
+// what its refunds are measured against. Records from before the money
+// rule may not have it; the order total stands in (the most the old engine
+// could have delivered).
+func providerTotal(o *store.Order, p payment.ProviderName) payment.Fen {
+	if l := o.Leg(p); l != nil && l.Total > 0 {
+		return l.Total
+	}
+	if l := o.Leg(p); l != nil {
+		return max(o.TotalFee, l.PayerTotal)
+	}
+	return o.TotalFee
+}
+
+// refundable is what the provider still holds for o's leg at p: its order
+// total less every refund of that leg that is not closed.
+func refundable(o *store.Order, p payment.ProviderName) payment.Fen {
+	left := providerTotal(o, p)
+	for _, r := range o.Refunds {
+		if r.Provider == p && r.Committed() {
+			left -= r.Amount
+		}
+	}
+	return max(left, 0)
+}
+
+// addRefund records a refund of amount (0: everything the provider still
+// holds for the leg) before any provider call. It never asks for more than
+// is refundable, and records nothing when nothing is: it returns nil then.
 func (w *writer) addRefund(p payment.ProviderName, amount payment.Fen, reason string, main bool, requestID, outRefundNo string) *store.Refund {
 	o := w.o
+	left := refundable(o, p)
+	if amount <= 0 || amount > left {
+		amount = left
+	}
+	if amount <= 0 {
+		w.e.log.Warn("nothing left to refund", "order", o.OutTradeNo, "provider", p, "reason", reason)
+		return nil
+	}
 	if outRefundNo == "" {
 		// Deterministic and persisted before the provider is called: a
 		// retry after a crash reuses it, and the provider deduplicates.
@@ -346,9 +408,8 @@ func (w *writer) observe(p payment.ProviderName, st payment.Status, source strin
 		}
 		// Paid and refunded without us: no money is held for this leg.
 		leg.State = store.LegRefunded
-		leg.Paid = st.Paid
-		o.Flag(FlagRefundedAtProvider)
-		if err := w.note(FlagRefundedAtProvider); err != nil {
+		leg.SetAmounts(st.Amount)
+		if err := w.alert(FlagRefundedAtProvider, ""); err != nil {
 			return err
 		}
 		return w.closeIfNoOpenLegs()
@@ -382,13 +443,15 @@ func (w *writer) closeIfNoOpenLegs() error {
 	return w.to(store.Closing, "closed_at_provider")
 }
 
-// paid handles a confirmed payment of leg: the first payment of the exact
-// amount in time unlocks; a wrong amount, a late payment or a second
-// payment is refunded and never delivered.
+// paid handles a confirmed payment of leg: the first payment in time whose
+// order total at the provider equals the order's total unlocks (the money
+// rule, payment.Amounts.Matches); any other total, a late payment or a
+// second payment is refunded and never delivered. What the buyer paid is
+// recorded, never compared.
 func (w *writer) paid(leg *store.Leg, st payment.Status, source string) error {
 	o := w.o
 	leg.State = store.LegPaid
-	leg.Paid = st.Paid
+	leg.SetAmounts(st.Amount)
 	leg.TransactionID = st.TransactionID
 	leg.PaidAt = st.PaidAt
 	if leg.PaidAt.IsZero() {
@@ -396,16 +459,16 @@ func (w *writer) paid(leg *store.Leg, st payment.Status, source string) error {
 	}
 	switch {
 	case o.Winner == "" && (o.State == store.Creating || o.State == store.Pending || o.State == store.Closing):
-		o.Winner, o.PaidFee, o.TransactionID, o.PaidAt = leg.Provider, st.Paid, st.TransactionID, leg.PaidAt
+		o.Winner, o.PaidFee, o.TransactionID, o.PaidAt = leg.Provider, st.Amount.Total, st.TransactionID, leg.PaidAt
 		for i := range o.Legs {
 			if o.Legs[i].Provider != leg.Provider && openLeg(o.Legs[i].State) {
 				o.Legs[i].State = store.LegAbandon
 			}
 		}
-		if st.Paid != o.TotalFee {
+		if !st.Amount.Matches(o.TotalFee) {
 			o.Flag(FlagAmountMismatch)
-			w.addRefund(leg.Provider, st.Paid, FlagAmountMismatch, true, "", "")
-			return w.to(store.Refunding, fmt.Sprintf("%s: paid %d fen, order is %d fen", FlagAmountMismatch, st.Paid, o.TotalFee))
+			w.addRefund(leg.Provider, 0, FlagAmountMismatch, true, "", "")
+			return w.to(store.Refunding, fmt.Sprintf("%s: order total at %s is %d fen, order is %d fen", FlagAmountMismatch, leg.Provider, st.Amount.Total, o.TotalFee))
 		}
 		o.AckDeadline = w.now.Add(w.e.cfg.AckTimeout)
 		reason := "paid"
@@ -418,15 +481,14 @@ func (w *writer) paid(leg *store.Leg, st payment.Status, source string) error {
 		return w.to(store.Paid, reason)
 	case o.Winner == "":
 		// The order already ended unpaid: the money must go back.
-		o.Winner, o.PaidFee, o.TransactionID, o.PaidAt = leg.Provider, st.Paid, st.TransactionID, leg.PaidAt
+		o.Winner, o.PaidFee, o.TransactionID, o.PaidAt = leg.Provider, st.Amount.Total, st.TransactionID, leg.PaidAt
 		o.Flag(FlagLatePayment)
-		w.addRefund(leg.Provider, st.Paid, FlagLatePayment, true, "", "")
+		w.addRefund(leg.Provider, 0, FlagLatePayment, true, "", "")
 		return w.to(store.Refunding, FlagLatePayment)
 	default:
 		// "any" mode: the other code was paid too.
-		o.Flag(FlagDuplicatePayment)
-		w.addRefund(leg.Provider, st.Paid, FlagDuplicatePayment, false, "", "")
-		return w.note(FlagDuplicatePayment + ": " + string(leg.Provider))
+		w.addRefund(leg.Provider, 0, FlagDuplicatePayment, false, "", "")
+		return w.alert(FlagDuplicatePayment, string(leg.Provider))
 	}
 }
 
@@ -543,7 +605,8 @@ func (e *Engine) step(ctx context.Context, o store.Order) time.Time {
 			t.retryAt = time.Time{}
 			return now
 		}
-		t.retryAt = now.Add(t.retryDelay(e.cfg.PollInterval))
+		e.reportCloseStuck(o, t)
+		t.retryAt = now.Add(t.closeDelay(e.cfg.PollInterval, e.cfg.Retry))
 		return t.retryAt
 	case store.Paid:
 		if t.ackDeadline.IsZero() {
@@ -575,7 +638,8 @@ func (e *Engine) step(ctx context.Context, o store.Order) time.Time {
 		}
 		bg := time.Time{}
 		if hasAbandoned(&o) && !e.closeLegs(ctx, o, t, true) {
-			bg = now.Add(t.retryDelay(e.cfg.PollInterval))
+			e.reportCloseStuck(o, t)
+			bg = now.Add(t.closeDelay(e.cfg.PollInterval, e.cfg.Retry))
 		}
 		if o2, err := e.load(o.OutTradeNo); err == nil {
 			bg = earliest(bg, e.refunds(ctx, o2, t))
@@ -694,6 +758,24 @@ func (e *Engine) closeLegs(ctx context.Context, o store.Order, t *orderTimer, on
 }
 
 var errRetry = errors.New("close not confirmed yet")
+
+// reportCloseStuck flags an order whose close has stayed unconfirmed for
+// Retry.StuckAfter attempts in a row, with one event; the count lives in
+// memory, so a restart counts afresh but does not report an order flagged
+// already.
+func (e *Engine) reportCloseStuck(o store.Order, t *orderTimer) {
+	if !t.stuck(e.cfg.Retry) || t.closeReported || o.HasFlag(FlagCloseStuck) {
+		return
+	}
+	t.closeReported = true
+	_, err := e.change(o.OutTradeNo, func(w *writer) error {
+		return w.alert(FlagCloseStuck, fmt.Sprintf("closing at the provider still unconfirmed after %d attempts, retrying every %s: %s",
+			t.failures, e.cfg.Retry.Slow, t.lastErr))
+	})
+	if err != nil {
+		e.log.Error("report stuck close", "order", o.OutTradeNo, "err", err)
+	}
+}
 
 // existsOnceCreated reports whether the provider's "no such order" for a
 // leg in state ls contradicts what we know. A WeChat order exists from the
@@ -824,17 +906,21 @@ func (w *writer) ackTimeout() error {
 	if w.e.cfg.OnNoAck == OnNoAckHold {
 		return w.to(store.Held, "ack_timeout_hold")
 	}
-	w.addRefund(o.Winner, o.PaidFee, "ack_timeout", true, "", "")
+	w.addRefund(o.Winner, 0, "ack_timeout", true, "", "")
 	return w.to(store.Refunding, "ack_timeout")
 }
 
-// refunds advances every unsettled refund once and returns when to look
-// again (zero when all are settled).
+// refunds advances every unsettled refund that is due and returns when to
+// look again (zero when all are settled).
 func (e *Engine) refunds(ctx context.Context, o store.Order, t *orderTimer) time.Time {
 	var next time.Time
 	now := e.now()
 	for _, r := range o.Refunds {
 		if r.Settled() {
+			continue
+		}
+		if due := t.refundAt[r.OutRefundNo]; !due.IsZero() && now.Before(due) {
+			next = earliest(next, due)
 			continue
 		}
 		if err := e.refundOnce(ctx, o, r); err != nil {
@@ -845,10 +931,26 @@ func (e *Engine) refunds(ctx context.Context, o store.Order, t *orderTimer) time
 			continue
 		}
 		if r2 := cur.Refund(r.OutRefundNo); r2 != nil && !r2.Settled() {
-			next = earliest(next, now.Add(min(backoff(e.cfg.PollInterval, r2.Attempts, false), maxRefundPoll)))
+			at := now.Add(e.refundDelay(*r2))
+			t.dueRefund(r.OutRefundNo, at)
+			next = earliest(next, at)
 		}
 	}
 	return next
+}
+
+// refundDelay is the wait before a refund's next provider call: backoff
+// while answers stay unknown, the slow rate once stuck or while a human
+// must act on an ABNORMAL refund, and a growing interval while the
+// provider reports it processing.
+func (e *Engine) refundDelay(r store.Refund) time.Duration {
+	switch {
+	case r.Stuck || r.State == store.RefundAbnormal:
+		return e.cfg.Retry.Slow
+	case r.Unknown > 0:
+		return backoff(e.cfg.PollInterval, r.Unknown, false)
+	}
+	return min(backoff(e.cfg.PollInterval, r.Attempts, false), maxRefundPoll)
 }
 
 // maxRefundRejections is how often a provider may refuse a refund before it
@@ -865,12 +967,8 @@ func (e *Engine) refundOnce(ctx context.Context, o store.Order, r store.Refund) 
 	var rs payment.RefundStatus
 	switch r.State {
 	case store.RefundPending:
-		total := o.TotalFee
-		if l := o.Leg(r.Provider); l != nil && l.Paid > total {
-			total = l.Paid
-		}
 		rs, err = prov.Refund(cctx, payment.RefundRequest{
-			OutTradeNo: o.OutTradeNo, OutRefundNo: r.OutRefundNo, Total: total, Refund: r.Amount,
+			OutTradeNo: o.OutTradeNo, OutRefundNo: r.OutRefundNo, Total: providerTotal(&o, r.Provider), Refund: r.Amount,
 			Reason: r.Reason, NotifyURL: e.notifyURL(r.Provider),
 		})
 	default:
@@ -888,13 +986,19 @@ func (e *Engine) refundOnce(ctx context.Context, o store.Order, r store.Refund) 
 		cur.UpdatedAt = w.now
 		if err != nil {
 			w.o.LastError = err.Error()
-			if !payment.IsUnknown(err) && cur.Attempts >= maxRefundRejections {
+			if payment.IsUnknown(err) {
+				return w.refundUnknown(cur, err)
+			}
+			cur.Unknown, cur.Stuck = 0, false
+			// An amount no retry can make valid, or a provider that keeps
+			// refusing: a human must look.
+			if payment.IsRejected(err, payment.CodeInvalidRefundAmount) || cur.Attempts >= maxRefundRejections {
 				cur.State = store.RefundClosed
-				w.o.Flag(FlagRefundClosed)
-				return w.note(FlagRefundClosed + ": " + cur.OutRefundNo + ": " + err.Error())
+				return w.alert(FlagRefundClosed, cur.OutRefundNo+": "+err.Error())
 			}
 			return nil
 		}
+		cur.Unknown, cur.Stuck = 0, false
 		if rs.RefundID != "" {
 			cur.RefundID = rs.RefundID
 		}
@@ -908,8 +1012,13 @@ func (e *Engine) refundOnce(ctx context.Context, o store.Order, r store.Refund) 
 			return w.note("refund_success: " + cur.OutRefundNo)
 		case payment.RefundClosed:
 			cur.State = store.RefundClosed
-			w.o.Flag(FlagRefundClosed)
-			return w.note(FlagRefundClosed + ": " + cur.OutRefundNo)
+			return w.alert(FlagRefundClosed, cur.OutRefundNo)
+		case payment.RefundAbnormal:
+			if cur.State == store.RefundAbnormal {
+				return nil // reported once; a human is on it
+			}
+			cur.State = store.RefundAbnormal
+			return w.alert(FlagRefundAbnormal, cur.OutRefundNo+": the buyer's account did not accept it; handle it at the merchant platform")
 		case payment.RefundProcessing:
 			cur.State = store.RefundProcessing
 		case payment.RefundNotFound:
@@ -922,6 +1031,19 @@ func (e *Engine) refundOnce(ctx context.Context, o store.Order, r store.Refund) 
 		return err
 	}
 	return cerr
+}
+
+// refundUnknown counts a refund call whose outcome stayed unknown. After
+// Retry.StuckAfter of them in a row the order is flagged refund_stuck and
+// an event says so, once; retrying goes on at the slow rate.
+func (w *writer) refundUnknown(r *store.Refund, err error) error {
+	r.Unknown++
+	if r.Stuck || r.Unknown < w.e.cfg.Retry.StuckAfter {
+		return nil
+	}
+	r.Stuck = true
+	return w.alert(FlagRefundStuck, fmt.Sprintf("%s: no definite answer from %s after %d attempts, retrying every %s: %v",
+		r.OutRefundNo, r.Provider, r.Unknown, w.e.cfg.Retry.Slow, err))
 }
 
 // finishRefunding ends the refunding state once every refund of the

@@ -247,6 +247,7 @@ type NotifyRequest struct {
 type OrdersRequest struct {
 	RequestID string
 	State     string // "" = every state
+	Flag      string // "" = any; else only orders flagged so (see Flags)
 	Limit     int    // 1..MaxOrdersLimit
 	After     string // cursor: list orders older than this out_trade_no
 }
@@ -634,6 +635,12 @@ func DecodeOrders(payload []byte) (OrdersRequest, error) {
 	if r.State != "" && !contains(OrderStates, r.State) {
 		return r, fieldErr("state", "must be one of %s", strings.Join(OrderStates, ", "))
 	}
+	if r.Flag, err = o.optString("flag", 32); err != nil {
+		return r, err
+	}
+	if r.Flag != "" && !contains(Flags, r.Flag) {
+		return r, fieldErr("flag", "must be one of %s", strings.Join(Flags, ", "))
+	}
 	n, present, err := o.optInt("limit")
 	if err != nil {
 		return r, err
@@ -746,6 +753,8 @@ type OrderSummary struct {
 	Status        int         `json:"status"`
 	TotalFee      payment.Fen `json:"total_fee"`
 	PaidFee       payment.Fen `json:"paid_fee,omitempty"`
+	PayerTotal    payment.Fen `json:"payer_total,omitempty"`
+	Discount      payment.Fen `json:"discount,omitempty"`
 	RefundedFee   payment.Fen `json:"refunded_fee,omitempty"`
 	PayType       string      `json:"pay_type"`
 	Provider      string      `json:"provider"`
@@ -811,12 +820,17 @@ const (
 // Result is a P/pay/result message, the unlock signal. Seq never repeats on a
 // device; Sig is set when a result key is configured (see sign.go).
 type Result struct {
-	OutTradeNo    string          `json:"out_trade_no"`
-	Status        ResultStatus    `json:"status"`
-	PayType       string          `json:"pay_type"`
-	Provider      string          `json:"provider,omitempty"`
-	TotalFee      payment.Fen     `json:"total_fee"`
-	RefundFee     payment.Fen     `json:"refund_fee,omitempty"`
+	OutTradeNo string       `json:"out_trade_no"`
+	Status     ResultStatus `json:"status"`
+	PayType    string       `json:"pay_type"`
+	Provider   string       `json:"provider,omitempty"`
+	TotalFee   payment.Fen  `json:"total_fee"`
+	RefundFee  payment.Fen  `json:"refund_fee,omitempty"`
+	// PayerTotal and Discount are set on paid results: what the buyer paid
+	// and what coupons or discounts took off (0 when none). They inform;
+	// total_fee is what was verified at the provider.
+	PayerTotal    *payment.Fen    `json:"payer_total,omitempty"`
+	Discount      *payment.Fen    `json:"discount,omitempty"`
 	TransactionID string          `json:"transaction_id"`
 	PaidAt        string          `json:"paid_at"`
 	Type          string          `json:"type"`

@@ -36,6 +36,45 @@ type orderTimer struct {
 	retryAt     time.Time // next attempt after an unknown outcome (close, refund)
 	failures    int       // consecutive unknown outcomes
 	rateLimited bool
+	// refundAt is when each unsettled refund is due for its next call.
+	refundAt map[string]time.Time
+	// closeReported: this run already reported the close as stuck.
+	closeReported bool
+	lastErr       string // the last unknown outcome, for that report
+}
+
+func (t *orderTimer) dueRefund(outRefundNo string, at time.Time) {
+	if t.refundAt == nil {
+		t.refundAt = map[string]time.Time{}
+	}
+	t.refundAt[outRefundNo] = at
+}
+
+// Retry bounds provider work whose outcome stays unknown: a refund, or a
+// close at the deadline. Such work is retried with backoff (the poll
+// interval doubling up to 30 s); after StuckAfter consecutive unknown
+// outcomes the order is flagged refund_stuck or close_stuck, an event says
+// so once, and retrying goes on every Slow, without end: the money or the
+// payable code is still out there.
+type Retry struct {
+	StuckAfter int
+	Slow       time.Duration
+}
+
+// DefaultRetry reports stuck work after 10 unknown outcomes in a row (about
+// 3½ minutes at the default 2 s poll interval) and retries it every 10
+// minutes after that; an ABNORMAL refund is queried at the slow rate too.
+var DefaultRetry = Retry{StuckAfter: 10, Slow: 10 * time.Minute}
+
+// stuck reports whether t's consecutive unknown outcomes reached the bound.
+func (t *orderTimer) stuck(r Retry) bool { return t.failures >= r.StuckAfter }
+
+// closeDelay is the wait before the next close attempt.
+func (t *orderTimer) closeDelay(base time.Duration, r Retry) time.Duration {
+	if t.stuck(r) {
+		return r.Slow
+	}
+	return t.retryDelay(base)
 }
 
 // hotWindow is how long after creation a WeChat order is polled at half the
@@ -102,6 +141,7 @@ func (t *orderTimer) note(err error) {
 	}
 	t.failures++
 	t.rateLimited = errors.Is(err, payment.ErrRateLimited)
+	t.lastErr = err.Error()
 }
 
 // retryDelay is the delay before the next attempt after the recorded

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/json"
+	"slices"
 	"time"
 
 	"github.com/kioskpay/kioskpay/payment"
@@ -81,12 +82,27 @@ type Leg struct {
 	State    LegState             `json:"state"`
 	CodeURL  string               `json:"code_url,omitempty"`
 	Scanned  bool                 `json:"scanned,omitempty"`
-	// Paid is what the buyer paid at this provider (may differ from the
-	// order total: then it is never delivered).
-	Paid          payment.Fen `json:"paid,omitempty"`
+	// The money of a paid leg as the provider reported it (see
+	// payment.Amounts). Total, the order total at the provider, decided
+	// delivery; the others are recorded for people and results.
+	Total         payment.Fen `json:"total,omitempty"`
+	PayerTotal    payment.Fen `json:"payer_total,omitempty"`
+	Receipt       payment.Fen `json:"receipt,omitempty"`
+	Discount      payment.Fen `json:"discount,omitempty"`
 	TransactionID string      `json:"transaction_id,omitempty"`
 	PaidAt        time.Time   `json:"paid_at,omitzero"`
 	Error         string      `json:"error,omitempty"`
+
+	// LegacyPaid is the "paid" amount of records written before the
+	// money rule: what the buyer paid as the adapter then read it (WeChat
+	// payer_total, Alipay receipt_amount, often "0.00"). Order.upgrade
+	// moves it into PayerTotal; it is never written again.
+	LegacyPaid payment.Fen `json:"paid,omitempty"`
+}
+
+// SetAmounts records a provider's amounts on the leg.
+func (l *Leg) SetAmounts(a payment.Amounts) {
+	l.Total, l.PayerTotal, l.Receipt, l.Discount = a.Total, a.Payer(), a.Receipt, a.Discount
 }
 
 // RefundState is a refund's progress as recorded locally.
@@ -97,7 +113,8 @@ const (
 	RefundPending    RefundState = "pending"    // recorded, Refund not yet answered
 	RefundProcessing RefundState = "processing" // accepted by the provider
 	RefundSuccess    RefundState = "success"
-	RefundClosed     RefundState = "closed" // failed for good
+	RefundClosed     RefundState = "closed"   // failed for good
+	RefundAbnormal   RefundState = "abnormal" // the buyer's account refused it; waits for a human at the provider
 )
 
 // Refund is one refund of one leg. OutRefundNo is fixed when the record is
@@ -113,14 +130,23 @@ type Refund struct {
 	RequestID   string               `json:"request_id,omitempty"`
 	// Main is true for refunds of the order's own payment (they drive the
 	// order's refunding state); false for duplicate payments in "any" mode.
-	Main      bool      `json:"main,omitempty"`
-	Attempts  int       `json:"attempts,omitempty"`
+	Main     bool `json:"main,omitempty"`
+	Attempts int  `json:"attempts,omitempty"`
+	// Unknown counts consecutive provider calls whose outcome stayed
+	// unknown; Stuck is set once it reached the engine's bound (the order
+	// is flagged refund_stuck) and cleared by the next definite answer.
+	Unknown   int       `json:"unknown,omitempty"`
+	Stuck     bool      `json:"stuck,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Settled reports whether the refund needs no more provider calls.
 func (r Refund) Settled() bool { return r.State == RefundSuccess || r.State == RefundClosed }
+
+// Committed reports whether the refund holds (or will hold) money back
+// from the provider's refundable amount: every refund not closed.
+func (r Refund) Committed() bool { return r.State != RefundClosed }
 
 // Transition is one recorded state change.
 type Transition struct {
@@ -154,7 +180,9 @@ type Order struct {
 	CloseReason string `json:"close_reason,omitempty"`
 
 	Legs []Leg `json:"legs"`
-	// Winner is the provider whose payment the order delivers ("" until paid).
+	// Winner is the provider whose payment the order delivers ("" until
+	// paid). PaidFee is the order total at that provider: what refunds of
+	// the order are measured against.
 	Winner        payment.ProviderName `json:"winner,omitempty"`
 	PaidFee       payment.Fen          `json:"paid_fee,omitempty"`
 	RefundedFee   payment.Fen          `json:"refunded_fee,omitempty"`
@@ -182,6 +210,60 @@ type Order struct {
 	Attempts int `json:"attempts,omitempty"`
 	// LastError is the last provider error, for operators.
 	LastError string `json:"last_error,omitempty"`
+}
+
+// UnmarshalJSON reads an order record and upgrades one written before the
+// money rule (see upgrade).
+func (o *Order) UnmarshalJSON(b []byte) error {
+	type plain Order
+	if err := json.Unmarshal(b, (*plain)(o)); err != nil {
+		return err
+	}
+	o.upgrade()
+	return nil
+}
+
+// upgrade makes a record written before the money rule read sensibly.
+// Such records kept one "paid" figure per leg: what the buyer paid as the
+// adapter then read it. The engine delivered only when it equalled
+// total_fee, so a winning leg without amount_mismatch had the order total
+// at the provider: that is its Total. Other paid legs (mismatches, late
+// and duplicate payments) keep Total 0, "not recorded", and their refunds
+// keep the amounts already sent. A pending refund of 0 fen or less was
+// refused by the adapter every time and never reached a provider (that was
+// the endless loop): it now asks for the order total, the best knowledge
+// there is (a refund of more than the provider holds is refused by it and
+// ends with a human); its attempt count starts afresh.
+func (o *Order) upgrade() {
+	for i := range o.Legs {
+		l := &o.Legs[i]
+		if l.LegacyPaid == 0 {
+			continue
+		}
+		if l.PayerTotal == 0 {
+			l.PayerTotal = l.LegacyPaid
+		}
+		l.LegacyPaid = 0
+		if l.Total == 0 && l.Provider == o.Winner && l.State == LegPaid && !slices.Contains(o.Flags, "amount_mismatch") && l.PayerTotal == o.TotalFee {
+			l.Total = o.TotalFee
+		}
+	}
+	for i := range o.Refunds {
+		r := &o.Refunds[i]
+		if r.Amount <= 0 && r.State == RefundPending {
+			r.Amount = o.TotalFee
+			if l := o.Leg(r.Provider); l != nil && l.Total > 0 {
+				r.Amount = l.Total
+			}
+			r.Attempts = 0
+		}
+	}
+	if o.Winner != "" && o.PaidFee <= 0 {
+		o.PaidFee = o.TotalFee
+		if l := o.Leg(o.Winner); l != nil && l.Total > 0 {
+			o.PaidFee = l.Total
+		}
+	}
 }
 
 // Flag records a condition once.
