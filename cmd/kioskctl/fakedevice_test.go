@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -216,7 +217,7 @@ func (d *fakeDevice) handle(_ mqtt.Client, m mqtt.Message) {
 		maxPage := d.maxPage
 		var all []device.OrderSummary
 		for _, o := range d.orders {
-			if r.State == "" || o.State == r.State {
+			if (r.State == "" || o.State == r.State) && (r.Flag == "" || slices.Contains(o.Flags, r.Flag)) {
 				all = append(all, *o)
 			}
 		}

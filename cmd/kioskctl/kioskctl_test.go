@@ -446,6 +446,19 @@ func TestOrdersPaging(t *testing.T) {
 	if r := kioskctl(testCtx(t), nil, args(g, "orders", "-device", "dev1", "-state", "bogus")...); r.code != ExitUsage {
 		t.Fatalf("bad state: exit %d", r.code)
 	}
+
+	d.mu.Lock()
+	d.orders["o_000007"].Flags = []string{device.FlagRefundStuck}
+	d.mu.Unlock()
+	r = kioskctl(testCtx(t), nil, args(g, "-o", "json", "orders", "-device", "dev1", "-flag", "refund_stuck", "-limit", "0")...)
+	all.Orders = nil
+	_ = json.Unmarshal([]byte(r.stdout), &all)
+	if len(all.Orders) != 1 || all.Orders[0].OutTradeNo != "o_000007" {
+		t.Fatalf("-flag refund_stuck: %+v (%s)", all.Orders, r.stderr)
+	}
+	if r := kioskctl(testCtx(t), nil, args(g, "orders", "-device", "dev1", "-flag", "bogus")...); r.code != ExitUsage || !strings.Contains(r.stderr, "refund_stuck") {
+		t.Fatalf("bad flag: exit %d, %s", r.code, r.stderr)
+	}
 }
 
 func TestReconcile(t *testing.T) {

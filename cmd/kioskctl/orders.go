@@ -16,13 +16,15 @@ import (
 // device's paging cursor.
 type OrdersCommand struct{}
 
-const ordersUsage = `Usage: kioskctl orders -device ID [-state S] [-limit N]
+const ordersUsage = `Usage: kioskctl orders -device ID [-state S] [-flag F] [-limit N]
 
 Lists the device's orders, newest first, as a table (or -o json).
 
 Flags:
 	-device ID    device_id (required)
 	-state S      only orders in this state: ` + "pending, paid, delivered, expired, cancelled, refunding, refunded, …" + `
+	-flag F       only orders flagged F, e.g. refund_stuck, close_stuck, refund_abnormal,
+	              refund_closed, amount_mismatch (with -state refunding: the ones still open)
 	-limit N      at most N orders (default 50; 0 = all)
 `
 
@@ -32,6 +34,7 @@ func (c *OrdersCommand) Usage() string { return ordersUsage + "\nGlobal flags:\n
 type ordersRequest struct {
 	RequestID string `json:"request_id"`
 	State     string `json:"state,omitempty"`
+	Flag      string `json:"flag,omitempty"`
 	Limit     int    `json:"limit"`
 	After     string `json:"after,omitempty"`
 }
@@ -39,10 +42,11 @@ type ordersRequest struct {
 // Run implements command.
 func (c *OrdersCommand) Run(ctx context.Context, g *Globals, args []string) error {
 	fs := flag.NewFlagSet("orders", flag.ContinueOnError)
-	var dev, state string
+	var dev, state, flagName string
 	limit := device.DefaultOrdersLimit
 	fs.StringVar(&dev, "device", "", "")
 	fs.StringVar(&state, "state", "", "")
+	fs.StringVar(&flagName, "flag", "", "")
 	fs.IntVar(&limit, "limit", limit, "")
 	if err := g.parse(fs, c.Usage(), args); err != nil {
 		return err
@@ -52,6 +56,9 @@ func (c *OrdersCommand) Run(ctx context.Context, g *Globals, args []string) erro
 	}
 	if state != "" && !slices.Contains(device.OrderStates, state) {
 		return usagef("-state %q: want one of %s", state, strings.Join(device.OrderStates, ", "))
+	}
+	if flagName != "" && !slices.Contains(device.Flags, flagName) {
+		return usagef("-flag %q: want one of %s", flagName, strings.Join(device.Flags, ", "))
 	}
 	if limit < 0 {
 		return usagef("-limit %d: want 0 (all) or more", limit)
@@ -72,7 +79,7 @@ func (c *OrdersCommand) Run(ctx context.Context, g *Globals, args []string) erro
 		if limit > 0 {
 			page = min(page, limit-len(orders))
 		}
-		req := ordersRequest{RequestID: newRequestID(), State: state, Limit: page, After: after}
+		req := ordersRequest{RequestID: newRequestID(), State: state, Flag: flagName, Limit: page, After: after}
 		body, _ := json.Marshal(req)
 		if err := conn.Publish(ctx, g.topic(dev, device.TopicOrders), body); err != nil {
 			return err
@@ -105,7 +112,8 @@ func (c *OrdersCommand) Run(ctx context.Context, g *Globals, args []string) erro
 		}{dev, orders})
 	}
 	if len(orders) == 0 {
-		fmt.Fprintf(g.Stderr, "device %s has no orders%s\n", dev, map[bool]string{true: " in state " + state}[state != ""])
+		fmt.Fprintf(g.Stderr, "device %s has no orders%s%s\n", dev, map[bool]string{true: " in state " + state}[state != ""],
+			map[bool]string{true: " flagged " + flagName}[flagName != ""])
 		return nil
 	}
 	w := tabwriter.NewWriter(g.Stdout, 0, 4, 2, ' ', 0)
