@@ -931,7 +931,7 @@ func (e *Engine) refunds(ctx context.Context, o store.Order, t *orderTimer) time
 			continue
 		}
 		if r2 := cur.Refund(r.OutRefundNo); r2 != nil && !r2.Settled() {
-			at := now.Add(e.refundDelay(*r2))
+			at := now.Add(e.refundDelay(*r2, now))
 			t.dueRefund(r.OutRefundNo, at)
 			next = earliest(next, at)
 		}
@@ -940,18 +940,34 @@ func (e *Engine) refunds(ctx context.Context, o store.Order, t *orderTimer) time
 }
 
 // refundDelay is the wait before a refund's next provider call: backoff
-// while answers stay unknown, the slow rate once stuck or while a human
-// must act on an ABNORMAL refund, and a growing interval while the
-// provider reports it processing.
-func (e *Engine) refundDelay(r store.Refund) time.Duration {
+// while answers stay unknown; the slow rate once stuck or while a human
+// must act on an ABNORMAL refund; and while the provider reports it
+// processing, the poll interval for its first half minute (WeChat refunds
+// to a balance usually complete within seconds), backing off after that,
+// and the slow rate once it is an hour old (bank-card refunds take days).
+func (e *Engine) refundDelay(r store.Refund, now time.Time) time.Duration {
 	switch {
 	case r.Stuck || r.State == store.RefundAbnormal:
 		return e.cfg.Retry.Slow
 	case r.Unknown > 0:
 		return backoff(e.cfg.PollInterval, r.Unknown, false)
 	}
-	return min(backoff(e.cfg.PollInterval, r.Attempts, false), maxRefundPoll)
+	switch age := now.Sub(r.CreatedAt); {
+	case age < refundFastWindow:
+		return e.cfg.PollInterval
+	case age > refundSlowAfter:
+		return e.cfg.Retry.Slow
+	default:
+		return min(backoff(e.cfg.PollInterval, int(age/refundFastWindow), false), maxRefundPoll)
+	}
 }
+
+// A processing refund is queried at the poll interval for refundFastWindow,
+// then less often, and at the slow rate after refundSlowAfter.
+const (
+	refundFastWindow = 30 * time.Second
+	refundSlowAfter  = time.Hour
+)
 
 // maxRefundRejections is how often a provider may refuse a refund before it
 // is given up as closed (a human must look).

@@ -3,6 +3,9 @@ package device
 import (
 	"container/heap"
 	"errors"
+	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kioskpay/kioskpay/payment"
@@ -65,6 +68,28 @@ type Retry struct {
 // 3½ minutes at the default 2 s poll interval) and retries it every 10
 // minutes after that; an ABNORMAL refund is queried at the slow rate too.
 var DefaultRetry = Retry{StuckAfter: 10, Slow: 10 * time.Minute}
+
+// EnvTestRetry names the environment variable through which tests shorten
+// the bound for a daemon process: "<stuck_after>/<slow>", e.g. "3/2s". It
+// is not a setting: production runs with DefaultRetry.
+const EnvTestRetry = "KIOSKPAYD_TEST_RETRY"
+
+// ParseRetry reads EnvTestRetry's value; "" is DefaultRetry.
+func ParseRetry(s string) (Retry, error) {
+	if s == "" {
+		return DefaultRetry, nil
+	}
+	n, d, ok := strings.Cut(s, "/")
+	stuck, err := strconv.Atoi(n)
+	if !ok || err != nil || stuck < 1 {
+		return Retry{}, fmt.Errorf("%q: want <attempts>/<duration>, e.g. 3/2s", s)
+	}
+	slow, err := time.ParseDuration(d)
+	if err != nil || slow <= 0 {
+		return Retry{}, fmt.Errorf("%q: want <attempts>/<duration>, e.g. 3/2s", s)
+	}
+	return Retry{StuckAfter: stuck, Slow: slow}, nil
+}
 
 // stuck reports whether t's consecutive unknown outcomes reached the bound.
 func (t *orderTimer) stuck(r Retry) bool { return t.failures >= r.StuckAfter }

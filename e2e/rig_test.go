@@ -24,6 +24,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 	"github.com/kioskpay/kioskpay/internal/qrtest"
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
@@ -343,6 +344,11 @@ type daemonOpts struct {
 	password   string // written to mqtt.password_file
 	persistent bool   // the controller keeps its session (broker restarts)
 	web        bool   // also serve the web display (env.webAddr)
+	// realism adjusts paysim's realistic behaviour (default: paysim's).
+	realism func(*paysim.Realism)
+	// retry is the daemon's stuck bound, "<attempts>/<slow>" (see
+	// device.EnvTestRetry); "" keeps the production default.
+	retry string
 }
 
 // env is one device under test: a paysim, a broker, the daemon's config
@@ -364,8 +370,13 @@ type env struct {
 
 func newEnv(t *testing.T, o daemonOpts) *env {
 	t.Helper()
+	realism := paysim.DefaultRealism()
+	if o.realism != nil {
+		o.realism(&realism)
+	}
 	sim, err := paysim.New(paysim.Options{
 		Keys:        keys,
+		Realism:     &realism,
 		NotifyRetry: []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 500 * time.Millisecond, time.Second},
 		TimeoutHold: 5 * time.Second,
 	})
@@ -447,6 +458,9 @@ func newEnv(t *testing.T, o daemonOpts) *env {
 	)
 	e.ctl = newController(t, e.brokerURL, e.prefix, o.persistent, o.username, o.password)
 	e.d = newDaemon(t, e.cfgPath, secrets)
+	if o.retry != "" {
+		e.d.env = append(e.d.env, device.EnvTestRetry+"="+o.retry)
+	}
 	e.d.start()
 	return e
 }
@@ -579,6 +593,7 @@ type proc struct {
 	t       testing.TB
 	name    string
 	args    []string
+	env     []string // added to the environment
 	secrets []string
 	log     syncbuf.Buffer
 
@@ -628,6 +643,7 @@ func (p *proc) start(ready string) {
 	}
 	from := p.log.Len()
 	cmd := exec.Command(filepath.Join(binDir, p.name), p.args...)
+	cmd.Env = append(os.Environ(), p.env...)
 	cmd.Stderr = &p.log
 	cmd.Stdout = &p.log
 	if err := cmd.Start(); err != nil {

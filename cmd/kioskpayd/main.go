@@ -229,6 +229,11 @@ func daemon(ctx context.Context, cfg *config.Config, stderr io.Writer, logger *s
 	}
 	defer db.Close()
 
+	retry, err := device.ParseRetry(os.Getenv(device.EnvTestRetry))
+	if err != nil {
+		fmt.Fprintf(stderr, "kioskpayd: %s %v\n", device.EnvTestRetry, err)
+		return exitBadConfig
+	}
 	eng, err := device.New(db, device.Config{
 		DeviceID:              cfg.DeviceID,
 		Version:               Version(),
@@ -247,6 +252,7 @@ func daemon(ctx context.Context, cfg *config.Config, stderr io.Writer, logger *s
 		Merchants:             providers,
 		Observer:              newScreens(disp),
 		Logger:                logger,
+		Retry:                 retry,
 	})
 	if err != nil {
 		log.Error("start engine", "err", err)

@@ -1,0 +1,209 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/payment/paysim"
+)
+
+// alert waits for a non-transition event (from = to) whose reason starts
+// with flag.
+func (ctl *controller) alert(otn, flag string, d time.Duration) msg {
+	ctl.t.Helper()
+	return ctl.waitFor(d, "event "+flag+" for "+otn, func(m msg) bool {
+		return isAlert(m, otn, flag)
+	})
+}
+
+func isAlert(m msg, otn, flag string) bool {
+	return m.Topic == "pay/event" && m.str("out_trade_no") == otn && m.str("from") == m.str("to") && strings.HasPrefix(m.str("reason"), flag)
+}
+
+// alerts counts them.
+func (ctl *controller) alerts(otn, flag string) int {
+	return len(ctl.find(func(m msg) bool { return isAlert(m, otn, flag) }))
+}
+
+// query asks the device about an order and returns the reply.
+func (e *env) query(otn string) msg {
+	e.t.Helper()
+	rid := "q-" + randomHex(4)
+	e.ctl.send("pay/query", map[string]any{"request_id": rid, "out_trade_no": otn})
+	return e.ctl.reply(rid)
+}
+
+func hasFlag(m msg, flag string) bool {
+	fs, _ := m.M["flags"].([]any)
+	for _, f := range fs {
+		if f == flag {
+			return true
+		}
+	}
+	return false
+}
+
+// The money rule through paysim and a real broker: the order total at the
+// provider decides delivery; coupons and "0.00" buyer amounts do not.
+func TestMoneyRule(t *testing.T) {
+	t.Parallel()
+
+	for _, by := range []string{paysim.DiscountPlatform, paysim.DiscountMerchant} {
+		t.Run("wxpay_discount_"+by, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, daemonOpts{provider: "wxpay", realism: func(r *paysim.Realism) { r.WxStrictRefundTotal = true }})
+			otn := "disc_" + by[:4] + "_" + randomHex(3)
+			e.create("c1", otn, 1000, "")
+			if err := e.sim.PayWith(payment.WxPay, otn, paysim.Payment{Discount: 150, DiscountBy: by}); err != nil {
+				t.Fatal(err)
+			}
+			res := e.ctl.result(otn, "paid", 20*time.Second)
+			if res.num("total_fee") != 1000 || res.num("payer_total") != 850 || res.num("discount") != 150 {
+				t.Fatalf("paid result %s: want total_fee 1000, payer_total 850, discount 150", res.Payload)
+			}
+			e.ack(otn, true)
+			e.ctl.event(otn, "delivered", 10*time.Second)
+			if o := e.simOrder(payment.WxPay, otn); o.Paid != 850 || len(o.Refunds) != 0 {
+				t.Fatalf("paysim: %+v", o)
+			}
+			checkSeqs(t, e.ctl.results(otn))
+		})
+	}
+
+	t.Run("alipay_zero_receipt_amount", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, daemonOpts{provider: "alipay", realism: func(r *paysim.Realism) { r.AlipayZeroQueryAmounts = true }})
+		otn := "zero_" + randomHex(3)
+		e.create("c1", otn, 1000, "")
+		e.pay(payment.Alipay, otn, 0)
+		res := e.ctl.result(otn, "paid", 20*time.Second)
+		if res.num("total_fee") != 1000 || res.num("payer_total") != 1000 {
+			t.Fatalf("paid result %s", res.Payload)
+		}
+		e.ack(otn, true)
+		e.ctl.event(otn, "delivered", 10*time.Second)
+		if o := e.simOrder(payment.Alipay, otn); len(o.Refunds) != 0 {
+			t.Fatalf("refunded a paid order: %+v", o)
+		}
+	})
+
+	// The provider holds an order of another total (an out_trade_no
+	// collision): never delivered, refunded in full at that total, flagged.
+	t.Run("provider_total_mismatch", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, daemonOpts{provider: "wxpay", realism: func(r *paysim.Realism) { r.WxStrictRefundTotal = true }})
+		otn := "coll_" + randomHex(3)
+		e.create("c1", otn, 1000, "")
+		e.pay(payment.WxPay, otn, 1200)
+		ev := e.ctl.event(otn, "refunding", 20*time.Second)
+		if !strings.Contains(ev.str("reason"), "amount_mismatch") {
+			t.Errorf("event %s", ev.Payload)
+		}
+		res := e.ctl.result(otn, "refunded", 30*time.Second)
+		if res.num("refund_fee") != 1200 {
+			t.Errorf("refunded result %s: want the provider's 1200", res.Payload)
+		}
+		if o := e.simOrder(payment.WxPay, otn); o.Refunded != 1200 || len(o.Refunds) != 1 {
+			t.Errorf("paysim: %+v, want one refund of 1200", o)
+		}
+		e.noPaid(otn)
+		if q := e.query(otn); !hasFlag(q, "amount_mismatch") {
+			t.Errorf("query reply %s: want flag amount_mismatch", q.Payload)
+		}
+	})
+}
+
+// The README's walk-through: no ack on a WeChat payment, and the refunded
+// result arrives with paysim's defaults (refunds complete by themselves).
+func TestNoAckRefundedWithPaysimDefaults(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, daemonOpts{provider: "wxpay", ackTimeout: "2s"})
+	otn := "noack2_" + randomHex(3)
+	e.create("c1", otn, 700, "")
+	e.pay(payment.WxPay, otn, 0)
+	paid := e.ctl.result(otn, "paid", 20*time.Second)
+	res := e.ctl.result(otn, "refunded", 2*time.Second+paysim.DefaultWxRefundMax+15*time.Second)
+	if d := res.At.Sub(paid.At); d > 2*time.Second+15*time.Second {
+		t.Errorf("refunded result %s after the paid result, want within ack_timeout + 15 s", d)
+	}
+	if o := e.simOrder(payment.WxPay, otn); o.Refunded != 700 || len(o.Refunds) != 1 {
+		t.Errorf("paysim: %+v", o)
+	}
+}
+
+// A refund WeChat reports ABNORMAL is reported once and then left to a
+// human: no loop of events or provider calls.
+func TestRefundAbnormalOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, daemonOpts{provider: "wxpay", realism: func(r *paysim.Realism) { r.WxRefundMax = paysim.Never }})
+	otn := "abn_" + randomHex(3)
+	e.create("c1", otn, 500, "")
+	e.pay(payment.WxPay, otn, 0)
+	e.ctl.result(otn, "paid", 20*time.Second)
+	e.ack(otn, false)
+	o := e.waitSim(payment.WxPay, otn, "refund requested", 20*time.Second, false, func(o paysim.OrderInfo) bool { return len(o.Refunds) == 1 })
+	if err := e.sim.RefundFail(payment.WxPay, o.Refunds[0].OutRefundNo, paysim.RefundAbnormal); err != nil {
+		t.Fatal(err)
+	}
+	ev := e.ctl.alert(otn, "refund_abnormal", 60*time.Second)
+	if ev.str("to") != "refunding" {
+		t.Errorf("event %s", ev.Payload)
+	}
+	calls := e.sim.Stats()["wxpay.refund_query"]
+	time.Sleep(5 * time.Second) // an observation window
+	if n := e.ctl.alerts(otn, "refund_abnormal"); n != 1 {
+		t.Errorf("%d refund_abnormal events, want 1", n)
+	}
+	if n := e.sim.Stats()["wxpay.refund_query"] - calls; n > 1 {
+		t.Errorf("%d refund queries within 5 s of ABNORMAL: the slow rate is 10 min", n)
+	}
+	if st := e.sim.Stats()["wxpay.refund"]; st != 1 {
+		t.Errorf("%d refund requests, want 1 (never re-sent)", st)
+	}
+	q := e.query(otn)
+	if q.str("state") != "refunding" || !hasFlag(q, "refund_abnormal") {
+		t.Errorf("query reply %s", q.Payload)
+	}
+}
+
+// A refund that never gets a definite answer: bounded retries, one
+// refund_stuck event, slow retries after, and the refund completes when
+// the provider answers again.
+func TestRefundStuck(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, daemonOpts{provider: "wxpay", poll: "300ms", retry: "3/2s"})
+	otn := "stuck_" + randomHex(3)
+	e.create("c1", otn, 600, "")
+	e.pay(payment.WxPay, otn, 0)
+	e.ctl.result(otn, "paid", 20*time.Second)
+	if err := e.sim.InjectFault(paysim.Fault{Provider: payment.WxPay, API: "refund", Kind: "5xx"}); err != nil {
+		t.Fatal(err)
+	}
+	e.ack(otn, false)
+	ev := e.ctl.alert(otn, "refund_stuck", 30*time.Second)
+	if ev.str("to") != "refunding" || !strings.Contains(ev.str("reason"), "3 attempts") {
+		t.Errorf("event %s", ev.Payload)
+	}
+	at := e.sim.Stats()["wxpay.refund"]
+	if at != 3 {
+		t.Errorf("%d refund calls when reported stuck, want the bound 3", at)
+	}
+	// Slow retries: every 2 s, not the 300 ms backoff.
+	time.Sleep(5 * time.Second) // an observation window
+	if n := e.sim.Stats()["wxpay.refund"] - at; n < 1 || n > 3 {
+		t.Errorf("%d refund calls in 5 s after stuck, want about 2 (every 2 s)", n)
+	}
+	e.sim.ClearFaults()
+	e.ctl.result(otn, "refunded", 30*time.Second)
+	if n := e.ctl.alerts(otn, "refund_stuck"); n != 1 {
+		t.Errorf("%d refund_stuck events, want 1", n)
+	}
+	if q := e.query(otn); !hasFlag(q, "refund_stuck") {
+		t.Errorf("query reply %s: want flag refund_stuck", q.Payload)
+	}
+	if o := e.simOrder(payment.WxPay, otn); o.Refunded != 600 {
+		t.Errorf("paysim: %+v", o)
+	}
+}
