@@ -382,10 +382,9 @@ func (w *world) waitState(otn, state string, d time.Duration) bool {
 	return false
 }
 
-// payWrong pays a leg a wrong amount: less than the order on either
-// provider, or more on Alipay. A WeChat Pay order cannot be overpaid (it
-// charges amount.total exactly, and a refund may not exceed it), so paysim's
-// ability to overpay one is not used: the daemon could only flag it.
+// payWrong pays a leg whose order total at the provider differs from the
+// order's, one fen less or more (an out_trade_no collision): never
+// delivered, refunded at the provider's total.
 func (w *world) payWrong(otn string) bool {
 	ls := w.legs(otn)
 	if len(ls) == 0 {
@@ -394,7 +393,7 @@ func (w *world) payWrong(otn string) bool {
 	o, _ := w.ledger.Get(otn)
 	p := ls[w.intn(len(ls))]
 	delta := int64(-1)
-	if p == payment.Alipay && w.float() < 0.5 {
+	if w.float() < 0.5 {
 		delta = 1
 	}
 	return w.pay(otn, p, o.Total+delta)

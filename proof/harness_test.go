@@ -13,6 +13,7 @@ import (
 
 	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/payment/paysim"
 )
 
 func envInt(name string, def int) int {
@@ -205,17 +206,26 @@ func (w *world) legs(otn string) []payment.ProviderName {
 
 // pay makes the customer pay amount (0 = the order's) on provider p; it
 // books the payment when the simulator took it.
+//
+// A third of the payments carry a coupon, funded by the platform or the
+// merchant, as real payments often do: the buyer pays less, the provider
+// still holds the order total, and the order must be delivered as usual.
 func (w *world) pay(otn string, p payment.ProviderName, amount int64) bool {
 	o, _ := w.ledger.Get(otn)
 	if amount == 0 {
 		amount = o.Total
 	}
-	if err := w.rig.Sim.Pay(p, otn, payment.Fen(amount)); err != nil {
+	sp := paysim.Payment{Amount: payment.Fen(amount)}
+	if amount > 1 && w.float() < 1.0/3 {
+		sp.Discount = payment.Fen(1 + w.intn(int(min(amount-1, 500))))
+		sp.DiscountBy = []string{paysim.DiscountPlatform, paysim.DiscountMerchant}[w.intn(2)]
+	}
+	if err := w.rig.Sim.PayWith(p, otn, sp); err != nil {
 		w.t.Logf("%s: pay %s: %v", otn, p, err)
 		return false
 	}
 	w.ledger.Update(otn, func(o *Order) {
-		o.Payments = append(o.Payments, Payment{Provider: string(p), Amount: amount, At: time.Now()})
+		o.Payments = append(o.Payments, Payment{Provider: string(p), Amount: amount, Discount: int64(sp.Discount), At: time.Now()})
 	})
 	return true
 }

@@ -49,15 +49,17 @@ type Order struct {
 	Results  []Result
 	PaidSeqs map[uint64]bool
 	Unlocked map[uint64]bool
-	// WrongAmount: the customer paid a different amount on purpose; the
-	// order must never unlock.
+	// WrongAmount: the provider holds an order of another total (the
+	// customer paid a colliding order); the order must never unlock.
 	WrongAmount bool
 }
 
-// Payment is one successful /_sim/pay.
+// Payment is one successful /_sim/pay: Amount is the order total the
+// provider recorded, Discount what a coupon took off the buyer's share.
 type Payment struct {
 	Provider string
 	Amount   int64
+	Discount int64
 	At       time.Time
 }
 
@@ -251,15 +253,21 @@ func Check(o Order, legs []paysim.OrderInfo, d DaemonView, replies func(id strin
 	add := func(kind, format string, args ...any) {
 		vs = append(vs, Violation{Kind: kind, OutTradeNo: o.OutTradeNo, Detail: fmt.Sprintf(format, args...)})
 	}
+	// The money rule: a leg counts by the order total the provider holds
+	// for it, whatever coupons took off the buyer's share (refunds are in
+	// the same units); only a paid leg whose total is the order's may
+	// unlock.
 	var paid, refunded int64
 	exact := false
 	refundsOn := map[string]int{}
 	for _, l := range legs {
-		paid += int64(l.Paid)
-		refunded += int64(l.Refunded)
-		if int64(l.Paid) == o.Total {
-			exact = true
+		if l.Paid+l.Discount > 0 {
+			paid += int64(l.Total)
+			if int64(l.Total) == o.Total {
+				exact = true
+			}
 		}
+		refunded += int64(l.Refunded)
 		for _, r := range l.Refunds {
 			if r.Status != "CLOSED" {
 				refundsOn[string(l.Provider)]++
@@ -276,7 +284,7 @@ func Check(o Order, legs []paysim.OrderInfo, d DaemonView, replies func(id strin
 	}
 	for _, r := range o.Results {
 		if r.Status == "paid" && (!exact || o.WrongAmount) {
-			add(VFalsePaid, "paid result seq %d, but the provider has paid=%d for total %d", r.Seq, paid, o.Total)
+			add(VFalsePaid, "paid result seq %d, but the provider holds paid orders totalling %d for an order of %d", r.Seq, paid, o.Total)
 			break
 		}
 		if r.TotalFee != o.Total {
@@ -295,7 +303,7 @@ func Check(o Order, legs []paysim.OrderInfo, d DaemonView, replies func(id strin
 			allowed++ // … plus the operator's
 		}
 		if n := refundsOn[string(l.Provider)]; n > allowed {
-			add(VRefundTwice, "%s has %d refunds for %d paid", l.Provider, n, l.Paid)
+			add(VRefundTwice, "%s has %d refunds for an order of %d (buyer paid %d)", l.Provider, n, l.Total, l.Paid)
 		}
 	}
 	if !final {

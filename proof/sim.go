@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -30,23 +29,29 @@ type Sim struct {
 
 	srv *http.Server
 	ln  net.Listener
-
-	stop chan struct{}
-	wg   sync.WaitGroup
 }
 
 // SimOptions tune a Sim.
 type SimOptions struct {
 	// TimeoutHold is how long a "timeout" fault holds a request (default 30s).
 	TimeoutHold time.Duration
-	// RefundDelay, when positive, makes the Sim act as the bank: every WeChat
-	// refund left PROCESSING is completed about this long after it appears.
+	// RefundDelay, when positive, is about how long a WeChat refund stays
+	// PROCESSING before it succeeds by itself (between half and twice it),
+	// as at the real provider; 0 keeps paysim's default of 1–10 s.
 	RefundDelay time.Duration
 }
 
-// StartSim serves a simulator for keys on a free loopback port.
+// StartSim serves a simulator for keys on a free loopback port. It behaves
+// as the real services do, including the answers the money rule is about:
+// Alipay query amounts of "0.00" and WeChat refunds that must name the
+// provider's order total.
 func StartSim(keys *paysim.Keys, opts SimOptions) (*Sim, error) {
-	server, err := paysim.New(paysim.Options{Keys: keys, TimeoutHold: opts.TimeoutHold})
+	r := paysim.DefaultRealism()
+	r.AlipayZeroQueryAmounts, r.WxStrictRefundTotal = true, true
+	if opts.RefundDelay > 0 {
+		r.WxRefundMin, r.WxRefundMax = opts.RefundDelay/2, 2*opts.RefundDelay
+	}
+	server, err := paysim.New(paysim.Options{Keys: keys, TimeoutHold: opts.TimeoutHold, Realism: &r})
 	if err != nil {
 		return nil, err
 	}
@@ -57,57 +62,18 @@ func StartSim(keys *paysim.Keys, opts SimOptions) (*Sim, error) {
 	}
 	s := &Sim{
 		Server: server, Keys: keys, URL: "http://" + ln.Addr().String(), ln: ln,
-		srv:  &http.Server{Handler: server, ReadHeaderTimeout: 10 * time.Second},
-		stop: make(chan struct{}),
+		srv: &http.Server{Handler: server, ReadHeaderTimeout: 10 * time.Second},
 	}
 	go s.srv.Serve(ln)
-	if opts.RefundDelay > 0 {
-		s.wg.Add(1)
-		go s.completeRefunds(opts.RefundDelay)
-	}
 	return s, nil
 }
 
 // Close stops the simulator.
 func (s *Sim) Close() {
-	close(s.stop)
-	s.wg.Wait()
 	s.Server.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = s.srv.Shutdown(ctx)
-}
-
-// completeRefunds plays the bank: WeChat refunds stay PROCESSING until
-// someone completes them.
-func (s *Sim) completeRefunds(delay time.Duration) {
-	defer s.wg.Done()
-	seen := map[string]time.Time{}
-	t := time.NewTicker(delay / 4)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-		}
-		now := time.Now()
-		for _, o := range s.Orders() {
-			for _, r := range o.Refunds {
-				if r.Status != "PROCESSING" {
-					continue
-				}
-				first, ok := seen[r.OutRefundNo]
-				if !ok {
-					seen[r.OutRefundNo] = now
-					continue
-				}
-				if now.Sub(first) >= delay {
-					_ = s.RefundComplete(o.Provider, r.OutRefundNo)
-				}
-			}
-		}
-	}
 }
 
 // Legs returns the simulator's orders for outTradeNo, one per provider.

@@ -18,7 +18,9 @@ import (
 // TestFaultSoak runs orders for KIOSKPAY_SOAK (a duration, e.g. 60s or
 // 15m) against a paysim that fails a share of every provider call
 // (KIOSKPAY_SOAK_FAULTS, default 0.2, spread evenly over 5xx, timeouts, bad
-// signatures, stale timestamps and 429) while the broker restarts every
+// signatures, stale timestamps, 429, and the providers' own "try again"
+// answers: WeChat HTTP 202, Alipay 20000 and ACQ.SYSTEM_ERROR, each of
+// which hits only its provider's calls) while the broker restarts every
 // KIOSKPAY_SOAK_BROKER_EVERY (default 30s). Every order must end the way
 // its script says and pass every invariant; no paid result without the
 // exact payment.
@@ -48,7 +50,8 @@ func TestFaultSoak(t *testing.T) {
 	}
 	// Each kind gets an equal share; the sim checks faults in order, so
 	// the per-kind rate is chosen for the union to come to faultRate.
-	kinds := []string{paysim.Fault5xx, paysim.FaultTimeout, paysim.FaultBadSign, paysim.FaultStaleTS, paysim.FaultRateLimit}
+	kinds := []string{paysim.Fault5xx, paysim.FaultTimeout, paysim.FaultBadSign, paysim.FaultStaleTS, paysim.FaultRateLimit,
+		paysim.FaultAccepted, paysim.FaultUnavailable, paysim.FaultSystemError}
 	per := 1 - math.Pow(1-faultRate, 1/float64(len(kinds)))
 	for _, k := range kinds {
 		if err := w.rig.Sim.InjectFault(paysim.Fault{Kind: k, Rate: per}); err != nil {
