@@ -50,3 +50,24 @@ func TestPollFasterWhileHot(t *testing.T) {
 		t.Fatalf("queries in 10 s: %d while hot (want about 10), %d after (want about 5)", hot, cold)
 	}
 }
+
+func TestParseRetry(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Retry
+		ok   bool
+	}{
+		{"", DefaultRetry, true},
+		{"3/2s", Retry{StuckAfter: 3, Slow: 2 * time.Second}, true},
+		{"3", Retry{}, false},
+		{"0/2s", Retry{}, false},
+		{"3/0s", Retry{}, false},
+		{"x/2s", Retry{}, false},
+		{"3/soon", Retry{}, false},
+	} {
+		got, err := ParseRetry(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("ParseRetry(%q) = %+v, %v; want %+v ok=%v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+}
