@@ -1,15 +1,14 @@
 package device
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"
 )
@@ -259,23 +258,10 @@ func TestOrdersFlagFilterValidated(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink the engine's goroutines write to.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) lines() []map[string]any {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// logLines decodes a JSON log, one object a line.
+func logLines(s string) []map[string]any {
 	var out []map[string]any
-	for _, l := range strings.Split(s.b.String(), "\n") {
+	for _, l := range strings.Split(s, "\n") {
 		var m map[string]any
 		if json.Unmarshal([]byte(l), &m) == nil {
 			out = append(out, m)
@@ -285,7 +271,7 @@ func (s *syncBuffer) lines() []map[string]any {
 }
 
 func TestEventLogLevels(t *testing.T) {
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	h := newHarness(t, func(c *Config) {
 		c.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
@@ -303,7 +289,7 @@ func TestEventLogLevels(t *testing.T) {
 	h.send(TopicAck, ackPayload("log_0002", false))
 	h.waitState("log_0002", store.RefundFailed)
 	levels := map[string]string{}
-	for _, l := range logs.lines() {
+	for _, l := range logLines(logs.String()) {
 		if r, ok := l["reason"].(string); ok && (l["msg"] == "order event" || l["msg"] == "order needs attention") {
 			levels[strings.SplitN(r, ":", 2)[0]] = fmt.Sprint(l["level"])
 		}

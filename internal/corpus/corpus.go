@@ -28,17 +28,21 @@
 package corpus
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -237,4 +241,64 @@ func status(out map[string]any, st payment.Status) {
 
 func refund(out map[string]any, rs payment.RefundStatus) {
 	out["refund_state"], out["refund_amount"], out["refund_id"] = rs.State.String(), int64(rs.Amount), rs.RefundID
+}
+
+// Decode reads a provider-specific part of a case strictly: an unknown key
+// is a typo in the case, not something to ignore.
+func Decode[T any](t *testing.T, raw json.RawMessage) T {
+	t.Helper()
+	var v T
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&v); err != nil {
+		t.Fatalf("case: %v", err)
+	}
+	return v
+}
+
+// Replay is a server that answers a case's exchanges, one per call, in
+// order; Check then fails the test on calls the case did not record or
+// recorded calls that were not made.
+type Replay struct {
+	*httptest.Server
+	mu     sync.Mutex
+	n      int
+	served int
+	errs   []string
+}
+
+// Serve starts a Replay of n exchanges. answer writes the answer of
+// exchange i to r and returns what is wrong with the request, if anything.
+func Serve(t *testing.T, n int, answer func(w http.ResponseWriter, r *http.Request, i int) []string) *Replay {
+	t.Helper()
+	rp := &Replay{n: n}
+	rp.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		_, _ = io.Copy(io.Discard, r.Body)
+		rp.mu.Lock()
+		defer rp.mu.Unlock()
+		if rp.served >= rp.n {
+			rp.errs = append(rp.errs, "unexpected call "+r.Method+" "+r.URL.Path+" "+r.Form.Get("method"))
+			http.Error(w, "not in the case", http.StatusInternalServerError)
+			return
+		}
+		i := rp.served
+		rp.served++
+		rp.errs = append(rp.errs, answer(w, r, i)...)
+	}))
+	t.Cleanup(rp.Close)
+	return rp
+}
+
+// Check reports what the replay saw go wrong.
+func (rp *Replay) Check(t *testing.T) {
+	t.Helper()
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	for _, e := range rp.errs {
+		t.Error(e)
+	}
+	if rp.served != rp.n {
+		t.Errorf("the adapter made %d calls, the case recorded %d", rp.served, rp.n)
+	}
 }

@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -85,57 +82,23 @@ func TestCorpus(t *testing.T) {
 				t.Fatal(err)
 			}
 			corpus.Run(t, c, client, nil, nil)
-			gw.done(t)
+			gw.Check(t)
 		})
 	}
 }
 
-type aliGateway struct {
-	*httptest.Server
-	mu        sync.Mutex
-	exchanges []aliExchange
-	served    int
-	errs      []string
-}
-
-func (g *aliGateway) done(t *testing.T) {
+func aliReplay(t *testing.T, raw []json.RawMessage) *corpus.Replay {
 	t.Helper()
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for _, e := range g.errs {
-		t.Error(e)
-	}
-	if g.served != len(g.exchanges) {
-		t.Errorf("the adapter made %d calls, the case recorded %d", g.served, len(g.exchanges))
-	}
-}
-
-func aliReplay(t *testing.T, raw []json.RawMessage) *aliGateway {
-	t.Helper()
-	g := &aliGateway{}
+	var exchanges []aliExchange
 	for _, r := range raw {
-		var e aliExchange
-		d := json.NewDecoder(bytes.NewReader(r))
-		d.DisallowUnknownFields()
-		if err := d.Decode(&e); err != nil {
-			t.Fatalf("exchange: %v", err)
-		}
-		g.exchanges = append(g.exchanges, e)
+		exchanges = append(exchanges, corpus.Decode[aliExchange](t, r))
 	}
-	g.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = r.ParseForm()
-		_, _ = io.Copy(io.Discard, r.Body)
-		g.mu.Lock()
-		defer g.mu.Unlock()
+	return corpus.Serve(t, len(exchanges), func(w http.ResponseWriter, r *http.Request, i int) []string {
+		e := exchanges[i]
+		var errs []string
 		method := r.Form.Get("method")
-		if g.served >= len(g.exchanges) {
-			g.errs = append(g.errs, "unexpected call "+method)
-			return
-		}
-		e := g.exchanges[g.served]
-		g.served++
 		if e.Method != method {
-			g.errs = append(g.errs, fmt.Sprintf("call %s, the case recorded %s", method, e.Method))
+			errs = append(errs, fmt.Sprintf("call %s, the case recorded %s", method, e.Method))
 		}
 		var body []byte
 		if e.Raw != "" {
@@ -143,7 +106,7 @@ func aliReplay(t *testing.T, raw []json.RawMessage) *aliGateway {
 		} else {
 			var node bytes.Buffer
 			if err := json.Compact(&node, e.Response); err != nil {
-				g.errs = append(g.errs, err.Error())
+				errs = append(errs, err.Error())
 			}
 			inner := node.String()
 			if e.Charset == "gbk" {
@@ -168,21 +131,15 @@ func aliReplay(t *testing.T, raw []json.RawMessage) *aliGateway {
 			w.WriteHeader(e.Status)
 		}
 		_, _ = w.Write(body)
-	}))
-	t.Cleanup(g.Close)
-	return g
+		return errs
+	})
 }
 
 // aliNotify builds the form body Alipay would POST, signed with the
 // platform key over the values' bytes in the notification's charset.
 func aliNotify(t *testing.T, raw json.RawMessage) []byte {
 	t.Helper()
-	var n aliNotification
-	d := json.NewDecoder(bytes.NewReader(raw))
-	d.DisallowUnknownFields()
-	if err := d.Decode(&n); err != nil {
-		t.Fatalf("notification: %v", err)
-	}
+	n := corpus.Decode[aliNotification](t, raw)
 	form := url.Values{}
 	for k, v := range n.Form {
 		if n.Charset == "gbk" {

@@ -7,11 +7,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -80,65 +77,31 @@ func TestCorpus(t *testing.T) {
 				t.Fatal(err)
 			}
 			corpus.Run(t, c, client, nil, nil)
-			srv.done(t)
+			srv.Check(t)
 		})
-	}
-}
-
-type replayServer struct {
-	*httptest.Server
-	mu        sync.Mutex
-	exchanges []wxExchange
-	served    int
-	errs      []string
-}
-
-func (s *replayServer) done(t *testing.T) {
-	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, e := range s.errs {
-		t.Error(e)
-	}
-	if s.served != len(s.exchanges) {
-		t.Errorf("the adapter made %d calls, the case recorded %d", s.served, len(s.exchanges))
 	}
 }
 
 // wxReplay serves the recorded answers in order and checks each request
 // goes where the case says.
-func wxReplay(t *testing.T, k *paysim.Keys, raw []json.RawMessage) *replayServer {
+func wxReplay(t *testing.T, k *paysim.Keys, raw []json.RawMessage) *corpus.Replay {
 	t.Helper()
-	s := &replayServer{}
+	var exchanges []wxExchange
 	for _, r := range raw {
-		var e wxExchange
-		d := json.NewDecoder(bytes.NewReader(r))
-		d.DisallowUnknownFields()
-		if err := d.Decode(&e); err != nil {
-			t.Fatalf("exchange: %v", err)
-		}
-		s.exchanges = append(s.exchanges, e)
+		exchanges = append(exchanges, corpus.Decode[wxExchange](t, r))
 	}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.served >= len(s.exchanges) {
-			s.errs = append(s.errs, "unexpected call "+r.Method+" "+r.URL.Path)
-			http.Error(w, `{"code":"SYSTEM_ERROR","message":"not in the case"}`, http.StatusInternalServerError)
-			return
-		}
-		e := s.exchanges[s.served]
-		s.served++
+	return corpus.Serve(t, len(exchanges), func(w http.ResponseWriter, r *http.Request, i int) []string {
+		e := exchanges[i]
+		var errs []string
 		if got := r.Method + " " + r.URL.Path; e.Request != "" && got != e.Request {
-			s.errs = append(s.errs, "request "+got+", the case recorded "+e.Request)
+			errs = append(errs, "request "+got+", the case recorded "+e.Request)
 		}
 		var body []byte
 		switch {
 		case len(e.Body) > 0:
 			var b bytes.Buffer
 			if err := json.Compact(&b, e.Body); err != nil {
-				s.errs = append(s.errs, err.Error())
+				errs = append(errs, err.Error())
 			}
 			body = b.Bytes()
 		case e.BodyText != "":
@@ -161,9 +124,8 @@ func wxReplay(t *testing.T, k *paysim.Keys, raw []json.RawMessage) *replayServer
 		}
 		w.WriteHeader(e.Status)
 		_, _ = w.Write(body)
-	}))
-	t.Cleanup(s.Close)
-	return s
+		return errs
+	})
 }
 
 // wxNotify builds the notification WeChat would POST: the resource
@@ -171,12 +133,7 @@ func wxReplay(t *testing.T, k *paysim.Keys, raw []json.RawMessage) *replayServer
 // platform key.
 func wxNotify(t *testing.T, k *paysim.Keys, raw json.RawMessage) (http.Header, []byte) {
 	t.Helper()
-	var n wxNotification
-	d := json.NewDecoder(bytes.NewReader(raw))
-	d.DisallowUnknownFields()
-	if err := d.Decode(&n); err != nil {
-		t.Fatalf("notification: %v", err)
-	}
+	n := corpus.Decode[wxNotification](t, raw)
 	var plain bytes.Buffer
 	if err := json.Compact(&plain, n.Resource); err != nil {
 		t.Fatal(err)
