@@ -733,7 +733,11 @@ func (e *Engine) handleNotify(ctx context.Context, m store.InboxEntry) {
 	e.log.Info("notification verified", "order", o.OutTradeNo, "provider", req.Provider, "kind", n.Kind)
 	switch n.Kind {
 	case payment.NotifyRefund:
-		// The refund step queries every unsettled refund.
+		// The refund step queries every unsettled refund that is due;
+		// the notification makes this one due now, whatever its schedule
+		// (an ABNORMAL refund a person settled is otherwise queried only
+		// at the slow rate).
+		delete(e.timer(o.OutTradeNo).refundAt, n.OutRefundNo)
 	default:
 		if err := e.confirm(ctx, o, req.Provider, "notify"); err != nil {
 			e.log.Warn("confirm notification", "order", o.OutTradeNo, "err", err)

@@ -226,8 +226,9 @@ func (f *fakeProvider) QueryRefund(ctx context.Context, otn, outRefundNo string)
 }
 
 type fakeNotifyBody struct {
-	OutTradeNo string `json:"out_trade_no"`
-	Paid       bool   `json:"paid"`
+	OutTradeNo  string `json:"out_trade_no"`
+	Paid        bool   `json:"paid"`
+	OutRefundNo string `json:"out_refund_no,omitempty"` // a refund notification
 }
 
 func (f *fakeProvider) sign(body []byte) string {
@@ -244,13 +245,25 @@ func (f *fakeProvider) ParseNotify(ctx context.Context, h http.Header, body []by
 	if err := json.Unmarshal(body, &b); err != nil {
 		return payment.Notification{}, err
 	}
+	if b.OutRefundNo != "" {
+		return payment.Notification{Kind: payment.NotifyRefund, OutTradeNo: b.OutTradeNo, OutRefundNo: b.OutRefundNo}, nil
+	}
 	return payment.Notification{Kind: payment.NotifyPayment, OutTradeNo: b.OutTradeNo, State: payment.StatePaid}, nil
 }
 
 // notifyPayload builds a P/pay/notify envelope, signed with the provider's
 // secret unless forged.
 func (f *fakeProvider) notifyPayload(otn string, forged bool) []byte {
-	body, _ := json.Marshal(fakeNotifyBody{OutTradeNo: otn, Paid: true})
+	return f.envelope(fakeNotifyBody{OutTradeNo: otn, Paid: true}, forged)
+}
+
+// refundNotifyPayload builds a P/pay/notify envelope for a refund.
+func (f *fakeProvider) refundNotifyPayload(otn, outRefundNo string) []byte {
+	return f.envelope(fakeNotifyBody{OutTradeNo: otn, OutRefundNo: outRefundNo}, false)
+}
+
+func (f *fakeProvider) envelope(b fakeNotifyBody, forged bool) []byte {
+	body, _ := json.Marshal(b)
 	sig := f.sign(body)
 	if forged {
 		sig = f.sign([]byte("something else"))
