@@ -18,6 +18,8 @@ func TestCheck(t *testing.T) {
 		}
 		return l
 	}
+	total := func(l paysim.OrderInfo, t int64) paysim.OrderInfo { l.Total = payment.Fen(t); return l }
+	discounted := func(l paysim.OrderInfo, d int64) paysim.OrderInfo { l.Discount = payment.Fen(d); return l }
 	order := func(mod func(o *Order)) Order {
 		l := NewLedger()
 		o := &Order{OutTradeNo: otn, Total: 1000, Ack: AckOK, CreateOK: true}
@@ -61,10 +63,25 @@ func TestCheck(t *testing.T) {
 		{"false paid", order(func(o *Order) {
 			o.Results = []Result{{OutTradeNo: otn, Status: "paid", TotalFee: 1000, Seq: 1}}
 		}), []paysim.OrderInfo{leg("wxpay", "NOTPAY", 0, 0)}, DaemonView{}, oneReply, false, []string{VFalsePaid}},
-		{"wrong amount paid out", order(func(o *Order) {
+		{"other provider total paid out", order(func(o *Order) {
 			o.WrongAmount = true
 			o.Results = []Result{{OutTradeNo: otn, Status: "paid", TotalFee: 1000, Seq: 1}}
-		}), []paysim.OrderInfo{leg("wxpay", "SUCCESS", 999, 0)}, DaemonView{}, oneReply, false, []string{VFalsePaid}},
+		}), []paysim.OrderInfo{total(leg("wxpay", "SUCCESS", 999, 0), 999)}, DaemonView{}, oneReply, false, []string{VFalsePaid}},
+		{"other provider total refunded in full", order(func(o *Order) {
+			o.WrongAmount = true
+			o.Payments = []Payment{{Provider: "wxpay", Amount: 1001}}
+		}), []paysim.OrderInfo{total(leg("wxpay", "REFUND", 1001, 1001, "SUCCESS"), 1001)}, DaemonView{true, "refunded"}, oneReply, true, nil},
+		// The money rule: a coupon lowers what the buyer paid, not the
+		// order total at the provider, which is what is delivered and
+		// refunded.
+		{"discounted payment delivered", order(delivered), []paysim.OrderInfo{discounted(leg("wxpay", "SUCCESS", 850, 0), 150)},
+			DaemonView{true, "delivered"}, oneReply, true, nil},
+		{"coupon paid in full delivered", order(delivered), []paysim.OrderInfo{discounted(leg("wxpay", "SUCCESS", 0, 0), 1000)},
+			DaemonView{true, "delivered"}, oneReply, true, nil},
+		{"discounted payment refunded at the order total", order(func(o *Order) { paidOnce(o); o.Ack = AckFail }),
+			[]paysim.OrderInfo{discounted(leg("wxpay", "REFUND", 850, 1000, "SUCCESS"), 150)}, DaemonView{true, "refunded"}, oneReply, true, nil},
+		{"discounted payment kept without delivery", order(func(o *Order) { o.Payments = []Payment{{Provider: "alipay", Amount: 1000, Discount: 150}} }),
+			[]paysim.OrderInfo{discounted(leg("alipay", "TRADE_SUCCESS", 850, 0), 150)}, DaemonView{true, "cancelled"}, oneReply, true, []string{VKeptNoDelivery}},
 		{"refund twice", order(func(o *Order) { paidOnce(o); o.Ack = AckFail }),
 			[]paysim.OrderInfo{leg("wxpay", "REFUND", 1000, 1000, "SUCCESS", "PROCESSING")}, DaemonView{}, oneReply, false, []string{VRefundTwice}},
 		{"operator refund is not a double refund", order(func(o *Order) { delivered(o); o.OperatorRefund = 1000 }),
