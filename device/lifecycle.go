@@ -337,13 +337,14 @@ func viewOf(o *store.Order) View {
 // rule may not have it; the order total stands in (the most the old engine
 // could have delivered).
 func providerTotal(o *store.Order, p payment.ProviderName) payment.Fen {
-	if l := o.Leg(p); l != nil && l.Total > 0 {
+	switch l := o.Leg(p); {
+	case l == nil:
+		return o.TotalFee
+	case l.Total > 0:
 		return l.Total
-	}
-	if l := o.Leg(p); l != nil {
+	default:
 		return max(o.TotalFee, l.PayerTotal)
 	}
-	return o.TotalFee
 }
 
 // refundable is what the provider still holds for o's leg at p: its order
@@ -466,6 +467,8 @@ func (w *writer) paid(leg *store.Leg, st payment.Status, source string) error {
 			}
 		}
 		if !st.Amount.Matches(o.TotalFee) {
+			w.e.log.Warn("provider order total differs from the order's: refunding, not delivering", "order", o.OutTradeNo,
+				"provider", leg.Provider, "provider_total", int64(st.Amount.Total), "total_fee", int64(o.TotalFee))
 			o.Flag(FlagAmountMismatch)
 			w.addRefund(leg.Provider, 0, FlagAmountMismatch, true, "", "")
 			return w.to(store.Refunding, fmt.Sprintf("%s: order total at %s is %d fen, order is %d fen", FlagAmountMismatch, leg.Provider, st.Amount.Total, o.TotalFee))
@@ -481,6 +484,7 @@ func (w *writer) paid(leg *store.Leg, st payment.Status, source string) error {
 		return w.to(store.Paid, reason)
 	case o.Winner == "":
 		// The order already ended unpaid: the money must go back.
+		w.e.log.Warn("payment after the order ended: refunding", "order", o.OutTradeNo, "provider", leg.Provider, "state", o.State)
 		o.Winner, o.PaidFee, o.TransactionID, o.PaidAt = leg.Provider, st.Amount.Total, st.TransactionID, leg.PaidAt
 		o.Flag(FlagLatePayment)
 		w.addRefund(leg.Provider, 0, FlagLatePayment, true, "", "")
@@ -940,17 +944,21 @@ func (e *Engine) refunds(ctx context.Context, o store.Order, t *orderTimer) time
 }
 
 // refundDelay is the wait before a refund's next provider call: backoff
-// while answers stay unknown; the slow rate once stuck or while a human
-// must act on an ABNORMAL refund; and while the provider reports it
-// processing, the poll interval for its first half minute (WeChat refunds
-// to a balance usually complete within seconds), backing off after that,
-// and the slow rate once it is an hour old (bank-card refunds take days).
+// while answers stay unknown or the provider refuses; the slow rate once
+// stuck or while a human must act on an ABNORMAL refund; and while the
+// provider reports it processing, the poll interval for its first half
+// minute (WeChat refunds to a balance usually complete within seconds),
+// backing off after that, and the slow rate once it is an hour old
+// (bank-card refunds take days).
 func (e *Engine) refundDelay(r store.Refund, now time.Time) time.Duration {
 	switch {
 	case r.Stuck || r.State == store.RefundAbnormal:
 		return e.cfg.Retry.Slow
 	case r.Unknown > 0:
 		return backoff(e.cfg.PollInterval, r.Unknown, false)
+	case r.State == store.RefundPending:
+		// Refused, or not found at the provider: send it again, backing off.
+		return min(backoff(e.cfg.PollInterval, r.Attempts, false), maxRefundPoll)
 	}
 	switch age := now.Sub(r.CreatedAt); {
 	case age < refundFastWindow:

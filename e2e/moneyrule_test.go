@@ -118,6 +118,9 @@ func TestMoneyRule(t *testing.T) {
 // The README's walk-through: no ack on a WeChat payment, and the refunded
 // result arrives with paysim's defaults (refunds complete by themselves).
 func TestNoAckRefundedWithPaysimDefaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits up to 30 s for provider refunds and retry timers; run without -short")
+	}
 	t.Parallel()
 	e := newEnv(t, daemonOpts{provider: "wxpay", ackTimeout: "2s"})
 	otn := "noack2_" + randomHex(3)
@@ -136,6 +139,9 @@ func TestNoAckRefundedWithPaysimDefaults(t *testing.T) {
 // A refund WeChat reports ABNORMAL is reported once and then left to a
 // human: no loop of events or provider calls.
 func TestRefundAbnormalOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits about 10 s for provider refunds and retry timers; run without -short")
+	}
 	t.Parallel()
 	e := newEnv(t, daemonOpts{provider: "wxpay", realism: func(r *paysim.Realism) { r.WxRefundMax = paysim.Never }})
 	otn := "abn_" + randomHex(3)
@@ -172,6 +178,9 @@ func TestRefundAbnormalOnce(t *testing.T) {
 // refund_stuck event, slow retries after, and the refund completes when
 // the provider answers again.
 func TestRefundStuck(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits about 15 s for provider refunds and retry timers; run without -short")
+	}
 	t.Parallel()
 	e := newEnv(t, daemonOpts{provider: "wxpay", poll: "300ms", retry: "3/2s"})
 	otn := "stuck_" + randomHex(3)
