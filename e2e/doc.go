@@ -19,7 +19,9 @@
 // duplicates), errors_test.go (one reply per malformed message),
 // restart_test.go and more_test.go (power cuts, status, operator refund),
 // broker_test.go (broker outages), money_test.go (refunds, any mode, late
-// and wrong payments), relay_test.go (notifyrelay, forged notifications,
+// and wrong payments), moneyrule_test.go (the money rule: discounts, "0.00"
+// Alipay amounts, provider-total mismatches, asynchronous, ABNORMAL and
+// stuck refunds), relay_test.go (notifyrelay, forged notifications,
 // secrets), signed_test.go (signed requests and results).
 //
 //	go test ./e2e/     # about 65 s: one test waits for a 60 s expiry
