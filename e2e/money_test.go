@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -92,22 +93,32 @@ func TestRefunds(t *testing.T) {
 		checkSeqs(t, e.ctl.results(otn))
 	})
 
-	// A paid amount different from the order's is never delivered.
-	t.Run("amount_mismatch", func(t *testing.T) {
-		t.Parallel()
-		e := newEnv(t, daemonOpts{provider: "wxpay"})
-		otn := "mism_" + randomHex(3)
-		e.create("c1", otn, 1000, "")
-		e.pay(payment.WxPay, otn, 999)
-		ev := e.ctl.event(otn, "refunding", 20*time.Second)
-		if !strings.Contains(ev.str("reason"), "amount_mismatch") {
-			t.Errorf("event %s", ev.Payload)
-		}
-		e.refundedOnce(payment.WxPay, otn, 999)
-		e.ctl.result(otn, "refunded", 20*time.Second)
-		e.noPaid(otn)
-		checkSeqs(t, e.ctl.results(otn))
-	})
+	// The provider holds an order of another total (an out_trade_no
+	// collision, a provider-side order created with other parameters):
+	// never delivered, refunded in full at the provider's total (WeChat
+	// refuses any other amount.total), flagged.
+	for _, paid := range []payment.Fen{999, 1200} {
+		t.Run(fmt.Sprintf("provider_total_%d_for_1000", paid), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, daemonOpts{provider: "wxpay", realism: func(r *paysim.Realism) { r.WxStrictRefundTotal = true }})
+			otn := "mism_" + randomHex(3)
+			e.create("c1", otn, 1000, "")
+			e.pay(payment.WxPay, otn, paid)
+			ev := e.ctl.event(otn, "refunding", 20*time.Second)
+			if !strings.Contains(ev.str("reason"), "amount_mismatch") {
+				t.Errorf("event %s", ev.Payload)
+			}
+			e.refundedOnce(payment.WxPay, otn, paid)
+			if res := e.ctl.result(otn, "refunded", 20*time.Second); res.num("refund_fee") != float64(paid) {
+				t.Errorf("refunded result %s", res.Payload)
+			}
+			e.noPaid(otn)
+			checkSeqs(t, e.ctl.results(otn))
+			if q := e.query(otn); !hasFlag(q, "amount_mismatch") {
+				t.Errorf("query reply %s: want flag amount_mismatch", q.Payload)
+			}
+		})
+	}
 }
 
 // provider = "any": both codes; the first payment wins and the other
