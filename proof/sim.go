@@ -42,12 +42,11 @@ type SimOptions struct {
 }
 
 // StartSim serves a simulator for keys on a free loopback port. It behaves
-// as the real services do, including the answers the money rule is about:
-// Alipay query amounts of "0.00" and WeChat refunds that must name the
-// provider's order total.
+// as the real services do (paysim's defaults), including the answers the
+// money rule is about: Alipay query amounts of "0.00" and WeChat refunds
+// that must name the provider's order total.
 func StartSim(keys *paysim.Keys, opts SimOptions) (*Sim, error) {
 	r := paysim.DefaultRealism()
-	r.AlipayZeroQueryAmounts, r.WxStrictRefundTotal = true, true
 	if opts.RefundDelay > 0 {
 		r.WxRefundMin, r.WxRefundMax = opts.RefundDelay/2, 2*opts.RefundDelay
 	}

@@ -16,8 +16,8 @@
 //
 //	-refund-delay 1s-10s       WeChat refunds PROCESSING → SUCCESS by themselves ("never", "2s", "0s-1s")
 //	-refund-window 8760h       Alipay TRADE_SUCCESS → TRADE_FINISHED (0 = never)
-//	-alipay-zero-amounts       query answers carry "0.00" receipt/buyer/invoice amounts
-//	-strict-refund-total       WeChat refunds must name the provider-side total
+//	-alipay-zero-amounts=true  query answers carry "0.00" receipt/buyer/invoice amounts (=false: filled)
+//	-strict-refund-total=true  WeChat refunds must name the provider-side total (=false: lenient)
 package main
 
 import (
@@ -69,10 +69,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	realism := paysim.DefaultRealism()
 	fs.Var(refundDelayFlag{&realism}, "refund-delay", "how long WeChat refunds stay PROCESSING before they succeed by themselves: MIN-MAX, a fixed duration, or never")
 	fs.DurationVar(&realism.AlipayRefundWindow, "refund-window", realism.AlipayRefundWindow, "how long a paid Alipay trade stays refundable before TRADE_FINISHED (0 = forever)")
-	fs.BoolVar(&realism.AlipayZeroQueryAmounts, "alipay-zero-amounts", realism.AlipayZeroQueryAmounts, "answer alipay.trade.query with \"0.00\" buyer_pay_amount, invoice_amount and receipt_amount, as most real answers do")
-	fs.BoolVar(&realism.WxStrictRefundTotal, "strict-refund-total", realism.WxStrictRefundTotal, "refuse WeChat refunds whose amount.total is not the provider-side order total")
+	fs.BoolVar(&realism.AlipayZeroQueryAmounts, "alipay-zero-amounts", realism.AlipayZeroQueryAmounts, "answer alipay.trade.query with \"0.00\" buyer_pay_amount, invoice_amount and receipt_amount, as most real answers do (=false: filled amounts)")
+	fs.BoolVar(&realism.WxStrictRefundTotal, "strict-refund-total", realism.WxStrictRefundTotal, "refuse WeChat refunds whose amount.total is not the provider-side order total, as WeChat does (=false: lenient)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: paysim -listen ADDR -keys DIR [-base-url URL] [-timeout-hold D] [-refund-delay MIN-MAX|D|never] [-refund-window D] [-alipay-zero-amounts] [-strict-refund-total] [-v]")
+		fmt.Fprintln(stderr, "usage: paysim -listen ADDR -keys DIR [-base-url URL] [-timeout-hold D] [-refund-delay MIN-MAX|D|never] [-refund-window D] [-alipay-zero-amounts=false] [-strict-refund-total=false] [-v]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

@@ -227,9 +227,9 @@ func TestPaysimRealismFlags(t *testing.T) {
 		flags []string
 		want  string
 	}{
-		{nil, `realism: WeChat refunds complete after 1s-10s; Alipay trades finish 8760h0m0s after payment; Alipay query amounts filled; WeChat refund total lenient`},
-		{[]string{"-refund-delay", "never", "-refund-window", "0", "-alipay-zero-amounts", "-strict-refund-total"},
-			`realism: WeChat refunds stay PROCESSING until /_sim/refund-complete; Alipay trades never finish; Alipay query amounts "0.00"; WeChat refund total strict`},
+		{nil, `realism: WeChat refunds complete after 1s-10s; Alipay trades finish 8760h0m0s after payment; Alipay query amounts "0.00"; WeChat refund total strict`},
+		{[]string{"-refund-delay", "never", "-refund-window", "0", "-alipay-zero-amounts=false", "-strict-refund-total=false"},
+			`realism: WeChat refunds stay PROCESSING until /_sim/refund-complete; Alipay trades never finish; Alipay query amounts filled; WeChat refund total lenient`},
 		{[]string{"-refund-delay", "2s"}, "WeChat refunds complete after 2s-2s;"},
 		{[]string{"-refund-delay", "0s-500ms"}, "WeChat refunds complete after 0s-500ms;"},
 	} {

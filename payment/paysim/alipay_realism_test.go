@@ -36,7 +36,7 @@ func TestAlipayDiscountThroughSDK(t *testing.T) {
 		{by: DiscountMerchant, channel: "MDISCOUNT", receipt: "9.00", merchant: "1.00", other: "0.00", mdiscount: "1.00"},
 	} {
 		t.Run(tc.by, func(t *testing.T) {
-			e := newAliEnv(t)
+			e := newAliEnv(t, filledAmounts)
 			c := aliSDK(t, e.k, e.srv)
 			sink := newAliSink(t, c)
 			no := "DISC_" + tc.by

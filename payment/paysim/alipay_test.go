@@ -45,6 +45,12 @@ type aliEnv struct {
 	clock atomic.Int64
 }
 
+// filledAmounts makes query answers carry the buyer, invoice and receipt
+// amounts instead of the default "0.00", for tests that read them.
+func filledAmounts(o *Options) {
+	o.Realism = realism(func(r *Realism) { r.AlipayZeroQueryAmounts = false })
+}
+
 func newAliEnv(t testing.TB, opts ...func(*Options)) *aliEnv {
 	t.Helper()
 	k := aliTestKeys(t)
@@ -339,7 +345,7 @@ func TestAlipayPrecreateFieldRules(t *testing.T) {
 }
 
 func TestAlipayStateMachine(t *testing.T) {
-	e := newAliEnv(t)
+	e := newAliEnv(t, filledAmounts)
 	const no = "SM_1"
 	biz := precreateBiz(no, "5.00")
 	ref := map[string]any{"out_trade_no": no}
@@ -520,7 +526,7 @@ func TestAlipayExpiry(t *testing.T) {
 }
 
 func TestAlipayRefundRules(t *testing.T) {
-	e := newAliEnv(t)
+	e := newAliEnv(t, filledAmounts)
 	e.call(t, "alipay.trade.precreate", precreateBiz("RF_1", "10.00"))
 	_ = e.s.Pay(payment.Alipay, "RF_1", 0)
 	refund := func(amount, reqNo string) aliResp {

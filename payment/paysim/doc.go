@@ -24,15 +24,15 @@
 //   - AlipayRefundWindow (default 365 days): a paid Alipay trade becomes
 //     TRADE_FINISHED when its refund window ends, with a notification;
 //     refunds then fail with ACQ.TRADE_HAS_FINISHED. 0 = never.
-//   - AlipayZeroQueryAmounts (default false, realistic value true):
-//     alipay.trade.query answers buyer_pay_amount, invoice_amount and
-//     receipt_amount of paid trades as "0.00", as most captured real answers
-//     do. The default stays false only until the adapter stops reading
-//     receipt_amount as the paid amount (issue 10).
-//   - WxStrictRefundTotal (default false, realistic value true): a WeChat
-//     refund whose amount.total is not the provider-side order total is
-//     refused. While false, the total the order was created with is accepted
-//     too; the two differ only after /_sim/pay with another "amount".
+//   - AlipayZeroQueryAmounts (default true): alipay.trade.query answers
+//     buyer_pay_amount, invoice_amount and receipt_amount of paid trades as
+//     "0.00", as most captured real answers do; false gives the filled
+//     shape.
+//   - WxStrictRefundTotal (default true): a WeChat refund whose
+//     amount.total is not the provider-side order total is refused, as
+//     WeChat does. When false, the total the order was created with is
+//     accepted too; the two differ only after /_sim/pay with another
+//     "amount".
 //
 // Always on (no switch): discounts reported with each provider's own fields
 // (WeChat payer_total and promotion_detail, Alipay buyer_pay_amount,

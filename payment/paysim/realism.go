@@ -25,10 +25,10 @@ type Realism struct {
 	AlipayRefundWindow time.Duration
 	// AlipayZeroQueryAmounts makes alipay.trade.query report
 	// buyer_pay_amount, invoice_amount and receipt_amount of paid trades as
-	// "0.00" (the realistic value is true).
+	// "0.00", as most captured real answers do (default true).
 	AlipayZeroQueryAmounts bool
 	// WxStrictRefundTotal refuses WeChat refunds whose amount.total differs
-	// from the provider-side order total (the realistic value is true).
+	// from the provider-side order total, as WeChat does (default true).
 	WxStrictRefundTotal bool
 }
 
@@ -39,14 +39,15 @@ const (
 	DefaultAlipayRefundWindow = 365 * 24 * time.Hour
 )
 
-// DefaultRealism returns the simulator's default behaviour. The two fields
-// left false are realistic when true; they stay false until the adapters
-// and the engine on main read the realistic answers correctly (issue 10).
+// DefaultRealism returns the simulator's default behaviour: every switch
+// at its realistic value.
 func DefaultRealism() Realism {
 	return Realism{
-		WxRefundMin:        DefaultWxRefundMin,
-		WxRefundMax:        DefaultWxRefundMax,
-		AlipayRefundWindow: DefaultAlipayRefundWindow,
+		WxRefundMin:            DefaultWxRefundMin,
+		WxRefundMax:            DefaultWxRefundMax,
+		AlipayRefundWindow:     DefaultAlipayRefundWindow,
+		AlipayZeroQueryAmounts: true,
+		WxStrictRefundTotal:    true,
 	}
 }
 

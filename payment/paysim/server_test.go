@@ -42,7 +42,7 @@ func TestRealismValidate(t *testing.T) {
 		})
 	}
 	if d := DefaultRealism(); d.WxRefundMin != time.Second || d.WxRefundMax != 10*time.Second || d.AlipayRefundWindow != 365*24*time.Hour ||
-		d.AlipayZeroQueryAmounts || d.WxStrictRefundTotal {
+		!d.AlipayZeroQueryAmounts || !d.WxStrictRefundTotal {
 		t.Fatalf("DefaultRealism() = %+v", d)
 	}
 }
