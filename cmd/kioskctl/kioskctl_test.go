@@ -206,7 +206,10 @@ func TestBrokerUnreachable(t *testing.T) {
 	if r.code != ExitFailure {
 		t.Fatalf("exit %d, want 1", r.code)
 	}
-	contains(t, "stderr", r.stderr, "connect to broker tcp://127.0.0.1:1", "is the broker running")
+	contains(t, "stderr", r.stderr, "connect to broker tcp://127.0.0.1:1: cannot reach the broker: dial tcp", "is the broker running")
+	if strings.Contains(r.stderr, "network Error") {
+		t.Errorf("paho's wording leaks: %s", r.stderr)
+	}
 }
 
 func TestBrokerFromEnv(t *testing.T) {

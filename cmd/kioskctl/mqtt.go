@@ -74,7 +74,7 @@ func (g *Globals) connect(ctx context.Context) (*Conn, error) {
 	c := &Conn{g: g, client: mqtt.NewClient(opts), done: make(chan struct{})}
 	tok := c.client.Connect()
 	if err := link.Wait(ctx, tok, g.Timeout); err != nil {
-		return nil, fmt.Errorf("connect to broker %s: %w (is the broker running and -broker right? TLS brokers need ssl:// and -ca-file)", g.Broker, err)
+		return nil, fmt.Errorf("connect to broker %s: %w (is the broker running and -broker right? TLS brokers need ssl:// and -ca-file)", g.Broker, link.ConnectError(err))
 	}
 	return c, nil
 }

@@ -233,7 +233,7 @@ func checkBroker(ctx context.Context, r *report, cfg *config.Config) {
 	c := mqtt.NewClient(co)
 	if err = link.Wait(ctx, c.Connect(), checkTimeout+time.Second); err != nil {
 		c.Disconnect(0)
-		r.fail(name, "cannot connect: "+err.Error())
+		r.fail(name, link.ConnectError(err).Error())
 		return
 	}
 	c.Disconnect(100)

@@ -297,7 +297,7 @@ func (l *Link) connect(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		l.log.Error("mqtt connect failed; retrying", "attempt", attempt, "err", err, "retry_in", backoff)
+		l.log.Error("mqtt connect failed; retrying", "attempt", attempt, "err", ConnectError(err), "retry_in", backoff)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

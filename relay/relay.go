@@ -1,4 +1,13 @@
-package main
+// Package relay forwards provider payment notifications to devices: WeChat
+// Pay and Alipay POST to /notify/<device_id>/<provider>, and the relay
+// publishes {"provider","headers","body"} to <prefix>/<device_id>/pay/notify
+// at QoS 1, answering the provider only after the broker acknowledged it.
+//
+// A relay is untrusted by design: it holds no key and keeps no state (the
+// device verifies every notification's signature itself), so any number of
+// replicas can run behind a load balancer. cmd/notifyrelay runs one as a
+// program; kioskpayd -demo runs one in-process.
+package relay
 
 import (
 	"context"
@@ -38,16 +47,20 @@ type Relay struct {
 	Pub            Publisher
 	MaxBody        int64         // largest request body read; larger → 413
 	PublishTimeout time.Duration // how long to wait for the broker's PUBACK
-	Logger         *slog.Logger
+	Logger         *slog.Logger  // nil: no logging
 }
 
 // DefaultMaxBody bounds a notification body. Real ones are 1-3 KiB; the
 // device refuses envelopes over device.MaxPayload anyway.
 const DefaultMaxBody = 64 << 10
 
+// DefaultPublishTimeout is how long a request waits for the broker's PUBACK
+// before the provider is told to retry.
+const DefaultPublishTimeout = 5 * time.Second
+
 var deviceIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
-// envelope is the P/pay/notify payload (SPEC §4).
+// envelope is the P/pay/notify payload (docs/contract.md, "Inbound topics").
 type envelope struct {
 	RequestID string            `json:"request_id"`
 	Provider  string            `json:"provider"`
@@ -76,7 +89,11 @@ func (r *Relay) serveHealth(w http.ResponseWriter, _ *http.Request) {
 func (r *Relay) serveNotify(w http.ResponseWriter, req *http.Request) {
 	start := time.Now()
 	dev, provider := req.PathValue("device"), req.PathValue("provider")
-	log := r.Logger.With("device", dev, "provider", provider, "remote", req.RemoteAddr)
+	log := r.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("device", dev, "provider", provider, "remote", req.RemoteAddr)
 	if provider != "wxpay" && provider != "alipay" {
 		log.Info("refused notification", "status", http.StatusBadRequest, "reason", "unknown provider")
 		http.Error(w, "unknown provider: want wxpay or alipay", http.StatusBadRequest)
@@ -130,7 +147,7 @@ func (r *Relay) serveNotify(w http.ResponseWriter, req *http.Request) {
 	}
 	timeout := r.PublishTimeout
 	if timeout <= 0 {
-		timeout = 5 * time.Second
+		timeout = DefaultPublishTimeout
 	}
 	ctx, cancel := context.WithTimeout(req.Context(), timeout)
 	defer cancel()
@@ -143,7 +160,7 @@ func (r *Relay) serveNotify(w http.ResponseWriter, req *http.Request) {
 		writeFailure(w, provider, http.StatusServiceUnavailable, "broker did not acknowledge")
 		return
 	}
-	log.Info("relayed notification", "request_id", env.RequestID, "bytes", len(body), "took", time.Since(start).Round(time.Millisecond))
+	log.Debug("relayed notification", "request_id", env.RequestID, "bytes", len(body), "took", time.Since(start).Round(time.Millisecond))
 	writeSuccess(w, provider)
 }
 

@@ -1,90 +1,43 @@
-package main
+package relay
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
-	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
-
 	"github.com/kioskpay/kioskpay/device"
-	"github.com/kioskpay/kioskpay/internal/syncbuf"
+	"github.com/kioskpay/kioskpay/internal/mqtttest"
 )
 
-type allowAll struct{ mochi.HookBase }
-
-func (h *allowAll) ID() string { return "allow-all" }
-func (h *allowAll) Provides(b byte) bool {
-	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
-}
-func (h *allowAll) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
-func (h *allowAll) OnACLCheck(*mochi.Client, string, bool) bool              { return true }
-
-// startMochi starts an in-process broker and returns its URL and a
-// function that stops it (also run at cleanup).
-func startMochi(t *testing.T) (func(), string) {
-	t.Helper()
-	s := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
-	if err := s.AddHook(new(allowAll), nil); err != nil {
-		t.Fatal(err)
-	}
-	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
-	if err := s.AddListener(l); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	stop := func() { once.Do(func() { s.Close() }) }
-	t.Cleanup(stop)
-	return stop, "tcp://" + l.Address()
-}
-
 // testBroker returns a broker URL and a unique prefix: a real broker when
-// KIOSKPAY_TEST_MQTT_URL is set, else mochi.
+// KIOSKPAY_TEST_MQTT_URL is set, else an in-process one.
 func testBroker(t *testing.T) (string, string) {
-	prefix := "rt" + randomHex(4)
-	if u := os.Getenv("KIOSKPAY_TEST_MQTT_URL"); u != "" {
-		return u, prefix
-	}
-	_, u := startMochi(t)
-	return u, prefix
+	return mqtttest.Broker(t), mqtttest.Unique("rt")
 }
 
 // subscribe returns a channel of payloads published on topic.
 func subscribe(t *testing.T, url, topic string) <-chan []byte {
 	t.Helper()
+	s := mqtttest.Subscribe(t, url, topic)
 	ch := make(chan []byte, 16)
-	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID("sub-" + randomHex(4)).SetCleanSession(true)
-	c := mqtt.NewClient(opts)
-	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscriber connect: %v", tok.Error())
-	}
-	t.Cleanup(func() { c.Disconnect(100) })
-	tok := c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) { ch <- m.Payload() })
-	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribe: %v", tok.Error())
-	}
+	go func() {
+		for m := range s.C {
+			ch <- m.Payload
+		}
+	}()
 	return ch
 }
 
-func newTestRelay(t *testing.T, url, prefix string) (*Relay, *mqttPublisher) {
+func newTestRelay(t *testing.T, url, prefix string) (*Relay, *MQTTPublisher) {
 	t.Helper()
-	pub, err := dialBroker(BrokerConfig{URL: url, ClientID: "relay-" + randomHex(4)}, slog.New(slog.DiscardHandler))
+	pub, err := Dial(BrokerConfig{URL: url, ClientID: mqtttest.Unique("relay-")}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +178,7 @@ func TestRelayRefusesBadRequests(t *testing.T) {
 }
 
 func TestRelayBrokerDown(t *testing.T) {
-	stopBroker, url := startMochi(t)
+	proxy, url := mqtttest.NewProxy(t, mqtttest.Broker(t))
 	relay, _ := newTestRelay(t, url, "kiosk")
 	h := relay.Handler()
 	hw := httptest.NewRecorder()
@@ -233,7 +186,8 @@ func TestRelayBrokerDown(t *testing.T) {
 	if hw.Code != http.StatusOK {
 		t.Fatalf("healthz %d while connected", hw.Code)
 	}
-	stopBroker()
+	proxy.Refuse(true)
+	proxy.Cut()
 	deadline := time.Now().Add(5 * time.Second)
 	for relay.Pub.Connected() {
 		if time.Now().After(deadline) {
@@ -281,58 +235,50 @@ func TestRelayNoPubackIsFailure(t *testing.T) {
 	}
 }
 
-// TestRunServesAndStops runs the command itself: flags, broker, HTTP,
-// graceful stop.
-func TestRunServesAndStops(t *testing.T) {
-	url, prefix := testBroker(t)
-	got := subscribe(t, url, prefix+"/dev9/pay/notify")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan string, 1)
-	errc := make(chan error, 1)
-	var logs syncbuf.Buffer
-	go func() {
-		errc <- run(ctx, []string{"-listen", "127.0.0.1:0", "-broker", url, "-prefix", prefix, "-client-id", "relay-run-" + randomHex(3)}, &logs, ready)
-	}()
-	var addr string
+// recordHandler hands every log record to a channel.
+type recordHandler struct{ ch chan slog.Record }
+
+func (h recordHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h recordHandler) Handle(_ context.Context, r slog.Record) error {
 	select {
-	case addr = <-ready:
-	case err := <-errc:
-		t.Fatalf("run: %v", err)
+	case h.ch <- r:
+	default:
 	}
-	base := "http://" + addr
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		resp, err := http.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("healthz never became 200")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	resp, err := http.Post(base+"/notify/dev9/alipay", "application/x-www-form-urlencoded", strings.NewReader("x=1"))
+	return nil
+}
+func (h recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h recordHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestDialLogsUnreachableBroker: a relay whose broker is not there says so
+// in its log, in words a person understands, while /healthz fails.
+func TestDialLogsUnreachableBroker(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if string(b) != "success" {
-		t.Fatalf("answer %q", b)
+	url := "tcp://" + ln.Addr().String()
+	ln.Close()
+	recs := make(chan slog.Record, 16)
+	pub, err := Dial(BrokerConfig{URL: url, ClientID: mqtttest.Unique("relay-")}, slog.New(recordHandler{recs}))
+	if err != nil {
+		t.Fatal(err)
 	}
-	recv(t, got)
-	cancel()
-	if err := <-errc; err != nil {
-		t.Fatalf("run returned %v", err)
+	defer pub.Close()
+	select {
+	case r := <-recs:
+		attrs := map[string]string{}
+		r.Attrs(func(a slog.Attr) bool { attrs[a.Key] = a.Value.String(); return true })
+		if r.Level != slog.LevelWarn || !strings.Contains(r.Message, "broker unreachable") ||
+			!strings.HasPrefix(attrs["err"], "cannot reach the broker: dial tcp") || attrs["broker"] != url {
+			t.Fatalf("log record %v %q %v", r.Level, r.Message, attrs)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing logged while the broker is unreachable")
 	}
-	if !strings.Contains(logs.String(), "relayed notification") {
-		t.Fatalf("logs: %s", logs.String())
-	}
-	if err := run(context.Background(), []string{"-bogus"}, io.Discard, nil); !errors.Is(err, errUsage) {
-		t.Fatalf("bad flag: %v", err)
+	relay := &Relay{Prefix: "kiosk", Pub: pub}
+	w := httptest.NewRecorder()
+	relay.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/healthz", nil))
+	if w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("healthz %d without a broker", w.Code)
 	}
 }

@@ -1,13 +1,15 @@
-package main
+package relay
 
 import (
 	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -26,22 +28,30 @@ type BrokerConfig struct {
 	KeyFile      string
 }
 
-// mqttPublisher is a Publisher over paho with automatic reconnection. It
+// MQTTPublisher is a Publisher over paho with automatic reconnection. It
 // uses a clean session: the relay has nothing to resume, and every message
 // it did not get a PUBACK for was answered with a failure, so the provider
 // sends it again.
-type mqttPublisher struct {
+type MQTTPublisher struct {
 	client mqtt.Client
 }
 
-// dialBroker starts connecting to the broker and keeps retrying in the
-// background: the relay serves /healthz (failing) while the broker is down
-// rather than exiting, so an orchestrator does not restart-loop it.
-func dialBroker(cfg BrokerConfig, log *slog.Logger) (*mqttPublisher, error) {
+// Dial starts connecting to the broker and keeps retrying in the
+// background: a relay serves /healthz (failing) while the broker is down
+// rather than exiting, so an orchestrator does not restart-loop it. Failed
+// attempts are logged, the first at once and then ever more rarely (the
+// 1st, 2nd, 4th, 8th … in a row), so an unreachable broker is visible in
+// the log without flooding it.
+func Dial(cfg BrokerConfig, log *slog.Logger) (*MQTTPublisher, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	u, err := url.Parse(cfg.URL)
 	if err != nil || u.Host == "" {
 		return nil, fmt.Errorf("-broker %q: want a URL such as tcp://127.0.0.1:1883 or ssl://broker:8883", cfg.URL)
 	}
+	broker := u.Redacted()
+	var failures atomic.Int64 // attempts in a row that failed
 	opts := mqtt.NewClientOptions().
 		AddBroker(cfg.URL).
 		SetClientID(cfg.ClientID).
@@ -53,9 +63,23 @@ func dialBroker(cfg BrokerConfig, log *slog.Logger) (*mqttPublisher, error) {
 		SetConnectTimeout(10 * time.Second).
 		SetWriteTimeout(10 * time.Second).
 		SetKeepAlive(30 * time.Second).
-		SetOnConnectHandler(func(mqtt.Client) { log.Info("broker connected", "broker", u.Redacted()) }).
+		SetOnConnectHandler(func(mqtt.Client) {
+			failures.Store(0)
+			log.Info("broker connected", "broker", broker)
+		}).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
-			log.Warn("broker connection lost", "broker", u.Redacted(), "err", err)
+			log.Warn("broker connection lost; reconnecting", "broker", broker, "err", err)
+		}).
+		SetConnectionNotificationHandler(func(_ mqtt.Client, note mqtt.ConnectionNotification) {
+			f, ok := note.(mqtt.ConnectionNotificationFailed)
+			if !ok {
+				return
+			}
+			n := failures.Add(1)
+			if bits.OnesCount64(uint64(n)) == 1 {
+				log.Warn("broker unreachable; notifications are refused with 503 until it is back", "broker", broker,
+					"failed_attempts", n, "err", link.ConnectError(f.Reason).Error())
+			}
 		})
 	if cfg.Username != "" {
 		opts.SetUsername(cfg.Username)
@@ -74,7 +98,7 @@ func dialBroker(cfg BrokerConfig, log *slog.Logger) (*mqttPublisher, error) {
 	if tc != nil {
 		opts.SetTLSConfig(tc)
 	}
-	p := &mqttPublisher{client: mqtt.NewClient(opts)}
+	p := &MQTTPublisher{client: mqtt.NewClient(opts)}
 	// With ConnectRetry the token completes only once connected; nobody
 	// waits on it.
 	p.client.Connect()
@@ -82,7 +106,7 @@ func dialBroker(cfg BrokerConfig, log *slog.Logger) (*mqttPublisher, error) {
 }
 
 // Publish implements Publisher.
-func (p *mqttPublisher) Publish(ctx context.Context, topic string, payload []byte) error {
+func (p *MQTTPublisher) Publish(ctx context.Context, topic string, payload []byte) error {
 	tok := p.client.Publish(topic, 1, false, payload)
 	select {
 	case <-tok.Done():
@@ -93,10 +117,10 @@ func (p *mqttPublisher) Publish(ctx context.Context, topic string, payload []byt
 }
 
 // Connected implements Publisher.
-func (p *mqttPublisher) Connected() bool { return p.client.IsConnectionOpen() }
+func (p *MQTTPublisher) Connected() bool { return p.client.IsConnectionOpen() }
 
 // Close disconnects, letting in-flight publishes finish for up to a second.
-func (p *mqttPublisher) Close() { p.client.Disconnect(1000) }
+func (p *MQTTPublisher) Close() { p.client.Disconnect(1000) }
 
 // tlsConfig returns the TLS settings for u, or nil for plain TCP/WS.
 func tlsConfig(u *url.URL, caFile, certFile, keyFile string) (*tls.Config, error) {
