@@ -210,39 +210,61 @@ func Default() *Config {
 // it names: each must exist, and key files must not be readable by group or
 // others. Relative paths in the file are resolved against its directory.
 // Every error describes what is wrong and names the key; several problems
-// are joined.
+// are joined, one per line.
 func Load(path string) (*Config, error) {
+	c, errs := Check(path)
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("config %s: %w", path, errors.Join(errs...))
+	}
+	return c, nil
+}
+
+// Check loads the file at path as Load does but does not stop at a
+// problem: it returns every problem it finds (each an *Error naming its
+// key, where there is one) together with the configuration as far as it
+// could be read, defaults standing in for what could not. The
+// configuration is nil only when the file cannot be read or decoded at
+// all. kioskpayd doctor uses it to report everything at once and to go on
+// with the checks that do not depend on a broken key.
+func Check(path string) (*Config, []error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, []error{fmt.Errorf("read config: %w", err)}
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, []error{fmt.Errorf("read config: %w", err)}
 	}
-	c, err := Parse(data, filepath.Dir(abs))
-	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+	c, errs := parse(data, filepath.Dir(abs))
+	if c == nil {
+		return nil, errs
 	}
-	if err := c.CheckFiles(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	return c, nil
+	return c, append(errs, splitErrors(c.CheckFiles())...)
 }
 
 // Parse decodes and validates a configuration without touching the file
 // system. Relative file paths are made absolute against dir (unless dir is
 // empty). Defaults fill every key the data does not set.
 func Parse(data []byte, dir string) (*Config, error) {
+	c, errs := parse(data, dir)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+// parse is Parse that keeps the configuration along with its problems;
+// the configuration is nil when the data cannot be decoded.
+func parse(data []byte, dir string) (*Config, []error) {
 	// Syntax first: the parser's "last key" for a syntax error is just the
 	// key before the mistake, which would mislead if reported as the culprit.
 	var syntax map[string]any
 	if _, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&syntax); err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			return nil, &Error{Msg: fmt.Sprintf("TOML syntax error at line %d, column %d: %s", pe.Position.Line, pe.Position.Col, pe.Message)}
+			return nil, []error{&Error{Msg: fmt.Sprintf("TOML syntax error at line %d, column %d: %s", pe.Position.Line, pe.Position.Col, pe.Message)}}
 		}
-		return nil, &Error{Msg: "TOML syntax error: " + err.Error()}
+		return nil, []error{&Error{Msg: "TOML syntax error: " + err.Error()}}
 	}
 	c := Default()
 	// The defaults hold a slice; a file that sets outputs must replace it,
@@ -250,18 +272,12 @@ func Parse(data []byte, dir string) (*Config, error) {
 	c.Display.Outputs = nil
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(c)
 	if err != nil {
-		return nil, decodeError(err)
+		return nil, []error{decodeError(err)}
 	}
 	if !md.IsDefined("display", "outputs") {
 		c.Display.Outputs = []string{OutputWeb}
 	}
-	if und := md.Undecoded(); len(und) > 0 {
-		var errs []error
-		for _, k := range und {
-			errs = append(errs, &Error{Key: k.String(), Msg: "unknown key"})
-		}
-		return nil, errors.Join(errs...)
-	}
+	errs := unknownKeys(md.Undecoded())
 	if c.MQTT.ClientID == "" && c.DeviceID != "" {
 		c.MQTT.ClientID = "kioskpayd-" + c.DeviceID
 	}
@@ -272,10 +288,18 @@ func Parse(data []byte, dir string) (*Config, error) {
 			}
 		}
 	}
-	if err := c.Validate(); err != nil {
-		return nil, err
+	return c, append(errs, splitErrors(c.Validate())...)
+}
+
+// splitErrors undoes errors.Join.
+func splitErrors(err error) []error {
+	if err == nil {
+		return nil
 	}
-	return c, nil
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // decodeError turns a TOML decoding error into an *Error naming the key

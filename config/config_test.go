@@ -197,8 +197,10 @@ func TestParseErrors(t *testing.T) {
 		{"syntax", base + "\n= 1\n", "", "TOML syntax"},
 		{"unknown top key", "bogus = 1\n" + base, "bogus", "unknown key"},
 		{"unknown nested key", set(base, "mqtt.hots", `"x"`), "mqtt.hots", "unknown key"},
-		{"unknown merchant key", set(base, "merchants.default.wxpay.app_id", `"x"`), "merchants.default.wxpay.app_id", "unknown key"},
-		{"unknown table", base + "\n[clocks]\nx = 1\n", "clocks", "unknown key"},
+		{"unknown key suggests", set(base, "mqtt.ulr", `"x"`), "mqtt.ulr", "unknown key; did you mean mqtt.url?"},
+		{"unknown merchant key", set(base, "merchants.default.wxpay.app_id", `"x"`), "merchants.default.wxpay.app_id", "unknown key; did you mean merchants.default.wxpay.appid?"},
+		{"unknown locale key", set(base, "display.local", `"en"`), "display.local", "did you mean display.locale?"},
+		{"unknown table", base + "\n[clocks]\nx = 1\n", "clocks", "unknown key; did you mean clock?"},
 		{"wrong type", set(base, "payment.max_fee", `"100"`), "payment.max_fee", "incompatible types"},
 		{"device_id missing", set(base, "device_id", ""), "device_id", "is required"},
 		{"device_id bad", set(base, "device_id", `"chair 1"`), "device_id", "A-Z a-z 0-9"},
@@ -292,6 +294,22 @@ func hasKeyError(err error, key, msg string) bool {
 		}
 	}
 	return false
+}
+
+// TestUnknownKeyOnce: a misspelt table is one mistake, reported once,
+// and a key far from every valid one gets no guess.
+func TestUnknownKeyOnce(t *testing.T) {
+	_, err := Parse([]byte(base+"\n[merchant.second.wxpay]\nappid = \"x\"\nmchid = \"y\"\n\n[zz]\nquux = 1\n"), "/x")
+	var unknown []string
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		if strings.Contains(e.Error(), "unknown key") {
+			unknown = append(unknown, e.Error())
+		}
+	}
+	want := []string{"merchant: unknown key; did you mean merchants?", "zz: unknown key"}
+	if strings.Join(unknown, "|") != strings.Join(want, "|") {
+		t.Fatalf("unknown-key errors %q, want %q", unknown, want)
+	}
 }
 
 func TestParseReportsEveryProblem(t *testing.T) {

@@ -730,7 +730,7 @@ func (e *Engine) handleNotify(ctx context.Context, m store.InboxEntry) {
 		e.replyErr(m, req.RequestID, ActionNotify, Errorf(ErrSignatureInvalid, "notification is not from order %s's merchant", o.OutTradeNo))
 		return
 	}
-	e.log.Info("notification verified", "order", o.OutTradeNo, "provider", req.Provider, "kind", n.Kind)
+	e.log.Debug("notification verified", "order", o.OutTradeNo, "provider", req.Provider, "kind", n.Kind)
 	switch n.Kind {
 	case payment.NotifyRefund:
 		// The refund step queries every unsettled refund that is due;

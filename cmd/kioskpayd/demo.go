@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/payment/paysim"
+	"github.com/kioskpay/kioskpay/relay"
 )
 
 // demoEnv is what the demo started, for the instructions and for tests.
@@ -25,29 +27,37 @@ type demoEnv struct {
 	BrokerURL  string // tcp://127.0.0.1:PORT
 	BrokerPort int
 	SimURL     string // http://127.0.0.1:PORT
+	RelayURL   string // http://127.0.0.1:PORT, the payment.notify_url
 	WebURL     string // http://127.0.0.1:PORT/
 	Dir        string
 	DeviceID   string
 	Prefix     string
 }
 
-// demoReady, when set (by tests), is called once the demo daemon is ready.
+// demoHooks let tests watch the demo start.
 type demoHooks struct {
 	ready func(demoEnv)
 }
 
 // runDemo runs the whole system in one process with no set-up and no
 // network beyond loopback: an embedded MQTT broker, an embedded paysim with
-// fresh keys, a temporary state directory and the daemon with its web
-// display. Everything is removed on exit.
-func runDemo(ctx context.Context, stdout, stderr io.Writer, logger *slog.Logger) int {
-	return runDemoWith(ctx, stdout, stderr, logger, nil)
+// fresh keys, a notification relay, a temporary state directory and the
+// daemon with its web display. Everything is removed on exit. Each line
+// read from stdin (Enter) prints the instructions again, since the logs
+// of a session push them off the screen.
+func runDemo(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, logger *slog.Logger) int {
+	return runDemoWith(ctx, stdin, stdout, stderr, logger, nil)
 }
 
-func runDemoWith(ctx context.Context, stdout, stderr io.Writer, logger *slog.Logger, dh *demoHooks) int {
+func runDemoWith(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, logger *slog.Logger, dh *demoHooks) int {
 	fail := func(format string, args ...any) int {
 		fmt.Fprintf(stderr, "kioskpayd -demo: "+format+"\n", args...)
 		return exitFatal
+	}
+	// The parts around the daemon log only what needs attention: their
+	// routine lines would bury the instructions.
+	quiet := func(component string) *slog.Logger {
+		return slog.New(minLevel{logger.Handler(), slog.LevelWarn}).With("component", component)
 	}
 	dir, err := os.MkdirTemp("", "kioskpayd-demo-")
 	if err != nil {
@@ -61,7 +71,7 @@ func runDemoWith(ctx context.Context, stdout, stderr io.Writer, logger *slog.Log
 	if err != nil {
 		return fail("MQTT port: %v", err)
 	}
-	broker := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(minLevel{logger.Handler(), slog.LevelWarn}).With("component", "broker")})
+	broker := mochi.New(&mochi.Options{InlineClient: true, Logger: quiet("broker")})
 	// Demo-only: every client may connect and use every topic, on loopback.
 	if err := broker.AddHook(new(allowAll), nil); err != nil {
 		brokerLn.Close()
@@ -85,22 +95,19 @@ func runDemoWith(ctx context.Context, stdout, stderr io.Writer, logger *slog.Log
 	if err != nil {
 		return fail("keys: %v", err)
 	}
-	sim, err := paysim.New(paysim.Options{Keys: keys, Logger: logger.With("component", "paysim")})
+	sim, err := paysim.New(paysim.Options{Keys: keys, Logger: quiet("paysim")})
 	if err != nil {
 		return fail("paysim: %v", err)
 	}
 	defer sim.Close()
-	simLn, err := net.Listen("tcp", "127.0.0.1:0")
+	simURL, stopSim, err := serveLoopback(sim)
 	if err != nil {
 		return fail("paysim port: %v", err)
 	}
-	simSrv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
-	go simSrv.Serve(simLn)
-	defer simSrv.Close()
-	simURL := "http://" + simLn.Addr().String()
+	defer stopSim()
 
 	// The daemon's configuration: what `paysim -keys` writes, pointed at
-	// this broker and a free web port.
+	// this broker, a notification relay and a free web port.
 	path, err := keys.WriteDaemonFiles(dir, simURL)
 	if err != nil {
 		return fail("%v", err)
@@ -110,6 +117,22 @@ func runDemoWith(ctx context.Context, stdout, stderr io.Writer, logger *slog.Log
 		return fail("demo config: %v", err)
 	}
 	cfg.MQTT.URL = brokerURL
+	// The notification relay, as on a fleet's server: paysim posts each
+	// payment notification to it and the daemon hears of the payment at
+	// once instead of at its next poll. WeChat Pay needs a notify_url on
+	// every order anyway.
+	pub, err := relay.Dial(relay.BrokerConfig{URL: brokerURL, ClientID: "demo-notifyrelay"}, quiet("notifyrelay"))
+	if err != nil {
+		return fail("notify relay: %v", err)
+	}
+	defer pub.Close()
+	relayURL, stopRelay, err := serveLoopback((&relay.Relay{Prefix: cfg.MQTT.TopicPrefix, Pub: pub, Logger: quiet("notifyrelay")}).Handler())
+	if err != nil {
+		return fail("notify relay port: %v", err)
+	}
+	defer stopRelay()
+	cfg.Payment.NotifyURL = relayURL
+
 	webLn, err := listenFirstFree(8088, 100)
 	if err != nil {
 		return fail("web port: %v", err)
@@ -117,22 +140,46 @@ func runDemoWith(ctx context.Context, stdout, stderr io.Writer, logger *slog.Log
 	cfg.Display.WebListen = webLn.Addr().String()
 	webLn.Close() // the display binds it again right away
 	cfg.Display.Outputs = []string{config.OutputWeb}
-	// The built-in font has no CJK glyphs; English keeps the demo screen
-	// free of a "no CJK font" warning. Devices set font_file and zh.
+	// English on the demo's web page, for newcomers of any language;
+	// devices choose with display.locale.
 	cfg.Display.Locale = "en"
 
 	env := demoEnv{
-		BrokerURL: brokerURL, BrokerPort: brokerPort, SimURL: simURL, Dir: dir,
+		BrokerURL: brokerURL, BrokerPort: brokerPort, SimURL: simURL, RelayURL: relayURL, Dir: dir,
 		DeviceID: cfg.DeviceID, Prefix: cfg.Topic(),
 	}
 	h := &hooks{ready: func(webAddr string) {
 		env.WebURL = "http://" + webAddr + "/"
 		printDemo(stdout, env)
+		if stdin != nil {
+			go reprintOnEnter(ctx, stdin, stdout, env)
+		}
 		if dh != nil && dh.ready != nil {
 			dh.ready(env)
 		}
 	}}
 	return daemon(ctx, cfg, stderr, logger, h)
+}
+
+// serveLoopback serves h on a free loopback port and returns its base URL
+// and a function that stops the server.
+func serveLoopback(h http.Handler) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
+}
+
+// reprintOnEnter prints the instructions again for every line read from
+// in, until in ends or the demo stops.
+func reprintOnEnter(ctx context.Context, in io.Reader, out io.Writer, e demoEnv) {
+	sc := bufio.NewScanner(in)
+	for sc.Scan() && ctx.Err() == nil {
+		printDemo(out, e)
+	}
 }
 
 // listenFirstFree listens on 127.0.0.1 at port, or the next free one of
@@ -150,45 +197,48 @@ func listenFirstFree(port, n int) (net.Listener, error) {
 	return ln, nil
 }
 
+// printDemo prints the walk-through with the demo's ports filled in. The
+// commands are README.md's demo section (e2e/readme_test.go holds the two
+// together).
 func printDemo(w io.Writer, e demoEnv) {
 	p := strconv.Itoa(e.BrokerPort)
 	sub := "mosquitto_sub -h 127.0.0.1 -p " + p
 	pub := "mosquitto_pub -h 127.0.0.1 -p " + p + " -q 1"
 	fmt.Fprintf(w, `
-kioskpayd demo is running. Ctrl-C stops it and removes %s.
+kioskpayd demo is running. Press Enter to see these instructions again;
+Ctrl-C stops the demo and removes %s.
 
   MQTT broker    %s
   payment sim    %s   (WeChat Pay + Alipay simulator)
+  notify relay   %s   (the simulator's payment notifications reach the device through it)
   web display    %s   <- open this in a browser
   device         %s   (topics %s/...)
 
-1. Watch what the device publishes (replies, results, events, status):
+1. In a second terminal, watch everything the device publishes (replies, results, events, status):
 
    %s -t '%s/#' -v
 
-2. Place an order for ¥10.00 (both WeChat Pay and Alipay codes; the QR appears on the web display):
+2. Place an order for ¥10.00; provider "any" shows a WeChat Pay and an Alipay code side by side:
 
-   %s -t %s/pay/create -m '{"request_id":"r-1","provider":"any","data":{"out_trade_no":"demo_0001","total_fee":1000,"subject":"Massage 15 min","type":"massage_15"}}'
+   %s -t %s/pay/create -m '{"request_id":"r-1","provider":"any","data":{"out_trade_no":"demo_0001","total_fee":1000,"subject":"按摩 15 分钟","type":"massage_15","custom":{"seat":3}}}'
 
-3. Pay it as the customer would (or "alipay"):
+3. Pay as the customer would (or "alipay"); through the relay the paid result arrives at once:
 
    curl -s -X POST %s/_sim/pay -d '{"provider":"wxpay","out_trade_no":"demo_0001"}'
 
-   Within a poll interval (2 s) %s/pay/result reports "status":"paid".
-
-4. Confirm delivery as the device controller (without it the payment is refunded after 30 s):
+4. Confirm delivery as the device's controller would (without it the payment is refunded after 30 s):
 
    %s -t %s/unlock/ack -m '{"out_trade_no":"demo_0001","ok":true}'
 
-The same with kioskctl, which draws the QR in the terminal and waits for the result:
+The same with kioskctl, which draws the QR codes in the terminal and waits for the result:
 
-   go run ./cmd/kioskctl -broker %s pay -device %s -fee 1000 -subject "Massage 15 min" -ack
-   KIOSKCTL_SIM=%s go run ./cmd/kioskctl sim pay -provider wxpay -out-trade-no <the order number it prints>
+   go run ./cmd/kioskctl -broker %s pay -device %s -fee 1000 -subject "按摩 15 分钟" -type massage_15 -ack
+   go run ./cmd/kioskctl sim pay -sim %s -provider wxpay -out-trade-no <the number it printed>
 
-`, e.Dir, e.BrokerURL, e.SimURL, e.WebURL, e.DeviceID, e.Prefix,
+`, e.Dir, e.BrokerURL, e.SimURL, e.RelayURL, e.WebURL, e.DeviceID, e.Prefix,
 		sub, e.Prefix,
 		pub, e.Prefix,
-		e.SimURL, e.Prefix,
+		e.SimURL,
 		pub, e.Prefix,
 		e.BrokerURL, e.DeviceID, e.SimURL)
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/device/link"
+	"github.com/kioskpay/kioskpay/internal/cli"
 	"github.com/kioskpay/kioskpay/internal/clock"
 	"github.com/kioskpay/kioskpay/payment"
 )
@@ -43,43 +44,97 @@ func (r *report) fail(name, detail string) {
 	r.line("FAIL", name, detail)
 }
 
+// skip reports a check that cannot run because a key it depends on is
+// broken; that key's own line already failed.
+func (r *report) skip(name, key string) {
+	r.line("skip", name, "not checked until "+key+" is fixed")
+}
+
 func (r *report) line(status, name, detail string) {
 	// One line per check, whatever the detail contains.
 	detail = strings.ReplaceAll(detail, "\n", "; ")
 	fmt.Fprintf(r.w, "%-4s  %-34s %s\n", status, name, detail)
 }
 
+const doctorUsage = `kioskpayd doctor checks a device's set-up: configuration, key files, clock, state
+directory, broker login, both providers (a signed query) and display access.
+
+Usage:
+  kioskpayd doctor -config FILE
+
+It prints one line per check (ok, warn, FAIL, or skip when the check depends on
+a configuration key that is broken) and never prints key material or passwords.
+Every configuration problem gets its own line.
+
+Exit codes: 0 every check passed, 1 a check failed, 2 bad configuration or usage.
+`
+
+// brokenKeys are the configuration keys with a problem, for skipping the
+// checks that depend on them.
+type brokenKeys []string
+
+// under returns the first broken key that is one of keys or lies under
+// one of them ("mqtt" covers "mqtt.url"), or "".
+func (b brokenKeys) under(keys ...string) string {
+	for _, bad := range b {
+		for _, k := range keys {
+			if bad == k || strings.HasPrefix(bad, k+".") {
+				return bad
+			}
+		}
+	}
+	return ""
+}
+
 // runDoctor checks everything the daemon needs, one line per check, and
 // exits 0 only when all pass. It never prints key material or passwords:
 // every message is built from file names, keys and provider error codes.
+// A configuration with problems is still checked as far as it can be: each
+// problem is a line of its own, and the checks that do not depend on a
+// broken key run as usual.
 func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("kioskpayd doctor", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "configuration file")
-	if err := fs.Parse(args); err != nil {
-		return exitBadConfig
+	if code, done := cli.Parse(fs, args, doctorUsage, false, stdout, stderr); done {
+		return code
 	}
 	if *configPath == "" {
-		fmt.Fprintln(stderr, "usage: kioskpayd doctor -config FILE")
-		return exitBadConfig
+		return cli.Usagef(stderr, "kioskpayd doctor", "-config FILE is required")
 	}
 	r := &report{w: stdout}
-	cfg, err := config.Load(*configPath)
-	if err != nil {
-		r.fail("config", err.Error())
+	cfg, errs := config.Check(*configPath)
+	var broken brokenKeys
+	for _, err := range errs {
+		name := "config"
+		var ce *config.Error
+		if errors.As(err, &ce) && ce.Key != "" {
+			name += " " + ce.Key
+			broken = append(broken, ce.Key)
+			err = errors.New(ce.Msg)
+		}
+		r.fail(name, err.Error())
+	}
+	if cfg == nil {
+		fmt.Fprintf(stdout, "%d check(s) failed; nothing else can be checked until the file reads as TOML\n", r.failed)
 		return exitBadConfig
 	}
-	r.ok("config", *configPath+" (device "+cfg.DeviceID+")")
+	if len(errs) == 0 {
+		r.ok("config", *configPath+" (device "+cfg.DeviceID+")")
+	}
 
-	providers := checkKeys(r, cfg)
-	checkMQTTFiles(r, cfg)
-	checkClock(r, cfg)
-	checkStateDir(r, cfg)
-	checkBroker(ctx, r, cfg)
+	providers := checkKeys(r, cfg, broken)
+	checkMQTTFiles(r, cfg, broken)
+	checkClock(r, cfg, broken)
+	checkStateDir(r, cfg, broken)
+	checkBroker(ctx, r, cfg, broken)
 	checkProviders(ctx, r, providers)
-	checkDisplay(r, cfg)
+	checkDisplay(r, cfg, broken)
 
-	if r.failed > 0 {
+	switch {
+	case len(errs) > 0:
+		fmt.Fprintf(stdout, "%d check(s) failed, %d of them in the configuration\n", r.failed, len(errs))
+		return exitBadConfig
+	case r.failed > 0:
 		fmt.Fprintf(stdout, "%d check(s) failed\n", r.failed)
 		return exitFatal
 	}
@@ -94,7 +149,7 @@ type account struct {
 }
 
 // checkKeys loads every merchant account's key files, one line each.
-func checkKeys(r *report, cfg *config.Config) []account {
+func checkKeys(r *report, cfg *config.Config, broken brokenKeys) []account {
 	var out []account
 	pids := make([]string, 0, len(cfg.Merchants))
 	for pid := range cfg.Merchants {
@@ -103,9 +158,13 @@ func checkKeys(r *report, cfg *config.Config) []account {
 	sort.Strings(pids)
 	for _, pid := range pids {
 		m := cfg.Merchants[pid]
+		name := "keys merchants." + pid
+		if bad := broken.under("merchants."+pid, "payment.notify_url"); bad != "" {
+			r.skip(name, bad)
+			continue
+		}
 		one := &config.Config{DeviceID: cfg.DeviceID, Payment: cfg.Payment, Merchants: map[string]config.Merchant{pid: m}}
 		ps, err := one.Providers(nil)
-		name := "keys merchants." + pid
 		if err != nil {
 			r.fail(name, err.Error())
 			continue
@@ -118,7 +177,9 @@ func checkKeys(r *report, cfg *config.Config) []account {
 		slices.Sort(names)
 		r.ok(name, strings.Join(names, ", ")+": key files parse")
 	}
-	if cfg.Unlock.ResultKeyFile != "" {
+	if bad := broken.under("unlock.result_key_file"); bad != "" {
+		r.skip("keys unlock.result_key_file", bad)
+	} else if cfg.Unlock.ResultKeyFile != "" {
 		k, err := config.ReadSecret("unlock.result_key_file", cfg.Unlock.ResultKeyFile)
 		switch {
 		case err != nil:
@@ -140,7 +201,11 @@ func checkKeys(r *report, cfg *config.Config) []account {
 
 // checkMQTTFiles checks the broker password and TLS files, and that the
 // client certificate and key belong together.
-func checkMQTTFiles(r *report, cfg *config.Config) {
+func checkMQTTFiles(r *report, cfg *config.Config, broken brokenKeys) {
+	if bad := broken.under("mqtt"); bad != "" {
+		r.skip("keys mqtt", bad)
+		return
+	}
 	if cfg.MQTT.PasswordFile != "" {
 		if _, err := config.ReadSecret("mqtt.password_file", cfg.MQTT.PasswordFile); err != nil {
 			r.fail("keys mqtt.password_file", err.Error())
@@ -177,7 +242,11 @@ func checkMQTTFiles(r *report, cfg *config.Config) {
 	}
 }
 
-func checkClock(r *report, cfg *config.Config) {
+func checkClock(r *report, cfg *config.Config, broken brokenKeys) {
+	if bad := broken.under("clock"); bad != "" {
+		r.skip("clock", bad)
+		return
+	}
 	c, err := clock.New(cfg.Clock.SyncCheck)
 	if err != nil {
 		r.fail("clock", err.Error())
@@ -198,7 +267,11 @@ func checkClock(r *report, cfg *config.Config) {
 	}
 }
 
-func checkStateDir(r *report, cfg *config.Config) {
+func checkStateDir(r *report, cfg *config.Config, broken brokenKeys) {
+	if bad := broken.under("state_dir"); bad != "" {
+		r.skip("state_dir", bad)
+		return
+	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		r.fail("state_dir", err.Error())
 		return
@@ -217,8 +290,12 @@ func checkStateDir(r *report, cfg *config.Config) {
 // checkBroker connects with the configured credentials under a client id
 // of its own (a clean session), so a running daemon's session and
 // connection are left alone.
-func checkBroker(ctx context.Context, r *report, cfg *config.Config) {
+func checkBroker(ctx context.Context, r *report, cfg *config.Config, broken brokenKeys) {
 	name := "broker " + cfg.MQTT.URL
+	if bad := broken.under("mqtt", "device_id"); bad != "" {
+		r.skip(name, bad)
+		return
+	}
 	o, err := linkOptions(cfg, nil)
 	if err != nil {
 		r.fail(name, err.Error())
@@ -272,7 +349,11 @@ func checkProviders(ctx context.Context, r *report, accounts []account) {
 }
 
 // checkDisplay checks that each configured output can be used.
-func checkDisplay(r *report, cfg *config.Config) {
+func checkDisplay(r *report, cfg *config.Config, broken brokenKeys) {
+	if bad := broken.under("display"); bad != "" {
+		r.skip("display", bad)
+		return
+	}
 	for _, o := range cfg.Display.Outputs {
 		switch o {
 		case config.OutputFB:

@@ -20,7 +20,7 @@ import (
 func doctor(t *testing.T, e *env) (int, string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	code := run(context.Background(), []string{"doctor", "-config", e.path}, &out, &errOut)
+	code := run(context.Background(), []string{"doctor", "-config", e.path}, nil, &out, &errOut)
 	text := out.String() + errOut.String()
 	t.Logf("doctor exit %d:\n%s", code, text)
 	k := simkeys.Get(t)
@@ -93,6 +93,61 @@ func TestDoctorBadConfig(t *testing.T) {
 	code, out := doctor(t, e)
 	if code != exitBadConfig || !strings.Contains(lineFor(out, "config"), "payment.provider") {
 		t.Fatalf("exit %d, out %q", code, out)
+	}
+}
+
+// TestDoctorSeveralConfigErrors: every configuration problem has a line
+// of its own, and the checks that do not depend on a broken key still run.
+func TestDoctorSeveralConfigErrors(t *testing.T) {
+	e := newEnv(t)
+	e.edit(t, `provider = "any"`, `provider = "paypal"`)
+	e.edit(t, `locale = "en"`, `locale = "fr"`+"\nfont = \"x\"")
+	e.edit(t, `url = "`+e.brokerURL+`"`, `url = "ftp://`+strings.TrimPrefix(e.brokerURL, "tcp://")+`"`)
+	code, out := doctor(t, e)
+	if code != exitBadConfig {
+		t.Fatalf("exit %d, want 2", code)
+	}
+	for name, want := range map[string]string{
+		"config payment.provider":   "FAIL",
+		"config display.locale":     "FAIL",
+		"config display.font":       "FAIL",
+		"config mqtt.url":           "FAIL",
+		"broker ":                   "skip",
+		"display":                   "skip",
+		"keys merchants.default":    "ok",
+		"provider wxpay (default)":  "ok",
+		"provider alipay (default)": "ok",
+		"clock":                     "ok",
+		"state_dir":                 "ok",
+	} {
+		if l := lineFor(out, name); !strings.HasPrefix(l, want) {
+			t.Errorf("check %q: %q, want %s", name, l, want)
+		}
+	}
+	if l := lineFor(out, "config display.font"); !strings.Contains(l, "did you mean display.font_file?") {
+		t.Errorf("unknown key line %q", l)
+	}
+	if l := lineFor(out, "broker "); !strings.Contains(l, "until mqtt.url is fixed") {
+		t.Errorf("broker line %q", l)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if len(l) > 200 {
+			t.Errorf("a line of %d characters: %q", len(l), l)
+		}
+	}
+	if !strings.Contains(out, "4 of them in the configuration") {
+		t.Errorf("summary: %s", out)
+	}
+}
+
+// TestDoctorUnreadableConfig: a file that is not TOML stops the checks
+// with one line saying where.
+func TestDoctorUnreadableConfig(t *testing.T) {
+	e := newEnv(t)
+	e.edit(t, `provider = "any"`, `provider = `)
+	code, out := doctor(t, e)
+	if code != exitBadConfig || !strings.HasPrefix(lineFor(out, "config"), "FAIL") || !strings.Contains(out, "TOML syntax error at line") {
+		t.Fatalf("exit %d:\n%s", code, out)
 	}
 }
 

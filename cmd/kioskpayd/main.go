@@ -21,7 +21,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -29,19 +28,18 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"sort"
 	"strings"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/device/display"
 	"github.com/kioskpay/kioskpay/device/link"
+	"github.com/kioskpay/kioskpay/internal/cli"
 	"github.com/kioskpay/kioskpay/internal/clock"
+	"github.com/kioskpay/kioskpay/internal/logging"
 	"github.com/kioskpay/kioskpay/internal/sdnotify"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"
@@ -64,71 +62,60 @@ const (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
 // Version reports the daemon's version: the -ldflags value, else the
 // module version Go stamped, else "dev".
-func Version() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "dev"
-}
+func Version() string { return cli.Version(version) }
 
-const usage = `Usage:
-  kioskpayd -config FILE          run the daemon
-  kioskpayd -demo                 run broker, payment simulator, daemon and web display in one process
-  kioskpayd doctor -config FILE   check config, keys, clock, broker, providers and display
-  kioskpayd -version              print the version
+const usage = `kioskpayd is the kioskpay payment daemon: it takes order requests over MQTT, shows
+WeChat Pay / Alipay QR codes on the device's screen and publishes the payment result.
 
-  -log-level L                    debug, info (default), warn or error
+Usage:
+  kioskpayd -config FILE [-log-level L]   run the daemon
+  kioskpayd -demo [-log-level L]          run broker, payment simulator, notification relay,
+                                          daemon and web display in one process
+  kioskpayd doctor -config FILE           check config, keys, clock, broker, providers and display
+  kioskpayd -version                      print the version
 
-Exit codes: 0 clean stop, 2 bad configuration, 1 other fatal error.
+Flags:
+  -config FILE    the TOML configuration (docs/contract.md, "Configuration")
+  -demo           run the self-contained demo
+  -log-level L    debug, info (default), warn or error
+  -version        print the version
+
+Exit codes: 0 clean stop (SIGTERM/SIGINT), 1 fatal error, 2 bad configuration or usage.
 `
 
 // run is the whole program behind main, with its environment passed in so
 // tests can run it in-process. It returns the exit code.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "doctor" {
 		return runDoctor(ctx, args[1:], stdout, stderr)
 	}
 	fs := flag.NewFlagSet("kioskpayd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	configPath := fs.String("config", "", "configuration file")
 	showVersion := fs.Bool("version", false, "print the version")
 	demo := fs.Bool("demo", false, "run the self-contained demo")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitBadConfig
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "kioskpayd: unexpected argument %q\n%s", fs.Arg(0), usage)
-		return exitBadConfig
+	if code, done := cli.Parse(fs, args, usage, false, stdout, stderr); done {
+		return code
 	}
 	if *showVersion {
 		fmt.Fprintf(stdout, "kioskpayd %s\n", Version())
 		return exitOK
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(stderr, "kioskpayd: -log-level %q: want debug, info, warn or error\n", *logLevel)
-		return exitBadConfig
+	level, err := logging.ParseLevel(*logLevel)
+	if err != nil {
+		return cli.Usagef(stderr, "kioskpayd", "-log-level %v", err)
 	}
-	logger := newLogger(stderr, level)
+	logger := logging.New(stderr, level)
 	if *demo {
-		return runDemo(ctx, stdout, stderr, logger)
+		return runDemo(ctx, stdin, stdout, stderr, logger)
 	}
 	if *configPath == "" {
-		fmt.Fprintf(stderr, "kioskpayd: -config FILE is required\n%s", usage)
-		return exitBadConfig
+		return cli.Usagef(stderr, "kioskpayd", "-config FILE is required (or -demo)")
 	}
 	cfg, err := config.Load(*configPath)
 	if err != nil {
@@ -136,25 +123,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitBadConfig
 	}
 	return daemon(ctx, cfg, stderr, logger, nil)
-}
-
-// newLogger logs one record per line to w: JSON for journald and log
-// collectors, text when a person watches a terminal.
-func newLogger(w io.Writer, level slog.Level) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: level}
-	if isTerminal(w) {
-		return slog.New(slog.NewTextHandler(w, opts))
-	}
-	return slog.New(slog.NewJSONHandler(w, opts))
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }
 
 // printConfigError prints each problem on its own line; every line names

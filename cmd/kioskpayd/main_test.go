@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/logging"
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
@@ -74,7 +76,7 @@ func (e *env) edit(t *testing.T, old, new string) {
 
 func TestVersion(t *testing.T) {
 	var out, errOut bytes.Buffer
-	if code := run(context.Background(), []string{"-version"}, &out, &errOut); code != 0 {
+	if code := run(context.Background(), []string{"-version"}, nil, &out, &errOut); code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
 	if !strings.HasPrefix(out.String(), "kioskpayd ") {
@@ -113,7 +115,7 @@ func TestBadConfigExits2(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t)
 			var out, errOut bytes.Buffer
-			code := run(context.Background(), tt.prep(t, e), &out, &errOut)
+			code := run(context.Background(), tt.prep(t, e), nil, &out, &errOut)
 			if code != exitBadConfig {
 				t.Fatalf("exit %d, want 2; stderr:\n%s", code, errOut.String())
 			}
@@ -132,7 +134,7 @@ func TestLockedStoreExits1(t *testing.T) {
 	}
 	defer db.Close()
 	var out, errOut bytes.Buffer
-	code := run(context.Background(), []string{"-config", e.path}, &out, &errOut)
+	code := run(context.Background(), []string{"-config", e.path}, nil, &out, &errOut)
 	if code != exitFatal {
 		t.Fatalf("exit %d, want 1; stderr:\n%s", code, errOut.String())
 	}
@@ -148,7 +150,7 @@ func start(t *testing.T, args []string) (stop func() int, stderr *syncbuf.Buffer
 	stderr = &syncbuf.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, args, io.Discard, stderr) }()
+	go func() { done <- run(ctx, args, nil, io.Discard, stderr) }()
 	var once sync.Once
 	code := -1
 	stop = func() int {
@@ -256,7 +258,7 @@ func TestDemo(t *testing.T) {
 	var out, errOut syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
-		done <- runDemoWith(ctx, &out, &errOut, newLogger(&errOut, 0), &demoHooks{ready: func(e demoEnv) { ready <- e }})
+		done <- runDemoWith(ctx, nil, &out, &errOut, logging.New(&errOut, slog.LevelInfo), &demoHooks{ready: func(e demoEnv) { ready <- e }})
 	}()
 	var e demoEnv
 	select {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kioskpay/kioskpay/config"
+	"github.com/kioskpay/kioskpay/internal/logging"
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
 )
 
@@ -87,7 +89,7 @@ func TestReadyWithoutBroker(t *testing.T) {
 	done := make(chan int, 1)
 	var stderr syncbuf.Buffer
 	go func() {
-		done <- daemon(ctx, cfg, io.Discard, newLogger(&stderr, 0), &hooks{readyGrace: 300 * time.Millisecond})
+		done <- daemon(ctx, cfg, io.Discard, logging.New(&stderr, slog.LevelInfo), &hooks{readyGrace: 300 * time.Millisecond})
 	}()
 	expectNotify(t, ch, "READY=1", 10*time.Second)
 	cancel()

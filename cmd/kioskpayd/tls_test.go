@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kioskpay/kioskpay/config"
+	"github.com/kioskpay/kioskpay/internal/logging"
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
 )
@@ -44,7 +46,7 @@ func TestMutualTLSBroker(t *testing.T) {
 	done := make(chan int, 1)
 	var stderr syncbuf.Buffer
 	go func() {
-		done <- daemon(ctx, cfg, io.Discard, newLogger(&stderr, 0), &hooks{ready: func(string) { close(ready) }})
+		done <- daemon(ctx, cfg, io.Discard, logging.New(&stderr, slog.LevelInfo), &hooks{ready: func(string) { close(ready) }})
 	}()
 	select {
 	case <-ready:

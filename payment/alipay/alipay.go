@@ -209,7 +209,7 @@ func (c *Client) Create(ctx context.Context, o payment.Order) (payment.Created, 
 	if rsp.QRCode == "" || (rsp.OutTradeNo != "" && rsp.OutTradeNo != o.OutTradeNo) {
 		return payment.Created{}, fmt.Errorf("alipay create %s: success without a matching qr_code (out_trade_no %q)", o.OutTradeNo, rsp.OutTradeNo)
 	}
-	c.log.Info("alipay order precreated", "order", o.OutTradeNo, "total", o.Total.Yuan())
+	c.log.Debug("alipay order precreated", "order", o.OutTradeNo, "total", o.Total.Yuan())
 	return payment.Created{CodeURL: rsp.QRCode}, nil
 }
 
@@ -336,7 +336,7 @@ func (c *Client) Close(ctx context.Context, outTradeNo string) (payment.Closed, 
 	if err := c.check("close", outTradeNo, err, e); err != nil {
 		return payment.Closed{}, err
 	}
-	c.log.Info("alipay trade closed", "order", outTradeNo)
+	c.log.Debug("alipay trade closed", "order", outTradeNo)
 	return payment.Closed{}, nil
 }
 
@@ -375,7 +375,7 @@ func (c *Client) cancel(ctx context.Context, outTradeNo string) (payment.Closed,
 			c.log.Warn("alipay cancel refunded a payment", "order", outTradeNo)
 			return payment.Closed{Refunded: true}, nil
 		case "close", "":
-			c.log.Info("alipay order cancelled", "order", outTradeNo, "action", rsp.Action)
+			c.log.Debug("alipay order cancelled", "order", outTradeNo, "action", rsp.Action)
 			return payment.Closed{}, nil
 		}
 		return payment.Closed{}, fmt.Errorf("alipay cancel %s: unexpected action %q", outTradeNo, rsp.Action)
@@ -407,7 +407,7 @@ func (c *Client) Refund(ctx context.Context, r payment.RefundRequest) (payment.R
 	if rsp.OutTradeNo != "" && rsp.OutTradeNo != r.OutTradeNo {
 		return payment.RefundStatus{}, fmt.Errorf("alipay refund %s: answer is for out_trade_no %q", r.OutTradeNo, rsp.OutTradeNo)
 	}
-	c.log.Info("alipay refund done", "order", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "amount", r.Refund.Yuan(), "fund_change", rsp.FundChange)
+	c.log.Debug("alipay refund done", "order", r.OutTradeNo, "out_refund_no", r.OutRefundNo, "amount", r.Refund.Yuan(), "fund_change", rsp.FundChange)
 	// Alipay refunds settle synchronously; it has no refund id.
 	return payment.RefundStatus{State: payment.RefundSuccess, Amount: r.Refund}, nil
 }

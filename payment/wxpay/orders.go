@@ -286,7 +286,7 @@ func (c *Client) Refund(ctx context.Context, r payment.RefundRequest) (payment.R
 	if err != nil {
 		return payment.RefundStatus{}, fmt.Errorf("wxpay refund %s: %w", r.OutRefundNo, err)
 	}
-	c.log.Info("refund requested", "order", r.OutTradeNo, "refund", r.OutRefundNo, "state", st.State.String())
+	c.log.Debug("refund requested", "order", r.OutTradeNo, "refund", r.OutRefundNo, "state", st.State.String())
 	return st, nil
 }
 
