@@ -96,6 +96,19 @@ func (g *Globals) register(fs *flag.FlagSet) {
 // parse parses a command's args with its own flags plus the global ones.
 // Positional arguments are refused: every input is a named flag.
 func (g *Globals) parse(fs *flag.FlagSet, usage string, args []string) error {
+	if err := g.parseLeading(fs, usage, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q (every input is a flag, e.g. -device ID)", fs.Arg(0))
+	}
+	return nil
+}
+
+// parseLeading parses the flags in args up to the first word that is not
+// one, which it leaves in fs.Args(): the action of a command that has
+// actions (sim).
+func (g *Globals) parseLeading(fs *flag.FlagSet, usage string, args []string) error {
 	fs.SetOutput(io.Discard)
 	g.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -104,9 +117,6 @@ func (g *Globals) parse(fs *flag.FlagSet, usage string, args []string) error {
 			return err
 		}
 		return &usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q (every input is a flag, e.g. -device ID)", fs.Arg(0))
 	}
 	return nil
 }

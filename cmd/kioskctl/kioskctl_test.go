@@ -505,6 +505,7 @@ func TestUsageErrors(t *testing.T) {
 		want string
 	}{
 		{nil, ExitUsage, "Commands:"},
+		{[]string{"status", "extra"}, ExitUsage, `unexpected argument "extra"`},
 		{[]string{"frobnicate"}, ExitUsage, `unknown command "frobnicate"`},
 		{[]string{"-o", "yaml", "status"}, ExitUsage, "want text or json"},
 		{[]string{"pay", "-fee", "1", "-subject", "x"}, ExitUsage, "-device is required"},
@@ -529,7 +530,7 @@ func TestUsageErrors(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want exit %d containing %q", tc.args, r.code, r.stderr, tc.code, tc.want)
 		}
 	}
-	for _, a := range [][]string{{"help"}, {"-h"}, {"help", "pay"}, {"pay", "-h"}, {"version"}} {
+	for _, a := range [][]string{{"help"}, {"-h"}, {"help", "pay"}, {"pay", "-h"}, {"sim", "-h"}, {"sim", "pay", "-h"}, {"version"}, {"-version"}} {
 		if r := kioskctl(ctx, nil, a...); r.code != ExitOK || r.stdout == "" {
 			t.Errorf("%v: exit %d, stdout %q", a, r.code, r.stdout)
 		}

@@ -22,16 +22,18 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/kioskpay/kioskpay/internal/cli"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
+var version = ""
 
 // Exit codes.
 const (
-	ExitOK      = 0
+	ExitOK      = cli.ExitOK
 	ExitFailure = 1
-	ExitUsage   = 2
+	ExitUsage   = cli.ExitUsage
 	// ExitNotPaid: pay saw the order end expired, cancelled or refunded;
 	// reconcile found mismatches. Scripts tell it apart from "could not
 	// find out".
@@ -88,6 +90,7 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 	fs := flag.NewFlagSet("kioskctl", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	g.register(fs)
+	showVersion := fs.Bool("version", false, "print the version")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(m.Stdout, m.usage())
@@ -96,8 +99,12 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		fmt.Fprintf(m.Stderr, "kioskctl: %v\n\n%s", err, m.usage())
 		return ExitUsage
 	}
+	if *showVersion {
+		fmt.Fprintln(m.Stdout, "kioskctl", cli.Version(version))
+		return ExitOK
+	}
 	if fs.NArg() == 0 {
-		fmt.Fprint(m.Stderr, m.usage())
+		fmt.Fprintf(m.Stderr, "kioskctl: a command is needed\n\n%s", m.usage())
 		return ExitUsage
 	}
 	name, rest := fs.Arg(0), fs.Args()[1:]
@@ -155,11 +162,12 @@ func lookup(name string) command {
 
 func (m *Main) usage() string {
 	var b strings.Builder
-	b.WriteString(`kioskctl talks to kioskpayd devices over MQTT.
+	b.WriteString(`kioskctl talks to kioskpayd devices over MQTT: places and follows orders, shows a fleet's status.
 
 Usage:
 
 	kioskctl [global flags] <command> [flags]
+	kioskctl -version
 
 Commands:
 
@@ -204,7 +212,7 @@ func usagef(format string, args ...any) error {
 type versionCommand struct{}
 
 func (versionCommand) Run(ctx context.Context, g *Globals, args []string) error {
-	fmt.Fprintln(g.Stdout, "kioskctl", version)
+	fmt.Fprintln(g.Stdout, "kioskctl", cli.Version(version))
 	return nil
 }
 

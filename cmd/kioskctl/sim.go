@@ -17,7 +17,7 @@ import (
 // buyer's side of a payment, and provider faults, for tests and demos.
 type SimCommand struct{}
 
-const simUsage = `Usage: kioskctl sim <action> [-sim URL] [flags]
+const simUsage = `Usage: kioskctl sim [-sim URL] <action> [flags]
 
 Actions:
 	pay -provider wxpay|alipay -out-trade-no N [-discount FEN [-discount-by platform|merchant]] [-amount FEN]
@@ -53,19 +53,23 @@ func (c *SimCommand) Usage() string { return simUsage + "\nGlobal flags:\n" + gl
 
 // Run implements command.
 func (c *SimCommand) Run(ctx context.Context, g *Globals, args []string) error {
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
-			fmt.Fprint(g.Stdout, c.Usage())
-			return nil
-		}
-		return usagef("sim needs an action: pay, scan, refund-complete, refund-fail, fault, orders or stats")
-	}
-	action, args := args[0], args[1:]
-	fs := flag.NewFlagSet("sim "+action, flag.ContinueOnError)
 	sim := g.Getenv("KIOSKCTL_SIM")
 	if sim == "" {
 		sim = "http://127.0.0.1:9000"
 	}
+	// Flags may come before the action as well as after it
+	// ("sim -sim URL pay …" and "sim pay -sim URL …"): the leading ones are
+	// parsed first and kept as defaults for the action's flag set.
+	pre := flag.NewFlagSet("sim", flag.ContinueOnError)
+	pre.StringVar(&sim, "sim", sim, "")
+	if err := g.parseLeading(pre, c.Usage(), args); err != nil {
+		return err
+	}
+	if pre.NArg() == 0 {
+		return usagef("sim needs an action: pay, scan, refund-complete, refund-fail, fault, orders or stats")
+	}
+	action, args := pre.Arg(0), pre.Args()[1:]
+	fs := flag.NewFlagSet("sim "+action, flag.ContinueOnError)
 	fs.StringVar(&sim, "sim", sim, "")
 	var provider, outTradeNo, outRefundNo, kind, api, discountBy, status string
 	var amount, discount int64

@@ -145,6 +145,18 @@ func TestSimPayScanAndFaults(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &orders); err != nil || len(orders) != 1 || orders[0].Paid != 900 || orders[0].Received != 900 {
 		t.Fatalf("orders json %v: %q", err, r.stdout)
 	}
+	// -sim before the action works as well as after it (the README's
+	// first form), and overrides the environment.
+	if _, err := client.Create(context.Background(), payment.Order{OutTradeNo: "sim_000002", Total: 1000, Subject: "x", ExpireAt: time.Now().Add(5 * time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	r = kioskctl(ctx, map[string]string{"KIOSKCTL_SIM": "http://127.0.0.1:1"}, "sim", "-sim", url, "pay", "-provider", "wxpay", "-out-trade-no", "sim_000002")
+	if r.code != ExitOK || strings.TrimSpace(r.stdout) != "ok" {
+		t.Fatalf("sim -sim URL pay: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if o, ok := sim.Order(payment.WxPay, "sim_000002"); !ok || o.State != "SUCCESS" {
+		t.Fatalf("after sim -sim URL pay: %+v", o)
+	}
 }
 
 // refund-complete and refund-fail decide WeChat refunds that paysim keeps

@@ -79,8 +79,33 @@ func TestVersion(t *testing.T) {
 	if code := run(context.Background(), []string{"-version"}, nil, &out, &errOut); code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
-	if !strings.HasPrefix(out.String(), "kioskpayd ") {
+	if out.String() != "kioskpayd dev\n" {
 		t.Fatalf("output %q", out.String())
+	}
+}
+
+// TestHelp: -h of the daemon and of doctor is a description, the usage
+// and the exit codes on stdout, exit 0; stray words are refused with 2.
+func TestHelp(t *testing.T) {
+	for _, tc := range []struct {
+		args      []string
+		code      int
+		out, errs string
+	}{
+		{[]string{"-h"}, 0, "kioskpayd is the kioskpay payment daemon", ""},
+		{[]string{"-help"}, 0, "Exit codes: 0 clean stop", ""},
+		{[]string{"doctor", "-h"}, 0, "kioskpayd doctor checks a device's set-up", ""},
+		{[]string{"doctor", "-help"}, 0, "Exit codes: 0 every check passed", ""},
+		{[]string{"start"}, 2, "", `unexpected argument "start"`},
+		{[]string{"-demo", "now"}, 2, "", `unexpected argument "now"`},
+		{[]string{"doctor", "-config", "x", "now"}, 2, "", `unexpected argument "now"`},
+		{[]string{"doctor"}, 2, "", "Run 'kioskpayd doctor -h' for usage."},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), tc.args, nil, &stdout, &stderr)
+		if code != tc.code || !strings.Contains(stdout.String(), tc.out) || !strings.Contains(stderr.String(), tc.errs) {
+			t.Errorf("%v: exit %d\nstdout %q\nstderr %q", tc.args, code, stdout.String(), stderr.String())
+		}
 	}
 }
 
