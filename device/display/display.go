@@ -59,6 +59,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -232,10 +233,10 @@ func New(cfg Config, logger *slog.Logger) (*Display, error) {
 		retryMin: retryMin, retryMax: retryMax}
 	d.cur = frame{Screen: Screen{Kind: Idle}, seq: 1}
 	probe := newTypesetter(fs)
-	if cfg.Locale == "zh" && textsFor("zh", probe).Lang != "zh" {
-		d.log.Warn("font_file has no CJK glyphs for the Chinese texts: showing English", "font_file", cfg.FontFile)
-	}
-	d.web = newWebOutput(textsFor(cfg.Locale, probe), cfg.Now)
+	warnNoCJK(d.log, cfg, probe)
+	// A browser draws Chinese with its own fonts: the page follows the
+	// locale whatever font_file says.
+	d.web = newWebOutput(textsOf(cfg.Locale), cfg.Now)
 	d.web.draw(&d.cur, cfg.Now())
 	for _, name := range cfg.Outputs {
 		var o output
@@ -253,6 +254,30 @@ func New(cfg Config, logger *slog.Logger) (*Display, error) {
 		d.runners = append(d.runners, &runner{out: o, wake: make(chan struct{}, 1)})
 	}
 	return d, nil
+}
+
+// warnNoCJK tells the operator when outputs that draw their own text (fb,
+// png, tty) will show English although the locale is Chinese, and why.
+func warnNoCJK(log *slog.Logger, cfg Config, probe *typesetter) {
+	if cfg.Locale != "zh" || textsFor("zh", probe).Lang == "zh" {
+		return
+	}
+	var own []string
+	for _, o := range cfg.Outputs {
+		if o != OutputWeb {
+			own = append(own, o)
+		}
+	}
+	if len(own) == 0 {
+		return
+	}
+	if cfg.FontFile == "" {
+		log.Warn("no font_file set: the "+strings.Join(own, ", ")+" output shows English; set display.font_file to a font with Chinese glyphs (e.g. /usr/share/fonts/truetype/wqy/wqy-microhei.ttc)",
+			"outputs", own)
+		return
+	}
+	log.Warn("font_file has no glyphs for the Chinese texts: the "+strings.Join(own, ", ")+" output shows English",
+		"font_file", cfg.FontFile, "outputs", own)
 }
 
 // Handler serves the web display (page, /events, /state, /qr.png,

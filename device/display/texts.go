@@ -74,8 +74,17 @@ func (t *texts) provider(p payment.ProviderName) string {
 	return string(p)
 }
 
-// textsFor picks the language for locale. Chinese needs a font with CJK
-// glyphs; without one the screen speaks English rather than drawing boxes.
+// textsOf returns the texts of locale ("zh" or "en").
+func textsOf(locale string) *texts {
+	if locale == "zh" {
+		return &textsZH
+	}
+	return &textsEN
+}
+
+// textsFor picks the language of an output that draws its own text (fb,
+// png, tty). Chinese needs a font with CJK glyphs; without one the screen
+// speaks English rather than drawing boxes.
 func textsFor(locale string, ts *typesetter) *texts {
 	if locale == "zh" && ts.covers(textsZH.all()) {
 		return &textsZH

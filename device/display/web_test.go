@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"image/png"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -204,5 +205,51 @@ func TestPNGAtomic(t *testing.T) {
 	bad := &pngOutput{path: "/proc/nope/qr.png", w: 100, h: 100, comp: newComposer(testFonts(t, false), "en")}
 	if err := bad.draw(f, testNow); err == nil {
 		t.Fatal("png written to an impossible path")
+	}
+}
+
+// TestWebFollowsLocaleWithoutFont: a browser draws Chinese with its own
+// fonts, so the page speaks the configured locale without font_file, and
+// nothing warns about a font unless an output that draws its own text is
+// configured; then the warning says what is missing.
+func TestWebFollowsLocaleWithoutFont(t *testing.T) {
+	for _, tc := range []struct {
+		locale, font string
+		outputs      []string
+		lang         string
+		warn         string // "" = no warning
+	}{
+		{"zh", "", []string{OutputWeb}, "zh", ""},
+		{"en", "", []string{OutputWeb}, "en", ""},
+		{"zh", "", []string{OutputWeb, OutputPNG}, "zh", "no font_file set: the png output shows English"},
+		{"zh", "", []string{OutputTTY}, "zh", "no font_file set: the tty output shows English"},
+	} {
+		var logs strings.Builder
+		d, err := New(Config{Outputs: tc.outputs, Locale: tc.locale, FontFile: tc.font, WebListen: "127.0.0.1:0", PNGPath: t.TempDir() + "/qr.png"},
+			slog.New(slog.NewTextHandler(&logs, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(d.Handler())
+		d.Show(payScreen(wxCode))
+		resp, err := http.Get(srv.URL + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		srv.Close()
+		st := d.web.snapshot()
+		want := textsOf(tc.lang)
+		if st.Lang != tc.lang || st.Texts.PayTitle != want.PayTitle || st.Codes[0].Label != want.WxPay ||
+			!strings.Contains(string(page), `<html lang="`+tc.lang+`">`) {
+			t.Errorf("%s %v: page lang %q, texts %q/%q", tc.locale, tc.outputs, st.Lang, st.Texts.PayTitle, st.Codes[0].Label)
+		}
+		switch {
+		case tc.warn == "" && strings.Contains(logs.String(), "WARN"):
+			t.Errorf("%s %v: warned: %s", tc.locale, tc.outputs, logs.String())
+		case tc.warn != "" && !strings.Contains(logs.String(), tc.warn):
+			t.Errorf("%s %v: log %q, want %q", tc.locale, tc.outputs, logs.String(), tc.warn)
+		}
 	}
 }
