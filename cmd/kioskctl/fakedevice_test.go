@@ -39,7 +39,10 @@ type fakeDevice struct {
 	// mismatches is what reconcile reports.
 	mismatches []device.Mismatch
 	silent     bool // never reply: an offline-but-retained device
-	maxPage    int  // when set, orders pages hold at most this many
+	// codes, when set, gives an order's QR contents (WeChat, Alipay);
+	// by default they are made from the order number.
+	codes   func(no string) (codeURL, qrCode string)
+	maxPage int // when set, orders pages hold at most this many
 }
 
 func newFakeDevice(t *testing.T, url, prefix, id string) *fakeDevice {
@@ -110,12 +113,16 @@ func (d *fakeDevice) handle(_ mqtt.Client, m mqtt.Message) {
 		if prov == "" {
 			prov = "any"
 		}
+		wx, ali := "weixin://wxpay/bizpayurl?pr="+no, "https://qr.alipay.com/"+no
+		if d.codes != nil {
+			wx, ali = d.codes(no)
+		}
 		info := device.OrderInfo{}
 		if prov == "wxpay" || prov == "any" {
-			info.CodeURL = "weixin://wxpay/bizpayurl?pr=" + no
+			info.CodeURL = wx
 		}
 		if prov == "alipay" || prov == "any" {
-			info.QRCode = "https://qr.alipay.com/" + no
+			info.QRCode = ali
 		}
 		exp := now.Add(r.Order.Expire)
 		d.mu.Lock()

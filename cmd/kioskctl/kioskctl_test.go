@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kioskpay/kioskpay/device"
+	"github.com/kioskpay/kioskpay/device/display"
+	"github.com/kioskpay/kioskpay/internal/qrtest"
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
 	"github.com/kioskpay/kioskpay/payment"
 )
@@ -41,7 +44,8 @@ func TestPayPaidWithAck(t *testing.T) {
 	if r.code != ExitOK {
 		t.Fatalf("exit %d, stderr: %s", r.code, r.stderr)
 	}
-	contains(t, "stdout", r.stdout, "weixin://wxpay/bizpayurl?pr=order_000001", "█", "¥10.00", "PAID", "4200order_000001", "acknowledged")
+	contains(t, "stdout", r.stdout, "¥10.00  massage 15 min\nWeChat Pay\n█", "PAID", "4200order_000001", "acknowledged")
+	qrtest.Want(t, terminalCodes(t, r.stdout, 80), "weixin://wxpay/bizpayurl?pr=order_000001")
 	if strings.Contains(r.stdout, "https://qr.alipay.com") {
 		t.Error("printed an Alipay code for -provider wxpay")
 	}
@@ -49,6 +53,53 @@ func TestPayPaidWithAck(t *testing.T) {
 	if a := d.ackList()[0]; a.OutTradeNo != "order_000001" || !a.OK {
 		t.Fatalf("ack = %+v", a)
 	}
+}
+
+// TestPayFitsTerminal: in an 80-column terminal the two codes of an "any"
+// order stand side by side under their labels, and everything up to the
+// waiting line fits 24 rows, amount and subject included; in 60 columns
+// they are stacked. The codes decode from the drawn screen.
+func TestPayFitsTerminal(t *testing.T) {
+	d, g := setup(t)
+	d.onCreate = func(d *fakeDevice, no string) { d.result(no, device.ResultPaid) }
+	for _, cols := range []int{80, 60} {
+		r := kioskctl(testCtx(t), map[string]string{"COLUMNS": strconv.Itoa(cols)}, args(g, "pay", "-device", "dev1", "-fee", "1000",
+			"-subject", "按摩 15 分钟", "-provider", "any", "-out-trade-no", "chair001_000"+strconv.Itoa(cols))...)
+		if r.code != ExitOK {
+			t.Fatalf("exit %d, stderr: %s", r.code, r.stderr)
+		}
+		screen, _, _ := strings.Cut(r.stdout, "\nchair001_000"+strconv.Itoa(cols)+": PAID")
+		lines := strings.Split(screen, "\n")
+		if lines[0] != "¥10.00  按摩 15 分钟" {
+			t.Errorf("%d columns: first line %q, want the amount and subject", cols, lines[0])
+		}
+		side := strings.Contains(lines[1], "WeChat Pay") && strings.Contains(lines[1], "Alipay")
+		if side != (cols == 80) {
+			t.Errorf("%d columns: labels %q; side by side = %v", cols, lines[1], side)
+		}
+		if cols == 80 && (len(lines) > 24 || !strings.HasSuffix(screen, "waiting for payment…")) {
+			t.Errorf("%d rows up to the waiting line, want at most 24:\n%s", len(lines), screen)
+		}
+		for _, l := range lines {
+			if n := len([]rune(l)); n > cols {
+				t.Errorf("%d columns: a line of %d: %q", cols, n, l)
+			}
+		}
+		qrtest.Want(t, terminalCodes(t, r.stdout, cols), "weixin://wxpay/bizpayurl?pr=chair001_000"+strconv.Itoa(cols), "https://qr.alipay.com/chair001_000"+strconv.Itoa(cols))
+	}
+}
+
+// terminalCodes reads the QR codes off kioskctl's output as a terminal of
+// that many columns shows it.
+func terminalCodes(t *testing.T, out string, cols int) []string {
+	t.Helper()
+	qrtest.Zbar(t)
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	img, err := display.TerminalImage(lines, cols, len(lines))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return qrtest.Decode(t, img)
 }
 
 func TestPayGeneratesOrderNumber(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kioskpay/kioskpay/device"
+	"github.com/kioskpay/kioskpay/device/display"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -180,7 +181,10 @@ func (c *PayCommand) Run(ctx context.Context, g *Globals, args []string) error {
 			return err
 		}
 	} else {
-		c.printQR(g, reply, expiresAt, invert, noQR)
+		c.printQR(g, reply, subject, expiresAt, invert, noQR)
+		// The last line stays open, so that an 80×24 terminal shows the
+		// whole screen; whatever is printed next starts a new line.
+		defer fmt.Fprintln(g.Stdout)
 	}
 
 	if waitFor == 0 {
@@ -207,12 +211,12 @@ func (c *PayCommand) Run(ctx context.Context, g *Globals, args []string) error {
 			return err
 		}
 	} else {
-		fmt.Fprintf(g.Stdout, "%s: %s %s%s\n", res.OutTradeNo, strings.ToUpper(string(res.Status)), res.TotalFee, verified)
+		fmt.Fprintf(g.Stdout, "\n%s: %s %s%s", res.OutTradeNo, strings.ToUpper(string(res.Status)), res.TotalFee, verified)
 		if res.TransactionID != "" {
-			fmt.Fprintf(g.Stdout, "transaction %s paid at %s\n", res.TransactionID, res.PaidAt)
+			fmt.Fprintf(g.Stdout, "\ntransaction %s paid at %s", res.TransactionID, res.PaidAt)
 		}
 		if res.Reason != "" {
-			fmt.Fprintf(g.Stdout, "reason: %s\n", res.Reason)
+			fmt.Fprintf(g.Stdout, "\nreason: %s", res.Reason)
 		}
 	}
 	if res.Status != device.ResultPaid {
@@ -229,39 +233,58 @@ func (c *PayCommand) Run(ctx context.Context, g *Globals, args []string) error {
 			return fmt.Errorf("paid, but the ack was not sent (the device will refund after unlock.ack_timeout unless acked): %w", err)
 		}
 		if !g.JSON() {
-			fmt.Fprintln(g.Stdout, "acknowledged as delivered")
+			fmt.Fprint(g.Stdout, "\nacknowledged as delivered")
 		}
 	} else if !g.JSON() {
-		fmt.Fprintln(g.Stdout, "not acknowledged: the device's controller must ack it (or pass -ack), else it is refunded after unlock.ack_timeout with on_no_ack=refund")
+		fmt.Fprint(g.Stdout, "\nnot acknowledged: the device's controller must ack it (or pass -ack), else it is refunded after unlock.ack_timeout with on_no_ack=refund")
 	}
 	return nil
 }
 
-func (c *PayCommand) printQR(g *Globals, r device.CreateReply, expiresAt time.Time, invert, noQR bool) {
-	codes := []struct{ name, content string }{
-		{"WeChat Pay", r.OrderInfo.CodeURL},
-		{"Alipay", r.OrderInfo.QRCode},
+// printQR draws what the customer sees, sized for the terminal: the
+// amount and subject, the code(s) under their labels (two side by side
+// when they fit, so both stay on an 80×24 screen), and the order number
+// with the deadline on a last line left open (no newline).
+func (c *PayCommand) printQR(g *Globals, r device.CreateReply, subject string, expiresAt time.Time, invert, noQR bool) {
+	width := g.termWidth()
+	var codes []display.TermCode
+	if r.OrderInfo.CodeURL != "" {
+		codes = append(codes, display.TermCode{Label: "WeChat Pay", Content: r.OrderInfo.CodeURL})
 	}
-	for _, code := range codes {
-		if code.content == "" {
-			continue
-		}
-		fmt.Fprintf(g.Stdout, "%s: %s\n", code.name, code.content)
-		if noQR {
-			continue
-		}
-		qr, err := renderQR(code.content, invert)
-		if err != nil {
-			fmt.Fprintf(g.Stderr, "cannot draw the %s code: %v\n", code.name, err)
-			continue
-		}
-		fmt.Fprint(g.Stdout, qr)
+	if r.OrderInfo.QRCode != "" {
+		codes = append(codes, display.TermCode{Label: "Alipay", Content: r.OrderInfo.QRCode})
 	}
-	fmt.Fprintf(g.Stdout, "order %s  %s  pay type %s\n", r.OutTradeNo, r.TotalFee, r.PayType)
+	fmt.Fprintln(g.Stdout, display.FitCells(r.TotalFee.String()+"  "+subject, width))
+	var lines []string
+	if !noQR {
+		var err error
+		if lines, err = display.TermCodes(codes, width, invert); err != nil {
+			fmt.Fprintf(g.Stderr, "cannot draw the QR code: %v\n", err)
+			noQR = true
+		}
+	}
+	if noQR {
+		lines = nil
+		for _, code := range codes {
+			lines = append(lines, code.Label+": "+code.Content)
+		}
+	}
+	for _, l := range lines {
+		fmt.Fprintln(g.Stdout, l)
+	}
+	// As much of the last line as fits: a narrow terminal loses the end.
+	last := "order " + r.OutTradeNo
+	parts := []string{"waiting for payment…"}
 	if !expiresAt.IsZero() {
-		fmt.Fprintf(g.Stdout, "expires at %s (in %s)\n", expiresAt.Local().Format("15:04:05"), time.Until(expiresAt).Round(time.Second))
+		parts = append([]string{"expires at " + expiresAt.Local().Format("15:04:05")}, parts...)
 	}
-	fmt.Fprintln(g.Stdout, "waiting for the payment…")
+	for _, p := range parts {
+		if len([]rune(last+" · "+p)) > width {
+			break
+		}
+		last += " · " + p
+	}
+	fmt.Fprint(g.Stdout, display.FitCells(last, width))
 }
 
 // awaitResult waits for the first result of outTradeNo. Results are

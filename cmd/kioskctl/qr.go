@@ -1,22 +1,22 @@
 package main
 
 import (
-	"strings"
+	"os"
+	"strconv"
 
-	"github.com/kioskpay/kioskpay/device/display"
+	"golang.org/x/sys/unix"
 )
 
-// invertBlocks swaps drawn and blank half blocks.
-var invertBlocks = strings.NewReplacer("█", " ", " ", "█", "▀", "▄", "▄", "▀")
-
-// renderQR draws content as a half-block QR code for the terminal, the same
-// rendering as the device's tty display. Like qrencode -t UTF8 it draws the
-// light modules, which suits light-on-dark terminals; invert draws the dark
-// ones instead, for dark-on-light terminals.
-func renderQR(content string, invert bool) (string, error) {
-	s, err := display.HalfBlockQR(content)
-	if err != nil || !invert {
-		return s, err
+// termWidth is how many columns the terminal on stdout has: the kernel's
+// window size, else $COLUMNS, else 80.
+func (g *Globals) termWidth() int {
+	if f, ok := g.Stdout.(*os.File); ok {
+		if ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ); err == nil && ws.Col > 0 {
+			return int(ws.Col)
+		}
 	}
-	return invertBlocks.Replace(s), nil
+	if n, err := strconv.Atoi(g.Getenv("COLUMNS")); err == nil && n > 0 {
+		return n
+	}
+	return 80
 }

@@ -208,7 +208,7 @@ func TestDisplayAllOutputs(t *testing.T) {
 	eventually(t, "png with both codes", func() bool { return len(readPNG()) == 2 })
 	wantCodes(t, readPNG(), wxContent, aliContent)
 	eventually(t, "tty output", func() bool { return strings.Contains(tty.String(), "¥10.00") })
-	wantCodes(t, decodeQR(t, halfBlocksToImage(tty.String())), wxContent, aliContent)
+	wantCodes(t, decodeQR(t, halfBlocksToImage(t, tty.String())), wxContent, aliContent)
 
 	// The framebuffer file appears: the fb output recovers on its own.
 	if err := os.MkdirAll(filepath.Dir(fbPath), 0o755); err != nil {

@@ -19,41 +19,85 @@ const (
 	blockNone  = " "
 )
 
-// HalfBlockQR renders content as a QR code in UTF-8 half blocks with a
-// quiet zone of payment.QuietZone modules, two module rows per text line.
-// Like `qrencode -t UTF8` it draws the light modules as blocks, for the
-// usual light-on-dark terminal; on a dark-on-light terminal the code comes
-// out inverted, which most phone scanners still read.
-func HalfBlockQR(content string) (string, error) {
-	mods, err := payment.QRModules(content)
-	if err != nil {
-		return "", err
+// TermCode is a QR code to draw in a terminal, with its label above it.
+type TermCode struct {
+	Label   string
+	Content string
+}
+
+// TermCodes draws codes in UTF-8 half blocks, each under its label: side
+// by side, two columns apart, when together they fit in width terminal
+// columns (width <= 0: no limit), else one below the other. invert draws
+// the dark modules instead of the light ones, for dark-on-light terminals.
+func TermCodes(codes []TermCode, width int, invert bool) ([]string, error) {
+	blocks := make([][]string, len(codes))
+	total := 0
+	for i, c := range codes {
+		mods, err := payment.QRModules(c.Content)
+		if err != nil {
+			return nil, fmt.Errorf("%s QR code: %w", c.Label, err)
+		}
+		blocks[i] = halfBlockLines(mods, invert)
+		total += cellWidth(blocks[i][0])
 	}
-	return strings.Join(halfBlockLines(mods), "\n") + "\n", nil
+	total += 2 * max(0, len(codes)-1)
+	var lines []string
+	if width > 0 && total > width {
+		for i, c := range codes {
+			lines = append(lines, c.Label)
+			lines = append(lines, blocks[i]...)
+		}
+		return lines, nil
+	}
+	row := func(cell func(i int, bl []string) string) string {
+		var l strings.Builder
+		for i, bl := range blocks {
+			if i > 0 {
+				l.WriteString("  ")
+			}
+			l.WriteString(cell(i, bl))
+		}
+		return strings.TrimRight(l.String(), " ")
+	}
+	lines = append(lines, row(func(i int, bl []string) string {
+		return padRight(FitCells(codes[i].Label, cellWidth(bl[0])), cellWidth(bl[0]))
+	}))
+	rows := 0
+	for _, bl := range blocks {
+		rows = max(rows, len(bl))
+	}
+	for y := 0; y < rows; y++ {
+		lines = append(lines, row(func(i int, bl []string) string {
+			if y < len(bl) {
+				return bl[y]
+			}
+			return strings.Repeat(" ", cellWidth(bl[0]))
+		}))
+	}
+	return lines, nil
 }
 
 // halfBlockLines returns the lines of a half-block QR code with its quiet
-// zone. Rows past the bottom count as dark (terminal background).
-func halfBlockLines(mods [][]bool) []string {
+// zone. Rows past the bottom count as the terminal's background. Light
+// modules are drawn, or the dark ones with invert.
+func halfBlockLines(mods [][]bool, invert bool) []string {
 	n := len(mods)
 	q := payment.QuietZone
 	side := n + 2*q
-	light := func(x, y int) bool {
+	drawn := func(x, y int) bool {
 		if y >= side {
 			return false
 		}
 		x, y = x-q, y-q
-		if x < 0 || y < 0 || x >= n || y >= n {
-			return true
-		}
-		return !mods[y][x]
+		light := x < 0 || y < 0 || x >= n || y >= n || !mods[y][x]
+		return light != invert
 	}
 	var lines []string
 	var b strings.Builder
 	for y := 0; y < side; y += 2 {
 		b.Reset()
 		for x := 0; x < side; x++ {
-			top, bottom := light(x, y), light(x, y+1)
+			top, bottom := drawn(x, y), drawn(x, y+1)
 			switch {
 			case top && bottom:
 				b.WriteString(blockFull)
@@ -68,6 +112,25 @@ func halfBlockLines(mods [][]bool) []string {
 		lines = append(lines, b.String())
 	}
 	return lines
+}
+
+// FitCells returns s cut to at most w terminal columns, ending in "…" when
+// it was cut. East Asian wide characters take two columns.
+func FitCells(s string, w int) string {
+	if cellWidth(s) <= w {
+		return s
+	}
+	var b strings.Builder
+	used := 0
+	for _, r := range s {
+		cw := cellWidth(string(r))
+		if used+cw > w-1 {
+			break
+		}
+		b.WriteRune(r)
+		used += cw
+	}
+	return b.String() + "…"
 }
 
 // cellWidth is how many terminal columns s takes: East Asian wide
@@ -104,50 +167,23 @@ func ttyText(f *frame, now time.Time, tx *texts) ([]string, error) {
 	var lines []string
 	switch f.Kind {
 	case Pay:
-		var blocks [][]string
-		var labels []string
+		var codes []TermCode
 		for _, c := range f.Codes {
-			if len(blocks) == 2 {
+			if len(codes) == 2 {
 				break
 			}
-			mods, err := payment.QRModules(c.Content)
-			if err != nil {
-				return nil, fmt.Errorf("%s QR code: %w", c.Provider, err)
-			}
-			blocks = append(blocks, halfBlockLines(mods))
-			labels = append(labels, tx.provider(c.Provider))
+			codes = append(codes, TermCode{Label: tx.provider(c.Provider), Content: c.Content})
 		}
 		lines = append(lines, tx.PayTitle+"  "+f.Amount.String())
 		if s := cleanText(f.Subject); s != "" {
 			lines = append(lines, s)
 		}
 		// Codes side by side with their labels above.
-		var head strings.Builder
-		for i, bl := range blocks {
-			if i > 0 {
-				head.WriteString("  ")
-			}
-			head.WriteString(padRight(labels[i], cellWidth(bl[0])))
+		block, err := TermCodes(codes, 0, false)
+		if err != nil {
+			return nil, err
 		}
-		lines = append(lines, strings.TrimRight(head.String(), " "))
-		rows := 0
-		for _, bl := range blocks {
-			rows = max(rows, len(bl))
-		}
-		for y := 0; y < rows; y++ {
-			var l strings.Builder
-			for i, bl := range blocks {
-				if i > 0 {
-					l.WriteString("  ")
-				}
-				if y < len(bl) {
-					l.WriteString(bl[y])
-				} else {
-					l.WriteString(strings.Repeat(" ", cellWidth(bl[0])))
-				}
-			}
-			lines = append(lines, l.String())
-		}
+		lines = append(lines, block...)
 		lines = append(lines, tx.TimeLeft+" "+formatCountdown(remaining(f.ExpiresAt, now)))
 		if f.OutTradeNo != "" {
 			lines = append(lines, tx.Order+" "+cleanText(f.OutTradeNo))

@@ -1,8 +1,9 @@
 package display
 
 import (
+	"fmt"
 	"image"
-	"image/color"
+	"image/draw"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,63 +13,57 @@ import (
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
 )
 
-// halfBlocksToImage turns the half-block lines of text back into pixels
-// (8×8 per module): blocks are light, spaces dark. Lines holding anything
-// else (labels, amounts) are left out.
-func halfBlocksToImage(text string) *image.Gray {
-	var rows [][]rune
-	for _, l := range strings.Split(text, "\n") {
-		rs := []rune(l)
-		if len(rs) == 0 {
-			continue
-		}
-		ok := true
-		for _, r := range rs {
-			if !strings.ContainsRune("█▀▄ ", r) {
-				ok = false
-				break
-			}
-		}
-		if ok && strings.ContainsAny(l, "█▀▄") {
-			rows = append(rows, rs)
-		}
+// halfBlocksToImage draws terminal output as a terminal shows it, for a
+// QR reader.
+func halfBlocksToImage(t *testing.T, text string) image.Image {
+	t.Helper()
+	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
+	cols := 0
+	for _, l := range lines {
+		cols = max(cols, cellWidth(l))
 	}
-	w := 0
-	for _, r := range rows {
-		w = max(w, len(r))
-	}
-	const s = 8
-	img := image.NewGray(image.Rect(0, 0, w*s, len(rows)*2*s))
-	for y, r := range rows {
-		for x, c := range r {
-			top := c == '█' || c == '▀'
-			bottom := c == '█' || c == '▄'
-			for dy := 0; dy < s; dy++ {
-				for dx := 0; dx < s; dx++ {
-					if top {
-						img.SetGray(x*s+dx, 2*y*s+dy, color.Gray{255})
-					}
-					if bottom {
-						img.SetGray(x*s+dx, (2*y+1)*s+dy, color.Gray{255})
-					}
-				}
-			}
-		}
+	img, err := TerminalImage(lines, cols, len(lines))
+	if err != nil {
+		t.Fatal(err)
 	}
 	return img
 }
 
-func TestHalfBlockQR(t *testing.T) {
-	for _, content := range []string{wxContent, aliContent} {
-		s, err := HalfBlockQR(content)
+func TestTermCodes(t *testing.T) {
+	codes := []TermCode{{"微信支付", wxContent}, {"支付宝", aliContent}}
+	for _, tc := range []struct {
+		width   int
+		invert  bool
+		stacked bool
+	}{{0, false, false}, {80, false, false}, {80, true, false}, {60, false, true}} {
+		lines, err := TermCodes(codes, tc.width, tc.invert)
 		if err != nil {
 			t.Fatal(err)
 		}
-		img := halfBlocksToImage(s)
-		preview(t, "tty_"+content[:5], img)
-		wantCodes(t, decodeQR(t, img), content)
+		text := strings.Join(lines, "\n")
+		for _, l := range lines {
+			if tc.width > 0 && cellWidth(l) > tc.width {
+				t.Errorf("width %d: a line of %d columns", tc.width, cellWidth(l))
+			}
+		}
+		// Side by side, the labels share the first line.
+		if side := strings.Contains(lines[0], "微信支付") && strings.Contains(lines[0], "支付宝"); side == tc.stacked {
+			t.Errorf("width %d: first line %q, stacked=%v", tc.width, lines[0], tc.stacked)
+		}
+		var img image.Image = halfBlocksToImage(t, text)
+		if tc.invert {
+			// A dark-on-light terminal: what is drawn is dark.
+			neg := image.NewGray(img.Bounds())
+			draw.Draw(neg, neg.Bounds(), img, img.Bounds().Min, draw.Src)
+			for i := range neg.Pix {
+				neg.Pix[i] = 255 - neg.Pix[i]
+			}
+			img = neg
+		}
+		preview(t, fmt.Sprintf("tty_codes_%d_%v", tc.width, tc.invert), img)
+		wantCodes(t, decodeQR(t, img), wxContent, aliContent)
 	}
-	if _, err := HalfBlockQR(strings.Repeat("x", 3000)); err == nil {
+	if _, err := TermCodes([]TermCode{{"x", strings.Repeat("x", 3000)}}, 0, false); err == nil {
 		t.Fatal("content too long for a QR code accepted")
 	}
 }
@@ -86,7 +81,7 @@ func TestTTYOutput(t *testing.T) {
 			t.Errorf("tty output lacks %q:\n%s", want, out)
 		}
 	}
-	wantCodes(t, decodeQR(t, halfBlocksToImage(out)), wxContent, aliContent)
+	wantCodes(t, decodeQR(t, halfBlocksToImage(t, out)), wxContent, aliContent)
 	for _, l := range strings.Split(out, "\n") {
 		if w := cellWidth(l); w > 80 {
 			t.Errorf("line %d columns wide: %q", w, l)
@@ -121,7 +116,7 @@ func TestTTYFileHoldsCurrentScreen(t *testing.T) {
 	if !strings.Contains(string(b), "Time left 4:57") || strings.Contains(string(b), "4:59") {
 		t.Fatalf("file does not hold just the current screen:\n%s", b)
 	}
-	wantCodes(t, decodeQR(t, halfBlocksToImage(string(b))), wxContent)
+	wantCodes(t, decodeQR(t, halfBlocksToImage(t, string(b))), wxContent)
 	o.draw(&frame{Screen: Screen{Kind: Paid, Amount: 250}, seq: 2}, testNow)
 	b, _ = os.ReadFile(path)
 	if !strings.HasPrefix(string(b), "Payment received  ¥2.50\n") || strings.ContainsRune(string(b), '█') {
