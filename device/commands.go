@@ -808,6 +808,7 @@ func (e *Engine) handleReconcile(ctx context.Context, m store.InboxEntry) {
 	}
 	rep := ReconcileReply{Reply: OKReply(req.RequestID, ActionReconcile, "ok"), Mismatches: []Mismatch{}}
 	for _, o := range orders {
+		checked := false
 		for _, l := range o.Legs {
 			if l.State == store.LegFailed || l.State == store.LegCreating {
 				continue
@@ -821,7 +822,8 @@ func (e *Engine) handleReconcile(ctx context.Context, m store.InboxEntry) {
 					ProviderState: "unknown", Provider: string(l.Provider), Detail: "query failed: " + err.Error()})
 				continue
 			}
-			rep.Checked++
+			rep.ProviderOrders++
+			checked = true
 			if d := legMismatch(&o, l, st); d != "" {
 				rep.Mismatches = append(rep.Mismatches, Mismatch{OutTradeNo: o.OutTradeNo, LocalState: string(o.State),
 					ProviderState: st.State.String(), Provider: string(l.Provider), Detail: d})
@@ -837,6 +839,9 @@ func (e *Engine) handleReconcile(ctx context.Context, m store.InboxEntry) {
 					}()
 				}
 			}
+		}
+		if checked {
+			rep.Checked++
 		}
 	}
 	e.replyOnly(m.ID, rep)

@@ -523,8 +523,15 @@ func TestOrdersAndQuery(t *testing.T) {
 	}
 	h.send(TopicReconcile, `{"request_id":"rc"}`)
 	r = h.reply("rc")
-	if r.num("checked") != 3 {
+	if r.num("checked") != 3 || r.num("provider_orders") != 3 {
 		t.Fatalf("reconcile %s", r.Raw)
+	}
+	// An order with both codes is one order and two provider orders.
+	h.createOK("r4", "order_0034", 400, "any")
+	h.send(TopicReconcile, `{"request_id":"rc2"}`)
+	r = h.reply("rc2")
+	if r.num("checked") != 4 || r.num("provider_orders") != 5 {
+		t.Fatalf("reconcile with an any order %s", r.Raw)
 	}
 }
 

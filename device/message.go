@@ -802,8 +802,11 @@ type Mismatch struct {
 // ReconcileReply answers P/pay/reconcile.
 type ReconcileReply struct {
 	Reply
-	Checked    int        `json:"checked"`
-	Mismatches []Mismatch `json:"mismatches"`
+	// Checked counts the orders compared; ProviderOrders the provider
+	// orders queried for them (an "any" order has one at each provider).
+	Checked        int        `json:"checked"`
+	ProviderOrders int        `json:"provider_orders"`
+	Mismatches     []Mismatch `json:"mismatches"`
 }
 
 // ResultStatus is the terminal outcome a result announces.

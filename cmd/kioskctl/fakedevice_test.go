@@ -256,7 +256,7 @@ func (d *fakeDevice) handle(_ mqtt.Client, m mqtt.Message) {
 		d.mu.Lock()
 		n, mm := len(d.orders), append([]device.Mismatch{}, d.mismatches...)
 		d.mu.Unlock()
-		reply(device.ReconcileReply{Reply: device.OKReply(r.RequestID, device.ActionReconcile, "since "+device.FormatTime(r.Since)), Checked: n, Mismatches: mm})
+		reply(device.ReconcileReply{Reply: device.OKReply(r.RequestID, device.ActionReconcile, "since "+device.FormatTime(r.Since)), Checked: n, ProviderOrders: n, Mismatches: mm})
 	case device.TopicNotify:
 		reply(device.OKReply(device.RequestIDOf(p), device.ActionNotify, "ok"))
 	}

@@ -522,7 +522,7 @@ func TestReconcile(t *testing.T) {
 	if r.code != ExitOK {
 		t.Fatalf("clean: exit %d: %s", r.code, r.stderr)
 	}
-	contains(t, "stdout", r.stdout, "checked 1 orders, 0 mismatches")
+	contains(t, "stdout", r.stdout, "checked 1 order (1 provider order), 0 mismatches")
 
 	d.mu.Lock()
 	d.mismatches = []device.Mismatch{{OutTradeNo: "r_000001", LocalState: "expired", ProviderState: "SUCCESS", Provider: "wxpay", Detail: "paid at provider"}}
@@ -531,8 +531,8 @@ func TestReconcile(t *testing.T) {
 	if r.code != ExitNotPaid {
 		t.Fatalf("mismatch: exit %d, want %d", r.code, ExitNotPaid)
 	}
-	contains(t, "stdout", r.stdout, "1 mismatches", "r_000001", "SUCCESS", "paid at provider")
-	contains(t, "stderr", r.stderr, "disagree")
+	contains(t, "stdout", r.stdout, "1 mismatch\n", "r_000001", "SUCCESS", "paid at provider")
+	contains(t, "stderr", r.stderr, "1 order of dev1 disagree")
 
 	r = kioskctl(testCtx(t), nil, args(g, "-o", "json", "reconcile", "-device", "dev1", "-since", "2025-01-01T00:00:00+08:00")...)
 	var rr device.ReconcileReply

@@ -185,6 +185,17 @@ Exit codes: 0 ok, 1 failure, 2 bad usage, 3 order not paid / reconcile mismatche
 	return b.String()
 }
 
+// count says how many of a thing: "1 device", "2 devices", "0 mismatches".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	if strings.HasSuffix(noun, "ch") || strings.HasSuffix(noun, "s") {
+		return fmt.Sprintf("%d %ses", n, noun)
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
 // exitError carries a specific exit code; err (may be nil) is printed.
 type exitError struct {
 	code int

@@ -69,7 +69,7 @@ func (c *ReconcileCommand) Run(ctx context.Context, g *Globals, args []string) e
 		return fmt.Errorf("device %s sent an unreadable reply: %w", dev, err)
 	}
 	if !g.JSON() {
-		fmt.Fprintf(g.Stdout, "checked %d orders, %d mismatches\n", r.Checked, len(r.Mismatches))
+		fmt.Fprintf(g.Stdout, "checked %s (%s), %s\n", count(r.Checked, "order"), count(r.ProviderOrders, "provider order"), count(len(r.Mismatches), "mismatch"))
 		if len(r.Mismatches) > 0 {
 			w := tabwriter.NewWriter(g.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "OUT_TRADE_NO\tLOCAL\tPROVIDER_STATE\tPROVIDER\tDETAIL")
@@ -80,7 +80,11 @@ func (c *ReconcileCommand) Run(ctx context.Context, g *Globals, args []string) e
 		}
 	}
 	if len(r.Mismatches) > 0 {
-		return &exitError{code: ExitNotPaid, err: fmt.Errorf("%d orders of %s disagree with the provider", len(r.Mismatches), dev)}
+		orders := map[string]bool{}
+		for _, m := range r.Mismatches {
+			orders[m.OutTradeNo] = true
+		}
+		return &exitError{code: ExitNotPaid, err: fmt.Errorf("%s of %s disagree with the provider", count(len(orders), "order"), dev)}
 	}
 	return nil
 }

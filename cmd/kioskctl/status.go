@@ -200,7 +200,7 @@ func printStatusTable(g *Globals, rows []deviceStatus) {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Device, on, dash(r.Version), pending, clock, dash(started))
 	}
 	w.Flush()
-	fmt.Fprintf(g.Stdout, "%d devices, %d online\n", len(rows), online)
+	fmt.Fprintf(g.Stdout, "%s, %d online\n", count(len(rows), "device"), online)
 }
 
 func dash(s string) string {
