@@ -100,9 +100,9 @@ func TestEndToEndWithDemo(t *testing.T) {
 		done <- m.Run(ctx, []string{"pay", "-device", dev, "-fee", "1000", "-subject", "Massage 15 min",
 			"-type", "massage_15", "-provider", "wxpay", "-out-trade-no", no, "-ack", "-wait", "60s"})
 	}()
-	waitFor(t, "the QR code", 20*time.Second, func() bool { return strings.Contains(out.String(), "waiting for the payment") })
-	if !strings.Contains(out.String(), "weixin://wxpay/bizpayurl") || !strings.Contains(out.String(), "█") {
-		t.Fatalf("pay printed no WeChat QR:\n%s", out.String())
+	waitFor(t, "the QR code", 20*time.Second, func() bool { return strings.Contains(out.String(), "waiting for payment") })
+	if codes := terminalCodes(t, out.String(), 80); len(codes) != 1 || !strings.HasPrefix(codes[0], "weixin://wxpay/bizpayurl?pr=") {
+		t.Fatalf("pay printed no WeChat QR (decoded %q):\n%s", codes, out.String())
 	}
 	if r := kioskctl(ctx, env, "sim", "pay", "-provider", "wxpay", "-out-trade-no", no); r.code != ExitOK {
 		t.Fatalf("sim pay: exit %d: %s", r.code, r.stderr)
