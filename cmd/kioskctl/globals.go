@@ -29,7 +29,8 @@ type Globals struct {
 	Stderr io.Writer
 	Getenv func(string) string
 
-	timeoutSet bool // -timeout given explicitly
+	timeoutSet bool   // -timeout given explicitly
+	command    string // the command being run, for its help
 }
 
 const globalFlagsUsage = `	-broker URL          MQTT broker (tcp:// ssl:// ws:// wss://); env KIOSKCTL_BROKER
@@ -113,7 +114,7 @@ func (g *Globals) parseLeading(fs *flag.FlagSet, usage string, args []string) er
 	g.register(fs)
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
-			fmt.Fprint(g.Stdout, usage)
+			fmt.Fprint(g.Stdout, commandHelp(g.command, usage))
 			return err
 		}
 		return &usageError{err}

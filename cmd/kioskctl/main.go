@@ -111,7 +111,7 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 	if name == "help" {
 		if len(rest) > 0 {
 			if c := lookup(rest[0]); c != nil {
-				fmt.Fprint(m.Stdout, c.Usage())
+				fmt.Fprint(m.Stdout, commandHelp(rest[0], c.Usage()))
 				return ExitOK
 			}
 		}
@@ -123,6 +123,7 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		fmt.Fprintf(m.Stderr, "kioskctl: unknown command %q\n\n%s", name, m.usage())
 		return ExitUsage
 	}
+	g.command = name
 	err := c.Run(ctx, g, rest)
 	return m.report(name, err)
 }
@@ -180,9 +181,26 @@ Global flags (accepted before or after the command):
 
 ` + globalFlagsUsage + `
 Run 'kioskctl help <command>' for a command's flags.
-Exit codes: 0 ok, 1 failure, 2 bad usage, 3 order not paid / reconcile mismatches.
-`)
+` + exitCodes)
 	return b.String()
+}
+
+const exitCodes = "Exit codes: 0 ok, 1 failure, 2 bad usage, 3 order not paid / reconcile mismatches.\n"
+
+// commandHelp is a command's help text: what it does in one line, its
+// usage, and the exit codes.
+func commandHelp(name, usage string) string {
+	summary := ""
+	for _, c := range commands {
+		if c.name == name {
+			summary = c.summary
+		}
+	}
+	h := "kioskctl " + name + ": " + summary + "\n\n" + usage
+	if !strings.Contains(usage, "Exit codes") {
+		h += "\n" + exitCodes
+	}
+	return h
 }
 
 // count says how many of a thing: "1 device", "2 devices", "0 mismatches".

@@ -36,10 +36,25 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/cli"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 )
 
 var errUsage = errors.New("usage")
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = ""
+
+const help = `paysim serves simulated WeChat Pay (APIv3) and Alipay (OpenAPI) endpoints with test
+hooks, and writes the keys and config a kioskpayd needs to use them.
+
+Usage:
+  paysim -keys DIR [-listen ADDR] [flags]
+
+Flags:
+%s
+Exit codes: 0 clean stop (SIGTERM/SIGINT), 1 fatal error, 2 bad usage.
+`
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -60,7 +75,6 @@ func main() {
 // are written.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready func(baseURL string)) error {
 	fs := flag.NewFlagSet("paysim", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:9000", "address to serve both provider APIs on")
 	keysDir := fs.String("keys", "", "directory for key files and kioskpayd.toml (required)")
 	baseFlag := fs.String("base-url", "", "URL the daemon reaches this simulator at (default http://<listen address>)")
@@ -71,18 +85,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	fs.DurationVar(&realism.AlipayRefundWindow, "refund-window", realism.AlipayRefundWindow, "how long a paid Alipay trade stays refundable before TRADE_FINISHED (0 = forever)")
 	fs.BoolVar(&realism.AlipayZeroQueryAmounts, "alipay-zero-amounts", realism.AlipayZeroQueryAmounts, "answer alipay.trade.query with \"0.00\" buyer_pay_amount, invoice_amount and receipt_amount, as most real answers do (=false: filled amounts)")
 	fs.BoolVar(&realism.WxStrictRefundTotal, "strict-refund-total", realism.WxStrictRefundTotal, "refuse WeChat refunds whose amount.total is not the provider-side order total, as WeChat does (=false: lenient)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: paysim -listen ADDR -keys DIR [-base-url URL] [-timeout-hold D] [-refund-delay MIN-MAX|D|never] [-refund-window D] [-alipay-zero-amounts=false] [-strict-refund-total=false] [-v]")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if code, done := cli.Parse(fs, args, fmt.Sprintf(help, cli.Flags(fs)), false, stdout, stderr); done {
+		if code == cli.ExitOK {
+			return flag.ErrHelp
 		}
 		return errUsage
 	}
-	if *keysDir == "" || fs.NArg() > 0 {
-		fs.Usage()
+	if *showVersion {
+		fmt.Fprintln(stdout, "paysim", cli.Version(version))
+		return nil
+	}
+	if *keysDir == "" {
+		cli.Usagef(stderr, "paysim", "-keys DIR is required")
 		return errUsage
 	}
 	if err := realism.Validate(); err != nil {
