@@ -343,4 +343,3 @@ func waitMatch(t *testing.T, b *syncbuf.Buffer, re *regexp.Regexp, d time.Durati
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
