@@ -216,6 +216,44 @@ func (e *Engine) handleCreate(ctx context.Context, m store.InboxEntry) {
 	}
 }
 
+// duplicateConflict is the refusal of a create whose out_trade_no names an
+// order with other parameters; field and message say which one differs.
+func duplicateConflict(req CreateRequest, o *store.Order, state string) *Error {
+	r := req.Order
+	other := ""
+	if r.Other != nil {
+		b, _ := json.Marshal(r.Other)
+		other = string(b)
+	}
+	for _, d := range []struct {
+		field      string
+		had, asked any
+	}{
+		{"provider", o.Provider, req.Provider},
+		{"data.pid", o.PID, r.PID},
+		{"data.total_fee", int64(o.TotalFee), int64(r.TotalFee)},
+		{"data.subject", o.Subject, r.Subject},
+		{"data.type", o.Type, r.Type},
+		{"data.expire_seconds", int64(o.Expire.Seconds()), int64(r.Expire.Seconds())},
+		{"data.custom", string(o.Custom), string(r.Custom)},
+		{"data.other", string(o.Other), other},
+	} {
+		if d.had == d.asked {
+			continue
+		}
+		e := &Error{Name: ErrDuplicateConflict, Field: d.field,
+			Msg: fmt.Sprintf("order %s %s with other parameters: %s differs", o.OutTradeNo, state, d.field)}
+		switch d.had.(type) {
+		case int64:
+			e.Msg = fmt.Sprintf("order %s %s with %s %v, not %v", o.OutTradeNo, state, d.field, d.had, d.asked)
+		}
+		return e
+	}
+	// The same request resolves to other providers than before (the
+	// configured default changed).
+	return &Error{Name: ErrDuplicateConflict, Field: "provider", Msg: fmt.Sprintf("order %s %s with other providers", o.OutTradeNo, state)}
+}
+
 // recreate answers a create for an out_trade_no that already exists: the
 // same QR while pending with the same parameters (seed: re-pay with the
 // original number), DUPLICATE_CONFLICT with different ones, ORDER_FINISHED
@@ -224,7 +262,7 @@ func (e *Engine) recreate(ctx context.Context, m store.InboxEntry, req CreateReq
 	switch o.State {
 	case store.Creating:
 		if o.Fingerprint != fp {
-			e.replyErr(m, req.RequestID, ActionCreate, Errorf(ErrDuplicateConflict, "order %s exists with different parameters", o.OutTradeNo))
+			e.replyErr(m, req.RequestID, ActionCreate, duplicateConflict(req, &o, "exists"))
 			return
 		}
 		// Left over from a crash and not resumed yet: finish it and answer
@@ -234,7 +272,7 @@ func (e *Engine) recreate(ctx context.Context, m store.InboxEntry, req CreateReq
 		return
 	case store.Pending:
 		if o.Fingerprint != fp {
-			e.replyErr(m, req.RequestID, ActionCreate, Errorf(ErrDuplicateConflict, "order %s is pending with different parameters", o.OutTradeNo))
+			e.replyErr(m, req.RequestID, ActionCreate, duplicateConflict(req, &o, "is pending"))
 			return
 		}
 		rep, err := createReply(req.RequestID, &o)

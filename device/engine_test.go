@@ -146,8 +146,18 @@ func TestRecreateSameAndConflict(t *testing.T) {
 	if a.str("qrcodeImage") != b.str("qrcodeImage") || h.wx().count("create") != 1 {
 		t.Fatalf("re-create made a new provider order (%d creates)", h.wx().count("create"))
 	}
+	// The refusal names the field that differs.
 	h.send(TopicCreate, createPayload("r3", "order_0010", 200, "", ""))
-	if r := h.reply("r3"); r.str("error") != string(ErrDuplicateConflict) || r.num("code") != 409 {
+	if r := h.reply("r3"); r.str("error") != string(ErrDuplicateConflict) || r.num("code") != 409 ||
+		r.str("field") != "data.total_fee" || r.str("msg") != "order order_0010 is pending with data.total_fee 100, not 200" {
+		t.Fatalf("conflict reply %s", r.Raw)
+	}
+	h.send(TopicCreate, strings.Replace(createPayload("r3b", "order_0010", 100, "", ""), `"seat":3`, `"seat":4`, 1))
+	if r := h.reply("r3b"); r.str("field") != "data.custom" || !strings.Contains(r.str("msg"), "data.custom differs") {
+		t.Fatalf("conflict reply %s", r.Raw)
+	}
+	h.send(TopicCreate, createPayload("r3c", "order_0010", 100, "alipay", ""))
+	if r := h.reply("r3c"); r.str("field") != "provider" {
 		t.Fatalf("conflict reply %s", r.Raw)
 	}
 	h.send(TopicCancel, `{"request_id":"c1","out_trade_no":"order_0010"}`)
