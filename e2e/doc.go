@@ -22,7 +22,10 @@
 // and wrong payments), moneyrule_test.go (the money rule: discounts, "0.00"
 // Alipay amounts, provider-total mismatches, asynchronous, ABNORMAL and
 // stuck refunds), relay_test.go (notifyrelay, forged notifications,
-// secrets), signed_test.go (signed requests and results).
+// secrets), signed_test.go (signed requests and results), cli_test.go (-h,
+// -version and usage errors of every program), readme_test.go (every
+// command of README.md's demo section against a real demo).
 //
-//	go test ./e2e/     # about 65 s: one test waits for a 60 s expiry
+//	go test ./e2e/          # about 75 s: one test waits for a 60 s expiry
+//	go test -short ./e2e/   # about 20 s: without the tests that wait or time
 package e2e

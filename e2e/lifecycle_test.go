@@ -12,6 +12,9 @@ import (
 // SPEC allows), with the final close at both providers, even though the
 // daemon was killed and restarted while it was pending.
 func TestExpiryAcrossRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a 60 s QR expiry (the shortest allowed): skipped with -short; run go test ./e2e/")
+	}
 	t.Parallel()
 	e := newEnv(t, daemonOpts{provider: "any"})
 	otn := "expire_" + randomHex(3)

@@ -124,6 +124,9 @@ func TestShowNeverBlocks(t *testing.T) {
 // TestCountdownTicksOnlyWhileVisible: a pay screen redraws once a second,
 // idle does not wake at all.
 func TestCountdownTicksOnlyWhileVisible(t *testing.T) {
+	if testing.Short() {
+		t.Skip("watches the output for several seconds of countdown: skipped with -short; run go test ./device/display/")
+	}
 	fo := &fakeOutput{}
 	d := withFake(t, fo)
 	runDisplay(t, d)
