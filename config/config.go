@@ -1,4 +1,4 @@
-// Package config loads and validates kioskpayd's TOML configuration (SPEC §3).
+// Package config loads and validates kioskpayd's TOML configuration (docs/contract.md §2).
 //
 // Loading is strict: unknown keys are errors, every value is range-checked,
 // and every error names the key it is about, so an operator can fix a
@@ -176,7 +176,7 @@ func (e *Error) Error() string {
 }
 
 // Default returns the configuration that applies to every key a file does
-// not set (SPEC §3). DeviceID is empty and must be set.
+// not set (docs/contract.md §2). DeviceID is empty and must be set.
 func Default() *Config {
 	return &Config{
 		StateDir:      "/var/lib/kioskpayd",
@@ -674,7 +674,7 @@ func ReadSecret(key, path string) (string, error) {
 	return s, nil
 }
 
-// Topic returns the topic prefix P = <topic_prefix>/<device_id> (SPEC §4).
+// Topic returns the topic prefix P = <topic_prefix>/<device_id> (docs/contract.md §3).
 func (c *Config) Topic() string { return c.MQTT.TopicPrefix + "/" + c.DeviceID }
 
 // Retention is how long finished orders are kept.

@@ -13,7 +13,7 @@ import (
 	"github.com/kioskpay/kioskpay/store"
 )
 
-// transitions is the order state machine (SPEC §5): every allowed state
+// transitions is the order state machine (docs/contract.md §4): every allowed state
 // change, in one place. writer.to refuses anything else.
 var transitions = map[store.State][]store.State{
 	"":                 {store.Creating},

@@ -15,7 +15,7 @@ import (
 	"github.com/kioskpay/kioskpay/payment"
 )
 
-// Topic suffixes under P = <topic_prefix>/<device_id> (SPEC §4). The link
+// Topic suffixes under P = <topic_prefix>/<device_id> (docs/contract.md §3). The link
 // prefixes "P/" itself; the engine only ever sees and produces suffixes.
 const (
 	TopicCreate    = "pay/create"
@@ -75,7 +75,7 @@ func ActionForTopic(suffix string) string {
 	return ""
 }
 
-// MaxPayload is the largest inbound message accepted (SPEC §4: 16 KiB).
+// MaxPayload is the largest inbound message accepted (docs/contract.md §3.1: 16 KiB).
 const MaxPayload = 16 << 10
 
 // MaxRequestID bounds the echoed request_id so a reply cannot be inflated
@@ -86,7 +86,7 @@ const MaxRequestID = 128
 // reply).
 type ErrorName string
 
-// The error names of SPEC §4.
+// The error names of the contract (docs/contract.md §3.4).
 const (
 	ErrBadJSON             ErrorName = "BAD_JSON"
 	ErrPayloadTooLarge     ErrorName = "PAYLOAD_TOO_LARGE"
@@ -182,7 +182,7 @@ func PayType(p payment.ProviderName) string {
 	return PayTypeAny
 }
 
-// Signed carries the optional request signature of SPEC §4 (see sign.go).
+// Signed carries the optional request signature of docs/contract.md §3.5 (see sign.go).
 type Signed struct {
 	TS  int64  // unix seconds; 0 when absent
 	Sig string // lowercase hex HMAC-SHA256; "" when absent
@@ -812,7 +812,7 @@ type ReconcileReply struct {
 // ResultStatus is the terminal outcome a result announces.
 type ResultStatus string
 
-// Result statuses (SPEC §4). Only "paid" unlocks the device.
+// Result statuses (docs/contract.md §3). Only "paid" unlocks the device.
 const (
 	ResultPaid      ResultStatus = "paid"
 	ResultExpired   ResultStatus = "expired"

@@ -11,7 +11,7 @@ import (
 	"github.com/kioskpay/kioskpay/payment"
 )
 
-// Poll schedule (providers.md Part C). One timer heap serves every order: an
+// Poll schedule (docs/providers.md C). One timer heap serves every order: an
 // order is woken when its next poll, deadline, ack timeout or retry is due,
 // never by a goroutine of its own.
 const (

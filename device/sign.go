@@ -11,7 +11,7 @@ import (
 )
 
 // SignatureWindow is how far a signed request's ts may be from the device
-// clock (SPEC §4: ±300 s).
+// clock (docs/contract.md §3.5: ±300 s).
 const SignatureWindow = 300 * time.Second
 
 func hmacHex(key []byte, parts ...string) string {
@@ -25,7 +25,7 @@ func hmacHex(key []byte, parts ...string) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-// ResultSignature computes a result's sig (SPEC §4): lowercase hex
+// ResultSignature computes a result's sig (docs/contract.md §3.5): lowercase hex
 // HMAC-SHA256(key, out_trade_no "\n" status "\n" total_fee "\n" seq "\n" ts).
 func ResultSignature(key []byte, outTradeNo string, status ResultStatus, totalFee payment.Fen, seq uint64, ts int64) string {
 	return hmacHex(key, outTradeNo, string(status),
@@ -48,10 +48,10 @@ func (r Result) VerifySignature(key []byte) bool {
 	return hmac.Equal([]byte(want), []byte(r.Sig))
 }
 
-// RequestSignature computes a signed request's sig (SPEC §4):
+// RequestSignature computes a signed request's sig (docs/contract.md §3.5):
 // HMAC-SHA256(key, out_trade_no "\n" amount "\n" kind "\n" ts) in lowercase
 // hex. For create, amount is total_fee and kind the order type, exactly as
-// the SPEC states. The SPEC only defines the create message; kioskpay signs
+// the contract states. The contract first defined only the create message; kioskpay signs
 // the other money-moving commands the same way with the topic suffix as
 // kind ("pay/cancel", "pay/refund", "unlock/ack"), which no order type can
 // equal (types have no "/"), so one command's signature never validates

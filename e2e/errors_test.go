@@ -10,7 +10,7 @@ import (
 	"github.com/kioskpay/kioskpay/payment/paysim"
 )
 
-// Every error name of SPEC §4 that a message can provoke, each from a real
+// Every error name of docs/contract.md §3.4 that a message can provoke, each from a real
 // message published over the broker: exactly one reply per command, with
 // the stable name, code and field, and the daemon healthy afterwards.
 func TestErrorReplies(t *testing.T) {

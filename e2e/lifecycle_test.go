@@ -9,7 +9,7 @@ import (
 )
 
 // An order nobody pays expires at its deadline (60 s, the shortest the
-// SPEC allows), with the final close at both providers, even though the
+// the contract allows), with the final close at both providers, even though the
 // daemon was killed and restarted while it was pending.
 func TestExpiryAcrossRestart(t *testing.T) {
 	if testing.Short() {

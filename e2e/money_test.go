@@ -233,7 +233,7 @@ func TestPaymentAfterEndRefunded(t *testing.T) {
 
 // A payment made while the daemon's close is not yet confirmed (the
 // provider was unreachable after the final query) counts as paid in time
-// (SPEC §5): the cancel turns into a paid result instead of keeping the
+// (docs/contract.md §4): the cancel turns into a paid result instead of keeping the
 // money, and the controller decides with its ack.
 func TestPaymentDuringCloseCountsAsPaid(t *testing.T) {
 	t.Parallel()

@@ -80,7 +80,7 @@ func TestRelayedNotificationLatency(t *testing.T) {
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
 	median, worst := sorted[len(sorted)/2], sorted[len(sorted)-1]
 	t.Logf("sim payment → paid result through notifyrelay: median %s, max %s, all %v", median, worst, lat)
-	// The SPEC budget is 200 ms. The median must meet it; a single slow
+	// The contract's budget is 200 ms. The median must meet it; a single slow
 	// sample on a loaded 2-core machine only has to beat polling by far.
 	if median > 200*time.Millisecond {
 		t.Errorf("median latency %s > 200ms", median)

@@ -282,7 +282,7 @@ func (ctl *controller) none(d time.Duration, what string, match func(msg) bool) 
 	}
 }
 
-// checkSeqs asserts the SPEC's result rules for one order: each outcome is
+// checkSeqs asserts the contract's result rules for one order: each outcome is
 // published with one seq only (re-publications repeat it byte for byte),
 // and different outcomes never share a seq.
 func checkSeqs(t testing.TB, results []msg) {
@@ -308,7 +308,7 @@ func checkSeqs(t testing.TB, results []msg) {
 	}
 }
 
-// ---- signatures, as a controller computes them (SPEC §4) ----
+// ---- signatures, as a controller computes them (docs/contract.md §3.5) ----
 
 func hmacHex(key []byte, parts ...string) string {
 	m := hmac.New(sha256.New, key)

@@ -12,7 +12,7 @@ import (
 
 // With require_signed_requests the device only takes signed commands, and
 // a controller can tell a genuine result from a forged or altered one with
-// the HMAC check of SPEC §4 (verifyResult, a few lines).
+// the HMAC check of docs/contract.md §3.5 (verifyResult, a few lines).
 func TestSignedMessages(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, daemonOpts{provider: "wxpay", signed: true, catalog: map[string]int{"massage_15": 600}})

@@ -10,14 +10,14 @@ import (
 	"unicode/utf8"
 )
 
-// Error names used in replies when a create request is refused (SPEC §4).
+// Error names used in replies when a create request is refused (docs/contract.md §3).
 const (
 	CodeInvalidArgument = "INVALID_ARGUMENT"
 	CodeFeeOutOfRange   = "FEE_OUT_OF_RANGE"
 )
 
 // FieldError says which field of a request is wrong and why. Code is the
-// SPEC error name the reply carries.
+// error name the reply carries (docs/contract.md §3.4).
 type FieldError struct {
 	Field  string // JSON path, e.g. "data.total_fee"
 	Code   string // CodeInvalidArgument or CodeFeeOutOfRange
@@ -32,7 +32,7 @@ type Limits struct {
 	DefaultExpire time.Duration // payment.expire
 }
 
-// Bounds on create fields (SPEC §4). They are the intersection of what both
+// Bounds on create fields (docs/contract.md §3). They are the intersection of what both
 // providers accept, so an order valid here is valid at either.
 const (
 	MaxSubjectChars = 127

@@ -47,7 +47,7 @@ type Reply struct {
 	Received time.Time       `json:"-"`
 }
 
-// Result is a P/pay/result message (SPEC §4).
+// Result is a P/pay/result message (docs/contract.md §3).
 type Result struct {
 	OutTradeNo    string `json:"out_trade_no"`
 	Status        string `json:"status"`

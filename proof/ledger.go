@@ -154,7 +154,7 @@ type Decision struct {
 }
 
 // OnResult books a result and decides the controller's answer, the way a
-// controller that dedupes by out_trade_no does (SPEC §5): a paid result
+// controller that dedupes by out_trade_no does (docs/contract.md §4): a paid result
 // re-sent with the same seq gets the same answer and no second unlock; a
 // paid outcome with a new seq is booked (Check reports it) but never
 // unlocks a second time.
@@ -226,7 +226,7 @@ type DaemonView struct {
 	State string
 }
 
-// Live reports whether a daemon state still has work to do (SPEC §5).
+// Live reports whether a daemon state still has work to do (docs/contract.md §4).
 func Live(state string) bool {
 	switch state {
 	case "creating", "pending", "closing", "paid", "refunding":

@@ -93,7 +93,7 @@ func (s *Sim) Has(p payment.ProviderName, outTradeNo string) bool {
 }
 
 // DaemonFiles writes the merchant key files into dir (once per Sim is
-// enough) and returns the complete daemon config paysim writes (SPEC §6),
+// enough) and returns the complete daemon config paysim writes (docs/contract.md §7),
 // as TOML text, pointing at this simulator.
 func (s *Sim) DaemonFiles(dir string) ([]byte, error) {
 	path, err := s.Keys.WriteDaemonFiles(dir, s.URL)

@@ -8,7 +8,7 @@ import (
 	"github.com/kioskpay/kioskpay/payment"
 )
 
-// State is an order's lifecycle state (SPEC §5). The engine in package
+// State is an order's lifecycle state (docs/contract.md §4). The engine in package
 // device decides the transitions; the store only needs to know which states
 // are terminal, to keep the live index.
 type State string

@@ -17,7 +17,7 @@ import (
 	"github.com/kioskpay/kioskpay/payment"
 )
 
-// fakeDevice answers kioskctl the way SPEC §4 says kioskpayd does, decoding
+// fakeDevice answers kioskctl the way docs/contract.md §3 says kioskpayd does, decoding
 // every request with the daemon's own decoders so a wire mismatch fails
 // here. It keeps orders in memory and lets the test decide outcomes.
 type fakeDevice struct {

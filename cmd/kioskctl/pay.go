@@ -55,7 +55,7 @@ type createData struct {
 	ExpireSeconds int64           `json:"expire_seconds,omitempty"`
 }
 
-// createRequest is P/pay/create (SPEC §4).
+// createRequest is P/pay/create (docs/contract.md §3).
 type createRequest struct {
 	RequestID  string     `json:"request_id"`
 	Provider   string     `json:"provider,omitempty"`

@@ -6,7 +6,7 @@
 // Command kioskpayd is the kioskpay device daemon: it takes order requests
 // over MQTT, creates WeChat Pay / Alipay QR orders, shows the QR code on
 // the device's display, detects payment and publishes the result that
-// unlocks the device (SPEC §2).
+// unlocks the device (docs/contract.md §1).
 //
 // Usage:
 //
@@ -52,7 +52,7 @@ var version = ""
 // systemd it is ready anyway (below systemd's default 90 s start timeout).
 const readyGrace = 30 * time.Second
 
-// Exit codes (SPEC §2).
+// Exit codes (docs/contract.md §1).
 const (
 	exitOK        = 0
 	exitFatal     = 1

@@ -1,4 +1,4 @@
-// Command paysim serves simulated Alipay and WeChat Pay APIs (SPEC §6) so
+// Command paysim serves simulated Alipay and WeChat Pay APIs (docs/contract.md §7) so
 // kioskpayd can run end to end without a merchant account:
 //
 //	paysim -listen 127.0.0.1:9000 -keys DIR

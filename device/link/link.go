@@ -1,4 +1,4 @@
-// Package link connects the order engine to the MQTT broker (SPEC §4).
+// Package link connects the order engine to the MQTT broker (docs/contract.md §3).
 //
 // The link owns nothing durable: every inbound message is handed to the
 // engine, which records it on disk before the link returns from the paho
@@ -34,7 +34,7 @@ import (
 )
 
 // InboundTopics are the topic suffixes under P = <topic_prefix>/<device_id>
-// the link subscribes to: the commands of SPEC §4 plus the two kioskctl
+// the link subscribes to: the commands of docs/contract.md §3 plus the two kioskctl
 // requests (orders, reconcile).
 var InboundTopics = []string{
 	"pay/create", "pay/cancel", "pay/query", "pay/refund",
@@ -430,7 +430,7 @@ func (l *Link) drain(ctx context.Context) {
 	l.lastDrain.Store(time.Now().UnixNano())
 }
 
-// statusPayload is the retained online status (SPEC §4).
+// statusPayload is the retained online status (docs/contract.md §3).
 type statusPayload struct {
 	Online      bool   `json:"online"`
 	Version     string `json:"version"`

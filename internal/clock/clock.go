@@ -1,4 +1,4 @@
-// Package clock decides whether the system clock can be trusted (SPEC §5).
+// Package clock decides whether the system clock can be trusted (docs/contract.md §4.5).
 //
 // A kiosk without a battery-backed RTC boots with a clock that is wrong by
 // days or years until NTP fixes it, and a wrong clock breaks provider

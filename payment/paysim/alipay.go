@@ -30,7 +30,7 @@ import (
 // The Alipay half of the simulator: the OpenAPI gateway (POST /gateway.do,
 // form in, signed JSON out) for the face-to-face (当面付) precreate flow.
 //
-// Wire rules follow reference/providers.md PART A and D. Where the real
+// Wire rules follow docs/providers.md A and D. Where the real
 // service is undocumented the simulator is the stricter of the plausible
 // behaviours, so a client that passes here does not depend on leniency:
 //   - only charset utf-8 is accepted (Alipay also takes gbk/gb2312);
@@ -1078,7 +1078,7 @@ func (a *alipaySim) refundQuery(r aliRequest) []aliField {
 				aliField{k: "gmt_refund_pay", v: aliFmt(rf.at)})
 		}
 	}
-	// Not found: success without any refund fields (providers.md A4.6).
+	// Not found: success without any refund fields (docs/providers.md A4.6).
 	return aliOK()
 }
 

@@ -8,7 +8,7 @@ import (
 )
 
 // DaemonConfig renders a complete kioskpayd.toml that uses the key files in
-// f and points both providers at the simulator at baseURL (SPEC §6).
+// f and points both providers at the simulator at baseURL (docs/contract.md §7).
 func (k *Keys) DaemonConfig(f KeyFiles, baseURL, stateDir string) string {
 	q := strconv.Quote
 	return fmt.Sprintf(`# Written by paysim -keys: a daemon config whose providers are this simulator.
@@ -54,7 +54,7 @@ sync_check = "none"
 		q(k.AlipayAppID), q(f.AlipayAppPrivate), q(f.AlipayPublic), q(baseURL+"/gateway.do"))
 }
 
-// WriteDaemonFiles writes the key files and DIR/kioskpayd.toml (SPEC §6) and
+// WriteDaemonFiles writes the key files and DIR/kioskpayd.toml (docs/contract.md §7) and
 // returns the config's path.
 func (k *Keys) WriteDaemonFiles(dir, baseURL string) (string, error) {
 	abs, err := filepath.Abs(dir)

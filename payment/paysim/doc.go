@@ -4,7 +4,7 @@
 // signed the way each SDK verifies them, and orders follow the providers'
 // state machines. It also sends signed notifications and offers /_sim/
 // hooks to scan, pay (with discounts), settle or fail refunds and inject
-// faults (SPEC §6).
+// faults (docs/contract.md §7).
 //
 // A Server is an http.Handler, so tests run it under httptest.NewServer and
 // cmd/paysim serves it on a port.

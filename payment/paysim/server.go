@@ -313,7 +313,7 @@ func (s *Server) count(api string) {
 	s.mu.Unlock()
 }
 
-// Fault kinds (SPEC §6). The last three are one provider's own "try again"
+// Fault kinds (docs/contract.md §7). The last three are one provider's own "try again"
 // answers; a fault of such a kind only hits calls to that provider.
 const (
 	Fault5xx       = "5xx"

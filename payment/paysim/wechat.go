@@ -27,7 +27,7 @@ import (
 	"github.com/kioskpay/kioskpay/payment"
 )
 
-// WeChat Pay APIv3 simulation (providers.md PART B).
+// WeChat Pay APIv3 simulation (docs/providers.md B).
 //
 // Sources for what the real service sends, field by field:
 //   - Query by out_trade_no and the TRANSACTION.SUCCESS resource:
@@ -55,7 +55,7 @@ import (
 //     https://pay.weixin.qq.com/wiki/doc/api_external/ch/wechatpay/wechatpay2_1.shtml
 //     and https://pay.weixin.qq.com/doc/global/v3/zh/4012354972.
 //   - USERPAYING "用户支付中" is one of the documented trade_state values
-//     (query doc above); SPEC §6 shows it while a scanning buyer enters the
+//     (query doc above); docs/contract.md §7 shows it while a scanning buyer enters the
 //     password.
 //
 // Discounts (/_sim/pay "discount", "discount_by"): platform-funded is a
@@ -89,7 +89,7 @@ const (
 	wxNotifyAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 )
 
-// Trade states (providers.md B5) and refund statuses (B4.4).
+// Trade states (docs/providers.md B5) and refund statuses (B4.4).
 const (
 	wxNotPay     = "NOTPAY"
 	wxUserPaying = "USERPAYING"
@@ -357,7 +357,7 @@ func (a *wxpaySim) serveAPI(w http.ResponseWriter, r *http.Request) {
 }
 
 // checkAuth verifies the Authorization header the way WeChat Pay does
-// (providers.md B2): over the raw request URI and the raw body bytes.
+// (docs/providers.md B2): over the raw request URI and the raw body bytes.
 func (a *wxpaySim) checkAuth(r *http.Request, body []byte) error {
 	h := r.Header.Get("Authorization")
 	scheme, params, ok := strings.Cut(h, " ")
@@ -534,7 +534,7 @@ var wxPrepayFields = map[string]bool{
 	"amount": true, "detail": true, "settle_info": true, "scene_info": true,
 }
 
-// prepay is POST /v3/pay/transactions/native (providers.md B4.1).
+// prepay is POST /v3/pay/transactions/native (docs/providers.md B4.1).
 func (a *wxpaySim) prepay(body []byte) (any, *wxError) {
 	m, err := wxDecodeObject(body)
 	if err != nil {
@@ -768,7 +768,7 @@ var wxRefundFields = map[string]bool{
 	"notify_url": true, "funds_account": true, "amount": true, "goods_detail": true,
 }
 
-// refund is POST /v3/refund/domestic/refunds (providers.md B4.4).
+// refund is POST /v3/refund/domestic/refunds (docs/providers.md B4.4).
 func (a *wxpaySim) refund(body []byte) (any, *wxError) {
 	m, err := wxDecodeObject(body)
 	if err != nil {
@@ -1043,7 +1043,7 @@ func (a *wxpaySim) settleRefund(outRefundNo, status string) error {
 	return nil
 }
 
-// notify sends an encrypted APIv3 notification (providers.md B6). The body
+// notify sends an encrypted APIv3 notification (docs/providers.md B6). The body
 // is fixed for all attempts (same event id); each attempt is signed afresh.
 func (a *wxpaySim) notify(to, eventType, summary, originalType string, plaintext []byte) {
 	if to == "" {

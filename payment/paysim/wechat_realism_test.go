@@ -95,7 +95,7 @@ func TestWxDiscountThroughSDK(t *testing.T) {
 	}
 }
 
-// The /_sim/pay "amount" is the provider-side total (SPEC §6): both
+// The /_sim/pay "amount" is the provider-side total (docs/contract.md §7): both
 // amount.total and payer_total show it. Until WxStrictRefundTotal, a refund
 // may still name the total the order was created with; strictly, only the
 // provider's total is accepted, as at the real service.

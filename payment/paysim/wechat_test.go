@@ -124,7 +124,7 @@ func wxDo(t *testing.T, base, method, uri, body string, a wxAuth) wxResp {
 }
 
 // wxVerify checks a response or notification signature the way the SDK
-// does (providers.md B3).
+// does (docs/providers.md B3).
 func wxVerify(k *Keys, h http.Header, body []byte) error {
 	if h.Get("Wechatpay-Serial") != k.WxPublicKeyID {
 		return fmt.Errorf("serial %q", h.Get("Wechatpay-Serial"))

@@ -18,7 +18,7 @@ import (
 // MaxNotifyBody bounds the notification body ParseNotify accepts.
 const MaxNotifyBody = 64 << 10
 
-// refundResource is the decrypted REFUND.* resource (providers.md B6).
+// refundResource is the decrypted REFUND.* resource (docs/providers.md B6).
 type refundResource struct {
 	Mchid         string `json:"mchid"`
 	OutTradeNo    string `json:"out_trade_no"`

@@ -7,7 +7,7 @@
 // The SDK hardcodes https://api.mch.weixin.qq.com. When Config.APIBase is
 // set, an http.RoundTripper rewrites scheme and host of every request to it;
 // the WeChat signature covers method, path, query and body but not the host,
-// so the rewrite is invisible to both signatures (providers.md B1).
+// so the rewrite is invisible to both signatures (docs/providers.md B1).
 package wxpay
 
 import (
