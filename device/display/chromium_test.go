@@ -33,16 +33,7 @@ func TestWebInChromium(t *testing.T) {
 		{"landscape_any", 1024, 600, []Code{wxCode, aliCode}, []string{wxContent, aliContent}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d, err := New(Config{Outputs: []string{OutputWeb}, WebListen: "127.0.0.1:0", Locale: "zh",
-				FontFile: cjkFontIfPresent()}, testLogger(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- d.Run(ctx) }()
-			defer func() { cancel(); <-done }()
-			addr := waitAddr(t, d)
+			d, addr := runWeb(t, Config{Locale: "zh", FontFile: cjkFontIfPresent()})
 
 			b := browsertest.Start(t)
 			b.Viewport(tc.w, tc.h)
@@ -79,6 +70,22 @@ func TestWebInChromium(t *testing.T) {
 	}
 }
 
+// runWeb runs a display with only the web output on a free loopback port
+// until the test ends, and returns it with its address.
+func runWeb(t *testing.T, cfg Config) (*Display, string) {
+	t.Helper()
+	cfg.Outputs, cfg.WebListen = []string{OutputWeb}, "127.0.0.1:0"
+	d, err := New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return d, waitAddr(t, d)
+}
+
 func waitAddr(t testing.TB, d *Display) string {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -104,15 +111,7 @@ const longSubject = "全身按摩椅 · 深层放松套餐 30 分钟（含加热
 // (docs/web-portrait.png in the repository is made this way).
 func TestWebPortraitFillsTheScreen(t *testing.T) {
 	zbar(t)
-	d, err := New(Config{Outputs: []string{OutputWeb}, WebListen: "127.0.0.1:0", Locale: "zh"}, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	addr := waitAddr(t, d)
+	d, addr := runWeb(t, Config{Locale: "zh"})
 
 	b := browsertest.Start(t)
 	b.Viewport(1080, 1920)
