@@ -1,5 +1,5 @@
 // Package exec is the unlock driver that runs a program once per paid
-// order: the [unlock.exec] table of SPEC §3.
+// order: the [unlock.exec] table of docs/contract.md §2.6.
 //
 //	[unlock.exec]
 //	command = ["/usr/local/bin/start-service", "--bay", "2"]  # argv, no shell
@@ -54,7 +54,7 @@ const (
 	outputTail = 2048
 )
 
-// Environment variable names, as SPEC §3 gives them.
+// Environment variable names, as docs/contract.md §2.6 gives them.
 const (
 	EnvOutTradeNo = "KIOSKPAY_OUT_TRADE_NO"
 	EnvType       = "KIOSKPAY_TYPE"
