@@ -80,7 +80,7 @@ Usage:
   kioskpayd -version                      print the version
 
 Flags:
-  -config FILE    the TOML configuration (docs/contract.md, "Configuration")
+  -config FILE    the TOML configuration (docs/contract.md §2)
   -demo           run the self-contained demo
   -log-level L    debug, info (default), warn or error
   -version        print the version

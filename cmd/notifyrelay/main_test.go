@@ -61,7 +61,8 @@ func TestRunServesAndStops(t *testing.T) {
 	if code := <-exit; code != 0 {
 		t.Fatalf("run exited %d after a stop", code)
 	}
-	if !strings.Contains(logs.String(), "relayed notification") {
+	// The start-up line names the version (not the -version flag's value).
+	if !strings.Contains(logs.String(), "relayed notification") || !strings.Contains(logs.String(), `"version":"dev"`) {
 		t.Fatalf("logs: %s", logs.String())
 	}
 }
