@@ -189,7 +189,12 @@ func start(t *testing.T, args []string) (stop func() int, stderr *syncbuf.Buffer
 		})
 		return code
 	}
-	t.Cleanup(func() { stop() })
+	t.Cleanup(func() {
+		stop()
+		if t.Failed() {
+			t.Logf("daemon stderr:\n%s", stderr.String())
+		}
+	})
 	return stop, stderr
 }
 
