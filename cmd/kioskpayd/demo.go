@@ -222,9 +222,10 @@ Ctrl-C stops the demo and removes %s.
 
    %s -t %s/pay/create -m '{"request_id":"r-1","provider":"any","data":{"out_trade_no":"demo_0001","total_fee":1000,"subject":"按摩 15 分钟","type":"massage_15","custom":{"seat":3}}}'
 
-3. Pay as the customer would (or "alipay"); through the relay the paid result arrives at once:
+3. Pay as the customer would, here with a ¥1.00 coupon (or "alipay"); through the relay the paid
+   result arrives at once, with what the buyer paid (payer_total) beside the order's total:
 
-   curl -s -X POST %s/_sim/pay -d '{"provider":"wxpay","out_trade_no":"demo_0001"}'
+   curl -s -X POST %s/_sim/pay -d '{"provider":"wxpay","out_trade_no":"demo_0001","discount":100}'
 
 4. Confirm delivery as the device's controller would (without it the payment is refunded after 30 s):
 
