@@ -15,6 +15,8 @@ import (
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/alipay"
 	"github.com/kioskpay/kioskpay/payment/paysim"
+	"github.com/kioskpay/kioskpay/payment/paysim/alisim"
+	"github.com/kioskpay/kioskpay/payment/paysim/wxsim"
 	"github.com/kioskpay/kioskpay/payment/wxpay"
 	"github.com/kioskpay/kioskpay/store"
 )
@@ -34,6 +36,8 @@ func newSimEnv(t *testing.T, mod func(*Config)) *simEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	wxsim.Register(sim)
+	alisim.Register(sim)
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
 	t.Cleanup(sim.Close)
@@ -239,7 +243,7 @@ func TestSimAmountMismatch(t *testing.T) {
 func TestSimProviderFaultsStillPaid(t *testing.T) {
 	s := newSimEnv(t, func(c *Config) { c.PollInterval = 50 * time.Millisecond })
 	s.createOK("r1", "simwx_0003", 100, "wxpay")
-	for _, kind := range []string{paysim.Fault5xx, paysim.FaultBadSign, paysim.FaultRateLimit} {
+	for _, kind := range []paysim.FaultKind{paysim.Fault5xx, paysim.FaultBadSign, paysim.FaultRateLimit} {
 		if err := s.sim.InjectFault(paysim.Fault{Provider: payment.WxPay, API: "query", Kind: kind, Count: 1}); err != nil {
 			t.Fatal(err)
 		}

@@ -51,11 +51,11 @@ func hasFlag(m msg, flag string) bool {
 func TestMoneyRule(t *testing.T) {
 	t.Parallel()
 
-	for _, by := range []string{paysim.DiscountPlatform, paysim.DiscountMerchant} {
-		t.Run("wxpay_discount_"+by, func(t *testing.T) {
+	for _, by := range []paysim.Funder{paysim.DiscountPlatform, paysim.DiscountMerchant} {
+		t.Run("wxpay_discount_"+string(by), func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, daemonOpts{provider: "wxpay", realism: func(r *paysim.Realism) { r.WxStrictRefundTotal = true }})
-			otn := "disc_" + by[:4] + "_" + randomHex(3)
+			otn := "disc_" + string(by[:4]) + "_" + randomHex(3)
 			e.create("c1", otn, 1000, "")
 			if err := e.sim.PayWith(payment.WxPay, otn, paysim.Payment{Discount: 150, DiscountBy: by}); err != nil {
 				t.Fatal(err)

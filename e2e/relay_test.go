@@ -113,7 +113,7 @@ func TestForgedNotification(t *testing.T) {
 		return map[string]any{"request_id": rid, "provider": "wxpay", "headers": hs, "body": string(body)}
 	}
 	// 1. Signed with the wrong key.
-	h, body, err := e.sim.WxNotification("transaction", plain, paysim.FaultBadSign)
+	h, body, err := e.wx.Notification("transaction", plain, paysim.FaultBadSign)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestForgedNotification(t *testing.T) {
 	}
 	// 3. Validly signed, but the provider says the order is unpaid (a
 	// replay, or a provider bug): the confirming query wins.
-	h, body, err = e.sim.WxNotification("transaction", plain, "")
+	h, body, err = e.wx.Notification("transaction", plain, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,8 @@ import (
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
+	"github.com/kioskpay/kioskpay/payment/paysim/alisim"
+	"github.com/kioskpay/kioskpay/payment/paysim/wxsim"
 )
 
 // Shared by every test: the binaries under test, built once, and one set
@@ -356,6 +358,7 @@ type daemonOpts struct {
 type env struct {
 	t         *testing.T
 	sim       *paysim.Server
+	wx        *wxsim.Sim // sim's WeChat Pay provider
 	simURL    string
 	brokerURL string
 	dir       string
@@ -383,11 +386,13 @@ func newEnv(t *testing.T, o daemonOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	wx := wxsim.Register(sim)
+	alisim.Register(sim)
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
 	t.Cleanup(sim.Close)
 
-	e := &env{t: t, sim: sim, simURL: srv.URL, brokerURL: o.brokerURL, dir: t.TempDir()}
+	e := &env{t: t, sim: sim, wx: wx, simURL: srv.URL, brokerURL: o.brokerURL, dir: t.TempDir()}
 	if e.brokerURL == "" {
 		e.brokerURL = mqtttest.Broker(t)
 	}

@@ -218,7 +218,7 @@ func (w *world) pay(otn string, p payment.ProviderName, amount int64) bool {
 	sp := paysim.Payment{Amount: payment.Fen(amount)}
 	if amount > 1 && w.float() < 1.0/3 {
 		sp.Discount = payment.Fen(1 + w.intn(int(min(amount-1, 500))))
-		sp.DiscountBy = []string{paysim.DiscountPlatform, paysim.DiscountMerchant}[w.intn(2)]
+		sp.DiscountBy = []paysim.Funder{paysim.DiscountPlatform, paysim.DiscountMerchant}[w.intn(2)]
 	}
 	if err := w.rig.Sim.PayWith(p, otn, sp); err != nil {
 		w.t.Logf("%s: pay %s: %v", otn, p, err)

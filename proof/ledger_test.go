@@ -11,7 +11,7 @@ import (
 // every broken invariant and nothing else.
 func TestCheck(t *testing.T) {
 	const otn = "order_000001"
-	leg := func(p payment.ProviderName, state string, paid, refunded int64, refunds ...string) paysim.OrderInfo {
+	leg := func(p payment.ProviderName, state string, paid, refunded int64, refunds ...paysim.RefundStatus) paysim.OrderInfo {
 		l := paysim.OrderInfo{Provider: p, OutTradeNo: otn, State: state, Total: 1000, Paid: payment.Fen(paid), Refunded: payment.Fen(refunded)}
 		for _, st := range refunds {
 			l.Refunds = append(l.Refunds, paysim.RefundInfo{OutRefundNo: "r", Amount: 1000, Status: st})

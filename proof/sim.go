@@ -15,6 +15,8 @@ import (
 
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
+	"github.com/kioskpay/kioskpay/payment/paysim/alisim"
+	"github.com/kioskpay/kioskpay/payment/paysim/wxsim"
 )
 
 // Sim is a paysim served over real HTTP on a loopback port, so a daemon in
@@ -54,6 +56,8 @@ func StartSim(keys *paysim.Keys, opts SimOptions) (*Sim, error) {
 	if err != nil {
 		return nil, err
 	}
+	wxsim.Register(server)
+	alisim.Register(server)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		server.Close()

@@ -50,7 +50,7 @@ func TestFaultSoak(t *testing.T) {
 	}
 	// Each kind gets an equal share; the sim checks faults in order, so
 	// the per-kind rate is chosen for the union to come to faultRate.
-	kinds := []string{paysim.Fault5xx, paysim.FaultTimeout, paysim.FaultBadSign, paysim.FaultStaleTS, paysim.FaultRateLimit,
+	kinds := []paysim.FaultKind{paysim.Fault5xx, paysim.FaultTimeout, paysim.FaultBadSign, paysim.FaultStaleTS, paysim.FaultRateLimit,
 		paysim.FaultAccepted, paysim.FaultUnavailable, paysim.FaultSystemError}
 	per := 1 - math.Pow(1-faultRate, 1/float64(len(kinds)))
 	for _, k := range kinds {

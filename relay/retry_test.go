@@ -15,6 +15,8 @@ import (
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/alipay"
 	"github.com/kioskpay/kioskpay/payment/paysim"
+	"github.com/kioskpay/kioskpay/payment/paysim/alisim"
+	"github.com/kioskpay/kioskpay/payment/paysim/wxsim"
 	"github.com/kioskpay/kioskpay/payment/wxpay"
 )
 
@@ -57,6 +59,8 @@ func TestProviderRetryAfterRelayDied(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			wxsim.Register(sim)
+			alisim.Register(sim)
 			simSrv := httptest.NewServer(sim)
 			t.Cleanup(simSrv.Close)
 			t.Cleanup(sim.Close)

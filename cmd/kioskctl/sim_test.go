@@ -12,6 +12,8 @@ import (
 	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
+	"github.com/kioskpay/kioskpay/payment/paysim/alisim"
+	"github.com/kioskpay/kioskpay/payment/paysim/wxsim"
 	"github.com/kioskpay/kioskpay/payment/wxpay"
 )
 
@@ -26,6 +28,8 @@ func startSim(t *testing.T, realism ...paysim.Realism) (*paysim.Server, string) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	wxsim.Register(sim)
+	alisim.Register(sim)
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
 	t.Cleanup(sim.Close)
@@ -183,7 +187,7 @@ func TestSimRefundHooks(t *testing.T) {
 		o, _ := sim.Order(payment.WxPay, "sim_refund1")
 		for _, r := range o.Refunds {
 			if r.OutRefundNo == no {
-				return r.Status
+				return string(r.Status)
 			}
 		}
 		return ""

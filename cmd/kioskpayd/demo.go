@@ -19,6 +19,8 @@ import (
 
 	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/payment/paysim"
+	"github.com/kioskpay/kioskpay/payment/paysim/alisim"
+	"github.com/kioskpay/kioskpay/payment/paysim/wxsim"
 	"github.com/kioskpay/kioskpay/relay"
 )
 
@@ -99,6 +101,8 @@ func runDemoWith(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer,
 	if err != nil {
 		return fail("paysim: %v", err)
 	}
+	wxsim.Register(sim)
+	alisim.Register(sim)
 	defer sim.Close()
 	simURL, stopSim, err := serveLoopback(sim)
 	if err != nil {

@@ -38,6 +38,8 @@ import (
 
 	"github.com/kioskpay/kioskpay/internal/cli"
 	"github.com/kioskpay/kioskpay/payment/paysim"
+	"github.com/kioskpay/kioskpay/payment/paysim/alisim"
+	"github.com/kioskpay/kioskpay/payment/paysim/wxsim"
 )
 
 var errUsage = errors.New("usage")
@@ -78,7 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	listen := fs.String("listen", "127.0.0.1:9000", "address to serve both provider APIs on")
 	keysDir := fs.String("keys", "", "directory for key files and kioskpayd.toml (required)")
 	baseFlag := fs.String("base-url", "", "URL the daemon reaches this simulator at (default http://<listen address>)")
-	hold := fs.Duration("timeout-hold", 30*time.Second, "how long a \"timeout\" fault holds a request")
+	hold := fs.Duration("timeout-hold", paysim.DefaultTimeoutHold, "how long a \"timeout\" fault holds a request")
 	verbose := fs.Bool("v", false, "log every API call and notification attempt (debug level)")
 	realism := paysim.DefaultRealism()
 	fs.Var(refundDelayFlag{&realism}, "refund-delay", "how long WeChat refunds stay PROCESSING before they succeed by themselves: MIN-MAX, a fixed duration, or never")
@@ -134,6 +136,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	if err != nil {
 		return err
 	}
+	wxsim.Register(sim)
+	alisim.Register(sim)
 	defer sim.Close()
 	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
+	"github.com/kioskpay/kioskpay/payment/paysim/alisim"
 )
 
 // testKeys is generated once for the package: RSA generation is slow.
@@ -63,6 +64,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	alisim.Register(sim)
 	e := &env{sim: sim, forms: map[string]url.Values{}, before: map[string]func(){}}
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/gateway.do" {

@@ -197,8 +197,8 @@ func TestSimFaultsAreUnknown(t *testing.T) {
 	ctx := ctxT(t)
 	o := newOrder(t, 100)
 	mustCreate(t, e, o)
-	for _, kind := range []string{paysim.Fault5xx, paysim.FaultTimeout, paysim.FaultBadSign, paysim.FaultStaleTS, paysim.FaultRateLimit} {
-		t.Run(kind, func(t *testing.T) {
+	for _, kind := range []paysim.FaultKind{paysim.Fault5xx, paysim.FaultTimeout, paysim.FaultBadSign, paysim.FaultStaleTS, paysim.FaultRateLimit} {
+		t.Run(string(kind), func(t *testing.T) {
 			if err := e.sim.InjectFault(paysim.Fault{Provider: payment.Alipay, Kind: kind, Count: 5}); err != nil {
 				t.Fatal(err)
 			}

@@ -9,6 +9,27 @@
 // A Server is an http.Handler, so tests run it under httptest.NewServer and
 // cmd/paysim serves it on a port.
 //
+// # Packages
+//
+// This package is the core that both providers share: the Server with its
+// mux and /_sim/ hooks, fault injection, notification delivery with
+// retries, timers and the business clock, the key material, the realism
+// switches and the orders as the hooks report them. Each provider's wire
+// API and state machine is a sub-package that implements [Provider] and is
+// registered with the Server:
+//
+//   - wxsim: WeChat Pay APIv3 (Native prepay, query, close, refunds,
+//     encrypted notifications), served under /v3/;
+//   - alisim: the Alipay OpenAPI gateway (precreate, query, close, cancel,
+//     refunds, trade_status_sync notifications), served at /gateway.do.
+//
+// A simulator of both:
+//
+//	sim, err := paysim.New(paysim.Options{Keys: keys})
+//	if err != nil { … }
+//	wx := wxsim.Register(sim) // wx.Notification, wx.SetRefundBalance…
+//	alisim.Register(sim)
+//
 // # Realism
 //
 // By default the simulator behaves the way the real services are observed
@@ -41,7 +62,8 @@
 // cancel of a number that has no trade answered without "action", and the
 // fault kinds 202 (WeChat), 20000 and system_error (Alipay) next to 5xx,
 // timeout, bad_sign, stale_ts and rate_limit. The sources for every one of
-// these are cited where each is implemented, in wechat.go and alipay.go.
+// these are cited where each is implemented, in the wxsim and alisim
+// package documentation.
 //
 // The simulator logs each API call at debug level; a notification that
 // cannot be delivered is logged once per target host at info level and its

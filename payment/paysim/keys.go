@@ -1,9 +1,12 @@
 package paysim
 
 import (
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -50,16 +53,33 @@ func GenerateKeys() (*Keys, error) {
 		return nil, fmt.Errorf("generate serial: %w", err)
 	}
 	k.WxCertSerial = strings.ToUpper(serial.Text(16))
-	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return nil, fmt.Errorf("generate APIv3 key: %w", err)
-	}
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	k.WxAPIv3Key = string(b)
+	k.WxAPIv3Key = RandomString(Alphanumeric, 32)
 	return k, nil
+}
+
+// SignSHA256 is the signature both providers use (SHA256withRSA, PKCS #1
+// v1.5: Alipay's RSA2, WeChat's WECHATPAY2-SHA256-RSA2048) of msg, in
+// base64.
+func SignSHA256(key *rsa.PrivateKey, msg []byte) string {
+	sum := sha256.Sum256(msg)
+	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, sum[:])
+	if err != nil {
+		panic(err) // only fails for a broken key
+	}
+	return base64.StdEncoding.EncodeToString(sig)
+}
+
+// VerifySHA256 checks a base64 SignSHA256 signature of msg.
+func VerifySHA256(key *rsa.PublicKey, msg []byte, sigBase64 string) error {
+	sig, err := base64.StdEncoding.DecodeString(sigBase64)
+	if err != nil {
+		return fmt.Errorf("signature not base64: %w", err)
+	}
+	sum := sha256.Sum256(msg)
+	if err := rsa.VerifyPKCS1v15(key, crypto.SHA256, sum[:], sig); err != nil {
+		return fmt.Errorf("signature: %w", err)
+	}
+	return nil
 }
 
 // PrivatePEM encodes a private key as PKCS#8 PEM ("PRIVATE KEY"), the form

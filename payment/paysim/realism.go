@@ -1,12 +1,8 @@
 package paysim
 
 import (
-	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
-
-	"github.com/kioskpay/kioskpay/payment"
 )
 
 // Never, as Realism.WxRefundMax, keeps WeChat refunds PROCESSING until a
@@ -62,70 +58,4 @@ func (r Realism) Validate() error {
 		return fmt.Errorf("paysim realism: AlipayRefundWindow %v: want ≥ 0 (0 = forever)", r.AlipayRefundWindow)
 	}
 	return nil
-}
-
-// wxRefundDelay draws how long one WeChat refund stays PROCESSING; ok is
-// false when refunds do not complete by themselves.
-func (r Realism) wxRefundDelay() (d time.Duration, ok bool) {
-	if r.WxRefundMax == Never {
-		return 0, false
-	}
-	return r.WxRefundMin + rand.N(r.WxRefundMax-r.WxRefundMin+1), true
-}
-
-// Who funds a discount (Payment.DiscountBy).
-const (
-	// DiscountPlatform: the provider or a bank pays it (WeChat 立减 or a
-	// CASH coupon, an Alipay voucher): the merchant still receives the
-	// order total.
-	DiscountPlatform = "platform"
-	// DiscountMerchant: the merchant pays it (WeChat NOCASH coupon, Alipay
-	// merchant voucher): the merchant receives the total less the discount.
-	DiscountMerchant = "merchant"
-)
-
-// Payment is how a simulated buyer pays (the body of POST /_sim/pay).
-type Payment struct {
-	// Amount is the order total the provider records (fen); 0 = the
-	// order's. Another value simulates a provider-side order with another
-	// total, e.g. an out_trade_no collision.
-	Amount payment.Fen `json:"amount,omitempty"`
-	// Discount (fen) lowers what the buyer pays; DiscountBy says who funds
-	// it (default DiscountPlatform).
-	Discount   payment.Fen `json:"discount,omitempty"`
-	DiscountBy string      `json:"discount_by,omitempty"`
-}
-
-// check reports what is wrong with p whatever the order.
-func (p Payment) check() error {
-	switch {
-	case p.Amount < 0:
-		return errors.New("amount must be positive fen")
-	case p.Discount < 0:
-		return errors.New("discount must be ≥ 0 fen")
-	case p.DiscountBy != "" && p.DiscountBy != DiscountPlatform && p.DiscountBy != DiscountMerchant:
-		return fmt.Errorf("discount_by %q: want platform or merchant", p.DiscountBy)
-	case p.Amount > 0 && p.Discount >= p.Amount:
-		return fmt.Errorf("discount %d fen: want less than amount %d fen", p.Discount, p.Amount)
-	}
-	return nil
-}
-
-// resolve checks p against the order's total and fills the defaults.
-func (p Payment) resolve(orderTotal payment.Fen) (Payment, error) {
-	if err := p.check(); err != nil {
-		return p, err
-	}
-	if p.Amount == 0 {
-		p.Amount = orderTotal
-	}
-	if p.Discount >= p.Amount {
-		return p, fmt.Errorf("discount %d fen: want less than the order total %d fen", p.Discount, p.Amount)
-	}
-	if p.Discount == 0 {
-		p.DiscountBy = ""
-	} else if p.DiscountBy == "" {
-		p.DiscountBy = DiscountPlatform
-	}
-	return p, nil
 }

@@ -2,15 +2,11 @@ package paysim
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -26,47 +22,92 @@ type Options struct {
 	// Realism tunes the realistic behaviours; nil means DefaultRealism().
 	Realism *Realism
 	// NotifyRetry is the delay before each notification attempt after the
-	// first. The providers retry over a day; the default compresses that to
-	// about two minutes so tests see retries.
+	// first (default DefaultNotifyRetry).
 	NotifyRetry []time.Duration
 	// TimeoutHold is how long a "timeout" fault holds a request before
-	// dropping the connection (default 30s; the client gives up first).
+	// dropping the connection (default DefaultTimeoutHold; the client gives
+	// up first).
 	TimeoutHold time.Duration
-	// HTTPClient sends notifications (default: 5 s timeout).
+	// HTTPClient sends notifications (default: DefaultNotifyTimeout).
 	HTTPClient *http.Client
+	// Now is the business clock: when orders are created, expire, are paid
+	// and refunded. The timestamps that requests and signatures carry always
+	// use the wall clock, because the SDKs sign with it. nil = time.Now;
+	// tests move it to expire orders.
+	Now func() time.Time
 }
 
-// DefaultNotifyRetry is the compressed retry schedule.
+// Defaults of Options.
+const (
+	DefaultTimeoutHold   = 30 * time.Second
+	DefaultNotifyTimeout = 5 * time.Second
+)
+
+// DefaultNotifyRetry is the compressed retry schedule: the providers retry
+// over a day; this takes about two minutes so tests see retries.
 var DefaultNotifyRetry = []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second, 60 * time.Second}
 
-// Server is the simulator. Its methods are safe for concurrent use.
+// Validate reports what makes o unusable.
+func (o Options) Validate() error {
+	if o.Keys == nil {
+		return errors.New("paysim: Options.Keys is required")
+	}
+	if o.Realism != nil {
+		return o.Realism.Validate()
+	}
+	return nil
+}
+
+// Provider is one simulated payment service: its wire API and its orders'
+// state machine. wxsim and alisim are the two; Register adds one to a
+// Server, which serves its API next to the /_sim/ hooks and lends it the
+// shared machinery (faults, notification delivery, timers, the clock).
+type Provider interface {
+	// ServeHTTP serves the provider's wire API.
+	http.Handler
+	Name() payment.ProviderName
+	// Pattern is where the wire API is served, as an http.ServeMux pattern.
+	Pattern() string
+	// Scan is the buyer scanning the order's QR code; an error wrapping
+	// ErrNoOrder says the provider has no such order.
+	Scan(outTradeNo string) error
+	// Pay is the buyer paying the order on the terms p (not yet resolved
+	// against the order's total) and the payment notification.
+	Pay(outTradeNo string, p Payment) error
+	RefundComplete(outRefundNo string) error
+	RefundFail(outRefundNo string, status RefundStatus) error
+	// Orders lists the provider's orders as /_sim/orders shows them.
+	Orders() []OrderInfo
+}
+
+// Server is the simulator core. Its methods are safe for concurrent use.
 type Server struct {
 	opts   Options
 	log    *slog.Logger
 	keys   *Keys
+	now    func() time.Time
 	mux    *http.ServeMux
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	stats   map[string]int
-	faults  []*fault
-	realism Realism
-	closed  bool
-	timers  map[*time.Timer]struct{}
+	mu        sync.Mutex
+	providers map[payment.ProviderName]Provider
+	stats     map[string]int
+	faults    []*fault
+	realism   Realism
+	closed    bool
+	timers    map[*time.Timer]struct{}
 	// unreachable holds the notification hosts already reported as not
 	// answering, so their retries are logged at debug level only.
 	unreachable map[string]bool
-
-	alipay *alipaySim
-	wxpay  *wxpaySim
 }
 
-// New returns a simulator for opts.Keys.
+// New returns a simulator for opts.Keys that serves the /_sim/ hooks; its
+// providers are added with Register (wxsim.Register, alisim.Register).
 func New(opts Options) (*Server, error) {
-	if opts.Keys == nil {
-		return nil, errors.New("paysim: Options.Keys is required")
+	if err := opts.Validate(); err != nil {
+		return nil, err
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -75,45 +116,84 @@ func New(opts Options) (*Server, error) {
 		opts.NotifyRetry = DefaultNotifyRetry
 	}
 	if opts.TimeoutHold == 0 {
-		opts.TimeoutHold = 30 * time.Second
+		opts.TimeoutHold = DefaultTimeoutHold
 	}
 	if opts.HTTPClient == nil {
-		opts.HTTPClient = &http.Client{Timeout: 5 * time.Second}
+		opts.HTTPClient = &http.Client{Timeout: DefaultNotifyTimeout}
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	realism := DefaultRealism()
 	if opts.Realism != nil {
 		realism = *opts.Realism
 	}
-	if err := realism.Validate(); err != nil {
-		return nil, err
-	}
 	s := &Server{
-		opts: opts, log: opts.Logger, keys: opts.Keys, mux: http.NewServeMux(), stats: map[string]int{},
+		opts: opts, log: opts.Logger, keys: opts.Keys, now: opts.Now, mux: http.NewServeMux(),
+		providers: map[payment.ProviderName]Provider{}, stats: map[string]int{},
 		realism: realism, timers: map[*time.Timer]struct{}{}, unreachable: map[string]bool{},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.alipay = newAlipaySim(s)
-	s.wxpay = newWxpaySim(s)
-	s.mux.HandleFunc("POST /gateway.do", s.alipay.serveGateway)
-	s.mux.Handle("/v3/", http.HandlerFunc(s.wxpay.serveAPI))
-	s.mux.HandleFunc("POST /_sim/scan", s.hookScan)
-	s.mux.HandleFunc("POST /_sim/pay", s.hookPay)
-	s.mux.HandleFunc("POST /_sim/refund-complete", s.hookRefundComplete)
-	s.mux.HandleFunc("POST /_sim/refund-fail", s.hookRefundFail)
-	s.mux.HandleFunc("POST /_sim/fault", s.hookFault)
-	s.mux.HandleFunc("DELETE /_sim/fault", func(w http.ResponseWriter, r *http.Request) {
-		s.ClearFaults()
-		writeHookJSON(w, http.StatusOK, map[string]any{"ok": true})
-	})
-	s.mux.HandleFunc("GET /_sim/stats", func(w http.ResponseWriter, r *http.Request) { writeHookJSON(w, http.StatusOK, s.Stats()) })
-	s.mux.HandleFunc("GET /_sim/orders", func(w http.ResponseWriter, r *http.Request) { writeHookJSON(w, http.StatusOK, s.Orders()) })
+	s.handleHooks()
 	return s, nil
+}
+
+// Register adds p: its API is served at p.Pattern() and the hooks reach its
+// orders. Like http.ServeMux.Handle, it panics when p's name or pattern is
+// taken already.
+func (s *Server) Register(p Provider) {
+	s.mu.Lock()
+	_, dup := s.providers[p.Name()]
+	if !dup {
+		s.providers[p.Name()] = p
+	}
+	s.mu.Unlock()
+	if dup {
+		panic(fmt.Sprintf("paysim: provider %s registered twice", p.Name()))
+	}
+	s.mux.Handle(p.Pattern(), p)
+}
+
+// provider returns the registered provider of that name.
+func (s *Server) provider(name payment.ProviderName) (Provider, error) {
+	s.mu.Lock()
+	p, ok := s.providers[name]
+	s.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("unknown provider %q", name)
+	}
+	return p, nil
+}
+
+// registered lists the providers by name, so that answers that combine
+// them do not depend on the order of registration.
+func (s *Server) registered() []Provider {
+	s.mu.Lock()
+	out := make([]Provider, 0, len(s.providers))
+	for _, p := range s.providers {
+		out = append(out, p)
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name() < out[j].Name() })
+	return out
+}
+
+// knownProvider reports whether name is a provider of the hooks' contract
+// (docs/contract.md §7), registered or not.
+func knownProvider(name payment.ProviderName) bool {
+	return name == payment.WxPay || name == payment.Alipay
 }
 
 // Keys returns the simulator's key material.
 func (s *Server) Keys() *Keys { return s.keys }
 
-// ServeHTTP serves the provider APIs and the /_sim/ hooks.
+// Logger is where providers log their calls (Options.Logger).
+func (s *Server) Logger() *slog.Logger { return s.log }
+
+// Now reads the business clock (Options.Now).
+func (s *Server) Now() time.Time { return s.now() }
+
+// ServeHTTP serves the providers' APIs and the /_sim/ hooks.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 // Close stops notification deliveries in flight and pending timers (refund
@@ -149,12 +229,12 @@ func (s *Server) SetRealism(r Realism) error {
 	return nil
 }
 
-// after runs f in d unless the Server is closed first.
-func (s *Server) after(d time.Duration, f func()) {
+// After runs f in d unless the Server is closed first; stop cancels it.
+func (s *Server) After(d time.Duration, f func()) (stop func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return
+		return func() {}
 	}
 	var t *time.Timer
 	t = time.AfterFunc(d, func() {
@@ -167,6 +247,12 @@ func (s *Server) after(d time.Duration, f func()) {
 		}
 	})
 	s.timers[t] = struct{}{}
+	return func() {
+		t.Stop()
+		s.mu.Lock()
+		delete(s.timers, t)
+		s.mu.Unlock()
+	}
 }
 
 // Scan simulates the buyer scanning the QR code, at every provider that has
@@ -176,29 +262,29 @@ func (s *Server) Scan(outTradeNo string) error { return s.ScanAt("", outTradeNo)
 
 // ScanAt is Scan at one provider ("" = every provider that has the order).
 func (s *Server) ScanAt(provider payment.ProviderName, outTradeNo string) error {
-	switch provider {
-	case payment.Alipay:
-		return s.alipay.scan(outTradeNo)
-	case payment.WxPay:
-		return s.wxpay.scan(outTradeNo)
-	case "":
-	default:
-		return fmt.Errorf("unknown provider %q", provider)
+	if provider != "" {
+		p, err := s.provider(provider)
+		if err != nil {
+			return err
+		}
+		return p.Scan(outTradeNo)
 	}
-	errAli, errWx := s.alipay.scan(outTradeNo), s.wxpay.scan(outTradeNo)
-	switch {
-	case errors.Is(errAli, errNoOrder) && errors.Is(errWx, errNoOrder):
-		return fmt.Errorf("order %s: %w at either provider", outTradeNo, errNoOrder)
-	case errAli != nil && !errors.Is(errAli, errNoOrder):
-		return errAli
-	case errWx != nil && !errors.Is(errWx, errNoOrder):
-		return errWx
+	// Every provider scans; the first error other than ErrNoOrder wins.
+	var firstErr error
+	found := false
+	for _, p := range s.registered() {
+		if err := p.Scan(outTradeNo); !errors.Is(err, ErrNoOrder) {
+			found = true
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
 	}
-	return nil
+	if !found {
+		return fmt.Errorf("order %s: %w at either provider", outTradeNo, ErrNoOrder)
+	}
+	return firstErr
 }
-
-// errNoOrder: the provider has no order of that out_trade_no.
-var errNoOrder = errors.New("no such order")
 
 // Pay simulates the buyer paying an order whose total at the provider is
 // amount (0 = the order's) and sends the payment notification. For Alipay
@@ -209,13 +295,11 @@ func (s *Server) Pay(provider payment.ProviderName, outTradeNo string, amount pa
 
 // PayWith is Pay with a discount.
 func (s *Server) PayWith(provider payment.ProviderName, outTradeNo string, p Payment) error {
-	switch provider {
-	case payment.Alipay:
-		return s.alipay.pay(outTradeNo, p)
-	case payment.WxPay:
-		return s.wxpay.pay(outTradeNo, p)
+	pr, err := s.provider(provider)
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("unknown provider %q", provider)
+	return pr.Pay(outTradeNo, p)
 }
 
 // RefundComplete makes a processing refund succeed at once (WeChat; Alipay
@@ -223,64 +307,33 @@ func (s *Server) PayWith(provider payment.ProviderName, outTradeNo string, p Pay
 // that already succeeded is a no-op; an ABNORMAL WeChat refund can still be
 // completed (the merchant resolved it).
 func (s *Server) RefundComplete(provider payment.ProviderName, outRefundNo string) error {
-	switch provider {
-	case payment.Alipay:
-		return s.alipay.refundComplete(outRefundNo)
-	case payment.WxPay:
-		return s.wxpay.settleRefund(outRefundNo, wxRefundSuccess)
+	p, err := s.provider(provider)
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("unknown provider %q", provider)
+	return p.RefundComplete(outRefundNo)
 }
-
-// Refund statuses RefundFail accepts (WeChat's own names).
-const (
-	RefundAbnormal = "ABNORMAL" // the buyer's account cannot receive it
-	RefundClosed   = "CLOSED"   // the refund was closed; the money stays with the merchant
-)
 
 // RefundFail ends a processing WeChat refund in status RefundAbnormal or
 // RefundClosed and sends REFUND.ABNORMAL or REFUND.CLOSED. Alipay has no
 // such states: its refunds settle synchronously.
-func (s *Server) RefundFail(provider payment.ProviderName, outRefundNo, status string) error {
+func (s *Server) RefundFail(provider payment.ProviderName, outRefundNo string, status RefundStatus) error {
 	if status != RefundAbnormal && status != RefundClosed {
 		return fmt.Errorf("status %q: want ABNORMAL or CLOSED", status)
 	}
-	switch provider {
-	case payment.WxPay:
-		return s.wxpay.settleRefund(outRefundNo, status)
-	case payment.Alipay:
-		return errors.New("alipay refunds settle synchronously; ABNORMAL and CLOSED are WeChat refund states")
+	p, err := s.provider(provider)
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("unknown provider %q", provider)
+	return p.RefundFail(outRefundNo, status)
 }
 
-// OrderInfo is one simulated order as /_sim/orders reports it.
-type OrderInfo struct {
-	Provider      payment.ProviderName `json:"provider"`
-	OutTradeNo    string               `json:"out_trade_no"`
-	State         string               `json:"state"`    // the provider's own name: NOTPAY, TRADE_SUCCESS, PRECREATED…
-	Total         payment.Fen          `json:"total"`    // the order total the provider holds
-	Paid          payment.Fen          `json:"paid"`     // what the buyer paid (payer_total, buyer_pay_amount)
-	Received      payment.Fen          `json:"received"` // what the merchant receives (settlement_total, receipt_amount)
-	Discount      payment.Fen          `json:"discount,omitempty"`
-	DiscountBy    string               `json:"discount_by,omitempty"`
-	Refunded      payment.Fen          `json:"refunded"`
-	TransactionID string               `json:"transaction_id,omitempty"`
-	NotifyURL     string               `json:"notify_url,omitempty"`
-	Refunds       []RefundInfo         `json:"refunds,omitempty"`
-	CreatedAt     time.Time            `json:"created_at"`
-}
-
-// RefundInfo is one refund of an order.
-type RefundInfo struct {
-	OutRefundNo string      `json:"out_refund_no"`
-	Amount      payment.Fen `json:"amount"`
-	Status      string      `json:"status"` // SUCCESS, PROCESSING, ABNORMAL, CLOSED
-}
-
-// Orders lists every order of both providers, oldest first.
+// Orders lists every order of every provider, oldest first.
 func (s *Server) Orders() []OrderInfo {
-	all := append(s.alipay.orders(), s.wxpay.orders()...)
+	var all []OrderInfo
+	for _, p := range s.registered() {
+		all = append(all, p.Orders()...)
+	}
 	sort.SliceStable(all, func(i, j int) bool { return all[i].CreatedAt.Before(all[j].CreatedAt) })
 	return all
 }
@@ -307,307 +360,9 @@ func (s *Server) Stats() map[string]int {
 	return out
 }
 
-func (s *Server) count(api string) {
+// Count records one call of api for Stats.
+func (s *Server) Count(api string) {
 	s.mu.Lock()
 	s.stats[api]++
 	s.mu.Unlock()
-}
-
-// Fault kinds (docs/contract.md §7). The last three are one provider's own "try again"
-// answers; a fault of such a kind only hits calls to that provider.
-const (
-	Fault5xx       = "5xx"
-	FaultTimeout   = "timeout"
-	FaultBadSign   = "bad_sign"
-	FaultStaleTS   = "stale_ts"
-	FaultRateLimit = "rate_limit"
-	// FaultAccepted: WeChat answers HTTP 202 with an empty body, "accepted,
-	// not yet processed, repeat with the same parameters"; nothing happens.
-	FaultAccepted = "202"
-	// FaultUnavailable: Alipay answers 20000 isp.unknow-error (the business
-	// system is unavailable) before processing anything.
-	FaultUnavailable = "20000"
-	// FaultSystemError: Alipay processes the call and then answers 40004
-	// ACQ.SYSTEM_ERROR (cancel with retry_flag Y): the outcome is unknown.
-	FaultSystemError = "system_error"
-)
-
-// faultKinds maps every kind to the only provider it applies to ("" = both).
-var faultKinds = map[string]payment.ProviderName{
-	Fault5xx: "", FaultTimeout: "", FaultBadSign: "", FaultStaleTS: "", FaultRateLimit: "",
-	FaultAccepted: payment.WxPay, FaultUnavailable: payment.Alipay, FaultSystemError: payment.Alipay,
-}
-
-// FaultKinds lists the fault kinds, for usage messages.
-const FaultKinds = "5xx, timeout, bad_sign, stale_ts, rate_limit, 202 (wxpay), 20000 (alipay), system_error (alipay)"
-
-// Fault is an injected failure: for Count calls (0 = unlimited), or for a
-// Rate share of calls (0 = every call), of API (empty = every API) at
-// Provider (empty = both).
-type Fault struct {
-	Provider payment.ProviderName `json:"provider,omitempty"`
-	API      string               `json:"api,omitempty"`
-	Kind     string               `json:"kind"`
-	Rate     float64              `json:"rate,omitempty"`
-	Count    int                  `json:"count,omitempty"`
-}
-
-type fault struct {
-	Fault
-	left int // remaining calls when Count > 0
-}
-
-// InjectFault adds a fault. Faults are checked in the order they were added.
-func (s *Server) InjectFault(f Fault) error {
-	only, ok := faultKinds[f.Kind]
-	if !ok {
-		return fmt.Errorf("kind %q: want one of %s", f.Kind, FaultKinds)
-	}
-	if f.Provider != "" && f.Provider != payment.Alipay && f.Provider != payment.WxPay {
-		return fmt.Errorf("provider %q: want wxpay, alipay or empty", f.Provider)
-	}
-	if only != "" && f.Provider != "" && f.Provider != only {
-		return fmt.Errorf("kind %q is a %s answer, not %s's", f.Kind, only, f.Provider)
-	}
-	if f.Rate < 0 || f.Rate > 1 {
-		return fmt.Errorf("rate %v: want 0..1", f.Rate)
-	}
-	if f.Count < 0 {
-		return fmt.Errorf("count %d: want ≥ 0", f.Count)
-	}
-	s.mu.Lock()
-	s.faults = append(s.faults, &fault{Fault: f, left: f.Count})
-	s.mu.Unlock()
-	return nil
-}
-
-// ClearFaults removes every injected fault.
-func (s *Server) ClearFaults() {
-	s.mu.Lock()
-	s.faults = nil
-	s.mu.Unlock()
-}
-
-// takeFault returns the fault kind to apply to this call of api at provider,
-// or "" for none. api is the stats name ("alipay.trade.query", "wxpay.close").
-func (s *Server) takeFault(provider payment.ProviderName, api string) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i, f := range s.faults {
-		if f.Provider != "" && f.Provider != provider {
-			continue
-		}
-		if only := faultKinds[f.Kind]; only != "" && only != provider {
-			continue
-		}
-		if f.API != "" && f.API != api && !strings.HasSuffix(api, "."+f.API) {
-			continue
-		}
-		if f.Rate > 0 && rand.Float64() >= f.Rate {
-			continue
-		}
-		if f.Count > 0 {
-			f.left--
-			if f.left <= 0 {
-				s.faults = append(s.faults[:i:i], s.faults[i+1:]...)
-			}
-		}
-		return f.Kind
-	}
-	return ""
-}
-
-// holdTimeout implements the "timeout" fault: the request hangs until the
-// client gives up or TimeoutHold passes, and then the connection is dropped
-// without a response.
-func (s *Server) holdTimeout(r *http.Request) {
-	t := time.NewTimer(s.opts.TimeoutHold)
-	defer t.Stop()
-	select {
-	case <-r.Context().Done():
-	case <-s.ctx.Done():
-	case <-t.C:
-	}
-	panic(http.ErrAbortHandler)
-}
-
-// deliver POSTs a notification to url until accepted(resp, body) reports
-// success or the retry schedule runs out. build is called for every attempt
-// so each carries a fresh timestamp and signature, as the providers do.
-func (s *Server) deliver(kind, url string, build func() (*http.Request, error), accepted func(*http.Response, []byte) bool) {
-	if url == "" {
-		return
-	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	go func() {
-		defer s.wg.Done()
-		for attempt := 0; attempt <= len(s.opts.NotifyRetry); attempt++ {
-			if attempt > 0 {
-				t := time.NewTimer(s.opts.NotifyRetry[attempt-1])
-				select {
-				case <-s.ctx.Done():
-					t.Stop()
-					return
-				case <-t.C:
-				}
-			}
-			req, err := build()
-			if err != nil {
-				s.log.Error("build notification", "kind", kind, "err", err)
-				return
-			}
-			resp, err := s.opts.HTTPClient.Do(req.WithContext(s.ctx))
-			if err != nil {
-				if s.ctx.Err() != nil {
-					return
-				}
-				s.notDelivered(req.URL.Host, "notification not delivered", "kind", kind, "attempt", attempt+1, "err", err)
-				continue
-			}
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-			resp.Body.Close()
-			if accepted(resp, body) {
-				s.log.Debug("notification delivered", "kind", kind, "attempt", attempt+1)
-				return
-			}
-			s.notDelivered(req.URL.Host, "notification refused", "kind", kind, "attempt", attempt+1, "status", resp.StatusCode)
-		}
-		s.log.Debug("notification given up", "kind", kind, "attempts", len(s.opts.NotifyRetry)+1)
-	}()
-}
-
-// notDelivered logs a failed notification attempt: at info level the first
-// time host fails, with a note that its retries are quiet; at debug level
-// after that, so an unreachable placeholder URL does not flood the log.
-func (s *Server) notDelivered(host, msg string, args ...any) {
-	s.mu.Lock()
-	first := !s.unreachable[host]
-	s.unreachable[host] = true
-	s.mu.Unlock()
-	if first {
-		s.log.Info(msg+"; further failures to this host are logged at debug level", append(args, "host", host)...)
-		return
-	}
-	s.log.Debug(msg, append(args, "host", host)...)
-}
-
-func writeHookJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func hookError(w http.ResponseWriter, status int, format string, args ...any) {
-	writeHookJSON(w, status, map[string]any{"error": fmt.Sprintf(format, args...)})
-}
-
-func decodeHook(w http.ResponseWriter, r *http.Request, v any) bool {
-	d := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
-	d.DisallowUnknownFields()
-	if err := d.Decode(v); err != nil {
-		hookError(w, http.StatusBadRequest, "bad JSON body: %v", err)
-		return false
-	}
-	return true
-}
-
-func (s *Server) hookScan(w http.ResponseWriter, r *http.Request) {
-	var in struct {
-		Provider   payment.ProviderName `json:"provider"`
-		OutTradeNo string               `json:"out_trade_no"`
-	}
-	if !decodeHook(w, r, &in) {
-		return
-	}
-	if in.OutTradeNo == "" {
-		hookError(w, http.StatusBadRequest, "out_trade_no is required")
-		return
-	}
-	if in.Provider != "" && in.Provider != payment.Alipay && in.Provider != payment.WxPay {
-		hookError(w, http.StatusBadRequest, "provider %q: want wxpay, alipay or none (every provider that has the order)", in.Provider)
-		return
-	}
-	if err := s.ScanAt(in.Provider, in.OutTradeNo); err != nil {
-		hookError(w, http.StatusConflict, "%v", err)
-		return
-	}
-	writeHookJSON(w, http.StatusOK, map[string]any{"ok": true})
-}
-
-func (s *Server) hookPay(w http.ResponseWriter, r *http.Request) {
-	var in struct {
-		Provider   payment.ProviderName `json:"provider"`
-		OutTradeNo string               `json:"out_trade_no"`
-		Payment
-	}
-	if !decodeHook(w, r, &in) {
-		return
-	}
-	if in.OutTradeNo == "" || (in.Provider != payment.Alipay && in.Provider != payment.WxPay) {
-		hookError(w, http.StatusBadRequest, "want provider (wxpay|alipay) and out_trade_no")
-		return
-	}
-	// What needs no order is a 400; PayWith checks the rest (409).
-	if err := in.Payment.check(); err != nil {
-		hookError(w, http.StatusBadRequest, "%v", err)
-		return
-	}
-	if err := s.PayWith(in.Provider, in.OutTradeNo, in.Payment); err != nil {
-		hookError(w, http.StatusConflict, "%v", err)
-		return
-	}
-	writeHookJSON(w, http.StatusOK, map[string]any{"ok": true})
-}
-
-func (s *Server) hookRefundComplete(w http.ResponseWriter, r *http.Request) {
-	var in struct {
-		Provider    payment.ProviderName `json:"provider"`
-		OutRefundNo string               `json:"out_refund_no"`
-	}
-	if !decodeHook(w, r, &in) {
-		return
-	}
-	if err := s.RefundComplete(in.Provider, in.OutRefundNo); err != nil {
-		hookError(w, http.StatusConflict, "%v", err)
-		return
-	}
-	writeHookJSON(w, http.StatusOK, map[string]any{"ok": true})
-}
-
-func (s *Server) hookRefundFail(w http.ResponseWriter, r *http.Request) {
-	var in struct {
-		Provider    payment.ProviderName `json:"provider"`
-		OutRefundNo string               `json:"out_refund_no"`
-		Status      string               `json:"status"`
-	}
-	if !decodeHook(w, r, &in) {
-		return
-	}
-	if in.OutRefundNo == "" || (in.Status != RefundAbnormal && in.Status != RefundClosed) {
-		hookError(w, http.StatusBadRequest, "want out_refund_no and status (ABNORMAL|CLOSED)")
-		return
-	}
-	if err := s.RefundFail(in.Provider, in.OutRefundNo, in.Status); err != nil {
-		hookError(w, http.StatusConflict, "%v", err)
-		return
-	}
-	writeHookJSON(w, http.StatusOK, map[string]any{"ok": true})
-}
-
-func (s *Server) hookFault(w http.ResponseWriter, r *http.Request) {
-	var f Fault
-	if !decodeHook(w, r, &f) {
-		return
-	}
-	if err := s.InjectFault(f); err != nil {
-		hookError(w, http.StatusBadRequest, "%v", err)
-		return
-	}
-	writeHookJSON(w, http.StatusOK, map[string]any{"ok": true})
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
+	"github.com/kioskpay/kioskpay/payment/paysim/wxsim"
 	"github.com/kioskpay/kioskpay/payment/wxpay"
 )
 
@@ -57,25 +58,28 @@ func resign(t testing.TB, h http.Header, body []byte, key *rsa.PrivateKey, ts ti
 	h.Set("Wechatpay-Signature", base64.StdEncoding.EncodeToString(sig))
 }
 
-func notifyFixture(t testing.TB) (*paysim.Server, *wxpay.Client, *paysim.Keys) {
+// notifyFixture returns the WeChat Pay simulator that builds the
+// notifications, an adapter and the keys they share.
+func notifyFixture(t testing.TB) (*wxsim.Sim, *wxpay.Client, *paysim.Keys) {
 	t.Helper()
 	k := simkeys.Get(t)
 	sim, err := paysim.New(paysim.Options{Keys: k})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(sim.Close)
 	c, err := wxpay.New(baseConfig(k))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return sim, c, k
+	return wxsim.Register(sim), c, k
 }
 
 func TestParseNotifyValid(t *testing.T) {
 	sim, c, k := notifyFixture(t)
 	ctx := context.Background()
 
-	h, body, err := sim.WxNotification("transaction", txPlain(k, "ORDER_1", 1250), "")
+	h, body, err := sim.Notification("transaction", txPlain(k, "ORDER_1", 1250), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +102,7 @@ func TestParseNotifyValid(t *testing.T) {
 	}
 
 	for status, want := range map[string]payment.RefundState{"SUCCESS": payment.RefundSuccess, "CLOSED": payment.RefundClosed, "ABNORMAL": payment.RefundAbnormal} {
-		h, body, err := sim.WxNotification("refund", refundPlain(k, status), "")
+		h, body, err := sim.Notification("refund", refundPlain(k, status), "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,7 +129,7 @@ func TestParseNotifyRejectsForgeries(t *testing.T) {
 		t.Fatal(err)
 	}
 	valid := func() (http.Header, []byte) {
-		h, b, err := sim.WxNotification("transaction", txPlain(k, "ORDER_1", 1250), "")
+		h, b, err := sim.Notification("transaction", txPlain(k, "ORDER_1", 1250), "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -148,11 +152,11 @@ func TestParseNotifyRejectsForgeries(t *testing.T) {
 		build  func() (http.Header, []byte)
 	}{
 		{"bad signature", c, func() (http.Header, []byte) {
-			h, b, _ := sim.WxNotification("transaction", txPlain(k, "ORDER_1", 1250), paysim.FaultBadSign)
+			h, b, _ := sim.Notification("transaction", txPlain(k, "ORDER_1", 1250), paysim.FaultBadSign)
 			return h, b
 		}},
 		{"stale timestamp", c, func() (http.Header, []byte) {
-			h, b, _ := sim.WxNotification("transaction", txPlain(k, "ORDER_1", 1250), paysim.FaultStaleTS)
+			h, b, _ := sim.Notification("transaction", txPlain(k, "ORDER_1", 1250), paysim.FaultStaleTS)
 			return h, b
 		}},
 		{"future timestamp", c, func() (http.Header, []byte) {
@@ -194,12 +198,12 @@ func TestParseNotifyRejectsForgeries(t *testing.T) {
 		{"other merchant's payment", c, func() (http.Header, []byte) {
 			plain := txPlain(k, "ORDER_1", 1250)
 			plain = bytes.Replace(plain, []byte(k.WxMchID), []byte("1999999999"), 1)
-			h, b, _ := sim.WxNotification("transaction", plain, "")
+			h, b, _ := sim.Notification("transaction", plain, "")
 			return h, b
 		}},
 		{"success event with NOTPAY state", c, func() (http.Header, []byte) {
 			plain := bytes.Replace(txPlain(k, "ORDER_1", 1250), []byte(`"trade_state":"SUCCESS"`), []byte(`"trade_state":"NOTPAY"`), 1)
-			h, b, _ := sim.WxNotification("transaction", plain, "")
+			h, b, _ := sim.Notification("transaction", plain, "")
 			return h, b
 		}},
 	}
@@ -222,11 +226,11 @@ func TestParseNotifyRejectsForgeries(t *testing.T) {
 // must never panic, and must never accept anything it did not verify.
 func FuzzParseNotify(f *testing.F) {
 	sim, c, k := notifyFixture(f)
-	h, body, err := sim.WxNotification("transaction", txPlain(k, "ORDER_1", 1250), "")
+	h, body, err := sim.Notification("transaction", txPlain(k, "ORDER_1", 1250), "")
 	if err != nil {
 		f.Fatal(err)
 	}
-	rh, rbody, err := sim.WxNotification("refund", refundPlain(k, "SUCCESS"), "")
+	rh, rbody, err := sim.Notification("refund", refundPlain(k, "SUCCESS"), "")
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
+	"github.com/kioskpay/kioskpay/payment/paysim/wxsim"
 	"github.com/kioskpay/kioskpay/payment/wxpay"
 )
 
@@ -21,6 +22,7 @@ import (
 // receiver that parses every notification with the adapter.
 type env struct {
 	sim      *paysim.Server
+	wx       *wxsim.Sim // the WeChat Pay provider registered with sim
 	srv      *httptest.Server
 	client   *wxpay.Client
 	cfg      wxpay.Config
@@ -56,7 +58,7 @@ func newEnv(t *testing.T, adjust ...func(*paysim.Options, *wxpay.Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{sim: sim, notified: make(chan payment.Notification, 16), rejected: make(chan error, 16)}
+	e := &env{sim: sim, wx: wxsim.Register(sim), notified: make(chan payment.Notification, 16), rejected: make(chan error, 16)}
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v3/pay/transactions/native" {
 			b, _ := io.ReadAll(r.Body)
@@ -448,7 +450,7 @@ func TestRefundNotEnough(t *testing.T) {
 	if err := e.sim.Pay(payment.WxPay, o.OutTradeNo, 0); err != nil {
 		t.Fatal(err)
 	}
-	e.sim.SetWxRefundBalance(300)
+	e.wx.SetRefundBalance(300)
 	_, err := e.client.Refund(ctx, payment.RefundRequest{OutTradeNo: o.OutTradeNo, OutRefundNo: o.OutTradeNo + "R", Total: 1000, Refund: 1000})
 	wantRejected(t, err, "NOT_ENOUGH")
 	if _, err := e.client.Refund(ctx, payment.RefundRequest{OutTradeNo: o.OutTradeNo, OutRefundNo: o.OutTradeNo + "S", Total: 1000, Refund: 300}); err != nil {
@@ -570,10 +572,10 @@ func TestUnknownOutcomes(t *testing.T) {
 		}},
 		{"wxpay.refund_query", func() error { _, err := e.client.QueryRefund(ctx, paid.OutTradeNo, paid.OutTradeNo+"R"); return err }},
 	}
-	for _, kind := range []string{paysim.Fault5xx, paysim.FaultBadSign, paysim.FaultStaleTS, paysim.FaultRateLimit, paysim.FaultTimeout} {
+	for _, kind := range []paysim.FaultKind{paysim.Fault5xx, paysim.FaultBadSign, paysim.FaultStaleTS, paysim.FaultRateLimit, paysim.FaultTimeout} {
 		for _, c := range calls {
 			api, call := c.api, c.call
-			t.Run(kind+"/"+api, func(t *testing.T) {
+			t.Run(string(kind)+"/"+api, func(t *testing.T) {
 				if err := e.sim.InjectFault(paysim.Fault{Provider: payment.WxPay, API: api, Kind: kind, Count: 1}); err != nil {
 					t.Fatal(err)
 				}

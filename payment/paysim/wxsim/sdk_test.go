@@ -1,25 +1,25 @@
-package paysim
+package wxsim
 
-// Helpers that read the simulator through the real SDKs, as the daemon
-// does: wechatpay-go v0.2.21 in public-key mode and smartwalle/alipay
-// v3.2.31. Nothing here decodes a provider answer by hand.
+// Helpers that read the simulator through the real SDK, as the daemon
+// does: wechatpay-go v0.2.21 in public-key mode. Nothing here decodes a
+// provider answer by hand.
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"testing"
 	"time"
 
-	alipay "github.com/smartwalle/alipay/v3"
 	"github.com/wechatpay-apiv3/wechatpay-go/core"
 	"github.com/wechatpay-apiv3/wechatpay-go/core/auth/verifiers"
 	"github.com/wechatpay-apiv3/wechatpay-go/core/notify"
 	"github.com/wechatpay-apiv3/wechatpay-go/core/option"
 	"github.com/wechatpay-apiv3/wechatpay-go/services/payments/native"
 	"github.com/wechatpay-apiv3/wechatpay-go/services/refunddomestic"
+
+	"github.com/kioskpay/kioskpay/payment/paysim"
 )
 
 func sdkCtx(t *testing.T) context.Context {
@@ -40,12 +40,12 @@ func (s toSim) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // wxSDK is the official WeChat Pay client of k's merchant, pointed at srv.
 type wxSDK struct {
-	k       *Keys
+	k       *paysim.Keys
 	native  native.NativeApiService
 	refunds refunddomestic.RefundsApiService
 }
 
-func newWxSDK(t *testing.T, k *Keys, srv *httptest.Server) *wxSDK {
+func newWxSDK(t *testing.T, k *paysim.Keys, srv *httptest.Server) *wxSDK {
 	t.Helper()
 	u, _ := url.Parse(srv.URL)
 	c, err := core.NewClient(context.Background(),
@@ -107,7 +107,7 @@ type wxSink struct {
 	events chan wxEvent
 }
 
-func newWxSink(t *testing.T, k *Keys) *wxSink {
+func newWxSink(t *testing.T, k *paysim.Keys) *wxSink {
 	t.Helper()
 	h, err := notify.NewRSANotifyHandler(k.WxAPIv3Key, verifiers.NewSHA256WithRSAPubkeyVerifier(k.WxPublicKeyID, k.WxPlatform.PublicKey))
 	if err != nil {
@@ -139,69 +139,4 @@ func (s *wxSink) next(t *testing.T) wxEvent {
 		t.Fatal("no WeChat notification within 10s")
 	}
 	return wxEvent{}
-}
-
-// aliSDK is the official Alipay client of k's application, pointed at srv.
-func aliSDK(t *testing.T, k *Keys, srv *httptest.Server) *alipay.Client {
-	t.Helper()
-	c, err := alipay.New(k.AlipayAppID, PrivatePEM(k.AlipayApp), true,
-		alipay.WithProductionGateway(srv.URL+"/gateway.do"),
-		alipay.WithTimeLocation(aliBeijing),
-		alipay.WithHTTPClient(&http.Client{Timeout: 5 * time.Second}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.LoadAliPayPublicKey(PublicPEM(&k.AlipayPlatform.PublicKey)); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// aliSink receives Alipay notifications and decodes each with the SDK,
-// which verifies the signature.
-type aliSink struct {
-	URL   string
-	notes chan *alipay.Notification
-}
-
-func newAliSink(t *testing.T, c *alipay.Client) *aliSink {
-	t.Helper()
-	s := &aliSink{notes: make(chan *alipay.Notification, 32)}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := r.ParseForm(); err != nil {
-			t.Errorf("notification form: %v", err)
-			return
-		}
-		n, err := c.DecodeNotification(r.Context(), r.PostForm)
-		if err != nil {
-			t.Errorf("notification refused by the SDK: %v", err)
-			return
-		}
-		s.notes <- n
-		_, _ = w.Write([]byte("success"))
-	}))
-	t.Cleanup(srv.Close)
-	s.URL = srv.URL + "/notify/sim-1/alipay"
-	return s
-}
-
-func (s *aliSink) next(t *testing.T) *alipay.Notification {
-	t.Helper()
-	select {
-	case n := <-s.notes:
-		return n
-	case <-time.After(10 * time.Second):
-		t.Fatal("no Alipay notification within 10s")
-	}
-	return nil
-}
-
-// jsonList decodes a notification's JSON-string list field.
-func jsonList(t *testing.T, field, s string) []map[string]string {
-	t.Helper()
-	var out []map[string]string
-	if err := json.Unmarshal([]byte(s), &out); err != nil {
-		t.Fatalf("%s %q: %v", field, s, err)
-	}
-	return out
 }

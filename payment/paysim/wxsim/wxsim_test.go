@@ -1,4 +1,4 @@
-package paysim
+package wxsim
 
 import (
 	"bytes"
@@ -21,21 +21,22 @@ import (
 	"time"
 
 	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/payment/paysim"
 )
 
 var (
 	wxKeysOnce sync.Once
-	wxKeys     [2]*Keys
+	wxKeys     [2]*paysim.Keys
 	wxKeysErr  error
 )
 
 // wxTestKeys returns the package's shared key set and a second, unrelated
 // one for forgeries.
-func wxTestKeys(t testing.TB) (*Keys, *Keys) {
+func wxTestKeys(t testing.TB) (*paysim.Keys, *paysim.Keys) {
 	t.Helper()
 	wxKeysOnce.Do(func() {
 		for i := range wxKeys {
-			if wxKeys[i], wxKeysErr = GenerateKeys(); wxKeysErr != nil {
+			if wxKeys[i], wxKeysErr = paysim.GenerateKeys(); wxKeysErr != nil {
 				return
 			}
 		}
@@ -46,20 +47,27 @@ func wxTestKeys(t testing.TB) (*Keys, *Keys) {
 	return wxKeys[0], wxKeys[1]
 }
 
-func wxTestServer(t *testing.T, opts Options) (*Server, *httptest.Server) {
+// wxEnv is a simulator core with the WeChat Pay provider registered.
+type wxEnv struct {
+	*paysim.Server
+	wx *Sim
+}
+
+func wxTestServer(t *testing.T, opts paysim.Options) (*wxEnv, *httptest.Server) {
 	t.Helper()
 	k, _ := wxTestKeys(t)
 	if opts.Keys == nil {
 		opts.Keys = k
 	}
-	s, err := New(opts)
+	s, err := paysim.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	e := &wxEnv{Server: s, wx: Register(s)}
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
 	t.Cleanup(s.Close)
-	return s, srv
+	return e, srv
 }
 
 // wxAuth describes how a raw test request is signed; the zero value plus
@@ -73,7 +81,7 @@ type wxAuth struct {
 	header    string // non-empty: use verbatim
 }
 
-func wxGoodAuth(k *Keys) wxAuth {
+func wxGoodAuth(k *paysim.Keys) wxAuth {
 	return wxAuth{key: k.WxMerchant, mchid: k.WxMchID, serial: k.WxCertSerial, ts: time.Now()}
 }
 
@@ -125,7 +133,7 @@ func wxDo(t *testing.T, base, method, uri, body string, a wxAuth) wxResp {
 
 // wxVerify checks a response or notification signature the way the SDK
 // does (docs/providers.md B3).
-func wxVerify(k *Keys, h http.Header, body []byte) error {
+func wxVerify(k *paysim.Keys, h http.Header, body []byte) error {
 	if h.Get("Wechatpay-Serial") != k.WxPublicKeyID {
 		return fmt.Errorf("serial %q", h.Get("Wechatpay-Serial"))
 	}
@@ -148,11 +156,11 @@ func wxVerify(k *Keys, h http.Header, body []byte) error {
 	return rsa.VerifyPKCS1v15(&k.WxPlatform.PublicKey, crypto.SHA256, sum[:], sig)
 }
 
-func wxPrepayBody(k *Keys, outTradeNo string, notifyURL string) string {
-	return wxPrepayBodyAt(k, outTradeNo, notifyURL, time.Now().Add(10*time.Minute).In(wxCST).Format(time.RFC3339))
+func wxPrepayBody(k *paysim.Keys, outTradeNo string, notifyURL string) string {
+	return wxPrepayBodyAt(k, outTradeNo, notifyURL, time.Now().Add(10*time.Minute).In(paysim.Beijing).Format(time.RFC3339))
 }
 
-func wxPrepayBodyAt(k *Keys, outTradeNo, notifyURL, timeExpire string) string {
+func wxPrepayBodyAt(k *paysim.Keys, outTradeNo, notifyURL, timeExpire string) string {
 	return `{"amount":{"currency":"CNY","total":1250},"appid":"` + k.WxAppID + `","description":"咖啡 x1","mchid":"` + k.WxMchID +
 		`","notify_url":"` + notifyURL + `","out_trade_no":"` + outTradeNo + `","time_expire":"` + timeExpire + `"}` + "\n"
 }
@@ -162,7 +170,7 @@ func wxPrepayBodyAt(k *Keys, outTradeNo, notifyURL, timeExpire string) string {
 // signature, the 204 included.
 func TestWxRawFlow(t *testing.T) {
 	k, _ := wxTestKeys(t)
-	s, srv := wxTestServer(t, Options{})
+	s, srv := wxTestServer(t, paysim.Options{})
 	const no = "T1|a*b-c_d"
 	r := wxDo(t, srv.URL, "POST", "/v3/pay/transactions/native", wxPrepayBody(k, no, "https://kiosk.example.com/wx/notify"), wxGoodAuth(k))
 	if r.status != 200 || !bytes.HasPrefix(r.body, []byte(`{"code_url":"weixin://wxpay/bizpayurl?pr=`)) {
@@ -214,7 +222,7 @@ func TestWxRawFlow(t *testing.T) {
 
 func TestWxAuthRejected(t *testing.T) {
 	k, other := wxTestKeys(t)
-	_, srv := wxTestServer(t, Options{})
+	_, srv := wxTestServer(t, paysim.Options{})
 	uri := "/v3/pay/transactions/out-trade-no/ANY_ORDER?mchid=" + k.WxMchID
 	good := wxGoodAuth(k)
 	cases := []struct {
@@ -295,7 +303,7 @@ func wxAuthReordered(t *testing.T, a wxAuth, method, uri string) wxAuth {
 
 func TestWxPrepayValidation(t *testing.T) {
 	k, _ := wxTestKeys(t)
-	_, srv := wxTestServer(t, Options{})
+	_, srv := wxTestServer(t, paysim.Options{})
 	n := 0
 	body := func(mut func(m map[string]any)) string {
 		n++
@@ -354,13 +362,13 @@ func TestWxPrepayValidation(t *testing.T) {
 
 func TestWxStrictTimeExpire(t *testing.T) {
 	k, _ := wxTestKeys(t)
-	s, srv := wxTestServer(t, Options{})
-	s.SetWxStrictTimeExpire(true)
+	s, srv := wxTestServer(t, paysim.Options{})
+	s.wx.SetStrictTimeExpire(true)
 	body := func(no string, te time.Time) string {
 		return wxPrepayBodyAt(k, no, "https://kiosk.example.com/n", te.Format(time.RFC3339))
 	}
 	at := time.Now().Add(time.Hour)
-	if r := wxDo(t, srv.URL, "POST", "/v3/pay/transactions/native", body("STRICT_1", at.In(wxCST)), wxGoodAuth(k)); r.status != 200 {
+	if r := wxDo(t, srv.URL, "POST", "/v3/pay/transactions/native", body("STRICT_1", at.In(paysim.Beijing)), wxGoodAuth(k)); r.status != 200 {
 		t.Fatalf("+08:00: %d %s", r.status, r.body)
 	}
 	for _, zone := range []*time.Location{time.UTC, time.FixedZone("X", 3600)} {
@@ -372,19 +380,19 @@ func TestWxStrictTimeExpire(t *testing.T) {
 
 func TestWxTimeExpireCloses(t *testing.T) {
 	k, _ := wxTestKeys(t)
-	s, srv := wxTestServer(t, Options{})
+	s, srv := wxTestServer(t, paysim.Options{})
 	r := wxDo(t, srv.URL, "POST", "/v3/pay/transactions/native", wxPrepayBody(k, "EXPIRES_1", "https://kiosk.example.com/n"), wxGoodAuth(k))
 	if r.status != 200 {
 		t.Fatalf("prepay: %d %s", r.status, r.body)
 	}
-	s.wxpay.mu.Lock()
-	o := s.wxpay.byNo["EXPIRES_1"]
+	s.wx.mu.Lock()
+	o := s.wx.byNo["EXPIRES_1"]
 	// A minute is the shortest life WeChat allows; a time in the past was moved out to it.
 	if d := time.Until(o.expireAt); d < 9*time.Minute {
 		t.Errorf("expireAt in %v, want the requested ~10m", d)
 	}
 	o.expireAt = time.Now().Add(-time.Second)
-	s.wxpay.mu.Unlock()
+	s.wx.mu.Unlock()
 	q := wxDo(t, srv.URL, "GET", "/v3/pay/transactions/out-trade-no/EXPIRES_1?mchid="+k.WxMchID, "", wxGoodAuth(k))
 	if !bytes.Contains(q.body, []byte(`"trade_state":"CLOSED"`)) {
 		t.Fatalf("query after time_expire: %s", q.body)
@@ -394,13 +402,13 @@ func TestWxTimeExpireCloses(t *testing.T) {
 	}
 
 	// time_expire earlier than a minute from now is clamped to a minute.
-	past := wxPrepayBodyAt(k, "EXPIRES_2", "https://kiosk.example.com/n", time.Now().Add(-time.Hour).In(wxCST).Format(time.RFC3339))
+	past := wxPrepayBodyAt(k, "EXPIRES_2", "https://kiosk.example.com/n", time.Now().Add(-time.Hour).In(paysim.Beijing).Format(time.RFC3339))
 	if r := wxDo(t, srv.URL, "POST", "/v3/pay/transactions/native", past, wxGoodAuth(k)); r.status != 200 {
 		t.Fatalf("prepay with past time_expire: %d %s", r.status, r.body)
 	}
-	s.wxpay.mu.Lock()
-	d := time.Until(s.wxpay.byNo["EXPIRES_2"].expireAt)
-	s.wxpay.mu.Unlock()
+	s.wx.mu.Lock()
+	d := time.Until(s.wx.byNo["EXPIRES_2"].expireAt)
+	s.wx.mu.Unlock()
 	if d < 50*time.Second || d > 61*time.Second {
 		t.Fatalf("clamped expiry in %v, want ~1m", d)
 	}
@@ -431,7 +439,7 @@ func TestWxNotificationDelivery(t *testing.T) {
 		w.WriteHeader(http.StatusOK)
 	}))
 	defer receiver.Close()
-	s, srv := wxTestServer(t, Options{NotifyRetry: []time.Duration{20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond}})
+	s, srv := wxTestServer(t, paysim.Options{NotifyRetry: []time.Duration{20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond}})
 	r := wxDo(t, srv.URL, "POST", "/v3/pay/transactions/native", wxPrepayBody(k, "NOTIFY_1", receiver.URL+"/notify/sim-1/wxpay"), wxGoodAuth(k))
 	if r.status != 200 {
 		t.Fatalf("prepay: %d %s", r.status, r.body)
@@ -497,7 +505,7 @@ func TestWxNotificationDelivery(t *testing.T) {
 
 func TestWxUnknownRoute(t *testing.T) {
 	k, _ := wxTestKeys(t)
-	_, srv := wxTestServer(t, Options{})
+	_, srv := wxTestServer(t, paysim.Options{})
 	r := wxDo(t, srv.URL, "DELETE", "/v3/pay/transactions/native", "", wxGoodAuth(k))
 	if r.status != 404 {
 		t.Fatalf("DELETE native: %d %s", r.status, r.body)

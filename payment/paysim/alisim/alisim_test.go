@@ -1,4 +1,4 @@
-package paysim
+package alisim
 
 import (
 	"bytes"
@@ -20,17 +20,18 @@ import (
 	"time"
 
 	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/payment/paysim"
 )
 
 var aliKeys struct {
 	once sync.Once
-	k    *Keys
+	k    *paysim.Keys
 	err  error
 }
 
 // aliTestKeys shares one key set among this file's tests.
-func aliTestKeys(t testing.TB) *Keys {
-	aliKeys.once.Do(func() { aliKeys.k, aliKeys.err = GenerateKeys() })
+func aliTestKeys(t testing.TB) *paysim.Keys {
+	aliKeys.once.Do(func() { aliKeys.k, aliKeys.err = paysim.GenerateKeys() })
 	if aliKeys.err != nil {
 		t.Fatal(aliKeys.err)
 	}
@@ -38,32 +39,41 @@ func aliTestKeys(t testing.TB) *Keys {
 }
 
 type aliEnv struct {
-	s   *Server
+	s   *paysim.Server
+	ali *Sim
 	srv *httptest.Server
-	k   *Keys
+	k   *paysim.Keys
 	// clock offsets the simulator's business clock (nanoseconds).
 	clock atomic.Int64
 }
 
-// filledAmounts makes query answers carry the buyer, invoice and receipt
-// amounts instead of the default "0.00", for tests that read them.
-func filledAmounts(o *Options) {
-	o.Realism = realism(func(r *Realism) { r.AlipayZeroQueryAmounts = false })
+// realism returns Options.Realism: the defaults changed by f.
+func realism(f func(*paysim.Realism)) *paysim.Realism {
+	r := paysim.DefaultRealism()
+	f(&r)
+	return &r
 }
 
-func newAliEnv(t testing.TB, opts ...func(*Options)) *aliEnv {
+// filledAmounts makes query answers carry the buyer, invoice and receipt
+// amounts instead of the default "0.00", for tests that read them.
+func filledAmounts(o *paysim.Options) {
+	o.Realism = realism(func(r *paysim.Realism) { r.AlipayZeroQueryAmounts = false })
+}
+
+func newAliEnv(t testing.TB, opts ...func(*paysim.Options)) *aliEnv {
 	t.Helper()
 	k := aliTestKeys(t)
-	o := Options{Keys: k, NotifyRetry: []time.Duration{20 * time.Millisecond, 40 * time.Millisecond, 80 * time.Millisecond}}
+	e := &aliEnv{k: k}
+	o := paysim.Options{Keys: k, NotifyRetry: []time.Duration{20 * time.Millisecond, 40 * time.Millisecond, 80 * time.Millisecond},
+		Now: func() time.Time { return time.Now().Add(time.Duration(e.clock.Load())) }}
 	for _, f := range opts {
 		f(&o)
 	}
-	s, err := New(o)
+	s, err := paysim.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &aliEnv{s: s, k: k}
-	s.alipay.now = func() time.Time { return time.Now().Add(time.Duration(e.clock.Load())) }
+	e.s, e.ali = s, Register(s)
 	e.srv = httptest.NewServer(s)
 	t.Cleanup(func() {
 		e.srv.Close()
@@ -93,7 +103,7 @@ func (e *aliEnv) form(method string, biz any, pre, post func(url.Values)) url.Va
 	v.Set("format", "JSON")
 	v.Set("charset", "utf-8")
 	v.Set("sign_type", "RSA2")
-	v.Set("timestamp", time.Now().In(aliBeijing).Format(aliTimeLayout))
+	v.Set("timestamp", time.Now().In(paysim.Beijing).Format(aliTimeLayout))
 	v.Set("version", "1.0")
 	if biz != nil {
 		b, _ := json.Marshal(biz)
@@ -236,8 +246,8 @@ func TestAlipayGatewayRejectsBadRequests(t *testing.T) {
 		{"missing sign", e.form(q, biz, nil, func(f url.Values) { f.Del("sign") }), "", "40001", "isv.missing-signature", true},
 		{"unknown app id", e.form(q, biz, set("app_id", "2021000000009999"), nil), "", "40002", "isv.invalid-app-id", false},
 		{"missing app id", e.form(q, biz, func(f url.Values) { f.Del("app_id") }, nil), "", "40001", "isv.missing-app-id", false},
-		{"stale timestamp", e.form(q, biz, set("timestamp", time.Now().Add(-16*time.Minute).In(aliBeijing).Format(aliTimeLayout)), nil), "", "40002", "isv.invalid-timestamp", true},
-		{"future timestamp", e.form(q, biz, set("timestamp", time.Now().Add(16*time.Minute).In(aliBeijing).Format(aliTimeLayout)), nil), "", "40002", "isv.invalid-timestamp", true},
+		{"stale timestamp", e.form(q, biz, set("timestamp", time.Now().Add(-16*time.Minute).In(paysim.Beijing).Format(aliTimeLayout)), nil), "", "40002", "isv.invalid-timestamp", true},
+		{"future timestamp", e.form(q, biz, set("timestamp", time.Now().Add(16*time.Minute).In(paysim.Beijing).Format(aliTimeLayout)), nil), "", "40002", "isv.invalid-timestamp", true},
 		{"UTC timestamp (no WithTimeLocation)", e.form(q, biz, set("timestamp", time.Now().UTC().Format(aliTimeLayout)), nil), "", "40002", "isv.invalid-timestamp", true},
 		{"RFC3339 timestamp", e.form(q, biz, set("timestamp", time.Now().Format(time.RFC3339)), nil), "", "40002", "isv.invalid-timestamp", true},
 		{"missing timestamp", e.form(q, biz, func(f url.Values) { f.Del("timestamp") }, nil), "", "40001", "isv.missing-timestamp", true},
@@ -265,7 +275,7 @@ func TestAlipayGatewayRejectsBadRequests(t *testing.T) {
 		})
 	}
 	// Nothing above may have reached the business logic.
-	if len(e.s.alipay.byNo) != 0 {
+	if len(e.ali.byNo) != 0 {
 		t.Fatal("a refused request changed state")
 	}
 	// And the same request, correctly signed, is answered.
@@ -285,7 +295,7 @@ func TestAlipayPrecreateFieldRules(t *testing.T) {
 		}
 		return b
 	}
-	future := time.Now().Add(10 * time.Minute).In(aliBeijing).Format(aliTimeLayout)
+	future := time.Now().Add(10 * time.Minute).In(paysim.Beijing).Format(aliTimeLayout)
 	for _, tc := range []struct {
 		name string
 		biz  map[string]any
@@ -315,7 +325,7 @@ func TestAlipayPrecreateFieldRules(t *testing.T) {
 		{"body 129", with("body", strings.Repeat("b", 129)), nil, "ACQ.INVALID_PARAMETER"},
 		{"time_expire ok", with("time_expire", future), nil, "10000"},
 		{"time_expire RFC3339", with("time_expire", time.Now().Add(time.Hour).Format(time.RFC3339)), nil, "ACQ.INVALID_PARAMETER"},
-		{"time_expire past", with("time_expire", time.Now().Add(-time.Minute).In(aliBeijing).Format(aliTimeLayout)), nil, "ACQ.INVALID_PARAMETER"},
+		{"time_expire past", with("time_expire", time.Now().Add(-time.Minute).In(paysim.Beijing).Format(aliTimeLayout)), nil, "ACQ.INVALID_PARAMETER"},
 		{"timeout_express 90m", with("timeout_express", "90m"), nil, "10000"},
 		{"timeout_express 1c", with("timeout_express", "1c"), nil, "10000"},
 		{"timeout_express 1.5h", with("timeout_express", "1.5h"), nil, "ACQ.INVALID_PARAMETER"},
@@ -471,7 +481,7 @@ func TestAlipayCancelBurnsNumbers(t *testing.T) {
 func TestAlipayExpiry(t *testing.T) {
 	e := newAliEnv(t)
 	rc := newAliNotifySink(t, e.k, 1)
-	expire := time.Now().Add(10 * time.Minute).In(aliBeijing).Format(aliTimeLayout)
+	expire := time.Now().Add(10 * time.Minute).In(paysim.Beijing).Format(aliTimeLayout)
 	notify := func(f url.Values) { f.Set("notify_url", rc.srv.URL) }
 
 	// Unscanned past time_expire: the QR is dead, the number closed.
@@ -612,31 +622,31 @@ func TestAlipayResponseBytes(t *testing.T) {
 }
 
 func TestAlipayFaults(t *testing.T) {
-	e := newAliEnv(t, func(o *Options) { o.TimeoutHold = 200 * time.Millisecond })
+	e := newAliEnv(t, func(o *paysim.Options) { o.TimeoutHold = 200 * time.Millisecond })
 	q := map[string]any{"out_trade_no": "FA_1"}
-	inject := func(kind string) {
+	inject := func(kind paysim.FaultKind) {
 		t.Helper()
-		if err := e.s.InjectFault(Fault{Provider: payment.Alipay, API: "trade.query", Kind: kind, Count: 1}); err != nil {
+		if err := e.s.InjectFault(paysim.Fault{Provider: payment.Alipay, API: "trade.query", Kind: kind, Count: 1}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	inject(Fault5xx)
+	inject(paysim.Fault5xx)
 	if r := e.call(t, "alipay.trade.query", q); r.status != http.StatusBadGateway || json.Valid(r.raw) {
 		t.Fatalf("5xx: %d %s", r.status, r.raw)
 	}
-	inject(FaultRateLimit)
+	inject(paysim.FaultRateLimit)
 	if r := e.call(t, "alipay.trade.query", q); r.fields["code"] != "40005" || !r.signed {
 		t.Fatalf("rate_limit: %s", r.raw)
 	}
-	inject(FaultStaleTS)
+	inject(paysim.FaultStaleTS)
 	if r := e.call(t, "alipay.trade.query", q); r.sign != "" || r.fields["sub_code"] != "ACQ.TRADE_NOT_EXIST" {
 		t.Fatalf("stale_ts: want the node without sign: %s", r.raw)
 	}
-	inject(FaultBadSign)
+	inject(paysim.FaultBadSign)
 	if r := e.call(t, "alipay.trade.query", q); r.sign == "" || r.signed {
 		t.Fatalf("bad_sign: want a sign that does not verify: %s", r.raw)
 	}
-	inject(FaultTimeout)
+	inject(paysim.FaultTimeout)
 	start := time.Now()
 	resp, err := http.Post(e.srv.URL+"/gateway.do", "application/x-www-form-urlencoded", strings.NewReader(e.form("alipay.trade.query", q, nil, nil).Encode()))
 	if err == nil {
@@ -666,7 +676,7 @@ type aliNotifySink struct {
 	ch         chan struct{}
 }
 
-func newAliNotifySink(t *testing.T, k *Keys, acceptFrom int) *aliNotifySink {
+func newAliNotifySink(t *testing.T, k *paysim.Keys, acceptFrom int) *aliNotifySink {
 	s := &aliNotifySink{acceptFrom: acceptFrom, ch: make(chan struct{}, 100)}
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
@@ -780,7 +790,7 @@ func TestAlipayHooksOverHTTP(t *testing.T) {
 	}
 	info, ok := e.s.Order(payment.Alipay, "HK_1")
 	if !ok || info.State != "TRADE_SUCCESS" || info.Total != 300 || info.Paid != 299 || info.Received != 299 ||
-		info.Discount != 1 || info.DiscountBy != DiscountMerchant || info.TransactionID == "" {
+		info.Discount != 1 || info.DiscountBy != paysim.DiscountMerchant || info.TransactionID == "" {
 		t.Fatalf("order %+v", info)
 	}
 }

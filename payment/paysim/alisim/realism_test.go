@@ -1,4 +1,4 @@
-package paysim
+package alisim
 
 import (
 	"testing"
@@ -7,6 +7,7 @@ import (
 	alipay "github.com/smartwalle/alipay/v3"
 
 	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/payment/paysim"
 )
 
 // aliPrecreate places an order through the SDK, as the adapter does.
@@ -24,24 +25,25 @@ func aliPrecreate(t *testing.T, c *alipay.Client, no, yuan, notifyURL string) {
 // the order total, buyer_pay_amount what the buyer paid, receipt_amount what
 // the merchant receives (lower only when the merchant funds the voucher);
 // the details come with query_options, and the notification carries them as
-// JSON strings (fields cited in alipay.go).
+// JSON strings (fields cited in alisim.go).
 func TestAlipayDiscountThroughSDK(t *testing.T) {
 	for _, tc := range []struct {
-		by, channel       string
+		by                paysim.Funder
+		channel           string
 		receipt           string
 		merchant, other   string // voucher contributions
 		mdiscount, pdisct string // mdiscount_amount, discount_amount
 	}{
-		{by: DiscountPlatform, channel: "DISCOUNT", receipt: "10.00", merchant: "0.00", other: "1.00", pdisct: "1.00"},
-		{by: DiscountMerchant, channel: "MDISCOUNT", receipt: "9.00", merchant: "1.00", other: "0.00", mdiscount: "1.00"},
+		{by: paysim.DiscountPlatform, channel: "DISCOUNT", receipt: "10.00", merchant: "0.00", other: "1.00", pdisct: "1.00"},
+		{by: paysim.DiscountMerchant, channel: "MDISCOUNT", receipt: "9.00", merchant: "1.00", other: "0.00", mdiscount: "1.00"},
 	} {
-		t.Run(tc.by, func(t *testing.T) {
+		t.Run(string(tc.by), func(t *testing.T) {
 			e := newAliEnv(t, filledAmounts)
 			c := aliSDK(t, e.k, e.srv)
 			sink := newAliSink(t, c)
-			no := "DISC_" + tc.by
+			no := "DISC_" + string(tc.by)
 			aliPrecreate(t, c, no, "10.00", sink.URL)
-			if err := e.s.PayWith(payment.Alipay, no, Payment{Discount: 100, DiscountBy: tc.by}); err != nil {
+			if err := e.s.PayWith(payment.Alipay, no, paysim.Payment{Discount: 100, DiscountBy: tc.by}); err != nil {
 				t.Fatal(err)
 			}
 			// Without query_options: amounts, and the fund channels of a
@@ -96,7 +98,9 @@ func TestAlipayDiscountThroughSDK(t *testing.T) {
 // captured real answers do: "0.00" amounts, no fund_bill_list unless asked;
 // notifications still carry the real amounts.
 func TestAlipayZeroQueryAmounts(t *testing.T) {
-	e := newAliEnv(t, func(o *Options) { o.Realism = realism(func(r *Realism) { r.AlipayZeroQueryAmounts = true }) })
+	e := newAliEnv(t, func(o *paysim.Options) {
+		o.Realism = realism(func(r *paysim.Realism) { r.AlipayZeroQueryAmounts = true })
+	})
 	c := aliSDK(t, e.k, e.srv)
 	sink := newAliSink(t, c)
 	aliPrecreate(t, c, "ZERO_1", "12.50", sink.URL)
@@ -118,9 +122,11 @@ func TestAlipayZeroQueryAmounts(t *testing.T) {
 
 // A paid trade finishes when its refund window ends: TRADE_FINISHED with a
 // notification (refund_fee and gmt_close set), then refund and cancel fail
-// with ACQ.TRADE_HAS_FINISHED (sources in alipay.go).
+// with ACQ.TRADE_HAS_FINISHED (sources in alisim.go).
 func TestAlipayTradeFinished(t *testing.T) {
-	e := newAliEnv(t, func(o *Options) { o.Realism = realism(func(r *Realism) { r.AlipayRefundWindow = time.Hour }) })
+	e := newAliEnv(t, func(o *paysim.Options) {
+		o.Realism = realism(func(r *paysim.Realism) { r.AlipayRefundWindow = time.Hour })
+	})
 	c := aliSDK(t, e.k, e.srv)
 	sink := newAliSink(t, c)
 	aliPrecreate(t, c, "FIN_1", "20.00", sink.URL)
@@ -164,7 +170,7 @@ func TestAlipayTradeFinished(t *testing.T) {
 	}
 
 	// AlipayRefundWindow 0: never finishes.
-	e2 := newAliEnv(t, func(o *Options) { o.Realism = realism(func(r *Realism) { r.AlipayRefundWindow = 0 }) })
+	e2 := newAliEnv(t, func(o *paysim.Options) { o.Realism = realism(func(r *paysim.Realism) { r.AlipayRefundWindow = 0 }) })
 	c2 := aliSDK(t, e2.k, e2.srv)
 	aliPrecreate(t, c2, "FIN_3", "1.00", "")
 	_ = e2.s.Pay(payment.Alipay, "FIN_3", 0)
@@ -186,7 +192,7 @@ func TestAlipayCancelThroughSDK(t *testing.T) {
 	}
 	aliPrecreate(t, c, "CX_2", "3.00", "")
 	_ = e.s.Scan("CX_2")
-	if err := e.s.InjectFault(Fault{Kind: FaultSystemError, API: "trade.cancel", Count: 1}); err != nil {
+	if err := e.s.InjectFault(paysim.Fault{Kind: paysim.FaultSystemError, API: "trade.cancel", Count: 1}); err != nil {
 		t.Fatal(err)
 	}
 	cl, err = c.TradeCancel(sdkCtx(t), alipay.TradeCancel{OutTradeNo: "CX_2"})
@@ -207,10 +213,10 @@ func TestAlipayUnknownOutcomeFaults(t *testing.T) {
 	c := aliSDK(t, e.k, e.srv)
 	aliPrecreate(t, c, "UF_1", "4.00", "")
 	_ = e.s.Pay(payment.Alipay, "UF_1", 0)
-	if err := e.s.InjectFault(Fault{Provider: payment.WxPay, Kind: FaultUnavailable}); err == nil {
+	if err := e.s.InjectFault(paysim.Fault{Provider: payment.WxPay, Kind: paysim.FaultUnavailable}); err == nil {
 		t.Fatal("a 20000 fault for wxpay was accepted")
 	}
-	if err := e.s.InjectFault(Fault{Kind: FaultUnavailable, API: "trade.refund", Count: 1}); err != nil {
+	if err := e.s.InjectFault(paysim.Fault{Kind: paysim.FaultUnavailable, API: "trade.refund", Count: 1}); err != nil {
 		t.Fatal(err)
 	}
 	r, err := c.TradeRefund(sdkCtx(t), alipay.TradeRefund{OutTradeNo: "UF_1", RefundAmount: "1.00", OutRequestNo: "UF_1R1"})
@@ -220,7 +226,7 @@ func TestAlipayUnknownOutcomeFaults(t *testing.T) {
 	if o, _ := e.s.Order(payment.Alipay, "UF_1"); o.Refunded != 0 {
 		t.Fatalf("a 20000 refund was applied: %+v", o)
 	}
-	if err := e.s.InjectFault(Fault{Kind: FaultSystemError, API: "trade.refund", Count: 1}); err != nil {
+	if err := e.s.InjectFault(paysim.Fault{Kind: paysim.FaultSystemError, API: "trade.refund", Count: 1}); err != nil {
 		t.Fatal(err)
 	}
 	r, err = c.TradeRefund(sdkCtx(t), alipay.TradeRefund{OutTradeNo: "UF_1", RefundAmount: "1.00", OutRequestNo: "UF_1R1"})
@@ -235,10 +241,10 @@ func TestAlipayUnknownOutcomeFaults(t *testing.T) {
 		t.Fatalf("repeat: %v %+v", err, r)
 	}
 	// A fault without provider that only Alipay can answer leaves WeChat alone.
-	if err := e.s.InjectFault(Fault{Kind: FaultUnavailable}); err != nil {
+	if err := e.s.InjectFault(paysim.Fault{Kind: paysim.FaultUnavailable}); err != nil {
 		t.Fatal(err)
 	}
-	if f := e.s.takeFault(payment.WxPay, "wxpay.query"); f != "" {
+	if f := e.s.TakeFault(payment.WxPay, "wxpay.query"); f != "" {
 		t.Fatalf("wxpay call got fault %q", f)
 	}
 }

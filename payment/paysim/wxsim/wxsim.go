@@ -1,33 +1,8 @@
-package paysim
-
-import (
-	"bytes"
-	"crypto"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
-	"net/url"
-	"regexp"
-	"sort"
-	"strconv"
-	"strings"
-	"sync"
-	"time"
-	"unicode/utf8"
-
-	"github.com/kioskpay/kioskpay/payment"
-)
-
-// WeChat Pay APIv3 simulation (docs/providers.md B).
+// Package wxsim simulates WeChat Pay APIv3 for one merchant (docs/providers.md
+// B): the Native prepay, order query and close, domestic refunds and their
+// query, signed responses and encrypted, signed notifications. Register adds
+// it to a paysim.Server, which serves it under /v3/ and lends it faults,
+// notification delivery, timers and the clock.
 //
 // Sources for what the real service sends, field by field:
 //   - Query by out_trade_no and the TRANSACTION.SUCCESS resource:
@@ -75,18 +50,42 @@ import (
 //   - The /_sim/pay "amount" becomes amount.total, the provider-side order
 //     total, so a value other than the order's simulates a collision.
 //     Unless Realism.WxStrictRefundTotal is set, a refund may still name
-//     the total the order was created with (see the package doc).
-//   - Refund funds are unlimited unless SetWxRefundBalance sets a balance;
+//     the total the order was created with (see paysim's package doc).
+//   - Refund funds are unlimited unless SetRefundBalance sets a balance;
 //     then refunds beyond it fail with NOT_ENOUGH.
+package wxsim
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/payment/paysim"
+)
 
 const (
-	wxAuthScheme     = "WECHATPAY2-SHA256-RSA2048"
-	wxClockSkew      = 5 * time.Minute
-	wxDefaultExpire  = 7 * 24 * time.Hour
-	wxMinExpire      = time.Minute
-	wxMaxBody        = 1 << 20
-	wxTradeType      = "NATIVE"
-	wxNotifyAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	wxAuthScheme    = "WECHATPAY2-SHA256-RSA2048"
+	wxClockSkew     = 5 * time.Minute
+	wxDefaultExpire = 7 * 24 * time.Hour
+	wxMinExpire     = time.Minute
+	wxMaxBody       = 1 << 20
+	wxTradeType     = "NATIVE"
 )
 
 // Trade states (docs/providers.md B5) and refund statuses (B4.4).
@@ -97,14 +96,14 @@ const (
 	wxRefund     = "REFUND"
 	wxClosed     = "CLOSED"
 
-	wxRefundProcessing = "PROCESSING"
-	wxRefundSuccess    = "SUCCESS"
-	wxRefundAbnormal   = RefundAbnormal
-	wxRefundClosed     = RefundClosed
+	wxRefundProcessing = paysim.RefundProcessing
+	wxRefundSuccess    = paysim.RefundSuccess
+	wxRefundAbnormal   = paysim.RefundAbnormal
+	wxRefundClosed     = paysim.RefundClosed
 )
 
 // wxRefundEvents: the notification of each final refund status.
-var wxRefundEvents = map[string][2]string{
+var wxRefundEvents = map[paysim.RefundStatus][2]string{
 	wxRefundSuccess:  {"REFUND.SUCCESS", "退款成功"},
 	wxRefundAbnormal: {"REFUND.ABNORMAL", "退款异常"},
 	wxRefundClosed:   {"REFUND.CLOSED", "退款关闭"},
@@ -113,7 +112,6 @@ var wxRefundEvents = map[string][2]string{
 var (
 	wxOutTradeNoRE  = regexp.MustCompile(`^[0-9A-Za-z_\-|*]{6,32}$`)
 	wxOutRefundNoRE = regexp.MustCompile(`^[0-9A-Za-z_\-|*@]{1,64}$`)
-	wxCST           = time.FixedZone("CST", 8*3600)
 )
 
 var wxStateDesc = map[string]string{
@@ -126,31 +124,31 @@ var wxStateDesc = map[string]string{
 
 type wxOrder struct {
 	appid, mchid, outTradeNo, description, notifyURL, attach string
-	total                                                    int64 // the provider-side order total
-	created                                                  int64 // the total the order was created with
-	expireAt                                                 time.Time
-	params                                                   string // canonical request body: tells a retry from a conflicting reuse
-	state                                                    string
-	transactionID, openid                                    string
-	discount                                                 int64
-	discountBy                                               string
-	couponID, stockID                                        string
-	successTime, createdAt                                   time.Time
-	refunds                                                  []*wxRefundRec
+	// terms: Amount is the provider-side order total; the discount is set
+	// when the order is paid.
+	terms                  paysim.Payment
+	created                payment.Fen // the total the order was created with
+	expireAt               time.Time
+	params                 string // canonical request body: tells a retry from a conflicting reuse
+	state                  string
+	transactionID, openid  string
+	couponID, stockID      string
+	successTime, createdAt time.Time
+	refunds                []*wxRefundRec
 }
 
 type wxRefundRec struct {
 	order                                    *wxOrder
 	outRefundNo, refundID, reason, notifyURL string
-	amount                                   int64
-	discountRefund                           int64 // the part of amount that returns to the coupon
-	status                                   string
+	amount                                   payment.Fen
+	discountRefund                           payment.Fen // the part of amount that returns to the coupon
+	status                                   paysim.RefundStatus
 	createdAt, successAt                     time.Time
 }
 
 // refunded is the amount of the order's refunds that are not closed.
-func (o *wxOrder) refunded() int64 {
-	var n int64
+func (o *wxOrder) refunded() payment.Fen {
+	var n payment.Fen
 	for _, r := range o.refunds {
 		if r.status != wxRefundClosed {
 			n += r.amount
@@ -159,87 +157,94 @@ func (o *wxOrder) refunded() int64 {
 	return n
 }
 
-func (o *wxOrder) payerTotal() int64 { return o.total - o.discount }
-
-// noCash is the part of the discount the merchant bears (a NOCASH coupon):
-// it is never settled to the merchant.
-func (o *wxOrder) noCash() int64 {
-	if o.discountBy == DiscountMerchant {
-		return o.discount
-	}
-	return 0
-}
-
 // discountRefund is the coupon's share of a new refund of amount: in
 // proportion, and whatever is left when the refund empties the order.
-func (o *wxOrder) discountRefund(amount int64) int64 {
-	if o.discount == 0 {
+func (o *wxOrder) discountRefund(amount payment.Fen) payment.Fen {
+	t := o.terms
+	if t.Discount == 0 {
 		return 0
 	}
-	var refunded, coupon int64
+	var refunded, coupon payment.Fen
 	for _, r := range o.refunds {
 		if r.status != wxRefundClosed {
 			refunded += r.amount
 			coupon += r.discountRefund
 		}
 	}
-	if refunded+amount >= o.total {
-		return o.discount - coupon
+	if refunded+amount >= t.Amount {
+		return t.Discount - coupon
 	}
-	return o.discount * amount / o.total
+	return t.Discount * amount / t.Amount
 }
 
 // promotion renders the order's coupon as promotion_detail[0].
 func (o *wxOrder) promotion() map[string]any {
+	d := o.terms.Discount
 	p := map[string]any{
-		"coupon_id": o.couponID, "scope": "GLOBAL", "amount": o.discount, "stock_id": o.stockID,
-		"wechatpay_contribute": int64(0), "merchant_contribute": int64(0), "other_contribute": int64(0), "currency": "CNY",
+		"coupon_id": o.couponID, "scope": "GLOBAL", "amount": d, "stock_id": o.stockID,
+		"wechatpay_contribute": payment.Fen(0), "merchant_contribute": payment.Fen(0), "other_contribute": payment.Fen(0), "currency": "CNY",
 	}
-	if o.discountBy == DiscountMerchant {
-		p["name"], p["type"], p["merchant_contribute"] = "商家代金券", "NOCASH", o.discount
+	if o.terms.DiscountBy == paysim.DiscountMerchant {
+		p["name"], p["type"], p["merchant_contribute"] = "商家代金券", "NOCASH", d
 	} else {
-		p["name"], p["type"], p["wechatpay_contribute"] = "微信支付立减", "CASH", o.discount
+		p["name"], p["type"], p["wechatpay_contribute"] = "微信支付立减", "CASH", d
 	}
 	return p
 }
 
-// wxpaySim simulates the WeChat Pay APIv3 for one merchant (Keys.WxMchID).
-type wxpaySim struct {
-	s *Server
+// Sim simulates the WeChat Pay APIv3 for one merchant (Keys.WxMchID).
+type Sim struct {
+	s *paysim.Server
 
 	mu       sync.Mutex
 	byNo     map[string]*wxOrder
 	refunds  map[string]*wxRefundRec
-	balance  int64 // refundable funds when limited
+	balance  payment.Fen // refundable funds when limited
 	limited  bool
 	sequence int
 	strictTE bool // time_expire must carry +08:00
 }
 
-func newWxpaySim(s *Server) *wxpaySim {
-	return &wxpaySim{s: s, byNo: map[string]*wxOrder{}, refunds: map[string]*wxRefundRec{}}
+// Register adds a WeChat Pay simulator for s's merchant to s and returns it.
+func Register(s *paysim.Server) *Sim {
+	a := &Sim{s: s, byNo: map[string]*wxOrder{}, refunds: map[string]*wxRefundRec{}}
+	s.Register(a)
+	return a
 }
 
-// SetWxRefundBalance limits the merchant's funds available for WeChat
+// Name is payment.WxPay.
+func (a *Sim) Name() payment.ProviderName { return payment.WxPay }
+
+// Pattern is where the APIv3 is served.
+func (a *Sim) Pattern() string { return "/v3/" }
+
+// SetRefundBalance limits the merchant's funds available for WeChat
 // refunds to fen; a refund beyond them fails with 403 NOT_ENOUGH. A negative
 // value removes the limit (the default).
-func (s *Server) SetWxRefundBalance(fen payment.Fen) {
-	a := s.wxpay
+func (a *Sim) SetRefundBalance(fen payment.Fen) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.limited = fen >= 0
-	a.balance = int64(fen)
+	a.balance = fen
 }
 
-// SetWxStrictTimeExpire makes the WeChat prepay refuse a time_expire that is
-// not in +08:00, the only form WeChat documents (whether the real service
-// accepts "Z" or other offsets is unverified, so the default accepts any
-// RFC 3339 time).
-func (s *Server) SetWxStrictTimeExpire(strict bool) {
-	a := s.wxpay
+// SetStrictTimeExpire makes the prepay refuse a time_expire that is not in
+// +08:00, the only form WeChat documents (whether the real service accepts
+// "Z" or other offsets is unverified, so the default accepts any RFC 3339
+// time).
+func (a *Sim) SetStrictTimeExpire(strict bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.strictTE = strict
+}
+
+// refundDelay draws how long one refund stays PROCESSING under r; ok is
+// false when refunds do not complete by themselves (WxRefundMax = Never).
+func refundDelay(r paysim.Realism) (d time.Duration, ok bool) {
+	if r.WxRefundMax == paysim.Never {
+		return 0, false
+	}
+	return r.WxRefundMin + rand.N(r.WxRefundMax-r.WxRefundMin+1), true
 }
 
 // wxError is the APIv3 error body.
@@ -286,38 +291,40 @@ func wxRoute(r *http.Request) (api, id string, ok bool) {
 	return "", "", false
 }
 
-func (a *wxpaySim) serveAPI(w http.ResponseWriter, r *http.Request) {
+// ServeHTTP serves the APIv3: every call is counted and signature-checked
+// before an injected fault or the call itself is answered.
+func (a *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	api, id, ok := wxRoute(r)
 	if !ok {
 		a.writeError(w, wxErr(http.StatusNotFound, "NOT_FOUND", "请求的资源不存在"), "")
 		return
 	}
-	a.s.count(api)
+	a.s.Count(api)
 	body, err := io.ReadAll(io.LimitReader(r.Body, wxMaxBody+1))
 	if err != nil || len(body) > wxMaxBody {
 		a.writeError(w, wxErr(http.StatusBadRequest, "INVALID_REQUEST", "请求体读取失败或过大"), "")
 		return
 	}
 	if err := a.checkAuth(r, body); err != nil {
-		a.s.log.Debug("wxpay request refused", "api", api, "status", http.StatusUnauthorized, "err", err)
+		a.s.Logger().Debug("wxpay request refused", "api", api, "status", http.StatusUnauthorized, "err", err)
 		a.writeError(w, wxErr(http.StatusUnauthorized, "SIGN_ERROR", "签名错误"), "")
 		return
 	}
-	f := a.s.takeFault(payment.WxPay, api)
+	f := a.s.TakeFault(payment.WxPay, api)
 	switch f {
-	case FaultTimeout:
-		a.s.log.Debug("wxpay fault", "api", api, "fault", f)
-		a.s.holdTimeout(r)
+	case paysim.FaultTimeout:
+		a.s.Logger().Debug("wxpay fault", "api", api, "fault", f)
+		a.s.Hold(r)
 		return
-	case FaultAccepted:
+	case paysim.FaultAccepted:
 		// Accepted, not processed: the client must repeat the call.
-		a.s.log.Debug("wxpay fault", "api", api, "fault", f)
+		a.s.Logger().Debug("wxpay fault", "api", api, "fault", f)
 		a.write(w, http.StatusAccepted, nil, "")
 		return
-	case Fault5xx:
+	case paysim.Fault5xx:
 		a.writeError(w, wxErr(http.StatusInternalServerError, "SYSTEM_ERROR", "系统错误"), "")
 		return
-	case FaultRateLimit:
+	case paysim.FaultRateLimit:
 		a.writeError(w, wxErr(http.StatusTooManyRequests, "FREQUENCY_LIMITED", "频率超限"), "")
 		return
 	}
@@ -341,7 +348,7 @@ func (a *wxpaySim) serveAPI(w http.ResponseWriter, r *http.Request) {
 		out, werr = a.queryRefund(id)
 	}
 	if werr != nil {
-		a.s.log.Debug("wxpay", "api", api, "order", id, "status", werr.status, "code", werr.Code)
+		a.s.Logger().Debug("wxpay", "api", api, "order", id, "status", werr.status, "code", werr.Code)
 		a.writeError(w, werr, f)
 		return
 	}
@@ -352,13 +359,13 @@ func (a *wxpaySim) serveAPI(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	a.s.log.Debug("wxpay", "api", api, "order", id, "status", status)
+	a.s.Logger().Debug("wxpay", "api", api, "order", id, "status", status)
 	a.write(w, status, respBody, f)
 }
 
 // checkAuth verifies the Authorization header the way WeChat Pay does
 // (docs/providers.md B2): over the raw request URI and the raw body bytes.
-func (a *wxpaySim) checkAuth(r *http.Request, body []byte) error {
+func (a *Sim) checkAuth(r *http.Request, body []byte) error {
 	h := r.Header.Get("Authorization")
 	scheme, params, ok := strings.Cut(h, " ")
 	if !ok || scheme != wxAuthScheme {
@@ -380,10 +387,10 @@ func (a *wxpaySim) checkAuth(r *http.Request, body []byte) error {
 			return fmt.Errorf("authorization lacks %s", k)
 		}
 	}
-	if kv["mchid"] != a.s.keys.WxMchID {
+	if kv["mchid"] != a.s.Keys().WxMchID {
 		return fmt.Errorf("unknown mchid %q", kv["mchid"])
 	}
-	if kv["serial_no"] != a.s.keys.WxCertSerial {
+	if kv["serial_no"] != a.s.Keys().WxCertSerial {
 		return fmt.Errorf("unknown merchant certificate serial %q", kv["serial_no"])
 	}
 	ts, err := strconv.ParseInt(kv["timestamp"], 10, 64)
@@ -393,48 +400,35 @@ func (a *wxpaySim) checkAuth(r *http.Request, body []byte) error {
 	if d := time.Since(time.Unix(ts, 0)); d > wxClockSkew || d < -wxClockSkew {
 		return fmt.Errorf("timestamp %d off by %v", ts, d.Round(time.Second))
 	}
-	sig, err := base64.StdEncoding.DecodeString(kv["signature"])
-	if err != nil {
-		return fmt.Errorf("signature not base64: %w", err)
-	}
 	msg := r.Method + "\n" + r.RequestURI + "\n" + kv["timestamp"] + "\n" + kv["nonce_str"] + "\n" + string(body) + "\n"
-	sum := sha256.Sum256([]byte(msg))
-	if err := rsa.VerifyPKCS1v15(&a.s.keys.WxMerchant.PublicKey, crypto.SHA256, sum[:], sig); err != nil {
-		return fmt.Errorf("signature: %w", err)
-	}
-	return nil
+	return paysim.VerifySHA256(&a.s.Keys().WxMerchant.PublicKey, []byte(msg), kv["signature"])
 }
 
 // sign returns the response/notification signature headers for body.
 // fault FaultBadSign yields a signature over other bytes; FaultStaleTS a
 // correct signature with a timestamp ten minutes old.
-func (a *wxpaySim) sign(body []byte, fault string) (ts, nonce, sig string) {
+func (a *Sim) sign(body []byte, fault paysim.FaultKind) (ts, nonce, sig string) {
 	now := time.Now()
-	if fault == FaultStaleTS {
+	if fault == paysim.FaultStaleTS {
 		now = now.Add(-10 * time.Minute)
 	}
 	ts = strconv.FormatInt(now.Unix(), 10)
-	nonce = wxRandString(32)
+	nonce = paysim.RandomString(paysim.Alphanumeric, 32)
 	msg := ts + "\n" + nonce + "\n" + string(body) + "\n"
-	if fault == FaultBadSign {
+	if fault == paysim.FaultBadSign {
 		msg += "tampered"
 	}
-	sum := sha256.Sum256([]byte(msg))
-	raw, err := rsa.SignPKCS1v15(rand.Reader, a.s.keys.WxPlatform, crypto.SHA256, sum[:])
-	if err != nil {
-		panic(err) // cannot fail for a valid key
-	}
-	return ts, nonce, base64.StdEncoding.EncodeToString(raw)
+	return ts, nonce, paysim.SignSHA256(a.s.Keys().WxPlatform, []byte(msg))
 }
 
-func (a *wxpaySim) write(w http.ResponseWriter, status int, body []byte, fault string) {
+func (a *Sim) write(w http.ResponseWriter, status int, body []byte, fault paysim.FaultKind) {
 	ts, nonce, sig := a.sign(body, fault)
 	h := w.Header()
-	h.Set("Wechatpay-Serial", a.s.keys.WxPublicKeyID)
+	h.Set("Wechatpay-Serial", a.s.Keys().WxPublicKeyID)
 	h.Set("Wechatpay-Timestamp", ts)
 	h.Set("Wechatpay-Nonce", nonce)
 	h.Set("Wechatpay-Signature", sig)
-	h.Set("Request-Id", "08"+wxRandDigits(30))
+	h.Set("Request-Id", "08"+paysim.RandomDigits(30))
 	if len(body) > 0 {
 		h.Set("Content-Type", "application/json; charset=utf-8")
 	}
@@ -442,7 +436,7 @@ func (a *wxpaySim) write(w http.ResponseWriter, status int, body []byte, fault s
 	_, _ = w.Write(body)
 }
 
-func (a *wxpaySim) writeError(w http.ResponseWriter, e *wxError, fault string) {
+func (a *Sim) writeError(w http.ResponseWriter, e *wxError, fault paysim.FaultKind) {
 	body, _ := json.Marshal(e)
 	a.write(w, e.status, body, fault)
 }
@@ -482,7 +476,8 @@ func wxStringField(m map[string]any, key string, required bool, maxChars int) (s
 	return s, nil
 }
 
-func wxIntField(m map[string]any, key string) (int64, bool, *wxError) {
+// wxFenField reads an amount: an integer number of fen.
+func wxFenField(m map[string]any, key string) (payment.Fen, bool, *wxError) {
 	v, ok := m[key]
 	if !ok || v == nil {
 		return 0, false, nil
@@ -495,17 +490,7 @@ func wxIntField(m map[string]any, key string) (int64, bool, *wxError) {
 	if err != nil {
 		return 0, true, wxParamErr(key, "类型错误，应为整数", v)
 	}
-	return i, true, nil
-}
-
-// wxLoopbackHost reports whether host names this machine; only such notify
-// URLs may be plain http (documented test deviation).
-func wxLoopbackHost(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return payment.Fen(i), true, nil
 }
 
 func wxCheckNotifyURL(key, s string, maxLen int) *wxError {
@@ -521,7 +506,7 @@ func wxCheckNotifyURL(key, s string, maxLen int) *wxError {
 	}
 	switch {
 	case u.Scheme == "https":
-	case u.Scheme == "http" && wxLoopbackHost(u.Hostname()):
+	case u.Scheme == "http" && paysim.LoopbackHost(u.Hostname()):
 	default:
 		return wxParamErr(key, "必须为https地址", s)
 	}
@@ -535,7 +520,7 @@ var wxPrepayFields = map[string]bool{
 }
 
 // prepay is POST /v3/pay/transactions/native (docs/providers.md B4.1).
-func (a *wxpaySim) prepay(body []byte) (any, *wxError) {
+func (a *Sim) prepay(body []byte) (any, *wxError) {
 	m, err := wxDecodeObject(body)
 	if err != nil {
 		return nil, wxErr(http.StatusBadRequest, "PARAM_ERROR", "请求体格式错误: "+err.Error())
@@ -551,36 +536,27 @@ func (a *wxpaySim) prepay(body []byte) (any, *wxError) {
 		}
 	}
 	o := &wxOrder{}
-	var werr *wxError
-	if o.appid, werr = wxStringField(m, "appid", true, 32); werr != nil {
-		return nil, werr
+	var expire, goodsTag string
+	for _, f := range []struct {
+		dst      *string
+		key      string
+		required bool
+		maxChars int
+	}{
+		{&o.appid, "appid", true, 32}, {&o.mchid, "mchid", true, 32}, {&o.description, "description", true, 127},
+		{&o.outTradeNo, "out_trade_no", true, 0}, {&o.notifyURL, "notify_url", true, 0}, {&o.attach, "attach", false, 128},
+		{&goodsTag, "goods_tag", false, 32}, {&expire, "time_expire", false, 64},
+	} {
+		v, werr := wxStringField(m, f.key, f.required, f.maxChars)
+		if werr != nil {
+			return nil, werr
+		}
+		*f.dst = v
 	}
-	if o.mchid, werr = wxStringField(m, "mchid", true, 32); werr != nil {
-		return nil, werr
-	}
-	if o.description, werr = wxStringField(m, "description", true, 127); werr != nil {
-		return nil, werr
-	}
-	if o.outTradeNo, werr = wxStringField(m, "out_trade_no", true, 0); werr != nil {
-		return nil, werr
-	}
-	if o.notifyURL, werr = wxStringField(m, "notify_url", true, 0); werr != nil {
-		return nil, werr
-	}
-	if o.attach, werr = wxStringField(m, "attach", false, 128); werr != nil {
-		return nil, werr
-	}
-	if _, werr = wxStringField(m, "goods_tag", false, 32); werr != nil {
-		return nil, werr
-	}
-	expire, werr := wxStringField(m, "time_expire", false, 64)
-	if werr != nil {
-		return nil, werr
-	}
-	if o.mchid != a.s.keys.WxMchID {
+	if o.mchid != a.s.Keys().WxMchID {
 		return nil, wxErr(http.StatusBadRequest, "MCH_NOT_EXISTS", "商户号不存在或与签名商户号不一致")
 	}
-	if o.appid != a.s.keys.WxAppID {
+	if o.appid != a.s.Keys().WxAppID {
 		return nil, wxErr(http.StatusBadRequest, "APPID_MCHID_NOT_MATCH", "appid和mch_id不匹配")
 	}
 	if !wxOutTradeNoRE.MatchString(o.outTradeNo) {
@@ -598,14 +574,14 @@ func (a *wxpaySim) prepay(body []byte) (any, *wxError) {
 			return nil, wxParamErr("amount."+k, "未知参数", amount[k])
 		}
 	}
-	total, present, werr := wxIntField(amount, "total")
+	total, present, werr := wxFenField(amount, "total")
 	if werr != nil {
 		return nil, werr
 	}
 	if !present || total < 1 {
 		return nil, wxParamErr("amount.total", "订单金额必须为大于0的整数（分）", amount["total"])
 	}
-	o.total, o.created = total, total
+	o.terms.Amount, o.created = total, total
 	if cur, werr := wxStringField(amount, "currency", false, 16); werr != nil {
 		return nil, werr
 	} else if cur != "" && cur != "CNY" {
@@ -640,7 +616,7 @@ func (a *wxpaySim) prepay(body []byte) (any, *wxError) {
 			return nil, werr
 		}
 	}
-	now := time.Now()
+	now := a.s.Now()
 	o.createdAt = now
 	o.expireAt = now.Add(wxDefaultExpire)
 	if expire != "" {
@@ -683,16 +659,16 @@ func (a *wxpaySim) prepay(body []byte) (any, *wxError) {
 }
 
 // expire closes an unpaid order whose time_expire has passed. Caller holds a.mu.
-func (a *wxpaySim) expire(o *wxOrder, now time.Time) {
+func (a *Sim) expire(o *wxOrder, now time.Time) {
 	if (o.state == wxNotPay || o.state == wxUserPaying) && !now.Before(o.expireAt) {
 		o.state = wxClosed
 	}
 }
 
-func (a *wxpaySim) lookup(outTradeNo string) *wxOrder {
+func (a *Sim) lookup(outTradeNo string) *wxOrder {
 	o := a.byNo[outTradeNo]
 	if o != nil {
-		a.expire(o, time.Now())
+		a.expire(o, a.s.Now())
 	}
 	return o
 }
@@ -707,16 +683,16 @@ func (o *wxOrder) transaction() map[string]any {
 		"trade_state":      o.state,
 		"trade_state_desc": wxStateDesc[o.state],
 		"attach":           o.attach,
-		"amount":           map[string]any{"total": o.total, "currency": "CNY"},
+		"amount":           map[string]any{"total": o.terms.Amount, "currency": "CNY"},
 	}
 	if o.transactionID != "" {
 		t["transaction_id"] = o.transactionID
 		t["trade_type"] = wxTradeType
 		t["bank_type"] = "OTHERS"
-		t["success_time"] = o.successTime.In(wxCST).Format(time.RFC3339)
+		t["success_time"] = o.successTime.In(paysim.Beijing).Format(time.RFC3339)
 		t["payer"] = map[string]any{"openid": o.openid}
-		t["amount"] = map[string]any{"total": o.total, "payer_total": o.payerTotal(), "currency": "CNY", "payer_currency": "CNY"}
-		if o.discount > 0 {
+		t["amount"] = map[string]any{"total": o.terms.Amount, "payer_total": o.terms.Paid(), "currency": "CNY", "payer_currency": "CNY"}
+		if o.terms.Discount > 0 {
 			t["promotion_detail"] = []any{o.promotion()}
 		}
 	}
@@ -724,7 +700,7 @@ func (o *wxOrder) transaction() map[string]any {
 }
 
 // query is GET /v3/pay/transactions/out-trade-no/{out_trade_no}?mchid=.
-func (a *wxpaySim) query(outTradeNo string, q url.Values) (any, *wxError) {
+func (a *Sim) query(outTradeNo string, q url.Values) (any, *wxError) {
 	mchid := q.Get("mchid")
 	if mchid == "" {
 		return nil, wxParamErr("mchid", "缺少必填参数", nil)
@@ -739,7 +715,7 @@ func (a *wxpaySim) query(outTradeNo string, q url.Values) (any, *wxError) {
 }
 
 // closeOrder is POST /v3/pay/transactions/out-trade-no/{out_trade_no}/close.
-func (a *wxpaySim) closeOrder(outTradeNo string, body []byte) *wxError {
+func (a *Sim) closeOrder(outTradeNo string, body []byte) *wxError {
 	m, err := wxDecodeObject(body)
 	if err != nil {
 		return wxErr(http.StatusBadRequest, "PARAM_ERROR", "请求体格式错误: "+err.Error())
@@ -769,7 +745,7 @@ var wxRefundFields = map[string]bool{
 }
 
 // refund is POST /v3/refund/domestic/refunds (docs/providers.md B4.4).
-func (a *wxpaySim) refund(body []byte) (any, *wxError) {
+func (a *Sim) refund(body []byte) (any, *wxError) {
 	m, err := wxDecodeObject(body)
 	if err != nil {
 		return nil, wxErr(http.StatusBadRequest, "PARAM_ERROR", "请求体格式错误: "+err.Error())
@@ -812,14 +788,14 @@ func (a *wxpaySim) refund(body []byte) (any, *wxError) {
 	if !ok {
 		return nil, wxParamErr("amount", "缺少必填参数或类型错误", m["amount"])
 	}
-	refundAmt, present, werr := wxIntField(amount, "refund")
+	refundAmt, present, werr := wxFenField(amount, "refund")
 	if werr != nil {
 		return nil, werr
 	}
 	if !present || refundAmt < 1 {
 		return nil, wxParamErr("amount.refund", "退款金额必须为大于0的整数（分）", amount["refund"])
 	}
-	total, present, werr := wxIntField(amount, "total")
+	total, present, werr := wxFenField(amount, "total")
 	if werr != nil {
 		return nil, werr
 	}
@@ -859,10 +835,10 @@ func (a *wxpaySim) refund(body []byte) (any, *wxError) {
 		}
 		return prev.render(), nil
 	}
-	if total != o.total && (total != o.created || a.s.Realism().WxStrictRefundTotal) {
+	if total != o.terms.Amount && (total != o.created || a.s.Realism().WxStrictRefundTotal) {
 		return nil, wxParamErr("amount.total", "与原订单金额不一致", total)
 	}
-	if left := o.total - o.refunded(); refundAmt > left {
+	if left := o.terms.Amount - o.refunded(); refundAmt > left {
 		if left == 0 {
 			return nil, wxErr(http.StatusBadRequest, "INVALID_REQUEST", "订单已全额退款")
 		}
@@ -875,18 +851,18 @@ func (a *wxpaySim) refund(body []byte) (any, *wxError) {
 		a.balance -= refundAmt
 	}
 	r.order = o
-	r.refundID = "50" + wxRandDigits(27)
+	r.refundID = "50" + paysim.RandomDigits(27)
 	r.status = wxRefundProcessing
-	r.createdAt = time.Now()
+	r.createdAt = a.s.Now()
 	r.discountRefund = o.discountRefund(refundAmt)
 	o.refunds = append(o.refunds, r)
 	o.state = wxRefund
 	a.refunds[r.outRefundNo] = r
-	if d, ok := a.s.Realism().wxRefundDelay(); ok {
+	if d, ok := refundDelay(a.s.Realism()); ok {
 		no := r.outRefundNo
-		a.s.after(d, func() {
+		a.s.After(d, func() {
 			if err := a.settleRefund(no, wxRefundSuccess); err != nil {
-				a.s.log.Debug("wxpay refund not completed", "refund", no, "err", err)
+				a.s.Logger().Debug("wxpay refund not completed", "refund", no, "err", err)
 			}
 		})
 	}
@@ -895,9 +871,9 @@ func (a *wxpaySim) refund(body []byte) (any, *wxError) {
 
 // render shows r as refunddomestic.Refund. Caller holds a.mu.
 func (r *wxRefundRec) render() map[string]any {
-	o := r.order
-	noCashRefund := int64(0)
-	if o.noCash() > 0 {
+	o, t := r.order, r.order.terms
+	noCashRefund := payment.Fen(0)
+	if t.MerchantFunded() > 0 {
 		noCashRefund = r.discountRefund
 	}
 	out := map[string]any{
@@ -907,26 +883,26 @@ func (r *wxRefundRec) render() map[string]any {
 		"out_trade_no":          o.outTradeNo,
 		"channel":               "ORIGINAL",
 		"user_received_account": "支付用户零钱",
-		"create_time":           r.createdAt.In(wxCST).Format(time.RFC3339),
+		"create_time":           r.createdAt.In(paysim.Beijing).Format(time.RFC3339),
 		"status":                r.status,
 		"funds_account":         "AVAILABLE",
 		"amount": map[string]any{
-			"total": o.total, "refund": r.amount, "payer_total": o.payerTotal(), "payer_refund": r.amount - r.discountRefund,
-			"settlement_refund": r.amount - noCashRefund, "settlement_total": o.total - o.noCash(),
+			"total": t.Amount, "refund": r.amount, "payer_total": t.Paid(), "payer_refund": r.amount - r.discountRefund,
+			"settlement_refund": r.amount - noCashRefund, "settlement_total": t.Received(),
 			"discount_refund": r.discountRefund, "currency": "CNY",
 		},
 	}
-	if o.discount > 0 {
+	if t.Discount > 0 {
 		kind := "COUPON"
-		if o.noCash() > 0 {
+		if t.MerchantFunded() > 0 {
 			kind = "DISCOUNT"
 		}
 		out["promotion_detail"] = []any{map[string]any{
-			"promotion_id": o.couponID, "scope": "GLOBAL", "type": kind, "amount": o.discount, "refund_amount": r.discountRefund,
+			"promotion_id": o.couponID, "scope": "GLOBAL", "type": kind, "amount": t.Discount, "refund_amount": r.discountRefund,
 		}}
 	}
 	if r.status == wxRefundSuccess {
-		out["success_time"] = r.successAt.In(wxCST).Format(time.RFC3339)
+		out["success_time"] = r.successAt.In(paysim.Beijing).Format(time.RFC3339)
 	}
 	return out
 }
@@ -938,17 +914,17 @@ func (r *wxRefundRec) notifyResource() []byte {
 		"mchid": o.mchid, "out_trade_no": o.outTradeNo, "transaction_id": o.transactionID,
 		"out_refund_no": r.outRefundNo, "refund_id": r.refundID, "refund_status": r.status,
 		"user_received_account": "支付用户零钱",
-		"amount":                map[string]any{"total": o.total, "refund": r.amount, "payer_total": o.payerTotal(), "payer_refund": r.amount - r.discountRefund},
+		"amount":                map[string]any{"total": o.terms.Amount, "refund": r.amount, "payer_total": o.terms.Paid(), "payer_refund": r.amount - r.discountRefund},
 	}
 	if r.status == wxRefundSuccess {
-		m["success_time"] = r.successAt.In(wxCST).Format(time.RFC3339)
+		m["success_time"] = r.successAt.In(paysim.Beijing).Format(time.RFC3339)
 	}
 	b, _ := json.Marshal(m)
 	return b
 }
 
 // queryRefund is GET /v3/refund/domestic/refunds/{out_refund_no}.
-func (a *wxpaySim) queryRefund(outRefundNo string) (any, *wxError) {
+func (a *Sim) queryRefund(outRefundNo string) (any, *wxError) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	r, ok := a.refunds[outRefundNo]
@@ -958,15 +934,15 @@ func (a *wxpaySim) queryRefund(outRefundNo string) (any, *wxError) {
 	return r.render(), nil
 }
 
-// scan is the buyer scanning the code and entering the password: NOTPAY
+// Scan is the buyer scanning the code and entering the password: NOTPAY
 // becomes USERPAYING.
-func (a *wxpaySim) scan(outTradeNo string) error {
+func (a *Sim) Scan(outTradeNo string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	o := a.lookup(outTradeNo)
 	switch {
 	case o == nil:
-		return fmt.Errorf("wxpay order %s: %w", outTradeNo, errNoOrder)
+		return fmt.Errorf("wxpay order %s: %w", outTradeNo, paysim.ErrNoOrder)
 	case o.state == wxNotPay:
 		o.state = wxUserPaying
 	case o.state != wxUserPaying:
@@ -975,8 +951,8 @@ func (a *wxpaySim) scan(outTradeNo string) error {
 	return nil
 }
 
-// pay is the buyer paying; p.Amount becomes the provider-side total.
-func (a *wxpaySim) pay(outTradeNo string, p Payment) error {
+// Pay is the buyer paying; p.Amount becomes the provider-side total.
+func (a *Sim) Pay(outTradeNo string, p paysim.Payment) error {
 	a.mu.Lock()
 	o := a.lookup(outTradeNo)
 	if o == nil {
@@ -988,24 +964,23 @@ func (a *wxpaySim) pay(outTradeNo string, p Payment) error {
 		a.mu.Unlock()
 		return fmt.Errorf("wxpay order %s is %s, cannot be paid", outTradeNo, state)
 	}
-	p, err := p.resolve(payment.Fen(o.total))
+	p, err := p.Resolve(o.terms.Amount)
 	if err != nil {
 		a.mu.Unlock()
 		return fmt.Errorf("wxpay order %s: %w", outTradeNo, err)
 	}
 	o.state = wxSuccess
-	o.total = int64(p.Amount)
-	o.discount, o.discountBy = int64(p.Discount), p.DiscountBy
-	if o.discount > 0 {
-		o.couponID, o.stockID = "1"+wxRandDigits(9), wxRandDigits(8)
+	o.terms = p
+	if p.Discount > 0 {
+		o.couponID, o.stockID = "1"+paysim.RandomDigits(9), paysim.RandomDigits(8)
 	}
-	o.transactionID = "4200" + wxRandDigits(24)
-	o.openid = "oSim" + wxRandString(24)
-	o.successTime = time.Now()
+	o.transactionID = "4200" + paysim.RandomDigits(24)
+	o.openid = "oSim" + paysim.RandomString(paysim.Alphanumeric, 24)
+	o.successTime = a.s.Now()
 	plain, _ := json.Marshal(o.transaction())
 	to := o.notifyURL
 	a.mu.Unlock()
-	a.s.log.Debug("wxpay paid", "order", outTradeNo, "total", int64(p.Amount), "discount", int64(p.Discount))
+	a.s.Logger().Debug("wxpay paid", "order", outTradeNo, "total", int64(p.Amount), "discount", int64(p.Discount))
 	a.notify(to, "TRANSACTION.SUCCESS", "支付成功", "transaction", plain)
 	return nil
 }
@@ -1013,7 +988,7 @@ func (a *wxpaySim) pay(outTradeNo string, p Payment) error {
 // settleRefund moves a refund to its final status and notifies the
 // refund's notify_url. Reaching the status it already has is a no-op; only
 // PROCESSING refunds end, except that an ABNORMAL one may still succeed.
-func (a *wxpaySim) settleRefund(outRefundNo, status string) error {
+func (a *Sim) settleRefund(outRefundNo string, status paysim.RefundStatus) error {
 	a.mu.Lock()
 	r, ok := a.refunds[outRefundNo]
 	if !ok {
@@ -1032,12 +1007,12 @@ func (a *wxpaySim) settleRefund(outRefundNo, status string) error {
 	}
 	r.status = status
 	if status == wxRefundSuccess {
-		r.successAt = time.Now()
+		r.successAt = a.s.Now()
 	}
 	plain := r.notifyResource()
 	to := r.notifyURL
 	a.mu.Unlock()
-	a.s.log.Debug("wxpay refund settled", "refund", outRefundNo, "status", status)
+	a.s.Logger().Debug("wxpay refund settled", "refund", outRefundNo, "status", status)
 	ev := wxRefundEvents[status]
 	a.notify(to, ev[0], ev[1], "refund", plain)
 	return nil
@@ -1045,16 +1020,16 @@ func (a *wxpaySim) settleRefund(outRefundNo, status string) error {
 
 // notify sends an encrypted APIv3 notification (docs/providers.md B6). The body
 // is fixed for all attempts (same event id); each attempt is signed afresh.
-func (a *wxpaySim) notify(to, eventType, summary, originalType string, plaintext []byte) {
+func (a *Sim) notify(to, eventType, summary, originalType string, plaintext []byte) {
 	if to == "" {
 		return
 	}
 	body, err := a.notificationBody(eventType, summary, originalType, plaintext)
 	if err != nil {
-		a.s.log.Error("build wxpay notification", "err", err)
+		a.s.Logger().Error("build wxpay notification", "err", err)
 		return
 	}
-	a.s.deliver("wxpay."+originalType, to, func() (*http.Request, error) {
+	a.s.Deliver("wxpay."+originalType, to, func() (*http.Request, error) {
 		req, err := http.NewRequest(http.MethodPost, to, bytes.NewReader(body))
 		if err != nil {
 			return nil, err
@@ -1066,8 +1041,8 @@ func (a *wxpaySim) notify(to, eventType, summary, originalType string, plaintext
 	})
 }
 
-func (a *wxpaySim) notificationBody(eventType, summary, originalType string, plaintext []byte) ([]byte, error) {
-	block, err := aes.NewCipher([]byte(a.s.keys.WxAPIv3Key))
+func (a *Sim) notificationBody(eventType, summary, originalType string, plaintext []byte) ([]byte, error) {
+	block, err := aes.NewCipher([]byte(a.s.Keys().WxAPIv3Key))
 	if err != nil {
 		return nil, fmt.Errorf("APIv3 key: %w", err)
 	}
@@ -1075,15 +1050,15 @@ func (a *wxpaySim) notificationBody(eventType, summary, originalType string, pla
 	if err != nil {
 		return nil, err
 	}
-	nonce := wxRandString(12)
+	nonce := paysim.RandomString(paysim.Alphanumeric, 12)
 	ct := gcm.Seal(nil, []byte(nonce), plaintext, []byte(originalType))
 	a.mu.Lock()
 	a.sequence++
-	id := fmt.Sprintf("EV-%s%06d", time.Now().In(wxCST).Format("20060102150405"), a.sequence)
+	id := fmt.Sprintf("EV-%s%06d", time.Now().In(paysim.Beijing).Format("20060102150405"), a.sequence)
 	a.mu.Unlock()
 	return json.Marshal(map[string]any{
 		"id":            id,
-		"create_time":   time.Now().In(wxCST).Format(time.RFC3339),
+		"create_time":   time.Now().In(paysim.Beijing).Format(time.RFC3339),
 		"resource_type": "encrypt-resource",
 		"event_type":    eventType,
 		"summary":       summary,
@@ -1097,23 +1072,23 @@ func (a *wxpaySim) notificationBody(eventType, summary, originalType string, pla
 	})
 }
 
-func (a *wxpaySim) signNotification(h http.Header, body []byte, fault string) {
+func (a *Sim) signNotification(h http.Header, body []byte, fault paysim.FaultKind) {
 	ts, nonce, sig := a.sign(body, fault)
 	h.Set("Content-Type", "application/json")
-	h.Set("Wechatpay-Serial", a.s.keys.WxPublicKeyID)
+	h.Set("Wechatpay-Serial", a.s.Keys().WxPublicKeyID)
 	h.Set("Wechatpay-Timestamp", ts)
 	h.Set("Wechatpay-Nonce", nonce)
 	h.Set("Wechatpay-Signature", sig)
 	h.Set("Wechatpay-Signature-Type", wxAuthScheme)
 }
 
-// WxNotification builds a WeChat Pay notification exactly as the simulator
+// Notification builds a WeChat Pay notification exactly as the simulator
 // would send it: kind is "transaction" or "refund" (TRANSACTION.SUCCESS,
 // REFUND.SUCCESS) or an event type (REFUND.ABNORMAL, REFUND.CLOSED…),
-// plaintext the resource JSON. fault may be "" (valid), FaultBadSign or
-// FaultStaleTS. Tests use it to feed adapters notifications without an
-// HTTP round trip.
-func (s *Server) WxNotification(kind string, plaintext []byte, fault string) (http.Header, []byte, error) {
+// plaintext the resource JSON. fault may be "" (valid), paysim.FaultBadSign
+// or paysim.FaultStaleTS. Tests use it to feed adapters notifications
+// without an HTTP round trip.
+func (a *Sim) Notification(kind string, plaintext []byte, fault paysim.FaultKind) (http.Header, []byte, error) {
 	event, summary, original := "", "", ""
 	switch kind {
 	case "transaction", "TRANSACTION.SUCCESS":
@@ -1128,38 +1103,48 @@ func (s *Server) WxNotification(kind string, plaintext []byte, fault string) (ht
 	if event == "" {
 		return nil, nil, fmt.Errorf("kind %q: want transaction, refund or an event type (TRANSACTION.SUCCESS, REFUND.SUCCESS, REFUND.ABNORMAL, REFUND.CLOSED)", kind)
 	}
-	body, err := s.wxpay.notificationBody(event, summary, original, plaintext)
+	body, err := a.notificationBody(event, summary, original, plaintext)
 	if err != nil {
 		return nil, nil, err
 	}
 	h := http.Header{}
-	s.wxpay.signNotification(h, body, fault)
+	a.signNotification(h, body, fault)
 	return h, body, nil
 }
 
-func (a *wxpaySim) orders() []OrderInfo {
+// RefundComplete makes a PROCESSING or ABNORMAL refund succeed now, with
+// its REFUND.SUCCESS notification; a refund that succeeded already is left
+// as it is.
+func (a *Sim) RefundComplete(outRefundNo string) error {
+	return a.settleRefund(outRefundNo, wxRefundSuccess)
+}
+
+// RefundFail ends a PROCESSING refund in status (ABNORMAL or CLOSED), with
+// its REFUND.ABNORMAL or REFUND.CLOSED notification.
+func (a *Sim) RefundFail(outRefundNo string, status paysim.RefundStatus) error {
+	return a.settleRefund(outRefundNo, status)
+}
+
+// Orders lists the orders, oldest first.
+func (a *Sim) Orders() []paysim.OrderInfo {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := make([]OrderInfo, 0, len(a.byNo))
+	now := a.s.Now()
+	out := make([]paysim.OrderInfo, 0, len(a.byNo))
 	for _, o := range a.byNo {
-		a.expire(o, time.Now())
-		info := OrderInfo{
+		a.expire(o, now)
+		info := paysim.OrderInfo{
 			Provider:      payment.WxPay,
 			OutTradeNo:    o.outTradeNo,
 			State:         o.state,
-			Total:         payment.Fen(o.total),
-			Discount:      payment.Fen(o.discount),
-			DiscountBy:    o.discountBy,
-			Refunded:      payment.Fen(o.refunded()),
+			Refunded:      o.refunded(),
 			TransactionID: o.transactionID,
 			NotifyURL:     o.notifyURL,
 			CreatedAt:     o.createdAt,
 		}
-		if o.transactionID != "" {
-			info.Paid, info.Received = payment.Fen(o.payerTotal()), payment.Fen(o.total-o.noCash())
-		}
+		info.SetTerms(o.terms, o.transactionID != "")
 		for _, r := range o.refunds {
-			info.Refunds = append(info.Refunds, RefundInfo{OutRefundNo: r.outRefundNo, Amount: payment.Fen(r.amount), Status: r.status})
+			info.Refunds = append(info.Refunds, paysim.RefundInfo{OutRefundNo: r.outRefundNo, Amount: r.amount, Status: r.status})
 		}
 		out = append(out, info)
 	}
@@ -1167,22 +1152,6 @@ func (a *wxpaySim) orders() []OrderInfo {
 	return out
 }
 
-func wxCodeURL() string { return "weixin://wxpay/bizpayurl?pr=" + wxRandString(10) }
-
-func wxRandString(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = wxNotifyAlphabet[int(b[i])%len(wxNotifyAlphabet)]
-	}
-	return string(b)
-}
-
-func wxRandDigits(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = '0' + b[i]%10
-	}
-	return string(b)
+func wxCodeURL() string {
+	return "weixin://wxpay/bizpayurl?pr=" + paysim.RandomString(paysim.Alphanumeric, 10)
 }

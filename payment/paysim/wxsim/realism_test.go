@@ -1,4 +1,4 @@
-package paysim
+package wxsim
 
 import (
 	"errors"
@@ -12,11 +12,12 @@ import (
 	"github.com/wechatpay-apiv3/wechatpay-go/services/refunddomestic"
 
 	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/payment/paysim"
 )
 
 // realism returns Options.Realism: the defaults changed by f.
-func realism(f func(*Realism)) *Realism {
-	r := DefaultRealism()
+func realism(f func(*paysim.Realism)) *paysim.Realism {
+	r := paysim.DefaultRealism()
 	f(&r)
 	return &r
 }
@@ -24,25 +25,25 @@ func realism(f func(*Realism)) *Realism {
 // A discounted payment read back through wechatpay-go: amount.total is the
 // order total, payer_total what the buyer paid, promotion_detail names the
 // coupon and who funds it (query doc and payments.PromotionDetail, cited in
-// wechat.go); a full refund returns the coupon's share as discount_refund.
+// wxsim.go); a full refund returns the coupon's share as discount_refund.
 func TestWxDiscountThroughSDK(t *testing.T) {
 	for _, tc := range []struct {
-		by                  string
+		by                  paysim.Funder
 		typ, refundType     string // promotion_detail type in the payment and in the refund
 		wechatpay, merchant int64  // contributions
 		settle              int64  // settlement_total: what the merchant receives
 	}{
-		{by: DiscountPlatform, typ: "CASH", refundType: "COUPON", wechatpay: 100, settle: 1000},
-		{by: DiscountMerchant, typ: "NOCASH", refundType: "DISCOUNT", merchant: 100, settle: 900},
+		{by: paysim.DiscountPlatform, typ: "CASH", refundType: "COUPON", wechatpay: 100, settle: 1000},
+		{by: paysim.DiscountMerchant, typ: "NOCASH", refundType: "DISCOUNT", merchant: 100, settle: 900},
 	} {
-		t.Run(tc.by, func(t *testing.T) {
+		t.Run(string(tc.by), func(t *testing.T) {
 			k, _ := wxTestKeys(t)
-			s, srv := wxTestServer(t, Options{Realism: realism(func(r *Realism) { r.WxRefundMax = Never })})
+			s, srv := wxTestServer(t, paysim.Options{Realism: realism(func(r *paysim.Realism) { r.WxRefundMax = paysim.Never })})
 			sdk := newWxSDK(t, k, srv)
 			sink := newWxSink(t, k)
-			no := "DISC_" + tc.by
+			no := "DISC_" + string(tc.by)
 			sdk.prepay(t, no, 1000, sink.URL)
-			if err := s.PayWith(payment.WxPay, no, Payment{Discount: 100, DiscountBy: tc.by}); err != nil {
+			if err := s.PayWith(payment.WxPay, no, paysim.Payment{Discount: 100, DiscountBy: tc.by}); err != nil {
 				t.Fatal(err)
 			}
 			tx, _, err := sdk.native.QueryOrderByOutTradeNo(sdkCtx(t), native.QueryOrderByOutTradeNoRequest{OutTradeNo: core.String(no), Mchid: core.String(k.WxMchID)})
@@ -85,7 +86,7 @@ func TestWxDiscountThroughSDK(t *testing.T) {
 				t.Fatalf("refund promotion_detail: %v", r2.PromotionDetail)
 			}
 			wantSettle := int64(700)
-			if tc.by == DiscountMerchant {
+			if tc.by == paysim.DiscountMerchant {
 				wantSettle = 630 // the merchant's own coupon is not settled back
 			}
 			if *r2.Amount.SettlementRefund != wantSettle {
@@ -102,7 +103,7 @@ func TestWxDiscountThroughSDK(t *testing.T) {
 func TestWxProviderTotalAndRefundTotal(t *testing.T) {
 	k, _ := wxTestKeys(t)
 	for _, strict := range []bool{false, true} {
-		s, srv := wxTestServer(t, Options{Realism: realism(func(r *Realism) { r.WxRefundMax = Never; r.WxStrictRefundTotal = strict })})
+		s, srv := wxTestServer(t, paysim.Options{Realism: realism(func(r *paysim.Realism) { r.WxRefundMax = paysim.Never; r.WxStrictRefundTotal = strict })})
 		sdk := newWxSDK(t, k, srv)
 		sdk.prepay(t, "COLLIDE_1", 1000, "https://kiosk.example.com/wx")
 		if err := s.Pay(payment.WxPay, "COLLIDE_1", 999); err != nil {
@@ -136,7 +137,7 @@ func TestWxProviderTotalAndRefundTotal(t *testing.T) {
 // refund's own notify_url; the test waits on that notification.
 func TestWxRefundCompletesByItself(t *testing.T) {
 	k, _ := wxTestKeys(t)
-	s, srv := wxTestServer(t, Options{Realism: realism(func(r *Realism) { r.WxRefundMin, r.WxRefundMax = 10*time.Millisecond, 30*time.Millisecond })})
+	s, srv := wxTestServer(t, paysim.Options{Realism: realism(func(r *paysim.Realism) { r.WxRefundMin, r.WxRefundMax = 10*time.Millisecond, 30*time.Millisecond })})
 	sdk := newWxSDK(t, k, srv)
 	sink := newWxSink(t, k)
 	sdk.prepay(t, "AUTO_1", 500, sink.URL)
@@ -165,10 +166,10 @@ func TestWxRefundCompletesByItself(t *testing.T) {
 }
 
 // A refund without notify_url is not notified, not even to the payment's
-// notify_url (refund API doc, cited in wechat.go).
+// notify_url (refund API doc, cited in wxsim.go).
 func TestWxRefundNotifiesOnlyItsOwnURL(t *testing.T) {
 	k, _ := wxTestKeys(t)
-	s, srv := wxTestServer(t, Options{Realism: realism(func(r *Realism) { r.WxRefundMax = Never })})
+	s, srv := wxTestServer(t, paysim.Options{Realism: realism(func(r *paysim.Realism) { r.WxRefundMax = paysim.Never })})
 	sdk := newWxSDK(t, k, srv)
 	sink := newWxSink(t, k)
 	sdk.prepay(t, "QUIET_1", 500, sink.URL)
@@ -197,7 +198,7 @@ func TestWxRefundNotifiesOnlyItsOwnURL(t *testing.T) {
 // ABNORMAL refund may still succeed, a CLOSED one frees its amount.
 func TestWxRefundFailures(t *testing.T) {
 	k, _ := wxTestKeys(t)
-	s, srv := wxTestServer(t, Options{Realism: realism(func(r *Realism) { r.WxRefundMax = Never })})
+	s, srv := wxTestServer(t, paysim.Options{Realism: realism(func(r *paysim.Realism) { r.WxRefundMax = paysim.Never })})
 	sdk := newWxSDK(t, k, srv)
 	sink := newWxSink(t, k)
 	sdk.prepay(t, "FAIL_1", 800, sink.URL)
@@ -230,7 +231,7 @@ func TestWxRefundFailures(t *testing.T) {
 	if q := sdk.queryRefund(t, "FAIL_1R1"); *q.Status != refunddomestic.STATUS_ABNORMAL {
 		t.Fatalf("query: %s", *q.Status)
 	}
-	if err := s.RefundFail(payment.WxPay, "FAIL_1R1", RefundClosed); err == nil {
+	if err := s.RefundFail(payment.WxPay, "FAIL_1R1", paysim.RefundClosed); err == nil {
 		t.Fatal("an ABNORMAL refund was closed")
 	}
 	// The merchant resolves it: it succeeds after all.
@@ -247,7 +248,7 @@ func TestWxRefundFailures(t *testing.T) {
 	}
 	sink.next(t)
 	sdk.refund(t, "FAIL_2", "FAIL_2R1", 800, 800, sink.URL)
-	if err := s.RefundFail(payment.WxPay, "FAIL_2R1", RefundClosed); err != nil {
+	if err := s.RefundFail(payment.WxPay, "FAIL_2R1", paysim.RefundClosed); err != nil {
 		t.Fatal(err)
 	}
 	if ev := sink.next(t); ev.Type != "REFUND.CLOSED" || ev.Resource["refund_status"] != "CLOSED" {
@@ -263,7 +264,7 @@ func TestWxRefundFailures(t *testing.T) {
 	if r := sdk.refund(t, "FAIL_2", "FAIL_2R2", 800, 800, ""); *r.Status != refunddomestic.STATUS_PROCESSING {
 		t.Fatalf("second refund: %s", r)
 	}
-	if err := s.RefundFail(payment.Alipay, "FAIL_2R2", RefundAbnormal); err == nil {
+	if err := s.RefundFail(payment.Alipay, "FAIL_2R2", paysim.RefundAbnormal); err == nil {
 		t.Fatal("RefundFail for alipay succeeded")
 	}
 }
@@ -272,7 +273,7 @@ func TestWxRefundFailures(t *testing.T) {
 // password); it can still be paid or closed.
 func TestWxScanUserPaying(t *testing.T) {
 	k, _ := wxTestKeys(t)
-	s, srv := wxTestServer(t, Options{})
+	s, srv := wxTestServer(t, paysim.Options{})
 	sdk := newWxSDK(t, k, srv)
 	state := func(no string) string {
 		tx, _, err := sdk.native.QueryOrderByOutTradeNo(sdkCtx(t), native.QueryOrderByOutTradeNoRequest{OutTradeNo: core.String(no), Mchid: core.String(k.WxMchID)})
@@ -316,17 +317,17 @@ func TestWxScanUserPaying(t *testing.T) {
 }
 
 // Fault 202: accepted, not processed (HTTP status code table, cited in
-// wechat.go): a close answered 202 leaves the order open, a query has no
+// wxsim.go): a close answered 202 leaves the order open, a query has no
 // body to read; only WeChat calls are hit.
 func TestWxFault202(t *testing.T) {
 	k, _ := wxTestKeys(t)
-	s, srv := wxTestServer(t, Options{})
+	s, srv := wxTestServer(t, paysim.Options{})
 	sdk := newWxSDK(t, k, srv)
 	sdk.prepay(t, "F202_1", 300, "https://kiosk.example.com/wx")
-	if err := s.InjectFault(Fault{Provider: payment.Alipay, Kind: FaultAccepted}); err == nil {
+	if err := s.InjectFault(paysim.Fault{Provider: payment.Alipay, Kind: paysim.FaultAccepted}); err == nil {
 		t.Fatal("a 202 fault for alipay was accepted")
 	}
-	if err := s.InjectFault(Fault{Kind: FaultAccepted, API: "close", Count: 1}); err != nil {
+	if err := s.InjectFault(paysim.Fault{Kind: paysim.FaultAccepted, API: "close", Count: 1}); err != nil {
 		t.Fatal(err)
 	}
 	res, err := sdk.native.CloseOrder(sdkCtx(t), native.CloseOrderRequest{OutTradeNo: core.String("F202_1"), Mchid: core.String(k.WxMchID)})
@@ -339,7 +340,7 @@ func TestWxFault202(t *testing.T) {
 	if res, err := sdk.native.CloseOrder(sdkCtx(t), native.CloseOrderRequest{OutTradeNo: core.String("F202_1"), Mchid: core.String(k.WxMchID)}); err != nil || res.Response.StatusCode != http.StatusNoContent {
 		t.Fatalf("repeated close: %v %v", res, err)
 	}
-	if err := s.InjectFault(Fault{Kind: FaultAccepted, API: "wxpay.query", Count: 1}); err != nil {
+	if err := s.InjectFault(paysim.Fault{Kind: paysim.FaultAccepted, API: "wxpay.query", Count: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if tx, res, err := sdk.native.QueryOrderByOutTradeNo(sdkCtx(t), native.QueryOrderByOutTradeNoRequest{OutTradeNo: core.String("F202_1"), Mchid: core.String(k.WxMchID)}); err == nil || res.Response.StatusCode != http.StatusAccepted {

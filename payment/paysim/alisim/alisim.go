@@ -1,34 +1,8 @@
-package paysim
-
-import (
-	"bytes"
-	"crypto"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
-	"math/big"
-	"net"
-	"net/http"
-	"net/url"
-	"regexp"
-	"sort"
-	"strconv"
-	"strings"
-	"sync"
-	"time"
-	"unicode/utf8"
-
-	"github.com/kioskpay/kioskpay/payment"
-)
-
-// The Alipay half of the simulator: the OpenAPI gateway (POST /gateway.do,
-// form in, signed JSON out) for the face-to-face (当面付) precreate flow.
+// Package alisim simulates the Alipay OpenAPI gateway (POST /gateway.do,
+// form in, signed JSON out) for the face-to-face (当面付) precreate flow of
+// one application, with signed trade_status_sync notifications. Register
+// adds it to a paysim.Server, which serves it and lends it faults,
+// notification delivery, timers and the clock.
 //
 // Wire rules follow docs/providers.md A and D. Where the real
 // service is undocumented the simulator is the stricter of the plausible
@@ -106,6 +80,29 @@ import (
 // responses carry no timestamp, so stale_ts answers the node without "sign"
 // (the SDK then returns an error); bad_sign carries a valid-looking
 // signature over other bytes.
+package alisim
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/payment/paysim"
+)
 
 // Layouts and limits of the Alipay gateway.
 const (
@@ -117,10 +114,8 @@ const (
 	aliMaxYuanFen   = payment.Fen(100000000 * 100)
 	aliSellerID     = "2088102146225135"
 	aliSellerEmail  = "kio***@sandbox.example"
+	aliQRAlphabet   = "0123456789abcdefghijklmnopqrstuvwxyz" // of the qr_code token
 )
-
-// aliBeijing is Alipay's time zone: every timestamp on the wire is UTC+8.
-var aliBeijing = time.FixedZone("CST", 8*3600)
 
 // The methods the gateway serves; the stats name of each is the method.
 var aliMethods = map[string]bool{
@@ -153,10 +148,12 @@ type aliRefund struct {
 }
 
 type aliOrder struct {
-	outTradeNo     string
-	subject        string
-	body           string
-	total          payment.Fen // the provider-side order total (total_amount)
+	outTradeNo string
+	subject    string
+	body       string
+	// terms: Amount is the provider-side order total (total_amount); the
+	// discount is set when the trade is paid.
+	terms          paysim.Payment
 	notifyURL      string
 	timeExpire     time.Time // zero when absent
 	timeoutExpress string    // "" when absent; counts from the scan
@@ -170,14 +167,12 @@ type aliOrder struct {
 	buyerLogonID string
 	scannedAt    time.Time
 	expireAt     time.Time // when the current state times out (zero: never)
-	discount     payment.Fen
-	discountBy   string
 	voucherID    string
 	paidAt       time.Time
 	closedAt     time.Time // TRADE_CLOSED or TRADE_FINISHED
 	refunds      []*aliRefund
 	refunded     payment.Fen
-	timer        *time.Timer
+	stopTimer    func() // cancels the pending expiry; nil when none
 }
 
 func (o *aliOrder) hasTrade() bool {
@@ -186,28 +181,17 @@ func (o *aliOrder) hasTrade() bool {
 
 func (o *aliOrder) wasPaid() bool { return !o.paidAt.IsZero() }
 
-// buyerPaid is buyer_pay_amount: what left the buyer's pocket.
-func (o *aliOrder) buyerPaid() payment.Fen { return o.total - o.discount }
-
-// received is receipt_amount: a merchant-funded voucher is the merchant's
-// loss, a platform-funded one is paid to the merchant by Alipay.
-func (o *aliOrder) received() payment.Fen {
-	if o.discountBy == DiscountMerchant {
-		return o.total - o.discount
-	}
-	return o.total
-}
-
 // fundBills are the fund_bill_list entries: k is the channel's key
 // ("fund_channel" in answers, "fundChannel" in notifications).
 func (o *aliOrder) fundBills(k string) [][]aliField {
-	bills := [][]aliField{{{k: "amount", v: o.buyerPaid().Yuan()}, {k: k, v: "ALIPAYACCOUNT"}}}
-	if o.discount > 0 {
+	t := o.terms
+	bills := [][]aliField{{{k: "amount", v: t.Paid().Yuan()}, {k: k, v: "ALIPAYACCOUNT"}}}
+	if t.Discount > 0 {
 		ch := "DISCOUNT"
-		if o.discountBy == DiscountMerchant {
+		if t.DiscountBy == paysim.DiscountMerchant {
 			ch = "MDISCOUNT"
 		}
-		bills = append(bills, []aliField{{k: "amount", v: o.discount.Yuan()}, {k: k, v: ch}})
+		bills = append(bills, []aliField{{k: "amount", v: t.Discount.Yuan()}, {k: k, v: ch}})
 	}
 	return bills
 }
@@ -215,38 +199,47 @@ func (o *aliOrder) fundBills(k string) [][]aliField {
 // vouchers are the voucher_detail_list entries, snake_case for answers,
 // camelCase (as the notification sample) for notifications.
 func (o *aliOrder) vouchers(camel bool) [][]aliField {
-	if o.discount == 0 {
+	d := o.terms.Discount
+	if d == 0 {
 		return nil
 	}
-	merchant, other := "0.00", o.discount.Yuan()
+	merchant, other := "0.00", d.Yuan()
 	name := "支付宝立减券"
-	if o.discountBy == DiscountMerchant {
-		merchant, other, name = o.discount.Yuan(), "0.00", "商家代金券"
+	if o.terms.DiscountBy == paysim.DiscountMerchant {
+		merchant, other, name = d.Yuan(), "0.00", "商家代金券"
 	}
 	if camel {
-		return [][]aliField{{{k: "amount", v: o.discount.Yuan()}, {k: "merchantContribute", v: merchant}, {k: "name", v: name},
+		return [][]aliField{{{k: "amount", v: d.Yuan()}, {k: "merchantContribute", v: merchant}, {k: "name", v: name},
 			{k: "otherContribute", v: other}, {k: "type", v: "ALIPAY_FIX_VOUCHER"}, {k: "voucherId", v: o.voucherID}}}
 	}
 	return [][]aliField{{{k: "id", v: o.voucherID}, {k: "name", v: name}, {k: "type", v: "ALIPAY_FIX_VOUCHER"},
-		{k: "amount", v: o.discount.Yuan()}, {k: "merchant_contribute", v: merchant}, {k: "other_contribute", v: other}}}
+		{k: "amount", v: d.Yuan()}, {k: "merchant_contribute", v: merchant}, {k: "other_contribute", v: other}}}
 }
 
-// alipaySim simulates the Alipay OpenAPI gateway.
-type alipaySim struct {
-	s *Server
-	// now is the business clock (order expiry, trade times). The request
-	// timestamp check always uses the wall clock, because the SDK signs
-	// with it; tests move now to expire orders.
-	now func() time.Time
+// Sim simulates the Alipay OpenAPI gateway for one application
+// (Keys.AlipayAppID). Business times (expiry, trade times) follow the
+// Server's clock; the request timestamp check uses the wall clock, because
+// the SDK signs with it.
+type Sim struct {
+	s *paysim.Server
 
 	mu     sync.Mutex
 	byNo   map[string]*aliOrder
 	burned map[string]bool // out_trade_nos cancelled before any precreate
 }
 
-func newAlipaySim(s *Server) *alipaySim {
-	return &alipaySim{s: s, now: time.Now, byNo: map[string]*aliOrder{}, burned: map[string]bool{}}
+// Register adds an Alipay simulator for s's application to s and returns it.
+func Register(s *paysim.Server) *Sim {
+	a := &Sim{s: s, byNo: map[string]*aliOrder{}, burned: map[string]bool{}}
+	s.Register(a)
+	return a
 }
+
+// Name is payment.Alipay.
+func (a *Sim) Name() payment.ProviderName { return payment.Alipay }
+
+// Pattern is where the gateway is served.
+func (a *Sim) Pattern() string { return "POST /gateway.do" }
 
 // aliField is one member of a response node; nodes are written by hand so
 // that field order and escaping are fixed and the signed bytes are exactly
@@ -319,29 +312,23 @@ func aliGatewayErr(code, subCode, subMsg string) []aliField {
 	return []aliField{{k: "code", v: code}, {k: "msg", v: msg}, {k: "sub_code", v: subCode}, {k: "sub_msg", v: subMsg}}
 }
 
-func (a *alipaySim) signBytes(b []byte) string {
-	h := sha256.Sum256(b)
-	sig, err := rsa.SignPKCS1v15(rand.Reader, a.s.keys.AlipayPlatform, crypto.SHA256, h[:])
-	if err != nil {
-		panic(err) // only fails for a broken key
-	}
-	return base64.StdEncoding.EncodeToString(sig)
-}
+// sign is Alipay's RSA2 signature of b with the platform key.
+func (a *Sim) sign(b []byte) string { return paysim.SignSHA256(a.s.Keys().AlipayPlatform, b) }
 
-func (a *alipaySim) write(w http.ResponseWriter, rep aliReply, fault string) {
+func (a *Sim) write(w http.ResponseWriter, rep aliReply, fault paysim.FaultKind) {
 	inner := aliJSON(rep.fields)
 	var b bytes.Buffer
 	b.WriteString(`{"` + rep.node + `":`)
 	b.Write(inner)
 	switch {
-	case rep.unsigned || fault == FaultStaleTS:
+	case rep.unsigned || fault == paysim.FaultStaleTS:
 		// Alipay responses carry no timestamp, so "stale" is modelled as
 		// the one freshness failure this wire has: a node without sign,
 		// which the SDK turns into an error.
-	case fault == FaultBadSign:
-		b.WriteString(`,"sign":"` + a.signBytes(append(inner, ' ')) + `"`)
+	case fault == paysim.FaultBadSign:
+		b.WriteString(`,"sign":"` + a.sign(append(inner, ' ')) + `"`)
 	default:
-		b.WriteString(`,"sign":"` + a.signBytes(inner) + `"`)
+		b.WriteString(`,"sign":"` + a.sign(inner) + `"`)
 	}
 	b.WriteByte('}')
 	// The real gateway labels its JSON text/html; clients must not care.
@@ -349,7 +336,9 @@ func (a *alipaySim) write(w http.ResponseWriter, rep aliReply, fault string) {
 	_, _ = w.Write(b.Bytes())
 }
 
-func (a *alipaySim) serveGateway(w http.ResponseWriter, r *http.Request) {
+// ServeHTTP serves the gateway: every call is counted; a fault answers in
+// its place or after it ran, as its kind says (see the package doc).
+func (a *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, aliMaxBody)
 	parseErr := r.ParseForm()
 	method := r.Form.Get("method")
@@ -357,15 +346,15 @@ func (a *alipaySim) serveGateway(w http.ResponseWriter, r *http.Request) {
 	if !aliMethods[method] {
 		api = "alipay.other"
 	}
-	a.s.count(api)
-	fault := a.s.takeFault(payment.Alipay, api)
+	a.s.Count(api)
+	fault := a.s.TakeFault(payment.Alipay, api)
 	switch fault {
-	case Fault5xx:
+	case paysim.Fault5xx:
 		w.Header().Set("Content-Type", "text/html")
 		w.WriteHeader(http.StatusBadGateway)
 		_, _ = io.WriteString(w, "<html><body><h1>502 Bad Gateway</h1></body></html>\n")
 		return
-	case FaultRateLimit, FaultUnavailable:
+	case paysim.FaultRateLimit, paysim.FaultUnavailable:
 		// Refused before any processing, like the real limiter, or by a
 		// business system that is down.
 		node := "error_response"
@@ -373,10 +362,10 @@ func (a *alipaySim) serveGateway(w http.ResponseWriter, r *http.Request) {
 			node = strings.ReplaceAll(method, ".", "_") + "_response"
 		}
 		fields := aliGatewayErr("40005", "aop.ACQ.CALL_LIMITED", "调用频次超限")
-		if fault == FaultUnavailable {
+		if fault == paysim.FaultUnavailable {
 			fields = aliGatewayErr("20000", "isp.unknow-error", "系统繁忙")
 		}
-		a.s.log.Debug("alipay fault", "api", api, "fault", fault)
+		a.s.Logger().Debug("alipay fault", "api", api, "fault", fault)
 		a.write(w, aliReply{node: node, fields: fields}, "")
 		return
 	}
@@ -386,7 +375,7 @@ func (a *alipaySim) serveGateway(w http.ResponseWriter, r *http.Request) {
 	} else {
 		rep = a.handle(r.Form)
 	}
-	if fault == FaultSystemError && aliMethods[method] {
+	if fault == paysim.FaultSystemError && aliMethods[method] {
 		// Processed; the answer says the outcome is unknown.
 		rep.unsigned = false
 		rep.fields = aliBizFail("ACQ.SYSTEM_ERROR", "系统异常")
@@ -394,10 +383,10 @@ func (a *alipaySim) serveGateway(w http.ResponseWriter, r *http.Request) {
 			rep.fields = append(rep.fields, aliField{k: "retry_flag", v: "Y"})
 		}
 	}
-	a.s.log.Debug("alipay call", "api", api, "code", rep.fields[0].v, "fault", fault)
-	if fault == FaultTimeout {
+	a.s.Logger().Debug("alipay call", "api", api, "code", rep.fields[0].v, "fault", fault)
+	if fault == paysim.FaultTimeout {
 		// The call took effect; only the answer is lost.
-		a.s.holdTimeout(r)
+		a.s.Hold(r)
 	}
 	a.write(w, rep, fault)
 }
@@ -405,7 +394,7 @@ func (a *alipaySim) serveGateway(w http.ResponseWriter, r *http.Request) {
 // handle checks the public parameters and the signature, then runs the
 // method. Replies are signed unless the app is unknown (Alipay cannot pick
 // a key for it) or the method cannot be named.
-func (a *alipaySim) handle(form url.Values) aliReply {
+func (a *Sim) handle(form url.Values) aliReply {
 	method := form.Get("method")
 	if method == "" {
 		return aliReply{node: "error_response", fields: aliGatewayErr("40001", "isv.missing-method", "缺少方法名参数"), unsigned: true}
@@ -420,7 +409,7 @@ func (a *alipaySim) handle(form url.Values) aliReply {
 	switch appID := form.Get("app_id"); {
 	case appID == "":
 		return aliReply{node: node, fields: aliGatewayErr("40001", "isv.missing-app-id", "缺少AppID参数"), unsigned: true}
-	case appID != a.s.keys.AlipayAppID:
+	case appID != a.s.Keys().AlipayAppID:
 		return aliReply{node: node, fields: aliGatewayErr("40002", "isv.invalid-app-id", "无效的AppID参数"), unsigned: true}
 	}
 	for k, vs := range form {
@@ -447,7 +436,7 @@ func (a *alipaySim) handle(form url.Values) aliReply {
 	case ts == "":
 		return fail("40001", "isv.missing-timestamp", "缺少时间戳参数")
 	default:
-		t, err := time.ParseInLocation(aliTimeLayout, ts, aliBeijing)
+		t, err := time.ParseInLocation(aliTimeLayout, ts, paysim.Beijing)
 		if err != nil {
 			return fail("40002", "isv.invalid-timestamp", "非法的时间戳参数")
 		}
@@ -512,14 +501,9 @@ func aliSignContent(form url.Values, ignore ...string) string {
 	return strings.Join(pairs, "&")
 }
 
-func (a *alipaySim) verifyRequest(form url.Values) (string, bool) {
+func (a *Sim) verifyRequest(form url.Values) (string, bool) {
 	content := aliSignContent(form, "sign")
-	sig, err := base64.StdEncoding.DecodeString(form.Get("sign"))
-	if err != nil {
-		return content, false
-	}
-	h := sha256.Sum256([]byte(content))
-	return content, rsa.VerifyPKCS1v15(&a.s.keys.AlipayApp.PublicKey, crypto.SHA256, h[:], sig) == nil
+	return content, paysim.VerifySHA256(&a.s.Keys().AlipayApp.PublicKey, []byte(content), form.Get("sign")) == nil
 }
 
 // aliRequest is a verified request's parameters.
@@ -634,40 +618,19 @@ func aliCheckNotifyURL(s string) error {
 	case "https":
 		return nil
 	case "http":
-		h := u.Hostname()
-		if ip := net.ParseIP(h); h == "localhost" || (ip != nil && ip.IsLoopback()) {
+		if paysim.LoopbackHost(u.Hostname()) {
 			return nil
 		}
-		return errors.New("notify_url必须是https地址")
 	}
 	return errors.New("notify_url必须是https地址")
 }
 
-func aliRandDigits(n int) string {
-	b := make([]byte, n)
-	for i := range b {
-		d, _ := rand.Int(rand.Reader, big.NewInt(10))
-		b[i] = byte('0' + d.Int64())
-	}
-	return string(b)
-}
-
-func aliRandLower(n int) string {
-	const alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
-	b := make([]byte, n)
-	for i := range b {
-		d, _ := rand.Int(rand.Reader, big.NewInt(int64(len(alphabet))))
-		b[i] = alphabet[d.Int64()]
-	}
-	return string(b)
-}
-
-func aliFmt(t time.Time) string { return t.In(aliBeijing).Format(aliTimeLayout) }
+func aliFmt(t time.Time) string { return t.In(paysim.Beijing).Format(aliTimeLayout) }
 
 // advance applies time to o: unscanned QR codes expire, waiting trades
 // close at their deadline (sending TRADE_CLOSED), paid trades finish when
 // their refund window ends (sending TRADE_FINISHED). Callers hold a.mu.
-func (a *alipaySim) advance(o *aliOrder, now time.Time) {
+func (a *Sim) advance(o *aliOrder, now time.Time) {
 	if o.expireAt.IsZero() || now.Before(o.expireAt) {
 		return
 	}
@@ -690,25 +653,22 @@ func (a *alipaySim) advance(o *aliOrder, now time.Time) {
 
 // schedule makes o's expiry happen on time (with its notification) even if
 // nobody asks about the order. Callers hold a.mu.
-func (a *alipaySim) schedule(o *aliOrder) {
-	if o.timer != nil {
-		o.timer.Stop()
-		o.timer = nil
+func (a *Sim) schedule(o *aliOrder) {
+	if o.stopTimer != nil {
+		o.stopTimer()
+		o.stopTimer = nil
 	}
 	if o.expireAt.IsZero() {
 		return
 	}
-	o.timer = time.AfterFunc(time.Until(o.expireAt)+10*time.Millisecond, func() {
-		if a.s.ctx.Err() != nil {
-			return
-		}
+	o.stopTimer = a.s.After(time.Until(o.expireAt)+10*time.Millisecond, func() {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		a.advance(o, a.now())
+		a.advance(o, a.s.Now())
 	})
 }
 
-func (a *alipaySim) lookup(r aliRequest) (*aliOrder, string, []aliField) {
+func (a *Sim) lookup(r aliRequest) (*aliOrder, string, []aliField) {
 	v, bad := r.strs("out_trade_no", "trade_no")
 	if bad != nil {
 		return nil, "", bad
@@ -717,7 +677,7 @@ func (a *alipaySim) lookup(r aliRequest) (*aliOrder, string, []aliField) {
 	if no == "" && tradeNo == "" {
 		return nil, "", aliBizFail("ACQ.INVALID_PARAMETER", "参数无效: out_trade_no和trade_no不能同时为空")
 	}
-	now := a.now()
+	now := a.s.Now()
 	if no != "" {
 		o := a.byNo[no]
 		if o != nil {
@@ -737,7 +697,7 @@ func (a *alipaySim) lookup(r aliRequest) (*aliOrder, string, []aliField) {
 	return nil, "", nil
 }
 
-func (a *alipaySim) precreate(r aliRequest) []aliField {
+func (a *Sim) precreate(r aliRequest) []aliField {
 	v, bad := r.strs("out_trade_no", "total_amount", "subject", "product_code", "body", "time_expire", "timeout_express", "discountable_amount", "undiscountable_amount")
 	if bad != nil {
 		return bad
@@ -777,10 +737,10 @@ func (a *alipaySim) precreate(r aliRequest) []aliField {
 	if product != "" && product != "FACE_TO_FACE_PAYMENT" {
 		return aliBizFail("ACQ.ACCESS_FORBIDDEN", "产品码"+product+"未签约", aliField{k: "out_trade_no", v: no})
 	}
-	now := a.now()
+	now := a.s.Now()
 	var expire time.Time
 	if timeExpire != "" {
-		t, err := time.ParseInLocation(aliTimeLayout, timeExpire, aliBeijing)
+		t, err := time.ParseInLocation(aliTimeLayout, timeExpire, paysim.Beijing)
 		if err != nil {
 			return invalid("time_expire格式必须为yyyy-MM-dd HH:mm:ss")
 		}
@@ -818,7 +778,7 @@ func (a *alipaySim) precreate(r aliRequest) []aliField {
 		return invalid("time_expire不能早于当前时间")
 	}
 	o := &aliOrder{
-		outTradeNo: no, subject: subject, body: body, total: total, notifyURL: notifyURL,
+		outTradeNo: no, subject: subject, body: body, terms: paysim.Payment{Amount: total}, notifyURL: notifyURL,
 		timeExpire: expire, timeoutExpress: timeoutExpress, fingerprint: fp,
 		createdAt: now, state: aliPrecreated, expireAt: now.Add(aliQRLife),
 	}
@@ -826,7 +786,7 @@ func (a *alipaySim) precreate(r aliRequest) []aliField {
 		o.expireAt = expire
 	}
 	for {
-		o.qrCode = "https://qr.alipay.com/bax0" + aliRandLower(20)
+		o.qrCode = "https://qr.alipay.com/bax0" + paysim.RandomString(aliQRAlphabet, 20)
 		dup := false
 		for _, other := range a.byNo {
 			dup = dup || other.qrCode == o.qrCode
@@ -842,19 +802,19 @@ func (a *alipaySim) precreate(r aliRequest) []aliField {
 
 // queryFields is the trade query answer for an existing trade; options are
 // the request's query_options.
-func (a *alipaySim) queryFields(o *aliOrder, options map[string]bool) []aliField {
+func (a *Sim) queryFields(o *aliOrder, options map[string]bool) []aliField {
 	const zero = "0.00"
 	buyer, receipt := zero, zero
 	filled := o.wasPaid() && !a.s.Realism().AlipayZeroQueryAmounts
 	if filled {
-		buyer, receipt = o.buyerPaid().Yuan(), o.received().Yuan()
+		buyer, receipt = o.terms.Paid().Yuan(), o.terms.Received().Yuan()
 	}
 	f := aliOK(
 		aliField{k: "trade_no", v: o.tradeNo},
 		aliField{k: "out_trade_no", v: o.outTradeNo},
 		aliField{k: "buyer_logon_id", v: o.buyerLogonID},
 		aliField{k: "trade_status", v: o.state},
-		aliField{k: "total_amount", v: o.total.Yuan()},
+		aliField{k: "total_amount", v: o.terms.Amount.Yuan()},
 		aliField{k: "buyer_pay_amount", v: buyer},
 		aliField{k: "point_amount", v: zero},
 		aliField{k: "invoice_amount", v: buyer},
@@ -865,14 +825,14 @@ func (a *alipaySim) queryFields(o *aliOrder, options map[string]bool) []aliField
 		if filled || options["fund_bill_list"] {
 			f = append(f, aliList("fund_bill_list", o.fundBills("fund_channel")))
 		}
-		if options["voucher_detail_list"] && o.discount > 0 {
+		if options["voucher_detail_list"] && o.terms.Discount > 0 {
 			f = append(f, aliList("voucher_detail_list", o.vouchers(false)))
 		}
-		if options["mdiscount_amount"] && o.discountBy == DiscountMerchant {
-			f = append(f, aliField{k: "mdiscount_amount", v: o.discount.Yuan()})
+		if options["mdiscount_amount"] && o.terms.DiscountBy == paysim.DiscountMerchant {
+			f = append(f, aliField{k: "mdiscount_amount", v: o.terms.Discount.Yuan()})
 		}
-		if options["discount_amount"] && o.discountBy == DiscountPlatform {
-			f = append(f, aliField{k: "discount_amount", v: o.discount.Yuan()})
+		if options["discount_amount"] && o.terms.DiscountBy == paysim.DiscountPlatform {
+			f = append(f, aliField{k: "discount_amount", v: o.terms.Discount.Yuan()})
 		}
 	}
 	return append(f, aliField{k: "buyer_user_id", v: o.buyerID}, aliField{k: "subject", v: o.subject})
@@ -888,7 +848,7 @@ func aliNotExist(no string) []aliField {
 		aliField{k: "point_amount", v: "0.00"}, aliField{k: "receipt_amount", v: "0.00"})
 }
 
-func (a *alipaySim) query(r aliRequest) []aliField {
+func (a *Sim) query(r aliRequest) []aliField {
 	o, no, bad := a.lookup(r)
 	if bad != nil {
 		return bad
@@ -903,7 +863,7 @@ func (a *alipaySim) query(r aliRequest) []aliField {
 	return a.queryFields(o, options)
 }
 
-func (a *alipaySim) close(r aliRequest) []aliField {
+func (a *Sim) close(r aliRequest) []aliField {
 	o, no, bad := a.lookup(r)
 	if bad != nil {
 		return bad
@@ -918,15 +878,15 @@ func (a *alipaySim) close(r aliRequest) []aliField {
 	return aliOK(aliField{k: "trade_no", v: o.tradeNo}, aliField{k: "out_trade_no", v: o.outTradeNo})
 }
 
-func (a *alipaySim) closeTrade(o *aliOrder) {
+func (a *Sim) closeTrade(o *aliOrder) {
 	o.state = aliClosed
-	o.closedAt = a.now()
+	o.closedAt = a.s.Now()
 	o.expireAt = time.Time{}
 	a.schedule(o)
 	a.notify(o, nil)
 }
 
-func (a *alipaySim) cancel(r aliRequest) []aliField {
+func (a *Sim) cancel(r aliRequest) []aliField {
 	o, no, bad := a.lookup(r)
 	if bad != nil {
 		return bad
@@ -948,7 +908,7 @@ func (a *alipaySim) cancel(r aliRequest) []aliField {
 		}
 		return noTrade
 	}
-	if o.hasTrade() && a.now().Sub(o.createdAt) > aliCancelWindow {
+	if o.hasTrade() && a.s.Now().Sub(o.createdAt) > aliCancelWindow {
 		return refused("ACQ.TRADE_CANCEL_TIME_OUT", "超过撤销时间范围")
 	}
 	switch o.state {
@@ -966,9 +926,9 @@ func (a *alipaySim) cancel(r aliRequest) []aliField {
 		if o.refunded > 0 {
 			return refused("ACQ.CANCEL_NOT_ALLOWED", "交易已有退款，不能撤销，请使用退款接口")
 		}
-		rf := &aliRefund{outRequestNo: o.outTradeNo, amount: o.total, at: a.now(), byCancel: true}
+		rf := &aliRefund{outRequestNo: o.outTradeNo, amount: o.terms.Amount, at: a.s.Now(), byCancel: true}
 		o.refunds = append(o.refunds, rf)
-		o.refunded = o.total
+		o.refunded = o.terms.Amount
 		o.state = aliClosed
 		o.closedAt = rf.at
 		o.expireAt = time.Time{}
@@ -988,7 +948,7 @@ func (a *alipaySim) cancel(r aliRequest) []aliField {
 	}
 }
 
-func (a *alipaySim) refund(r aliRequest) []aliField {
+func (a *Sim) refund(r aliRequest) []aliField {
 	o, no, bad := a.lookup(r)
 	if bad != nil {
 		return bad
@@ -1016,7 +976,7 @@ func (a *alipaySim) refund(r aliRequest) []aliField {
 		return aliOK(
 			aliField{k: "trade_no", v: o.tradeNo}, aliField{k: "out_trade_no", v: o.outTradeNo},
 			aliField{k: "buyer_logon_id", v: o.buyerLogonID}, aliField{k: "fund_change", v: change},
-			aliField{k: "refund_fee", v: o.refunded.Yuan()}, aliField{k: "gmt_refund_pay", v: aliFmt(a.now())},
+			aliField{k: "refund_fee", v: o.refunded.Yuan()}, aliField{k: "gmt_refund_pay", v: aliFmt(a.s.Now())},
 			aliField{k: "buyer_user_id", v: o.buyerID})
 	}
 	for _, rf := range o.refunds {
@@ -1033,17 +993,17 @@ func (a *alipaySim) refund(r aliRequest) []aliField {
 	if o.state != aliSuccess {
 		return aliBizFail("ACQ.TRADE_STATUS_ERROR", "交易状态不合法", aliField{k: "out_trade_no", v: no})
 	}
-	remaining := o.total - o.refunded
+	remaining := o.terms.Amount - o.refunded
 	if amount > remaining {
 		return aliBizFail("ACQ.REASON_TRADE_REFUND_FEE_ERR", "退款金额超限", aliField{k: "out_trade_no", v: no})
 	}
-	if fullKey && amount != o.total {
+	if fullKey && amount != o.terms.Amount {
 		return aliBizFail("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额不等于订单金额，部分退款请传out_request_no", aliField{k: "out_trade_no", v: no})
 	}
-	rf := &aliRefund{outRequestNo: reqNo, amount: amount, reason: reason, at: a.now()}
+	rf := &aliRefund{outRequestNo: reqNo, amount: amount, reason: reason, at: a.s.Now()}
 	o.refunds = append(o.refunds, rf)
 	o.refunded += amount
-	if o.refunded == o.total {
+	if o.refunded == o.terms.Amount {
 		o.state = aliClosed
 		o.closedAt = rf.at
 		o.expireAt = time.Time{}
@@ -1053,7 +1013,7 @@ func (a *alipaySim) refund(r aliRequest) []aliField {
 	return resp("Y")
 }
 
-func (a *alipaySim) refundQuery(r aliRequest) []aliField {
+func (a *Sim) refundQuery(r aliRequest) []aliField {
 	o, no, bad := a.lookup(r)
 	if bad != nil {
 		return bad
@@ -1073,7 +1033,7 @@ func (a *alipaySim) refundQuery(r aliRequest) []aliField {
 		if rf.outRequestNo == reqNo {
 			return aliOK(
 				aliField{k: "trade_no", v: o.tradeNo}, aliField{k: "out_trade_no", v: o.outTradeNo},
-				aliField{k: "out_request_no", v: reqNo}, aliField{k: "total_amount", v: o.total.Yuan()},
+				aliField{k: "out_request_no", v: reqNo}, aliField{k: "total_amount", v: o.terms.Amount.Yuan()},
 				aliField{k: "refund_amount", v: rf.amount.Yuan()}, aliField{k: "refund_status", v: "REFUND_SUCCESS"},
 				aliField{k: "gmt_refund_pay", v: aliFmt(rf.at)})
 		}
@@ -1083,8 +1043,8 @@ func (a *alipaySim) refundQuery(r aliRequest) []aliField {
 }
 
 // scanLocked makes the trade exist. Callers hold a.mu.
-func (a *alipaySim) scanLocked(o *aliOrder) error {
-	now := a.now()
+func (a *Sim) scanLocked(o *aliOrder) error {
+	now := a.s.Now()
 	a.advance(o, now)
 	switch o.state {
 	case aliWaiting:
@@ -1097,14 +1057,14 @@ func (a *alipaySim) scanLocked(o *aliOrder) error {
 	}
 	o.state = aliWaiting
 	o.scannedAt = now
-	o.tradeNo = now.In(aliBeijing).Format("20060102") + "22001" + aliRandDigits(15)
-	o.buyerID = "2088" + aliRandDigits(12)
-	o.buyerLogonID = "159****" + aliRandDigits(4)
+	o.tradeNo = now.In(paysim.Beijing).Format("20060102") + "22001" + paysim.RandomDigits(15)
+	o.buyerID = "2088" + paysim.RandomDigits(12)
+	o.buyerLogonID = "159****" + paysim.RandomDigits(4)
 	o.expireAt = o.timeExpire
 	if o.timeoutExpress != "" && o.timeExpire.IsZero() {
 		if o.timeoutExpress == "1c" {
-			y, m, d := now.In(aliBeijing).Date()
-			o.expireAt = time.Date(y, m, d+1, 0, 0, 0, 0, aliBeijing)
+			y, m, d := now.In(paysim.Beijing).Date()
+			o.expireAt = time.Date(y, m, d+1, 0, 0, 0, 0, paysim.Beijing)
 		} else {
 			d, _ := aliParseTimeoutExpress(o.timeoutExpress)
 			o.expireAt = now.Add(d)
@@ -1114,26 +1074,29 @@ func (a *alipaySim) scanLocked(o *aliOrder) error {
 	return nil
 }
 
-func (a *alipaySim) scan(outTradeNo string) error {
+// Scan is the buyer scanning the QR code: the trade now exists
+// (WAIT_BUYER_PAY).
+func (a *Sim) Scan(outTradeNo string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	o := a.byNo[outTradeNo]
 	if o == nil {
-		return fmt.Errorf("alipay order %s: not precreated: %w", outTradeNo, errNoOrder)
+		return fmt.Errorf("alipay order %s: not precreated: %w", outTradeNo, paysim.ErrNoOrder)
 	}
 	return a.scanLocked(o)
 }
 
-// pay is the buyer paying; p.Amount becomes total_amount. The trade stays
-// refundable for the refund window, then finishes.
-func (a *alipaySim) pay(outTradeNo string, p Payment) error {
+// Pay is the buyer paying (scanning first if need be); p.Amount becomes
+// total_amount. The trade stays refundable for the refund window, then
+// finishes.
+func (a *Sim) Pay(outTradeNo string, p paysim.Payment) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	o := a.byNo[outTradeNo]
 	if o == nil {
 		return fmt.Errorf("alipay order %s: not precreated", outTradeNo)
 	}
-	p, err := p.resolve(o.total)
+	p, err := p.Resolve(o.terms.Amount)
 	if err != nil {
 		return fmt.Errorf("alipay order %s: %w", outTradeNo, err)
 	}
@@ -1141,27 +1104,27 @@ func (a *alipaySim) pay(outTradeNo string, p Payment) error {
 		return err
 	}
 	o.state = aliSuccess
-	o.total, o.discount, o.discountBy = p.Amount, p.Discount, p.DiscountBy
-	if o.discount > 0 {
-		o.voucherID = now8(a.now()) + "0007300" + aliRandDigits(13)
+	o.terms = p
+	if p.Discount > 0 {
+		o.voucherID = now8(a.s.Now()) + "0007300" + paysim.RandomDigits(13)
 	}
-	o.paidAt = a.now()
+	o.paidAt = a.s.Now()
 	o.expireAt = time.Time{}
 	if w := a.s.Realism().AlipayRefundWindow; w > 0 {
 		o.expireAt = o.paidAt.Add(w)
 	}
 	a.schedule(o)
-	a.s.log.Debug("alipay paid", "order", outTradeNo, "total", int64(p.Amount), "discount", int64(p.Discount))
+	a.s.Logger().Debug("alipay paid", "order", outTradeNo, "total", int64(p.Amount), "discount", int64(p.Discount))
 	a.notify(o, nil)
 	return nil
 }
 
 // now8 is t's date as Alipay puts it at the start of its ids.
-func now8(t time.Time) string { return t.In(aliBeijing).Format("20060102") }
+func now8(t time.Time) string { return t.In(paysim.Beijing).Format("20060102") }
 
-// refundComplete: Alipay refunds of a paid trade settle synchronously, so
+// RefundComplete: Alipay refunds of a paid trade settle synchronously, so
 // there is nothing to complete; it only confirms the refund exists.
-func (a *alipaySim) refundComplete(outRefundNo string) error {
+func (a *Sim) RefundComplete(outRefundNo string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, o := range a.byNo {
@@ -1174,23 +1137,26 @@ func (a *alipaySim) refundComplete(outRefundNo string) error {
 	return fmt.Errorf("alipay refund %s: not found", outRefundNo)
 }
 
-func (a *alipaySim) orders() []OrderInfo {
+// RefundFail refuses: ABNORMAL and CLOSED are WeChat refund states.
+func (a *Sim) RefundFail(string, paysim.RefundStatus) error {
+	return errors.New("alipay refunds settle synchronously; ABNORMAL and CLOSED are WeChat refund states")
+}
+
+// Orders lists the orders (in no particular order).
+func (a *Sim) Orders() []paysim.OrderInfo {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	now := a.now()
-	out := make([]OrderInfo, 0, len(a.byNo))
+	now := a.s.Now()
+	out := make([]paysim.OrderInfo, 0, len(a.byNo))
 	for _, o := range a.byNo {
 		a.advance(o, now)
-		info := OrderInfo{
-			Provider: payment.Alipay, OutTradeNo: o.outTradeNo, State: o.state,
-			Total: o.total, Discount: o.discount, DiscountBy: o.discountBy, Refunded: o.refunded,
+		info := paysim.OrderInfo{
+			Provider: payment.Alipay, OutTradeNo: o.outTradeNo, State: o.state, Refunded: o.refunded,
 			TransactionID: o.tradeNo, NotifyURL: o.notifyURL, CreatedAt: o.createdAt,
 		}
-		if o.wasPaid() {
-			info.Paid, info.Received = o.buyerPaid(), o.received()
-		}
+		info.SetTerms(o.terms, o.wasPaid())
 		for _, rf := range o.refunds {
-			info.Refunds = append(info.Refunds, RefundInfo{OutRefundNo: rf.outRequestNo, Amount: rf.amount, Status: "SUCCESS"})
+			info.Refunds = append(info.Refunds, paysim.RefundInfo{OutRefundNo: rf.outRequestNo, Amount: rf.amount, Status: paysim.RefundSuccess})
 		}
 		out = append(out, info)
 	}
@@ -1200,7 +1166,7 @@ func (a *alipaySim) orders() []OrderInfo {
 // notify sends the trade_status_sync notification for o's current state
 // (and for refund rf, when set). Callers hold a.mu; the values are captured
 // now, and each delivery attempt is signed afresh with the same notify_id.
-func (a *alipaySim) notify(o *aliOrder, rf *aliRefund) {
+func (a *Sim) notify(o *aliOrder, rf *aliRefund) {
 	if o.notifyURL == "" {
 		return
 	}
@@ -1214,8 +1180,8 @@ func (a *alipaySim) notify(o *aliOrder, rf *aliRefund) {
 	_, _ = rand.Read(idBytes)
 	set("notify_type", "trade_status_sync")
 	set("notify_id", "2026"+hex.EncodeToString(idBytes))
-	set("app_id", a.s.keys.AlipayAppID)
-	set("auth_app_id", a.s.keys.AlipayAppID)
+	set("app_id", a.s.Keys().AlipayAppID)
+	set("auth_app_id", a.s.Keys().AlipayAppID)
 	set("charset", "utf-8")
 	set("version", "1.0")
 	set("trade_no", o.tradeNo)
@@ -1225,18 +1191,18 @@ func (a *alipaySim) notify(o *aliOrder, rf *aliRefund) {
 	set("seller_id", aliSellerID)
 	set("seller_email", aliSellerEmail)
 	set("trade_status", o.state)
-	set("total_amount", o.total.Yuan())
+	set("total_amount", o.terms.Amount.Yuan())
 	set("subject", o.subject)
 	set("body", o.body)
 	set("gmt_create", aliFmt(o.scannedAt))
 	if o.wasPaid() {
-		set("receipt_amount", o.received().Yuan())
-		set("invoice_amount", o.buyerPaid().Yuan())
-		set("buyer_pay_amount", o.buyerPaid().Yuan())
+		set("receipt_amount", o.terms.Received().Yuan())
+		set("invoice_amount", o.terms.Paid().Yuan())
+		set("buyer_pay_amount", o.terms.Paid().Yuan())
 		set("point_amount", "0.00")
 		set("gmt_payment", aliFmt(o.paidAt))
 		set("fund_bill_list", aliList("", o.fundBills("fundChannel")).v)
-		if o.discount > 0 {
+		if o.terms.Discount > 0 {
 			set("voucher_detail_list", aliList("", o.vouchers(true)).v)
 		}
 	}
@@ -1259,7 +1225,7 @@ func (a *alipaySim) notify(o *aliOrder, rf *aliRefund) {
 		}
 		form.Set("notify_time", aliFmt(time.Now()))
 		form.Set("sign_type", "RSA2")
-		form.Set("sign", a.signBytes([]byte(aliSignContent(form, "sign", "sign_type"))))
+		form.Set("sign", a.sign([]byte(aliSignContent(form, "sign", "sign_type"))))
 		req, err := http.NewRequest(http.MethodPost, target, strings.NewReader(form.Encode()))
 		if err != nil {
 			return nil, err
@@ -1267,7 +1233,7 @@ func (a *alipaySim) notify(o *aliOrder, rf *aliRefund) {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
 		return req, nil
 	}
-	a.s.deliver(kind, target, build, func(resp *http.Response, body []byte) bool {
+	a.s.Deliver(kind, target, build, func(resp *http.Response, body []byte) bool {
 		return resp.StatusCode == http.StatusOK && string(body) == "success"
 	})
 }
