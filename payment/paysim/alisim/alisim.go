@@ -117,14 +117,15 @@ const (
 	aliQRAlphabet   = "0123456789abcdefghijklmnopqrstuvwxyz" // of the qr_code token
 )
 
-// The methods the gateway serves; the stats name of each is the method.
-var aliMethods = map[string]bool{
-	"alipay.trade.precreate":            true,
-	"alipay.trade.query":                true,
-	"alipay.trade.close":                true,
-	"alipay.trade.cancel":               true,
-	"alipay.trade.refund":               true,
-	"alipay.trade.fastpay.refund.query": true,
+// The methods the gateway serves, each run with a.mu held; the stats name
+// of each is the method.
+var aliMethods = map[string]func(*Sim, aliRequest) []aliField{
+	"alipay.trade.precreate":            (*Sim).precreate,
+	"alipay.trade.query":                (*Sim).query,
+	"alipay.trade.close":                (*Sim).close,
+	"alipay.trade.cancel":               (*Sim).cancel,
+	"alipay.trade.refund":               (*Sim).refund,
+	"alipay.trade.fastpay.refund.query": (*Sim).refundQuery,
 }
 
 // Order states. The first three are simulator-side: no Alipay trade exists
@@ -343,7 +344,7 @@ func (a *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	parseErr := r.ParseForm()
 	method := r.Form.Get("method")
 	api := method
-	if !aliMethods[method] {
+	if aliMethods[method] == nil {
 		api = "alipay.other"
 	}
 	a.s.Count(api)
@@ -358,7 +359,7 @@ func (a *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Refused before any processing, like the real limiter, or by a
 		// business system that is down.
 		node := "error_response"
-		if aliMethods[method] {
+		if aliMethods[method] != nil {
 			node = strings.ReplaceAll(method, ".", "_") + "_response"
 		}
 		fields := aliGatewayErr("40005", "aop.ACQ.CALL_LIMITED", "调用频次超限")
@@ -375,7 +376,7 @@ func (a *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		rep = a.handle(r.Form)
 	}
-	if fault == paysim.FaultSystemError && aliMethods[method] {
+	if fault == paysim.FaultSystemError && aliMethods[method] != nil {
 		// Processed; the answer says the outcome is unknown.
 		rep.unsigned = false
 		rep.fields = aliBizFail("ACQ.SYSTEM_ERROR", "系统异常")
@@ -399,7 +400,8 @@ func (a *Sim) handle(form url.Values) aliReply {
 	if method == "" {
 		return aliReply{node: "error_response", fields: aliGatewayErr("40001", "isv.missing-method", "缺少方法名参数"), unsigned: true}
 	}
-	if !aliMethods[method] {
+	run := aliMethods[method]
+	if run == nil {
 		return aliReply{node: "error_response", fields: aliGatewayErr("40002", "isv.invalid-method", "不存在的方法名"), unsigned: true}
 	}
 	node := strings.ReplaceAll(method, ".", "_") + "_response"
@@ -423,32 +425,47 @@ func (a *Sim) handle(form url.Values) aliReply {
 	if f := form.Get("format"); f != "" && !strings.EqualFold(f, "JSON") {
 		return fail("40002", "isv.invalid-format", "参数format无效")
 	}
-	switch st := form.Get("sign_type"); {
-	case st == "":
-		return fail("40001", "isv.missing-signature-type", "缺少签名类型参数")
-	case st != "RSA2":
-		return fail("40002", "isv.invalid-signature-type", "无效签名类型")
-	}
-	if form.Get("sign") == "" {
-		return fail("40001", "isv.missing-signature", "缺少签名参数")
-	}
-	switch ts := form.Get("timestamp"); {
-	case ts == "":
-		return fail("40001", "isv.missing-timestamp", "缺少时间戳参数")
-	default:
-		t, err := time.ParseInLocation(aliTimeLayout, ts, paysim.Beijing)
-		if err != nil {
-			return fail("40002", "isv.invalid-timestamp", "非法的时间戳参数")
+	// The required public parameters, in the order the gateway checks them:
+	// a missing one is a 40001, a bad one (check's sub_code and sub_msg) a
+	// 40002.
+	for _, p := range []struct {
+		key, missingSub, missingMsg string
+		check                       func(string) (sub, msg string)
+	}{
+		{"sign_type", "isv.missing-signature-type", "缺少签名类型参数", func(v string) (string, string) {
+			if v != "RSA2" {
+				return "isv.invalid-signature-type", "无效签名类型"
+			}
+			return "", ""
+		}},
+		{"sign", "isv.missing-signature", "缺少签名参数", nil},
+		{"timestamp", "isv.missing-timestamp", "缺少时间戳参数", func(v string) (string, string) {
+			t, err := time.ParseInLocation(aliTimeLayout, v, paysim.Beijing)
+			if err != nil {
+				return "isv.invalid-timestamp", "非法的时间戳参数"
+			}
+			if d := time.Since(t); d > aliTimestampTol || d < -aliTimestampTol {
+				return "isv.invalid-timestamp", "非法的时间戳参数: 与网关时间相差超过15分钟"
+			}
+			return "", ""
+		}},
+		{"version", "isv.missing-version", "缺少版本参数", func(v string) (string, string) {
+			if v != "1.0" {
+				return "isv.invalid-parameter", "无效的版本参数"
+			}
+			return "", ""
+		}},
+	} {
+		v := form.Get(p.key)
+		if v == "" {
+			return fail("40001", p.missingSub, p.missingMsg)
 		}
-		if d := time.Since(t); d > aliTimestampTol || d < -aliTimestampTol {
-			return fail("40002", "isv.invalid-timestamp", "非法的时间戳参数: 与网关时间相差超过15分钟")
+		if p.check == nil {
+			continue
 		}
-	}
-	switch v := form.Get("version"); {
-	case v == "":
-		return fail("40001", "isv.missing-version", "缺少版本参数")
-	case v != "1.0":
-		return fail("40002", "isv.invalid-parameter", "无效的版本参数")
+		if sub, msg := p.check(v); sub != "" {
+			return fail("40002", sub, msg)
+		}
 	}
 	if content, ok := a.verifyRequest(form); !ok {
 		return fail("40002", "isv.invalid-signature",
@@ -463,22 +480,7 @@ func (a *Sim) handle(form url.Values) aliReply {
 	req := aliRequest{biz: biz, form: form}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	var fields []aliField
-	switch method {
-	case "alipay.trade.precreate":
-		fields = a.precreate(req)
-	case "alipay.trade.query":
-		fields = a.query(req)
-	case "alipay.trade.close":
-		fields = a.close(req)
-	case "alipay.trade.cancel":
-		fields = a.cancel(req)
-	case "alipay.trade.refund":
-		fields = a.refund(req)
-	case "alipay.trade.fastpay.refund.query":
-		fields = a.refundQuery(req)
-	}
-	return aliReply{node: node, fields: fields}
+	return aliReply{node: node, fields: run(a, req)}
 }
 
 // aliSignContent is what a request signature covers: every parameter except
@@ -874,16 +876,18 @@ func (a *Sim) close(r aliRequest) []aliField {
 	if o.state != aliWaiting {
 		return aliBizFail("ACQ.TRADE_STATUS_ERROR", "交易状态不合法", aliField{k: "out_trade_no", v: no}, aliField{k: "trade_no", v: o.tradeNo})
 	}
-	a.closeTrade(o)
+	a.closeTrade(o, a.s.Now(), nil)
 	return aliOK(aliField{k: "trade_no", v: o.tradeNo}, aliField{k: "out_trade_no", v: o.outTradeNo})
 }
 
-func (a *Sim) closeTrade(o *aliOrder) {
+// closeTrade makes o TRADE_CLOSED at at and sends the notification (of
+// refund rf, when a refund closed it).
+func (a *Sim) closeTrade(o *aliOrder, at time.Time, rf *aliRefund) {
 	o.state = aliClosed
-	o.closedAt = a.s.Now()
+	o.closedAt = at
 	o.expireAt = time.Time{}
 	a.schedule(o)
-	a.notify(o, nil)
+	a.notify(o, rf)
 }
 
 func (a *Sim) cancel(r aliRequest) []aliField {
@@ -892,7 +896,7 @@ func (a *Sim) cancel(r aliRequest) []aliField {
 		return bad
 	}
 	// action only when a trade exists; trade_no only when one was closed
-	// or refunded (see the file comment).
+	// or refunded (see the package doc).
 	done := func(action string) []aliField {
 		return aliOK(aliField{k: "trade_no", v: o.tradeNo}, aliField{k: "out_trade_no", v: no},
 			aliField{k: "retry_flag", v: "N"}, aliField{k: "action", v: action})
@@ -918,7 +922,7 @@ func (a *Sim) cancel(r aliRequest) []aliField {
 		a.schedule(o)
 		return noTrade
 	case aliWaiting:
-		a.closeTrade(o)
+		a.closeTrade(o, a.s.Now(), nil)
 		return done("close")
 	case aliFinished:
 		return refused("ACQ.TRADE_HAS_FINISHED", "交易已完结")
@@ -926,14 +930,7 @@ func (a *Sim) cancel(r aliRequest) []aliField {
 		if o.refunded > 0 {
 			return refused("ACQ.CANCEL_NOT_ALLOWED", "交易已有退款，不能撤销，请使用退款接口")
 		}
-		rf := &aliRefund{outRequestNo: o.outTradeNo, amount: o.terms.Amount, at: a.s.Now(), byCancel: true}
-		o.refunds = append(o.refunds, rf)
-		o.refunded = o.terms.Amount
-		o.state = aliClosed
-		o.closedAt = rf.at
-		o.expireAt = time.Time{}
-		a.schedule(o)
-		a.notify(o, rf)
+		a.addRefund(o, &aliRefund{outRequestNo: o.outTradeNo, amount: o.terms.Amount, at: a.s.Now(), byCancel: true})
 		return done("refund")
 	default: // aliClosed: cancelling again repeats the earlier outcome
 		if o.wasPaid() {
@@ -1000,17 +997,20 @@ func (a *Sim) refund(r aliRequest) []aliField {
 	if fullKey && amount != o.terms.Amount {
 		return aliBizFail("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额不等于订单金额，部分退款请传out_request_no", aliField{k: "out_trade_no", v: no})
 	}
-	rf := &aliRefund{outRequestNo: reqNo, amount: amount, reason: reason, at: a.s.Now()}
+	a.addRefund(o, &aliRefund{outRequestNo: reqNo, amount: amount, reason: reason, at: a.s.Now()})
+	return resp("Y")
+}
+
+// addRefund records rf, settled at once as Alipay refunds are, and sends
+// its notification; the trade closes when nothing is left to refund.
+func (a *Sim) addRefund(o *aliOrder, rf *aliRefund) {
 	o.refunds = append(o.refunds, rf)
-	o.refunded += amount
+	o.refunded += rf.amount
 	if o.refunded == o.terms.Amount {
-		o.state = aliClosed
-		o.closedAt = rf.at
-		o.expireAt = time.Time{}
-		a.schedule(o)
+		a.closeTrade(o, rf.at, rf)
+		return
 	}
 	a.notify(o, rf)
-	return resp("Y")
 }
 
 func (a *Sim) refundQuery(r aliRequest) []aliField {
