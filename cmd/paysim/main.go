@@ -155,14 +155,16 @@ daemon config     %s
 realism: %[5]s
 hooks:
   POST   %[1]s/_sim/scan             {"out_trade_no","provider"?}
-  POST   %[1]s/_sim/pay              {"provider":"wxpay|alipay","out_trade_no","amount"?,"discount"?,"discount_by"?:"platform|merchant"}
+  POST   %[1]s/_sim/pay              {"provider":"wxpay|alipay","out_trade_no","amount"?,"discount"?,"discount_by"?:"%[6]s"}
   POST   %[1]s/_sim/refund-complete  {"provider","out_refund_no"}
-  POST   %[1]s/_sim/refund-fail      {"provider":"wxpay","out_refund_no","status":"ABNORMAL|CLOSED"}
-  POST   %[1]s/_sim/fault            {"provider"?,"api"?,"kind":"5xx|timeout|bad_sign|stale_ts|rate_limit|202|20000|system_error","rate"?,"count"?}
+  POST   %[1]s/_sim/refund-fail      {"provider":"wxpay","out_refund_no","status":"%[7]s"}
+  POST   %[1]s/_sim/fault            {"provider"?,"api"?,"kind":"%[8]s","rate"?,"count"?}
   DELETE %[1]s/_sim/fault
   GET    %[1]s/_sim/stats
   GET    %[1]s/_sim/orders
-`, baseURL, how, abs, cfgPath, describeRealism(realism))
+`, baseURL, how, abs, cfgPath, describeRealism(realism),
+		alternatives(paysim.DiscountPlatform, paysim.DiscountMerchant), alternatives(paysim.RefundAbnormal, paysim.RefundClosed),
+		alternatives(paysim.FaultKinds()...))
 	log.Info("paysim started", "addr", ln.Addr().String(), "keys", how)
 	if ready != nil {
 		ready(baseURL)
@@ -183,6 +185,16 @@ hooks:
 	}
 	log.Info("paysim stopped")
 	return nil
+}
+
+// alternatives joins a hook field's values as the usage text shows them:
+// "platform|merchant".
+func alternatives[T ~string](values ...T) string {
+	s := make([]string, len(values))
+	for i, v := range values {
+		s[i] = string(v)
+	}
+	return strings.Join(s, "|")
 }
 
 // advertised is the host:port a local daemon should use for addr: a

@@ -32,14 +32,48 @@ const (
 	FaultSystemError FaultKind = "system_error"
 )
 
-// faultKinds maps every kind to the only provider it applies to ("" = both).
-var faultKinds = map[FaultKind]payment.ProviderName{
-	Fault5xx: "", FaultTimeout: "", FaultBadSign: "", FaultStaleTS: "", FaultRateLimit: "",
-	FaultAccepted: payment.WxPay, FaultUnavailable: payment.Alipay, FaultSystemError: payment.Alipay,
+// faultKinds lists every kind, in the order messages name them, with the
+// only provider it applies to ("" = both).
+var faultKinds = []struct {
+	kind FaultKind
+	only payment.ProviderName
+}{
+	{Fault5xx, ""}, {FaultTimeout, ""}, {FaultBadSign, ""}, {FaultStaleTS, ""}, {FaultRateLimit, ""},
+	{FaultAccepted, payment.WxPay}, {FaultUnavailable, payment.Alipay}, {FaultSystemError, payment.Alipay},
 }
 
-// FaultKinds lists the fault kinds, for usage messages.
-const FaultKinds = "5xx, timeout, bad_sign, stale_ts, rate_limit, 202 (wxpay), 20000 (alipay), system_error (alipay)"
+// FaultKinds lists every fault kind, for usage messages.
+func FaultKinds() []FaultKind {
+	out := make([]FaultKind, len(faultKinds))
+	for i, k := range faultKinds {
+		out[i] = k.kind
+	}
+	return out
+}
+
+// Only returns the provider whose own answer k is, or "" when both answer
+// it; ok is false for an unknown kind.
+func (k FaultKind) Only() (provider payment.ProviderName, ok bool) {
+	for _, f := range faultKinds {
+		if f.kind == k {
+			return f.only, true
+		}
+	}
+	return "", false
+}
+
+// describeFaultKinds names the kinds and whose they are:
+// "5xx, timeout, …, 202 (wxpay), …".
+func describeFaultKinds() string {
+	names := make([]string, len(faultKinds))
+	for i, f := range faultKinds {
+		names[i] = string(f.kind)
+		if f.only != "" {
+			names[i] += " (" + string(f.only) + ")"
+		}
+	}
+	return strings.Join(names, ", ")
+}
 
 // Fault is an injected failure: for Count calls (0 = unlimited), or for a
 // Rate share of calls (0 = every call), of API (empty = every API) at
@@ -54,10 +88,10 @@ type Fault struct {
 
 // Validate reports the first field of f that makes no sense.
 func (f Fault) Validate() error {
-	only, ok := faultKinds[f.Kind]
+	only, ok := f.Kind.Only()
 	switch {
 	case !ok:
-		return fmt.Errorf("kind %q: want one of %s", f.Kind, FaultKinds)
+		return fmt.Errorf("kind %q: want one of %s", f.Kind, describeFaultKinds())
 	case f.Provider != "" && !knownProvider(f.Provider):
 		return fmt.Errorf("provider %q: want wxpay, alipay or empty", f.Provider)
 	case only != "" && f.Provider != "" && f.Provider != only:
@@ -104,7 +138,7 @@ func (s *Server) TakeFault(provider payment.ProviderName, api string) FaultKind 
 		if f.Provider != "" && f.Provider != provider {
 			continue
 		}
-		if only := faultKinds[f.Kind]; only != "" && only != provider {
+		if only, _ := f.Kind.Only(); only != "" && only != provider {
 			continue
 		}
 		if f.API != "" && f.API != api && !strings.HasSuffix(api, "."+f.API) {

@@ -330,7 +330,7 @@ func (s *Server) RefundFail(provider payment.ProviderName, outRefundNo string, s
 
 // Orders lists every order of every provider, oldest first.
 func (s *Server) Orders() []OrderInfo {
-	var all []OrderInfo
+	all := []OrderInfo{} // /_sim/orders answers [] when there are none
 	for _, p := range s.registered() {
 		all = append(all, p.Orders()...)
 	}

@@ -201,6 +201,11 @@ func TestRegisterAndDispatch(t *testing.T) {
 	if err := s.Pay(payment.Alipay, "O_1", 0); err == nil || !strings.Contains(err.Error(), `unknown provider "alipay"`) {
 		t.Fatalf("Pay at an unregistered provider: %v", err)
 	}
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/_sim/orders", nil))
+	if got := strings.TrimSpace(w.Body.String()); got != "[]" {
+		t.Errorf("/_sim/orders without orders: %s, want []", got)
+	}
 	for body, want := range map[string]int{
 		`{"provider":"wxpay","out_trade_no":"O_2"}`:    http.StatusOK,
 		`{"provider":"alipay","out_trade_no":"O_2"}`:   http.StatusConflict,
@@ -218,4 +223,21 @@ func TestRegisterAndDispatch(t *testing.T) {
 		}
 	}()
 	s.Register(&fakeProvider{name: payment.WxPay, Handler: http.NotFoundHandler()})
+}
+
+// The usage text names every kind, and whose answer it is, in one order.
+func TestFaultKinds(t *testing.T) {
+	const want = "5xx, timeout, bad_sign, stale_ts, rate_limit, 202 (wxpay), 20000 (alipay), system_error (alipay)"
+	if got := describeFaultKinds(); got != want {
+		t.Fatalf("describeFaultKinds() = %q, want %q", got, want)
+	}
+	if kinds := FaultKinds(); len(kinds) != 8 || kinds[0] != Fault5xx || kinds[7] != FaultSystemError {
+		t.Fatalf("FaultKinds() = %q", kinds)
+	}
+	if _, ok := FaultKind("503").Only(); ok {
+		t.Fatal(`FaultKind("503").Only() is ok`)
+	}
+	if err := (Fault{Kind: "503"}).Validate(); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Validate of an unknown kind: %v", err)
+	}
 }
