@@ -30,6 +30,14 @@
 //	wx := wxsim.Register(sim) // wx.Notification, wx.SetRefundBalance…
 //	alisim.Register(sim)
 //
+// A provider answers its own wire and keeps its own orders; for everything
+// else it asks the Server: [Server.Count] for /_sim/stats,
+// [Server.TakeFault] and [Server.Hold] for injected faults,
+// [Server.Deliver] for notifications with retries, [Server.After] and
+// [Server.Now] for time, [Server.Realism] and [Server.Keys]. What both wires
+// share (the UTC+8 zone, SHA256withRSA, random ids, the loopback-http rule)
+// is in this package too, as are [Payment]'s paid and received amounts.
+//
 // # Realism
 //
 // By default the simulator behaves the way the real services are observed
