@@ -24,6 +24,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/kioskpay/kioskpay/device/display"
+	"github.com/kioskpay/kioskpay/device/link"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -45,16 +46,31 @@ type Config struct {
 	Catalog map[string]payment.Fen `toml:"catalog"`
 }
 
-// MQTT is the [mqtt] table.
+// MQTT is the [mqtt] table. Exactly one of URL and URLs names the
+// broker(s).
 type MQTT struct {
-	URL          string `toml:"url"`
-	TopicPrefix  string `toml:"topic_prefix"`
-	ClientID     string `toml:"client_id"`
-	Username     string `toml:"username"`
-	PasswordFile string `toml:"password_file"`
-	CAFile       string `toml:"ca_file"`
-	CertFile     string `toml:"cert_file"`
-	KeyFile      string `toml:"key_file"`
+	URL string `toml:"url"`
+	// URLs are the nodes of a broker cluster that shares sessions and
+	// retained messages, tried in order on every (re)connect.
+	URLs         []string `toml:"urls"`
+	TopicPrefix  string   `toml:"topic_prefix"`
+	ClientID     string   `toml:"client_id"`
+	Username     string   `toml:"username"`
+	PasswordFile string   `toml:"password_file"`
+	CAFile       string   `toml:"ca_file"`
+	CertFile     string   `toml:"cert_file"`
+	KeyFile      string   `toml:"key_file"`
+}
+
+// Brokers returns the broker URLs to connect to: URLs, or URL alone.
+func (m MQTT) Brokers() []string {
+	if len(m.URLs) > 0 {
+		return m.URLs
+	}
+	if m.URL == "" {
+		return nil
+	}
+	return []string{m.URL}
 }
 
 // Payment is the [payment] table.
@@ -277,6 +293,10 @@ func parse(data []byte, dir string) (*Config, []error) {
 	if !md.IsDefined("display", "outputs") {
 		c.Display.Outputs = []string{OutputWeb}
 	}
+	if md.IsDefined("mqtt", "urls") && !md.IsDefined("mqtt", "url") {
+		// urls replaces the default url; both set is an error (Validate).
+		c.MQTT.URL = ""
+	}
 	errs := unknownKeys(md.Undecoded())
 	if c.MQTT.ClientID == "" && c.DeviceID != "" {
 		c.MQTT.ClientID = "kioskpayd-" + c.DeviceID
@@ -350,28 +370,7 @@ func (c *Config) Validate() error {
 	}
 
 	// [mqtt]
-	u, err := url.Parse(c.MQTT.URL)
-	tlsScheme := false
-	switch {
-	case c.MQTT.URL == "":
-		bad("mqtt.url", "is required")
-	case err != nil:
-		bad("mqtt.url", "not a URL: %v", err)
-	default:
-		switch u.Scheme {
-		case "tcp", "ws":
-		case "ssl", "wss":
-			tlsScheme = true
-		default:
-			bad("mqtt.url", "scheme must be tcp, ssl, ws or wss, got %q", u.Scheme)
-		}
-		if u.Host == "" {
-			bad("mqtt.url", "has no host: %q", c.MQTT.URL)
-		}
-		if u.User != nil {
-			bad("mqtt.url", "must not carry credentials; use mqtt.username and mqtt.password_file")
-		}
-	}
+	tlsScheme, brokersOK := c.validateBrokers(bad)
 	switch p := c.MQTT.TopicPrefix; {
 	case p == "":
 		bad("mqtt.topic_prefix", "must not be empty")
@@ -395,10 +394,15 @@ func (c *Config) Validate() error {
 			bad("mqtt.key_file", "is required with mqtt.cert_file (mutual TLS needs both)")
 		}
 	}
-	if !tlsScheme && err == nil && c.MQTT.URL != "" {
+	if !tlsScheme && brokersOK {
 		for key, v := range map[string]string{"mqtt.ca_file": c.MQTT.CAFile, "mqtt.cert_file": c.MQTT.CertFile, "mqtt.key_file": c.MQTT.KeyFile} {
-			if v != "" {
+			if v == "" {
+				continue
+			}
+			if c.MQTT.URL != "" {
 				bad(key, "is set but mqtt.url %q is not a TLS URL (ssl:// or wss://)", c.MQTT.URL)
+			} else {
+				bad(key, "is set but the brokers in mqtt.urls are not TLS URLs (ssl:// or wss://)")
 			}
 		}
 	}
@@ -561,6 +565,39 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateBrokers checks mqtt.url or mqtt.urls (exactly one of the two)
+// and reports whether the brokers use TLS and whether they are valid.
+func (c *Config) validateBrokers(bad func(key, format string, args ...any)) (isTLS, ok bool) {
+	switch {
+	case c.MQTT.URL != "" && c.MQTT.URLs != nil:
+		bad("mqtt.urls", "set either mqtt.url (one broker) or mqtt.urls (the nodes of a cluster), not both")
+		return false, false
+	case c.MQTT.URL == "" && c.MQTT.URLs == nil:
+		bad("mqtt.url", "is required (or mqtt.urls, a list of brokers to fail over between)")
+		return false, false
+	case c.MQTT.URL != "":
+		isTLS, err := link.CheckBrokerURL(c.MQTT.URL)
+		if err != nil {
+			bad("mqtt.url", "%v", err)
+			return false, false
+		}
+		return isTLS, true
+	}
+	isTLS, err := link.CheckBrokers(c.MQTT.URLs)
+	var be *link.BrokerError
+	switch {
+	case err == nil:
+		return isTLS, true
+	case errors.As(err, &be) && be.Index >= 0:
+		bad(fmt.Sprintf("mqtt.urls[%d]", be.Index), "%s", be.Msg)
+	case errors.As(err, &be):
+		bad("mqtt.urls", "must list at least one broker URL")
+	default:
+		bad("mqtt.urls", "%v", err)
+	}
+	return false, false
 }
 
 func checkHTTPURL(s string) string {

@@ -177,6 +177,24 @@ func TestParseDefaults(t *testing.T) {
 	}
 }
 
+// urls replaces url, and Brokers gives the daemon one list either way.
+func TestParseBrokerList(t *testing.T) {
+	c, err := Parse([]byte(set(set(base, "mqtt.url", ""), "mqtt.urls", `["ssl://n1:8883", "ssl://n2:8883", "ssl://n3:8883"]`)), "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MQTT.URL != "" || strings.Join(c.MQTT.Brokers(), " ") != "ssl://n1:8883 ssl://n2:8883 ssl://n3:8883" {
+		t.Errorf("url %q, brokers %q", c.MQTT.URL, c.MQTT.Brokers())
+	}
+	c, err = Parse([]byte(base), "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.MQTT.Brokers(), " ") != "ssl://broker.example:8883" {
+		t.Errorf("brokers %q", c.MQTT.Brokers())
+	}
+}
+
 func TestParseEmptyOutputs(t *testing.T) {
 	c, err := Parse([]byte(set(base, "display.outputs", "[]")), "/x")
 	if err != nil {
@@ -220,6 +238,15 @@ func TestParseErrors(t *testing.T) {
 		{"cert without key", set(base, "mqtt.key_file", ""), "mqtt.key_file", "mutual TLS needs both"},
 		{"key without cert", set(base, "mqtt.cert_file", ""), "mqtt.cert_file", "mutual TLS needs both"},
 		{"tls files on tcp", set(base, "mqtt.url", `"tcp://b:1883"`), "mqtt.ca_file", "not a TLS URL"},
+		{"url and urls", set(base, "mqtt.urls", `["ssl://a:8883"]`), "mqtt.urls", "not both"},
+		{"urls empty", set(set(base, "mqtt.url", ""), "mqtt.urls", `[]`), "mqtt.urls", "at least one broker"},
+		{"urls bad entry", set(set(base, "mqtt.url", ""), "mqtt.urls", `["ssl://a:8883", "ssl://"]`), "mqtt.urls[1]", "no host"},
+		{"urls scheme", set(set(base, "mqtt.url", ""), "mqtt.urls", `["http://a:1"]`), "mqtt.urls[0]", "scheme must be tcp, ssl, ws or wss"},
+		{"urls creds", set(set(base, "mqtt.url", ""), "mqtt.urls", `["ssl://a:8883", "ssl://u:p@b:8883"]`), "mqtt.urls[1]", "must not carry credentials"},
+		{"urls repeated", set(set(base, "mqtt.url", ""), "mqtt.urls", `["ssl://a:8883", "ssl://a:8883"]`), "mqtt.urls[1]", "listed twice"},
+		{"urls mixed tls", set(set(base, "mqtt.url", ""), "mqtt.urls", `["ssl://a:8883", "tcp://b:1883"]`), "mqtt.urls[1]", "mixes TLS and plain"},
+		{"urls not a list", set(set(base, "mqtt.url", ""), "mqtt.urls", `"ssl://a:8883"`), "mqtt.urls", "incompatible types"},
+		{"tls files on tcp urls", set(set(base, "mqtt.url", ""), "mqtt.urls", `["tcp://a:1883", "tcp://b:1883"]`), "mqtt.ca_file", "not TLS URLs"},
 		{"provider", set(base, "payment.provider", `"paypal"`), "payment.provider", "wxpay, alipay or any"},
 		{"expire short", set(base, "payment.expire", `"59s"`), "payment.expire", "1m to 2h"},
 		{"expire long", set(base, "payment.expire", `"2h1s"`), "payment.expire", "1m to 2h"},

@@ -287,28 +287,33 @@ func checkStateDir(r *report, cfg *config.Config, broken brokenKeys) {
 	r.ok("state_dir", cfg.StateDir+" is writable")
 }
 
-// checkBroker connects with the configured credentials under a client id
-// of its own (a clean session), so a running daemon's session and
-// connection are left alone.
+// checkBroker connects to each configured broker with the configured
+// credentials under a client id of its own (a clean session), so a running
+// daemon's session and connection are left alone. Every node of a cluster
+// is checked: the daemon fails over only to nodes that let it in.
 func checkBroker(ctx context.Context, r *report, cfg *config.Config, broken brokenKeys) {
-	name := "broker " + cfg.MQTT.URL
 	if bad := broken.under("mqtt", "device_id"); bad != "" {
-		r.skip(name, bad)
+		r.skip("broker "+strings.Join(cfg.MQTT.Brokers(), ","), bad)
 		return
 	}
 	o, err := linkOptions(cfg, nil)
 	if err != nil {
-		r.fail(name, err.Error())
+		r.fail("broker "+strings.Join(cfg.MQTT.Brokers(), ","), err.Error())
 		return
 	}
-	co := mqtt.NewClientOptions().AddBroker(o.URL).SetClientID(o.ClientID + "-doctor").
+	for _, u := range o.URLs {
+		checkOneBroker(ctx, r, o, u)
+	}
+}
+
+func checkOneBroker(ctx context.Context, r *report, o link.Options, u string) {
+	name := "broker " + u
+	co := mqtt.NewClientOptions().SetClientID(o.ClientID + "-doctor").
 		SetUsername(o.Username).SetPassword(o.Password).SetCleanSession(true).
 		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectTimeout(checkTimeout)
-	if o.TLS != nil {
-		co.SetTLSConfig(o.TLS)
-	}
+	link.NewBrokers([]string{u}).Apply(co, o.TLS)
 	c := mqtt.NewClient(co)
-	if err = link.Wait(ctx, c.Connect(), checkTimeout+time.Second); err != nil {
+	if err := link.Wait(ctx, c.Connect(), checkTimeout+time.Second); err != nil {
 		c.Disconnect(0)
 		r.fail(name, link.ConnectError(err).Error())
 		return

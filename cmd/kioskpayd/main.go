@@ -148,7 +148,7 @@ type hooks struct {
 // outbox, publishes the offline status and closes the store.
 func daemon(ctx context.Context, cfg *config.Config, stderr io.Writer, logger *slog.Logger, h *hooks) int {
 	log := logger.With("device_id", cfg.DeviceID)
-	log.Info("starting kioskpayd", "version", Version(), "state_dir", cfg.StateDir, "broker", cfg.MQTT.URL)
+	log.Info("starting kioskpayd", "version", Version(), "state_dir", cfg.StateDir, "brokers", strings.Join(cfg.MQTT.Brokers(), ","))
 
 	// Everything that can be wrong with the configuration is checked before
 	// anything is opened, so a bad config never leaves half a daemon behind.
@@ -286,7 +286,7 @@ wait:
 				_ = notifier.Ready()
 				notified = true
 			}
-			_ = notifier.Status("connected to " + cfg.MQTT.URL)
+			_ = notifier.Status("connected to " + lnk.Broker())
 			if h != nil && h.ready != nil {
 				h.ready(webAddr)
 			}
@@ -349,7 +349,7 @@ func waitWebAddr(ctx context.Context, d *display.Display, cfg *config.Config) st
 // and TLS files. Errors name the key.
 func linkOptions(cfg *config.Config, logger *slog.Logger) (link.Options, error) {
 	o := link.Options{
-		URL:      cfg.MQTT.URL,
+		URLs:     cfg.MQTT.Brokers(),
 		ClientID: cfg.MQTT.ClientID,
 		Username: cfg.MQTT.Username,
 		Prefix:   cfg.Topic(),
@@ -362,7 +362,7 @@ func linkOptions(cfg *config.Config, logger *slog.Logger) (link.Options, error) 
 		}
 		o.Password = pw
 	}
-	if strings.HasPrefix(cfg.MQTT.URL, "ssl://") || strings.HasPrefix(cfg.MQTT.URL, "wss://") {
+	if isTLS, _ := link.CheckBrokers(o.URLs); isTLS {
 		t, err := link.TLSConfig(cfg.MQTT.CAFile, cfg.MQTT.CertFile, cfg.MQTT.KeyFile)
 		if err != nil {
 			key := "mqtt.ca_file"

@@ -83,8 +83,10 @@ type Engine interface {
 
 // Options configure a Link.
 type Options struct {
-	// URL is the broker: tcp://, ssl://, ws:// or wss://.
-	URL string
+	// URLs are the brokers, tcp://, ssl://, ws:// or wss:// (all TLS or
+	// all plain): one broker, or the nodes of a cluster that shares
+	// sessions and retained messages, tried in order on every (re)connect.
+	URLs []string
 	// ClientID must be stable across restarts: the broker keeps the
 	// persistent session (and queues commands while we are away) under it.
 	ClientID string
@@ -120,9 +122,10 @@ type Options struct {
 
 // Link is the daemon's MQTT connection.
 type Link struct {
-	opts Options
-	eng  Engine
-	log  *slog.Logger
+	opts    Options
+	eng     Engine
+	log     *slog.Logger
+	brokers *Brokers
 
 	ready     chan struct{} // closed after the first successful connect
 	readyOnce sync.Once
@@ -144,8 +147,8 @@ type Link struct {
 
 // New returns a Link; nothing happens until Run.
 func New(opts Options, eng Engine) (*Link, error) {
-	if opts.URL == "" {
-		return nil, errors.New("link: URL is required")
+	if _, err := CheckBrokers(opts.URLs); err != nil {
+		return nil, fmt.Errorf("link: broker %w", err)
 	}
 	if opts.ClientID == "" {
 		return nil, errors.New("link: ClientID is required")
@@ -170,7 +173,8 @@ func New(opts Options, eng Engine) (*Link, error) {
 	return &Link{
 		opts:      opts,
 		eng:       eng,
-		log:       opts.Logger.With("broker", redactURL(opts.URL), "client_id", opts.ClientID),
+		log:       opts.Logger.With("client_id", opts.ClientID),
+		brokers:   NewBrokers(opts.URLs),
 		ready:     make(chan struct{}),
 		connected: make(chan struct{}, 1),
 		stopping:  make(chan struct{}),
@@ -190,6 +194,10 @@ func (l *Link) Connected() bool {
 	l.mu.Unlock()
 	return c != nil && c.IsConnectionOpen()
 }
+
+// Broker is the broker of the latest connection attempt (after Ready, the
+// one the link connected to), without credentials.
+func (l *Link) Broker() string { return l.brokers.Current() }
 
 // topic returns the full topic for a suffix.
 func (l *Link) topic(suffix string) string { return l.opts.Prefix + "/" + suffix }
@@ -244,13 +252,10 @@ func (l *Link) LastDrain() time.Time {
 
 func (l *Link) newClient() mqtt.Client {
 	o := mqtt.NewClientOptions()
-	o.AddBroker(l.opts.URL)
+	l.brokers.Apply(o, l.opts.TLS)
 	o.SetClientID(l.opts.ClientID)
 	o.SetUsername(l.opts.Username)
 	o.SetPassword(l.opts.Password)
-	if l.opts.TLS != nil {
-		o.SetTLSConfig(l.opts.TLS)
-	}
 	o.SetProtocolVersion(4) // MQTT 3.1.1; no silent fallback to 3.1
 	o.SetCleanSession(false)
 	// Handlers run in their own goroutine, so one blocked on a disk
@@ -271,8 +276,17 @@ func (l *Link) newClient() mqtt.Client {
 		l.log.Warn("mqtt connection lost", "err", err)
 	})
 	o.SetReconnectingHandler(func(mqtt.Client, *mqtt.ClientOptions) {
-		l.log.Info("mqtt reconnecting")
+		l.log.Info("mqtt reconnecting", "brokers", l.brokers.String())
 	})
+	if len(l.opts.URLs) > 1 {
+		// With one broker the connect error says it all; with several,
+		// each node that failed before the next was tried is worth a line.
+		o.SetConnectionNotificationHandler(func(_ mqtt.Client, n mqtt.ConnectionNotification) {
+			if f, ok := n.(mqtt.ConnectionNotificationBrokerFailed); ok {
+				l.log.Warn("mqtt broker unreachable; trying the next", "broker", f.Broker.Scheme+"://"+f.Broker.Host, "err", f.Reason)
+			}
+		})
+	}
 	return mqtt.NewClient(o)
 }
 
@@ -289,7 +303,7 @@ func (l *Link) connect(ctx context.Context) error {
 		l.mu.Unlock()
 		err := Wait(ctx, c.Connect(), l.opts.ConnectTimeout+5*time.Second)
 		if err == nil {
-			l.log.Info("mqtt connected", "attempt", attempt)
+			l.log.Info("mqtt connected", "broker", l.brokers.Current(), "attempt", attempt)
 			return nil
 		}
 		// A client is not reused after a failed or abandoned attempt.
@@ -297,7 +311,7 @@ func (l *Link) connect(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		l.log.Error("mqtt connect failed; retrying", "attempt", attempt, "err", ConnectError(err), "retry_in", backoff)
+		l.log.Error("mqtt connect failed; retrying", "brokers", l.brokers.String(), "attempt", attempt, "err", ConnectError(err), "retry_in", backoff)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -330,7 +344,7 @@ func (l *Link) onConnect(c mqtt.Client) {
 		case <-time.After(time.Second):
 		}
 	}
-	l.log.Info("mqtt session ready", "subscriptions", len(filters))
+	l.log.Info("mqtt session ready", "broker", l.brokers.Current(), "subscriptions", len(filters))
 	select {
 	case l.connected <- struct{}{}:
 	default: // a signal is already pending

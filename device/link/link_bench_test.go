@@ -17,7 +17,7 @@ func BenchmarkDrain(b *testing.B) {
 	id := mqtttest.Unique("bench")
 	eng := newFakeEngine()
 	eng.publishedC = make(chan uint64, b.N+10)
-	l, err := New(Options{URL: url, ClientID: id, Prefix: "kptest/" + id, Logger: slog.New(slog.DiscardHandler)}, eng)
+	l, err := New(Options{URLs: []string{url}, ClientID: id, Prefix: "kptest/" + id, Logger: slog.New(slog.DiscardHandler)}, eng)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func BenchmarkInbound(b *testing.B) {
 	prefix := "kptest/" + id
 	eng := newFakeEngine()
 	eng.acceptedC = make(chan accepted, b.N+10)
-	l, err := New(Options{URL: url, ClientID: id, Prefix: prefix, Logger: slog.New(slog.DiscardHandler)}, eng)
+	l, err := New(Options{URLs: []string{url}, ClientID: id, Prefix: prefix, Logger: slog.New(slog.DiscardHandler)}, eng)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -126,7 +126,7 @@ type running struct {
 func start(t *testing.T, url, prefix, clientID string, eng Engine, tweak func(*Options)) *running {
 	t.Helper()
 	opts := Options{
-		URL:                  url,
+		URLs:                 []string{url},
 		ClientID:             clientID,
 		Prefix:               prefix,
 		PublishTimeout:       2 * time.Second,
@@ -481,8 +481,8 @@ func TestStalledPublishDoesNotBlockHandlers(t *testing.T) {
 func TestNewRejectsBadOptions(t *testing.T) {
 	for _, o := range []Options{
 		{ClientID: "c", Prefix: "p"},
-		{URL: "tcp://x:1", Prefix: "p"},
-		{URL: "tcp://x:1", ClientID: "c", Prefix: "a/#"},
+		{URLs: []string{"tcp://x:1"}, Prefix: "p"},
+		{URLs: []string{"tcp://x:1"}, ClientID: "c", Prefix: "a/#"},
 	} {
 		if _, err := New(o, newFakeEngine()); err == nil {
 			t.Errorf("New(%+v) succeeded", o)
@@ -501,7 +501,7 @@ func TestStopWhileUnreachable(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()
 	ln.Close()
-	l, err := New(Options{URL: "tcp://" + addr, ClientID: "c", Prefix: "p/d", ConnectTimeout: time.Second}, newFakeEngine())
+	l, err := New(Options{URLs: []string{"tcp://" + addr}, ClientID: "c", Prefix: "p/d", ConnectTimeout: time.Second}, newFakeEngine())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -518,6 +518,61 @@ func TestStopWhileUnreachable(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not return")
 	}
+}
+
+// With several brokers the link takes the first that answers, and when
+// that one goes away it moves to the next: the session (here one broker
+// behind two addresses, as a cluster shares it) carries the subscriptions,
+// the status is republished and the outbox drains through the new node.
+func TestFailoverToNextBroker(t *testing.T) {
+	url := mqtttest.Broker(t)
+	a, aURL := mqtttest.NewProxy(t, url)
+	b, bURL := mqtttest.NewProxy(t, url)
+	prefix, id := names(t)
+	statusTopic := prefix + "/status"
+	sub := mqtttest.Subscribe(t, url, prefix+"/#")
+	eng := newFakeEngine()
+	start(t, "", prefix, id, eng, func(o *Options) { o.URLs = []string{aURL, bURL} })
+	if a.Accepted() != 1 || b.Accepted() != 0 {
+		t.Fatalf("connections: first broker %d, second %d; want the first", a.Accepted(), b.Accepted())
+	}
+	sub.Until(t, statusTopic, 5*time.Second, mqtttest.Contains(`"online":true`))
+
+	a.Refuse(true)
+	a.Cut()
+	// The Will is the broker's answer to the cut; then the link is back.
+	sub.Until(t, statusTopic, 10*time.Second, mqtttest.Equals(`{"online":false}`))
+	sub.Until(t, statusTopic, 15*time.Second, mqtttest.Contains(`"online":true`))
+	if b.Accepted() == 0 {
+		t.Fatal("the link did not move to the second broker")
+	}
+	eng.enqueue(Outgoing{ID: 9, Topic: "pay/result", Payload: []byte(`{"via":"b"}`)})
+	if m := sub.Next(t, prefix+"/pay/result", 10*time.Second); string(m.Payload) != `{"via":"b"}` {
+		t.Fatalf("published %s", m.Payload)
+	}
+	if got := waitPublished(t, eng, 5*time.Second); got != 9 {
+		t.Fatalf("confirmed %d", got)
+	}
+	mqtttest.Publish(t, url, prefix+"/pay/query", []byte(`{"after":"failover"}`), false)
+	if got := waitAccepted(t, eng, 5*time.Second); string(got.payload) != `{"after":"failover"}` {
+		t.Fatalf("accepted %s", got.payload)
+	}
+}
+
+// A dead first broker is skipped at start-up.
+func TestStartsOnSecondBrokerWhenFirstIsDown(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := "tcp://" + ln.Addr().String()
+	ln.Close()
+	url := mqtttest.Broker(t)
+	prefix, id := names(t)
+	eng := newFakeEngine()
+	r := start(t, "", prefix, id, eng, func(o *Options) { o.URLs = []string{dead, url} })
+	if !r.link.Connected() {
+		t.Fatal("not connected")
+	}
+	mqtttest.Publish(t, url, prefix+"/pay/query", []byte(`{"n":1}`), false)
+	waitAccepted(t, eng, 5*time.Second)
 }
 
 // --- TLS ---
@@ -561,7 +616,7 @@ func TestMutualTLS(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			l, _ := New(Options{URL: url, ClientID: mqtttest.Unique("bad-"), Prefix: prefix, TLS: cfg, ConnectTimeout: time.Second}, newFakeEngine())
+			l, _ := New(Options{URLs: []string{url}, ClientID: mqtttest.Unique("bad-"), Prefix: prefix, TLS: cfg, ConnectTimeout: time.Second}, newFakeEngine())
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- l.Run(ctx) }()

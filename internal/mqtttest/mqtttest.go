@@ -260,9 +260,10 @@ type Proxy struct {
 	ln     net.Listener
 	target string
 
-	mu      sync.Mutex
-	conns   []net.Conn
-	refuse  bool
+	mu       sync.Mutex
+	conns    []net.Conn
+	accepted int
+	refuse   bool
 	stalled chan struct{} // non-nil while stalled; closed on Unstall
 }
 
@@ -313,6 +314,7 @@ func (p *Proxy) serve() {
 		}
 		p.mu.Lock()
 		p.conns = append(p.conns, c, up)
+		p.accepted++
 		p.mu.Unlock()
 		go p.pipe(up, c, true)
 		go p.pipe(c, up, false)
@@ -342,6 +344,14 @@ func (p *Proxy) pipe(dst, src net.Conn, upstream bool) {
 			return // EOF or a cut connection: close both sides
 		}
 	}
+}
+
+// Accepted counts the connections forwarded so far: which of several
+// proxied brokers a client chose.
+func (p *Proxy) Accepted() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.accepted
 }
 
 // Cut closes every proxied connection at once.
