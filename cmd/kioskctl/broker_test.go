@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/kioskpay/kioskpay/device/fleetsim"
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -82,6 +84,31 @@ func publish(t *testing.T, c mqtt.Client, topic string, retained bool, payload [
 	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("publish %s: %v", topic, tok.Error())
 	}
+}
+
+// newFakeDevice connects a simulated device (fleetsim: the daemon's own
+// decoders and wire types, orders in memory) reporting version 1.2.3.
+func newFakeDevice(t *testing.T, url, prefix, id string) *fleetsim.Device {
+	t.Helper()
+	// paho calls back on goroutines of its own: nothing is logged once the
+	// test is over (cleanups run last-in first-out, so after d.Close).
+	var mu sync.Mutex
+	over := false
+	t.Cleanup(func() { mu.Lock(); over = true; mu.Unlock() })
+	logf := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !over {
+			t.Logf(format, args...)
+		}
+	}
+	d, err := fleetsim.Connect(testCtx(t), fleetsim.Conn{Brokers: []string{url}, Logf: logf},
+		fleetsim.DeviceOptions{ID: id, Prefix: prefix, Version: "1.2.3", StartedAt: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	return d
 }
 
 // runResult is what one kioskctl invocation produced.

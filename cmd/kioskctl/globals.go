@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -33,8 +32,8 @@ type Globals struct {
 	command    string // the command being run, for its help
 }
 
-const globalFlagsUsage = `	-broker URL          MQTT broker (tcp:// ssl:// ws:// wss://); env KIOSKCTL_BROKER
-	                     (default tcp://127.0.0.1:1883)
+const globalFlagsUsage = `	-broker URL[,URL…]   MQTT broker (tcp:// ssl:// ws:// wss://), or the nodes of a cluster
+	                     tried in order; env KIOSKCTL_BROKER (default tcp://127.0.0.1:1883)
 	-prefix P            topic prefix, mqtt.topic_prefix of the devices; env KIOSKCTL_PREFIX (default kiosk)
 	-username U          broker user name; env KIOSKCTL_USERNAME
 	-password-file F     file holding the broker password; env KIOSKCTL_PASSWORD_FILE
@@ -126,14 +125,7 @@ func (g *Globals) parseLeading(fs *flag.FlagSet, usage string, args []string) er
 func (g *Globals) JSON() bool { return g.Output == "json" }
 
 // printJSON writes v as one line of JSON.
-func (g *Globals) printJSON(v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encode output: %w", err)
-	}
-	_, err = fmt.Fprintf(g.Stdout, "%s\n", b)
-	return err
-}
+func (g *Globals) printJSON(v any) error { return writeJSONLine(g.Stdout, v) }
 
 // signKey reads the HMAC key, or returns nil when none is configured.
 func (g *Globals) signKey() ([]byte, error) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/device/display"
+	"github.com/kioskpay/kioskpay/device/fleetsim"
 	"github.com/kioskpay/kioskpay/internal/qrtest"
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
 	"github.com/kioskpay/kioskpay/payment"
@@ -25,7 +26,7 @@ func testCtx(t *testing.T) context.Context {
 
 // setup starts a broker and one fake device "dev1" and returns the global
 // flags that reach it.
-func setup(t *testing.T) (*fakeDevice, []string) {
+func setup(t *testing.T) (*fleetsim.Device, []string) {
 	t.Helper()
 	url, prefix := testBroker(t)
 	d := newFakeDevice(t, url, prefix, "dev1")
@@ -38,7 +39,7 @@ func args(global []string, rest ...string) []string {
 
 func TestPayPaidWithAck(t *testing.T) {
 	d, g := setup(t)
-	d.onCreate = func(d *fakeDevice, no string) { d.result(no, device.ResultPaid) }
+	d.SetOnCreate(func(d *fleetsim.Device, no string) { d.Pay(no) })
 	r := kioskctl(testCtx(t), nil, args(g, "pay", "-device", "dev1", "-fee", "1000", "-subject", "massage 15 min",
 		"-type", "massage_15", "-provider", "wxpay", "-out-trade-no", "order_000001", "-custom", `{"seat":3}`, "-ack")...)
 	if r.code != ExitOK {
@@ -49,8 +50,8 @@ func TestPayPaidWithAck(t *testing.T) {
 	if strings.Contains(r.stdout, "https://qr.alipay.com") {
 		t.Error("printed an Alipay code for -provider wxpay")
 	}
-	waitFor(t, "the ack", 3*time.Second, func() bool { return len(d.ackList()) == 1 })
-	if a := d.ackList()[0]; a.OutTradeNo != "order_000001" || !a.OK {
+	waitFor(t, "the ack", 3*time.Second, func() bool { return len(d.Acks()) == 1 })
+	if a := d.Acks()[0]; a.OutTradeNo != "order_000001" || !a.OK {
 		t.Fatalf("ack = %+v", a)
 	}
 }
@@ -61,7 +62,7 @@ func TestPayPaidWithAck(t *testing.T) {
 // they are stacked. The codes decode from the drawn screen.
 func TestPayFitsTerminal(t *testing.T) {
 	d, g := setup(t)
-	d.onCreate = func(d *fakeDevice, no string) { d.result(no, device.ResultPaid) }
+	d.SetOnCreate(func(d *fleetsim.Device, no string) { d.Pay(no) })
 	for _, cols := range []int{80, 60} {
 		r := kioskctl(testCtx(t), map[string]string{"COLUMNS": strconv.Itoa(cols)}, args(g, "pay", "-device", "dev1", "-fee", "1000",
 			"-subject", "按摩 15 分钟", "-provider", "any", "-out-trade-no", "chair001_000"+strconv.Itoa(cols))...)
@@ -105,7 +106,7 @@ func terminalCodes(t *testing.T, out string, cols int) []string {
 func TestPayGeneratesOrderNumber(t *testing.T) {
 	d, g := setup(t)
 	var got string
-	d.onCreate = func(d *fakeDevice, no string) { got = no; d.result(no, device.ResultPaid) }
+	d.SetOnCreate(func(d *fleetsim.Device, no string) { got = no; d.Pay(no) })
 	r := kioskctl(testCtx(t), nil, args(g, "pay", "-device", "dev1", "-fee", "1", "-subject", "x", "-no-qr")...)
 	if r.code != ExitOK {
 		t.Fatalf("exit %d, stderr: %s", r.code, r.stderr)
@@ -117,7 +118,7 @@ func TestPayGeneratesOrderNumber(t *testing.T) {
 	if strings.Contains(r.stdout, "█") {
 		t.Error("-no-qr drew a QR code")
 	}
-	if len(d.ackList()) != 0 {
+	if len(d.Acks()) != 0 {
 		t.Error("acked without -ack")
 	}
 }
@@ -126,13 +127,13 @@ func TestPayNotPaidExitCodes(t *testing.T) {
 	for _, status := range []device.ResultStatus{device.ResultExpired, device.ResultCancelled, device.ResultRefunded} {
 		t.Run(string(status), func(t *testing.T) {
 			d, g := setup(t)
-			d.onCreate = func(d *fakeDevice, no string) { d.result(no, status) }
+			d.SetOnCreate(func(d *fleetsim.Device, no string) { d.Result(no, status) })
 			r := kioskctl(testCtx(t), nil, args(g, "pay", "-device", "dev1", "-fee", "500", "-subject", "x", "-ack")...)
 			if r.code != ExitNotPaid {
 				t.Fatalf("exit %d, want %d; stderr: %s", r.code, ExitNotPaid, r.stderr)
 			}
 			contains(t, "stdout", r.stdout, strings.ToUpper(string(status)))
-			if len(d.ackList()) != 0 {
+			if len(d.Acks()) != 0 {
 				t.Error("acked an unpaid order")
 			}
 		})
@@ -150,7 +151,7 @@ func TestPayRefused(t *testing.T) {
 
 func TestPayJSON(t *testing.T) {
 	d, g := setup(t)
-	d.onCreate = func(d *fakeDevice, no string) { d.result(no, device.ResultPaid) }
+	d.SetOnCreate(func(d *fleetsim.Device, no string) { d.Pay(no) })
 	r := kioskctl(testCtx(t), nil, args(g, "-o", "json", "pay", "-device", "dev1", "-fee", "250", "-subject", "x", "-provider", "alipay")...)
 	if r.code != ExitOK {
 		t.Fatalf("exit %d, stderr: %s", r.code, r.stderr)
@@ -186,16 +187,17 @@ func writeKey(t *testing.T, key string) string {
 
 func TestSignedRequestsAndResults(t *testing.T) {
 	d, g := setup(t)
-	d.key = []byte("0123456789abcdef0123456789abcdef")
-	d.onCreate = func(d *fakeDevice, no string) { d.result(no, device.ResultPaid) }
-	good := writeKey(t, string(d.key))
+	key := []byte("0123456789abcdef0123456789abcdef")
+	d.SetKey(key)
+	d.SetOnCreate(func(d *fleetsim.Device, no string) { d.Pay(no) })
+	good := writeKey(t, string(key))
 
 	r := kioskctl(testCtx(t), nil, args(g, "-sign-key-file", good, "pay", "-device", "dev1", "-fee", "1000", "-subject", "x", "-type", "massage_15", "-ack")...)
 	if r.code != ExitOK {
 		t.Fatalf("signed pay: exit %d, stderr: %s", r.code, r.stderr)
 	}
 	contains(t, "stdout", r.stdout, "signature verified", "acknowledged")
-	waitFor(t, "the signed ack", 3*time.Second, func() bool { return len(d.ackList()) == 1 })
+	waitFor(t, "the signed ack", 3*time.Second, func() bool { return len(d.Acks()) == 1 })
 
 	// Unsigned: the device refuses and kioskctl says how to fix it.
 	r = kioskctl(testCtx(t), nil, args(g, "pay", "-device", "dev1", "-fee", "1000", "-subject", "x")...)
@@ -205,29 +207,22 @@ func TestSignedRequestsAndResults(t *testing.T) {
 	contains(t, "stderr", r.stderr, "SIGNATURE_INVALID", "-sign-key-file")
 
 	// A result signed with another key must never count as paid.
-	d.mu.Lock()
-	d.onCreate = func(d *fakeDevice, no string) {
-		d.mu.Lock()
-		k := d.key
-		d.key = []byte("another key, not the operator's")
-		d.mu.Unlock()
-		d.result(no, device.ResultPaid)
-		d.mu.Lock()
-		d.key = k
-		d.mu.Unlock()
-	}
-	d.mu.Unlock()
+	d.SetOnCreate(func(d *fleetsim.Device, no string) {
+		d.SetKey([]byte("another key, not the operator's"))
+		d.Pay(no)
+		d.SetKey(key)
+	})
 	r = kioskctl(testCtx(t), nil, args(g, "-sign-key-file", good, "pay", "-device", "dev1", "-fee", "1000", "-subject", "x", "-ack")...)
 	if r.code != ExitFailure {
 		t.Fatalf("forged result: exit %d, want 1; stdout: %s", r.code, r.stdout)
 	}
 	contains(t, "stderr", r.stderr, "invalid signature", "do NOT deliver")
-	if n := len(d.ackList()); n != 1 {
+	if n := len(d.Acks()); n != 1 {
 		t.Fatalf("acked a forged result (%d acks)", n)
 	}
 
 	// Signed cancel and refund pass the device's verification.
-	d.addOrder("signed_0001", "pending", 100)
+	d.AddOrder("signed_0001", "pending", 100)
 	if r := kioskctl(testCtx(t), nil, args(g, "-sign-key-file", good, "cancel", "-device", "dev1", "-out-trade-no", "signed_0001")...); r.code != ExitOK {
 		t.Fatalf("signed cancel: exit %d: %s", r.code, r.stderr)
 	}
@@ -238,9 +233,7 @@ func TestSignedRequestsAndResults(t *testing.T) {
 
 func TestNoReply(t *testing.T) {
 	d, g := setup(t)
-	d.mu.Lock()
-	d.silent = true
-	d.mu.Unlock()
+	d.SetSilent(true)
 	start := time.Now()
 	r := kioskctl(testCtx(t), nil, args(g, "-timeout", "500ms", "query", "-device", "dev1", "-out-trade-no", "order_000001")...)
 	if r.code != ExitFailure {
@@ -291,15 +284,17 @@ func TestStatus(t *testing.T) {
 	if r.code != ExitOK {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
-	contains(t, "table", r.stdout, "DEVICE", "dev1", "yes", "1.2.3", "synced", "2025-01-02T03:04:05Z", "dev2", "NO", "dev3", "not JSON", "3 devices, 1 online")
+	contains(t, "table", r.stdout, "DEVICE", "dev1", "yes", "1.2.3", "synced", "2025-01-02T03:04:05Z", "dev2", "NO", "dev3", "not JSON",
+		"3 devices: 1 online, 1 offline, 1 unreadable", "VERSION  ONLINE  OFFLINE", "1.2.3    1       0", "unknown  0       1")
 
 	r = kioskctl(testCtx(t), nil, args(g, "-o", "json", "status")...)
-	var rows []deviceStatus
-	if err := json.Unmarshal([]byte(r.stdout), &rows); err != nil {
-		t.Fatalf("json: %v\n%s", err, r.stdout)
-	}
+	rows, totals := statusJSON(t, r.stdout)
 	if len(rows) != 3 || rows[0].Device != "dev1" || !rows[0].Online || rows[0].Version != "1.2.3" || rows[1].Online || rows[2].Error == "" {
 		t.Fatalf("rows = %+v", rows)
+	}
+	if !totals.Complete || totals.Devices != 3 || totals.Online != 1 || totals.Offline != 1 || totals.Unreadable != 1 ||
+		totals.Versions["1.2.3"] != (versionCounts{Online: 1}) || totals.Versions[unknownVersion] != (versionCounts{Offline: 1}) {
+		t.Fatalf("totals = %+v", totals)
 	}
 
 	for _, tc := range []struct {
@@ -325,14 +320,20 @@ func TestStatus(t *testing.T) {
 func TestStatusEmptyFleet(t *testing.T) {
 	url, prefix := testBroker(t)
 	r := kioskctl(testCtx(t), nil, "-broker", url, "-prefix", prefix, "-o", "json", "status")
-	if r.code != ExitOK || strings.TrimSpace(r.stdout) != "[]" {
+	rows, totals := statusJSON(t, r.stdout)
+	if r.code != ExitOK || len(rows) != 0 || totals.Devices != 0 || !totals.Complete {
 		t.Fatalf("exit %d stdout %q", r.code, r.stdout)
 	}
+	r = kioskctl(testCtx(t), nil, "-broker", url, "-prefix", prefix, "status")
+	if r.code != ExitOK || r.stdout != "" {
+		t.Fatalf("exit %d stdout %q", r.code, r.stdout)
+	}
+	contains(t, "stderr", r.stderr, "no device has published "+prefix+"/+/status")
 }
 
 func TestWatch(t *testing.T) {
 	d, g := setup(t)
-	d.addOrder("watch_0001", "pending", 300)
+	d.AddOrder("watch_0001", "pending", 300)
 	ctx, cancel := context.WithCancel(testCtx(t))
 	defer cancel()
 	done := make(chan runResult, 1)
@@ -384,7 +385,7 @@ func TestWatch(t *testing.T) {
 		done2 <- m.Run(ctx2, args(g, "watch"))
 	}()
 	waitFor(t, "watch to subscribe", 5*time.Second, func() bool { return strings.Contains(errb2.String(), "watching") })
-	d.result("watch_0001", device.ResultRefunded)
+	d.Result("watch_0001", device.ResultRefunded)
 	waitFor(t, "a text line", 5*time.Second, func() bool { return strings.Contains(out2.String(), "REFUNDED") })
 	cancel2()
 	if code := <-done2; code != ExitOK {
@@ -395,7 +396,7 @@ func TestWatch(t *testing.T) {
 
 func TestQueryCancelRefund(t *testing.T) {
 	d, g := setup(t)
-	d.addOrder("order_q0001", "paid", 1200)
+	d.AddOrder("order_q0001", "paid", 1200)
 
 	r := kioskctl(testCtx(t), nil, args(g, "query", "-device", "dev1", "-out-trade-no", "order_q0001")...)
 	if r.code != ExitOK {
@@ -441,14 +442,12 @@ func TestOrdersPaging(t *testing.T) {
 		if i%2 == 0 {
 			state = "expired"
 		}
-		d.addOrder(no, state, payment.Fen(100*(i+1)))
+		d.AddOrder(no, state, payment.Fen(100*(i+1)))
 	}
 	// The device returns fewer orders than asked (3 a page); kioskctl
 	// follows next.
-	d.mu.Lock()
-	d.orders["o_000008"] = &device.OrderSummary{OutTradeNo: "o_000008", State: "pending", TotalFee: 1}
-	d.maxPage = 3
-	d.mu.Unlock()
+	d.AddOrder("o_000008", "pending", 1)
+	d.SetMaxPage(3)
 
 	r := kioskctl(testCtx(t), nil, args(g, "-o", "json", "orders", "-device", "dev1", "-limit", "0")...)
 	if r.code != ExitOK {
@@ -471,9 +470,7 @@ func TestOrdersPaging(t *testing.T) {
 	if len(all.Orders) != 5 || all.Orders[4].OutTradeNo != "o_000004" {
 		t.Fatalf("limit 5: %+v", all.Orders)
 	}
-	d.mu.Lock()
-	seenBefore := len(d.seen)
-	d.mu.Unlock()
+	seenBefore := len(d.Seen())
 	r = kioskctl(testCtx(t), nil, args(g, "-o", "json", "orders", "-device", "dev1", "-state", "expired", "-limit", "0")...)
 	_ = json.Unmarshal([]byte(r.stdout), &all)
 	if len(all.Orders) != 4 {
@@ -484,9 +481,7 @@ func TestOrdersPaging(t *testing.T) {
 			t.Fatalf("state filter leaked %+v", o)
 		}
 	}
-	d.mu.Lock()
-	requests := len(d.seen) - seenBefore
-	d.mu.Unlock()
+	requests := len(d.Seen()) - seenBefore
 	if requests != 2 {
 		t.Fatalf("%d requests for 4 orders in pages of 3, want 2", requests)
 	}
@@ -501,9 +496,7 @@ func TestOrdersPaging(t *testing.T) {
 		t.Fatalf("bad state: exit %d", r.code)
 	}
 
-	d.mu.Lock()
-	d.orders["o_000007"].Flags = []string{device.FlagRefundStuck}
-	d.mu.Unlock()
+	d.SetFlags("o_000007", device.FlagRefundStuck)
 	r = kioskctl(testCtx(t), nil, args(g, "-o", "json", "orders", "-device", "dev1", "-flag", "refund_stuck", "-limit", "0")...)
 	all.Orders = nil
 	_ = json.Unmarshal([]byte(r.stdout), &all)
@@ -517,16 +510,14 @@ func TestOrdersPaging(t *testing.T) {
 
 func TestReconcile(t *testing.T) {
 	d, g := setup(t)
-	d.addOrder("r_000001", "expired", 100)
+	d.AddOrder("r_000001", "expired", 100)
 	r := kioskctl(testCtx(t), nil, args(g, "reconcile", "-device", "dev1", "-since", "72h")...)
 	if r.code != ExitOK {
 		t.Fatalf("clean: exit %d: %s", r.code, r.stderr)
 	}
 	contains(t, "stdout", r.stdout, "checked 1 order (1 provider order), 0 mismatches")
 
-	d.mu.Lock()
-	d.mismatches = []device.Mismatch{{OutTradeNo: "r_000001", LocalState: "expired", ProviderState: "SUCCESS", Provider: "wxpay", Detail: "paid at provider"}}
-	d.mu.Unlock()
+	d.SetMismatches([]device.Mismatch{{OutTradeNo: "r_000001", LocalState: "expired", ProviderState: "SUCCESS", Provider: "wxpay", Detail: "paid at provider"}})
 	r = kioskctl(testCtx(t), nil, args(g, "reconcile", "-device", "dev1")...)
 	if r.code != ExitNotPaid {
 		t.Fatalf("mismatch: exit %d, want %d", r.code, ExitNotPaid)

@@ -9,7 +9,7 @@
 //
 // Exit codes: 0 success; 1 failure (no reply, refused, broker unreachable);
 // 2 bad usage; 3 the order ended without payment (pay) or reconcile found
-// mismatches.
+// mismatches; 4 a status or watch listing may be incomplete.
 package main
 
 import (
@@ -38,6 +38,9 @@ const (
 	// reconcile found mismatches. Scripts tell it apart from "could not
 	// find out".
 	ExitNotPaid = 3
+	// ExitIncomplete: status or watch may not have seen every device's
+	// retained status (the reason is on stderr).
+	ExitIncomplete = 4
 )
 
 func main() {
@@ -185,7 +188,7 @@ Run 'kioskctl help <command>' for a command's flags.
 	return b.String()
 }
 
-const exitCodes = "Exit codes: 0 ok, 1 failure, 2 bad usage, 3 order not paid / reconcile mismatches.\n"
+const exitCodes = "Exit codes: 0 ok, 1 failure, 2 bad usage, 3 order not paid / reconcile mismatches,\n4 status/watch listing may be incomplete.\n"
 
 // commandHelp is a command's help text: what it does in one line, its
 // usage, and the exit codes.

@@ -8,7 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
+	"sort"
 	"os"
 	"strings"
 	"sync"
@@ -24,27 +24,31 @@ import (
 // so several operators can run kioskctl at once without kicking each other
 // off the broker.
 type Conn struct {
-	g      *Globals
-	client mqtt.Client
-	done   chan struct{}
-	once   sync.Once
+	g       *Globals
+	client  mqtt.Client
+	brokers *link.Brokers
+	done    chan struct{}
+	once    sync.Once
+	lost    chan struct{} // closed when the broker drops the connection
+	lostErr error
 }
 
 // message is one received publish.
 type message struct {
-	Topic   string
-	Payload []byte
-	At      time.Time
+	Topic    string
+	Payload  []byte
+	Retained bool
+	At       time.Time
 }
 
-// connect opens a connection to g.Broker within g.Timeout.
+// connect opens a connection to the first of the -broker URLs that accepts
+// it, each tried within g.Timeout.
 func (g *Globals) connect(ctx context.Context) (*Conn, error) {
-	u, err := url.Parse(g.Broker)
-	if err != nil || u.Host == "" {
-		return nil, usagef("-broker %q: want a URL such as tcp://127.0.0.1:1883 or ssl://broker:8883", g.Broker)
+	urls, err := link.SplitBrokers(g.Broker)
+	if err != nil {
+		return nil, usagef("-broker %q: %v (want a URL such as tcp://127.0.0.1:1883 or ssl://broker:8883, or several separated by commas)", g.Broker, err)
 	}
 	opts := mqtt.NewClientOptions().
-		AddBroker(g.Broker).
 		SetClientID("kioskctl-" + randomHex(6)).
 		SetCleanSession(true).
 		SetAutoReconnect(false).
@@ -52,7 +56,8 @@ func (g *Globals) connect(ctx context.Context) (*Conn, error) {
 		SetConnectTimeout(g.Timeout).
 		SetWriteTimeout(g.Timeout).
 		SetKeepAlive(30 * time.Second).
-		// Handlers only hand messages to channels; order matters for watch.
+		// Handlers only queue messages; order matters for watch and for
+		// the end marker of a retained listing.
 		SetOrderMatters(true)
 	if g.Username != "" {
 		opts.SetUsername(g.Username)
@@ -64,26 +69,32 @@ func (g *Globals) connect(ctx context.Context) (*Conn, error) {
 		}
 		opts.SetPassword(strings.TrimSpace(string(b)))
 	}
-	tc, err := tlsConfig(u, g.CAFile, g.CertFile, g.KeyFile)
+	isTLS, _ := link.CheckBrokers(urls)
+	tc, err := tlsConfig(isTLS, g.Broker, g.CAFile, g.CertFile, g.KeyFile)
 	if err != nil {
 		return nil, err
 	}
-	if tc != nil {
-		opts.SetTLSConfig(tc)
-	}
-	c := &Conn{g: g, client: mqtt.NewClient(opts), done: make(chan struct{})}
+	c := &Conn{g: g, brokers: link.NewBrokers(urls), done: make(chan struct{}), lost: make(chan struct{})}
+	c.brokers.Apply(opts, tc)
+	opts.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+		c.lostErr = err
+		close(c.lost)
+	})
+	c.client = mqtt.NewClient(opts)
 	tok := c.client.Connect()
-	if err := link.Wait(ctx, tok, g.Timeout); err != nil {
-		return nil, fmt.Errorf("connect to broker %s: %w (is the broker running and -broker right? TLS brokers need ssl:// and -ca-file)", g.Broker, link.ConnectError(err))
+	// paho gives each broker in turn the connect timeout.
+	if err := link.Wait(ctx, tok, time.Duration(len(urls))*g.Timeout+time.Second); err != nil {
+		return nil, fmt.Errorf("connect to broker %s: %w (is the broker running and -broker right? TLS brokers need ssl:// and -ca-file)", c.brokers, link.ConnectError(err))
 	}
 	return c, nil
 }
 
-// tlsConfig returns the TLS settings for u, or nil for plain TCP/WS.
-func tlsConfig(u *url.URL, caFile, certFile, keyFile string) (*tls.Config, error) {
-	if !link.IsTLSURL(u) {
+// tlsConfig returns the TLS settings for the brokers, or nil for plain
+// TCP/WS. The server name is checked per broker (link.Brokers).
+func tlsConfig(isTLS bool, broker, caFile, certFile, keyFile string) (*tls.Config, error) {
+	if !isTLS {
 		if caFile != "" || certFile != "" {
-			return nil, usagef("TLS files given but -broker %s is not a TLS URL: use ssl://host:8883 or wss://", u.Redacted())
+			return nil, usagef("TLS files given but -broker %s is not a TLS URL: use ssl://host:8883 or wss://", broker)
 		}
 		return nil, nil
 	}
@@ -94,9 +105,17 @@ func tlsConfig(u *url.URL, caFile, certFile, keyFile string) (*tls.Config, error
 	if err != nil {
 		return nil, fmt.Errorf("-ca-file/-cert-file/-key-file: %w", err)
 	}
-	tc.ServerName = u.Hostname()
 	return tc, nil
 }
+
+// Broker is the broker this connection went to.
+func (c *Conn) Broker() string { return c.brokers.Current() }
+
+// Lost is closed when the broker drops the connection (not after Close).
+func (c *Conn) Lost() <-chan struct{} { return c.lost }
+
+// LostErr says why the connection was lost, once Lost is closed.
+func (c *Conn) LostErr() error { return c.lostErr }
 
 // Close disconnects, giving in-flight acknowledgements a moment.
 func (c *Conn) Close() {
@@ -110,19 +129,30 @@ func (c *Conn) Close() {
 // messages received. The channel is never closed; stop reading by closing
 // the Conn.
 func (c *Conn) Subscribe(ctx context.Context, filters ...string) (<-chan message, error) {
-	ch := make(chan message, 256)
-	handler := func(_ mqtt.Client, m mqtt.Message) {
-		msg := message{Topic: m.Topic(), Payload: m.Payload(), At: time.Now()}
-		select {
-		case ch <- msg:
-		case <-c.done:
-		}
-	}
 	subs := make(map[string]byte, len(filters))
 	for _, f := range filters {
 		subs[f] = 1
 	}
+	return c.subscribe(ctx, subs)
+}
+
+// subscribe subscribes to each filter at its QoS in one SUBSCRIBE, so the
+// broker handles them in one go, and returns the messages of all of them
+// on one channel in the order they arrived. paho's handler only appends to
+// an unbounded queue: a burst of retained messages is read off the socket
+// as fast as it comes, whatever the reader does with it (a broker drops
+// what it cannot send to a client that falls behind).
+func (c *Conn) subscribe(ctx context.Context, subs map[string]byte) (<-chan message, error) {
+	q := newQueue()
+	handler := func(_ mqtt.Client, m mqtt.Message) {
+		q.push(message{Topic: m.Topic(), Payload: m.Payload(), Retained: m.Retained(), At: time.Now()})
+	}
 	tok := c.client.SubscribeMultiple(subs, handler)
+	filters := make([]string, 0, len(subs))
+	for f := range subs {
+		filters = append(filters, f)
+	}
+	sort.Strings(filters)
 	if err := link.Wait(ctx, tok, c.g.Timeout); err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", strings.Join(filters, " "), err)
 	}
@@ -135,7 +165,50 @@ func (c *Conn) Subscribe(ctx context.Context, filters ...string) (<-chan message
 			}
 		}
 	}
+	ch := make(chan message)
+	go q.pump(ch, c.done)
 	return ch, nil
+}
+
+// queue is an unbounded FIFO between paho's handler and a reader.
+type queue struct {
+	mu     sync.Mutex
+	items  []message
+	signal chan struct{} // one pending wake-up
+}
+
+func newQueue() *queue { return &queue{signal: make(chan struct{}, 1)} }
+
+func (q *queue) push(m message) {
+	q.mu.Lock()
+	q.items = append(q.items, m)
+	q.mu.Unlock()
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+}
+
+// pump hands the queued messages to ch in order until done is closed.
+func (q *queue) pump(ch chan<- message, done <-chan struct{}) {
+	for {
+		q.mu.Lock()
+		batch := q.items
+		q.items = nil
+		q.mu.Unlock()
+		for _, m := range batch {
+			select {
+			case ch <- m:
+			case <-done:
+				return
+			}
+		}
+		select {
+		case <-q.signal:
+		case <-done:
+			return
+		}
+	}
 }
 
 // Publish publishes payload at QoS 1 and waits for the broker's PUBACK.

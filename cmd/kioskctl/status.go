@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -13,25 +16,36 @@ import (
 	"github.com/kioskpay/kioskpay/device"
 )
 
-// StatusCommand prints the fleet from the retained <prefix>/+/status topics.
+// StatusCommand lists the fleet from the retained <prefix>/+/status topics.
 type StatusCommand struct{}
 
-const statusUsage = `Usage: kioskctl status [-device ID] [-want-version V] [-quiet D]
+const statusUsage = `Usage: kioskctl status [-device ID] [-want-version V] [-totals]
 
 Collects the retained status message of every device under the prefix and
-prints one row per device. With -device, exits 1 unless that device is online
-(and runs -want-version, when given): the health check for rollouts.
+prints one row per device, then totals by online/offline and version. It
+stops when the broker has sent every retained status (an end marker kioskctl
+sends itself comes back); with -o json it prints one JSON object per device
+as it arrives, then one {"totals":…} object.
+
+With -device, exits 1 unless that device is online (and runs -want-version,
+when given): the health check for rollouts.
+
+Exit codes: 0 the listing is complete; 1 failure (with -device: the device
+is offline, unknown or runs another version); 2 bad usage; 4 the listing
+may be incomplete (the end marker did not come back within -timeout of the
+last message, or the connection was lost): the reason is on stderr and
+what did arrive is printed.
 
 Flags:
 	-device ID          show only this device; exit 1 unless it is online
 	-want-version V     with -device: also exit 1 unless it runs version V
-	-quiet D            stop collecting after D without a new message (default 300ms)
+	-totals             print only the totals, not a row per device
 `
 
 // Usage implements command.
 func (c *StatusCommand) Usage() string { return statusUsage + "\nGlobal flags:\n" + globalFlagsUsage }
 
-// deviceStatus is one row of the table.
+// deviceStatus is one row of the table and one line of -o json.
 type deviceStatus struct {
 	Device      string `json:"device"`
 	Online      bool   `json:"online"`
@@ -42,14 +56,60 @@ type deviceStatus struct {
 	Error       string `json:"error,omitempty"` // unreadable status payload
 }
 
+// versionCounts is one version's line of the totals.
+type versionCounts struct {
+	Online  int `json:"online"`
+	Offline int `json:"offline"`
+}
+
+// statusTotals sums a listing. A device whose status carries no version (a
+// Last Will is only {"online":false}) counts under unknownVersion.
+type statusTotals struct {
+	Devices    int                      `json:"devices"`
+	Online     int                      `json:"online"`
+	Offline    int                      `json:"offline"`
+	Unreadable int                      `json:"unreadable"`
+	Versions   map[string]versionCounts `json:"versions"`
+	// Complete is false when the listing may be missing devices;
+	// Incomplete then says why.
+	Complete   bool   `json:"complete"`
+	Incomplete string `json:"incomplete,omitempty"`
+}
+
+const unknownVersion = "unknown"
+
+func totalsOf(rows map[string]deviceStatus) statusTotals {
+	t := statusTotals{Devices: len(rows), Versions: map[string]versionCounts{}}
+	for _, r := range rows {
+		if r.Error != "" {
+			t.Unreadable++
+			continue
+		}
+		v := r.Version
+		if v == "" {
+			v = unknownVersion
+		}
+		vc := t.Versions[v]
+		if r.Online {
+			t.Online++
+			vc.Online++
+		} else {
+			t.Offline++
+			vc.Offline++
+		}
+		t.Versions[v] = vc
+	}
+	return t
+}
+
 // Run implements command.
 func (c *StatusCommand) Run(ctx context.Context, g *Globals, args []string) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	var dev, wantVersion string
-	quiet := 300 * time.Millisecond
+	var totalsOnly bool
 	fs.StringVar(&dev, "device", "", "")
 	fs.StringVar(&wantVersion, "want-version", "", "")
-	fs.DurationVar(&quiet, "quiet", quiet, "")
+	fs.BoolVar(&totalsOnly, "totals", false, "")
 	if err := g.parse(fs, c.Usage(), args); err != nil {
 		return err
 	}
@@ -69,56 +129,87 @@ func (c *StatusCommand) Run(ctx context.Context, g *Globals, args []string) erro
 	if dev != "" {
 		filter = g.topic(dev, device.TopicStatus)
 	}
-	ch, err := conn.Subscribe(ctx, filter)
+	l, err := conn.listRetained(ctx, nil, []string{filter})
 	if err != nil {
 		return err
 	}
-	rows := collectStatus(ctx, ch, g.Prefix, quiet, g.Timeout)
+	out := bufio.NewWriterSize(g.Stdout, 64<<10)
+	defer out.Flush()
+	var stream func(deviceStatus) error
+	if g.JSON() && !totalsOnly {
+		stream = func(r deviceStatus) error { return writeJSONLine(out, r) }
+	}
+	rows, incomplete := collectStatus(ctx, l, g.Prefix, g.Timeout, stream)
 	conn.Close()
 
-	if g.JSON() {
-		if rows == nil {
-			rows = []deviceStatus{}
-		}
-		if err := g.printJSON(rows); err != nil {
+	totals := totalsOf(rows)
+	totals.Complete = incomplete == nil
+	if incomplete != nil {
+		totals.Incomplete = incomplete.reason
+	}
+	switch {
+	case g.JSON():
+		if err := writeJSONLine(out, struct {
+			Totals statusTotals `json:"totals"`
+		}{totals}); err != nil {
 			return err
 		}
-	} else if len(rows) == 0 {
-		fmt.Fprintf(g.Stderr, "no device has published %s on %s\n", filter, g.Broker)
-	} else {
-		printStatusTable(g, rows)
+	case len(rows) == 0:
+		fmt.Fprintf(g.Stderr, "no device has published %s on %s\n", filter, conn.Broker())
+	default:
+		if !totalsOnly {
+			printStatusTable(out, rows)
+		}
+		printTotals(out, totals)
 	}
-	if dev == "" {
-		return nil
+	if err := out.Flush(); err != nil {
+		return fmt.Errorf("write output: %w", err)
 	}
-	if len(rows) == 0 {
-		return fmt.Errorf("device %s has never reported a status on %s: is it provisioned with mqtt.topic_prefix %q?", dev, g.Broker, g.Prefix)
+	if dev != "" {
+		if r, ok := rows[dev]; ok {
+			return checkDevice(r, wantVersion)
+		}
+		if incomplete != nil {
+			return &exitError{code: ExitIncomplete, err: fmt.Errorf("device %s: %w", dev, incomplete)}
+		}
+		return fmt.Errorf("device %s has never reported a status on %s: is it provisioned with mqtt.topic_prefix %q?", dev, conn.Broker(), g.Prefix)
 	}
-	r := rows[0]
-	switch {
-	case r.Error != "":
-		return fmt.Errorf("device %s: unreadable status: %s", dev, r.Error)
-	case !r.Online:
-		return fmt.Errorf("device %s is offline: check 'systemctl status kioskpayd' and 'journalctl -u kioskpayd' on it", dev)
-	case wantVersion != "" && r.Version != wantVersion:
-		return fmt.Errorf("device %s runs version %q, want %q", dev, r.Version, wantVersion)
+	if incomplete != nil {
+		return &exitError{code: ExitIncomplete, err: fmt.Errorf("%w (%d devices listed)", incomplete, len(rows))}
 	}
 	return nil
 }
 
-// collectStatus gathers status messages until none arrives for quiet, or
-// max passes. Retained messages arrive right after SUBACK, so a quiet gap
-// means the broker has sent them all.
-func collectStatus(ctx context.Context, ch <-chan message, prefix string, quiet, max time.Duration) []deviceStatus {
+// checkDevice is the health check of status -device.
+func checkDevice(r deviceStatus, wantVersion string) error {
+	switch {
+	case r.Error != "":
+		return fmt.Errorf("device %s: unreadable status: %s", r.Device, r.Error)
+	case !r.Online:
+		return fmt.Errorf("device %s is offline: check 'systemctl status kioskpayd' and 'journalctl -u kioskpayd' on it", r.Device)
+	case wantVersion != "" && r.Version != wantVersion:
+		return fmt.Errorf("device %s runs version %q, want %q", r.Device, r.Version, wantVersion)
+	}
+	return nil
+}
+
+// collectStatus gathers status messages until the listing's end marker
+// comes back. It gives up (and says why) when nothing at all arrives for
+// idle, when the connection drops or when ctx ends: a large fleet on a
+// slow link keeps the listing going for as long as messages flow. stream,
+// when set, sees every status as it arrives (a device whose status changes
+// during the listing appears again; its last line is current).
+func collectStatus(ctx context.Context, l *listing, prefix string, idle time.Duration, stream func(deviceStatus) error) (map[string]deviceStatus, *incompleteError) {
 	byDevice := map[string]deviceStatus{}
-	deadline := time.NewTimer(max)
-	defer deadline.Stop()
-	idle := time.NewTimer(quiet)
-	defer idle.Stop()
-loop:
+	timer := time.NewTimer(idle)
+	defer timer.Stop()
 	for {
 		select {
-		case m := <-ch:
+		case m := <-l.C:
+			if l.IsEnd(m) {
+				return byDevice, nil
+			}
+			resetTimer(timer, idle)
 			id := deviceOfTopic(prefix, m.Topic)
 			if id == "" {
 				continue
@@ -127,30 +218,23 @@ loop:
 				// An empty retained message deletes the device's
 				// status: it was decommissioned.
 				delete(byDevice, id)
-			} else {
-				byDevice[id] = parseStatus(id, m.Payload)
+				continue
 			}
-			if !idle.Stop() {
-				select {
-				case <-idle.C:
-				default:
+			r := parseStatus(id, m.Payload)
+			byDevice[id] = r
+			if stream != nil {
+				if err := stream(r); err != nil {
+					return byDevice, &incompleteError{"writing the output failed: " + err.Error()}
 				}
 			}
-			idle.Reset(quiet)
-		case <-idle.C:
-			break loop
-		case <-deadline.C:
-			break loop
+		case <-timer.C:
+			return byDevice, l.stalled(idle)
+		case <-l.conn.Lost():
+			return byDevice, l.dropped()
 		case <-ctx.Done():
-			break loop
+			return byDevice, interrupted()
 		}
 	}
-	rows := make([]deviceStatus, 0, len(byDevice))
-	for _, r := range byDevice {
-		rows = append(rows, r)
-	}
-	sort.Slice(rows, func(i, j int) bool { return rows[i].Device < rows[j].Device })
-	return rows
 }
 
 func parseStatus(id string, payload []byte) deviceStatus {
@@ -174,17 +258,19 @@ func deviceOfTopic(prefix, topic string) string {
 	return id
 }
 
-func printStatusTable(g *Globals, rows []deviceStatus) {
-	w := tabwriter.NewWriter(g.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "DEVICE\tONLINE\tVERSION\tPENDING\tCLOCK\tSTARTED")
-	online := 0
-	for _, r := range rows {
+func printStatusTable(w io.Writer, rows map[string]deviceStatus) {
+	ids := make([]string, 0, len(rows))
+	for id := range rows {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tONLINE\tVERSION\tPENDING\tCLOCK\tSTARTED")
+	for _, id := range ids {
+		r := rows[id]
 		if r.Error != "" {
-			fmt.Fprintf(w, "%s\t?\t\t\t\t%s\n", r.Device, r.Error)
+			fmt.Fprintf(tw, "%s\t?\t\t\t\t%s\n", r.Device, r.Error)
 			continue
-		}
-		if r.Online {
-			online++
 		}
 		clock := "synced"
 		if !r.ClockSynced {
@@ -197,10 +283,54 @@ func printStatusTable(g *Globals, rows []deviceStatus) {
 			// unknown, not zero.
 			on, clock, pending, started = "NO", "-", "-", "-"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Device, on, dash(r.Version), pending, clock, dash(started))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Device, on, dash(r.Version), pending, clock, dash(started))
 	}
-	w.Flush()
-	fmt.Fprintf(g.Stdout, "%s, %d online\n", count(len(rows), "device"), online)
+	tw.Flush()
+	fmt.Fprintln(w)
+}
+
+// printTotals prints "N devices: A online, B offline" and a line per
+// version, most devices first.
+func printTotals(w io.Writer, t statusTotals) {
+	fmt.Fprintf(w, "%s: %d online, %d offline", count(t.Devices, "device"), t.Online, t.Offline)
+	if t.Unreadable > 0 {
+		fmt.Fprintf(w, ", %d unreadable", t.Unreadable)
+	}
+	fmt.Fprintln(w)
+	versions := make([]string, 0, len(t.Versions))
+	for v := range t.Versions {
+		versions = append(versions, v)
+	}
+	sort.Slice(versions, func(i, j int) bool {
+		a, b := t.Versions[versions[i]], t.Versions[versions[j]]
+		if a.Online+a.Offline != b.Online+b.Offline {
+			return a.Online+a.Offline > b.Online+b.Offline
+		}
+		return versions[i] < versions[j]
+	})
+	if len(versions) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VERSION\tONLINE\tOFFLINE")
+	for _, v := range versions {
+		c := t.Versions[v]
+		fmt.Fprintf(tw, "%s\t%d\t%d\n", v, c.Online, c.Offline)
+	}
+	tw.Flush()
+}
+
+// writeJSONLine writes v as one line of JSON.
+func writeJSONLine(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode output: %w", err)
+	}
+	b = append(b, '\n')
+	if _, err := w.Write(b); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return nil
 }
 
 func dash(s string) string {
@@ -208,4 +338,10 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// asIncomplete reports whether err is an incomplete listing.
+func asIncomplete(err error) bool {
+	var ie *incompleteError
+	return errors.As(err, &ie)
 }

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/device/display"
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 	"github.com/kioskpay/kioskpay/internal/qrtest"
@@ -53,7 +52,7 @@ func TestPayIn80x24Terminal(t *testing.T) {
 		t.Fatal(err)
 	}
 	d, g := setup(t)
-	d.codes = func(string) (string, string) { return realCodeURL, realQRCode }
+	d.SetCodes(func(string) (string, string) { return realCodeURL, realQRCode })
 
 	dir := t.TempDir()
 	script := filepath.Join(dir, "pay.sh")
@@ -123,7 +122,7 @@ func TestPayIn80x24Terminal(t *testing.T) {
 	}
 
 	// The customer pays: the result follows on the screen.
-	d.result("chair001_20261128_0001", device.ResultPaid)
+	d.Pay("chair001_20261128_0001")
 	deadline = time.Now().Add(15 * time.Second)
 	for !strings.Contains(screen, "acknowledged as delivered") {
 		if time.Now().After(deadline) {

@@ -20,11 +20,19 @@ type WatchCommand struct{}
 const watchUsage = `Usage: kioskctl watch [-device ID] [-status] [-count N]
 
 Prints every request, reply, result and event of one device (or all devices)
-as it happens, one line per message. Stops on Ctrl-C.
+as it happens, one line per message. Stops on Ctrl-C. With -status it first
+prints every device's retained status, then says on stderr when the broker
+has sent them all ("end of retained status"), then goes on live. If the
+broker connection drops, watch reconnects (to the next -broker, if several
+are given) and says so on stderr: messages in between are not shown.
+
+Exit codes: 0 stopped (Ctrl-C or -count reached); 1 failure; 2 bad usage;
+4 with -status, the retained statuses listed may be incomplete (the reason
+was printed on stderr when it happened).
 
 Flags:
 	-device ID    watch only this device (default: every device under the prefix)
-	-status       also show the retained status messages
+	-status       also show the retained status messages, then status changes
 	-count N      exit after N messages (default 0: until interrupted)
 `
 
@@ -59,36 +67,128 @@ func (c *WatchCommand) Run(ctx context.Context, g *Globals, args []string) error
 		}
 		id = dev
 	}
-	conn, err := g.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	filters := []string{g.topic(id, "pay/#"), g.topic(id, "unlock/#")}
+	w := &watcher{g: g, count: count, live: []string{g.topic(id, "pay/#"), g.topic(id, "unlock/#")}}
 	if status {
-		filters = append(filters, g.topic(id, device.TopicStatus))
+		w.retained = []string{g.topic(id, device.TopicStatus)}
 	}
-	ch, err := conn.Subscribe(ctx, filters...)
-	if err != nil {
+	return w.run(ctx)
+}
+
+// watcher is one run of kioskctl watch, across reconnects.
+type watcher struct {
+	g              *Globals
+	count          int
+	live, retained []string
+
+	printed    int
+	incomplete *incompleteError // of the latest retained listing
+}
+
+func (w *watcher) run(ctx context.Context) error {
+	backoff := time.Second
+	for connects := 0; ; connects++ {
+		conn, err := w.g.connect(ctx)
+		if err != nil {
+			if connects == 0 || ctx.Err() != nil {
+				return w.end(ctx, err)
+			}
+			fmt.Fprintf(w.g.Stderr, "reconnect failed: %v; retrying in %s\n", err, backoff)
+			select {
+			case <-ctx.Done():
+				return w.end(ctx, nil)
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 10*time.Second)
+			continue
+		}
+		backoff = time.Second
+		done, err := w.session(ctx, conn)
+		conn.Close()
+		if done || err != nil {
+			return w.end(ctx, err)
+		}
+		fmt.Fprintf(w.g.Stderr, "connection to %s lost (%v); reconnecting: messages published meanwhile are not shown\n", conn.Broker(), conn.LostErr())
+	}
+}
+
+// end maps how watch stopped to its result: Ctrl-C is how watch ends and
+// is not a failure, unless the retained listing was incomplete.
+func (w *watcher) end(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() == nil {
 		return err
 	}
-	// On stderr even with -o json: scripts read stdout, people see this.
-	fmt.Fprintf(g.Stderr, "watching %s on %s (Ctrl-C to stop)\n", strings.Join(filters, " "), g.Broker)
-	// Ctrl-C is how watch ends; it is not a failure.
-	for n := 0; count == 0 || n < count; n++ {
-		select {
-		case <-ctx.Done():
-			return nil
-		case m := <-ch:
-			if err := c.print(g, m); err != nil {
-				return err
-			}
-		}
+	if w.incomplete != nil {
+		return &exitError{code: ExitIncomplete}
 	}
 	return nil
 }
 
-func (c *WatchCommand) print(g *Globals, m message) error {
+// session subscribes on conn and prints until the count is reached (done),
+// ctx ends (done) or the connection drops (not done).
+func (w *watcher) session(ctx context.Context, conn *Conn) (done bool, err error) {
+	var l *listing
+	var ch <-chan message
+	filters := append(append([]string(nil), w.live...), w.retained...)
+	if len(w.retained) > 0 {
+		if l, err = conn.listRetained(ctx, w.live, w.retained); err != nil {
+			return false, err
+		}
+		ch = l.C
+	} else if ch, err = conn.Subscribe(ctx, w.live...); err != nil {
+		return false, err
+	}
+	// On stderr even with -o json: scripts read stdout, people see this.
+	fmt.Fprintf(w.g.Stderr, "watching %s on %s (Ctrl-C to stop)\n", strings.Join(filters, " "), conn.Broker())
+	// Only the retained listing has an end to wait for; live messages may
+	// be minutes apart.
+	idle := time.NewTimer(w.g.Timeout)
+	defer idle.Stop()
+	if l == nil {
+		idle.Stop()
+	}
+	statuses := 0
+	for w.count == 0 || w.printed < w.count {
+		select {
+		case <-ctx.Done():
+			return true, nil
+		case <-conn.Lost():
+			if l != nil {
+				w.incomplete = l.dropped()
+				fmt.Fprintf(w.g.Stderr, "retained status: %v\n", w.incomplete)
+			}
+			return false, nil
+		case <-idle.C:
+			w.incomplete = l.stalled(w.g.Timeout)
+			fmt.Fprintf(w.g.Stderr, "retained status: %v; going on live\n", w.incomplete)
+			l = nil
+		case m := <-ch:
+			if l != nil && l.IsEnd(m) {
+				w.incomplete = nil
+				fmt.Fprintf(w.g.Stderr, "end of retained status: %s; live from here\n", count(statuses, "device"))
+				idle.Stop()
+				l = nil
+				continue
+			}
+			if m.Topic != "" && strings.HasPrefix(m.Topic, w.g.Prefix+"/"+markerLevel+"/") {
+				continue // an end marker that came back after the timeout
+			}
+			if l != nil {
+				resetTimer(idle, w.g.Timeout)
+				if strings.HasSuffix(m.Topic, "/"+device.TopicStatus) {
+					statuses++
+				}
+			}
+			if err := print1(w.g, m); err != nil {
+				return true, err
+			}
+			w.printed++
+		}
+	}
+	return true, nil
+}
+
+// print1 prints one message as a line of text or JSON.
+func print1(g *Globals, m message) error {
 	dev := deviceOfTopic(g.Prefix, m.Topic)
 	suffix := strings.TrimPrefix(m.Topic, g.Prefix+"/"+dev+"/")
 	if g.JSON() {

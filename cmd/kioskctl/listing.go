@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// How a listing of retained messages knows it has them all.
+//
+// A broker sends the retained messages matching a new subscription right
+// after it has processed the SUBSCRIBE, ahead of anything published after
+// that. So kioskctl subscribes to the retained filters (at QoS 0) and to a
+// topic of its own (at QoS 1) in one SUBSCRIBE, then publishes one message
+// to its own topic: when that end marker comes back, every retained
+// message the broker sent is in. No quiet gap is guessed, however large
+// the fleet or slow the link.
+//
+// The retained filters are subscribed at QoS 0 because a broker holds at
+// most its per-client queue limit of unacknowledged QoS 1 messages for a
+// client (Mosquitto's max_inflight_messages + max_queued_messages: 110 with
+// deploy/mosquitto's old limits) and silently drops the rest. The marker
+// is QoS 1 so a broker that does drop QoS 0 messages for a reader that
+// falls behind (Mosquitto 2.0 with max_queued_messages > 0) cannot
+// deliver it ahead of the ones it kept: in our measurements it never came
+// back once a burst had been cut short, and the listing is then reported
+// as possibly incomplete (BENCHMARKS.md, fleet).
+//
+// Checked against Mosquitto 2.0.11, NATS 2.9's MQTT (single node and a
+// three-node cluster) and mochi-mqtt. A broker or ACL that refuses the
+// marker topic (<prefix>/_kioskctl/#, read and write) makes every listing
+// end at -timeout as possibly incomplete.
+
+// markerLevel is the topic level under the prefix where kioskctl sends its
+// end markers. It is not a device id a daemon would use for itself (none
+// starts with an underscore in practice) and no filter of the daemons or
+// of kioskctl's other commands matches "<prefix>/_kioskctl/<nonce>".
+const markerLevel = "_kioskctl"
+
+// listing is a subscription whose retained messages end with a marker.
+type listing struct {
+	conn      *Conn
+	C         <-chan message // every message in arrival order, the marker included
+	marker    string
+	markerErr error // sending the marker failed: it will not come back
+}
+
+// listRetained subscribes to live filters at QoS 1 and retained filters at
+// QoS 0, plus the end marker, then sends the marker.
+func (c *Conn) listRetained(ctx context.Context, live, retained []string) (*listing, error) {
+	marker := c.g.Prefix + "/" + markerLevel + "/" + randomHex(8)
+	subs := map[string]byte{marker: 1}
+	for _, f := range live {
+		subs[f] = 1
+	}
+	for _, f := range retained {
+		subs[f] = 0
+	}
+	ch, err := c.subscribe(ctx, subs)
+	if err != nil {
+		return nil, err
+	}
+	l := &listing{conn: c, C: ch, marker: marker}
+	// What arrives is still worth printing when the marker cannot be sent;
+	// the listing then ends as possibly incomplete.
+	l.markerErr = c.Publish(ctx, marker, []byte("end of retained messages"))
+	return l, nil
+}
+
+// IsEnd reports whether m is the end marker.
+func (l *listing) IsEnd(m message) bool { return m.Topic == l.marker }
+
+// incompleteError says why a listing may be missing retained messages.
+// It maps to ExitIncomplete.
+type incompleteError struct{ reason string }
+
+func (e *incompleteError) Error() string {
+	return "the listing may be incomplete: " + e.reason
+}
+
+// stalled is the incompleteError for a listing that saw nothing for idle.
+func (l *listing) stalled(idle time.Duration) *incompleteError {
+	if l.markerErr != nil {
+		return &incompleteError{fmt.Sprintf("kioskctl could not send its end-of-listing marker (%v): is this user allowed to publish and read %s/%s/#?",
+			l.markerErr, l.conn.g.Prefix, markerLevel)}
+	}
+	return &incompleteError{fmt.Sprintf("the end-of-listing marker did not come back, and nothing arrived for %s "+
+		"(a broker that drops messages to a slow reader, an ACL that does not let this user publish and read %s/%s/#, or a slow link: try a longer -timeout)",
+		idle, l.conn.g.Prefix, markerLevel)}
+}
+
+// dropped is the incompleteError for a connection lost mid-listing.
+func (l *listing) dropped() *incompleteError {
+	return &incompleteError{fmt.Sprintf("the connection to %s was lost before the end of the listing: %v", l.conn.Broker(), l.conn.LostErr())}
+}
+
+// interrupted is the incompleteError for a listing cut short by Ctrl-C.
+func interrupted() *incompleteError {
+	return &incompleteError{"interrupted before the end of the listing"}
+}
+
+// resetTimer restarts t for d, draining a pending expiry.
+func resetTimer(t *time.Timer, d time.Duration) {
+	if !t.Stop() {
+		select {
+		case <-t.C:
+		default:
+		}
+	}
+	t.Reset(d)
+}
