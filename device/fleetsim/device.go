@@ -77,7 +77,9 @@ func (c Conn) clientOptions(clientID string) (*mqtt.ClientOptions, error) {
 }
 
 // connectWait bounds a Connect: paho gives each broker the connect timeout.
-func (c Conn) connectWait() time.Duration { return time.Duration(len(c.Brokers))*10*time.Second + time.Second }
+func (c Conn) connectWait() time.Duration {
+	return time.Duration(len(c.Brokers))*10*time.Second + time.Second
+}
 
 // DeviceOptions configure one simulated device.
 type DeviceOptions struct {
@@ -131,8 +133,8 @@ func Connect(ctx context.Context, c Conn, o DeviceOptions) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts.SetAutoReconnect(true).SetMaxReconnectInterval(10 * time.Second).
-		SetOrderMatters(false).SetKeepAlive(60 * time.Second).
+	opts.SetAutoReconnect(true).SetMaxReconnectInterval(10*time.Second).
+		SetOrderMatters(false).SetKeepAlive(60*time.Second).
 		SetBinaryWill(d.topic(device.TopicStatus), device.OfflineStatus(), 1, true)
 	subs := map[string]byte{}
 	for _, s := range device.InboundTopics {

@@ -264,7 +264,7 @@ type Proxy struct {
 	conns    []net.Conn
 	accepted int
 	refuse   bool
-	stalled chan struct{} // non-nil while stalled; closed on Unstall
+	stalled  chan struct{} // non-nil while stalled; closed on Unstall
 }
 
 // NewProxy listens on a loopback port and forwards to the host:port of
