@@ -183,14 +183,15 @@ func Publish(t testing.TB, url, topic string, payload []byte, retain bool) {
 	}
 }
 
-// Next returns the next message on topic within d, skipping others.
+// Next returns the next message on topic (any topic, when "") within d,
+// skipping others.
 func (s *Subscriber) Next(t testing.TB, topic string, d time.Duration) Message {
 	t.Helper()
 	deadline := time.After(d)
 	for {
 		select {
 		case m := <-s.C:
-			if m.Topic == topic {
+			if topic == "" || m.Topic == topic {
 				return m
 			}
 		case <-deadline:
@@ -209,7 +210,7 @@ func (s *Subscriber) Until(t testing.TB, topic string, d time.Duration, match fu
 	for {
 		select {
 		case m := <-s.C:
-			if m.Topic == topic && match(m) {
+			if (topic == "" || m.Topic == topic) && match(m) {
 				return m
 			}
 		case <-deadline:
@@ -229,15 +230,15 @@ func Equals(p string) func(Message) bool {
 	return func(m Message) bool { return string(m.Payload) == p }
 }
 
-// None fails if a message on topic arrives within d.
+// None fails if a message on topic (any topic, when "") arrives within d.
 func (s *Subscriber) None(t testing.TB, topic string, d time.Duration) {
 	t.Helper()
 	deadline := time.After(d)
 	for {
 		select {
 		case m := <-s.C:
-			if m.Topic == topic {
-				t.Fatalf("unexpected message on %s: %s", topic, m.Payload)
+			if topic == "" || m.Topic == topic {
+				t.Fatalf("unexpected message on %s: %s", m.Topic, m.Payload)
 			}
 		case <-deadline:
 			return
