@@ -41,24 +41,12 @@ type bench struct {
 func (b *bench) run(ctx context.Context) (*Report, error) {
 	rep := &Report{Command: b.o.commandLn, Started: time.Now().UTC().Format(time.RFC3339)}
 	b.waiters = map[string]chan proof.Result{}
-	b.log.Info("generating keys and building binaries")
-	var err error
-	if b.keys, err = paysim.GenerateKeys(); err != nil {
-		return nil, err
-	}
-	var brokerConf []string
-	if b.o.nodelay {
-		brokerConf = append(brokerConf, "set_tcp_nodelay true")
-	}
 	rep.BrokerNoDelay = b.o.nodelay
-	b.rig, err = proof.NewRig(ctx, b.dir, proof.RigOptions{
-		Keys: b.keys, Sim: proof.SimOptions{RefundDelay: 200 * time.Millisecond}, OnResult: b.onResult,
-		BrokerConfig: brokerConf,
-	})
-	if err != nil {
-		return nil, err
+	if b.o.poll == "" {
+		b.o.poll = "2s" // what paysim's kioskpayd.toml ships
 	}
-	defer b.rig.Close()
+	rep.Provider, rep.Poll = b.o.provider, b.o.poll
+	rep.Machine = machine(b.dir)
 	defer func() {
 		for _, d := range []*proof.Daemon{b.main, b.relayD} {
 			if d != nil {
@@ -68,28 +56,24 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 		for i := len(b.cleanup) - 1; i >= 0; i-- {
 			b.cleanup[i]()
 		}
+		if b.rig != nil {
+			b.rig.Close()
+		}
 	}()
-	rep.Machine = machine(b.dir)
-	b.relayBin = filepath.Join(b.dir, "notifyrelay")
-	if err := proof.Build(ctx, "./cmd/notifyrelay", b.relayBin, "CGO_ENABLED=0"); err != nil {
-		return nil, err
-	}
-	if b.o.poll == "" {
-		b.o.poll = "2s" // what paysim's kioskpayd.toml ships
-	}
-	rep.Provider, rep.Poll = b.o.provider, b.o.poll
 
 	steps := []struct {
 		name string
 		fn   func(context.Context, *Report) error
+		rig  bool // needs the daemon rig (broker, paysim, binaries)
 	}{
-		{"idle", b.measureIdle},
-		{"floor", b.measureFloor},
-		{"create", b.measureCreate},
-		{"detect", b.measureDetect},
-		{"calls", b.measureCalls},
-		{"throughput", b.measureThroughput},
-		{"sizes", b.measureSizes},
+		{"idle", b.measureIdle, true},
+		{"floor", b.measureFloor, true},
+		{"create", b.measureCreate, true},
+		{"detect", b.measureDetect, true},
+		{"calls", b.measureCalls, true},
+		{"throughput", b.measureThroughput, true},
+		{"sizes", b.measureSizes, false},
+		{"fleet", b.measureFleet, false},
 	}
 	for _, s := range steps {
 		if b.o.skip[s.name] {
@@ -97,6 +81,11 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 		}
 		if ctx.Err() != nil {
 			return rep, ctx.Err()
+		}
+		if s.rig && b.rig == nil {
+			if err := b.startRig(ctx); err != nil {
+				return rep, err
+			}
 		}
 		b.log.Info("measuring", "part", s.name)
 		start := time.Now()
@@ -109,6 +98,29 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	rep.Finished = time.Now().UTC().Format(time.RFC3339)
 	rep.evaluate()
 	return rep, nil
+}
+
+// startRig generates keys, builds the binaries and starts the broker,
+// paysim and the controller the daemon measurements share.
+func (b *bench) startRig(ctx context.Context) error {
+	b.log.Info("generating keys and building binaries")
+	var err error
+	if b.keys, err = paysim.GenerateKeys(); err != nil {
+		return err
+	}
+	var brokerConf []string
+	if b.o.nodelay {
+		brokerConf = append(brokerConf, "set_tcp_nodelay true")
+	}
+	b.rig, err = proof.NewRig(ctx, b.dir, proof.RigOptions{
+		Keys: b.keys, Sim: proof.SimOptions{RefundDelay: 200 * time.Millisecond}, OnResult: b.onResult,
+		BrokerConfig: brokerConf,
+	})
+	if err != nil {
+		return err
+	}
+	b.relayBin = filepath.Join(b.dir, "notifyrelay")
+	return proof.Build(ctx, "./cmd/notifyrelay", b.relayBin, "CGO_ENABLED=0")
 }
 
 // onResult routes results to whoever waits for that order, and acks

@@ -9,7 +9,10 @@
 //   - provider calls per order: paid after 10 s, and unpaid until expiry;
 //   - daemon RSS idle and peak, wake-ups per second when idle;
 //   - sustained orders per second with many devices on one broker;
-//   - binary sizes per architecture.
+//   - binary sizes per architecture;
+//   - how long kioskctl takes to list a fleet of 10,000 and 100,000
+//     simulated devices (fleetsim) from their retained statuses, and
+//     whether the listing is complete, with deploy/mosquitto's limits.
 //
 // It runs the real daemon binary as subprocesses against a private
 // Mosquitto (started on a free port) and paysim over real HTTP:
@@ -28,6 +31,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -39,7 +43,7 @@ import (
 var version = ""
 
 const help = `kioskbench measures what kioskpayd costs to run (latency, provider calls, memory,
-wake-ups, throughput, binary sizes) against a private Mosquitto and paysim.
+wake-ups, throughput, binary sizes, fleet listing) against a private Mosquitto and paysim.
 
 Usage:
   kioskbench [flags]          everything, about 6 minutes
@@ -72,6 +76,15 @@ type options struct {
 	poll      string
 	nodelay   bool
 	commandLn string
+
+	fleetSizes  []int
+	fleetOnline int
+	fleetRuns   int
+	fleetBroker string
+	fleetLegacy bool
+	// fleetSlowLink is the bytes per second of one more status run
+	// through a throttled link (0: none).
+	fleetSlowLink int
 }
 
 // run is main without the process; it returns the exit code.
@@ -86,12 +99,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.warmup, "warmup", 5*time.Second, "throughput warm-up before the window")
 	fs.DurationVar(&o.idleFor, "idle", 20*time.Second, "how long to count wake-ups of an idle daemon")
 	fs.StringVar(&o.arches, "arches", "amd64,arm64,arm/7,arm/6,386,riscv64,mipsle", "GOARCH[/GOARM] list for binary sizes")
-	fs.StringVar(&skip, "skip", "", "comma-separated parts to skip: floor,create,detect,calls,idle,throughput,sizes")
+	fs.StringVar(&skip, "skip", "", "comma-separated parts to skip: floor,create,detect,calls,idle,throughput,sizes,fleet")
 	fs.StringVar(&o.jsonPath, "json", "", "also write the JSON report to this file")
 	fs.StringVar(&o.keep, "keep", "", "work directory to keep (logs, configs); default a temporary one, removed")
 	fs.StringVar(&o.provider, "provider", "wxpay", "provider for the timed orders (wxpay, alipay, any)")
 	fs.StringVar(&o.poll, "poll", "", "payment.poll for the daemons (default: the value paysim's config ships, 2s)")
 	fs.BoolVar(&o.nodelay, "broker-nodelay", true, "run Mosquitto with set_tcp_nodelay true, as deploy/mosquitto does (false: Mosquitto's default, Nagle's algorithm on)")
+	var fleet string
+	fs.StringVar(&fleet, "fleet", "10000,100000", "fleet sizes (devices) for the fleet listing part, comma-separated")
+	fs.IntVar(&o.fleetOnline, "fleet-online", 1000, "devices of each fleet connected for real, with Last Wills (a few thousand at most on one machine)")
+	fs.IntVar(&o.fleetRuns, "fleet-runs", 3, "kioskctl status runs per fleet size")
+	fs.StringVar(&o.fleetBroker, "fleet-broker", "", "list the fleet on this broker (URL, or cluster nodes separated by commas) instead of a private Mosquitto with deploy/mosquitto's limits")
+	fs.BoolVar(&o.fleetLegacy, "fleet-legacy", true, "also list the largest fleet on a Mosquitto with the old limits (max_queued_messages 100), to show how kioskctl reports a cut listing")
+	fs.IntVar(&o.fleetSlowLink, "fleet-slow-link", 1<<20, "also list each fleet through a link this many bytes/s towards kioskctl, so the broker has to queue (0: skip)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if code, done := cli.Parse(fs, args, fmt.Sprintf(help, cli.Flags(fs)), false, stdout, stderr); done {
 		return code
@@ -99,6 +119,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *showVersion {
 		fmt.Fprintln(stdout, "kioskbench", cli.Version(version))
 		return cli.ExitOK
+	}
+	for _, f := range strings.Split(fleet, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			fmt.Fprintf(stderr, "kioskbench: -fleet %q: want device counts such as 10000,100000\n", fleet)
+			return cli.ExitUsage
+		}
+		o.fleetSizes = append(o.fleetSizes, n)
+	}
+	if o.fleetRuns < 1 {
+		fmt.Fprintf(stderr, "kioskbench: -fleet-runs %d: want at least 1\n", o.fleetRuns)
+		return cli.ExitUsage
 	}
 	if err := runBench(ctx, o, skip, args, stdout, stderr); err != nil {
 		fmt.Fprintln(stderr, "kioskbench:", err)

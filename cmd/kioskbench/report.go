@@ -62,6 +62,7 @@ type Report struct {
 
 	Throughput Throughput `json:"throughput"`
 	Sizes      []Size     `json:"binary_sizes"`
+	Fleet      []FleetRun `json:"fleet,omitempty"`
 	Goals      []Goal     `json:"goals"`
 	Errors     []string   `json:"errors,omitempty"`
 }
@@ -173,6 +174,22 @@ func machine(dir string) Machine {
 
 // evaluate fills the ratios and the goals of the issue.
 func (r *Report) evaluate() {
+	for _, f := range r.Fleet {
+		if f.Devices < 100000 || f.Config != "deploy" {
+			continue
+		}
+		_, slow := fleetStats(f.Status)
+		complete := true
+		for _, l := range f.Status {
+			complete = complete && l.Complete && l.Listed == f.Devices
+		}
+		name := fmt.Sprintf("%d devices listed completely ≤ 10 s", f.Devices)
+		if !complete {
+			r.Goals = append(r.Goals, Goal{Name: name, Target: "10 s", Measured: "listing incomplete", Met: false})
+			continue
+		}
+		r.goal(name, 10, slow/1000, "%.1f s", "slowest of the runs")
+	}
 	if r.Floor.Total.P99 > 0 && r.Create.N > 0 {
 		r.RatioP50 = r.Create.P50 / r.Floor.Total.P50
 		r.RatioP99 = r.Create.P99 / r.Floor.Total.P99
@@ -286,6 +303,25 @@ func (r *Report) WriteTable(w io.Writer) {
 		p("binary size (kioskpayd, CGO_ENABLED=0 -trimpath)")
 		for _, s := range r.Sizes {
 			p("  %-40s %s   stripped (-s -w) %s", s.Arch, mb(s.Bytes), mb(s.Stripped))
+		}
+	}
+	if len(r.Fleet) > 0 {
+		p("")
+		p("fleet listing (kioskctl, from start to exit; fleetsim devices)")
+		for _, f := range r.Fleet {
+			med, slow := fleetStats(f.Status)
+			p("  %d devices (%d online), %s", f.Devices, f.Online, f.Broker)
+			p("    %-38s %.0f ms", "fleetsim publish + connect", f.PublishMS)
+			for _, l := range f.Status {
+				p("    %-38s %.0f ms, %d listed, exit %d, complete %v, RSS %s %s", "kioskctl -o json status", l.MS, l.Listed, l.Exit, l.Complete, mb(l.MaxRSS), l.Note)
+			}
+			p("    %-38s median %.0f ms, slowest %.0f ms", "", med, slow)
+			if w := f.Watch; w != nil {
+				p("    %-38s %.0f ms, %d listed, exit %d, complete %v %s", "kioskctl watch -status (retained)", w.MS, w.Listed, w.Exit, w.Complete, w.Note)
+			}
+			if l := f.SlowLink; l != nil {
+				p("    %-38s %.0f ms, %d listed, exit %d, complete %v %s", fmt.Sprintf("status over a %.0f MB/s link", float64(f.SlowLinkRate)/(1<<20)), l.MS, l.Listed, l.Exit, l.Complete, l.Note)
+			}
 		}
 	}
 	if len(r.Goals) > 0 {

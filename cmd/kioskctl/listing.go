@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -39,10 +40,12 @@ const markerLevel = "_kioskctl"
 
 // listing is a subscription whose retained messages end with a marker.
 type listing struct {
-	conn      *Conn
-	C         <-chan message // every message in arrival order, the marker included
-	marker    string
-	markerErr error // sending the marker failed: it will not come back
+	conn   *Conn
+	C      <-chan message // every message in arrival order, the marker included
+	marker string
+
+	mu        sync.Mutex
+	markerErr error // the broker did not take the marker: it will not come back
 }
 
 // listRetained subscribes to live filters at QoS 1 and retained filters at
@@ -61,9 +64,22 @@ func (c *Conn) listRetained(ctx context.Context, live, retained []string) (*list
 		return nil, err
 	}
 	l := &listing{conn: c, C: ch, marker: marker}
-	// What arrives is still worth printing when the marker cannot be sent;
-	// the listing then ends as possibly incomplete.
-	l.markerErr = c.Publish(ctx, marker, []byte("end of retained messages"))
+	// Not waited for here: a broker busy sending the burst may answer
+	// late or never, and what arrives meanwhile is worth reading. The
+	// listing ends when the marker comes back or nothing arrives for a
+	// while; a marker the broker refused explains the latter.
+	tok := c.client.Publish(marker, 1, false, []byte("end of retained messages"))
+	go func() {
+		select {
+		case <-tok.Done():
+			if err := tok.Error(); err != nil {
+				l.mu.Lock()
+				l.markerErr = err
+				l.mu.Unlock()
+			}
+		case <-c.done:
+		}
+	}()
 	return l, nil
 }
 
@@ -80,13 +96,17 @@ func (e *incompleteError) Error() string {
 
 // stalled is the incompleteError for a listing that saw nothing for idle.
 func (l *listing) stalled(idle time.Duration) *incompleteError {
-	if l.markerErr != nil {
-		return &incompleteError{fmt.Sprintf("kioskctl could not send its end-of-listing marker (%v): is this user allowed to publish and read %s/%s/#?",
-			l.markerErr, l.conn.g.Prefix, markerLevel)}
+	l.mu.Lock()
+	markerErr := l.markerErr
+	l.mu.Unlock()
+	what := fmt.Sprintf("the end-of-listing marker did not come back within %s of the last message", idle)
+	if markerErr != nil {
+		what = fmt.Sprintf("the broker did not take kioskctl's end-of-listing marker (%v)", markerErr)
 	}
-	return &incompleteError{fmt.Sprintf("the end-of-listing marker did not come back, and nothing arrived for %s "+
-		"(a broker that drops messages to a slow reader, an ACL that does not let this user publish and read %s/%s/#, or a slow link: try a longer -timeout)",
-		idle, l.conn.g.Prefix, markerLevel)}
+	return &incompleteError{fmt.Sprintf("%s; likely causes: a broker that drops messages to a client that falls behind "+
+		"(Mosquitto 2.0 with max_queued_messages above 0, see deploy/mosquitto/kioskpay.conf), "+
+		"an ACL that does not let this user publish and read %s/%s/#, or a slow link (try a longer -timeout)",
+		what, l.conn.g.Prefix, markerLevel)}
 }
 
 // dropped is the incompleteError for a connection lost mid-listing.

@@ -175,7 +175,7 @@ func (c *StatusCommand) Run(ctx context.Context, g *Globals, args []string) erro
 		return fmt.Errorf("device %s has never reported a status on %s: is it provisioned with mqtt.topic_prefix %q?", dev, conn.Broker(), g.Prefix)
 	}
 	if incomplete != nil {
-		return &exitError{code: ExitIncomplete, err: fmt.Errorf("%w (%d devices listed)", incomplete, len(rows))}
+		return &exitError{code: ExitIncomplete, err: fmt.Errorf("%w (%s listed)", incomplete, count(len(rows), "device"))}
 	}
 	return nil
 }

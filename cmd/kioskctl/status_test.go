@@ -105,7 +105,7 @@ func TestStatusIncompleteWhenTheMarkerNeverComesBack(t *testing.T) {
 	if r.code != ExitIncomplete {
 		t.Fatalf("exit %d, want %d: %s", r.code, ExitIncomplete, r.stderr)
 	}
-	contains(t, "stderr", r.stderr, "may be incomplete", "end-of-listing marker did not come back", prefix+"/_kioskctl/#", "1 devices listed")
+	contains(t, "stderr", r.stderr, "may be incomplete", "end-of-listing marker did not come back", prefix+"/_kioskctl/#", "1 device listed")
 	contains(t, "stdout", r.stdout, "dev1", "1 device: 1 online")
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("took %v", d)
