@@ -142,7 +142,13 @@ type Link struct {
 	closed   chan struct{}
 
 	statusDirty atomic.Bool
-	lastDrain   atomic.Int64 // unix nanos of the last completed drain
+	// subscribed is true while the current connection's subscriptions are
+	// acknowledged. The online status waits for it: a controller that
+	// sees the device online sends commands at once, and a broker drops a
+	// command that matches no subscription yet (a first session; a
+	// cluster still creating the session's consumers).
+	subscribed atomic.Bool
+	lastDrain  atomic.Int64 // unix nanos of the last completed drain
 }
 
 // New returns a Link; nothing happens until Run.
@@ -273,6 +279,7 @@ func (l *Link) newClient() mqtt.Client {
 	o.SetBinaryWill(l.topic(StatusTopic), OfflinePayload, 1, true)
 	o.SetOnConnectHandler(l.onConnect)
 	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+		l.subscribed.Store(false)
 		l.log.Warn("mqtt connection lost", "err", err)
 	})
 	o.SetReconnectingHandler(func(mqtt.Client, *mqtt.ClientOptions) {
@@ -344,6 +351,7 @@ func (l *Link) onConnect(c mqtt.Client) {
 		case <-time.After(time.Second):
 		}
 	}
+	l.subscribed.Store(true)
 	l.log.Info("mqtt session ready", "broker", l.brokers.Current(), "subscriptions", len(filters))
 	select {
 	case l.connected <- struct{}{}:
@@ -457,8 +465,8 @@ func (l *Link) publishStatus(ctx context.Context) {
 	l.mu.Lock()
 	c := l.client
 	l.mu.Unlock()
-	if c == nil || !c.IsConnectionOpen() {
-		return
+	if c == nil || !c.IsConnectionOpen() || !l.subscribed.Load() {
+		return // statusDirty stays set: published once subscribed
 	}
 	s := l.eng.Status()
 	b, _ := json.Marshal(statusPayload{Online: true, Version: s.Version, Pending: s.Pending, ClockSynced: s.ClockSynced, StartedAt: s.StartedAt})

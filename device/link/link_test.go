@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 )
 
@@ -557,6 +559,37 @@ func TestFailoverToNextBroker(t *testing.T) {
 	if got := waitAccepted(t, eng, 5*time.Second); string(got.payload) != `{"after":"failover"}` {
 		t.Fatalf("accepted %s", got.payload)
 	}
+}
+
+// The device says it is online only once its subscriptions are in place:
+// a controller that sees the status sends commands at once, and a broker
+// drops a command no subscription matches yet. (Found on a NATS cluster,
+// where a first session's consumers take seconds to create: a create sent
+// on the strength of an early status was never delivered.)
+func TestNoOnlineStatusBeforeSubscribed(t *testing.T) {
+	url := mqtttest.Broker(t)
+	prefix, id := names(t)
+	sub := mqtttest.Subscribe(t, url, prefix+"/status")
+	l, err := New(Options{URLs: []string{url}, ClientID: id, Prefix: prefix}, newFakeEngine())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Connected, but the link has not subscribed yet.
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID(id).SetCleanSession(true))
+	if err := Wait(context.Background(), c.Connect(), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Disconnect(0) })
+	l.client = c
+	l.statusDirty.Store(true)
+	l.publishStatus(context.Background())
+	sub.None(t, prefix+"/status", 300*time.Millisecond)
+	if !l.statusDirty.Load() {
+		t.Fatal("the held-back status was forgotten")
+	}
+	l.subscribed.Store(true)
+	l.publishStatus(context.Background())
+	sub.Until(t, prefix+"/status", 5*time.Second, mqtttest.Contains(`"online":true`))
 }
 
 // A dead first broker is skipped at start-up.

@@ -140,6 +140,7 @@ type Message struct {
 	Topic    string
 	Payload  []byte
 	Retained bool
+	At       time.Time // when it arrived
 }
 
 // Subscriber is a test client that records what arrives on a filter.
@@ -161,7 +162,7 @@ func Subscribe(t testing.TB, url, filter string) *Subscriber {
 	}
 	t.Cleanup(func() { s.Client.Disconnect(0) })
 	if err := wait(s.Client.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) {
-		s.C <- Message{Topic: m.Topic(), Payload: append([]byte(nil), m.Payload()...), Retained: m.Retained()}
+		s.C <- Message{Topic: m.Topic(), Payload: append([]byte(nil), m.Payload()...), Retained: m.Retained(), At: time.Now()}
 	})); err != nil {
 		t.Fatalf("test subscribe: %v", err)
 	}
