@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -59,11 +60,29 @@ func (c *Conn) listRetained(ctx context.Context, live, retained []string) (*list
 	for _, f := range retained {
 		subs[f] = 0
 	}
-	ch, err := c.subscribe(ctx, subs)
+	q := newQueue()
+	refused, err := c.subscribeTo(ctx, q, subs)
 	if err != nil {
 		return nil, err
 	}
-	l := &listing{conn: c, C: ch, marker: marker}
+	markerOK := true
+	for _, f := range refused {
+		if f != marker {
+			return nil, c.refusedError(refused)
+		}
+		markerOK = false
+	}
+	l := &listing{conn: c, C: c.feed(q), marker: marker}
+	if !markerOK {
+		// A cluster short of a node may fail to create the marker's QoS 1
+		// consumer for a few seconds (NATS: "timeout for request type
+		// CC"): try again, alone, so the retained burst is not sent twice.
+		markerOK = l.resubscribeMarker(ctx, q)
+	}
+	if !markerOK {
+		l.markerErr = errors.New("the broker refused the subscription to it")
+		return l, nil
+	}
 	// Not waited for here: a broker busy sending the burst may answer
 	// late or never, and what arrives meanwhile is worth reading. The
 	// listing ends when the marker comes back or nothing arrives for a
@@ -81,6 +100,23 @@ func (c *Conn) listRetained(ctx context.Context, live, retained []string) (*list
 		}
 	}()
 	return l, nil
+}
+
+// resubscribeMarker retries the marker's subscription for up to -timeout.
+func (l *listing) resubscribeMarker(ctx context.Context, q *queue) bool {
+	deadline := time.Now().Add(l.conn.g.Timeout)
+	for wait := 250 * time.Millisecond; time.Now().Add(wait).Before(deadline); wait = min(2*wait, 2*time.Second) {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+		refused, err := l.conn.subscribeTo(ctx, q, map[string]byte{l.marker: 1})
+		if err == nil && len(refused) == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // IsEnd reports whether m is the end marker.

@@ -138,22 +138,35 @@ func (c *Conn) Subscribe(ctx context.Context, filters ...string) (<-chan message
 
 // subscribe subscribes to each filter at its QoS in one SUBSCRIBE, so the
 // broker handles them in one go, and returns the messages of all of them
-// on one channel in the order they arrived. paho's handler only appends to
-// an unbounded queue: a burst of retained messages is read off the socket
-// as fast as it comes, whatever the reader does with it (a broker drops
-// what it cannot send to a client that falls behind).
+// on one channel in the order they arrived.
 func (c *Conn) subscribe(ctx context.Context, subs map[string]byte) (<-chan message, error) {
 	q := newQueue()
+	refused, err := c.subscribeTo(ctx, q, subs)
+	if err != nil {
+		return nil, err
+	}
+	if len(refused) > 0 {
+		return nil, c.refusedError(refused)
+	}
+	return c.feed(q), nil
+}
+
+// subscribeTo subscribes to subs, queueing what arrives on q, and returns
+// the filters the broker refused. paho's handler only appends to the
+// unbounded queue: a burst of retained messages is read off the socket as
+// fast as it comes, whatever the reader does with it (a broker drops what
+// it cannot send to a client that falls behind).
+func (c *Conn) subscribeTo(ctx context.Context, q *queue, subs map[string]byte) (refused []string, err error) {
 	handler := func(_ mqtt.Client, m mqtt.Message) {
 		q.push(message{Topic: m.Topic(), Payload: m.Payload(), Retained: m.Retained(), At: time.Now()})
 	}
 	tok := c.client.SubscribeMultiple(subs, handler)
-	filters := make([]string, 0, len(subs))
-	for f := range subs {
-		filters = append(filters, f)
-	}
-	sort.Strings(filters)
 	if err := link.Wait(ctx, tok, c.g.Timeout); err != nil {
+		filters := make([]string, 0, len(subs))
+		for f := range subs {
+			filters = append(filters, f)
+		}
+		sort.Strings(filters)
 		return nil, fmt.Errorf("subscribe %s: %w", strings.Join(filters, " "), err)
 	}
 	// Brokers answer a refused subscription with a failure code in SUBACK
@@ -161,13 +174,23 @@ func (c *Conn) subscribe(ctx context.Context, subs map[string]byte) (<-chan mess
 	if st, ok := tok.(*mqtt.SubscribeToken); ok {
 		for f, code := range st.Result() {
 			if code >= 0x80 {
-				return nil, fmt.Errorf("subscribe %s: refused by the broker (check the ACL for user %q)", f, c.g.Username)
+				refused = append(refused, f)
 			}
 		}
 	}
+	sort.Strings(refused)
+	return refused, nil
+}
+
+func (c *Conn) refusedError(filters []string) error {
+	return fmt.Errorf("subscribe %s: refused by the broker (check the ACL for user %q)", strings.Join(filters, " "), c.g.Username)
+}
+
+// feed hands q's messages out on a channel until the Conn is closed.
+func (c *Conn) feed(q *queue) <-chan message {
 	ch := make(chan message)
 	go q.pump(ch, c.done)
-	return ch, nil
+	return ch
 }
 
 // queue is an unbounded FIFO between paho's handler and a reader.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -121,6 +122,46 @@ func TestStatusIncompleteWhenTheMarkerNeverComesBack(t *testing.T) {
 	}
 	if r := kioskctl(testCtx(t), nil, args(g, "status", "-device", "nodev")...); r.code != ExitIncomplete {
 		t.Fatalf("-device nodev: exit %d: %s", r.code, r.stderr)
+	}
+}
+
+// refuseMarkerSub refuses the first n subscriptions to kioskctl's end
+// marker, as a NATS cluster short of a node may while it cannot create the
+// marker's QoS 1 consumer.
+type refuseMarkerSub struct {
+	mqtttest.AllowHook
+	mu sync.Mutex
+	n  int
+}
+
+func (h *refuseMarkerSub) ID() string { return "refuse-marker-sub" }
+
+func (h *refuseMarkerSub) OnACLCheck(_ *mochi.Client, topic string, write bool) bool {
+	if write || !strings.Contains(topic, "/"+markerLevel+"/") {
+		return true
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.n--
+	return h.n < 0
+}
+
+func TestStatusMarkerSubscriptionRefused(t *testing.T) {
+	for _, tc := range []struct {
+		refusals int
+		code     int
+		stderr   string
+	}{
+		{refusals: 2, code: ExitOK},
+		{refusals: 1000, code: ExitIncomplete, stderr: "the broker did not take kioskctl's end-of-listing marker (the broker refused the subscription to it)"},
+	} {
+		_, url := mqtttest.Mochi(t, &refuseMarkerSub{n: tc.refusals}, nil)
+		prefix := "kt" + randHex(4)
+		newFakeDevice(t, url, prefix, "dev1")
+		r := kioskctl(testCtx(t), nil, "-broker", url, "-prefix", prefix, "-timeout", "2s", "status")
+		if r.code != tc.code || !strings.Contains(r.stderr, tc.stderr) || !strings.Contains(r.stdout, "dev1") {
+			t.Errorf("%d refusals: exit %d stderr %q stdout %q", tc.refusals, r.code, r.stderr, r.stdout)
+		}
 	}
 }
 
