@@ -238,4 +238,3 @@ func (n *NATSNode) ClientConnected(ctx context.Context, id string) (bool, error)
 	}
 	return cz.NumConns > 0, nil
 }
-
