@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/bits"
-	"net/url"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -19,6 +18,8 @@ import (
 
 // BrokerConfig says how to reach the MQTT broker.
 type BrokerConfig struct {
+	// URL is one broker, or the nodes of a cluster separated by commas,
+	// tried in order on every (re)connect.
 	URL          string
 	ClientID     string
 	Username     string
@@ -46,15 +47,32 @@ func Dial(cfg BrokerConfig, log *slog.Logger) (*MQTTPublisher, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	u, err := url.Parse(cfg.URL)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("-broker %q: want a URL such as tcp://127.0.0.1:1883 or ssl://broker:8883", cfg.URL)
+	urls, err := link.SplitBrokers(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("-broker %q: %v (want a URL such as tcp://127.0.0.1:1883 or ssl://broker:8883, or several separated by commas)", cfg.URL, err)
 	}
-	broker := u.Redacted()
+	password := ""
+	if cfg.PasswordFile != "" {
+		b, err := os.ReadFile(cfg.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("read -password-file: %w", err)
+		}
+		password = strings.TrimSpace(string(b))
+	}
+	var tc *tls.Config
+	if isTLS, _ := link.CheckBrokers(urls); isTLS {
+		if tc, err = link.TLSConfig(cfg.CAFile, cfg.CertFile, cfg.KeyFile); err != nil {
+			return nil, fmt.Errorf("-ca-file/-cert-file/-key-file: %w", err)
+		}
+	} else if cfg.CAFile != "" || cfg.CertFile != "" {
+		return nil, fmt.Errorf("TLS files given but -broker %s is not a TLS URL: use ssl://host:8883", cfg.URL)
+	}
+	brokers := link.NewBrokers(urls)
 	var failures atomic.Int64 // attempts in a row that failed
 	opts := mqtt.NewClientOptions().
-		AddBroker(cfg.URL).
 		SetClientID(cfg.ClientID).
+		SetUsername(cfg.Username).
+		SetPassword(password).
 		SetCleanSession(true).
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
@@ -65,10 +83,10 @@ func Dial(cfg BrokerConfig, log *slog.Logger) (*MQTTPublisher, error) {
 		SetKeepAlive(30 * time.Second).
 		SetOnConnectHandler(func(mqtt.Client) {
 			failures.Store(0)
-			log.Info("broker connected", "broker", broker)
+			log.Info("broker connected", "broker", brokers.Current())
 		}).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
-			log.Warn("broker connection lost; reconnecting", "broker", broker, "err", err)
+			log.Warn("broker connection lost; reconnecting", "broker", brokers.Current(), "err", err)
 		}).
 		SetConnectionNotificationHandler(func(_ mqtt.Client, note mqtt.ConnectionNotification) {
 			f, ok := note.(mqtt.ConnectionNotificationFailed)
@@ -77,27 +95,11 @@ func Dial(cfg BrokerConfig, log *slog.Logger) (*MQTTPublisher, error) {
 			}
 			n := failures.Add(1)
 			if bits.OnesCount64(uint64(n)) == 1 {
-				log.Warn("broker unreachable; notifications are refused with 503 until it is back", "broker", broker,
+				log.Warn("broker unreachable; notifications are refused with 503 until it is back", "broker", brokers.String(),
 					"failed_attempts", n, "err", link.ConnectError(f.Reason).Error())
 			}
 		})
-	if cfg.Username != "" {
-		opts.SetUsername(cfg.Username)
-	}
-	if cfg.PasswordFile != "" {
-		b, err := os.ReadFile(cfg.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("read -password-file: %w", err)
-		}
-		opts.SetPassword(strings.TrimSpace(string(b)))
-	}
-	tc, err := tlsConfig(u, cfg.CAFile, cfg.CertFile, cfg.KeyFile)
-	if err != nil {
-		return nil, err
-	}
-	if tc != nil {
-		opts.SetTLSConfig(tc)
-	}
+	brokers.Apply(opts, tc)
 	p := &MQTTPublisher{client: mqtt.NewClient(opts)}
 	// With ConnectRetry the token completes only once connected; nobody
 	// waits on it.
@@ -121,19 +123,3 @@ func (p *MQTTPublisher) Connected() bool { return p.client.IsConnectionOpen() }
 
 // Close disconnects, letting in-flight publishes finish for up to a second.
 func (p *MQTTPublisher) Close() { p.client.Disconnect(1000) }
-
-// tlsConfig returns the TLS settings for u, or nil for plain TCP/WS.
-func tlsConfig(u *url.URL, caFile, certFile, keyFile string) (*tls.Config, error) {
-	if !link.IsTLSURL(u) {
-		if caFile != "" || certFile != "" {
-			return nil, fmt.Errorf("TLS files given but -broker %s is not a TLS URL: use ssl://host:8883", u.Redacted())
-		}
-		return nil, nil
-	}
-	tc, err := link.TLSConfig(caFile, certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("-ca-file/-cert-file/-key-file: %w", err)
-	}
-	tc.ServerName = u.Hostname()
-	return tc, nil
-}

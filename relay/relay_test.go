@@ -282,3 +282,47 @@ func TestDialLogsUnreachableBroker(t *testing.T) {
 		t.Fatalf("healthz %d without a broker", w.Code)
 	}
 }
+
+// With several -broker URLs the relay fails over: it moves to the second
+// when the first dies, and starts on the second when the first is down.
+// (Both proxies front one broker, as the nodes of a cluster share one.)
+func TestRelayFailsOver(t *testing.T) {
+	url, prefix := testBroker(t)
+	a, aURL := mqtttest.NewProxy(t, url)
+	b, bURL := mqtttest.NewProxy(t, url)
+	relay, pub := newTestRelay(t, aURL+","+bURL, prefix)
+	got := subscribe(t, url, prefix+"/dev1/pay/notify")
+	a.Refuse(true)
+	a.Cut()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		w := post(t, relay.Handler(), "/notify/dev1/alipay", nil, []byte("a=b"))
+		if w.Code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no failover: status %d, connected %v", w.Code, pub.Connected())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n, err := device.DecodeNotify(recv(t, got)); err != nil || n.Provider != "alipay" {
+		t.Fatalf("notification after the failover: %+v %v", n, err)
+	}
+	if b.Accepted() == 0 {
+		t.Fatal("the relay did not move to the second broker")
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "tcp://" + ln.Addr().String()
+	ln.Close()
+	relay2, _ := newTestRelay(t, dead+","+bURL, prefix)
+	if w := post(t, relay2.Handler(), "/notify/dev1/alipay", nil, []byte("a=b")); w.Code != http.StatusOK {
+		t.Fatalf("starting on the second broker: status %d", w.Code)
+	}
+	if _, err := Dial(BrokerConfig{URL: bURL + ",ssl://x:8883", ClientID: "bad"}, nil); err == nil || !strings.Contains(err.Error(), "mixes TLS and plain") {
+		t.Fatalf("mixed list: %v", err)
+	}
+}

@@ -71,7 +71,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 		logLevel       = fs.String("log-level", "info", "debug, info, warn or error")
 		bc             relay.BrokerConfig
 	)
-	fs.StringVar(&bc.URL, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL (tcp:// ssl:// ws:// wss://)")
+	fs.StringVar(&bc.URL, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL (tcp:// ssl:// ws:// wss://), or the nodes of a cluster separated by commas (tried in order)")
 	fs.StringVar(&bc.ClientID, "client-id", fmt.Sprintf("notifyrelay-%s-%d", host, os.Getpid()), "MQTT client id, unique per replica")
 	fs.StringVar(&bc.Username, "username", "", "broker user name")
 	fs.StringVar(&bc.PasswordFile, "password-file", "", "file holding the broker password")
