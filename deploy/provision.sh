@@ -17,7 +17,8 @@ usage() {
 Usage: provision.sh --device-id ID [options]
 
   --device-id ID        this device's id, [A-Za-z0-9_-]{1,64} (required)
-  --broker URL          mqtt.url, e.g. ssl://mqtt.example.com:8883
+  --broker URL[,URL…]   mqtt.url, e.g. ssl://mqtt.example.com:8883; several (the nodes
+                        of a cluster, comma-separated) set mqtt.urls instead
   --username NAME       broker user name (default: the device id, as the fleet ACL expects)
   --password-file FILE  broker password (installed as /etc/kioskpayd/keys/mqtt.password)
   --ca-file FILE        CA of the broker's certificate (/etc/kioskpayd/mqtt-ca.crt)
@@ -179,6 +180,24 @@ set_key() {
 		END { if (!done) exit 3 }'
 }
 q() { printf '"%s"' "$1"; }
+# unset_key SECTION KEY: comment KEY out in [SECTION] of the TOML on stdin
+# (mqtt.url and mqtt.urls exclude each other).
+unset_key() {
+	awk -v sec="$1" -v key="$2" '
+		/^\[/ { cur = $0; gsub(/^\[|\].*$/, "", cur) }
+		cur == sec && $0 ~ "^[ \t]*" key "[ \t]*=" { print "# " $0; next }
+		{ print }'
+}
+# qlist "a,b": the TOML list ["a", "b"].
+qlist() {
+	local IFS=, out="" u
+	for u in $1; do
+		u=${u## }
+		u=${u%% }
+		[ -n "$u" ] && out+="${out:+, }$(q "$u")"
+	done
+	printf '[%s]' "$out"
+}
 
 tmp=$(mktemp)
 trap 'rm -f "$tmp" "$tmp.next"' EXIT
@@ -188,7 +207,13 @@ apply() {
 	mv "$tmp.next" "$tmp"
 }
 apply "" device_id "$(q "$device_id")"
-[ -z "$broker" ] || apply mqtt url "$(q "$broker")"
+if [[ $broker == *,* ]]; then
+	apply mqtt urls "$(qlist "$broker")"
+	unset_key mqtt url <"$tmp" >"$tmp.next" && mv "$tmp.next" "$tmp"
+elif [ -n "$broker" ]; then
+	apply mqtt url "$(q "$broker")"
+	unset_key mqtt urls <"$tmp" >"$tmp.next" && mv "$tmp.next" "$tmp"
+fi
 apply mqtt username "$(q "$username")"
 apply mqtt password_file "$(q "$mqtt_password_path")"
 apply mqtt ca_file "$(q "$mqtt_ca_path")"

@@ -204,6 +204,42 @@ func TestProvisionIntoRoot(t *testing.T) {
 	}
 }
 
+// --broker with several URLs writes mqtt.urls (and comments mqtt.url
+// out); a single URL again restores mqtt.url.
+func TestProvisionBrokerList(t *testing.T) {
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, "etc/group"), "root:x:0:\nvideo:x:44:\n", 0o644)
+	writeFile(t, filepath.Join(root, "etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n", 0o644)
+	keys := filepath.Join(t.TempDir(), "keys")
+	for _, name := range []string{"wxpay_private_key.pem", "wxpay_apiv3.key", "wxpay_public_key.pem", "alipay_app_private_key.pem", "alipay_public_key.pem"} {
+		writeFile(t, filepath.Join(keys, name), "material of "+name+"\n", 0o600)
+	}
+	parse := func(args ...string) *config.Config {
+		t.Helper()
+		base := []string{"--device-id", "chair-043", "--keys", keys}
+		if out, err := provision(t, root, append(base, args...)...); err != nil {
+			t.Fatalf("provision %v: %v\n%s", args, err, out)
+		}
+		data, err := os.ReadFile(filepath.Join(root, "etc/kioskpayd/kioskpayd.toml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := config.Parse(data, "/etc/kioskpayd")
+		if err != nil {
+			t.Fatalf("provisioned config does not parse: %v\n%s", err, data)
+		}
+		return c
+	}
+	c := parse("--broker", "tcp://n1.test:1883, tcp://n2.test:1883,tcp://n3.test:1883")
+	if c.MQTT.URL != "" || strings.Join(c.MQTT.Brokers(), " ") != "tcp://n1.test:1883 tcp://n2.test:1883 tcp://n3.test:1883" {
+		t.Fatalf("url %q urls %q", c.MQTT.URL, c.MQTT.URLs)
+	}
+	c = parse("--broker", "tcp://one.test:1883")
+	if c.MQTT.URL != "tcp://one.test:1883" || c.MQTT.URLs != nil {
+		t.Fatalf("url %q urls %q", c.MQTT.URL, c.MQTT.URLs)
+	}
+}
+
 func TestProvisionRefusesBadInput(t *testing.T) {
 	root := t.TempDir()
 	for _, tc := range []struct {
