@@ -99,6 +99,7 @@ func (b *bench) measureFleet(ctx context.Context, rep *Report) error {
 	if b.o.fleetLegacy && len(b.o.fleetSizes) > 0 {
 		configs = append(configs, config{"old", "mosquitto, the old limits (max_queued_messages 100), plain listener", legacyLimits, b.o.fleetSizes[len(b.o.fleetSizes)-1:]})
 	}
+	var incomplete []error
 	for _, c := range configs {
 		for _, n := range c.sizes {
 			// A fresh broker per run: nothing retained from the last.
@@ -112,9 +113,29 @@ func (b *bench) measureFleet(ctx context.Context, rep *Report) error {
 				return err
 			}
 			rep.Fleet = append(rep.Fleet, run)
+			// With the shipped limits every listing must be complete; the
+			// old limits are there to show an incomplete one reported.
+			if c.key == "deploy" {
+				for _, l := range run.listings() {
+					if !l.Complete || l.Listed != n {
+						incomplete = append(incomplete, fmt.Errorf("%d devices with %s: a listing was incomplete (%d listed, exit %d): %s", n, proof.DeployConf, l.Listed, l.Exit, l.Note))
+					}
+				}
+			}
 		}
 	}
-	return nil
+	return errors.Join(incomplete...)
+}
+
+// listings are every kioskctl listing of the run.
+func (f FleetRun) listings() []FleetListing {
+	ls := append([]FleetListing(nil), f.Status...)
+	for _, l := range []*FleetListing{f.Watch, f.SlowLink} {
+		if l != nil {
+			ls = append(ls, *l)
+		}
+	}
+	return ls
 }
 
 // fleetRun publishes a fleet of n devices, then times kioskctl status

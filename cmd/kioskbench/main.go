@@ -174,6 +174,11 @@ func runBench(ctx context.Context, o options, skip string, args []string, stdout
 				err = werr
 			}
 		}
+		if err == nil && len(rep.Errors) > 0 {
+			// A part that failed is not a figure: say so in the exit code
+			// too, so CI notices.
+			err = fmt.Errorf("%d part(s) failed: %s", len(rep.Errors), strings.Join(rep.Errors, "; "))
+		}
 	}
 	return err
 }

@@ -206,8 +206,10 @@ func collectStatus(ctx context.Context, l *listing, prefix string, idle time.Dur
 	for {
 		select {
 		case m := <-l.C:
-			if l.IsEnd(m) {
+			if isMarker, done := l.Marker(m); done {
 				return byDevice, nil
+			} else if isMarker {
+				continue
 			}
 			resetTimer(timer, idle)
 			id := deviceOfTopic(prefix, m.Topic)

@@ -22,27 +22,32 @@ import (
 	"github.com/kioskpay/kioskpay/proof"
 )
 
-// statusJSON splits status -o json output into the device lines (sorted
-// by device) and the final totals line.
+// statusJSON splits status -o json output into the device lines (the last
+// line of each device, sorted by device: a status published while the
+// listing runs can come twice, retained and live) and the totals line.
 func statusJSON(t *testing.T, out string) ([]deviceStatus, statusTotals) {
 	t.Helper()
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	var rows []deviceStatus
+	last := map[string]deviceStatus{}
 	for _, l := range lines[:len(lines)-1] {
 		var r deviceStatus
 		if err := json.Unmarshal([]byte(l), &r); err != nil || r.Device == "" {
 			t.Fatalf("device line %q: %v", l, err)
 		}
+		last[r.Device] = r
+	}
+	var rows []deviceStatus
+	for _, r := range last {
 		rows = append(rows, r)
 	}
-	var last struct {
+	var end struct {
 		Totals *statusTotals `json:"totals"`
 	}
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil || last.Totals == nil {
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &end); err != nil || end.Totals == nil {
 		t.Fatalf("last line %q is not the totals: %v", lines[len(lines)-1], err)
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Device < rows[j].Device })
-	return rows, *last.Totals
+	return rows, *end.Totals
 }
 
 func TestStatusOneDevice(t *testing.T) {
@@ -106,7 +111,7 @@ func TestStatusIncompleteWhenTheMarkerNeverComesBack(t *testing.T) {
 	if r.code != ExitIncomplete {
 		t.Fatalf("exit %d, want %d: %s", r.code, ExitIncomplete, r.stderr)
 	}
-	contains(t, "stderr", r.stderr, "may be incomplete", "end-of-listing marker did not come back", prefix+"/_kioskctl/#", "1 device listed")
+	contains(t, "stderr", r.stderr, "may be incomplete", "end-of-listing markers did not come back", prefix+"/_kioskctl/#", "1 device listed")
 	contains(t, "stdout", r.stdout, "dev1", "1 device: 1 online")
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("took %v", d)
@@ -153,7 +158,7 @@ func TestStatusMarkerSubscriptionRefused(t *testing.T) {
 		stderr   string
 	}{
 		{refusals: 2, code: ExitOK},
-		{refusals: 1000, code: ExitIncomplete, stderr: "the broker did not take kioskctl's end-of-listing marker (the broker refused the subscription to it)"},
+		{refusals: 1000, code: ExitIncomplete, stderr: "the broker did not take kioskctl's end-of-listing markers (the broker refused the subscription to them)"},
 	} {
 		_, url := mqtttest.Mochi(t, &refuseMarkerSub{n: tc.refusals}, nil)
 		prefix := "kt" + randHex(4)
@@ -165,25 +170,33 @@ func TestStatusMarkerSubscriptionRefused(t *testing.T) {
 	}
 }
 
-// A fleet of thousands of devices on a real Mosquitto with the limits
-// deploy/mosquitto ships: every retained status is listed, the end marker
-// confirms it, and the totals add up.
-func TestStatusFleetOnDeployBroker(t *testing.T) {
+// startMosquitto starts a private Mosquitto with deploy/mosquitto's
+// per-client limits plus extra lines, or skips the test.
+func startMosquitto(t *testing.T, extra ...string) *proof.Mosquitto {
+	t.Helper()
 	if _, err := exec.LookPath("mosquitto"); err != nil {
 		if _, err := exec.LookPath("/usr/sbin/mosquitto"); err != nil {
 			t.Skip("mosquitto not installed (apt-get install mosquitto)")
 		}
 	}
-	ctx := testCtx(t)
-	limits, err := proof.DeployBrokerLimits(ctx)
+	limits, err := proof.DeployBrokerLimits(testCtx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := proof.StartMosquitto(ctx, filepath.Join(t.TempDir(), "mosquitto"), limits...)
+	b, err := proof.StartMosquitto(testCtx(t), filepath.Join(t.TempDir(), "mosquitto"), append(limits, extra...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Stop() })
+	return b
+}
+
+// A fleet of thousands of devices on a real Mosquitto with the limits
+// deploy/mosquitto ships: every retained status is listed, the end marker
+// confirms it, and the totals add up.
+func TestStatusFleetOnDeployBroker(t *testing.T) {
+	ctx := testCtx(t)
+	b := startMosquitto(t)
 	const n, online = 5000, 100
 	f, err := fleetsim.Start(ctx, fleetsim.Options{
 		Conn: fleetsim.Conn{Brokers: []string{b.URL}}, Prefix: "fleet", Devices: n, Online: online,
@@ -223,9 +236,13 @@ func TestWatchStatus(t *testing.T) {
 	publish(t, c, g[3]+"/dev2/status", true, device.OfflineStatus())
 	t.Cleanup(func() { c.Publish(g[3]+"/dev2/status", 1, true, []byte{}).WaitTimeout(time.Second) })
 	w := startWatch(t, args(g, "watch", "-status"))
-	waitFor(t, "the end of the retained statuses", 5*time.Second, func() bool {
-		return strings.Contains(w.stderr.String(), "end of retained status: 2 devices; live from here")
-	})
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(w.stderr.String(), "end of retained status: 2 devices; live from here") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no end of the retained statuses; stderr:\n%s\nstdout:\n%s", w.stderr.String(), w.stdout.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	contains(t, "retained", w.stdout.String(), "dev1 status", "online=true", "version=1.2.3", "dev2 status", "online=false")
 	d.AddOrder("ws_000001", "pending", 100)
 	d.Pay("ws_000001")

@@ -146,7 +146,7 @@ func (w *watcher) session(ctx context.Context, conn *Conn) (done bool, err error
 	if l == nil {
 		idle.Stop()
 	}
-	statuses := 0
+	statuses := map[string]bool{} // devices in the retained listing
 	for w.count == 0 || w.printed < w.count {
 		select {
 		case <-ctx.Done():
@@ -162,20 +162,24 @@ func (w *watcher) session(ctx context.Context, conn *Conn) (done bool, err error
 			fmt.Fprintf(w.g.Stderr, "retained status: %v; going on live\n", w.incomplete)
 			l = nil
 		case m := <-ch:
-			if l != nil && l.IsEnd(m) {
-				w.incomplete = nil
-				fmt.Fprintf(w.g.Stderr, "end of retained status: %s; live from here\n", count(statuses, "device"))
-				idle.Stop()
-				l = nil
-				continue
+			if l != nil {
+				if _, done := l.Marker(m); done {
+					w.incomplete = nil
+					fmt.Fprintf(w.g.Stderr, "end of retained status: %s; live from here\n", count(len(statuses), "device"))
+					idle.Stop()
+					l = nil
+					continue
+				}
 			}
-			if m.Topic != "" && strings.HasPrefix(m.Topic, w.g.Prefix+"/"+markerLevel+"/") {
-				continue // an end marker that came back after the timeout
+			if stray(w.g.Prefix, m) {
+				continue // a marker: one of this listing's, or late
 			}
 			if l != nil {
 				resetTimer(idle, w.g.Timeout)
 				if strings.HasSuffix(m.Topic, "/"+device.TopicStatus) {
-					statuses++
+					// A status published while the listing runs can come
+					// twice: retained, and live.
+					statuses[deviceOfTopic(w.g.Prefix, m.Topic)] = true
 				}
 			}
 			if err := print1(w.g, m); err != nil {
