@@ -150,14 +150,7 @@ func TestProvisionIntoRoot(t *testing.T) {
 		t.Errorf("password file content %q", got)
 	}
 
-	data, err := os.ReadFile(filepath.Join(root, "etc/kioskpayd/kioskpayd.toml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := config.Parse(data, "/etc/kioskpayd")
-	if err != nil {
-		t.Fatalf("provisioned config does not parse: %v\n%s", err, data)
-	}
+	c := provisionedConfig(t, root)
 	for name, pair := range map[string][2]string{
 		"device_id":          {c.DeviceID, "chair-042"},
 		"mqtt.url":           {c.MQTT.URL, "ssl://mqtt.test:8883"},
@@ -220,15 +213,7 @@ func TestProvisionBrokerList(t *testing.T) {
 		if out, err := provision(t, root, append(base, args...)...); err != nil {
 			t.Fatalf("provision %v: %v\n%s", args, err, out)
 		}
-		data, err := os.ReadFile(filepath.Join(root, "etc/kioskpayd/kioskpayd.toml"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := config.Parse(data, "/etc/kioskpayd")
-		if err != nil {
-			t.Fatalf("provisioned config does not parse: %v\n%s", err, data)
-		}
-		return c
+		return provisionedConfig(t, root)
 	}
 	c := parse("--broker", "tcp://n1.test:1883, tcp://n2.test:1883,tcp://n3.test:1883")
 	if c.MQTT.URL != "" || strings.Join(c.MQTT.Brokers(), " ") != "tcp://n1.test:1883 tcp://n2.test:1883 tcp://n3.test:1883" {
@@ -238,6 +223,20 @@ func TestProvisionBrokerList(t *testing.T) {
 	if c.MQTT.URL != "tcp://one.test:1883" || c.MQTT.URLs != nil {
 		t.Fatalf("url %q urls %q", c.MQTT.URL, c.MQTT.URLs)
 	}
+}
+
+// provisionedConfig parses the config provisioning wrote under root.
+func provisionedConfig(t *testing.T, root string) *config.Config {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(root, "etc/kioskpayd/kioskpayd.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Parse(data, "/etc/kioskpayd")
+	if err != nil {
+		t.Fatalf("provisioned config does not parse: %v\n%s", err, data)
+	}
+	return c
 }
 
 func TestProvisionRefusesBadInput(t *testing.T) {

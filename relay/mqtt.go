@@ -2,12 +2,9 @@ package relay
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"math/bits"
-	"os"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -47,25 +44,12 @@ func Dial(cfg BrokerConfig, log *slog.Logger) (*MQTTPublisher, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	urls, err := link.SplitBrokers(cfg.URL)
+	urls, password, tc, err := link.ClientFlags{
+		Brokers: cfg.URL, Username: cfg.Username, PasswordFile: cfg.PasswordFile,
+		CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile,
+	}.Resolve()
 	if err != nil {
-		return nil, fmt.Errorf("-broker %q: %v (want a URL such as tcp://127.0.0.1:1883 or ssl://broker:8883, or several separated by commas)", cfg.URL, err)
-	}
-	password := ""
-	if cfg.PasswordFile != "" {
-		b, err := os.ReadFile(cfg.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("read -password-file: %w", err)
-		}
-		password = strings.TrimSpace(string(b))
-	}
-	var tc *tls.Config
-	if isTLS, _ := link.CheckBrokers(urls); isTLS {
-		if tc, err = link.TLSConfig(cfg.CAFile, cfg.CertFile, cfg.KeyFile); err != nil {
-			return nil, fmt.Errorf("-ca-file/-cert-file/-key-file: %w", err)
-		}
-	} else if cfg.CAFile != "" || cfg.CertFile != "" {
-		return nil, fmt.Errorf("TLS files given but -broker %s is not a TLS URL: use ssl://host:8883", cfg.URL)
+		return nil, err
 	}
 	brokers := link.NewBrokers(urls)
 	var failures atomic.Int64 // attempts in a row that failed

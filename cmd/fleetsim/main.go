@@ -115,27 +115,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if !strings.Contains(*idFormat, "%") {
 		return fmt.Errorf("%w: -id-format %q has no verb for the device number (e.g. sim-%%06d)", errUsage, *idFormat)
 	}
-	urls, err := link.SplitBrokers(*brokers)
-	if err != nil {
-		return fmt.Errorf("%w: -broker: %v", errUsage, err)
+	urls, password, tc, err := link.ClientFlags{
+		Brokers: *brokers, Username: *username, PasswordFile: *passwordFile,
+		CAFile: *caFile, CertFile: *certFile, KeyFile: *keyFile,
+	}.Resolve()
+	var fe *link.FlagError
+	if errors.As(err, &fe) {
+		return fmt.Errorf("%w: %v", errUsage, fe)
+	} else if err != nil {
+		return err
 	}
-	conn := fleetsim.Conn{Brokers: urls, Username: *username, Logf: func(format string, args ...any) {
+	conn := fleetsim.Conn{Brokers: urls, Username: *username, Password: password, TLS: tc, Logf: func(format string, args ...any) {
 		fmt.Fprintf(stderr, "fleetsim: "+format+"\n", args...)
 	}}
-	if *passwordFile != "" {
-		b, err := os.ReadFile(*passwordFile)
-		if err != nil {
-			return fmt.Errorf("read -password-file: %w", err)
-		}
-		conn.Password = strings.TrimSpace(string(b))
-	}
-	if isTLS, _ := link.CheckBrokers(urls); isTLS {
-		if conn.TLS, err = link.TLSConfig(*caFile, *certFile, *keyFile); err != nil {
-			return fmt.Errorf("-ca-file/-cert-file/-key-file: %w", err)
-		}
-	} else if *caFile != "" || *certFile != "" || *keyFile != "" {
-		return fmt.Errorf("%w: TLS files given but -broker is not ssl:// or wss://", errUsage)
-	}
 	var key []byte
 	if *signKeyFile != "" {
 		b, err := os.ReadFile(*signKeyFile)

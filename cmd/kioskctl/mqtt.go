@@ -3,12 +3,10 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -44,12 +42,20 @@ type message struct {
 // connect opens a connection to the first of the -broker URLs that accepts
 // it, each tried within g.Timeout.
 func (g *Globals) connect(ctx context.Context) (*Conn, error) {
-	urls, err := link.SplitBrokers(g.Broker)
-	if err != nil {
-		return nil, usagef("-broker %q: %v (want a URL such as tcp://127.0.0.1:1883 or ssl://broker:8883, or several separated by commas)", g.Broker, err)
+	urls, password, tc, err := link.ClientFlags{
+		Brokers: g.Broker, Username: g.Username, PasswordFile: g.PasswordFile,
+		CAFile: g.CAFile, CertFile: g.CertFile, KeyFile: g.KeyFile,
+	}.Resolve()
+	var fe *link.FlagError
+	if errors.As(err, &fe) {
+		return nil, &usageError{fe}
+	} else if err != nil {
+		return nil, err
 	}
 	opts := mqtt.NewClientOptions().
 		SetClientID("kioskctl-" + randomHex(6)).
+		SetUsername(g.Username).
+		SetPassword(password).
 		SetCleanSession(true).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
@@ -57,23 +63,8 @@ func (g *Globals) connect(ctx context.Context) (*Conn, error) {
 		SetWriteTimeout(g.Timeout).
 		SetKeepAlive(30 * time.Second).
 		// Handlers only queue messages; order matters for watch and for
-		// the end marker of a retained listing.
+		// the end markers of a retained listing.
 		SetOrderMatters(true)
-	if g.Username != "" {
-		opts.SetUsername(g.Username)
-	}
-	if g.PasswordFile != "" {
-		b, err := os.ReadFile(g.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("read -password-file: %w", err)
-		}
-		opts.SetPassword(strings.TrimSpace(string(b)))
-	}
-	isTLS, _ := link.CheckBrokers(urls)
-	tc, err := tlsConfig(isTLS, g.Broker, g.CAFile, g.CertFile, g.KeyFile)
-	if err != nil {
-		return nil, err
-	}
 	c := &Conn{g: g, brokers: link.NewBrokers(urls), done: make(chan struct{}), lost: make(chan struct{})}
 	c.brokers.Apply(opts, tc)
 	opts.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
@@ -87,25 +78,6 @@ func (g *Globals) connect(ctx context.Context) (*Conn, error) {
 		return nil, fmt.Errorf("connect to broker %s: %w (is the broker running and -broker right? TLS brokers need ssl:// and -ca-file)", c.brokers, link.ConnectError(err))
 	}
 	return c, nil
-}
-
-// tlsConfig returns the TLS settings for the brokers, or nil for plain
-// TCP/WS. The server name is checked per broker (link.Brokers).
-func tlsConfig(isTLS bool, broker, caFile, certFile, keyFile string) (*tls.Config, error) {
-	if !isTLS {
-		if caFile != "" || certFile != "" {
-			return nil, usagef("TLS files given but -broker %s is not a TLS URL: use ssl://host:8883 or wss://", broker)
-		}
-		return nil, nil
-	}
-	if (certFile == "") != (keyFile == "") {
-		return nil, usagef("mutual TLS needs both -cert-file and -key-file")
-	}
-	tc, err := link.TLSConfig(caFile, certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("-ca-file/-cert-file/-key-file: %w", err)
-	}
-	return tc, nil
 }
 
 // Broker is the broker this connection went to.
