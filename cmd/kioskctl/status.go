@@ -23,16 +23,18 @@ const statusUsage = `Usage: kioskctl status [-device ID] [-want-version V] [-tot
 
 Collects the retained status message of every device under the prefix and
 prints one row per device, then totals by online/offline and version. It
-stops when the broker has sent every retained status (an end marker kioskctl
-sends itself comes back); with -o json it prints one JSON object per device
-as it arrives, then one {"totals":…} object.
+stops when the broker has sent every retained status (two end markers
+kioskctl sends itself, to <prefix>/_kioskctl/…, come back), or gives up when
+nothing arrives for -timeout. With -o json it prints one JSON object per
+device as it arrives (a device whose status changes meanwhile appears again;
+its last line is current), then one {"totals":…} object.
 
 With -device, exits 1 unless that device is online (and runs -want-version,
 when given): the health check for rollouts.
 
 Exit codes: 0 the listing is complete; 1 failure (with -device: the device
 is offline, unknown or runs another version); 2 bad usage; 4 the listing
-may be incomplete (the end marker did not come back within -timeout of the
+may be incomplete (the end markers did not come back within -timeout of the
 last message, or the connection was lost): the reason is on stderr and
 what did arrive is printed.
 
