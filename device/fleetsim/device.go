@@ -35,6 +35,7 @@ import (
 	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/device/link"
 	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/store"
 )
 
 // DefaultVersion is the version simulated devices report.
@@ -289,6 +290,14 @@ func (d *Device) Result(no string, status device.ResultStatus) bool {
 	d.seq++
 	seq, from := d.seq, o.State
 	o.State, o.UpdatedAt = string(status), device.FormatTime(now)
+	switch status {
+	case device.ResultPaid:
+		o.Status = store.StatusPaid
+	case device.ResultRefunded:
+		o.Status, o.RefundedFee = store.StatusRefunded, o.PaidFee
+	default:
+		o.Status = store.StatusClosed
+	}
 	r := device.Result{OutTradeNo: no, Status: status, PayType: o.PayType, Provider: o.Provider, TotalFee: o.TotalFee,
 		Type: o.Type, Seq: seq, TS: now.Unix(), Custom: json.RawMessage(`{}`)}
 	if status == device.ResultPaid {
@@ -494,18 +503,22 @@ func (d *Device) refund(r device.RefundRequest, reply func(any), notFound func(i
 	d.mu.Lock()
 	o, ok := d.orders[r.OutTradeNo]
 	var total payment.Fen
+	fee := r.RefundFee
 	if ok {
 		total = o.TotalFee
-		o.State = "refunded"
+		if fee == 0 {
+			fee = total
+		}
+		o.State, o.RefundedFee = "refunded", o.RefundedFee+fee
+		o.Status = store.StatusRefunded
+		if o.RefundedFee < o.PaidFee {
+			o.Status = store.StatusPartlyRefunded
+		}
 	}
 	d.mu.Unlock()
 	if !ok {
 		notFound(r.RequestID, device.ActionRefund, r.OutTradeNo)
 		return
-	}
-	fee := r.RefundFee
-	if fee == 0 {
-		fee = total
 	}
 	no := r.OutRefundNo
 	if no == "" {
