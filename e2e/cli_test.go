@@ -40,6 +40,7 @@ func TestEveryProgramHelpAndVersion(t *testing.T) {
 		{"notifyrelay", []string{"-h"}, []string{"serve"}},
 		{"paysim", []string{"-h"}, []string{"-keys", "x", "serve"}},
 		{"kioskbench", []string{"-h"}, []string{"help"}},
+		{"fleetsim", []string{"-h"}, []string{"start"}},
 	} {
 		t.Run(strings.Join(append([]string{tc.name}, tc.help...), " "), func(t *testing.T) {
 			out, errs, code := run(tc.name, tc.help...)
@@ -59,7 +60,7 @@ func TestEveryProgramHelpAndVersion(t *testing.T) {
 			}
 		})
 	}
-	for _, name := range []string{"kioskpayd", "kioskctl", "notifyrelay", "paysim", "kioskbench"} {
+	for _, name := range []string{"kioskpayd", "kioskctl", "notifyrelay", "paysim", "kioskbench", "fleetsim"} {
 		out, errs, code := run(name, "-version")
 		if code != 0 || errs != "" || !regexp.MustCompile(`^`+name+` \S+\n$`).MatchString(out) {
 			t.Errorf("%s -version: exit %d, stdout %q, stderr %q", name, code, out, errs)

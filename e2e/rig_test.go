@@ -56,7 +56,7 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binDir = dir
-	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "./cmd/kioskpayd", "./cmd/notifyrelay", "./cmd/kioskctl", "./cmd/paysim", "./cmd/kioskbench")
+	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "./cmd/kioskpayd", "./cmd/notifyrelay", "./cmd/kioskctl", "./cmd/paysim", "./cmd/kioskbench", "./cmd/fleetsim")
 	build.Dir = ".."
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {

@@ -31,6 +31,7 @@ import (
 
 	"github.com/kioskpay/kioskpay/device/fleetsim"
 	"github.com/kioskpay/kioskpay/device/link"
+	"github.com/kioskpay/kioskpay/internal/cli"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -39,25 +40,13 @@ var version = "dev"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-	case errors.Is(err, errUsage):
-		fmt.Fprintln(os.Stderr, "fleetsim:", err)
-		os.Exit(2)
-	default:
-		fmt.Fprintln(os.Stderr, "fleetsim:", err)
-		os.Exit(1)
-	}
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
-var errUsage = errors.New("usage")
-
-const usage = `fleetsim puts a simulated kioskpayd fleet on an MQTT broker.
+const help = `fleetsim puts a simulated kioskpayd fleet on an MQTT broker, for trying fleet tools.
 
 Usage:
-
-	fleetsim [-broker URL[,URL…]] [-devices N] [-online M] [flags]
+  fleetsim [-broker URL[,URL…]] [-devices N] [-online M] [flags]
 
 Every device gets a retained status under <prefix>/<id>/status. The first
 -online devices connect for real (one MQTT connection each, Last Will set)
@@ -66,16 +55,13 @@ its own on stdout it prints "ready" once everything is published; it runs
 until interrupted, then disconnects and deletes the statuses (unless -keep).
 
 Flags:
+%s
+Exit codes: 0 stopped, 1 failure (broker unreachable, a device could not connect), 2 bad usage.
 `
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// run is main without the process; it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("fleetsim", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
-		fs.PrintDefaults()
-		fmt.Fprint(stderr, "\nExit codes: 0 stopped, 1 failure, 2 bad usage.\n")
-	}
 	var (
 		brokers      = fs.String("broker", "tcp://127.0.0.1:1883", "MQTT broker URL, or the nodes of a cluster separated by commas (tried in order)")
 		prefix       = fs.String("prefix", "kiosk", "topic prefix (the devices' mqtt.topic_prefix)")
@@ -93,27 +79,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		keep         = fs.Bool("keep", false, "leave the retained statuses on the broker when stopping")
 		showVersion  = fs.Bool("version", false, "print the version and exit")
 	)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if code, done := cli.Parse(fs, args, fmt.Sprintf(help, cli.Flags(fs)), false, stdout, stderr); done {
+		return code
 	}
 	if *showVersion {
-		fmt.Fprintln(stdout, "fleetsim", version)
-		return nil
+		fmt.Fprintln(stdout, "fleetsim", cli.Version(version))
+		return cli.ExitOK
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
-	}
-	if *devices < 0 || *online < 0 || *online > *devices {
-		return fmt.Errorf("%w: want 0 <= -online (%d) <= -devices (%d)", errUsage, *online, *devices)
-	}
-	if strings.ContainsAny(*prefix, "+#") || *prefix == "" {
-		return fmt.Errorf("%w: -prefix %q: want a topic prefix without wildcards", errUsage, *prefix)
-	}
-	if !strings.Contains(*idFormat, "%") {
-		return fmt.Errorf("%w: -id-format %q has no verb for the device number (e.g. sim-%%06d)", errUsage, *idFormat)
+	switch {
+	case *devices < 0 || *online < 0 || *online > *devices:
+		return cli.Usagef(stderr, "fleetsim", "want 0 <= -online (%d) <= -devices (%d)", *online, *devices)
+	case strings.ContainsAny(*prefix, "+#") || *prefix == "":
+		return cli.Usagef(stderr, "fleetsim", "-prefix %q: want a topic prefix without wildcards", *prefix)
+	case !strings.Contains(*idFormat, "%"):
+		return cli.Usagef(stderr, "fleetsim", "-id-format %q has no verb for the device number (e.g. sim-%%06d)", *idFormat)
 	}
 	urls, password, tc, err := link.ClientFlags{
 		Brokers: *brokers, Username: *username, PasswordFile: *passwordFile,
@@ -121,40 +100,61 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}.Resolve()
 	var fe *link.FlagError
 	if errors.As(err, &fe) {
-		return fmt.Errorf("%w: %v", errUsage, fe)
-	} else if err != nil {
-		return err
+		return cli.Usagef(stderr, "fleetsim", "%v", fe)
 	}
-	conn := fleetsim.Conn{Brokers: urls, Username: *username, Password: password, TLS: tc, Logf: func(format string, args ...any) {
-		fmt.Fprintf(stderr, "fleetsim: "+format+"\n", args...)
-	}}
-	var key []byte
-	if *signKeyFile != "" {
-		b, err := os.ReadFile(*signKeyFile)
-		if err != nil {
-			return fmt.Errorf("read -sign-key-file: %w", err)
-		}
-		if key = []byte(strings.TrimSpace(string(b))); len(key) == 0 {
-			return fmt.Errorf("-sign-key-file %s is empty", *signKeyFile)
-		}
+	o := fleetsim.Options{
+		Conn: fleetsim.Conn{Brokers: urls, Username: *username, Password: password, TLS: tc, Logf: func(format string, args ...any) {
+			fmt.Fprintf(stderr, "fleetsim: "+format+"\n", args...)
+		}},
+		Prefix: *prefix, Devices: *devices, Online: *online, IDFormat: *idFormat,
+		Versions: splitList(*versions), PayAfter: *payAfter,
 	}
+	if err == nil {
+		o.Key, err = readKey(*signKeyFile)
+	}
+	if err == nil {
+		err = serve(ctx, o, *keep, stdout, stderr)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "fleetsim:", err)
+		return 1
+	}
+	return cli.ExitOK
+}
 
+// readKey reads the HMAC key of -sign-key-file ("" : none), trimmed like
+// the daemon's.
+func readKey(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read -sign-key-file: %w", err)
+	}
+	key := []byte(strings.TrimSpace(string(b)))
+	if len(key) == 0 {
+		return nil, fmt.Errorf("-sign-key-file %s is empty", path)
+	}
+	return key, nil
+}
+
+// serve publishes the fleet, says "ready" and keeps it until ctx ends.
+func serve(ctx context.Context, o fleetsim.Options, keep bool, stdout, stderr io.Writer) error {
+	o.Progress = o.Conn.Logf
 	start := time.Now()
-	f, err := fleetsim.Start(ctx, fleetsim.Options{
-		Conn: conn, Prefix: *prefix, Devices: *devices, Online: *online, IDFormat: *idFormat,
-		Versions: splitList(*versions), Key: key, PayAfter: *payAfter, Progress: conn.Logf,
-	})
+	f, err := fleetsim.Start(ctx, o)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stderr, "fleetsim: %d devices under %s/ (%d online, %s … %s) in %s; Ctrl-C to stop\n",
-		*devices, *prefix, *online, f.ID(0), f.ID(max(*devices-1, 0)), time.Since(start).Round(time.Millisecond))
+		o.Devices, o.Prefix, o.Online, f.ID(0), f.ID(max(o.Devices-1, 0)), time.Since(start).Round(time.Millisecond))
 	fmt.Fprintln(stdout, "ready")
 	<-ctx.Done()
 	fmt.Fprintln(stderr, "fleetsim: stopping")
 	closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	return f.Close(closeCtx, !*keep)
+	return f.Close(closeCtx, !keep)
 }
 
 func splitList(s string) []string {

@@ -23,7 +23,7 @@ func TestFleet(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var stdout, stderr syncbuf.Buffer
-	done := make(chan error, 1)
+	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"-broker", url, "-prefix", prefix, "-devices", "20", "-online", "5", "-versions", "1.0,2.0"}, &stdout, &stderr)
 	}()
@@ -70,8 +70,8 @@ func TestFleet(t *testing.T) {
 	replies.None(t, prefix+"/sim-000010/pay/reply", 300*time.Millisecond)
 
 	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	// Stopping deletes what it published: a new subscriber gets nothing.
 	late := mqtttest.Subscribe(t, url, prefix+"/+/status")
@@ -85,9 +85,9 @@ func TestUsage(t *testing.T) {
 		{"-id-format", "sim"},
 		{"stray"},
 	} {
-		err := run(context.Background(), args, new(syncbuf.Buffer), new(syncbuf.Buffer))
-		if err == nil || !strings.Contains(err.Error(), "usage") {
-			t.Errorf("run(%q) = %v, want a usage error", args, err)
+		var stderr syncbuf.Buffer
+		if code := run(context.Background(), args, new(syncbuf.Buffer), &stderr); code != 2 || !strings.Contains(stderr.String(), "fleetsim -h") {
+			t.Errorf("run(%q) = %d, %q; want a usage error", args, code, stderr.String())
 		}
 	}
 }
