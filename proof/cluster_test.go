@@ -113,20 +113,30 @@ func TestClusterFailover(t *testing.T) {
 		}
 	}
 	t.Logf("paid result (seq %d) %s after n1 was killed", paid.Seq, time.Since(killed).Round(time.Millisecond))
-	// The ack goes through n2 while the cluster settles; retry what the
-	// broker did not take.
+	// The ack goes through n2 while the cluster settles. A controller
+	// sends it again when no reply comes (the daemon dedupes); whether an
+	// unanswered one arrives later is checked below.
 	var ackReply Reply
+	var ackIDs []string
 	for {
 		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
-		ackReply, err = rig.Ctl.Request(actx, dev, "unlock/ack", map[string]any{"out_trade_no": otn, "ok": true})
+		id, ch, err := rig.Ctl.Send(actx, dev, "unlock/ack", map[string]any{"out_trade_no": otn, "ok": true})
+		if err == nil {
+			ackIDs = append(ackIDs, id)
+			select {
+			case ackReply = <-ch:
+			case <-actx.Done():
+				err = actx.Err()
+			}
+		}
 		acancel()
 		if err == nil || ctx.Err() != nil {
 			break
 		}
-		t.Logf("ack: %v; again", err)
+		t.Logf("ack: no reply within 5s (%v); sent again", err)
 	}
-	if err != nil || ackReply.Code != 0 {
-		t.Fatalf("ack: %v %s", err, ackReply.Raw)
+	if ackReply.Code != 0 || ctx.Err() != nil {
+		t.Fatalf("ack: %v %s", ctx.Err(), ackReply.Raw)
 	}
 	t.Logf("acknowledged")
 	q, err := rig.Ctl.Request(ctx, dev, "pay/query", map[string]any{"out_trade_no": otn})
@@ -160,6 +170,18 @@ func TestClusterFailover(t *testing.T) {
 	}
 
 	t.Logf("one paid outcome, delivered")
+	// Every ack the broker took reaches the daemon, late or not (QoS 1).
+	for _, id := range ackIDs[:len(ackIDs)-1] {
+		deadline := time.Now().Add(20 * time.Second)
+		for rig.Ctl.Replies(id) == 0 && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if rig.Ctl.Replies(id) == 0 {
+			t.Errorf("ack %s, taken by the broker during the failover, never reached the daemon", id)
+		} else {
+			t.Logf("ack %s, unanswered at first, reached the daemon later", id)
+		}
+	}
 	// Retained status: online, on every surviving node.
 	status := rig.Prefix + "/" + dev + "/status"
 	for _, n := range []*NATSNode{n2, n3} {
