@@ -55,6 +55,7 @@ type DB struct {
 	bolt      *bolt.DB
 	path      string
 	retention time.Duration
+	batch     batcher
 }
 
 // ErrLocked is returned by Open when another process holds the database.
