@@ -30,6 +30,10 @@ func (e *Engine) handle(ctx context.Context, m store.InboxEntry) {
 			e.replyOnly(m.ID, ErrorReply(RequestIDOf(m.Payload), action, Errorf(ErrInternal, "internal error")))
 		}
 	}()
+	if (m.Topic == TopicCreate || m.Topic == TopicCancel) && e.stale(m) {
+		e.replyErr(m, RequestIDOf(m.Payload), action, staleError(m, e.now()))
+		return
+	}
 	switch m.Topic {
 	case TopicCreate:
 		e.handleCreate(ctx, m)
@@ -53,29 +57,41 @@ func (e *Engine) handle(ctx context.Context, m store.InboxEntry) {
 }
 
 // replyOnly enqueues a reply that goes with no order change, and retires the
-// inbox message in the same transaction.
+// inbox message in the same transaction. Replies of commands handled at
+// the same time share a commit. When the commit fails the message stays
+// in the inbox and is handled again (process).
 func (e *Engine) replyOnly(inboxID uint64, v any) {
-	b, err := json.Marshal(v)
-	if err == nil {
-		now := e.now()
-		err = e.db.Update(func(tx *store.Tx) error {
-			if inboxID != 0 {
-				if err := tx.DeleteInbox(inboxID); err != nil {
-					return err
-				}
+	now := e.now()
+	err := e.db.Batch(func(tx *store.Tx) error {
+		if inboxID != 0 {
+			if err := tx.DeleteInbox(inboxID); err != nil {
+				return err
 			}
-			_, err := tx.Enqueue(store.OutboxEntry{Topic: TopicReply, Payload: b, Kind: store.KindReply, NextAt: now, CreatedAt: now})
-			return err
-		})
-	}
+		}
+		return enqueueReply(tx, now, v)
+	})
 	if err != nil {
+		e.storageError(err)
 		e.log.Error("write reply", "err", err)
 		return
 	}
 	signal(e.outboxCh)
 }
 
+// replyErr answers a command with an error. A command that failed because
+// the store is full is not answered with an error, except a create (it is
+// refused with STORAGE_FULL): it stays in the inbox and is handled again
+// until it goes through, because acks, notifications, refunds and queries
+// must be processed, and a cancel either goes through or becomes stale.
 func (e *Engine) replyErr(m store.InboxEntry, requestID, action string, err error) {
+	if store.IsNoSpace(err) {
+		e.storageError(err)
+		if action != ActionCreate {
+			e.log.Warn("storage full: command left in the inbox to be handled again", "action", action, "err", err)
+			return
+		}
+		err = e.storageFullError()
+	}
 	rep := ErrorReply(requestID, action, err)
 	if rep.Error == ErrInternal {
 		e.log.Error("command failed", "action", action, "err", err)
@@ -130,9 +146,23 @@ func (e *Engine) checkCreate(req *CreateRequest) ([]payment.ProviderName, error)
 		return nil, Errorf(ErrClockNotSynced, "the device clock is not synchronised; try again shortly")
 	}
 	if err := e.checkSig(req.Signed, func() error { return req.Verify(e.cfg.ResultKey, e.now()) }); err != nil {
-		return nil, err
+		return nil, staleTS(err)
 	}
 	return legs, nil
+}
+
+// staleTS turns a signed create's or cancel's ts outside the signature
+// window into COMMAND_STALE: the signature is good, the command is too old
+// (or too far ahead) to act on.
+func staleTS(err error) error {
+	if ae := AsError(err); ae.Name == ErrSignatureInvalid && ae.Field == "ts" {
+		return &Error{Name: ErrCommandStale, Field: "ts", Msg: ae.Msg}
+	}
+	return err
+}
+
+func (e *Engine) storageFullError() error {
+	return Errorf(ErrStorageFull, "the device's storage is full; no new orders until space returns")
 }
 
 // checkSig enforces signed requests when required, and rejects a bad
@@ -182,8 +212,17 @@ func (e *Engine) handleCreate(ctx context.Context, m store.InboxEntry) {
 		e.replyErr(m, req.RequestID, ActionCreate, err)
 		return
 	}
-
-	e.supersede(ctx, otn)
+	if e.storageFull() {
+		e.replyErr(m, req.RequestID, ActionCreate, e.storageFullError())
+		return
+	}
+	// One device, one customer, one QR: the order on screen is closed
+	// first, and a create that cannot close it does not go ahead.
+	if err := e.supersede(ctx, otn); err != nil {
+		e.log.Error("create refused: the previous order could not be superseded", "order", otn, "err", err)
+		e.replyErr(m, req.RequestID, ActionCreate, err)
+		return
+	}
 
 	now := e.now()
 	o := store.Order{
@@ -292,38 +331,53 @@ func (e *Engine) recreate(ctx context.Context, m store.InboxEntry, req CreateReq
 
 // supersede closes every other order still waiting for payment before a
 // new one is shown: one device, one customer, one QR. A payment that
-// sneaked in meanwhile follows the paid path. The caller holds createMu.
-func (e *Engine) supersede(ctx context.Context, newOTN string) {
+// sneaked in meanwhile follows the paid path. It returns an error when an
+// order could not be moved to closing (its commit failed): that order is
+// still payable, so the new one must not be shown. The caller holds
+// createMu.
+func (e *Engine) supersede(ctx context.Context, newOTN string) error {
 	var live []store.Order
-	_ = e.db.View(func(tx *store.Tx) error {
+	err := e.db.View(func(tx *store.Tx) error {
 		var err error
 		live, err = tx.LiveOrders()
 		return err
 	})
+	if err != nil {
+		return err
+	}
 	for _, y := range live {
 		if y.OutTradeNo == newOTN || (y.State != store.Pending && y.State != store.Creating) {
 			continue
 		}
-		func() {
+		err := func() error {
 			unlock := e.locks.lock(y.OutTradeNo)
 			defer unlock()
 			if y.State == store.Creating {
-				e.resumeCreate(ctx, y, "", 0)
+				if err := e.resumeCreate(ctx, y, "", 0); err != nil {
+					return err
+				}
 			}
 			_, err := e.change(y.OutTradeNo, func(w *writer) error {
-				if w.o.State != store.Pending {
-					return errNoop
+				switch w.o.State {
+				case store.Pending:
+					w.o.CloseReason = closeSupersede
+					return w.to(store.Closing, "superseded by "+newOTN)
+				case store.Creating:
+					return fmt.Errorf("order %s is still being created", w.o.OutTradeNo)
 				}
-				w.o.CloseReason = closeSupersede
-				return w.to(store.Closing, "superseded by "+newOTN)
+				return errNoop
 			})
 			if err != nil {
-				e.log.Error("supersede order", "order", y.OutTradeNo, "err", err)
-				return
+				return err
 			}
 			e.advance(ctx, y.OutTradeNo)
+			return nil
 		}()
+		if err != nil {
+			return fmt.Errorf("supersede %s: %w", y.OutTradeNo, err)
+		}
 	}
+	return nil
 }
 
 // resumeCreate creates the provider orders of an order in state creating
@@ -332,7 +386,7 @@ func (e *Engine) supersede(ctx context.Context, newOTN string) {
 // out_trade_no and parameters, so calling it again after a crash is safe.
 // The caller holds the order lock. replyTo overrides the stored request id
 // (a repeated create); inboxID is retired with the reply.
-func (e *Engine) resumeCreate(ctx context.Context, o store.Order, replyTo string, inboxID uint64) {
+func (e *Engine) resumeCreate(ctx context.Context, o store.Order, replyTo string, inboxID uint64) error {
 	requestID := o.RequestID
 	if replyTo != "" {
 		requestID = replyTo
@@ -356,9 +410,10 @@ func (e *Engine) resumeCreate(ctx context.Context, o store.Order, replyTo string
 			return w.to(store.Closing, "expired while creating")
 		})
 		if err != nil {
+			e.storageError(err)
 			e.log.Error("expire creating order", "order", o.OutTradeNo, "err", err)
 		}
-		return
+		return err
 	}
 	var other map[string]any
 	if len(o.Other) > 0 {
@@ -387,7 +442,7 @@ func (e *Engine) resumeCreate(ctx context.Context, o store.Order, replyTo string
 		})
 		cancel()
 		if ctx.Err() != nil {
-			return // shutting down: the next Run resumes it
+			return ctx.Err() // shutting down: the next Run resumes it
 		}
 		if err == nil && c.CodeURL == "" {
 			err = fmt.Errorf("%s create returned no code", l.Provider)
@@ -462,8 +517,10 @@ func (e *Engine) resumeCreate(ctx context.Context, o store.Order, replyTo string
 		return w.to(store.Failed, "create_rejected")
 	})
 	if err != nil {
+		e.storageError(err)
 		e.log.Error("record create outcome", "order", o.OutTradeNo, "err", err)
 	}
+	return err
 }
 
 // orderExists reports whether a create was refused because the provider
@@ -525,7 +582,7 @@ func (e *Engine) handleCancel(ctx context.Context, m store.InboxEntry) {
 		return
 	}
 	if err := e.checkSig(req.Signed, func() error { return req.Verify(e.cfg.ResultKey, e.now()) }); err != nil {
-		e.replyErr(m, req.RequestID, ActionCancel, err)
+		e.replyErr(m, req.RequestID, ActionCancel, staleTS(err))
 		return
 	}
 	unlock := e.locks.lock(req.OutTradeNo)

@@ -11,10 +11,10 @@ package device
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -71,6 +71,13 @@ type Config struct {
 	// Retry bounds refunds and closes whose outcome stays unknown; zero
 	// fields take DefaultRetry's.
 	Retry Retry
+	// StaleAfter is how long a create or cancel may wait in the inbox
+	// before it is refused with COMMAND_STALE (default DefaultStaleAfter).
+	StaleAfter time.Duration
+	// MinFree is the free space below which the store's file system counts
+	// as full and new orders are refused with STORAGE_FULL (default
+	// DefaultMinFree).
+	MinFree uint64
 }
 
 // Observer is told when an order visible on the display changes.
@@ -114,17 +121,24 @@ type Engine struct {
 	outboxCh chan struct{}
 	statusCh chan struct{}
 
-	mu         sync.Mutex
-	timers     map[string]*orderTimer
-	wake       *wakeHeap
-	ticking    map[string]bool
-	queues     map[string][]func()
-	leases     map[uint64]time.Time
-	lastInbox  uint64
-	status     Status
-	clockAt    time.Time
-	prunedAt   time.Time
-	running    bool
+	mu       sync.Mutex
+	timers   map[string]*orderTimer
+	wake     *wakeHeap
+	ticking  map[string]bool
+	queues   map[string][]func()
+	leases   map[uint64]time.Time
+	inflight map[uint64]bool // inbox messages being handled
+	room     chan struct{}   // closed (and replaced) when one is done
+	status   Status
+	clockAt  time.Time
+	prunedAt time.Time
+	running  bool
+	storage  storageState
+	stallAt  time.Time // real time the loop last noticed it had stalled
+
+	inboxLen   atomic.Int64 // unprocessed inbox messages
+	inboxBytes atomic.Int64 // and their payload bytes
+	backlogged atomic.Int32 // Accept calls waiting for room
 	lastPassNs atomic.Int64
 	passes     atomic.Int64 // loop passes, to keep idle wake-ups in check
 
@@ -183,6 +197,12 @@ func New(db *store.DB, cfg Config) (*Engine, error) {
 	if cfg.Retry.Slow <= 0 {
 		cfg.Retry.Slow = DefaultRetry.Slow
 	}
+	if cfg.StaleAfter <= 0 {
+		cfg.StaleAfter = DefaultStaleAfter
+	}
+	if cfg.MinFree == 0 {
+		cfg.MinFree = DefaultMinFree
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -203,9 +223,20 @@ func New(db *store.DB, cfg Config) (*Engine, error) {
 		ticking:  map[string]bool{},
 		queues:   map[string][]func(){},
 		leases:   map[uint64]time.Time{},
+		inflight: map[uint64]bool{},
+		room:     make(chan struct{}),
 		locks:    keyedMutex{m: map[string]*keyedEntry{}},
 	}
 	e.status = Status{Online: true, Version: cfg.Version, ClockSynced: e.clockSynced()}
+	err := db.View(func(tx *store.Tx) error {
+		n, size, err := tx.InboxSize()
+		e.inboxLen.Store(int64(n))
+		e.inboxBytes.Store(size)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("device: New: read inbox: %w", err)
+	}
 	e.lastPassNs.Store(time.Now().UnixNano())
 	return e, nil
 }
@@ -215,30 +246,6 @@ func signal(ch chan struct{}) {
 	case ch <- struct{}{}:
 	default:
 	}
-}
-
-// Accept durably records a raw inbound message and returns; processing
-// happens on the engine's goroutines. The link calls it from its message
-// handler, so the broker's PUBACK goes out only after the message is on
-// disk. The error is non-nil only when the message could not be recorded.
-func (e *Engine) Accept(ctx context.Context, topicSuffix string, payload []byte) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	// Oversized payloads are cut so a hostile sender cannot fill the disk;
-	// the cut copy still fails the size check and gets its reply.
-	if len(payload) > MaxPayload+1 {
-		payload = payload[:MaxPayload+1]
-	}
-	err := e.db.Update(func(tx *store.Tx) error {
-		_, err := tx.AddInbox(store.InboxEntry{Topic: topicSuffix, Payload: payload, ReceivedAt: e.now()})
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("record inbound %s: %w", topicSuffix, err)
-	}
-	signal(e.inboxCh)
-	return nil
 }
 
 // republishDelay is the wait before re-publishing an unacknowledged result:
@@ -315,7 +322,9 @@ func (e *Engine) OutboxChanged() <-chan struct{} { return e.outboxCh }
 func (e *Engine) Status() Status {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.status
+	s := e.status
+	s.Flags = e.statusFlagsLocked()
+	return s
 }
 
 // StatusChanged is signalled when Status changed.
@@ -361,8 +370,17 @@ func (e *Engine) Run(ctx context.Context) error {
 
 	t := time.NewTimer(0)
 	defer t.Stop()
+	expect := time.Now()
 	for {
-		e.lastPassNs.Store(time.Now().UnixNano())
+		// A pass that starts well after the timer was due means the whole
+		// process stood still (SIGSTOP, an overloaded board, an I/O
+		// stall): deadlines that fell due meanwhile must not act before
+		// what was queued meanwhile is read (holdAckTimeout).
+		real := time.Now()
+		if late := real.Sub(expect); late > stallThreshold {
+			e.noteStall(real, late)
+		}
+		e.lastPassNs.Store(real.UnixNano())
 		e.passes.Add(1)
 		now := e.now()
 		e.mu.Lock()
@@ -375,10 +393,14 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.log.Error("read inbox", "err", err)
 		}
 		nextOut := e.checkOutbox(now)
+		e.checkStorage(real)
 		e.refreshStatus(now)
 		e.maybePrune(now)
 
 		wait := idleWake
+		if e.storageFull() {
+			wait = storageRecheck
+		}
 		e.mu.Lock()
 		if at, ok := e.wake.next(); ok {
 			wait = min(wait, at.Sub(now))
@@ -389,6 +411,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		wait = max(wait, time.Millisecond)
 		t.Reset(wait)
+		expect = time.Now().Add(wait)
 		select {
 		case <-ctx.Done():
 			e.work.Wait()
@@ -463,6 +486,9 @@ func (e *Engine) refreshStatus(now time.Time) {
 	e.mu.Lock()
 	changed := e.status.Pending != pending
 	e.status.Pending = pending
+	if flags := e.statusFlagsLocked(); !slices.Equal(flags, e.status.Flags) {
+		e.status.Flags, changed = flags, true
+	}
 	if check {
 		e.clockAt = now
 		changed = changed || e.status.ClockSynced != synced
@@ -566,48 +592,6 @@ func (e *Engine) queueTick(key string) {
 		e.mu.Unlock()
 		e.tick(e.ctx, key)
 	})
-}
-
-func (e *Engine) dispatchInbox() error {
-	var entries []store.InboxEntry
-	e.mu.Lock()
-	after := e.lastInbox
-	e.mu.Unlock()
-	err := e.db.View(func(tx *store.Tx) error {
-		var err error
-		entries, err = tx.Inbox(after)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	for _, m := range entries {
-		e.mu.Lock()
-		e.lastInbox = m.ID
-		e.mu.Unlock()
-		e.submit(inboxKey(m), func() { e.handle(e.ctx, m) })
-	}
-	return nil
-}
-
-// inboxKey orders commands per order: the out_trade_no when the payload
-// names one (data.out_trade_no for create), else the message's own id.
-func inboxKey(m store.InboxEntry) string {
-	var v struct {
-		OutTradeNo string `json:"out_trade_no"`
-		Data       struct {
-			OutTradeNo string `json:"out_trade_no"`
-		} `json:"data"`
-	}
-	if len(m.Payload) <= MaxPayload && json.Unmarshal(m.Payload, &v) == nil {
-		if v.OutTradeNo != "" && payment.ValidOutTradeNo(v.OutTradeNo) {
-			return v.OutTradeNo
-		}
-		if v.Data.OutTradeNo != "" && payment.ValidOutTradeNo(v.Data.OutTradeNo) {
-			return v.Data.OutTradeNo
-		}
-	}
-	return fmt.Sprintf("#inbox-%d", m.ID)
 }
 
 // resume loads every live order and schedules it at once: pending orders

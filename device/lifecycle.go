@@ -104,6 +104,7 @@ func (e *Engine) change(outTradeNo string, fn func(w *writer) error) (store.Orde
 		return e.load(outTradeNo)
 	}
 	if err != nil {
+		e.storageError(err)
 		return out, err
 	}
 	e.afterCommit(w, out)
@@ -125,6 +126,7 @@ func (e *Engine) insert(o store.Order, fn func(w *writer) error) error {
 	if err == nil {
 		e.afterCommit(w, o)
 	}
+	e.storageError(err)
 	return err
 }
 
@@ -617,6 +619,9 @@ func (e *Engine) step(ctx context.Context, o store.Order) time.Time {
 			t.ackDeadline = now.Add(o.AckDeadline.Sub(now))
 		}
 		if !now.Before(t.ackDeadline) {
+			if at := e.holdAckTimeout(o, t, now); !at.IsZero() {
+				return at
+			}
 			if _, err := e.change(o.OutTradeNo, (*writer).ackTimeout); err != nil {
 				e.log.Error("ack timeout", "order", o.OutTradeNo, "err", err)
 				return now.Add(time.Second)

@@ -103,15 +103,22 @@ const (
 	ErrProviderUnavailable ErrorName = "PROVIDER_UNAVAILABLE"
 	ErrProviderRejected    ErrorName = "PROVIDER_REJECTED"
 	ErrInternal            ErrorName = "INTERNAL"
+	// ErrCommandStale: a create or cancel waited in the device's inbox
+	// longer than DefaultStaleAfter, or its signed ts is outside the
+	// signature window; it was not executed.
+	ErrCommandStale ErrorName = "COMMAND_STALE"
+	// ErrStorageFull: the device's storage is full; no new order is taken
+	// until space returns.
+	ErrStorageFull ErrorName = "STORAGE_FULL"
 )
 
 // Code is the numeric reply code for the name: 400 bad request, 409
 // conflict, 503 unavailable (retry later), 500 internal.
 func (n ErrorName) Code() int {
 	switch n {
-	case ErrDuplicateConflict, ErrOrderFinished, ErrProviderRejected:
+	case ErrDuplicateConflict, ErrOrderFinished, ErrProviderRejected, ErrCommandStale:
 		return 409
-	case ErrClockNotSynced, ErrProviderUnavailable:
+	case ErrClockNotSynced, ErrProviderUnavailable, ErrStorageFull:
 		return 503
 	case ErrInternal:
 		return 500
@@ -861,6 +868,9 @@ type Status struct {
 	Pending     int    `json:"pending"`
 	ClockSynced bool   `json:"clock_synced"`
 	StartedAt   string `json:"started_at,omitempty"`
+	// Flags name device conditions that need attention (StatusStorageFull,
+	// …); absent when there are none.
+	Flags []string `json:"flags,omitempty"`
 }
 
 // OfflineStatus is the Last Will payload.

@@ -43,7 +43,9 @@ type orderTimer struct {
 	refundAt map[string]time.Time
 	// closeReported: this run already reported the close as stuck.
 	closeReported bool
-	lastErr       string // the last unknown outcome, for that report
+	// ackGraced: the ack timeout already got its grace after a stall.
+	ackGraced bool
+	lastErr   string // the last unknown outcome, for that report
 }
 
 func (t *orderTimer) dueRefund(outRefundNo string, at time.Time) {

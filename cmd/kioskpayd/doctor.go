@@ -18,10 +18,12 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/kioskpay/kioskpay/config"
+	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/device/link"
 	"github.com/kioskpay/kioskpay/internal/cli"
 	"github.com/kioskpay/kioskpay/internal/clock"
 	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/store"
 )
 
 // doctorOrderNo is queried at each provider: an order that cannot exist,
@@ -284,7 +286,29 @@ func checkStateDir(r *report, cfg *config.Config, broken brokenKeys) {
 	name := f.Name()
 	f.Close()
 	os.Remove(name)
-	r.ok("state_dir", cfg.StateDir+" is writable")
+	free, err := store.FreeSpace(filepath.Join(cfg.StateDir, "orders.db"))
+	switch {
+	case err != nil:
+		r.fail("state_dir", fmt.Sprintf("%s: free space: %v", cfg.StateDir, err))
+	case free < device.DefaultMinFree:
+		r.fail("state_dir", fmt.Sprintf("%s: storage full: %s free, below the %s kioskpayd needs to take orders (they are refused with STORAGE_FULL); free some space",
+			cfg.StateDir, sizeText(free), sizeText(device.DefaultMinFree)))
+	default:
+		r.ok("state_dir", fmt.Sprintf("%s is writable, %s free", cfg.StateDir, sizeText(free)))
+	}
+}
+
+// sizeText renders a byte count for people.
+func sizeText(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }
 
 // checkBroker connects to each configured broker with the configured

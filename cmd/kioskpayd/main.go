@@ -202,6 +202,13 @@ func daemon(ctx context.Context, cfg *config.Config, stderr io.Writer, logger *s
 		fmt.Fprintf(stderr, "kioskpayd: %s %v\n", device.EnvTestRetry, err)
 		return exitBadConfig
 	}
+	var staleAfter time.Duration
+	if v := os.Getenv(device.EnvTestStaleAfter); v != "" {
+		if staleAfter, err = time.ParseDuration(v); err != nil || staleAfter <= 0 {
+			fmt.Fprintf(stderr, "kioskpayd: %s=%q: want a duration such as 5s\n", device.EnvTestStaleAfter, v)
+			return exitBadConfig
+		}
+	}
 	eng, err := device.New(db, device.Config{
 		DeviceID:              cfg.DeviceID,
 		Version:               Version(),
@@ -221,6 +228,7 @@ func daemon(ctx context.Context, cfg *config.Config, stderr io.Writer, logger *s
 		Observer:              newScreens(disp),
 		Logger:                logger,
 		Retry:                 retry,
+		StaleAfter:            staleAfter,
 	})
 	if err != nil {
 		log.Error("start engine", "err", err)
@@ -394,8 +402,12 @@ func displayConfig(cfg *config.Config) display.Config {
 // small types so it can be tested without the engine.
 type engineLink struct{ e *device.Engine }
 
-func (a engineLink) Accept(ctx context.Context, suffix string, payload []byte) error {
-	return a.e.Accept(ctx, suffix, payload)
+func (a engineLink) Accept(ctx context.Context, msgs []link.Inbound) error {
+	in := make([]device.Inbound, len(msgs))
+	for i, m := range msgs {
+		in[i] = device.Inbound(m)
+	}
+	return a.e.AcceptAll(ctx, in)
 }
 
 func (a engineLink) Due(now time.Time) ([]link.Outgoing, error) {
@@ -412,7 +424,7 @@ func (a engineLink) OutboxChanged() <-chan struct{} { return a.e.OutboxChanged()
 func (a engineLink) StatusChanged() <-chan struct{} { return a.e.StatusChanged() }
 func (a engineLink) Status() link.Status            { return linkStatus(a.e.Status()) }
 func linkStatus(s device.Status) link.Status {
-	return link.Status{Version: s.Version, Pending: s.Pending, ClockSynced: s.ClockSynced, StartedAt: s.StartedAt}
+	return link.Status{Version: s.Version, Pending: s.Pending, ClockSynced: s.ClockSynced, StartedAt: s.StartedAt, Flags: s.Flags}
 }
 
 // providerNames lists the providers of a merchant map, for logs.

@@ -1,18 +1,28 @@
 // Package link connects the order engine to the MQTT broker (docs/contract.md §3).
 //
 // The link owns nothing durable: every inbound message is handed to the
-// engine, which records it on disk before the link returns from the paho
-// handler (so the PUBACK goes out only for a recorded message), and every
-// outbound message comes from the engine's outbox, which the link drains
-// and confirms one message at a time. A crash, a broker outage or a stalled
-// publish therefore loses nothing; the worst case is a message delivered
-// twice, which both sides dedupe.
+// engine, which records it on disk before the link acknowledges it (so the
+// PUBACK goes out only for a recorded message), and every outbound message
+// comes from the engine's outbox, which the link drains and confirms one
+// message at a time. A crash, a broker outage or a stalled publish
+// therefore loses nothing; the worst case is a message delivered twice,
+// which both sides dedupe.
+//
+// Inbound flow control is the link's own. MQTT 3.1.1 has none, and
+// Mosquitto 2.0 (Debian's) does not hold its max_inflight_messages once
+// PUBACKs flow: measured, a client acknowledging in order as fast as it
+// records received 1,795 of 2,000 queued messages before acknowledging
+// them with a limit of 10. So messages are handed in arrival order to one
+// recorder through a short queue (RecvWindow); while the engine's inbox is
+// full the recorder waits, the queue fills, paho's reader stops, and TCP
+// holds the rest at the broker. Memory stays bounded by RecvWindow
+// whatever the broker sends, and commands keep their order on disk.
 //
 // paho.mqtt.golang v1.5.1 is used with the settings its pitfalls call for:
 // a persistent session (CleanSession=false) under a stable client id, the
 // message handler registered before Connect so queued messages are accepted
-// at once, SetOrderMatters(false) so a slow handler never stalls the
-// connection, and no token waited on without a timeout.
+// at once, acknowledgements sent by the link once a message is on disk
+// (SetAutoAckDisabled), and no token waited on without a timeout.
 package link
 
 import (
@@ -61,15 +71,26 @@ type Status struct {
 	Version     string
 	Pending     int
 	ClockSynced bool
-	StartedAt   string // RFC 3339
+	StartedAt   string   // RFC 3339
+	Flags       []string // device conditions that need attention
 }
+
+// Inbound is one message for the engine (topic is a suffix).
+type Inbound struct {
+	Topic   string
+	Payload []byte
+}
+
+// RecvWindow is how many received messages wait for the engine at most;
+// beyond it the link stops reading from the broker.
+const RecvWindow = 32
 
 // Engine is what the link needs from the order engine.
 type Engine interface {
-	// Accept durably records an inbound message and returns; it is called
-	// from the MQTT handler, and the message is acknowledged to the broker
-	// only after it returns nil.
-	Accept(ctx context.Context, topicSuffix string, payload []byte) error
+	// Accept durably records inbound messages, in order, and returns; they
+	// are acknowledged to the broker only after it returns nil. It may
+	// wait (until ctx ends) while the engine has no room for them.
+	Accept(ctx context.Context, msgs []Inbound) error
 	// Due returns the outbox entries to publish now, oldest first.
 	Due(now time.Time) ([]Outgoing, error)
 	// Published reports that the broker acknowledged entry id.
@@ -129,6 +150,8 @@ type Link struct {
 
 	ready     chan struct{} // closed after the first successful connect
 	readyOnce sync.Once
+	// in carries received messages to the recorder, in arrival order.
+	in        chan received
 	connected chan struct{} // one signal per (re)connect, after subscribing
 
 	mu     sync.Mutex
@@ -140,6 +163,11 @@ type Link struct {
 	// (sent when the handler returns) goes nowhere.
 	stopping chan struct{}
 	closed   chan struct{}
+	// stopCtx ends with stopping: it bounds a handler's wait for room in
+	// the engine's inbox.
+	stopCtx  context.Context
+	stopNow  context.CancelFunc
+	stopOnce sync.Once
 
 	statusDirty atomic.Bool
 	// subscribed is true while the current connection's subscriptions are
@@ -176,7 +204,10 @@ func New(opts Options, eng Engine) (*Link, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	stopCtx, stopNow := context.WithCancel(context.Background())
 	return &Link{
+		stopCtx:   stopCtx,
+		stopNow:   stopNow,
 		opts:      opts,
 		eng:       eng,
 		log:       opts.Logger.With("client_id", opts.ClientID),
@@ -185,7 +216,14 @@ func New(opts Options, eng Engine) (*Link, error) {
 		connected: make(chan struct{}, 1),
 		stopping:  make(chan struct{}),
 		closed:    make(chan struct{}),
+		in:        make(chan received, RecvWindow),
 	}, nil
+}
+
+// received is a message waiting to be recorded, with its acknowledgement.
+type received struct {
+	msg Inbound
+	ack func()
 }
 
 // Ready is closed once the link has connected and subscribed for the first
@@ -215,8 +253,14 @@ func (l *Link) topic(suffix string) string { return l.opts.Prefix + "/" + suffix
 // after a clean stop. Call Run once.
 func (l *Link) Run(ctx context.Context) error {
 	defer close(l.closed)
+	recorded := make(chan struct{})
+	defer func() { <-recorded }()
+	go func() {
+		defer close(recorded)
+		l.record()
+	}()
 	if err := l.connect(ctx); err != nil {
-		close(l.stopping)
+		l.stop()
 		return nil // ctx ended before the first connection: a clean stop
 	}
 	tick := time.NewTicker(l.opts.DrainInterval)
@@ -224,7 +268,7 @@ func (l *Link) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			close(l.stopping)
+			l.stop()
 			l.shutdown(ctx)
 			return nil
 		case <-l.connected:
@@ -246,6 +290,14 @@ func (l *Link) Run(ctx context.Context) error {
 	}
 }
 
+// stop marks the link as stopping.
+func (l *Link) stop() {
+	l.stopOnce.Do(func() {
+		close(l.stopping)
+		l.stopNow()
+	})
+}
+
 // LastDrain reports when the outbox was last drained completely; the
 // daemon's health check uses it to tell a live link from a wedged one.
 func (l *Link) LastDrain() time.Time {
@@ -264,9 +316,12 @@ func (l *Link) newClient() mqtt.Client {
 	o.SetPassword(l.opts.Password)
 	o.SetProtocolVersion(4) // MQTT 3.1.1; no silent fallback to 3.1
 	o.SetCleanSession(false)
-	// Handlers run in their own goroutine, so one blocked on a disk
-	// commit never holds up the connection or the other handlers.
-	o.SetOrderMatters(false)
+	// One handler at a time, in arrival order; it only queues the message
+	// for the recorder, which acknowledges it once it is on disk. A full
+	// queue blocks the handler and, through it, paho's reader: that is
+	// the flow control (see the package comment).
+	o.SetOrderMatters(true)
+	o.SetAutoAckDisabled(true)
 	// Registered before Connect: with a persistent session the broker
 	// sends queued commands right after CONNACK, before any Subscribe.
 	o.SetDefaultPublishHandler(l.handle)
@@ -359,44 +414,83 @@ func (l *Link) onConnect(c mqtt.Client) {
 	}
 }
 
-// handle receives every inbound message. It only hands the payload to the
-// engine; the PUBACK goes out when it returns.
+// handle receives every inbound message and queues it for the recorder;
+// it blocks while the queue is full. Messages the daemon ignores are
+// acknowledged at once; a message that is not queued (the link is
+// stopping) is never acknowledged, and the broker delivers it again.
 func (l *Link) handle(_ mqtt.Client, m mqtt.Message) {
 	suffix, ok := l.suffix(m.Topic())
 	if !ok {
 		l.log.Warn("message on unexpected topic ignored", "topic", m.Topic())
+		m.Ack()
 		return
 	}
 	if m.Retained() {
 		// A retained command is a stale copy the broker replays on every
 		// subscribe; a live one arrives with the flag cleared.
 		l.log.Warn("retained command ignored; publish commands without retain", "topic", m.Topic())
+		m.Ack()
 		return
 	}
 	// Oversized and malformed payloads go to the engine like any other: it
 	// owns every reply, including PAYLOAD_TOO_LARGE and BAD_JSON.
-	payload := m.Payload()
-	backoff := 50 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		// Not bound to Run's context: a commit under way when the daemon
-		// is asked to stop should finish, not be abandoned half-way.
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := l.eng.Accept(ctx, suffix, payload)
-		cancel()
-		if err == nil {
-			return
-		}
-		l.log.Error("could not record inbound message; not acknowledging it", "topic", m.Topic(), "attempt", attempt, "err", err)
+	select {
+	case l.in <- received{msg: Inbound{Topic: suffix, Payload: m.Payload()}, ack: m.Ack}:
+	case <-l.stopping:
+	}
+}
+
+// record hands queued messages to the engine, as many at a time as are
+// waiting (one commit for all), and acknowledges them once recorded. A
+// failed commit (a full disk) is retried, never skipped: nothing is
+// acknowledged that is not on disk. It returns when the link stops;
+// whatever was not recorded by then is not acknowledged.
+func (l *Link) record() {
+	batch := make([]received, 0, RecvWindow)
+	msgs := make([]Inbound, 0, RecvWindow)
+	for {
 		select {
+		case r := <-l.in:
+			batch = append(batch[:0], r)
 		case <-l.stopping:
-			// Returning would acknowledge a message that is not on disk.
-			// Wait for the disconnect, after which the ack goes nowhere
-			// and the broker redelivers the message next session.
-			<-l.closed
 			return
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 5*time.Second)
+	more:
+		for len(batch) < RecvWindow {
+			select {
+			case r := <-l.in:
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		msgs = msgs[:0]
+		for _, r := range batch {
+			msgs = append(msgs, r.msg)
+		}
+		backoff := 50 * time.Millisecond
+		for attempt := 1; ; attempt++ {
+			// Accept may wait for room in a full inbox; that wait ends when
+			// the link stops. A commit under way is never abandoned.
+			err := l.eng.Accept(l.stopCtx, msgs)
+			if err == nil {
+				break
+			}
+			if isClosed(l.stopping) {
+				return
+			}
+			l.log.Error("could not record inbound messages; not acknowledging them", "messages", len(msgs), "attempt", attempt, "err", err)
+			select {
+			case <-l.stopping:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+		}
+		for i := range batch {
+			batch[i].ack()
+			batch[i] = received{}
+		}
 	}
 }
 
@@ -454,11 +548,12 @@ func (l *Link) drain(ctx context.Context) {
 
 // statusPayload is the retained online status (docs/contract.md §3).
 type statusPayload struct {
-	Online      bool   `json:"online"`
-	Version     string `json:"version"`
-	Pending     int    `json:"pending"`
-	ClockSynced bool   `json:"clock_synced"`
-	StartedAt   string `json:"started_at"`
+	Online      bool     `json:"online"`
+	Version     string   `json:"version"`
+	Pending     int      `json:"pending"`
+	ClockSynced bool     `json:"clock_synced"`
+	StartedAt   string   `json:"started_at"`
+	Flags       []string `json:"flags,omitempty"`
 }
 
 func (l *Link) publishStatus(ctx context.Context) {
@@ -469,7 +564,7 @@ func (l *Link) publishStatus(ctx context.Context) {
 		return // statusDirty stays set: published once subscribed
 	}
 	s := l.eng.Status()
-	b, _ := json.Marshal(statusPayload{Online: true, Version: s.Version, Pending: s.Pending, ClockSynced: s.ClockSynced, StartedAt: s.StartedAt})
+	b, _ := json.Marshal(statusPayload{Online: true, Version: s.Version, Pending: s.Pending, ClockSynced: s.ClockSynced, StartedAt: s.StartedAt, Flags: s.Flags})
 	// Cleared before publishing so a change during the publish is not lost.
 	l.statusDirty.Store(false)
 	if err := l.publish(ctx, c, l.topic(StatusTopic), b, true); err != nil {

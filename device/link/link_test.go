@@ -49,13 +49,15 @@ func newFakeEngine() *fakeEngine {
 	}
 }
 
-func (e *fakeEngine) Accept(ctx context.Context, suffix string, payload []byte) error {
+func (e *fakeEngine) Accept(ctx context.Context, msgs []Inbound) error {
 	e.mu.Lock()
 	err := e.acceptErr
 	if err == nil {
-		a := accepted{suffix, append([]byte(nil), payload...)}
-		e.accepted = append(e.accepted, a)
-		e.acceptedC <- a
+		for _, m := range msgs {
+			a := accepted{m.Topic, append([]byte(nil), m.Payload...)}
+			e.accepted = append(e.accepted, a)
+			e.acceptedC <- a
+		}
 	}
 	e.mu.Unlock()
 	return err

@@ -1,0 +1,85 @@
+package device
+
+import (
+	"time"
+
+	"github.com/kioskpay/kioskpay/store"
+)
+
+// Deadlines that fire late. A process that stood still — stopped
+// (SIGSTOP), starved on an overloaded board, stuck in I/O — wakes up with
+// every deadline that fell due meanwhile firing at once, while what
+// arrived meanwhile is still in the socket buffer or at the broker. The
+// one deadline whose early firing costs money is the ack timeout: an ack
+// the controller sent in time would be overridden by a refund after the
+// service was delivered. So an ack timeout waits while:
+//
+//   - an ack for the order is in the inbox: it is handled first;
+//   - inbound messages are backed up (beyond the window, or at the broker
+//     because the inbox is full), or the store is full: the ack may be
+//     among the messages not yet handled or not yet recorded;
+//   - the engine has just noticed a stall: the order gets one fresh
+//     ack_timeout, as after a restart (the ack may still be at the broker,
+//     or the connection may have to be re-established first).
+//
+// Other deadlines are safe when late: an expiring order is closed with a
+// final query first, so a payment made meanwhile counts; retries and
+// re-publications only happen later than planned.
+const (
+	// stallThreshold is how late the engine loop must wake to count as
+	// stalled; Go's timers are rarely more than milliseconds late.
+	stallThreshold = time.Second
+	// stallWindow is how long after noticing a stall the ack timeouts
+	// that fire get their grace.
+	stallWindow = 10 * time.Second
+	// ackRecheck is how soon a held ack timeout is looked at again.
+	ackRecheck = 500 * time.Millisecond
+)
+
+// noteStall records that the loop woke late by late at real time now.
+func (e *Engine) noteStall(now time.Time, late time.Duration) {
+	e.mu.Lock()
+	e.stallAt = now
+	e.mu.Unlock()
+	e.log.Warn("engine stood still (process stopped, overloaded, or waiting on I/O); unacknowledged paid orders get a fresh ack_timeout",
+		"late", late.Round(time.Millisecond))
+}
+
+// holdAckTimeout decides whether the ack timeout of paid order o, due now,
+// waits; it returns when to look again (zero: act now).
+func (e *Engine) holdAckTimeout(o store.Order, t *orderTimer, now time.Time) time.Time {
+	// While the store is full an ack may be unrecorded at the link (its
+	// commit failing) or left in the inbox: neither is lost, and no refund
+	// could be recorded either.
+	if e.ackQueued(o.OutTradeNo) || e.backlog() || e.storageFull() {
+		return now.Add(ackRecheck)
+	}
+	e.mu.Lock()
+	stalled := !e.stallAt.IsZero() && time.Since(e.stallAt) < stallWindow
+	e.mu.Unlock()
+	if stalled && !t.ackGraced {
+		t.ackGraced = true
+		t.ackDeadline = now.Add(e.cfg.AckTimeout)
+		e.log.Warn("ack timeout fell due while the daemon stood still: waiting a fresh ack_timeout for an ack already sent",
+			"order", o.OutTradeNo, "until", FormatTime(e.now().Add(e.cfg.AckTimeout)))
+		return t.ackDeadline
+	}
+	return time.Time{}
+}
+
+// ackQueued reports whether an ack for outTradeNo waits in the inbox.
+func (e *Engine) ackQueued(outTradeNo string) bool {
+	found := false
+	err := e.db.View(func(tx *store.Tx) error {
+		var err error
+		found, err = tx.InboxFind(TopicAck, func(payload []byte) bool {
+			req, err := DecodeAck(payload)
+			return err == nil && req.OutTradeNo == outTradeNo
+		})
+		return err
+	})
+	if err != nil {
+		e.log.Error("read inbox", "err", err)
+	}
+	return found
+}
