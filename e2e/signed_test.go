@@ -44,8 +44,11 @@ func TestSignedMessages(t *testing.T) {
 		{"unsigned", "s1", 600, 0, "", "SIGNATURE_INVALID", "sig"},
 		{"wrong key", "s2", 600, now, hmacHex([]byte("not-the-key"), otn, "600", "massage_15", strconv.FormatInt(now, 10)), "SIGNATURE_INVALID", "sig"},
 		{"signed for another amount", "s3", 600, now, sign(otn, 1, "massage_15", now), "SIGNATURE_INVALID", "sig"},
-		{"stale", "s4", 600, now - 400, sign(otn, 600, "massage_15", now-400), "SIGNATURE_INVALID", "ts"},
-		{"from the future", "s5", 600, now + 400, sign(otn, 600, "massage_15", now+400), "SIGNATURE_INVALID", "ts"},
+		// A good signature on a ts outside the window: a create too old
+		// (or too far ahead) to act on, refused without executing it.
+		{"stale", "s4", 600, now - 400, sign(otn, 600, "massage_15", now-400), "COMMAND_STALE", "ts"},
+		{"from the future", "s5", 600, now + 400, sign(otn, 600, "massage_15", now+400), "COMMAND_STALE", "ts"},
+		{"stale and forged", "s7", 600, now - 400, sign(otn, 601, "massage_15", now-400), "SIGNATURE_INVALID", "sig"},
 		{"price outside the catalog", "s6", 700, now, sign(otn, 700, "massage_15", now), "PRICE_MISMATCH", "data.total_fee"},
 	} {
 		r := signedCreate(c.rid, otn, c.fee, c.ts, c.sig)

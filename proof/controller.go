@@ -67,8 +67,18 @@ type Result struct {
 
 // Status is the retained P/status message.
 type Status struct {
-	Online  bool `json:"online"`
-	Pending int  `json:"pending"`
+	Online  bool     `json:"online"`
+	Pending int      `json:"pending"`
+	Flags   []string `json:"flags"`
+}
+
+// Event is a P/pay/event message; device-wide conditions have no
+// out_trade_no.
+type Event struct {
+	OutTradeNo string `json:"out_trade_no"`
+	From       string `json:"from"`
+	To         string `json:"to"`
+	Reason     string `json:"reason"`
 }
 
 // Controller plays the devices' controllers (and kioskctl) on one broker:
@@ -92,6 +102,9 @@ type Controller struct {
 	OnResult func(Result)
 	// OnReply, when set, sees every reply (after matching).
 	OnReply func(device string, r Reply)
+	// OnEvent, when set, sees every event; OnStatus every status.
+	OnEvent  func(device string, ev Event)
+	OnStatus func(device string, s Status)
 }
 
 // NewController returns a controller for devices under topic prefix.
@@ -119,6 +132,7 @@ func (c *Controller) Connect(ctx context.Context, url, clientID string) error {
 			c.prefix + "/+/pay/reply":  1,
 			c.prefix + "/+/pay/result": 1,
 			c.prefix + "/+/status":     1,
+			c.prefix + "/+/pay/event":  1,
 		}
 		t := cl.SubscribeMultiple(filters, nil)
 		go func() {
@@ -193,6 +207,17 @@ func (c *Controller) handle(_ mqtt.Client, m mqtt.Message) {
 		close(c.statusCh)
 		c.statusCh = make(chan struct{})
 		c.mu.Unlock()
+		if c.OnStatus != nil {
+			c.OnStatus(device, s)
+		}
+	case "pay/event":
+		var ev Event
+		if json.Unmarshal(m.Payload(), &ev) != nil {
+			return
+		}
+		if c.OnEvent != nil {
+			c.OnEvent(device, ev)
+		}
 	}
 }
 
@@ -218,6 +243,23 @@ func (c *Controller) Online(device string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.status[device].Online
+}
+
+// WaitStatus waits until device's retained status satisfies ok.
+func (c *Controller) WaitStatus(ctx context.Context, device string, ok func(Status) bool) error {
+	for {
+		c.mu.Lock()
+		s, ch := c.status[device], c.statusCh
+		c.mu.Unlock()
+		if ok(s) {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("device %s: status %+v: %w", device, s, ctx.Err())
+		}
+	}
 }
 
 // NewRequestID returns a request id unique to this controller.

@@ -67,6 +67,9 @@ type Daemon struct {
 	Bin    string
 	Config string
 	Log    string // stderr and stdout of every run
+	// Env is added to the environment of every run (e.g. the daemon's
+	// test switches).
+	Env []string
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -95,6 +98,7 @@ func (d *Daemon) Start() error {
 	}
 	fmt.Fprintf(out, "=== start %d at %s\n", d.starts+1, time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(d.Bin, "-config", d.Config)
+	cmd.Env = append(os.Environ(), d.Env...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -152,6 +156,24 @@ func (d *Daemon) Crashes() []string {
 // Kill sends SIGKILL (a power cut, as far as the process can tell) and
 // waits until it is gone.
 func (d *Daemon) Kill() error { return d.signal(syscall.SIGKILL, 10*time.Second) }
+
+// Freeze stops the process (SIGSTOP), as an overloaded board, a long GC or
+// an I/O stall does; Thaw lets it go on (SIGCONT).
+func (d *Daemon) Freeze() error { return d.send(syscall.SIGSTOP) }
+
+// Thaw continues a frozen process.
+func (d *Daemon) Thaw() error { return d.send(syscall.SIGCONT) }
+
+// send delivers sig without waiting for anything.
+func (d *Daemon) send(sig syscall.Signal) error {
+	d.mu.Lock()
+	cmd := d.cmd
+	d.mu.Unlock()
+	if cmd == nil {
+		return errors.New("daemon not running")
+	}
+	return cmd.Process.Signal(sig)
+}
 
 // Stop sends SIGTERM and waits up to timeout; it returns the exit code.
 func (d *Daemon) Stop(timeout time.Duration) (int, error) {

@@ -43,9 +43,18 @@ type world struct {
 	violations []Violation
 	reported   map[string]bool
 	unlocks    int
+	// ackGate, while non-nil, holds the controller's acks until it is
+	// closed.
+	ackGate chan struct{}
 }
 
 func newWorld(t testing.TB, ctx context.Context, sim SimOptions, overrides map[string]any) *world {
+	t.Helper()
+	return newWorldEnv(t, ctx, sim, overrides, nil)
+}
+
+// newWorldEnv is newWorld with env added to the daemon's environment.
+func newWorldEnv(t testing.TB, ctx context.Context, sim SimOptions, overrides map[string]any, env []string) *world {
 	t.Helper()
 	seed := uint64(envInt("KIOSKPAY_SEED", int(time.Now().UnixNano()%1e9)))
 	t.Logf("seed %d (KIOSKPAY_SEED=%d reproduces the schedule)", seed, seed)
@@ -64,6 +73,7 @@ func newWorld(t testing.TB, ctx context.Context, sim SimOptions, overrides map[s
 	if w.d, err = rig.Daemon(w.dev, overrides); err != nil {
 		t.Fatal(err)
 	}
+	w.d.Env = env
 	if err := w.d.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -107,6 +117,16 @@ func (w *world) onResult(r Result) {
 	}
 	if !dec.Ack {
 		return
+	}
+	w.mu.Lock()
+	gate := w.ackGate
+	w.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-w.ctx.Done():
+			return
+		}
 	}
 	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
 	defer cancel()
