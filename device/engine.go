@@ -121,20 +121,23 @@ type Engine struct {
 	outboxCh chan struct{}
 	statusCh chan struct{}
 
-	mu       sync.Mutex
-	timers   map[string]*orderTimer
-	wake     *wakeHeap
-	ticking  map[string]bool
-	queues   map[string][]func()
-	leases   map[uint64]time.Time
-	inflight map[uint64]bool // inbox messages being handled
-	room     chan struct{}   // closed (and replaced) when one is done
-	status   Status
-	clockAt  time.Time
-	prunedAt time.Time
-	running  bool
-	storage  storageState
-	stallAt  time.Time // real time the loop last noticed it had stalled
+	mu      sync.Mutex
+	timers  map[string]*orderTimer
+	wake    *wakeHeap
+	ticking map[string]bool
+	queues  map[string][]func()
+	leases  map[uint64]time.Time
+	// unconfirmed are outbox entries the broker acknowledged whose record
+	// of that could not be committed yet: never published again.
+	unconfirmed map[uint64]bool
+	inflight    map[uint64]bool // inbox messages being handled
+	room        chan struct{}   // closed (and replaced) when one is done
+	status      Status
+	clockAt     time.Time
+	prunedAt    time.Time
+	running     bool
+	storage     storageState
+	stallAt     time.Time // real time the loop last noticed it had stalled
 
 	inboxLen   atomic.Int64 // unprocessed inbox messages
 	inboxBytes atomic.Int64 // and their payload bytes
@@ -210,22 +213,23 @@ func New(db *store.DB, cfg Config) (*Engine, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	e := &Engine{
-		cfg:      cfg,
-		db:       db,
-		log:      cfg.Logger,
-		now:      cfg.Now,
-		inboxCh:  make(chan struct{}, 1),
-		wakeCh:   make(chan struct{}, 1),
-		outboxCh: make(chan struct{}, 1),
-		statusCh: make(chan struct{}, 1),
-		timers:   map[string]*orderTimer{},
-		wake:     newWakeHeap(),
-		ticking:  map[string]bool{},
-		queues:   map[string][]func(){},
-		leases:   map[uint64]time.Time{},
-		inflight: map[uint64]bool{},
-		room:     make(chan struct{}),
-		locks:    keyedMutex{m: map[string]*keyedEntry{}},
+		cfg:         cfg,
+		db:          db,
+		log:         cfg.Logger,
+		now:         cfg.Now,
+		inboxCh:     make(chan struct{}, 1),
+		wakeCh:      make(chan struct{}, 1),
+		outboxCh:    make(chan struct{}, 1),
+		statusCh:    make(chan struct{}, 1),
+		timers:      map[string]*orderTimer{},
+		wake:        newWakeHeap(),
+		ticking:     map[string]bool{},
+		queues:      map[string][]func(){},
+		leases:      map[uint64]time.Time{},
+		inflight:    map[uint64]bool{},
+		unconfirmed: map[uint64]bool{},
+		room:        make(chan struct{}),
+		locks:       keyedMutex{m: map[string]*keyedEntry{}},
 	}
 	e.status = Status{Online: true, Version: cfg.Version, ClockSynced: e.clockSynced()}
 	err := db.View(func(tx *store.Tx) error {
@@ -277,7 +281,7 @@ func (e *Engine) Due(now time.Time) ([]Outgoing, error) {
 			if o.NextAt.After(now) {
 				continue
 			}
-			if l, ok := e.leases[o.ID]; ok && l.After(now) {
+			if l, ok := e.leases[o.ID]; ok && l.After(now) || e.unconfirmed[o.ID] {
 				continue
 			}
 			e.leases[o.ID] = now.Add(leaseFor)
@@ -290,29 +294,68 @@ func (e *Engine) Due(now time.Time) ([]Outgoing, error) {
 
 // Published tells the engine the broker acknowledged entry id. Replies and
 // events are deleted; results stay and are re-published on a backoff
-// schedule until the controller acks them.
+// schedule until the controller acks them. When that commit fails (a full
+// disk) the engine remembers the entry as published and records it later:
+// the broker has the message, and publishing it again would answer a
+// command twice.
 func (e *Engine) Published(id uint64) error {
-	now := e.now()
-	err := e.db.Update(func(tx *store.Tx) error {
-		o, ok, err := tx.OutboxEntry(id)
-		if err != nil || !ok {
-			return err
-		}
-		if !o.UntilAck {
-			return tx.DeleteOutbox(id)
-		}
-		o.Attempts++
-		o.NextAt = now.Add(republishDelay(o.Attempts))
-		return tx.PutOutbox(o)
-	})
+	err := e.confirmPublished([]uint64{id})
 	e.mu.Lock()
 	delete(e.leases, id)
+	if err != nil {
+		e.unconfirmed[id] = true
+	}
 	e.mu.Unlock()
 	signal(e.wakeCh)
 	if err != nil {
-		return fmt.Errorf("outbox entry %d published: %w", id, err)
+		e.storageError(err)
+		e.log.Warn("could not record a published message yet; it is not published again", "outbox_id", id, "err", err)
 	}
 	return nil
+}
+
+// confirmPublished records that the broker acknowledged entries ids.
+func (e *Engine) confirmPublished(ids []uint64) error {
+	now := e.now()
+	return e.db.Batch(func(tx *store.Tx) error {
+		for _, id := range ids {
+			o, ok, err := tx.OutboxEntry(id)
+			if err != nil {
+				return err
+			}
+			switch {
+			case !ok:
+			case !o.UntilAck:
+				err = tx.DeleteOutbox(id)
+			default:
+				o.Attempts++
+				o.NextAt = now.Add(republishDelay(o.Attempts))
+				err = tx.PutOutbox(o)
+			}
+			if err != nil {
+				return fmt.Errorf("outbox entry %d published: %w", id, err)
+			}
+		}
+		return nil
+	})
+}
+
+// retryUnconfirmed records the publications whose commit failed before.
+func (e *Engine) retryUnconfirmed() {
+	e.mu.Lock()
+	ids := make([]uint64, 0, len(e.unconfirmed))
+	for id := range e.unconfirmed {
+		ids = append(ids, id)
+	}
+	e.mu.Unlock()
+	if len(ids) == 0 || e.confirmPublished(ids) != nil {
+		return
+	}
+	e.mu.Lock()
+	for _, id := range ids {
+		delete(e.unconfirmed, id)
+	}
+	e.mu.Unlock()
 }
 
 // OutboxChanged is signalled when something became due for publication.
@@ -392,6 +435,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		if err := e.dispatchInbox(); err != nil {
 			e.log.Error("read inbox", "err", err)
 		}
+		e.retryUnconfirmed()
 		nextOut := e.checkOutbox(now)
 		e.checkStorage(real)
 		e.refreshStatus(now)
@@ -447,6 +491,9 @@ func (e *Engine) checkOutbox(now time.Time) time.Time {
 			}
 		}
 		for _, o := range all {
+			if e.unconfirmed[o.ID] {
+				continue
+			}
 			at := o.NextAt
 			if l, ok := e.leases[o.ID]; ok && l.After(at) {
 				at = l

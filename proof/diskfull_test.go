@@ -98,7 +98,7 @@ func TestDiskFull(t *testing.T) {
 	burst.Add(1)
 	go func() {
 		defer burst.Done()
-		for i := 0; i < 40 && ctx.Err() == nil; i++ {
+		for i := 0; i < 60 && ctx.Err() == nil; i++ {
 			o := &Order{OutTradeNo: newOTN(), Provider: w.provider(), Total: int64(100 + i), Scenario: "diskfull", Ack: AckOK}
 			ch := w.create(o)
 			if i%2 == 0 {
@@ -150,6 +150,13 @@ func TestDiskFull(t *testing.T) {
 		t.Fatalf("the daemon did not recover by itself: %v (log %s)", err, w.d.Log)
 	}
 	burst.Wait()
+	// The last order of the burst is still on screen: the controller
+	// cancels it, and everything must settle.
+	for _, o := range w.ledger.Orders() {
+		if v, ok := w.daemonView(o.OutTradeNo); ok && v.State == "pending" {
+			w.command(o.OutTradeNo, "pay/cancel", map[string]any{})
+		}
+	}
 
 	w.finish(90 * time.Second)
 	for _, v := range w.violations {
