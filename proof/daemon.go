@@ -157,6 +157,32 @@ func (d *Daemon) Crashes() []string {
 // waits until it is gone.
 func (d *Daemon) Kill() error { return d.signal(syscall.SIGKILL, 10*time.Second) }
 
+// Abort does what systemd does when the watchdog fires: SIGABRT (the
+// default WatchdogSignal=) followed by SIGCONT, so that a stopped process
+// receives it, and SIGKILL after timeout (TimeoutAbortSec=). It returns how
+// the process ended.
+func (d *Daemon) Abort(timeout time.Duration) (*os.ProcessState, error) {
+	d.mu.Lock()
+	cmd, done := d.cmd, d.done
+	if cmd == nil {
+		d.mu.Unlock()
+		return nil, errors.New("daemon not running")
+	}
+	d.killed = true
+	d.mu.Unlock()
+	_ = cmd.Process.Signal(syscall.SIGABRT)
+	_ = cmd.Process.Signal(syscall.SIGCONT)
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.state, nil
+}
+
 // Freeze stops the process (SIGSTOP), as an overloaded board, a long GC or
 // an I/O stall does; Thaw lets it go on (SIGCONT).
 func (d *Daemon) Freeze() error { return d.send(syscall.SIGSTOP) }
