@@ -272,10 +272,11 @@ func TestStatus(t *testing.T) {
 	c := testClient(t, url, "status-test")
 	publish(t, c, prefix+"/dev2/status", true, device.OfflineStatus())
 	publish(t, c, prefix+"/dev3/status", true, []byte("garbage"))
+	publish(t, c, prefix+"/dev4/status", true, []byte(`{"online":true,"version":"1.2.3","pending":0,"clock_synced":true,"flags":["storage_full"]}`))
 	g := []string{"-broker", url, "-prefix", prefix, "-timeout", "3s"}
 	t.Cleanup(func() {
 		// A shared real broker keeps retained messages: clear ours.
-		for _, id := range []string{"dev1", "dev2", "dev3"} {
+		for _, id := range []string{"dev1", "dev2", "dev3", "dev4"} {
 			c.Publish(prefix+"/"+id+"/status", 1, true, []byte{}).WaitTimeout(time.Second)
 		}
 	})
@@ -285,15 +286,16 @@ func TestStatus(t *testing.T) {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
 	contains(t, "table", r.stdout, "DEVICE", "dev1", "yes", "1.2.3", "synced", "2025-01-02T03:04:05Z", "dev2", "NO", "dev3", "not JSON",
-		"3 devices: 1 online, 1 offline, 1 unreadable", "VERSION  ONLINE  OFFLINE", "1.2.3    1       0", "unknown  0       1")
+		"FLAGS", "storage_full", "4 devices: 2 online, 1 offline, 1 unreadable", "VERSION  ONLINE  OFFLINE", "1.2.3    2       0", "unknown  0       1")
 
 	r = kioskctl(testCtx(t), nil, args(g, "-o", "json", "status")...)
 	rows, totals := statusJSON(t, r.stdout)
-	if len(rows) != 3 || rows[0].Device != "dev1" || !rows[0].Online || rows[0].Version != "1.2.3" || rows[1].Online || rows[2].Error == "" {
+	if len(rows) != 4 || rows[0].Device != "dev1" || !rows[0].Online || rows[0].Version != "1.2.3" || rows[1].Online || rows[2].Error == "" ||
+		len(rows[3].Flags) != 1 || rows[3].Flags[0] != "storage_full" {
 		t.Fatalf("rows = %+v", rows)
 	}
-	if !totals.Complete || totals.Devices != 3 || totals.Online != 1 || totals.Offline != 1 || totals.Unreadable != 1 ||
-		totals.Versions["1.2.3"] != (versionCounts{Online: 1}) || totals.Versions[unknownVersion] != (versionCounts{Offline: 1}) {
+	if !totals.Complete || totals.Devices != 4 || totals.Online != 2 || totals.Offline != 1 || totals.Unreadable != 1 ||
+		totals.Versions["1.2.3"] != (versionCounts{Online: 2}) || totals.Versions[unknownVersion] != (versionCounts{Offline: 1}) {
 		t.Fatalf("totals = %+v", totals)
 	}
 

@@ -55,7 +55,9 @@ type deviceStatus struct {
 	Pending     int    `json:"pending"`
 	ClockSynced bool   `json:"clock_synced"`
 	StartedAt   string `json:"started_at,omitempty"`
-	Error       string `json:"error,omitempty"` // unreadable status payload
+	// Flags are device conditions that need a person (storage_full, …).
+	Flags []string `json:"flags,omitempty"`
+	Error string   `json:"error,omitempty"` // unreadable status payload
 }
 
 // versionCounts is one version's line of the totals.
@@ -248,7 +250,7 @@ func parseStatus(id string, payload []byte) deviceStatus {
 	}
 	return deviceStatus{
 		Device: id, Online: s.Online, Version: s.Version, Pending: s.Pending,
-		ClockSynced: s.ClockSynced, StartedAt: s.StartedAt,
+		ClockSynced: s.ClockSynced, StartedAt: s.StartedAt, Flags: s.Flags,
 	}
 }
 
@@ -269,11 +271,11 @@ func printStatusTable(w io.Writer, rows map[string]deviceStatus) {
 	}
 	sort.Strings(ids)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tONLINE\tVERSION\tPENDING\tCLOCK\tSTARTED")
+	fmt.Fprintln(tw, "DEVICE\tONLINE\tVERSION\tPENDING\tCLOCK\tSTARTED\tFLAGS")
 	for _, id := range ids {
 		r := rows[id]
 		if r.Error != "" {
-			fmt.Fprintf(tw, "%s\t?\t\t\t\t%s\n", r.Device, r.Error)
+			fmt.Fprintf(tw, "%s\t?\t\t\t\t\t%s\n", r.Device, r.Error)
 			continue
 		}
 		clock := "synced"
@@ -287,7 +289,7 @@ func printStatusTable(w io.Writer, rows map[string]deviceStatus) {
 			// unknown, not zero.
 			on, clock, pending, started = "NO", "-", "-", "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Device, on, dash(r.Version), pending, clock, dash(started))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Device, on, dash(r.Version), pending, clock, dash(started), dash(strings.Join(r.Flags, ",")))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
