@@ -3,6 +3,8 @@ package proof
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -22,6 +24,12 @@ import (
 //
 // KIOSKPAY_CRASH_EXPIRE_EVERY=N makes every Nth round an expiry round
 // (≥ 60 s each: the shortest QR lifetime); 0 disables them.
+//
+// Not every round kills. At the same moments a round may instead stop the
+// daemon (SIGSTOP for up to 9 s, across the 4 s ack timeout, then
+// SIGCONT), fill its state directory's file system and free it again
+// (when the harness runs as root: the state directory is then a tmpfs), or
+// flood it with 300 commands; the invariants are the same.
 func TestCrash(t *testing.T) {
 	rounds := envInt("KIOSKPAY_CRASH_ROUNDS", 0)
 	if rounds <= 0 {
@@ -30,10 +38,27 @@ func TestCrash(t *testing.T) {
 	expireEvery := envInt("KIOSKPAY_CRASH_EXPIRE_EVERY", 0)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	w := newWorld(t, ctx, SimOptions{TimeoutHold: 3 * time.Second, RefundDelay: 300 * time.Millisecond}, map[string]any{
+	overrides := map[string]any{
 		"payment.poll":       "500ms",
 		"unlock.ack_timeout": "4s",
-	})
+	}
+	var fs *Tmpfs
+	if os.Geteuid() == 0 {
+		var err error
+		if fs, err = MountTmpfs(filepath.Join(t.TempDir(), "state"), 64<<20); err != nil {
+			t.Logf("no disk-full rounds: %v", err)
+		} else {
+			t.Cleanup(func() {
+				fs.Free()
+				fs.Unmount()
+			})
+			overrides["state_dir"] = fs.Dir
+		}
+	} else {
+		t.Log("no disk-full rounds: mounting a tmpfs for the state directory needs root")
+	}
+	w := newWorld(t, ctx, SimOptions{TimeoutHold: 3 * time.Second, RefundDelay: 300 * time.Millisecond}, overrides)
+	w.fs = fs
 	start := time.Now()
 	kills := 0
 	for round := 1; round <= rounds; round++ {
@@ -50,7 +75,7 @@ func TestCrash(t *testing.T) {
 			vs = append(vs, Violation{Kind: VDaemonCrashed, Detail: c})
 		}
 		w.report(vs)
-		t.Logf("round %d/%d %-9s kill@%-7s %-28s %5.1fs+%4.1fs violations=%d", round, rounds, sc, r.killNote, strings.Join(r.orders, ","),
+		t.Logf("round %d/%d %-9s %-16s %-28s %5.1fs+%4.1fs violations=%d", round, rounds, sc, r.killNote, strings.Join(r.orders, ","),
 			scripted.Seconds(), (time.Since(began) - scripted).Seconds(), w.violationCount())
 		if !w.d.Running() {
 			if err := w.d.Start(); err != nil {
@@ -113,9 +138,10 @@ type roundResult struct {
 	settle   time.Duration
 }
 
-// killer kills the daemon at an offset from a focus moment the round's
-// script announces, then restarts it; sometimes it kills again while the
-// daemon is recovering.
+// killer strikes at an offset from a focus moment the round's script
+// announces: most often it kills the daemon, then restarts it (sometimes
+// killing it again while it recovers); otherwise it stops the daemon for a
+// while, fills its disk for a while, or floods it.
 type killer struct {
 	w     *world
 	focus chan struct{}
@@ -124,8 +150,29 @@ type killer struct {
 	note  string
 }
 
+// Hazards a round may meet instead of a kill.
+const (
+	hzKill   = "kill"
+	hzFreeze = "freeze"
+	hzFull   = "diskfull"
+	hzFlood  = "flood"
+)
+
+func (w *world) hazard() string {
+	switch p := w.float(); {
+	case p < 0.2:
+		return hzFreeze
+	case p < 0.32 && w.fs != nil:
+		return hzFull
+	case p < 0.4:
+		return hzFlood
+	}
+	return hzKill
+}
+
 func (w *world) newKiller() *killer {
 	k := &killer{w: w, focus: make(chan struct{}, 1), done: make(chan struct{})}
+	hz := w.hazard()
 	// Offsets are dense near zero: most commits and provider calls of a
 	// step happen within a few milliseconds of it.
 	var off time.Duration
@@ -147,8 +194,37 @@ func (w *world) newKiller() *killer {
 			return
 		}
 		time.Sleep(off)
+		switch hz {
+		case hzFreeze:
+			d := w.dur(500*time.Millisecond, 9*time.Second)
+			k.note = "freeze" + d.Round(100*time.Millisecond).String() + "@" + off.Round(time.Millisecond).String()
+			if err := w.d.Freeze(); err != nil {
+				w.t.Errorf("freeze: %v", err)
+				return
+			}
+			time.Sleep(d)
+			if err := w.d.Thaw(); err != nil {
+				w.t.Errorf("thaw: %v", err)
+			}
+			return
+		case hzFull:
+			d := w.dur(500*time.Millisecond, 8*time.Second)
+			k.note = "full" + d.Round(100*time.Millisecond).String() + "@" + off.Round(time.Millisecond).String()
+			if _, err := w.fs.Fill(); err != nil {
+				w.t.Errorf("fill: %v", err)
+			}
+			time.Sleep(d)
+			if err := w.fs.Free(); err != nil {
+				w.t.Errorf("free: %v", err)
+			}
+			return
+		case hzFlood:
+			k.note = "flood@" + off.Round(time.Millisecond).String()
+			w.flood(300)
+			return
+		}
 		k.kill()
-		k.note = off.Round(time.Millisecond).String()
+		k.note = "kill@" + off.Round(time.Millisecond).String()
 		time.Sleep(w.dur(0, 300*time.Millisecond))
 		k.start()
 		if again {

@@ -207,3 +207,22 @@ func floodMessages(n int, ctl *Controller) ([]floodMsg, []string) {
 	}
 	return out[:n], ids
 }
+
+// flood publishes n commands of the flood's mix to the world's device, as
+// fast as the broker takes them; their replies are not booked (the
+// creates among them make orders nobody pays, and each supersedes the
+// order on screen, as a misbehaving controller would).
+func (w *world) flood(n int) {
+	msgs, _ := floodMessages(n, w.rig.Ctl)
+	ctx, cancel := context.WithTimeout(w.ctx, time.Minute)
+	defer cancel()
+	for _, m := range msgs {
+		if m.topic == "pay/create" {
+			continue // a foreign create would supersede the round's order
+		}
+		if err := w.rig.Ctl.Publish(ctx, w.dev, m.topic, m.payload); err != nil {
+			w.t.Logf("flood: %v", err)
+			return
+		}
+	}
+}

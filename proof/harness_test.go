@@ -46,6 +46,9 @@ type world struct {
 	// ackGate, while non-nil, holds the controller's acks until it is
 	// closed.
 	ackGate chan struct{}
+	// fs is the state directory's own file system, when the test could
+	// mount one (disk-full rounds).
+	fs *Tmpfs
 }
 
 func newWorld(t testing.TB, ctx context.Context, sim SimOptions, overrides map[string]any) *world {
