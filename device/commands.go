@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"
@@ -890,26 +891,39 @@ func (e *Engine) handleReconcile(ctx context.Context, m store.InboxEntry) {
 		e.replyErr(m, req.RequestID, ActionReconcile, err)
 		return
 	}
+	rep := ReconcileReply{Reply: OKReply(req.RequestID, ActionReconcile, "ok")}
+	if err := e.reconcile(ctx, req.Since, &rep); err != nil {
+		if ctx.Err() == nil {
+			e.replyErr(m, req.RequestID, ActionReconcile, err)
+		}
+		return
+	}
+	e.replyOnly(m.ID, rep)
+}
+
+// reconcile compares the orders created since with the providers (at most
+// maxReconcile) into rep, and acts on money the device did not know about
+// like on any confirmed query: paid in time, or refunded.
+func (e *Engine) reconcile(ctx context.Context, since time.Time, rep *ReconcileReply) error {
 	var orders []store.Order
-	err = e.db.View(func(tx *store.Tx) error {
-		return tx.OrdersSince(req.Since, func(o store.Order) bool {
+	err := e.db.View(func(tx *store.Tx) error {
+		return tx.OrdersSince(since, func(o store.Order) bool {
 			orders = append(orders, o)
 			return len(orders) < maxReconcile
 		})
 	})
 	if err != nil {
-		e.replyErr(m, req.RequestID, ActionReconcile, err)
-		return
+		return err
 	}
-	rep := ReconcileReply{Reply: OKReply(req.RequestID, ActionReconcile, "ok"), Mismatches: []Mismatch{}}
+	rep.Mismatches = []Mismatch{}
 	for _, o := range orders {
 		checked := false
 		for _, l := range o.Legs {
 			if l.State == store.LegFailed || l.State == store.LegCreating {
 				continue
 			}
-			if ctx.Err() != nil {
-				return
+			if err := ctx.Err(); err != nil {
+				return err
 			}
 			st, err := e.query(ctx, o, l.Provider)
 			if err != nil {
@@ -922,8 +936,6 @@ func (e *Engine) handleReconcile(ctx context.Context, m store.InboxEntry) {
 			if d := legMismatch(&o, l, st); d != "" {
 				rep.Mismatches = append(rep.Mismatches, Mismatch{OutTradeNo: o.OutTradeNo, LocalState: string(o.State),
 					ProviderState: st.State.String(), Provider: string(l.Provider), Detail: d})
-				// Money the device does not know about is acted on like
-				// any confirmed query: paid in time, or refunded.
 				if st.State == payment.StatePaid && l.State != store.LegPaid {
 					func() {
 						unlock := e.locks.lock(o.OutTradeNo)
@@ -939,7 +951,7 @@ func (e *Engine) handleReconcile(ctx context.Context, m store.InboxEntry) {
 			rep.Checked++
 		}
 	}
-	e.replyOnly(m.ID, rep)
+	return nil
 }
 
 // legMismatch describes a disagreement between a leg and the provider's

@@ -137,7 +137,10 @@ type Engine struct {
 	prunedAt    time.Time
 	running     bool
 	storage     storageState
-	stallAt     time.Time // real time the loop last noticed it had stalled
+	// storeRecovered: the store was salvaged from a damaged file and no
+	// operator has cleared the record yet.
+	storeRecovered bool
+	stallAt        time.Time // real time the loop last noticed it had stalled
 
 	inboxLen   atomic.Int64 // unprocessed inbox messages
 	inboxBytes atomic.Int64 // and their payload bytes
@@ -241,6 +244,7 @@ func New(db *store.DB, cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("device: New: read inbox: %w", err)
 	}
+	e.storeRecovered = e.recovered() != nil
 	e.lastPassNs.Store(time.Now().UnixNano())
 	return e, nil
 }
@@ -407,6 +411,13 @@ func (e *Engine) Run(ctx context.Context) error {
 
 	if err := e.resume(); err != nil {
 		return err
+	}
+	if r := e.recovered(); r != nil && (!r.Announced || !r.Reconciled) {
+		e.work.Add(1)
+		go func() {
+			defer e.work.Done()
+			e.followRecovery(ctx, r)
+		}()
 	}
 	signal(e.statusCh)
 	signal(e.outboxCh)

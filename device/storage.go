@@ -152,10 +152,13 @@ func (e *Engine) deviceEventLocked(reason string) {
 }
 
 // flushDeviceEvents writes queued device events to the outbox; what cannot
-// be written yet stays queued for the next pass.
+// be written yet goes back to the front of the queue for the next pass.
+// The queue is taken whole under the lock, so two flushes never publish
+// one event twice.
 func (e *Engine) flushDeviceEvents() {
 	e.mu.Lock()
-	evs := slices.Clone(e.storage.events)
+	evs := e.storage.events
+	e.storage.events = nil
 	e.mu.Unlock()
 	if len(evs) == 0 {
 		return
@@ -174,11 +177,11 @@ func (e *Engine) flushDeviceEvents() {
 		return nil
 	})
 	if err != nil {
+		e.mu.Lock()
+		e.storage.events = append(evs, e.storage.events...)
+		e.mu.Unlock()
 		return
 	}
-	e.mu.Lock()
-	e.storage.events = slices.Delete(e.storage.events, 0, min(len(evs), len(e.storage.events)))
-	e.mu.Unlock()
 	for _, ev := range evs {
 		e.log.Info("device event", "reason", ev.Reason)
 	}
@@ -190,6 +193,9 @@ func (e *Engine) statusFlagsLocked() []string {
 	var f []string
 	if e.storage.full {
 		f = append(f, StatusStorageFull)
+	}
+	if e.storeRecovered {
+		f = append(f, StatusStoreRecovered)
 	}
 	return f
 }

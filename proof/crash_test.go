@@ -28,8 +28,10 @@ import (
 // Not every round kills. At the same moments a round may instead stop the
 // daemon (SIGSTOP for up to 9 s, across the 4 s ack timeout, then
 // SIGCONT), fill its state directory's file system and free it again
-// (when the harness runs as root: the state directory is then a tmpfs), or
-// flood it with 300 commands; the invariants are the same.
+// (when the harness runs as root: the state directory is then a tmpfs),
+// flood it with 300 commands, or kill it and damage its store (a bit of
+// the root and freelist page ids: the start finds it, salvages into a new
+// store and serves); the invariants are the same.
 func TestCrash(t *testing.T) {
 	rounds := envInt("KIOSKPAY_CRASH_ROUNDS", 0)
 	if rounds <= 0 {
@@ -156,6 +158,7 @@ const (
 	hzFreeze = "freeze"
 	hzFull   = "diskfull"
 	hzFlood  = "flood"
+	hzDamage = "damage"
 )
 
 func (w *world) hazard() string {
@@ -166,6 +169,8 @@ func (w *world) hazard() string {
 		return hzFull
 	case p < 0.4:
 		return hzFlood
+	case p < 0.46:
+		return hzDamage
 	}
 	return hzKill
 }
@@ -225,6 +230,12 @@ func (w *world) newKiller() *killer {
 		}
 		k.kill()
 		k.note = "kill@" + off.Round(time.Millisecond).String()
+		if hz == hzDamage {
+			k.note = "damage@" + off.Round(time.Millisecond).String()
+			if err := flipPageIDs(w.storePath(), w.intn); err != nil {
+				w.t.Errorf("damage: %v", err)
+			}
+		}
 		time.Sleep(w.dur(0, 300*time.Millisecond))
 		k.start()
 		if again {

@@ -103,6 +103,9 @@ func callSafely(fn func(*Tx) error, tx *Tx) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("store: panic in batched transaction: %v", p)
+			if fromDamage(p) {
+				err = fmt.Errorf("%w: %v", ErrDamaged, p)
+			}
 		}
 	}()
 	return fn(tx)

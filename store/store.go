@@ -72,16 +72,34 @@ func Open(path string, opts Options) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
+	existed, err := checkBeforeOpen(path, opts.Timeout)
+	if err != nil {
+		return nil, err
+	}
 	// NoSync stays false: a payment daemon must not lose a committed order.
-	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, FreelistType: bolt.FreelistMapType})
+	var b *bolt.DB
+	err = guard(func() error {
+		var err error
+		b, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, FreelistType: bolt.FreelistMapType})
+		return err
+	})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("open store %s: %w (waited %s; is another kioskpayd running on this state dir?)", path, ErrLocked, opts.Timeout)
+	}
+	if errors.Is(err, ErrDamaged) {
+		return nil, &DamagedError{Path: path, Reason: err.Error()}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
+	if existed {
+		if err := guard(func() error { return b.View(checkLive) }); err != nil {
+			b.Close()
+			return nil, &DamagedError{Path: path, Reason: err.Error()}
+		}
+	}
 	db := &DB{bolt: b, path: path, retention: opts.Retention}
-	err = b.Update(func(tx *bolt.Tx) error {
+	err = db.bolt.Update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bucketMeta, bucketOrders, bucketLive, bucketByTime, bucketInbox, bucketOutbox} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
@@ -109,14 +127,20 @@ func (db *DB) Path() string { return db.path }
 func (db *DB) Close() error { return db.bolt.Close() }
 
 // Update runs fn in a read-write transaction, committed (and fsynced) when fn
-// returns nil and rolled back entirely otherwise.
+// returns nil and rolled back entirely otherwise. A damaged page met on the
+// way is an error wrapping ErrDamaged, and nothing is written.
 func (db *DB) Update(fn func(tx *Tx) error) error {
-	return db.bolt.Update(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+	return guard(func() error {
+		return db.bolt.Update(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+	})
 }
 
-// View runs fn in a read-only transaction.
+// View runs fn in a read-only transaction. A damaged page met on the way
+// is an error wrapping ErrDamaged.
 func (db *DB) View(fn func(tx *Tx) error) error {
-	return db.bolt.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+	return guard(func() error {
+		return db.bolt.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+	})
 }
 
 // Tx is a store transaction with typed accessors. It is valid only inside

@@ -59,7 +59,8 @@ func (r *report) line(status, name, detail string) {
 }
 
 const doctorUsage = `kioskpayd doctor checks a device's set-up: configuration, key files, clock, state
-directory, broker login, both providers (a signed query) and display access.
+directory (free space), the order store (a full consistency check, when the daemon is
+stopped), broker login, both providers (a signed query) and display access.
 
 Usage:
   kioskpayd doctor -config FILE
@@ -128,6 +129,7 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	checkMQTTFiles(r, cfg, broken)
 	checkClock(r, cfg, broken)
 	checkStateDir(r, cfg, broken)
+	checkStore(r, cfg, broken)
 	checkBroker(ctx, r, cfg, broken)
 	checkProviders(ctx, r, providers)
 	checkDisplay(r, cfg, broken)
@@ -295,6 +297,32 @@ func checkStateDir(r *report, cfg *config.Config, broken brokenKeys) {
 			cfg.StateDir, sizeText(free), sizeText(device.DefaultMinFree)))
 	default:
 		r.ok("state_dir", fmt.Sprintf("%s is writable, %s free", cfg.StateDir, sizeText(free)))
+	}
+}
+
+// checkStore runs the store's full consistency check (every page; bbolt's
+// own check) when the daemon is not running: it holds the file's lock.
+func checkStore(r *report, cfg *config.Config, broken brokenKeys) {
+	if bad := broken.under("state_dir"); bad != "" {
+		r.skip("store", bad)
+		return
+	}
+	path := filepath.Join(cfg.StateDir, storeFile)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		r.ok("store", path+" does not exist yet (created at the first start)")
+		return
+	}
+	problems, err := store.Check(path)
+	switch {
+	case errors.Is(err, store.ErrLocked):
+		r.warn("store", path+" is in use by kioskpayd: not checked (stop it and run kioskpayd recover -check)")
+	case err != nil:
+		r.fail("store", err.Error())
+	case len(problems) > 0:
+		r.fail("store", fmt.Sprintf("%s is damaged: %s (%d problems; kioskpayd recover -config FILE rebuilds it, and the daemon does so by itself at start when it finds it)",
+			path, problems[0], len(problems)))
+	default:
+		r.ok("store", path+" passes the full consistency check")
 	}
 }
 

@@ -13,6 +13,7 @@
 //	kioskpayd -config FILE          run the daemon
 //	kioskpayd -demo                 everything in one process, no set-up
 //	kioskpayd doctor -config FILE   check keys, clock, broker, providers, display
+//	kioskpayd recover -config FILE  check the order store, rebuild a damaged one
 //	kioskpayd -version
 //
 // Exit codes: 0 clean stop (SIGTERM/SIGINT), 2 bad configuration (the
@@ -77,6 +78,7 @@ Usage:
   kioskpayd -demo [-log-level L]          run broker, payment simulator, notification relay,
                                           daemon and web display in one process
   kioskpayd doctor -config FILE           check config, keys, clock, broker, providers and display
+  kioskpayd recover -config FILE          check the order store, rebuild a damaged one
   kioskpayd -version                      print the version
 
 Flags:
@@ -93,6 +95,9 @@ Exit codes: 0 clean stop (SIGTERM/SIGINT), 1 fatal error, 2 bad configuration or
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "doctor" {
 		return runDoctor(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "recover" {
+		return runRecover(args[1:], stdout, stderr, logging.New(stderr, slog.LevelInfo))
 	}
 	fs := flag.NewFlagSet("kioskpayd", flag.ContinueOnError)
 	configPath := fs.String("config", "", "configuration file")
@@ -189,7 +194,7 @@ func daemon(ctx context.Context, cfg *config.Config, stderr io.Writer, logger *s
 		fmt.Fprintf(stderr, "kioskpayd: state_dir: %v\n", err)
 		return exitFatal
 	}
-	db, err := store.Open(filepath.Join(cfg.StateDir, "orders.db"), store.Options{Retention: cfg.Retention()})
+	db, err := openStore(log, filepath.Join(cfg.StateDir, storeFile), store.Options{Retention: cfg.Retention()})
 	if err != nil {
 		log.Error("open store", "err", err)
 		fmt.Fprintf(stderr, "kioskpayd: %v\n", err)
