@@ -275,21 +275,29 @@ const leaseFor = 15 * time.Second
 func (e *Engine) Due(now time.Time) ([]Outgoing, error) {
 	var due []Outgoing
 	err := e.db.View(func(tx *store.Tx) error {
-		all, err := tx.Outbox()
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		var ids []uint64
+		err := tx.OutboxHeads(func(h store.OutboxHead) bool {
+			if !h.NextAt.After(now) && !e.unconfirmed[h.ID] {
+				if l, ok := e.leases[h.ID]; !ok || !l.After(now) {
+					ids = append(ids, h.ID)
+				}
+			}
+			return true
+		})
 		if err != nil {
 			return err
 		}
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		for _, o := range all {
-			if o.NextAt.After(now) {
-				continue
+		for _, id := range ids {
+			o, ok, err := tx.OutboxEntry(id)
+			if err != nil {
+				return err
 			}
-			if l, ok := e.leases[o.ID]; ok && l.After(now) || e.unconfirmed[o.ID] {
-				continue
+			if ok {
+				e.leases[id] = now.Add(leaseFor)
+				due = append(due, Outgoing{ID: o.ID, Topic: o.Topic, Payload: o.Payload, Retain: o.Retain})
 			}
-			e.leases[o.ID] = now.Add(leaseFor)
-			due = append(due, Outgoing{ID: o.ID, Topic: o.Topic, Payload: o.Payload, Retain: o.Retain})
 		}
 		return nil
 	})
@@ -425,6 +433,14 @@ func (e *Engine) Run(ctx context.Context) error {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	expect := time.Now()
+	// A pass woken by a signal (a message recorded, handled or published)
+	// looks at the outbox and the status at most every busyPass: under a
+	// flood the loop turns for every message, and reading the outbox each
+	// time was most of the daemon's CPU (BENCHMARKS.md). New messages reach
+	// the link at once anyway (afterCommit); what falls due is seen at
+	// most busyPass late.
+	var nextOut, lookedAt time.Time
+	signalled := false
 	for {
 		// A pass that starts well after the timer was due means the whole
 		// process stood still (SIGSTOP, an overloaded board, an I/O
@@ -446,11 +462,15 @@ func (e *Engine) Run(ctx context.Context) error {
 		if err := e.dispatchInbox(); err != nil {
 			e.log.Error("read inbox", "err", err)
 		}
-		e.retryUnconfirmed()
-		nextOut := e.checkOutbox(now)
-		e.checkStorage(real)
-		e.refreshStatus(now)
-		e.maybePrune(now)
+		skipped := signalled && real.Sub(lookedAt) < busyPass
+		if !skipped {
+			lookedAt = real
+			e.retryUnconfirmed()
+			nextOut = e.checkOutbox(now)
+			e.checkStorage(real)
+			e.refreshStatus(now)
+			e.maybePrune(now)
+		}
 
 		wait := idleWake
 		if e.storageFull() {
@@ -464,9 +484,13 @@ func (e *Engine) Run(ctx context.Context) error {
 		if !nextOut.IsZero() {
 			wait = min(wait, nextOut.Sub(now))
 		}
+		if skipped {
+			wait = min(wait, busyPass-real.Sub(lookedAt))
+		}
 		wait = max(wait, time.Millisecond)
 		t.Reset(wait)
 		expect = time.Now().Add(wait)
+		signalled = true
 		select {
 		case <-ctx.Done():
 			e.work.Wait()
@@ -474,6 +498,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-e.inboxCh:
 		case <-e.wakeCh:
 		case <-t.C:
+			signalled = false
 		}
 		if !t.Stop() {
 			select {
@@ -484,16 +509,16 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 }
 
+// busyPass bounds how often a loop woken by inbound messages alone looks
+// at the outbox and the status.
+const busyPass = 100 * time.Millisecond
+
 // checkOutbox signals the link when entries are due and returns when the
 // next one becomes due (zero if none is waiting).
 func (e *Engine) checkOutbox(now time.Time) time.Time {
 	var next time.Time
 	anyDue := false
 	_ = e.db.View(func(tx *store.Tx) error {
-		all, err := tx.Outbox()
-		if err != nil {
-			return err
-		}
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		for id, l := range e.leases {
@@ -501,9 +526,9 @@ func (e *Engine) checkOutbox(now time.Time) time.Time {
 				delete(e.leases, id)
 			}
 		}
-		for _, o := range all {
+		return tx.OutboxHeads(func(o store.OutboxHead) bool {
 			if e.unconfirmed[o.ID] {
-				continue
+				return true
 			}
 			at := o.NextAt
 			if l, ok := e.leases[o.ID]; ok && l.After(at) {
@@ -514,8 +539,8 @@ func (e *Engine) checkOutbox(now time.Time) time.Time {
 			} else if next.IsZero() || at.Before(next) {
 				next = at
 			}
-		}
-		return nil
+			return true
+		})
 	})
 	if anyDue {
 		signal(e.outboxCh)

@@ -135,7 +135,11 @@ func TestDamagedStore(t *testing.T) {
 			}
 			// The order paid while the daemon was down: found by its
 			// resume when it was salvaged, reported when it was lost.
-			paidFound := w.waitPaidOutcome(late.OutTradeNo, 20*time.Second)
+			wait := 20 * time.Second
+			if d.total {
+				wait = 5 * time.Second
+			}
+			paidFound := w.waitPaidOutcome(late.OutTradeNo, wait)
 			deadline := time.Now().Add(30 * time.Second)
 			for time.Now().Before(deadline) {
 				mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -14,7 +15,12 @@ import (
 // fixture writes a store of n orders: every 50th is pending, every 50th+1
 // paid with its result in the outbox, the rest delivered. It returns the
 // file's bytes.
-func fixture(t testing.TB, path string, n int) []byte {
+func fixture(t testing.TB, path string, n int) []byte { return history(t, path, n, 0) }
+
+// history is fixture with only the orders from liveFrom on ever live: a
+// long history of finished orders and a few recent live ones, as on a
+// device.
+func history(t testing.TB, path string, n, liveFrom int) []byte {
 	t.Helper()
 	db, err := Open(path, Options{})
 	if err != nil {
@@ -27,8 +33,14 @@ func fixture(t testing.TB, path string, n int) []byte {
 				o.Subject = "massage chair, fifteen minutes"
 				switch i % 50 {
 				case 0:
+					if i < liveFrom {
+						break
+					}
 					o.State = Pending
 				case 1:
+					if i < liveFrom {
+						break
+					}
 					o.State, o.Result = Paid, "paid"
 					seq, err := tx.NextSeq()
 					if err != nil {
@@ -313,4 +325,78 @@ func FuzzOpenDamaged(f *testing.F) {
 			t.Errorf("the recovered store fails the full check: %v %v", problems, err)
 		}
 	})
+}
+
+// TestDamageScale measures, at a year's size, what the damaged-store path
+// costs: the check at open (bounded by what is live, so about the same for
+// any history), the full check, and the salvage (time and heap).
+//
+//	KIOSKPAY_STORE_SCALE=100000 go test -run TestDamageScale -v ./store
+func TestDamageScale(t *testing.T) {
+	n := 0
+	fmt.Sscan(os.Getenv("KIOSKPAY_STORE_SCALE"), &n)
+	if n <= 0 {
+		t.Skip("set KIOSKPAY_STORE_SCALE=100000 to measure the damaged-store path at scale")
+	}
+	path := filepath.Join(t.TempDir(), "orders.db")
+	start := time.Now()
+	b := history(t, path, n, n-1000)
+	t.Logf("fixture: %d orders, %.1f MiB, written in %s", n, float64(len(b))/(1<<20), time.Since(start).Round(time.Millisecond))
+
+	start = time.Now()
+	db, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := time.Since(start)
+	db.Close()
+	start = time.Now()
+	problems, err := Check(path)
+	if err != nil || len(problems) > 0 {
+		t.Fatalf("check: %v %v", problems, err)
+	}
+	check := time.Since(start)
+
+	// Truncated to half: detected at open, salvaged.
+	os.WriteFile(path, b[:len(b)/2/4096*4096], 0o600)
+	start = time.Now()
+	_, err = Open(path, Options{})
+	var de *DamagedError
+	if !errors.As(err, &de) {
+		t.Fatalf("open of a truncated file: %v", err)
+	}
+	detect := time.Since(start)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	var peak uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			var m runtime.MemStats
+			runtime.ReadMemStats(&m)
+			peak = max(peak, m.HeapInuse)
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	start = time.Now()
+	db, r, err := Recover(path, de.Reason, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	salvage := time.Since(start)
+	close(stop)
+	<-sampled
+	runtime.ReadMemStats(&after)
+	db.Close()
+	t.Logf("SCALE orders=%d file=%.1fMiB open=%s full_check=%s detect_truncated=%s salvage=%s (salvaged %d, %d live, %d lost) allocated=%.1fMiB peak_heap_in_use=%.1fMiB",
+		n, float64(len(b))/(1<<20), open.Round(time.Millisecond), check.Round(time.Millisecond), detect.Round(time.Millisecond),
+		salvage.Round(time.Millisecond), r.Orders, r.Live, r.LostCount,
+		float64(after.TotalAlloc-before.TotalAlloc)/(1<<20), float64(peak)/(1<<20))
 }

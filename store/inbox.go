@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"time"
 )
 
 // InboxHead returns up to n unprocessed messages, oldest first, leaving out
@@ -68,4 +69,33 @@ func (t *Tx) InboxFind(topic string, match func(payload []byte) bool) (bool, err
 		}
 	}
 	return false, nil
+}
+
+// OutboxHead is what scheduling needs of an outbox entry: everything but
+// the payload, which is not decoded.
+type OutboxHead struct {
+	ID         uint64
+	Kind       string    `json:"kind"`
+	OutTradeNo string    `json:"out_trade_no"`
+	NextAt     time.Time `json:"next_at"`
+}
+
+// OutboxHeads calls fn for every outbox entry, oldest first, until it
+// returns false. Passes that only schedule (what is due, when the next
+// entry is) read this instead of whole entries: under a flood they run
+// for every message, and decoding every payload each time was most of
+// the daemon's work.
+func (t *Tx) OutboxHeads(fn func(h OutboxHead) bool) error {
+	c := t.tx.Bucket(bucketOutbox).Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		var h OutboxHead
+		if err := json.Unmarshal(v, &h); err != nil {
+			return fmt.Errorf("decode outbox entry %d: %w", binary.BigEndian.Uint64(k), err)
+		}
+		h.ID = binary.BigEndian.Uint64(k)
+		if !fn(h) {
+			return nil
+		}
+	}
+	return nil
 }

@@ -403,20 +403,20 @@ func (t *Tx) DeleteOutbox(id uint64) error { return t.tx.Bucket(bucketOutbox).De
 // DeleteResults removes the order's pending results (it was acknowledged,
 // or its outcome changed) and reports how many there were.
 func (t *Tx) DeleteResults(outTradeNo string) (int, error) {
-	all, err := t.Outbox()
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, e := range all {
-		if e.Kind == KindResult && e.OutTradeNo == outTradeNo {
-			if err := t.DeleteOutbox(e.ID); err != nil {
-				return n, err
-			}
-			n++
+	var ids []uint64
+	err := t.OutboxHeads(func(h OutboxHead) bool {
+		if h.Kind == KindResult && h.OutTradeNo == outTradeNo {
+			ids = append(ids, h.ID)
 		}
+		return true
+	})
+	for i, id := range ids {
+		if err != nil {
+			return i, err
+		}
+		err = t.DeleteOutbox(id)
 	}
-	return n, nil
+	return len(ids), err
 }
 
 // ---- retention ----
