@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
-	"sort"
 	"strings"
 	"time"
 
@@ -794,11 +793,7 @@ func (e *Engine) handleNotify(ctx context.Context, m store.InboxEntry) {
 	}
 	var n payment.Notification
 	pid := ""
-	pids := make([]string, 0, len(e.cfg.Merchants))
-	for p := range e.cfg.Merchants {
-		pids = append(pids, p)
-	}
-	sort.Strings(pids)
+	pids := e.merchantIDs()
 	for _, p := range pids {
 		prov := e.cfg.Merchants[p][req.Provider]
 		if prov == nil {

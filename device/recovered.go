@@ -89,13 +89,8 @@ func (e *Engine) followRecovery(ctx context.Context, r *store.Recovery) {
 // settleLost asks every configured account about a live order whose
 // record was lost: payable → closed; paid → reported ("otn at provider").
 func (e *Engine) settleLost(ctx context.Context, otn string) []string {
-	pids := make([]string, 0, len(e.cfg.Merchants))
-	for pid := range e.cfg.Merchants {
-		pids = append(pids, pid)
-	}
-	sort.Strings(pids)
 	var paid []string
-	for _, pid := range pids {
+	for _, pid := range e.merchantIDs() {
 		for _, p := range []payment.ProviderName{payment.WxPay, payment.Alipay} {
 			prov := e.cfg.Merchants[pid][p]
 			if prov == nil {
@@ -121,6 +116,16 @@ func (e *Engine) settleLost(ctx context.Context, otn string) []string {
 		}
 	}
 	return paid
+}
+
+// merchantIDs lists the configured merchants in a stable order.
+func (e *Engine) merchantIDs() []string {
+	pids := make([]string, 0, len(e.cfg.Merchants))
+	for pid := range e.cfg.Merchants {
+		pids = append(pids, pid)
+	}
+	sort.Strings(pids)
+	return pids
 }
 
 func (e *Engine) saveRecovery(r *store.Recovery) {

@@ -223,19 +223,10 @@ func (c *Controller) handle(_ mqtt.Client, m mqtt.Message) {
 
 // WaitOnline waits until device's retained status says online.
 func (c *Controller) WaitOnline(ctx context.Context, device string) error {
-	for {
-		c.mu.Lock()
-		s, ch := c.status[device], c.statusCh
-		c.mu.Unlock()
-		if s.Online {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("device %s not online: %w", device, ctx.Err())
-		}
+	if err := c.WaitStatus(ctx, device, func(s Status) bool { return s.Online }); err != nil {
+		return fmt.Errorf("device %s not online: %w", device, ctx.Err())
 	}
+	return nil
 }
 
 // Online reports the last status seen for device.

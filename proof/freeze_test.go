@@ -222,8 +222,7 @@ func (f *freezer) ackTimeout() []string {
 func (f *freezer) pollLate() []string {
 	w := f.w
 	o := &Order{OutTradeNo: newOTN(), Provider: w.provider(), Total: 900, Scenario: "freeze-poll", Ack: AckOK}
-	if r, ok := waitReply(w.ctx, w.create(o), 20*time.Second); !ok || r.Code != 0 {
-		w.t.Errorf("create: %+v", r)
+	if !f.created(o) {
 		return []string{o.OutTradeNo}
 	}
 	f.freeze(func() { w.payAny(o.OutTradeNo, 0) })
@@ -236,8 +235,7 @@ func (f *freezer) pollLate() []string {
 func (f *freezer) expiry() []string {
 	w := f.w
 	o := &Order{OutTradeNo: newOTN(), Provider: "wxpay", Total: 1000, Scenario: "freeze-expiry", Ack: AckOK, ExpireSeconds: 60}
-	if r, ok := waitReply(w.ctx, w.create(o), 20*time.Second); !ok || r.Code != 0 {
-		w.t.Errorf("create: %+v", r)
+	if !f.created(o) {
 		return []string{o.OutTradeNo}
 	}
 	created := time.Now()
@@ -271,8 +269,7 @@ func (f *freezer) createInFlight() []string {
 func (f *freezer) closing() []string {
 	w := f.w
 	o := &Order{OutTradeNo: newOTN(), Provider: w.provider(), Total: 1200, Scenario: "freeze-close", Ack: AckOK}
-	if r, ok := waitReply(w.ctx, w.create(o), 20*time.Second); !ok || r.Code != 0 {
-		w.t.Errorf("create: %+v", r)
+	if !f.created(o) {
 		return []string{o.OutTradeNo}
 	}
 	w.command(o.OutTradeNo, "pay/cancel", map[string]any{})
@@ -323,6 +320,16 @@ func (f *freezer) republish() []string {
 	release()
 	f.w.waitState(o.OutTradeNo, "delivered", 30*time.Second)
 	return []string{o.OutTradeNo}
+}
+
+// created creates o and reports whether the daemon confirmed it.
+func (f *freezer) created(o *Order) bool {
+	r, ok := waitReply(f.w.ctx, f.w.create(o), 20*time.Second)
+	if !ok || r.Code != 0 {
+		f.w.t.Errorf("%s: create: %+v", o.Scenario, r)
+		return false
+	}
+	return true
 }
 
 func (f *freezer) cancelPending(otn string) {

@@ -199,20 +199,16 @@ func (pf *pageFile) walk(m meta) (map[uint64]bool, []string) {
 // sane, none used twice, none both in use and free, and every page below
 // the high-water mark either in use or free.
 func checkAll(path string) ([]string, error) {
-	f, err := os.Open(path)
+	f, size, err := openSized(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	m, err := checkFile(f, st.Size())
+	m, err := checkFile(f, size)
 	if err != nil {
 		return []string{err.Error()}, nil
 	}
-	pf := &pageFile{f: f, ps: int64(m.pageSize), size: st.Size()}
+	pf := &pageFile{f: f, ps: int64(m.pageSize), size: size}
 	used, problems := pf.walk(m)
 	// bbolt runs on one valid meta page, but a damaged other one is still
 	// damage (and bbolt's own check would fault on it).
@@ -265,6 +261,20 @@ func checkAll(path string) ([]string, error) {
 		problems = append(problems, fmt.Sprintf("… %d pages neither in use nor free in all", missing))
 	}
 	return problems, nil
+}
+
+// openSized opens path for reading and returns its size.
+func openSized(path string) (*os.File, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, st.Size(), nil
 }
 
 func printable(b []byte) string {

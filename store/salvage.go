@@ -207,22 +207,18 @@ type resultEntry struct {
 // salvage reads every page of the file at path and hands each order record
 // it finds to order (the same order may come more than once).
 func salvage(path string, order func(Order) error) (*salvaged, error) {
-	f, err := os.Open(path)
+	f, size, err := openSized(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
 	s := &salvaged{results: map[string]resultEntry{}, live: map[string]bool{}, order: order}
 	ps := int64(4096)
-	if m, _ := checkFile(f, st.Size()); m.pageSize >= 1024 && m.pageSize&(m.pageSize-1) == 0 {
+	if m, _ := checkFile(f, size); m.pageSize >= 1024 && m.pageSize&(m.pageSize-1) == 0 {
 		ps = int64(m.pageSize)
 	}
-	pf := &pageFile{f: f, ps: ps, size: st.Size()}
-	for id := uint64(2); int64(id+1)*ps <= st.Size() && s.err == nil; id++ {
+	pf := &pageFile{f: f, ps: ps, size: size}
+	for id := uint64(2); int64(id+1)*ps <= size && s.err == nil; id++ {
 		// A page whose id is wrong is read all the same: its records
 		// may be intact.
 		h, p, err := pf.readAny(id)
