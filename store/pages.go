@@ -195,6 +195,57 @@ func (pf *pageFile) walk(m meta) (map[uint64]bool, []string) {
 	return seen, problems
 }
 
+// bucketLenient returns the key/values of the top-level bucket name, read
+// from the tree as the meta m describes it but forgiving what the salvage
+// forgives: a page whose id field is damaged is read all the same. ok is
+// false when the bucket could not be read whole (a page on its path is not
+// a branch or leaf page, or is missing): then the entries are partial.
+func (pf *pageFile) bucketLenient(m meta, name []byte) (entries []leafElem, ok bool) {
+	seen := map[uint64]bool{}
+	var pageElems func(id uint64) ([]leafElem, bool)
+	var inPage func(p []byte) ([]leafElem, bool)
+	inPage = func(p []byte) ([]leafElem, bool) {
+		switch readHeader(p).flags {
+		case flagLeaf:
+			elems, err := leafElems(p)
+			return elems, err == nil
+		case flagBranch:
+			kids, err := branchChildren(p)
+			all, good := []leafElem(nil), err == nil
+			for _, k := range kids {
+				es, g := pageElems(k)
+				all, good = append(all, es...), good && g
+			}
+			return all, good
+		}
+		return nil, false
+	}
+	pageElems = func(id uint64) ([]leafElem, bool) {
+		if id < 2 || seen[id] || int64(id+1)*pf.ps > pf.size {
+			return nil, false
+		}
+		seen[id] = true
+		_, p, err := pf.readAny(id)
+		if err != nil {
+			return nil, false
+		}
+		return inPage(p)
+	}
+	top, good := pageElems(m.root)
+	for _, e := range top {
+		if !e.bucket || string(e.key) != string(name) || len(e.value) < inBucketSize {
+			continue
+		}
+		if root := le.Uint64(e.value); root != 0 {
+			es, g := pageElems(root)
+			return es, good && g
+		}
+		es, g := inPage(e.value[inBucketSize:])
+		return es, good && g
+	}
+	return nil, false
+}
+
 // checkAll is the full structural check of a file: every reachable page
 // sane, none used twice, none both in use and free, and every page below
 // the high-water mark either in use or free.

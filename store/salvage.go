@@ -30,8 +30,12 @@ type Recovery struct {
 	// refunding…) and resume.
 	Orders int `json:"orders"`
 	Live   int `json:"live"`
-	// Results were unacknowledged results put back in the outbox.
+	// Results were unacknowledged results put back in the outbox;
+	// Inbox and Outbox count the unprocessed commands and unpublished
+	// messages taken over whole (when those buckets could be read).
 	Results int `json:"results"`
+	Inbox   int `json:"inbox"`
+	Outbox  int `json:"outbox"`
 	// Lost are orders the live index named whose record could not be read
 	// (at most 100 named; LostCount counts them all).
 	Lost      []string `json:"lost,omitempty"`
@@ -46,6 +50,9 @@ type Recovery struct {
 func (r *Recovery) Summary() string {
 	s := fmt.Sprintf("%s was damaged (%s) and moved to %s; salvaged %d orders (%d live) and %d unacknowledged results from %d pages",
 		r.Path, r.Reason, r.Damaged, r.Orders, r.Live, r.Results, r.Pages)
+	if r.Inbox+r.Outbox > 0 {
+		s += fmt.Sprintf("; %d commands not yet handled and %d messages not yet published carried over", r.Inbox, r.Outbox)
+	}
 	if r.Unreadable > 0 {
 		s += fmt.Sprintf("; %d pages unreadable", r.Unreadable)
 	}
@@ -117,6 +124,25 @@ func Recover(path, reason string, opts Options) (*DB, *Recovery, error) {
 	}
 	r.Pages, r.Unreadable = s.pages, s.unreadable
 	err = db.Update(func(tx *Tx) error {
+		// Commands recorded but not handled, and messages not yet
+		// published (replies among them), carry on in the new store,
+		// in their order: every command still gets its one reply.
+		for _, e := range s.inbox {
+			if _, err := tx.AddInbox(e); err != nil {
+				return err
+			}
+			r.Inbox++
+		}
+		for _, e := range s.outbox {
+			e.Attempts = 0
+			if _, err := tx.Enqueue(e); err != nil {
+				return err
+			}
+			r.Outbox++
+			if e.Kind == KindResult {
+				delete(s.results, e.OutTradeNo) // already there
+			}
+		}
 		r.Orders = tx.tx.Bucket(bucketOrders).Stats().KeyN
 		live, err := tx.LiveOrders()
 		if err != nil {
@@ -132,7 +158,7 @@ func Recover(path, reason string, opts Options) (*DB, *Recovery, error) {
 			// An unacknowledged paid result goes out again, the same
 			// bytes: the controller may never have seen it.
 			e, ok := s.results[o.OutTradeNo]
-			if (o.State == Paid || o.State == Held) && ok && e.seq == o.ResultSeq {
+			if (o.State == Paid || o.State == Held) && ok && e.seq == o.ResultSeq && !s.outboxWhole {
 				e.NextAt, e.Attempts = now, 0
 				if _, err := tx.Enqueue(e.OutboxEntry); err != nil {
 					return err
@@ -192,6 +218,12 @@ func (t *Tx) ClearRecovery() error { return t.tx.Bucket(bucketMeta).Delete(keyRe
 // salvaged is what the page scan found besides orders.
 type salvaged struct {
 	pages, unreadable int
+	// inbox and outbox are those buckets as the tree holds them, when it
+	// could be read (outboxWhole): unlike pages found anywhere in the
+	// file, they cannot be stale copies of entries already done with.
+	inbox       []InboxEntry
+	outbox      []OutboxEntry
+	outboxWhole bool
 	results           map[string]resultEntry // newest result per out_trade_no
 	live              map[string]bool        // live index keys
 	seq               uint64                 // the meta's result seq, if found
@@ -218,6 +250,25 @@ func salvage(path string, order func(Order) error) (*salvaged, error) {
 		ps = int64(m.pageSize)
 	}
 	pf := &pageFile{f: f, ps: ps, size: size}
+	if m, err := checkFile(f, size); err == nil || m.pageSize != 0 {
+		if elems, ok := pf.bucketLenient(m, bucketInbox); ok {
+			for _, e := range elems {
+				var in InboxEntry
+				if len(e.key) == 8 && json.Unmarshal(e.value, &in) == nil {
+					s.inbox = append(s.inbox, in)
+				}
+			}
+		}
+		if elems, ok := pf.bucketLenient(m, bucketOutbox); ok {
+			s.outboxWhole = true
+			for _, e := range elems {
+				var out OutboxEntry
+				if len(e.key) == 8 && json.Unmarshal(e.value, &out) == nil {
+					s.outbox = append(s.outbox, out)
+				}
+			}
+		}
+	}
 	for id := uint64(2); int64(id+1)*ps <= size && s.err == nil; id++ {
 		// A page whose id is wrong is read all the same: its records
 		// may be intact.
