@@ -224,11 +224,11 @@ type salvaged struct {
 	inbox       []InboxEntry
 	outbox      []OutboxEntry
 	outboxWhole bool
-	results           map[string]resultEntry // newest result per out_trade_no
-	live              map[string]bool        // live index keys
-	seq               uint64                 // the meta's result seq, if found
-	order             func(Order) error
-	err               error
+	results     map[string]resultEntry // newest result per out_trade_no
+	live        map[string]bool        // live index keys
+	seq         uint64                 // the meta's result seq, if found
+	order       func(Order) error
+	err         error
 }
 
 type resultEntry struct {
