@@ -11,6 +11,14 @@
 //
 //	KIOSKPAY_CRASH_ROUNDS=500 go test -run TestCrash -v -timeout 2h ./proof
 //	KIOSKPAY_SOAK=10m          go test -run TestFaultSoak -v -timeout 1h ./proof
+//	KIOSKPAY_FLOOD=5000        go test -run TestFlood -v ./proof
+//	KIOSKPAY_PROOF=1           go test -run 'TestDiskFull|TestFreeze|TestDamagedStore|TestBrokerInflight' -v ./proof
+//
+// The hostile conditions are real ones: a tmpfs state directory filled to
+// ENOSPC (as root; Tmpfs), SIGSTOP/SIGCONT (Daemon.Freeze), a supervisor
+// that follows the shipped systemd unit's watchdog and restart policy
+// (Supervisor), store files damaged on disk, and floods through a broker
+// that queues them all.
 //
 // cmd/kioskbench reuses the same pieces to measure latencies, provider calls
 // per order, memory, wake-ups and throughput side by side.
