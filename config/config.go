@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"net"
 	"net/url"
 	"os"
@@ -343,12 +344,6 @@ func decodeError(err error) error {
 
 var tomlKeyErrRE = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key "([^"]*)"\): (.*)$`)
 
-var (
-	deviceIDRE    = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-	pidRE         = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-	catalogTypeRE = regexp.MustCompile(`^[a-z0-9_]{1,32}$`)
-)
-
 // Validate checks every value. It does not look at the file system.
 func (c *Config) Validate() error {
 	var errs []error
@@ -359,7 +354,7 @@ func (c *Config) Validate() error {
 	switch {
 	case c.DeviceID == "":
 		bad("device_id", "is required")
-	case !deviceIDRE.MatchString(c.DeviceID):
+	case !contract.ValidDeviceID(c.DeviceID):
 		bad("device_id", "must be 1 to 64 characters of A-Z a-z 0-9 _ -, got %q", c.DeviceID)
 	}
 	if c.StateDir == "" {
@@ -413,7 +408,7 @@ func (c *Config) Validate() error {
 	default:
 		bad("payment.provider", "must be wxpay, alipay or any, got %q", c.Payment.Provider)
 	}
-	if e := c.Payment.Expire.Duration; e < payment.MinExpire || e > payment.MaxExpire {
+	if e := c.Payment.Expire.Duration; e < contract.MinExpire || e > contract.MaxExpire {
 		bad("payment.expire", "must be from 1m to 2h, got %s", e)
 	}
 	if c.Payment.MaxFee <= 0 {
@@ -438,7 +433,7 @@ func (c *Config) Validate() error {
 	for _, pid := range sortedKeys(c.Merchants) {
 		m := c.Merchants[pid]
 		base := "merchants." + pid
-		if !pidRE.MatchString(pid) {
+		if !contract.ValidPID(pid) {
 			bad(base, "merchant id must be 1 to 64 characters of A-Z a-z 0-9 _ -")
 		}
 		if m.WxPay == nil && m.Alipay == nil {
@@ -555,7 +550,7 @@ func (c *Config) Validate() error {
 	for _, typ := range sortedKeys(c.Catalog) {
 		fee := c.Catalog[typ]
 		key := "catalog." + typ
-		if !catalogTypeRE.MatchString(typ) {
+		if !contract.ValidOrderType(typ) {
 			bad(key, "order type must be 1 to 32 characters of a-z 0-9 _")
 		}
 		if fee <= 0 {
@@ -718,6 +713,6 @@ func (c *Config) Topic() string { return c.MQTT.TopicPrefix + "/" + c.DeviceID }
 func (c *Config) Retention() time.Duration { return time.Duration(c.RetentionDays) * 24 * time.Hour }
 
 // Limits returns the bounds create requests are checked against.
-func (c *Config) Limits() payment.Limits {
-	return payment.Limits{MaxFee: c.Payment.MaxFee, DefaultExpire: c.Payment.Expire.Duration}
+func (c *Config) Limits() contract.Limits {
+	return contract.Limits{MaxFee: c.Payment.MaxFee, DefaultExpire: c.Payment.Expire.Duration}
 }

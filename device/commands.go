@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -23,36 +24,36 @@ func (e *Engine) handle(ctx context.Context, m store.InboxEntry) {
 	if ctx.Err() != nil {
 		return // stays in the inbox for the next Run
 	}
-	action := ActionForTopic(m.Topic)
+	action := contract.ActionForTopic(m.Topic)
 	defer func() {
 		if p := recover(); p != nil {
 			e.log.Error("command handler panicked", "topic", m.Topic, "panic", p, "stack", string(debug.Stack()))
-			e.replyOnly(m.ID, ErrorReply(RequestIDOf(m.Payload), action, Errorf(ErrInternal, "internal error")))
+			e.replyOnly(m.ID, contract.ErrorReply(contract.RequestIDOf(m.Payload), action, contract.Errorf(contract.ErrInternal, "internal error")))
 		}
 	}()
-	if (m.Topic == TopicCreate || m.Topic == TopicCancel) && e.stale(m) {
-		e.replyErr(m, RequestIDOf(m.Payload), action, staleError(m, e.now()))
+	if (m.Topic == contract.TopicCreate || m.Topic == contract.TopicCancel) && e.stale(m) {
+		e.replyErr(m, contract.RequestIDOf(m.Payload), action, staleError(m, e.now()))
 		return
 	}
 	switch m.Topic {
-	case TopicCreate:
+	case contract.TopicCreate:
 		e.handleCreate(ctx, m)
-	case TopicCancel:
+	case contract.TopicCancel:
 		e.handleCancel(ctx, m)
-	case TopicQuery:
+	case contract.TopicQuery:
 		e.handleQuery(m)
-	case TopicRefund:
+	case contract.TopicRefund:
 		e.handleRefund(m)
-	case TopicAck:
+	case contract.TopicAck:
 		e.handleAck(m)
-	case TopicNotify:
+	case contract.TopicNotify:
 		e.handleNotify(ctx, m)
-	case TopicOrders:
+	case contract.TopicOrders:
 		e.handleOrders(m)
-	case TopicReconcile:
+	case contract.TopicReconcile:
 		e.handleReconcile(ctx, m)
 	default:
-		e.replyOnly(m.ID, ErrorReply(RequestIDOf(m.Payload), "", Errorf(ErrInvalidArgument, "unknown topic %q", m.Topic)))
+		e.replyOnly(m.ID, contract.ErrorReply(contract.RequestIDOf(m.Payload), "", contract.Errorf(contract.ErrInvalidArgument, "unknown topic %q", m.Topic)))
 	}
 }
 
@@ -86,14 +87,14 @@ func (e *Engine) replyOnly(inboxID uint64, v any) {
 func (e *Engine) replyErr(m store.InboxEntry, requestID, action string, err error) {
 	if store.IsNoSpace(err) {
 		e.storageError(err)
-		if action != ActionCreate {
+		if action != contract.ActionCreate {
 			e.log.Warn("storage full: command left in the inbox to be handled again", "action", action, "err", err)
 			return
 		}
 		err = e.storageFullError()
 	}
-	rep := ErrorReply(requestID, action, err)
-	if rep.Error == ErrInternal {
+	rep := contract.ErrorReply(requestID, action, err)
+	if rep.Error == contract.ErrInternal {
 		e.log.Error("command failed", "action", action, "err", err)
 	} else {
 		e.log.Info("command refused", "action", action, "error", rep.Error, "field", rep.Field, "msg", rep.Msg)
@@ -107,33 +108,33 @@ func (e *Engine) replyErr(m store.InboxEntry, requestID, action string, err erro
 func (e *Engine) orderLegs(provider, pid string) ([]payment.ProviderName, error) {
 	accounts, ok := e.cfg.Merchants[pid]
 	if !ok {
-		return nil, &Error{Name: ErrUnknownMerchant, Field: "data.pid", Msg: fmt.Sprintf("no merchant %q is configured", pid)}
+		return nil, &contract.Error{Name: contract.ErrUnknownMerchant, Field: "data.pid", Msg: fmt.Sprintf("no merchant %q is configured", pid)}
 	}
 	var legs []payment.ProviderName
 	for _, p := range []payment.ProviderName{payment.WxPay, payment.Alipay} {
-		if accounts[p] != nil && (provider == ProviderAny || provider == string(p)) {
+		if accounts[p] != nil && (provider == contract.ProviderAny || provider == string(p)) {
 			legs = append(legs, p)
 		}
 	}
 	if len(legs) == 0 {
-		return nil, &Error{Name: ErrUnsupportedProvider, Field: "provider", Msg: fmt.Sprintf("merchant %q has no %s account", pid, provider)}
+		return nil, &contract.Error{Name: contract.ErrUnsupportedProvider, Field: "provider", Msg: fmt.Sprintf("merchant %q has no %s account", pid, provider)}
 	}
 	return legs, nil
 }
 
 // checkCreate applies the device's policy to a decoded create request.
-func (e *Engine) checkCreate(req *CreateRequest) ([]payment.ProviderName, error) {
+func (e *Engine) checkCreate(req *contract.CreateRequest) ([]payment.ProviderName, error) {
 	if len(e.cfg.Catalog) > 0 {
 		price, ok := e.cfg.Catalog[req.Order.Type]
 		if !ok {
-			return nil, &Error{Name: ErrPriceMismatch, Field: "data.type", Msg: fmt.Sprintf("type %q is not in this device's catalog", req.Order.Type)}
+			return nil, &contract.Error{Name: contract.ErrPriceMismatch, Field: "data.type", Msg: fmt.Sprintf("type %q is not in this device's catalog", req.Order.Type)}
 		}
 		if price != req.Order.TotalFee {
-			return nil, &Error{Name: ErrPriceMismatch, Field: "data.total_fee", Msg: fmt.Sprintf("type %q costs %d fen here, request says %d", req.Order.Type, price, req.Order.TotalFee)}
+			return nil, &contract.Error{Name: contract.ErrPriceMismatch, Field: "data.total_fee", Msg: fmt.Sprintf("type %q costs %d fen here, request says %d", req.Order.Type, price, req.Order.TotalFee)}
 		}
 	}
 	if req.Order.TotalFee > e.cfg.MaxFee {
-		return nil, &Error{Name: ErrFeeOutOfRange, Field: "data.total_fee", Msg: fmt.Sprintf("data.total_fee must be from 1 to %d fen", e.cfg.MaxFee)}
+		return nil, &contract.Error{Name: contract.ErrFeeOutOfRange, Field: "data.total_fee", Msg: fmt.Sprintf("data.total_fee must be from 1 to %d fen", e.cfg.MaxFee)}
 	}
 	if req.Provider == "" {
 		req.Provider = e.cfg.DefaultProvider
@@ -143,7 +144,7 @@ func (e *Engine) checkCreate(req *CreateRequest) ([]payment.ProviderName, error)
 		return nil, err
 	}
 	if !e.clockSynced() {
-		return nil, Errorf(ErrClockNotSynced, "the device clock is not synchronised; try again shortly")
+		return nil, contract.Errorf(contract.ErrClockNotSynced, "the device clock is not synchronised; try again shortly")
 	}
 	if err := e.checkSig(req.Signed, func() error { return req.Verify(e.cfg.ResultKey, e.now()) }); err != nil {
 		return nil, staleTS(err)
@@ -155,19 +156,19 @@ func (e *Engine) checkCreate(req *CreateRequest) ([]payment.ProviderName, error)
 // window into COMMAND_STALE: the signature is good, the command is too old
 // (or too far ahead) to act on.
 func staleTS(err error) error {
-	if ae := AsError(err); ae.Name == ErrSignatureInvalid && ae.Field == "ts" {
-		return &Error{Name: ErrCommandStale, Field: "ts", Msg: ae.Msg}
+	if ae := contract.AsError(err); ae.Name == contract.ErrSignatureInvalid && ae.Field == "ts" {
+		return &contract.Error{Name: contract.ErrCommandStale, Field: "ts", Msg: ae.Msg}
 	}
 	return err
 }
 
 func (e *Engine) storageFullError() error {
-	return Errorf(ErrStorageFull, "the device's storage is full; no new orders until space returns")
+	return contract.Errorf(contract.ErrStorageFull, "the device's storage is full; no new orders until space returns")
 }
 
 // checkSig enforces signed requests when required, and rejects a bad
 // signature whenever a key is configured and one was sent.
-func (e *Engine) checkSig(s Signed, verify func() error) error {
+func (e *Engine) checkSig(s contract.Signed, verify func() error) error {
 	if len(e.cfg.ResultKey) == 0 {
 		return nil
 	}
@@ -177,7 +178,7 @@ func (e *Engine) checkSig(s Signed, verify func() error) error {
 	return verify()
 }
 
-func fingerprint(provider string, legs []payment.ProviderName, r payment.OrderRequest) string {
+func fingerprint(provider string, legs []payment.ProviderName, r contract.OrderRequest) string {
 	other, _ := json.Marshal(r.Other)
 	b, _ := json.Marshal([]any{provider, legs, r.PID, r.TotalFee, r.Subject, r.Type, string(r.Custom), string(other), int64(r.Expire.Seconds())})
 	sum := sha256.Sum256(b)
@@ -185,14 +186,14 @@ func fingerprint(provider string, legs []payment.ProviderName, r payment.OrderRe
 }
 
 func (e *Engine) handleCreate(ctx context.Context, m store.InboxEntry) {
-	req, err := DecodeCreate(m.Payload, payment.Limits{MaxFee: e.cfg.MaxFee, DefaultExpire: e.cfg.DefaultExpire})
+	req, err := contract.DecodeCreate(m.Payload, contract.Limits{MaxFee: e.cfg.MaxFee, DefaultExpire: e.cfg.DefaultExpire})
 	if err != nil {
-		e.replyErr(m, req.RequestID, ActionCreate, err)
+		e.replyErr(m, req.RequestID, contract.ActionCreate, err)
 		return
 	}
 	legs, err := e.checkCreate(&req)
 	if err != nil {
-		e.replyErr(m, req.RequestID, ActionCreate, err)
+		e.replyErr(m, req.RequestID, contract.ActionCreate, err)
 		return
 	}
 	otn := req.Order.OutTradeNo
@@ -209,18 +210,18 @@ func (e *Engine) handleCreate(ctx context.Context, m store.InboxEntry) {
 		e.recreate(ctx, m, req, fp, existing)
 		return
 	case !errors.Is(err, errNotFound):
-		e.replyErr(m, req.RequestID, ActionCreate, err)
+		e.replyErr(m, req.RequestID, contract.ActionCreate, err)
 		return
 	}
 	if e.storageFull() {
-		e.replyErr(m, req.RequestID, ActionCreate, e.storageFullError())
+		e.replyErr(m, req.RequestID, contract.ActionCreate, e.storageFullError())
 		return
 	}
 	// One device, one customer, one QR: the order on screen is closed
 	// first, and a create that cannot close it does not go ahead.
 	if err := e.supersede(ctx, otn); err != nil {
 		e.log.Error("create refused: the previous order could not be superseded", "order", otn, "err", err)
-		e.replyErr(m, req.RequestID, ActionCreate, err)
+		e.replyErr(m, req.RequestID, contract.ActionCreate, err)
 		return
 	}
 
@@ -244,7 +245,7 @@ func (e *Engine) handleCreate(ctx context.Context, m store.InboxEntry) {
 		return w.to(store.Creating, "create")
 	})
 	if err != nil {
-		e.replyErr(m, req.RequestID, ActionCreate, err)
+		e.replyErr(m, req.RequestID, contract.ActionCreate, err)
 		return
 	}
 	t := e.timer(otn)
@@ -257,7 +258,7 @@ func (e *Engine) handleCreate(ctx context.Context, m store.InboxEntry) {
 
 // duplicateConflict is the refusal of a create whose out_trade_no names an
 // order with other parameters; field and message say which one differs.
-func duplicateConflict(req CreateRequest, o *store.Order, state string) *Error {
+func duplicateConflict(req contract.CreateRequest, o *store.Order, state string) *contract.Error {
 	r := req.Order
 	other := ""
 	if r.Other != nil {
@@ -280,7 +281,7 @@ func duplicateConflict(req CreateRequest, o *store.Order, state string) *Error {
 		if d.had == d.asked {
 			continue
 		}
-		e := &Error{Name: ErrDuplicateConflict, Field: d.field,
+		e := &contract.Error{Name: contract.ErrDuplicateConflict, Field: d.field,
 			Msg: fmt.Sprintf("order %s %s with other parameters: %s differs", o.OutTradeNo, state, d.field)}
 		switch d.had.(type) {
 		case int64:
@@ -290,18 +291,18 @@ func duplicateConflict(req CreateRequest, o *store.Order, state string) *Error {
 	}
 	// The same request resolves to other providers than before (the
 	// configured default changed).
-	return &Error{Name: ErrDuplicateConflict, Field: "provider", Msg: fmt.Sprintf("order %s %s with other providers", o.OutTradeNo, state)}
+	return &contract.Error{Name: contract.ErrDuplicateConflict, Field: "provider", Msg: fmt.Sprintf("order %s %s with other providers", o.OutTradeNo, state)}
 }
 
 // recreate answers a create for an out_trade_no that already exists: the
 // same QR while pending with the same parameters (seed: re-pay with the
 // original number), DUPLICATE_CONFLICT with different ones, ORDER_FINISHED
 // after it ended.
-func (e *Engine) recreate(ctx context.Context, m store.InboxEntry, req CreateRequest, fp string, o store.Order) {
+func (e *Engine) recreate(ctx context.Context, m store.InboxEntry, req contract.CreateRequest, fp string, o store.Order) {
 	switch o.State {
 	case store.Creating:
 		if o.Fingerprint != fp {
-			e.replyErr(m, req.RequestID, ActionCreate, duplicateConflict(req, &o, "exists"))
+			e.replyErr(m, req.RequestID, contract.ActionCreate, duplicateConflict(req, &o, "exists"))
 			return
 		}
 		// Left over from a crash and not resumed yet: finish it and answer
@@ -311,12 +312,12 @@ func (e *Engine) recreate(ctx context.Context, m store.InboxEntry, req CreateReq
 		return
 	case store.Pending:
 		if o.Fingerprint != fp {
-			e.replyErr(m, req.RequestID, ActionCreate, duplicateConflict(req, &o, "is pending"))
+			e.replyErr(m, req.RequestID, contract.ActionCreate, duplicateConflict(req, &o, "is pending"))
 			return
 		}
 		rep, err := createReply(req.RequestID, &o)
 		if err != nil {
-			e.replyErr(m, req.RequestID, ActionCreate, err)
+			e.replyErr(m, req.RequestID, contract.ActionCreate, err)
 			return
 		}
 		e.replyOnly(m.ID, rep)
@@ -326,7 +327,7 @@ func (e *Engine) recreate(ctx context.Context, m store.InboxEntry, req CreateReq
 		}
 		return
 	}
-	e.replyErr(m, req.RequestID, ActionCreate, Errorf(ErrOrderFinished, "order %s has ended (%s); use a new out_trade_no", o.OutTradeNo, o.State))
+	e.replyErr(m, req.RequestID, contract.ActionCreate, contract.Errorf(contract.ErrOrderFinished, "order %s has ended (%s); use a new out_trade_no", o.OutTradeNo, o.State))
 }
 
 // supersede closes every other order still waiting for payment before a
@@ -404,7 +405,7 @@ func (e *Engine) resumeCreate(ctx context.Context, o store.Order, replyTo string
 			if err := w.doneInbox(inboxID); err != nil {
 				return err
 			}
-			if err := w.reply(ErrorReply(requestID, ActionCreate, Errorf(ErrProviderUnavailable, "order %s expired before it could be created", o.OutTradeNo))); err != nil {
+			if err := w.reply(contract.ErrorReply(requestID, contract.ActionCreate, contract.Errorf(contract.ErrProviderUnavailable, "order %s expired before it could be created", o.OutTradeNo))); err != nil {
 				return err
 			}
 			return w.to(store.Closing, "expired while creating")
@@ -501,14 +502,14 @@ func (e *Engine) resumeCreate(ctx context.Context, o store.Order, replyTo string
 		var rerr error
 		switch {
 		case invalid != nil:
-			rerr = AsError(invalid)
+			rerr = contract.AsError(invalid)
 		case unknown > 0 || rejected == nil:
-			rerr = Errorf(ErrProviderUnavailable, "the payment provider did not answer; try again")
+			rerr = contract.Errorf(contract.ErrProviderUnavailable, "the payment provider did not answer; try again")
 		default:
-			rerr = Errorf(ErrProviderRejected, "%s refused the order: %s %s", rejected.Provider, rejected.Code, rejected.Message)
+			rerr = contract.Errorf(contract.ErrProviderRejected, "%s refused the order: %s %s", rejected.Provider, rejected.Code, rejected.Message)
 		}
 		w.o.LastError = rerr.Error()
-		if err := w.reply(ErrorReply(requestID, ActionCreate, rerr)); err != nil {
+		if err := w.reply(contract.ErrorReply(requestID, contract.ActionCreate, rerr)); err != nil {
 			return err
 		}
 		if unknown > 0 {
@@ -537,14 +538,14 @@ func orderExists(err error) bool {
 	return false
 }
 
-func createReply(requestID string, o *store.Order) (CreateReply, error) {
-	rep := CreateReply{
-		Reply:      OKReply(requestID, ActionCreate, "ok"),
+func createReply(requestID string, o *store.Order) (contract.CreateReply, error) {
+	rep := contract.CreateReply{
+		Reply:      contract.OKReply(requestID, contract.ActionCreate, "ok"),
 		OutTradeNo: o.OutTradeNo, PayType: payTypeOf(o), NeedQRcode: true,
-		TotalFee: o.TotalFee, ExpiresAt: FormatTime(o.ExpiresAt),
+		TotalFee: o.TotalFee, ExpiresAt: contract.FormatTime(o.ExpiresAt),
 	}
 	if len(o.Legs) > 1 {
-		rep.PayType = PayTypeAny
+		rep.PayType = contract.PayTypeAny
 	}
 	for _, l := range o.Legs {
 		if l.State != store.LegOpen {
@@ -576,13 +577,13 @@ func createReply(requestID string, o *store.Order) (CreateReply, error) {
 // ---- cancel, query ----
 
 func (e *Engine) handleCancel(ctx context.Context, m store.InboxEntry) {
-	req, err := DecodeCancel(m.Payload)
+	req, err := contract.DecodeCancel(m.Payload)
 	if err != nil {
-		e.replyErr(m, req.RequestID, ActionCancel, err)
+		e.replyErr(m, req.RequestID, contract.ActionCancel, err)
 		return
 	}
 	if err := e.checkSig(req.Signed, func() error { return req.Verify(e.cfg.ResultKey, e.now()) }); err != nil {
-		e.replyErr(m, req.RequestID, ActionCancel, staleTS(err))
+		e.replyErr(m, req.RequestID, contract.ActionCancel, staleTS(err))
 		return
 	}
 	unlock := e.locks.lock(req.OutTradeNo)
@@ -596,15 +597,15 @@ func (e *Engine) handleCancel(ctx context.Context, m store.InboxEntry) {
 			}
 		case store.Closing:
 		default:
-			return Errorf(ErrOrderFinished, "order %s has ended (%s)", w.o.OutTradeNo, w.o.State)
+			return contract.Errorf(contract.ErrOrderFinished, "order %s has ended (%s)", w.o.OutTradeNo, w.o.State)
 		}
 		if err := w.doneInbox(m.ID); err != nil {
 			return err
 		}
-		return w.reply(QueryReply{Reply: OKReply(req.RequestID, ActionCancel, "closing"), OrderSummary: summarize(w.o)})
+		return w.reply(contract.QueryReply{Reply: contract.OKReply(req.RequestID, contract.ActionCancel, "closing"), OrderSummary: summarize(w.o)})
 	})
 	if err != nil {
-		e.replyErr(m, req.RequestID, ActionCancel, notFound(err, req.OutTradeNo))
+		e.replyErr(m, req.RequestID, contract.ActionCancel, notFound(err, req.OutTradeNo))
 		return
 	}
 	_ = o
@@ -613,31 +614,31 @@ func (e *Engine) handleCancel(ctx context.Context, m store.InboxEntry) {
 
 func notFound(err error, otn string) error {
 	if errors.Is(err, errNotFound) {
-		return Errorf(ErrOrderNotFound, "no order %s on this device", otn)
+		return contract.Errorf(contract.ErrOrderNotFound, "no order %s on this device", otn)
 	}
 	return err
 }
 
 func (e *Engine) handleQuery(m store.InboxEntry) {
-	req, err := DecodeQuery(m.Payload)
+	req, err := contract.DecodeQuery(m.Payload)
 	if err != nil {
-		e.replyErr(m, req.RequestID, ActionQuery, err)
+		e.replyErr(m, req.RequestID, contract.ActionQuery, err)
 		return
 	}
 	o, err := e.load(req.OutTradeNo)
 	if err != nil {
-		e.replyErr(m, req.RequestID, ActionQuery, notFound(err, req.OutTradeNo))
+		e.replyErr(m, req.RequestID, contract.ActionQuery, notFound(err, req.OutTradeNo))
 		return
 	}
-	e.replyOnly(m.ID, QueryReply{Reply: OKReply(req.RequestID, ActionQuery, "ok"), OrderSummary: summarize(&o)})
+	e.replyOnly(m.ID, contract.QueryReply{Reply: contract.OKReply(req.RequestID, contract.ActionQuery, "ok"), OrderSummary: summarize(&o)})
 }
 
-func summarize(o *store.Order) OrderSummary {
-	s := OrderSummary{
+func summarize(o *store.Order) contract.OrderSummary {
+	s := contract.OrderSummary{
 		OutTradeNo: o.OutTradeNo, State: string(o.State), Status: statusOf(o), TotalFee: o.TotalFee,
 		PaidFee: o.PaidFee, RefundedFee: o.RefundedFee, PayType: payTypeOf(o), Provider: string(o.Winner),
-		Type: o.Type, CreatedAt: FormatTime(o.CreatedAt), UpdatedAt: FormatTime(o.UpdatedAt),
-		ExpiresAt: FormatTime(o.ExpiresAt), PaidAt: FormatTime(o.PaidAt), TransactionID: o.TransactionID,
+		Type: o.Type, CreatedAt: contract.FormatTime(o.CreatedAt), UpdatedAt: contract.FormatTime(o.UpdatedAt),
+		ExpiresAt: contract.FormatTime(o.ExpiresAt), PaidAt: contract.FormatTime(o.PaidAt), TransactionID: o.TransactionID,
 		Flags: o.Flags,
 	}
 	if s.Provider == "" {
@@ -652,13 +653,13 @@ func summarize(o *store.Order) OrderSummary {
 // ---- refund ----
 
 func (e *Engine) handleRefund(m store.InboxEntry) {
-	req, err := DecodeRefund(m.Payload)
+	req, err := contract.DecodeRefund(m.Payload)
 	if err != nil {
-		e.replyErr(m, req.RequestID, ActionRefund, err)
+		e.replyErr(m, req.RequestID, contract.ActionRefund, err)
 		return
 	}
 	if err := e.checkSig(req.Signed, func() error { return req.Verify(e.cfg.ResultKey, e.now()) }); err != nil {
-		e.replyErr(m, req.RequestID, ActionRefund, err)
+		e.replyErr(m, req.RequestID, contract.ActionRefund, err)
 		return
 	}
 	unlock := e.locks.lock(req.OutTradeNo)
@@ -669,7 +670,7 @@ func (e *Engine) handleRefund(m store.InboxEntry) {
 			if err := w.doneInbox(m.ID); err != nil {
 				return err
 			}
-			return w.reply(RefundReply{Reply: OKReply(req.RequestID, ActionRefund, msg), OutTradeNo: o.OutTradeNo,
+			return w.reply(contract.RefundReply{Reply: contract.OKReply(req.RequestID, contract.ActionRefund, msg), OutTradeNo: o.OutTradeNo,
 				OutRefundNo: r.OutRefundNo, RefundFee: r.Amount, State: string(r.State)})
 		}
 		// A repeated command (QoS 1 redelivery, operator retry) returns
@@ -678,19 +679,19 @@ func (e *Engine) handleRefund(m store.InboxEntry) {
 			r := &o.Refunds[i]
 			if (req.OutRefundNo != "" && r.OutRefundNo == req.OutRefundNo) || (req.RequestID != "" && r.RequestID == req.RequestID) {
 				if req.RefundFee != 0 && req.RefundFee != r.Amount {
-					return &Error{Name: ErrDuplicateConflict, Field: "refund_fee", Msg: fmt.Sprintf("refund %s exists for %d fen", r.OutRefundNo, r.Amount)}
+					return &contract.Error{Name: contract.ErrDuplicateConflict, Field: "refund_fee", Msg: fmt.Sprintf("refund %s exists for %d fen", r.OutRefundNo, r.Amount)}
 				}
 				return reply(r, "already requested")
 			}
 		}
 		if o.Winner == "" {
-			return &Error{Name: ErrInvalidArgument, Field: "out_trade_no", Msg: fmt.Sprintf("order %s is not paid (%s)", o.OutTradeNo, o.State)}
+			return &contract.Error{Name: contract.ErrInvalidArgument, Field: "out_trade_no", Msg: fmt.Sprintf("order %s is not paid (%s)", o.OutTradeNo, o.State)}
 		}
 		// The provider holds the order total at it, less what was
 		// refunded or is being refunded; a refund never asks for more.
 		remaining := refundable(o, o.Winner)
 		if remaining <= 0 {
-			return Errorf(ErrOrderFinished, "order %s is already refunded in full", o.OutTradeNo)
+			return contract.Errorf(contract.ErrOrderFinished, "order %s is already refunded in full", o.OutTradeNo)
 		}
 		amount := req.RefundFee
 		if amount == 0 {
@@ -698,7 +699,7 @@ func (e *Engine) handleRefund(m store.InboxEntry) {
 		}
 		if amount > remaining {
 			total := providerTotal(o, o.Winner)
-			return &Error{Name: ErrFeeOutOfRange, Field: "refund_fee", Msg: fmt.Sprintf("refund_fee must be at most %d fen (order total %d at the provider, refunded or refunding %d)", remaining, total, total-remaining)}
+			return &contract.Error{Name: contract.ErrFeeOutOfRange, Field: "refund_fee", Msg: fmt.Sprintf("refund_fee must be at most %d fen (order total %d at the provider, refunded or refunding %d)", remaining, total, total-remaining)}
 		}
 		reason := req.RefundDesc
 		if reason == "" {
@@ -713,7 +714,7 @@ func (e *Engine) handleRefund(m store.InboxEntry) {
 		return reply(r, "refunding")
 	})
 	if err != nil {
-		e.replyErr(m, req.RequestID, ActionRefund, notFound(err, req.OutTradeNo))
+		e.replyErr(m, req.RequestID, contract.ActionRefund, notFound(err, req.OutTradeNo))
 		return
 	}
 	e.schedule(req.OutTradeNo, e.now(), false)
@@ -722,13 +723,13 @@ func (e *Engine) handleRefund(m store.InboxEntry) {
 // ---- ack ----
 
 func (e *Engine) handleAck(m store.InboxEntry) {
-	req, err := DecodeAck(m.Payload)
+	req, err := contract.DecodeAck(m.Payload)
 	if err != nil {
-		e.replyErr(m, req.RequestID, ActionAck, err)
+		e.replyErr(m, req.RequestID, contract.ActionAck, err)
 		return
 	}
 	if err := e.checkSig(req.Signed, func() error { return req.Verify(e.cfg.ResultKey, e.now()) }); err != nil {
-		e.replyErr(m, req.RequestID, ActionAck, err)
+		e.replyErr(m, req.RequestID, contract.ActionAck, err)
 		return
 	}
 	unlock := e.locks.lock(req.OutTradeNo)
@@ -752,10 +753,10 @@ func (e *Engine) handleAck(m store.InboxEntry) {
 				return err
 			}
 			msg = "refunding"
-		case req.OK && o.HasFlag(FlagNoAck) && (o.State == store.Refunding || o.State == store.Refunded):
+		case req.OK && o.HasFlag(contract.FlagNoAck) && (o.State == store.Refunding || o.State == store.Refunded):
 			// Delivered after all, but the money already went back.
-			o.Flag(FlagLateAck)
-			if err := w.note(FlagLateAck); err != nil {
+			o.Flag(contract.FlagLateAck)
+			if err := w.note(contract.FlagLateAck); err != nil {
 				return err
 			}
 			msg = "late ack: the payment was already refunded"
@@ -771,10 +772,10 @@ func (e *Engine) handleAck(m store.InboxEntry) {
 		if err := w.doneInbox(m.ID); err != nil {
 			return err
 		}
-		return w.reply(QueryReply{Reply: OKReply(req.RequestID, ActionAck, msg), OrderSummary: summarize(o)})
+		return w.reply(contract.QueryReply{Reply: contract.OKReply(req.RequestID, contract.ActionAck, msg), OrderSummary: summarize(o)})
 	})
 	if err != nil {
-		e.replyErr(m, req.RequestID, ActionAck, notFound(err, req.OutTradeNo))
+		e.replyErr(m, req.RequestID, contract.ActionAck, notFound(err, req.OutTradeNo))
 		return
 	}
 	e.schedule(req.OutTradeNo, e.now(), false)
@@ -786,9 +787,9 @@ func (e *Engine) handleAck(m store.InboxEntry) {
 // keys, then confirms it with a query before anything changes: the relay
 // and the notification are only hints.
 func (e *Engine) handleNotify(ctx context.Context, m store.InboxEntry) {
-	req, err := DecodeNotify(m.Payload)
+	req, err := contract.DecodeNotify(m.Payload)
 	if err != nil {
-		e.replyErr(m, req.RequestID, ActionNotify, err)
+		e.replyErr(m, req.RequestID, contract.ActionNotify, err)
 		return
 	}
 	var n payment.Notification
@@ -807,18 +808,18 @@ func (e *Engine) handleNotify(ctx context.Context, m store.InboxEntry) {
 	}
 	if pid == "" {
 		e.log.Warn("notification failed verification", "provider", req.Provider)
-		e.replyErr(m, req.RequestID, ActionNotify, Errorf(ErrSignatureInvalid, "notification does not verify with any %s merchant key", req.Provider))
+		e.replyErr(m, req.RequestID, contract.ActionNotify, contract.Errorf(contract.ErrSignatureInvalid, "notification does not verify with any %s merchant key", req.Provider))
 		return
 	}
 	unlock := e.locks.lock(n.OutTradeNo)
 	defer unlock()
 	o, err := e.load(n.OutTradeNo)
 	if err != nil {
-		e.replyErr(m, req.RequestID, ActionNotify, notFound(err, n.OutTradeNo))
+		e.replyErr(m, req.RequestID, contract.ActionNotify, notFound(err, n.OutTradeNo))
 		return
 	}
 	if o.PID != pid || o.Leg(req.Provider) == nil {
-		e.replyErr(m, req.RequestID, ActionNotify, Errorf(ErrSignatureInvalid, "notification is not from order %s's merchant", o.OutTradeNo))
+		e.replyErr(m, req.RequestID, contract.ActionNotify, contract.Errorf(contract.ErrSignatureInvalid, "notification is not from order %s's merchant", o.OutTradeNo))
 		return
 	}
 	e.log.Debug("notification verified", "order", o.OutTradeNo, "provider", req.Provider, "kind", n.Kind)
@@ -837,21 +838,21 @@ func (e *Engine) handleNotify(ctx context.Context, m store.InboxEntry) {
 	e.advance(ctx, o.OutTradeNo)
 	cur, err := e.load(o.OutTradeNo)
 	if err != nil {
-		e.replyErr(m, req.RequestID, ActionNotify, err)
+		e.replyErr(m, req.RequestID, contract.ActionNotify, err)
 		return
 	}
-	e.replyOnly(m.ID, QueryReply{Reply: OKReply(req.RequestID, ActionNotify, "ok"), OrderSummary: summarize(&cur)})
+	e.replyOnly(m.ID, contract.QueryReply{Reply: contract.OKReply(req.RequestID, contract.ActionNotify, "ok"), OrderSummary: summarize(&cur)})
 }
 
 // ---- orders, reconcile ----
 
 func (e *Engine) handleOrders(m store.InboxEntry) {
-	req, err := DecodeOrders(m.Payload)
+	req, err := contract.DecodeOrders(m.Payload)
 	if err != nil {
-		e.replyErr(m, req.RequestID, ActionOrders, err)
+		e.replyErr(m, req.RequestID, contract.ActionOrders, err)
 		return
 	}
-	rep := OrdersReply{Reply: OKReply(req.RequestID, ActionOrders, "ok"), Orders: []OrderSummary{}}
+	rep := contract.OrdersReply{Reply: contract.OKReply(req.RequestID, contract.ActionOrders, "ok"), Orders: []contract.OrderSummary{}}
 	more := false
 	err = e.db.View(func(tx *store.Tx) error {
 		return tx.Orders(req.After, func(o store.Order) bool {
@@ -867,7 +868,7 @@ func (e *Engine) handleOrders(m store.InboxEntry) {
 		})
 	})
 	if err != nil {
-		e.replyErr(m, req.RequestID, ActionOrders, err)
+		e.replyErr(m, req.RequestID, contract.ActionOrders, err)
 		return
 	}
 	if more {
@@ -881,15 +882,15 @@ func (e *Engine) handleOrders(m store.InboxEntry) {
 const maxReconcile = 500
 
 func (e *Engine) handleReconcile(ctx context.Context, m store.InboxEntry) {
-	req, err := DecodeReconcile(m.Payload, e.now())
+	req, err := contract.DecodeReconcile(m.Payload, e.now())
 	if err != nil {
-		e.replyErr(m, req.RequestID, ActionReconcile, err)
+		e.replyErr(m, req.RequestID, contract.ActionReconcile, err)
 		return
 	}
-	rep := ReconcileReply{Reply: OKReply(req.RequestID, ActionReconcile, "ok")}
+	rep := contract.ReconcileReply{Reply: contract.OKReply(req.RequestID, contract.ActionReconcile, "ok")}
 	if err := e.reconcile(ctx, req.Since, &rep); err != nil {
 		if ctx.Err() == nil {
-			e.replyErr(m, req.RequestID, ActionReconcile, err)
+			e.replyErr(m, req.RequestID, contract.ActionReconcile, err)
 		}
 		return
 	}
@@ -899,7 +900,7 @@ func (e *Engine) handleReconcile(ctx context.Context, m store.InboxEntry) {
 // reconcile compares the orders created since with the providers (at most
 // maxReconcile) into rep, and acts on money the device did not know about
 // like on any confirmed query: paid in time, or refunded.
-func (e *Engine) reconcile(ctx context.Context, since time.Time, rep *ReconcileReply) error {
+func (e *Engine) reconcile(ctx context.Context, since time.Time, rep *contract.ReconcileReply) error {
 	var orders []store.Order
 	err := e.db.View(func(tx *store.Tx) error {
 		return tx.OrdersSince(since, func(o store.Order) bool {
@@ -910,7 +911,7 @@ func (e *Engine) reconcile(ctx context.Context, since time.Time, rep *ReconcileR
 	if err != nil {
 		return err
 	}
-	rep.Mismatches = []Mismatch{}
+	rep.Mismatches = []contract.Mismatch{}
 	for _, o := range orders {
 		checked := false
 		for _, l := range o.Legs {
@@ -922,14 +923,14 @@ func (e *Engine) reconcile(ctx context.Context, since time.Time, rep *ReconcileR
 			}
 			st, err := e.query(ctx, o, l.Provider)
 			if err != nil {
-				rep.Mismatches = append(rep.Mismatches, Mismatch{OutTradeNo: o.OutTradeNo, LocalState: string(o.State),
+				rep.Mismatches = append(rep.Mismatches, contract.Mismatch{OutTradeNo: o.OutTradeNo, LocalState: string(o.State),
 					ProviderState: "unknown", Provider: string(l.Provider), Detail: "query failed: " + err.Error()})
 				continue
 			}
 			rep.ProviderOrders++
 			checked = true
 			if d := legMismatch(&o, l, st); d != "" {
-				rep.Mismatches = append(rep.Mismatches, Mismatch{OutTradeNo: o.OutTradeNo, LocalState: string(o.State),
+				rep.Mismatches = append(rep.Mismatches, contract.Mismatch{OutTradeNo: o.OutTradeNo, LocalState: string(o.State),
 					ProviderState: st.State.String(), Provider: string(l.Provider), Detail: d})
 				if st.State == payment.StatePaid && l.State != store.LegPaid {
 					func() {

@@ -3,6 +3,7 @@ package device
 import (
 	"context"
 	"encoding/json"
+	"github.com/kioskpay/kioskpay/contract"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -58,7 +59,7 @@ func newSimEnv(t *testing.T, mod func(*Config)) *simEnv {
 		eng.Lock()
 		h := eng.h
 		eng.Unlock()
-		if h == nil || h.e.Accept(context.Background(), TopicNotify, env) != nil {
+		if h == nil || h.e.Accept(context.Background(), contract.TopicNotify, env) != nil {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
@@ -136,19 +137,19 @@ func TestSimWxPayNotifiedDelivered(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("result after %s", d)
 	}
-	var got Result
+	var got contract.Result
 	_ = json.Unmarshal(res.Raw, &got)
 	if got.TransactionID == "" || got.TotalFee != 1000 || !got.VerifySignature([]byte("rk")) {
 		t.Fatalf("result %s", res.Raw)
 	}
-	s.send(TopicAck, ackPayload("simwx_0001", true))
+	s.send(contract.TopicAck, ackPayload("simwx_0001", true))
 	s.waitState("simwx_0001", store.Delivered)
 }
 
 func TestSimAlipayNoAckRefunded(t *testing.T) {
 	s := newSimEnv(t, func(c *Config) { c.AckTimeout = 300 * time.Millisecond })
 	r := s.createOK("r1", "simali_0001", 250, "alipay")
-	if r.str("pay_type") != PayTypeAlipayPrecreate {
+	if r.str("pay_type") != contract.PayTypeAlipayPrecreate {
 		t.Fatalf("reply %s", r.Raw)
 	}
 	if err := s.sim.Scan("simali_0001"); err != nil {
@@ -166,7 +167,7 @@ func TestSimAlipayNoAckRefunded(t *testing.T) {
 }
 
 func TestSimExpiryClosesBoth(t *testing.T) {
-	s := newSimEnv(t, func(c *Config) { c.DefaultProvider = ProviderAny })
+	s := newSimEnv(t, func(c *Config) { c.DefaultProvider = contract.ProviderAny })
 	s.createOK("r1", "simany_0001", 100, "")
 	s.sim.Scan("simany_0001")
 	s.advance(5*time.Minute + time.Second)
@@ -180,7 +181,7 @@ func TestSimExpiryClosesBoth(t *testing.T) {
 }
 
 func TestSimAnyPayBothOneRefunded(t *testing.T) {
-	s := newSimEnv(t, func(c *Config) { c.DefaultProvider = ProviderAny; c.AckTimeout = time.Hour })
+	s := newSimEnv(t, func(c *Config) { c.DefaultProvider = contract.ProviderAny; c.AckTimeout = time.Hour })
 	s.createOK("r1", "simany_0002", 100, "")
 	if err := s.sim.Pay(payment.WxPay, "simany_0002", 0); err != nil {
 		t.Fatal(err)
@@ -209,7 +210,7 @@ func TestSimAnyPayBothOneRefunded(t *testing.T) {
 	if o := s.simOrder(loser, "simany_0002"); o.Refunded != 100 || len(o.Refunds) != 1 {
 		t.Fatalf("duplicate payment at %s not refunded once: %+v", loser, o)
 	}
-	s.send(TopicAck, ackPayload("simany_0002", true))
+	s.send(contract.TopicAck, ackPayload("simany_0002", true))
 	s.waitState("simany_0002", store.Delivered)
 	winner := payment.ProviderName(res.str("provider"))
 	if o := s.simOrder(winner, "simany_0002"); o.Refunded != 0 {
@@ -262,9 +263,9 @@ func TestSimOtherOverrideRefused(t *testing.T) {
 		t.Run(tt.provider, func(t *testing.T) {
 			s := newSimEnv(t, nil)
 			otn := "simoth_" + tt.provider
-			s.send(TopicCreate, createPayload("r1", otn, 100, tt.provider, `,"other":{"`+tt.key+`":"0.01"}`))
+			s.send(contract.TopicCreate, createPayload("r1", otn, 100, tt.provider, `,"other":{"`+tt.key+`":"0.01"}`))
 			r := s.reply("r1")
-			if r.str("error") != string(ErrInvalidArgument) || r.str("field") != "data.other."+tt.key {
+			if r.str("error") != string(contract.ErrInvalidArgument) || r.str("field") != "data.other."+tt.key {
 				t.Fatalf("reply %s: want INVALID_ARGUMENT on data.other.%s", r.Raw, tt.key)
 			}
 			if _, ok := s.sim.Order(payment.ProviderName(tt.provider), otn); ok {

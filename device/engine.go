@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"log/slog"
 	"slices"
 	"sort"
@@ -101,14 +102,6 @@ type CodeView struct {
 	CodeURL  string
 }
 
-// Outgoing is one message for the link to publish (topic is a suffix).
-type Outgoing struct {
-	ID      uint64
-	Topic   string
-	Payload []byte
-	Retain  bool
-}
-
 // Engine runs the order lifecycle. Create it with New, start it with Run.
 type Engine struct {
 	cfg Config
@@ -132,7 +125,7 @@ type Engine struct {
 	unconfirmed map[uint64]bool
 	inflight    map[uint64]bool // inbox messages being handled
 	room        chan struct{}   // closed (and replaced) when one is done
-	status      Status
+	status      contract.Status
 	clockAt     time.Time
 	prunedAt    time.Time
 	running     bool
@@ -164,8 +157,8 @@ func New(db *store.DB, cfg Config) (*Engine, error) {
 	}
 	switch cfg.DefaultProvider {
 	case "":
-		cfg.DefaultProvider = ProviderAny
-	case ProviderAny, string(payment.WxPay), string(payment.Alipay):
+		cfg.DefaultProvider = contract.ProviderAny
+	case contract.ProviderAny, string(payment.WxPay), string(payment.Alipay):
 	default:
 		return nil, fmt.Errorf("device: New: default provider %q: want wxpay, alipay or any", cfg.DefaultProvider)
 	}
@@ -234,7 +227,7 @@ func New(db *store.DB, cfg Config) (*Engine, error) {
 		room:        make(chan struct{}),
 		locks:       keyedMutex{m: map[string]*keyedEntry{}},
 	}
-	e.status = Status{Online: true, Version: cfg.Version, ClockSynced: e.clockSynced()}
+	e.status = contract.Status{Online: true, Version: cfg.Version, ClockSynced: e.clockSynced()}
 	err := db.View(func(tx *store.Tx) error {
 		n, size, err := tx.InboxSize()
 		e.inboxLen.Store(int64(n))
@@ -272,8 +265,8 @@ const leaseFor = 15 * time.Second
 
 // Due returns the outbox entries to publish now, oldest first. An entry
 // handed out is not returned again for 15 s unless Published is called.
-func (e *Engine) Due(now time.Time) ([]Outgoing, error) {
-	var due []Outgoing
+func (e *Engine) Due(now time.Time) ([]contract.Outgoing, error) {
+	var due []contract.Outgoing
 	err := e.db.View(func(tx *store.Tx) error {
 		e.mu.Lock()
 		defer e.mu.Unlock()
@@ -296,7 +289,7 @@ func (e *Engine) Due(now time.Time) ([]Outgoing, error) {
 			}
 			if ok {
 				e.leases[id] = now.Add(leaseFor)
-				due = append(due, Outgoing{ID: o.ID, Topic: o.Topic, Payload: o.Payload, Retain: o.Retain})
+				due = append(due, contract.Outgoing{ID: o.ID, Topic: o.Topic, Payload: o.Payload, Retain: o.Retain})
 			}
 		}
 		return nil
@@ -374,7 +367,7 @@ func (e *Engine) retryUnconfirmed() {
 func (e *Engine) OutboxChanged() <-chan struct{} { return e.outboxCh }
 
 // Status is the device status the link publishes (retained) on P/status.
-func (e *Engine) Status() Status {
+func (e *Engine) Status() contract.Status {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	s := e.status
@@ -414,7 +407,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	e.running = true
 	e.ctx = ctx
-	e.status.StartedAt = FormatTime(e.now())
+	e.status.StartedAt = contract.FormatTime(e.now())
 	e.mu.Unlock()
 
 	if err := e.resume(); err != nil {

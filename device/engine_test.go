@@ -3,6 +3,7 @@ package device
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"strings"
 	"testing"
 	"time"
@@ -15,25 +16,25 @@ func TestCreatePaidAckDelivered(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.ResultKey = []byte("result-key") })
 	r := h.createOK("r1", "order_0001", 1000, "")
 	info, _ := r.M["orderInfo"].(map[string]any)
-	if info["code_url"] != "fake://wxpay/order_0001" || r.str("pay_type") != PayTypeWxNative ||
+	if info["code_url"] != "fake://wxpay/order_0001" || r.str("pay_type") != contract.PayTypeWxNative ||
 		r.M["needQRcode"] != true || !strings.HasPrefix(r.str("qrcodeImage"), "data:image/png;base64,") ||
-		r.num("total_fee") != 1000 || r.str("expires_at") == "" || r.str("action") != ActionCreate {
+		r.num("total_fee") != 1000 || r.str("expires_at") == "" || r.str("action") != contract.ActionCreate {
 		t.Fatalf("create reply %s", r.Raw)
 	}
 	if err := h.wx().pay("order_0001", 0); err != nil {
 		t.Fatal(err)
 	}
 	res := h.result("order_0001", "paid")
-	var got Result
+	var got contract.Result
 	if err := json.Unmarshal(res.Raw, &got); err != nil {
 		t.Fatal(err)
 	}
 	if got.TotalFee != 1000 || got.TransactionID != "tx-wxpay-order_0001" || got.Type != "massage_15" ||
-		string(got.Custom) != `{"seat":3}` || got.Seq == 0 || got.PaidAt == "" || got.PayType != PayTypeWxNative ||
+		string(got.Custom) != `{"seat":3}` || got.Seq == 0 || got.PaidAt == "" || got.PayType != contract.PayTypeWxNative ||
 		!got.VerifySignature([]byte("result-key")) {
 		t.Fatalf("paid result %s", res.Raw)
 	}
-	h.send(TopicAck, ackPayload("order_0001", true))
+	h.send(contract.TopicAck, ackPayload("order_0001", true))
 	h.reply("ack-order_0001")
 	o := h.waitState("order_0001", store.Delivered)
 	if o.Status != store.StatusPaid {
@@ -67,7 +68,7 @@ func TestResultRepublishedUntilAckSameSeq(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		h.advance(61 * time.Second)
 		want := i + 2
-		h.waitMsg(TopicResult, func(msg) bool { return len(h.results("order_0002")) >= want }, "re-publication")
+		h.waitMsg(contract.TopicResult, func(msg) bool { return len(h.results("order_0002")) >= want }, "re-publication")
 	}
 	for _, m := range h.results("order_0002") {
 		if string(m.Raw) != string(first.Raw) {
@@ -105,14 +106,14 @@ func TestPaidDuringFinalClose(t *testing.T) {
 func TestCancel(t *testing.T) {
 	h := newHarness(t, nil)
 	h.createOK("r1", "order_0005", 100, "")
-	h.send(TopicCancel, `{"request_id":"c1","out_trade_no":"order_0005"}`)
+	h.send(contract.TopicCancel, `{"request_id":"c1","out_trade_no":"order_0005"}`)
 	if r := h.reply("c1"); r.num("code") != 0 {
 		t.Fatalf("cancel reply %s", r.Raw)
 	}
 	h.result("order_0005", "cancelled")
 	h.waitState("order_0005", store.Cancelled)
-	h.send(TopicCancel, `{"request_id":"c2","out_trade_no":"order_0005"}`)
-	if r := h.reply("c2"); r.str("error") != string(ErrOrderFinished) {
+	h.send(contract.TopicCancel, `{"request_id":"c2","out_trade_no":"order_0005"}`)
+	if r := h.reply("c2"); r.str("error") != string(contract.ErrOrderFinished) {
 		t.Fatalf("second cancel %s", r.Raw)
 	}
 }
@@ -147,23 +148,23 @@ func TestRecreateSameAndConflict(t *testing.T) {
 		t.Fatalf("re-create made a new provider order (%d creates)", h.wx().count("create"))
 	}
 	// The refusal names the field that differs.
-	h.send(TopicCreate, createPayload("r3", "order_0010", 200, "", ""))
-	if r := h.reply("r3"); r.str("error") != string(ErrDuplicateConflict) || r.num("code") != 409 ||
+	h.send(contract.TopicCreate, createPayload("r3", "order_0010", 200, "", ""))
+	if r := h.reply("r3"); r.str("error") != string(contract.ErrDuplicateConflict) || r.num("code") != 409 ||
 		r.str("field") != "data.total_fee" || r.str("msg") != "order order_0010 is pending with data.total_fee 100, not 200" {
 		t.Fatalf("conflict reply %s", r.Raw)
 	}
-	h.send(TopicCreate, strings.Replace(createPayload("r3b", "order_0010", 100, "", ""), `"seat":3`, `"seat":4`, 1))
+	h.send(contract.TopicCreate, strings.Replace(createPayload("r3b", "order_0010", 100, "", ""), `"seat":3`, `"seat":4`, 1))
 	if r := h.reply("r3b"); r.str("field") != "data.custom" || !strings.Contains(r.str("msg"), "data.custom differs") {
 		t.Fatalf("conflict reply %s", r.Raw)
 	}
-	h.send(TopicCreate, createPayload("r3c", "order_0010", 100, "alipay", ""))
+	h.send(contract.TopicCreate, createPayload("r3c", "order_0010", 100, "alipay", ""))
 	if r := h.reply("r3c"); r.str("field") != "provider" {
 		t.Fatalf("conflict reply %s", r.Raw)
 	}
-	h.send(TopicCancel, `{"request_id":"c1","out_trade_no":"order_0010"}`)
+	h.send(contract.TopicCancel, `{"request_id":"c1","out_trade_no":"order_0010"}`)
 	h.waitState("order_0010", store.Cancelled)
-	h.send(TopicCreate, createPayload("r4", "order_0010", 100, "", ""))
-	if r := h.reply("r4"); r.str("error") != string(ErrOrderFinished) {
+	h.send(contract.TopicCreate, createPayload("r4", "order_0010", 100, "", ""))
+	if r := h.reply("r4"); r.str("error") != string(contract.ErrOrderFinished) {
 		t.Fatalf("finished reply %s", r.Raw)
 	}
 }
@@ -173,24 +174,24 @@ func TestErrorReplies(t *testing.T) {
 		c.Catalog = map[string]payment.Fen{"massage_15": 1000}
 		delete(c.Merchants["default"], payment.Alipay)
 	})
-	big := `{"request_id":"big","pad":"` + strings.Repeat("x", MaxPayload) + `"}`
+	big := `{"request_id":"big","pad":"` + strings.Repeat("x", contract.MaxPayload) + `"}`
 	cases := []struct {
 		topic, payload, id string
-		want               ErrorName
+		want               contract.ErrorName
 		code               int
 	}{
-		{TopicCreate, big, "big", ErrPayloadTooLarge, 400}, // the id before the cut is echoed
-		{TopicCreate, "{\"request_id\":\"u\xff\"}", "", ErrBadJSON, 400},
-		{TopicCreate, `{"request_id":"bj",`, "", ErrBadJSON, 400},
-		{TopicCreate, `{"request_id":"ia","data":{"out_trade_no":"order_0011","total_fee":"1000","subject":"s","type":"massage_15"}}`, "ia", ErrInvalidArgument, 400},
-		{TopicCreate, createPayload("fe", "order_0011", 100001, "", ""), "fe", ErrFeeOutOfRange, 400},
-		{TopicCreate, createPayload("pm", "order_0011", 999, "", ""), "pm", ErrPriceMismatch, 400},
-		{TopicCreate, createPayload("up", "order_0011", 1000, "alipay", ""), "up", ErrUnsupportedProvider, 400},
-		{TopicCreate, createPayload("um", "order_0011", 1000, "", `,"pid":"other"`), "um", ErrUnknownMerchant, 400},
-		{TopicQuery, `{"request_id":"nf","out_trade_no":"order_9999"}`, "nf", ErrOrderNotFound, 400},
-		{TopicAck, `{"request_id":"ak","out_trade_no":"order_9999"}`, "ak", ErrInvalidArgument, 400},
-		{TopicRefund, `{"request_id":"rf","out_trade_no":"order_9999"}`, "rf", ErrOrderNotFound, 400},
-		{TopicNotify, `{"request_id":"nt","provider":"wxpay","headers":{},"body":"{}"}`, "nt", ErrSignatureInvalid, 400},
+		{contract.TopicCreate, big, "big", contract.ErrPayloadTooLarge, 400}, // the id before the cut is echoed
+		{contract.TopicCreate, "{\"request_id\":\"u\xff\"}", "", contract.ErrBadJSON, 400},
+		{contract.TopicCreate, `{"request_id":"bj",`, "", contract.ErrBadJSON, 400},
+		{contract.TopicCreate, `{"request_id":"ia","data":{"out_trade_no":"order_0011","total_fee":"1000","subject":"s","type":"massage_15"}}`, "ia", contract.ErrInvalidArgument, 400},
+		{contract.TopicCreate, createPayload("fe", "order_0011", 100001, "", ""), "fe", contract.ErrFeeOutOfRange, 400},
+		{contract.TopicCreate, createPayload("pm", "order_0011", 999, "", ""), "pm", contract.ErrPriceMismatch, 400},
+		{contract.TopicCreate, createPayload("up", "order_0011", 1000, "alipay", ""), "up", contract.ErrUnsupportedProvider, 400},
+		{contract.TopicCreate, createPayload("um", "order_0011", 1000, "", `,"pid":"other"`), "um", contract.ErrUnknownMerchant, 400},
+		{contract.TopicQuery, `{"request_id":"nf","out_trade_no":"order_9999"}`, "nf", contract.ErrOrderNotFound, 400},
+		{contract.TopicAck, `{"request_id":"ak","out_trade_no":"order_9999"}`, "ak", contract.ErrInvalidArgument, 400},
+		{contract.TopicRefund, `{"request_id":"rf","out_trade_no":"order_9999"}`, "rf", contract.ErrOrderNotFound, 400},
+		{contract.TopicNotify, `{"request_id":"nt","provider":"wxpay","headers":{},"body":"{}"}`, "nt", contract.ErrSignatureInvalid, 400},
 	}
 	for _, c := range cases {
 		h.send(c.topic, c.payload)
@@ -206,17 +207,17 @@ func TestErrorReplies(t *testing.T) {
 			t.Errorf("%s: reply %s, want %s", c.id, r.Raw, c.want)
 		}
 	}
-	h.waitMsg(TopicReply, func(msg) bool { return len(h.all(TopicReply)) >= len(cases) }, "all replies")
+	h.waitMsg(contract.TopicReply, func(msg) bool { return len(h.all(contract.TopicReply)) >= len(cases) }, "all replies")
 	anon := map[string]bool{}
-	for _, m := range h.all(TopicReply) {
+	for _, m := range h.all(contract.TopicReply) {
 		if m.str("request_id") == "" {
 			anon[m.str("error")] = true
 		}
 	}
-	if !anon[string(ErrBadJSON)] || anon[string(ErrPayloadTooLarge)] {
+	if !anon[string(contract.ErrBadJSON)] || anon[string(contract.ErrPayloadTooLarge)] {
 		t.Fatalf("anonymous replies %v", anon)
 	}
-	if n := len(h.all(TopicReply)); n != len(cases) {
+	if n := len(h.all(contract.TopicReply)); n != len(cases) {
 		t.Fatalf("%d replies for %d commands:\n%s", n, len(cases), h.dump())
 	}
 }
@@ -224,13 +225,13 @@ func TestErrorReplies(t *testing.T) {
 func TestClockNotSynced(t *testing.T) {
 	synced := false
 	h := newHarness(t, func(c *Config) { c.ClockSynced = func() (bool, error) { return synced, nil } })
-	h.send(TopicCreate, createPayload("r1", "order_0012", 100, "", ""))
-	if r := h.reply("r1"); r.str("error") != string(ErrClockNotSynced) || r.num("code") != 503 {
+	h.send(contract.TopicCreate, createPayload("r1", "order_0012", 100, "", ""))
+	if r := h.reply("r1"); r.str("error") != string(contract.ErrClockNotSynced) || r.num("code") != 503 {
 		t.Fatalf("reply %s", r.Raw)
 	}
 	h2 := newHarness(t, func(c *Config) { c.BuildTime = time.Now().Add(time.Hour) })
-	h2.send(TopicCreate, createPayload("r1", "order_0012", 100, "", ""))
-	if r := h2.reply("r1"); r.str("error") != string(ErrClockNotSynced) {
+	h2.send(contract.TopicCreate, createPayload("r1", "order_0012", 100, "", ""))
+	if r := h2.reply("r1"); r.str("error") != string(contract.ErrClockNotSynced) {
 		t.Fatalf("reply before build time %s", r.Raw)
 	}
 }
@@ -238,24 +239,24 @@ func TestClockNotSynced(t *testing.T) {
 func TestSignedRequests(t *testing.T) {
 	key := []byte("k1")
 	h := newHarness(t, func(c *Config) { c.ResultKey, c.RequireSignedRequests = key, true })
-	h.send(TopicCreate, createPayload("r1", "order_0013", 100, "", ""))
-	if r := h.reply("r1"); r.str("error") != string(ErrSignatureInvalid) {
+	h.send(contract.TopicCreate, createPayload("r1", "order_0013", 100, "", ""))
+	if r := h.reply("r1"); r.str("error") != string(contract.ErrSignatureInvalid) {
 		t.Fatalf("unsigned reply %s", r.Raw)
 	}
 	ts := h.clock.Now().Unix()
-	sig := SignCreate(key, "order_0013", 100, "massage_15", ts)
+	sig := contract.SignCreate(key, "order_0013", 100, "massage_15", ts)
 	p := strings.Replace(createPayload("r2", "order_0013", 100, "", ""), `"needQRcode"`, fmt.Sprintf(`"ts":%d,"sig":%q,"needQRcode"`, ts, sig), 1)
-	h.send(TopicCreate, p)
+	h.send(contract.TopicCreate, p)
 	if r := h.reply("r2"); r.num("code") != 0 {
 		t.Fatalf("signed reply %s", r.Raw)
 	}
 	_ = h.wx().pay("order_0013", 0)
 	h.result("order_0013", "paid")
-	h.send(TopicAck, ackPayload("order_0013", true)) // unsigned: refused
-	if r := h.reply("ack-order_0013"); r.str("error") != string(ErrSignatureInvalid) {
+	h.send(contract.TopicAck, ackPayload("order_0013", true)) // unsigned: refused
+	if r := h.reply("ack-order_0013"); r.str("error") != string(contract.ErrSignatureInvalid) {
 		t.Fatalf("unsigned ack %s", r.Raw)
 	}
-	h.send(TopicAck, fmt.Sprintf(`{"request_id":"a2","out_trade_no":"order_0013","ok":true,"ts":%d,"sig":%q}`, ts, SignAck(key, "order_0013", true, ts)))
+	h.send(contract.TopicAck, fmt.Sprintf(`{"request_id":"a2","out_trade_no":"order_0013","ok":true,"ts":%d,"sig":%q}`, ts, contract.SignAck(key, "order_0013", true, ts)))
 	h.reply("a2")
 	h.waitState("order_0013", store.Delivered)
 }
@@ -270,7 +271,7 @@ func TestNoAckRefundsOnce(t *testing.T) {
 		t.Fatalf("refunded result %s", res.Raw)
 	}
 	o := h.waitState("order_0014", store.Refunded)
-	if o.Status != store.StatusRefunded || !o.HasFlag(FlagNoAck) {
+	if o.Status != store.StatusRefunded || !o.HasFlag(contract.FlagNoAck) {
 		t.Fatalf("order %+v", o)
 	}
 	time.Sleep(300 * time.Millisecond)
@@ -278,9 +279,9 @@ func TestNoAckRefundsOnce(t *testing.T) {
 		t.Fatalf("refunds %d fen in %d refunds (%+v)", sum, n, o.Refunds)
 	}
 	// A late ack changes nothing but is recorded.
-	h.send(TopicAck, ackPayload("order_0014", true))
+	h.send(contract.TopicAck, ackPayload("order_0014", true))
 	h.reply("ack-order_0014")
-	h.event("order_0014", FlagLateAck)
+	h.event("order_0014", contract.FlagLateAck)
 }
 
 func TestAckFalseRefunds(t *testing.T) {
@@ -288,7 +289,7 @@ func TestAckFalseRefunds(t *testing.T) {
 	h.createOK("r1", "order_0015", 300, "")
 	_ = h.wx().pay("order_0015", 0)
 	h.result("order_0015", "paid")
-	h.send(TopicAck, `{"request_id":"a1","out_trade_no":"order_0015","ok":false,"reason":"motor jammed"}`)
+	h.send(contract.TopicAck, `{"request_id":"a1","out_trade_no":"order_0015","ok":false,"reason":"motor jammed"}`)
 	h.reply("a1")
 	h.result("order_0015", "refunded")
 	h.waitState("order_0015", store.Refunded)
@@ -306,21 +307,21 @@ func TestNoAckHold(t *testing.T) {
 	if _, n := h.wx().refundTotal("order_0016"); n != 0 {
 		t.Fatal("hold refunded")
 	}
-	h.send(TopicAck, ackPayload("order_0016", true))
+	h.send(contract.TopicAck, ackPayload("order_0016", true))
 	h.waitState("order_0016", store.Delivered)
 }
 
 func TestAnyModePayOneClosesOther(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.DefaultProvider = ProviderAny })
+	h := newHarness(t, func(c *Config) { c.DefaultProvider = contract.ProviderAny })
 	r := h.createOK("r1", "order_0017", 100, "")
 	info, _ := r.M["orderInfo"].(map[string]any)
-	if info["code_url"] == nil || info["qr_code"] == nil || r.str("pay_type") != PayTypeAny {
+	if info["code_url"] == nil || info["qr_code"] == nil || r.str("pay_type") != contract.PayTypeAny {
 		t.Fatalf("any reply %s", r.Raw)
 	}
 	h.ali().scan("order_0017")
 	_ = h.ali().pay("order_0017", 0)
 	res := h.result("order_0017", "paid")
-	if res.str("pay_type") != PayTypeAlipayPrecreate || res.str("provider") != "alipay" {
+	if res.str("pay_type") != contract.PayTypeAlipayPrecreate || res.str("provider") != "alipay" {
 		t.Fatalf("result %s", res.Raw)
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -333,13 +334,13 @@ func TestAnyModePayOneClosesOther(t *testing.T) {
 }
 
 func TestAnyModePayBoth(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.DefaultProvider = ProviderAny; c.AckTimeout = time.Hour })
+	h := newHarness(t, func(c *Config) { c.DefaultProvider = contract.ProviderAny; c.AckTimeout = time.Hour })
 	h.createOK("r1", "order_0018", 100, "")
 	_ = h.wx().pay("order_0018", 0)
 	_ = h.ali().pay("order_0018", 0)
 	res := h.result("order_0018", "paid")
 	winner := res.str("provider")
-	h.event("order_0018", FlagDuplicatePayment)
+	h.event("order_0018", contract.FlagDuplicatePayment)
 	loser := h.ali()
 	if winner == "alipay" {
 		loser = h.wx()
@@ -354,9 +355,9 @@ func TestAnyModePayBoth(t *testing.T) {
 	if sum, n := loser.refundTotal("order_0018"); sum != 100 || n != 1 {
 		t.Fatalf("duplicate refunded %d in %d", sum, n)
 	}
-	h.send(TopicAck, ackPayload("order_0018", true))
+	h.send(contract.TopicAck, ackPayload("order_0018", true))
 	o := h.waitState("order_0018", store.Delivered)
-	if string(o.Winner) != winner || !o.HasFlag(FlagDuplicatePayment) {
+	if string(o.Winner) != winner || !o.HasFlag(contract.FlagDuplicatePayment) {
 		t.Fatalf("order %+v", o)
 	}
 	if len(h.results("order_0018")) < 1 {
@@ -375,7 +376,7 @@ func TestAmountMismatchRefunded(t *testing.T) {
 	_ = h.wx().pay("order_0019", 1)
 	res := h.result("order_0019", "refunded")
 	o := h.waitState("order_0019", store.Refunded)
-	if !o.HasFlag(FlagAmountMismatch) || o.Status != store.StatusRefunded {
+	if !o.HasFlag(contract.FlagAmountMismatch) || o.Status != store.StatusRefunded {
 		t.Fatalf("order %+v", o)
 	}
 	for _, m := range h.results("order_0019") {
@@ -392,11 +393,11 @@ func TestAmountMismatchRefunded(t *testing.T) {
 func TestLatePaymentRefunded(t *testing.T) {
 	h := newHarness(t, nil)
 	h.createOK("r1", "order_0020", 100, "")
-	h.send(TopicCancel, `{"request_id":"c1","out_trade_no":"order_0020"}`)
+	h.send(contract.TopicCancel, `{"request_id":"c1","out_trade_no":"order_0020"}`)
 	h.waitState("order_0020", store.Cancelled)
 	_ = h.wx().pay("order_0020", 0)
-	h.send(TopicNotify, string(h.wx().notifyPayload("order_0020", false)))
-	h.event("order_0020", FlagLatePayment)
+	h.send(contract.TopicNotify, string(h.wx().notifyPayload("order_0020", false)))
+	h.event("order_0020", contract.FlagLatePayment)
 	o := h.waitState("order_0020", store.Refunded)
 	if sum, _ := h.wx().refundTotal("order_0020"); sum != 100 || o.Status != store.StatusRefunded {
 		t.Fatalf("refunded %d status %d", sum, o.Status)
@@ -413,8 +414,8 @@ func TestForgedNotificationIgnored(t *testing.T) {
 	h.createOK("r1", "order_0021", 100, "")
 	queries := h.wx().count("query")
 	p := strings.Replace(string(h.wx().notifyPayload("order_0021", true)), `{"body"`, `{"request_id":"n1","body"`, 1)
-	h.send(TopicNotify, p)
-	if r := h.reply("n1"); r.str("error") != string(ErrSignatureInvalid) {
+	h.send(contract.TopicNotify, p)
+	if r := h.reply("n1"); r.str("error") != string(contract.ErrSignatureInvalid) {
 		t.Fatalf("reply %s", r.Raw)
 	}
 	if h.wx().count("query") != queries {
@@ -428,7 +429,7 @@ func TestNotificationWithoutWaitingForPoll(t *testing.T) {
 	h.createOK("r1", "order_0022", 100, "")
 	_ = h.wx().pay("order_0022", 0)
 	start := time.Now()
-	h.send(TopicNotify, string(h.wx().notifyPayload("order_0022", false)))
+	h.send(contract.TopicNotify, string(h.wx().notifyPayload("order_0022", false)))
 	h.result("order_0022", "paid")
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("result took %s", d)
@@ -438,14 +439,14 @@ func TestNotificationWithoutWaitingForPoll(t *testing.T) {
 func TestProviderUnavailableOnCreateClosesOrder(t *testing.T) {
 	h := newHarness(t, nil)
 	h.wx().fault("create", errFakeNetwork)
-	h.send(TopicCreate, createPayload("r1", "order_0023", 100, "", ""))
-	if r := h.reply("r1"); r.str("error") != string(ErrProviderUnavailable) || r.num("code") != 503 {
+	h.send(contract.TopicCreate, createPayload("r1", "order_0023", 100, "", ""))
+	if r := h.reply("r1"); r.str("error") != string(contract.ErrProviderUnavailable) || r.num("code") != 503 {
 		t.Fatalf("reply %s", r.Raw)
 	}
 	h.waitState("order_0023", store.Failed)
 	h.wx().fault("create", &payment.RejectedError{Provider: payment.WxPay, Op: "create", Code: "INVALID_REQUEST", Message: "bad"})
-	h.send(TopicCreate, createPayload("r2", "order_0024", 100, "", ""))
-	if r := h.reply("r2"); r.str("error") != string(ErrProviderRejected) || !strings.Contains(r.str("msg"), "INVALID_REQUEST") {
+	h.send(contract.TopicCreate, createPayload("r2", "order_0024", 100, "", ""))
+	if r := h.reply("r2"); r.str("error") != string(contract.ErrProviderRejected) || !strings.Contains(r.str("msg"), "INVALID_REQUEST") {
 		t.Fatalf("reply %s", r.Raw)
 	}
 	h.mu.Lock()
@@ -470,9 +471,9 @@ func TestOperatorPartialRefund(t *testing.T) {
 	h.createOK("r1", "order_0026", 1000, "")
 	_ = h.wx().pay("order_0026", 0)
 	h.result("order_0026", "paid")
-	h.send(TopicAck, ackPayload("order_0026", true))
+	h.send(contract.TopicAck, ackPayload("order_0026", true))
 	h.waitState("order_0026", store.Delivered)
-	h.send(TopicRefund, `{"request_id":"f1","out_trade_no":"order_0026","refund_fee":300}`)
+	h.send(contract.TopicRefund, `{"request_id":"f1","out_trade_no":"order_0026","refund_fee":300}`)
 	if r := h.reply("f1"); r.num("code") != 0 || r.str("out_refund_no") != "order_0026R1" {
 		t.Fatalf("reply %s", r.Raw)
 	}
@@ -480,18 +481,18 @@ func TestOperatorPartialRefund(t *testing.T) {
 	if o.Status != store.StatusPartlyRefunded || o.RefundedFee != 300 {
 		t.Fatalf("status %d refunded %d", o.Status, o.RefundedFee)
 	}
-	h.send(TopicRefund, `{"request_id":"f1","out_trade_no":"order_0026","refund_fee":300}`) // redelivery
-	h.waitMsg(TopicReply, func(msg) bool {
+	h.send(contract.TopicRefund, `{"request_id":"f1","out_trade_no":"order_0026","refund_fee":300}`) // redelivery
+	h.waitMsg(contract.TopicReply, func(msg) bool {
 		n := 0
-		for _, m := range h.all(TopicReply) {
+		for _, m := range h.all(contract.TopicReply) {
 			if m.str("request_id") == "f1" {
 				n++
 			}
 		}
 		return n == 2
 	}, "second reply")
-	h.send(TopicRefund, `{"request_id":"f2","out_trade_no":"order_0026","refund_fee":800}`)
-	if r := h.reply("f2"); r.str("error") != string(ErrFeeOutOfRange) {
+	h.send(contract.TopicRefund, `{"request_id":"f2","out_trade_no":"order_0026","refund_fee":800}`)
+	if r := h.reply("f2"); r.str("error") != string(contract.ErrFeeOutOfRange) {
 		t.Fatalf("over-refund reply %s", r.Raw)
 	}
 	if sum, n := h.wx().refundTotal("order_0026"); sum != 300 || n != 1 {
@@ -516,29 +517,29 @@ func TestOrdersAndQuery(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		h.createOK(fmt.Sprintf("r%d", i), fmt.Sprintf("order_003%d", i), 100*i, "")
 	}
-	h.send(TopicOrders, `{"request_id":"o1","limit":2}`)
+	h.send(contract.TopicOrders, `{"request_id":"o1","limit":2}`)
 	r := h.reply("o1")
 	list, _ := r.M["orders"].([]any)
 	if len(list) != 2 || r.str("next") != "order_0032" || list[0].(map[string]any)["out_trade_no"] != "order_0033" {
 		t.Fatalf("orders %s", r.Raw)
 	}
-	h.send(TopicOrders, `{"request_id":"o2","after":"order_0032"}`)
+	h.send(contract.TopicOrders, `{"request_id":"o2","after":"order_0032"}`)
 	r = h.reply("o2")
 	if list, _ := r.M["orders"].([]any); len(list) != 1 || r.str("next") != "" {
 		t.Fatalf("page 2 %s", r.Raw)
 	}
-	h.send(TopicQuery, `{"request_id":"q1","out_trade_no":"order_0031"}`)
+	h.send(contract.TopicQuery, `{"request_id":"q1","out_trade_no":"order_0031"}`)
 	if r := h.reply("q1"); r.str("state") != "cancelled" || r.num("status") != -1 {
 		t.Fatalf("query %s", r.Raw)
 	}
-	h.send(TopicReconcile, `{"request_id":"rc"}`)
+	h.send(contract.TopicReconcile, `{"request_id":"rc"}`)
 	r = h.reply("rc")
 	if r.num("checked") != 3 || r.num("provider_orders") != 3 {
 		t.Fatalf("reconcile %s", r.Raw)
 	}
 	// An order with both codes is one order and two provider orders.
 	h.createOK("r4", "order_0034", 400, "any")
-	h.send(TopicReconcile, `{"request_id":"rc2"}`)
+	h.send(contract.TopicReconcile, `{"request_id":"rc2"}`)
 	r = h.reply("rc2")
 	if r.num("checked") != 4 || r.num("provider_orders") != 5 {
 		t.Fatalf("reconcile with an any order %s", r.Raw)
@@ -548,10 +549,10 @@ func TestOrdersAndQuery(t *testing.T) {
 func TestReconcileFindsLatePayment(t *testing.T) {
 	h := newHarness(t, nil)
 	h.createOK("r1", "order_0040", 100, "")
-	h.send(TopicCancel, `{"request_id":"c1","out_trade_no":"order_0040"}`)
+	h.send(contract.TopicCancel, `{"request_id":"c1","out_trade_no":"order_0040"}`)
 	h.waitState("order_0040", store.Cancelled)
 	_ = h.wx().pay("order_0040", 0)
-	h.send(TopicReconcile, `{"request_id":"rc"}`)
+	h.send(contract.TopicReconcile, `{"request_id":"rc"}`)
 	r := h.reply("rc")
 	if mm, _ := r.M["mismatches"].([]any); len(mm) != 1 {
 		t.Fatalf("reconcile %s", r.Raw)
@@ -576,7 +577,7 @@ func TestHealthyAndStatus(t *testing.T) {
 }
 
 func TestAnyModeOneLegUnknownStillPayable(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.DefaultProvider = ProviderAny })
+	h := newHarness(t, func(c *Config) { c.DefaultProvider = contract.ProviderAny })
 	h.ali().fault("create", errFakeNetwork)
 	r := h.createOK("r1", "order_0042", 100, "")
 	info, _ := r.M["orderInfo"].(map[string]any)
@@ -619,7 +620,7 @@ func TestRefundedDuringClose(t *testing.T) {
 	h.advance(5*time.Minute + time.Second)
 	res := h.result("order_0043", "refunded")
 	o := h.waitState("order_0043", store.Refunded)
-	if !o.HasFlag(FlagRefundedOnClose) || o.Status != store.StatusRefunded {
+	if !o.HasFlag(contract.FlagRefundedOnClose) || o.Status != store.StatusRefunded {
 		t.Fatalf("order %+v", o)
 	}
 	for _, m := range h.results("order_0043") {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -228,17 +229,17 @@ func (h *harness) dump() string {
 
 func (h *harness) reply(requestID string) msg {
 	h.t.Helper()
-	return h.waitMsg(TopicReply, func(m msg) bool { return m.str("request_id") == requestID }, "reply "+requestID)
+	return h.waitMsg(contract.TopicReply, func(m msg) bool { return m.str("request_id") == requestID }, "reply "+requestID)
 }
 
 func (h *harness) result(otn, status string) msg {
 	h.t.Helper()
-	return h.waitMsg(TopicResult, func(m msg) bool { return m.str("out_trade_no") == otn && m.str("status") == status }, "result "+status+" for "+otn)
+	return h.waitMsg(contract.TopicResult, func(m msg) bool { return m.str("out_trade_no") == otn && m.str("status") == status }, "result "+status+" for "+otn)
 }
 
 func (h *harness) results(otn string) []msg {
 	var out []msg
-	for _, m := range h.all(TopicResult) {
+	for _, m := range h.all(contract.TopicResult) {
 		if m.str("out_trade_no") == otn {
 			out = append(out, m)
 		}
@@ -248,7 +249,7 @@ func (h *harness) results(otn string) []msg {
 
 func (h *harness) event(otn, reason string) msg {
 	h.t.Helper()
-	return h.waitMsg(TopicEvent, func(m msg) bool {
+	return h.waitMsg(contract.TopicEvent, func(m msg) bool {
 		return m.str("out_trade_no") == otn && strings.HasPrefix(m.str("reason"), reason)
 	}, "event "+reason+" for "+otn)
 }
@@ -282,7 +283,7 @@ func createPayload(requestID, otn string, fee int, provider string, extra string
 // createOK sends a create and waits for its successful reply.
 func (h *harness) createOK(requestID, otn string, fee int, provider string) msg {
 	h.t.Helper()
-	h.send(TopicCreate, createPayload(requestID, otn, fee, provider, ""))
+	h.send(contract.TopicCreate, createPayload(requestID, otn, fee, provider, ""))
 	r := h.reply(requestID)
 	if r.num("code") != 0 {
 		h.t.Fatalf("create %s failed: %s", otn, r.Raw)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"time"
 
 	"github.com/kioskpay/kioskpay/payment"
@@ -46,15 +47,9 @@ const (
 	retryMax   = 5 * time.Second
 )
 
-// Inbound is one raw inbound message (topic is a suffix).
-type Inbound struct {
-	Topic   string
-	Payload []byte
-}
-
 // Accept durably records one raw inbound message; see AcceptAll.
 func (e *Engine) Accept(ctx context.Context, topicSuffix string, payload []byte) error {
-	return e.AcceptAll(ctx, []Inbound{{Topic: topicSuffix, Payload: payload}})
+	return e.AcceptAll(ctx, []contract.Inbound{{Topic: topicSuffix, Payload: payload}})
 }
 
 // AcceptAll durably records raw inbound messages, in order, in one commit,
@@ -64,7 +59,7 @@ func (e *Engine) Accept(ctx context.Context, topicSuffix string, payload []byte)
 // the same commit, with PAYLOAD_TOO_LARGE. While the inbox is full it waits
 // (until ctx ends) for room. The error is non-nil only when the messages
 // could not be recorded.
-func (e *Engine) AcceptAll(ctx context.Context, msgs []Inbound) error {
+func (e *Engine) AcceptAll(ctx context.Context, msgs []contract.Inbound) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -79,7 +74,7 @@ func (e *Engine) AcceptAll(ctx context.Context, msgs []Inbound) error {
 	err := e.db.Batch(func(tx *store.Tx) error {
 		added, size, replied = 0, 0, false
 		for _, m := range msgs {
-			if len(m.Payload) > MaxPayload {
+			if len(m.Payload) > contract.MaxPayload {
 				if err := enqueueReply(tx, now, tooLarge(m)); err != nil {
 					return err
 				}
@@ -111,9 +106,9 @@ func (e *Engine) AcceptAll(ctx context.Context, msgs []Inbound) error {
 
 // tooLarge is the reply to an oversized payload, with the request id when
 // one can be read before the limit.
-func tooLarge(m Inbound) Reply {
-	return ErrorReply(salvageRequestID(m.Payload[:MaxPayload+1]), ActionForTopic(m.Topic),
-		Errorf(ErrPayloadTooLarge, "payload is %d bytes, the limit is %d", len(m.Payload), MaxPayload))
+func tooLarge(m contract.Inbound) contract.Reply {
+	return contract.ErrorReply(contract.SalvageRequestID(m.Payload[:contract.MaxPayload+1]), contract.ActionForTopic(m.Topic),
+		contract.Errorf(contract.ErrPayloadTooLarge, "payload is %d bytes, the limit is %d", len(m.Payload), contract.MaxPayload))
 }
 
 // enqueueReply adds a reply to the outbox in tx.
@@ -122,7 +117,7 @@ func enqueueReply(tx *store.Tx, now time.Time, v any) error {
 	if err != nil {
 		return err
 	}
-	_, err = tx.Enqueue(store.OutboxEntry{Topic: TopicReply, Payload: b, Kind: store.KindReply, NextAt: now, CreatedAt: now})
+	_, err = tx.Enqueue(store.OutboxEntry{Topic: contract.TopicReply, Payload: b, Kind: store.KindReply, NextAt: now, CreatedAt: now})
 	return err
 }
 
@@ -233,8 +228,8 @@ func (e *Engine) stale(m store.InboxEntry) bool {
 }
 
 func staleError(m store.InboxEntry, now time.Time) error {
-	return Errorf(ErrCommandStale, "the command waited %s in the device's inbox (received %s); send it again if it still applies",
-		now.Sub(m.ReceivedAt).Round(time.Second), FormatTime(m.ReceivedAt))
+	return contract.Errorf(contract.ErrCommandStale, "the command waited %s in the device's inbox (received %s); send it again if it still applies",
+		now.Sub(m.ReceivedAt).Round(time.Second), contract.FormatTime(m.ReceivedAt))
 }
 
 // inboxKey orders commands per order: the out_trade_no when the payload
@@ -246,7 +241,7 @@ func inboxKey(m store.InboxEntry) string {
 			OutTradeNo string `json:"out_trade_no"`
 		} `json:"data"`
 	}
-	if len(m.Payload) <= MaxPayload && json.Unmarshal(m.Payload, &v) == nil {
+	if len(m.Payload) <= contract.MaxPayload && json.Unmarshal(m.Payload, &v) == nil {
 		if v.OutTradeNo != "" && payment.ValidOutTradeNo(v.OutTradeNo) {
 			return v.OutTradeNo
 		}

@@ -1,6 +1,7 @@
 package device
 
 import (
+	"github.com/kioskpay/kioskpay/contract"
 	"time"
 
 	"github.com/kioskpay/kioskpay/store"
@@ -61,7 +62,7 @@ func (e *Engine) holdAckTimeout(o store.Order, t *orderTimer, now time.Time) tim
 		t.ackGraced = true
 		t.ackDeadline = now.Add(e.cfg.AckTimeout)
 		e.log.Warn("ack timeout fell due while the daemon stood still: waiting a fresh ack_timeout for an ack already sent",
-			"order", o.OutTradeNo, "until", FormatTime(e.now().Add(e.cfg.AckTimeout)))
+			"order", o.OutTradeNo, "until", contract.FormatTime(e.now().Add(e.cfg.AckTimeout)))
 		return t.ackDeadline
 	}
 	return time.Time{}
@@ -72,8 +73,8 @@ func (e *Engine) ackQueued(outTradeNo string) bool {
 	found := false
 	err := e.db.View(func(tx *store.Tx) error {
 		var err error
-		found, err = tx.InboxFind(TopicAck, func(payload []byte) bool {
-			req, err := DecodeAck(payload)
+		found, err = tx.InboxFind(contract.TopicAck, func(payload []byte) bool {
+			req, err := contract.DecodeAck(payload)
 			return err == nil && req.OutTradeNo == outTradeNo
 		})
 		return err

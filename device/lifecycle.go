@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"slices"
 	"strconv"
 	"time"
@@ -30,26 +31,6 @@ var transitions = map[store.State][]store.State{
 	store.Cancelled:    {store.Refunding},
 	store.Failed:       {store.Refunding},
 }
-
-// Flags recorded on orders (and named in events) for conditions a human
-// may need to look at. kioskctl orders -flag filters on them.
-const (
-	FlagAmountMismatch     = "amount_mismatch"
-	FlagLatePayment        = "late_payment"
-	FlagDuplicatePayment   = "duplicate_payment"
-	FlagNoAck              = "no_ack"
-	FlagLateAck            = "late_ack"
-	FlagRefundClosed       = "refund_closed"
-	FlagRefundAbnormal     = "refund_abnormal"
-	FlagRefundStuck        = "refund_stuck"
-	FlagCloseStuck         = "close_stuck"
-	FlagRefundedOnClose    = "refunded_on_close"
-	FlagRefundedAtProvider = "refunded_at_provider"
-)
-
-// Flags lists every flag, for validating filters.
-var Flags = []string{FlagAmountMismatch, FlagLatePayment, FlagDuplicatePayment, FlagNoAck, FlagLateAck,
-	FlagRefundClosed, FlagRefundAbnormal, FlagRefundStuck, FlagCloseStuck, FlagRefundedOnClose, FlagRefundedAtProvider}
 
 // Close reasons.
 const (
@@ -174,18 +155,18 @@ func (w *writer) to(next store.State, reason string) error {
 	}
 	switch next {
 	case store.Paid:
-		return w.result(ResultPaid, reason)
+		return w.result(contract.ResultPaid, reason)
 	case store.Expired:
-		return w.result(ResultExpired, reason)
+		return w.result(contract.ResultExpired, reason)
 	case store.Cancelled:
-		return w.result(ResultCancelled, reason)
+		return w.result(contract.ResultCancelled, reason)
 	case store.Refunded:
 		// The controller is told about money going back for an order it
 		// was told was paid, or that never had an outcome (amount mismatch,
 		// refunded during close). A late payment on an order it already
 		// saw expire changes nothing for it: event only.
-		if o.Result == "" || o.Result == string(ResultPaid) {
-			return w.result(ResultRefunded, reason)
+		if o.Result == "" || o.Result == string(contract.ResultPaid) {
+			return w.result(contract.ResultRefunded, reason)
 		}
 	case store.Delivered:
 		_, err := w.tx.DeleteResults(o.OutTradeNo)
@@ -220,11 +201,11 @@ func (w *writer) alert(flag, detail string) error {
 }
 
 func (w *writer) event(from, to, reason string) error {
-	ev := Event{OutTradeNo: w.o.OutTradeNo, From: from, To: to, At: FormatTime(w.now), Reason: reason, Provider: string(w.o.Winner)}
-	return w.enqueue(TopicEvent, store.KindEvent, ev, false)
+	ev := contract.Event{OutTradeNo: w.o.OutTradeNo, From: from, To: to, At: contract.FormatTime(w.now), Reason: reason, Provider: string(w.o.Winner)}
+	return w.enqueue(contract.TopicEvent, store.KindEvent, ev, false)
 }
 
-func (w *writer) reply(v any) error { return w.enqueue(TopicReply, store.KindReply, v, false) }
+func (w *writer) reply(v any) error { return w.enqueue(contract.TopicReply, store.KindReply, v, false) }
 
 func (w *writer) enqueue(topic, kind string, v any, untilAck bool) error {
 	b, err := json.Marshal(v)
@@ -242,20 +223,20 @@ func (w *writer) enqueue(topic, kind string, v any, untilAck bool) error {
 // result writes the order's outcome to the outbox. Its seq is taken here,
 // in the transaction that creates it; re-publications resend these exact
 // bytes, so one outcome never carries two seqs.
-func (w *writer) result(status ResultStatus, reason string) error {
+func (w *writer) result(status contract.ResultStatus, reason string) error {
 	o := w.o
 	seq, err := w.tx.NextSeq()
 	if err != nil {
 		return err
 	}
-	r := Result{
+	r := contract.Result{
 		OutTradeNo:    o.OutTradeNo,
 		Status:        status,
 		PayType:       payTypeOf(o),
 		Provider:      string(o.Winner),
 		TotalFee:      o.TotalFee,
 		TransactionID: o.TransactionID,
-		PaidAt:        FormatTime(o.PaidAt),
+		PaidAt:        contract.FormatTime(o.PaidAt),
 		Type:          o.Type,
 		Custom:        o.Custom,
 		Reason:        reason,
@@ -263,9 +244,9 @@ func (w *writer) result(status ResultStatus, reason string) error {
 		TS:            w.now.Unix(),
 	}
 	switch status {
-	case ResultRefunded:
+	case contract.ResultRefunded:
 		r.RefundFee = o.RefundedFee
-	case ResultPaid:
+	case contract.ResultPaid:
 		if l := o.Leg(o.Winner); l != nil {
 			payer, discount := l.PayerTotal, l.Discount
 			r.PayerTotal, r.Discount = &payer, &discount
@@ -279,7 +260,7 @@ func (w *writer) result(status ResultStatus, reason string) error {
 		return err
 	}
 	o.Result, o.ResultSeq = string(status), seq
-	return w.enqueue(TopicResult, store.KindResult, r, true)
+	return w.enqueue(contract.TopicResult, store.KindResult, r, true)
 }
 
 func (w *writer) doneInbox(id uint64) error {
@@ -291,12 +272,12 @@ func (w *writer) doneInbox(id uint64) error {
 
 func payTypeOf(o *store.Order) string {
 	if o.Winner != "" {
-		return PayType(o.Winner)
+		return contract.PayType(o.Winner)
 	}
 	if len(o.Legs) == 1 {
-		return PayType(o.Legs[0].Provider)
+		return contract.PayType(o.Legs[0].Provider)
 	}
-	return PayType(payment.ProviderName(o.Provider))
+	return contract.PayType(payment.ProviderName(o.Provider))
 }
 
 // statusOf derives the seed's numeric status.
@@ -412,7 +393,7 @@ func (w *writer) observe(p payment.ProviderName, st payment.Status, source strin
 		// Paid and refunded without us: no money is held for this leg.
 		leg.State = store.LegRefunded
 		leg.SetAmounts(st.Amount)
-		if err := w.alert(FlagRefundedAtProvider, ""); err != nil {
+		if err := w.alert(contract.FlagRefundedAtProvider, ""); err != nil {
 			return err
 		}
 		return w.closeIfNoOpenLegs()
@@ -471,9 +452,9 @@ func (w *writer) paid(leg *store.Leg, st payment.Status, source string) error {
 		if !st.Amount.Matches(o.TotalFee) {
 			w.e.log.Warn("provider order total differs from the order's: refunding, not delivering", "order", o.OutTradeNo,
 				"provider", leg.Provider, "provider_total", int64(st.Amount.Total), "total_fee", int64(o.TotalFee))
-			o.Flag(FlagAmountMismatch)
-			w.addRefund(leg.Provider, 0, FlagAmountMismatch, true, "", "")
-			return w.to(store.Refunding, fmt.Sprintf("%s: order total at %s is %d fen, order is %d fen", FlagAmountMismatch, leg.Provider, st.Amount.Total, o.TotalFee))
+			o.Flag(contract.FlagAmountMismatch)
+			w.addRefund(leg.Provider, 0, contract.FlagAmountMismatch, true, "", "")
+			return w.to(store.Refunding, fmt.Sprintf("%s: order total at %s is %d fen, order is %d fen", contract.FlagAmountMismatch, leg.Provider, st.Amount.Total, o.TotalFee))
 		}
 		o.AckDeadline = w.now.Add(w.e.cfg.AckTimeout)
 		reason := "paid"
@@ -488,13 +469,13 @@ func (w *writer) paid(leg *store.Leg, st payment.Status, source string) error {
 		// The order already ended unpaid: the money must go back.
 		w.e.log.Warn("payment after the order ended: refunding", "order", o.OutTradeNo, "provider", leg.Provider, "state", o.State)
 		o.Winner, o.PaidFee, o.TransactionID, o.PaidAt = leg.Provider, st.Amount.Total, st.TransactionID, leg.PaidAt
-		o.Flag(FlagLatePayment)
-		w.addRefund(leg.Provider, 0, FlagLatePayment, true, "", "")
-		return w.to(store.Refunding, FlagLatePayment)
+		o.Flag(contract.FlagLatePayment)
+		w.addRefund(leg.Provider, 0, contract.FlagLatePayment, true, "", "")
+		return w.to(store.Refunding, contract.FlagLatePayment)
 	default:
 		// "any" mode: the other code was paid too.
-		w.addRefund(leg.Provider, 0, FlagDuplicatePayment, false, "", "")
-		return w.alert(FlagDuplicatePayment, string(leg.Provider))
+		w.addRefund(leg.Provider, 0, contract.FlagDuplicatePayment, false, "", "")
+		return w.alert(contract.FlagDuplicatePayment, string(leg.Provider))
 	}
 }
 
@@ -773,12 +754,12 @@ var errRetry = errors.New("close not confirmed yet")
 // memory, so a restart counts afresh but does not report an order flagged
 // already.
 func (e *Engine) reportCloseStuck(o store.Order, t *orderTimer) {
-	if !t.stuck(e.cfg.Retry) || t.closeReported || o.HasFlag(FlagCloseStuck) {
+	if !t.stuck(e.cfg.Retry) || t.closeReported || o.HasFlag(contract.FlagCloseStuck) {
 		return
 	}
 	t.closeReported = true
 	_, err := e.change(o.OutTradeNo, func(w *writer) error {
-		return w.alert(FlagCloseStuck, fmt.Sprintf("closing at the provider still unconfirmed after %d attempts, retrying every %s: %s",
+		return w.alert(contract.FlagCloseStuck, fmt.Sprintf("closing at the provider still unconfirmed after %d attempts, retrying every %s: %s",
 			t.failures, e.cfg.Retry.Slow, t.lastErr))
 	})
 	if err != nil {
@@ -839,8 +820,8 @@ func (e *Engine) closeLeg(ctx context.Context, outTradeNo string, p payment.Prov
 				return errNoop
 			}
 			l.State = store.LegRefunded
-			w.o.Flag(FlagRefundedOnClose)
-			return w.note(FlagRefundedOnClose + ": " + string(p))
+			w.o.Flag(contract.FlagRefundedOnClose)
+			return w.note(contract.FlagRefundedOnClose + ": " + string(p))
 		})
 		return err
 	}
@@ -891,7 +872,7 @@ func (w *writer) finishClosing() error {
 		refunded = refunded || l.State == store.LegRefunded
 	}
 	if refunded {
-		return w.to(store.Refunded, FlagRefundedOnClose)
+		return w.to(store.Refunded, contract.FlagRefundedOnClose)
 	}
 	switch o.CloseReason {
 	case closeCancel:
@@ -911,7 +892,7 @@ func (w *writer) ackTimeout() error {
 	if o.State != store.Paid {
 		return errNoop
 	}
-	o.Flag(FlagNoAck)
+	o.Flag(contract.FlagNoAck)
 	if w.e.cfg.OnNoAck == OnNoAckHold {
 		return w.to(store.Held, "ack_timeout_hold")
 	}
@@ -1023,7 +1004,7 @@ func (e *Engine) refundOnce(ctx context.Context, o store.Order, r store.Refund) 
 			// refusing: a human must look.
 			if payment.IsRejected(err, payment.CodeInvalidRefundAmount) || cur.Attempts >= maxRefundRejections {
 				cur.State = store.RefundClosed
-				return w.alert(FlagRefundClosed, cur.OutRefundNo+": "+err.Error())
+				return w.alert(contract.FlagRefundClosed, cur.OutRefundNo+": "+err.Error())
 			}
 			return nil
 		}
@@ -1041,13 +1022,13 @@ func (e *Engine) refundOnce(ctx context.Context, o store.Order, r store.Refund) 
 			return w.note("refund_success: " + cur.OutRefundNo)
 		case payment.RefundClosed:
 			cur.State = store.RefundClosed
-			return w.alert(FlagRefundClosed, cur.OutRefundNo)
+			return w.alert(contract.FlagRefundClosed, cur.OutRefundNo)
 		case payment.RefundAbnormal:
 			if cur.State == store.RefundAbnormal {
 				return nil // reported once; a human is on it
 			}
 			cur.State = store.RefundAbnormal
-			return w.alert(FlagRefundAbnormal, cur.OutRefundNo+": the buyer's account did not accept it; handle it at the merchant platform")
+			return w.alert(contract.FlagRefundAbnormal, cur.OutRefundNo+": the buyer's account did not accept it; handle it at the merchant platform")
 		case payment.RefundProcessing:
 			cur.State = store.RefundProcessing
 		case payment.RefundNotFound:
@@ -1071,7 +1052,7 @@ func (w *writer) refundUnknown(r *store.Refund, err error) error {
 		return nil
 	}
 	r.Stuck = true
-	return w.alert(FlagRefundStuck, fmt.Sprintf("%s: no definite answer from %s after %d attempts, retrying every %s: %v",
+	return w.alert(contract.FlagRefundStuck, fmt.Sprintf("%s: no definite answer from %s after %d attempts, retrying every %s: %v",
 		r.OutRefundNo, r.Provider, r.Unknown, w.e.cfg.Retry.Slow, err))
 }
 
@@ -1094,7 +1075,7 @@ func (w *writer) finishRefunding() error {
 	}
 	o.Status = statusOf(o)
 	if closed {
-		return w.to(store.RefundFailed, FlagRefundClosed)
+		return w.to(store.RefundFailed, contract.FlagRefundClosed)
 	}
 	return w.to(store.Refunded, "refund_success")
 }

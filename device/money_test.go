@@ -3,6 +3,7 @@ package device
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"log/slog"
 	"strings"
 	"testing"
@@ -27,12 +28,12 @@ func TestDiscountedPaymentDelivered(t *testing.T) {
 	if res.num("total_fee") != 1000 || res.num("payer_total") != 900 || res.num("discount") != 100 {
 		t.Fatalf("paid result %s: want total_fee 1000, payer_total 900, discount 100", res.Raw)
 	}
-	h.send(TopicAck, ackPayload("money_0001", true))
+	h.send(contract.TopicAck, ackPayload("money_0001", true))
 	o := h.waitState("money_0001", store.Delivered)
 	if l := o.Leg(payment.WxPay); l.Total != 1000 || l.PayerTotal != 900 || l.Discount != 100 || len(o.Refunds) != 0 || len(o.Flags) != 0 {
 		t.Fatalf("order %+v", o)
 	}
-	h.send(TopicQuery, `{"request_id":"q1","out_trade_no":"money_0001"}`)
+	h.send(contract.TopicQuery, `{"request_id":"q1","out_trade_no":"money_0001"}`)
 	if q := h.reply("q1"); q.num("paid_fee") != 1000 || q.num("payer_total") != 900 || q.num("discount") != 100 {
 		t.Fatalf("query reply %s", q.Raw)
 	}
@@ -51,7 +52,7 @@ func TestZeroBuyerAmountsDelivered(t *testing.T) {
 	if res.num("payer_total") != 1000 || res.num("discount") != 0 || !strings.Contains(string(res.Raw), `"discount":0`) {
 		t.Fatalf("paid result %s: want payer_total 1000 and discount 0", res.Raw)
 	}
-	h.send(TopicAck, ackPayload("money_0002", true))
+	h.send(contract.TopicAck, ackPayload("money_0002", true))
 	h.waitState("money_0002", store.Delivered)
 }
 
@@ -71,7 +72,7 @@ func TestAckFailureRefundsProviderTotal(t *testing.T) {
 	h.createOK("r1", "money_0004", 1000, "wxpay")
 	_ = h.wx().payAmounts("money_0004", payment.Amounts{Total: 1000, PayerTotal: 1, Discount: 999})
 	h.result("money_0004", "paid")
-	h.send(TopicAck, ackPayload("money_0004", false))
+	h.send(contract.TopicAck, ackPayload("money_0004", false))
 	h.result("money_0004", "refunded")
 	// The refund asks for the order total, whatever the buyer paid: the
 	// provider returns the buyer's share and the coupon's itself.
@@ -85,17 +86,17 @@ func TestOperatorRefundBoundedByProviderTotal(t *testing.T) {
 	h.createOK("r1", "money_0005", 1000, "wxpay")
 	_ = h.wx().payAmounts("money_0005", payment.Amounts{Total: 1000, PayerTotal: 800, Discount: 200})
 	h.result("money_0005", "paid")
-	h.send(TopicAck, ackPayload("money_0005", true))
+	h.send(contract.TopicAck, ackPayload("money_0005", true))
 	h.waitState("money_0005", store.Delivered)
-	h.send(TopicRefund, `{"request_id":"f1","out_trade_no":"money_0005","refund_fee":900}`)
+	h.send(contract.TopicRefund, `{"request_id":"f1","out_trade_no":"money_0005","refund_fee":900}`)
 	if r := h.reply("f1"); r.num("code") != 0 || r.num("refund_fee") != 900 {
 		t.Fatalf("refund 900 of a 1000 order paid 800 by the buyer: %s", r.Raw)
 	}
-	h.send(TopicRefund, `{"request_id":"f2","out_trade_no":"money_0005","refund_fee":101}`)
-	if r := h.reply("f2"); r.str("error") != string(ErrFeeOutOfRange) || r.str("field") != "refund_fee" {
+	h.send(contract.TopicRefund, `{"request_id":"f2","out_trade_no":"money_0005","refund_fee":101}`)
+	if r := h.reply("f2"); r.str("error") != string(contract.ErrFeeOutOfRange) || r.str("field") != "refund_fee" {
 		t.Fatalf("refund beyond what the provider holds: %s", r.Raw)
 	}
-	h.send(TopicRefund, `{"request_id":"f3","out_trade_no":"money_0005"}`)
+	h.send(contract.TopicRefund, `{"request_id":"f3","out_trade_no":"money_0005"}`)
 	if r := h.reply("f3"); r.num("code") != 0 || r.num("refund_fee") != 100 {
 		t.Fatalf("refund of the rest: %s", r.Raw)
 	}
@@ -109,7 +110,7 @@ func TestOperatorRefundBoundedByProviderTotal(t *testing.T) {
 // with flag.
 func (h *harness) alerts(otn, flag string) int {
 	n := 0
-	for _, m := range h.all(TopicEvent) {
+	for _, m := range h.all(contract.TopicEvent) {
 		if m.str("out_trade_no") == otn && m.str("from") == m.str("to") && strings.HasPrefix(m.str("reason"), flag) {
 			n++
 		}
@@ -124,9 +125,9 @@ func TestRefundStuckBoundedThenSlow(t *testing.T) {
 	h.createOK("r1", "stuck_0001", 700, "wxpay")
 	_ = wx.pay("stuck_0001", 0)
 	h.result("stuck_0001", "paid")
-	h.send(TopicAck, ackPayload("stuck_0001", false))
+	h.send(contract.TopicAck, ackPayload("stuck_0001", false))
 
-	ev := h.event("stuck_0001", FlagRefundStuck)
+	ev := h.event("stuck_0001", contract.FlagRefundStuck)
 	if ev.str("from") != ev.str("to") || ev.str("to") != string(store.Refunding) || !strings.Contains(ev.str("reason"), "stuck_0001R1") {
 		t.Fatalf("stuck event %s", ev.Raw)
 	}
@@ -150,13 +151,13 @@ func TestRefundStuckBoundedThenSlow(t *testing.T) {
 	h.advance(time.Hour) // the fifth call succeeds
 	h.result("stuck_0001", "refunded")
 	o := h.waitState("stuck_0001", store.Refunded)
-	if !o.HasFlag(FlagRefundStuck) || h.alerts("stuck_0001", FlagRefundStuck) != 1 {
-		t.Fatalf("flags %v, %d stuck events; want the flag and one event", o.Flags, h.alerts("stuck_0001", FlagRefundStuck))
+	if !o.HasFlag(contract.FlagRefundStuck) || h.alerts("stuck_0001", contract.FlagRefundStuck) != 1 {
+		t.Fatalf("flags %v, %d stuck events; want the flag and one event", o.Flags, h.alerts("stuck_0001", contract.FlagRefundStuck))
 	}
 	if r := o.Refunds[0]; r.Stuck || r.Unknown != 0 || r.State != store.RefundSuccess {
 		t.Fatalf("refund %+v", r)
 	}
-	h.send(TopicOrders, `{"request_id":"l1","flag":"refund_stuck"}`)
+	h.send(contract.TopicOrders, `{"request_id":"l1","flag":"refund_stuck"}`)
 	if l := h.reply("l1"); !strings.Contains(string(l.Raw), `"out_trade_no":"stuck_0001"`) {
 		t.Fatalf("orders filtered by refund_stuck: %s", l.Raw)
 	}
@@ -169,15 +170,15 @@ func TestRefundAbnormalReportedOnce(t *testing.T) {
 	h.createOK("r1", "abn_0001", 300, "wxpay")
 	_ = wx.pay("abn_0001", 0)
 	h.result("abn_0001", "paid")
-	h.send(TopicAck, ackPayload("abn_0001", false))
-	h.event("abn_0001", FlagRefundAbnormal)
+	h.send(contract.TopicAck, ackPayload("abn_0001", false))
+	h.event("abn_0001", contract.FlagRefundAbnormal)
 	// Queried at the slow rate, never re-sent, reported once.
 	for range 3 {
 		h.advance(time.Hour)
 		time.Sleep(100 * time.Millisecond)
 	}
 	o := h.waitState("abn_0001", store.Refunding)
-	if n := h.alerts("abn_0001", FlagRefundAbnormal); n != 1 || !o.HasFlag(FlagRefundAbnormal) {
+	if n := h.alerts("abn_0001", contract.FlagRefundAbnormal); n != 1 || !o.HasFlag(contract.FlagRefundAbnormal) {
 		t.Fatalf("%d abnormal events, flags %v; want one event and the flag", n, o.Flags)
 	}
 	if wx.count("refund") != 1 || wx.count("query_refund") > 4 || o.Refunds[0].State != store.RefundAbnormal {
@@ -188,7 +189,7 @@ func TestRefundAbnormalReportedOnce(t *testing.T) {
 	wx.mu.Lock()
 	wx.refunds["abn_0001R1"].state = payment.RefundSuccess
 	wx.mu.Unlock()
-	h.send(TopicNotify, string(wx.refundNotifyPayload("abn_0001", "abn_0001R1")))
+	h.send(contract.TopicNotify, string(wx.refundNotifyPayload("abn_0001", "abn_0001R1")))
 	h.result("abn_0001", "refunded")
 	h.waitState("abn_0001", store.Refunded)
 }
@@ -199,10 +200,10 @@ func TestRefundClosedReportedOnce(t *testing.T) {
 	h.createOK("r1", "rcl_0001", 300, "wxpay")
 	_ = h.wx().pay("rcl_0001", 0)
 	h.result("rcl_0001", "paid")
-	h.send(TopicAck, ackPayload("rcl_0001", false))
+	h.send(contract.TopicAck, ackPayload("rcl_0001", false))
 	o := h.waitState("rcl_0001", store.RefundFailed)
-	h.event("rcl_0001", FlagRefundClosed)
-	if n := h.alerts("rcl_0001", FlagRefundClosed); n != 1 || !o.HasFlag(FlagRefundClosed) {
+	h.event("rcl_0001", contract.FlagRefundClosed)
+	if n := h.alerts("rcl_0001", contract.FlagRefundClosed); n != 1 || !o.HasFlag(contract.FlagRefundClosed) {
 		t.Fatalf("%d refund_closed alerts (the transition's own event aside), flags %v", n, o.Flags)
 	}
 }
@@ -214,7 +215,7 @@ func TestUnsendableRefundClosedAtOnce(t *testing.T) {
 	h.createOK("r1", "bad_0001", 300, "wxpay")
 	_ = wx.pay("bad_0001", 0)
 	h.result("bad_0001", "paid")
-	h.send(TopicAck, ackPayload("bad_0001", false))
+	h.send(contract.TopicAck, ackPayload("bad_0001", false))
 	o := h.waitState("bad_0001", store.RefundFailed)
 	if wx.count("refund") != 1 || o.Refunds[0].State != store.RefundClosed {
 		t.Fatalf("%d refund calls, refund %+v: an unsendable amount is a definite refusal, not retried", wx.count("refund"), o.Refunds[0])
@@ -230,8 +231,8 @@ func TestCloseStuckBoundedThenSlow(t *testing.T) {
 		faults[i] = errFakeNetwork
 	}
 	wx.fault("query", faults...)
-	h.send(TopicCancel, `{"request_id":"c1","out_trade_no":"cst_0001"}`)
-	ev := h.event("cst_0001", FlagCloseStuck)
+	h.send(contract.TopicCancel, `{"request_id":"c1","out_trade_no":"cst_0001"}`)
+	ev := h.event("cst_0001", contract.FlagCloseStuck)
 	if ev.str("from") != string(store.Closing) || ev.str("to") != string(store.Closing) {
 		t.Fatalf("close_stuck event %s", ev.Raw)
 	}
@@ -246,15 +247,15 @@ func TestCloseStuckBoundedThenSlow(t *testing.T) {
 	wx.mu.Unlock()
 	h.advance(time.Hour)
 	o := h.waitState("cst_0001", store.Cancelled)
-	if !o.HasFlag(FlagCloseStuck) || h.alerts("cst_0001", FlagCloseStuck) != 1 {
-		t.Fatalf("flags %v, %d close_stuck events", o.Flags, h.alerts("cst_0001", FlagCloseStuck))
+	if !o.HasFlag(contract.FlagCloseStuck) || h.alerts("cst_0001", contract.FlagCloseStuck) != 1 {
+		t.Fatalf("flags %v, %d close_stuck events", o.Flags, h.alerts("cst_0001", contract.FlagCloseStuck))
 	}
 }
 
 func TestOrdersFlagFilterValidated(t *testing.T) {
 	h := newHarness(t, nil)
-	h.send(TopicOrders, `{"request_id":"l1","flag":"nonsense"}`)
-	if r := h.reply("l1"); r.str("error") != string(ErrInvalidArgument) || r.str("field") != "flag" {
+	h.send(contract.TopicOrders, `{"request_id":"l1","flag":"nonsense"}`)
+	if r := h.reply("l1"); r.str("error") != string(contract.ErrInvalidArgument) || r.str("field") != "flag" {
 		t.Fatalf("bad flag: %s", r.Raw)
 	}
 }
@@ -279,7 +280,7 @@ func TestEventLogLevels(t *testing.T) {
 	h.createOK("r1", "log_0001", 300, "wxpay")
 	_ = h.wx().pay("log_0001", 0)
 	h.result("log_0001", "paid")
-	h.send(TopicAck, ackPayload("log_0001", false))
+	h.send(contract.TopicAck, ackPayload("log_0001", false))
 	h.waitState("log_0001", store.Refunded)
 	h.wx().mu.Lock()
 	h.wx().refundsEnd = payment.RefundClosed
@@ -287,7 +288,7 @@ func TestEventLogLevels(t *testing.T) {
 	h.createOK("r2", "log_0002", 300, "wxpay")
 	_ = h.wx().pay("log_0002", 0)
 	h.result("log_0002", "paid")
-	h.send(TopicAck, ackPayload("log_0002", false))
+	h.send(contract.TopicAck, ackPayload("log_0002", false))
 	h.waitState("log_0002", store.RefundFailed)
 	levels := map[string]string{}
 	for _, l := range logLines(logs.String()) {
@@ -295,7 +296,7 @@ func TestEventLogLevels(t *testing.T) {
 			levels[strings.SplitN(r, ":", 2)[0]] = fmt.Sprint(l["level"])
 		}
 	}
-	if levels["refund_success"] != "INFO" || levels[FlagRefundClosed] != "WARN" {
+	if levels["refund_success"] != "INFO" || levels[contract.FlagRefundClosed] != "WARN" {
 		t.Errorf("levels by event %v: want refund_success at INFO, refund_closed at WARN", levels)
 	}
 }

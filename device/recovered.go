@@ -3,6 +3,7 @@ package device
 import (
 	"context"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"sort"
 	"strings"
 	"time"
@@ -10,12 +11,6 @@ import (
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"
 )
-
-// StatusStoreRecovered: the daemon found its store damaged, moved it aside
-// and serves from what it salvaged (store.Recover). The flag stays until an
-// operator clears it (`kioskpayd recover -clear`), so that a restart does
-// not hide it.
-const StatusStoreRecovered = "store_recovered"
 
 // reconcileBefore is how far before the recovery the salvaged orders are
 // compared with the providers.
@@ -49,7 +44,7 @@ func (e *Engine) recovered() *store.Recovery {
 func (e *Engine) followRecovery(ctx context.Context, r *store.Recovery) {
 	if !r.Announced {
 		e.mu.Lock()
-		e.deviceEventLocked(StatusStoreRecovered + ": " + r.Summary())
+		e.deviceEventLocked(contract.StatusStoreRecovered + ": " + r.Summary())
 		e.mu.Unlock()
 		e.flushDeviceEvents()
 		r.Announced = true
@@ -58,7 +53,7 @@ func (e *Engine) followRecovery(ctx context.Context, r *store.Recovery) {
 	if r.Reconciled {
 		return
 	}
-	rep := ReconcileReply{}
+	rep := contract.ReconcileReply{}
 	if err := e.reconcile(ctx, r.At.Add(-reconcileBefore), &rep); err != nil {
 		e.log.Warn("reconcile after the store recovery", "err", err)
 		return // again at the next start
@@ -70,7 +65,7 @@ func (e *Engine) followRecovery(ctx context.Context, r *store.Recovery) {
 		}
 		paid = append(paid, e.settleLost(ctx, otn)...)
 	}
-	msg := fmt.Sprintf("%s: reconciled %d salvaged orders with the providers (%d mismatches)", StatusStoreRecovered, rep.Checked, len(rep.Mismatches))
+	msg := fmt.Sprintf("%s: reconciled %d salvaged orders with the providers (%d mismatches)", contract.StatusStoreRecovered, rep.Checked, len(rep.Mismatches))
 	if r.LostCount > 0 {
 		msg += fmt.Sprintf("; %d lost orders closed where still payable", r.LostCount)
 	}

@@ -3,6 +3,7 @@ package device
 import (
 	"context"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"strings"
 	"testing"
 	"time"
@@ -46,14 +47,14 @@ func TestStaleInboxCommands(t *testing.T) {
 
 	old := h.clock.Now().Add(-2 * time.Minute)
 	h.leaveInInbox(old,
-		[2]string{TopicCreate, createPayload("r3", "order_0903", 300, "", "")},
-		[2]string{TopicCancel, `{"request_id":"c1","out_trade_no":"order_0902"}`},
-		[2]string{TopicAck, ackPayload("order_0901", true)},
-		[2]string{TopicQuery, `{"request_id":"q1","out_trade_no":"order_0902"}`},
+		[2]string{contract.TopicCreate, createPayload("r3", "order_0903", 300, "", "")},
+		[2]string{contract.TopicCancel, `{"request_id":"c1","out_trade_no":"order_0902"}`},
+		[2]string{contract.TopicAck, ackPayload("order_0901", true)},
+		[2]string{contract.TopicQuery, `{"request_id":"q1","out_trade_no":"order_0902"}`},
 	)
 	h.start()
 	for _, id := range []string{"r3", "c1"} {
-		if r := h.reply(id); r.str("error") != string(ErrCommandStale) || r.num("code") != 409 {
+		if r := h.reply(id); r.str("error") != string(contract.ErrCommandStale) || r.num("code") != 409 {
 			t.Errorf("%s: %s, want COMMAND_STALE 409", id, r.Raw)
 		}
 	}
@@ -79,7 +80,7 @@ func TestStaleInboxCommands(t *testing.T) {
 // restart, as before.
 func TestFreshInboxCreateAfterRestart(t *testing.T) {
 	h := newHarness(t, nil)
-	h.leaveInInbox(h.clock.Now().Add(-5*time.Second), [2]string{TopicCreate, createPayload("r1", "order_0904", 100, "", "")})
+	h.leaveInInbox(h.clock.Now().Add(-5*time.Second), [2]string{contract.TopicCreate, createPayload("r1", "order_0904", 100, "", "")})
 	h.start()
 	if r := h.reply("r1"); r.num("code") != 0 {
 		t.Fatalf("fresh create: %s", r.Raw)
@@ -94,22 +95,22 @@ func TestSignedTSOutsideWindow(t *testing.T) {
 	now := h.clock.Now()
 	old := now.Add(-10 * time.Minute).Unix()
 	ts := now.Unix()
-	h.send(TopicCreate, fmt.Sprintf(`{"request_id":"r1","data":{"out_trade_no":"order_0905","total_fee":100,"subject":"s","type":"massage_15"},"ts":%d,"sig":%q}`,
-		old, SignCreate(key, "order_0905", 100, "massage_15", old)))
-	if r := h.reply("r1"); r.str("error") != string(ErrCommandStale) || r.str("field") != "ts" {
+	h.send(contract.TopicCreate, fmt.Sprintf(`{"request_id":"r1","data":{"out_trade_no":"order_0905","total_fee":100,"subject":"s","type":"massage_15"},"ts":%d,"sig":%q}`,
+		old, contract.SignCreate(key, "order_0905", 100, "massage_15", old)))
+	if r := h.reply("r1"); r.str("error") != string(contract.ErrCommandStale) || r.str("field") != "ts" {
 		t.Errorf("old signed create: %s", r.Raw)
 	}
-	h.send(TopicCreate, fmt.Sprintf(`{"request_id":"r2","data":{"out_trade_no":"order_0906","total_fee":100,"subject":"s","type":"massage_15"},"ts":%d,"sig":%q}`,
-		ts, SignCreate(key, "order_0906", 100, "massage_15", ts)))
+	h.send(contract.TopicCreate, fmt.Sprintf(`{"request_id":"r2","data":{"out_trade_no":"order_0906","total_fee":100,"subject":"s","type":"massage_15"},"ts":%d,"sig":%q}`,
+		ts, contract.SignCreate(key, "order_0906", 100, "massage_15", ts)))
 	if r := h.reply("r2"); r.num("code") != 0 {
 		t.Fatalf("signed create: %s", r.Raw)
 	}
-	h.send(TopicCancel, fmt.Sprintf(`{"request_id":"c1","out_trade_no":"order_0906","ts":%d,"sig":%q}`, old, SignCancel(key, "order_0906", old)))
-	if r := h.reply("c1"); r.str("error") != string(ErrCommandStale) {
+	h.send(contract.TopicCancel, fmt.Sprintf(`{"request_id":"c1","out_trade_no":"order_0906","ts":%d,"sig":%q}`, old, contract.SignCancel(key, "order_0906", old)))
+	if r := h.reply("c1"); r.str("error") != string(contract.ErrCommandStale) {
 		t.Errorf("old signed cancel: %s", r.Raw)
 	}
-	h.send(TopicAck, fmt.Sprintf(`{"request_id":"a1","out_trade_no":"order_0906","ok":true,"ts":%d,"sig":%q}`, old, SignAck(key, "order_0906", true, old)))
-	if r := h.reply("a1"); r.str("error") != string(ErrSignatureInvalid) {
+	h.send(contract.TopicAck, fmt.Sprintf(`{"request_id":"a1","out_trade_no":"order_0906","ok":true,"ts":%d,"sig":%q}`, old, contract.SignAck(key, "order_0906", true, old)))
+	if r := h.reply("a1"); r.str("error") != string(contract.ErrSignatureInvalid) {
 		t.Errorf("old signed ack: %s", r.Raw)
 	}
 }
@@ -127,9 +128,9 @@ func TestAckTimeoutWaitsForQueuedAck(t *testing.T) {
 	h.wx().createGate = gate
 	h.wx().mu.Unlock()
 	for i := range InboxWindow {
-		h.send(TopicCreate, createPayload(fmt.Sprintf("busy%d", i), fmt.Sprintf("order_%04d", 1000+i), 100, "", ""))
+		h.send(contract.TopicCreate, createPayload(fmt.Sprintf("busy%d", i), fmt.Sprintf("order_%04d", 1000+i), 100, "", ""))
 	}
-	h.send(TopicAck, ackPayload("order_0907", true))
+	h.send(contract.TopicAck, ackPayload("order_0907", true))
 	h.advance(h.cfg.AckTimeout + time.Second)
 	time.Sleep(300 * time.Millisecond)
 	if o, _ := h.e.load("order_0907"); o.State != store.Paid {
@@ -161,7 +162,7 @@ func TestAckTimeoutGraceAfterStall(t *testing.T) {
 	if o, _ := h.e.load("order_0908"); o.State != store.Paid {
 		t.Fatalf("state %s right after the stall, want paid", o.State)
 	}
-	h.send(TopicAck, ackPayload("order_0908", true))
+	h.send(contract.TopicAck, ackPayload("order_0908", true))
 	h.waitState("order_0908", store.Delivered)
 
 	// Without a stall the ack timeout acts as always.
@@ -179,10 +180,10 @@ func TestAckTimeoutGraceAfterStall(t *testing.T) {
 // have recorded it, and never enters the inbox.
 func TestOversizedAnsweredOnAccept(t *testing.T) {
 	h := newHarness(t, nil)
-	big := `{"request_id":"big-1","out_trade_no":"order_0910","pad":"` + strings.Repeat("x", MaxPayload) + `"}`
-	h.send(TopicQuery, big)
+	big := `{"request_id":"big-1","out_trade_no":"order_0910","pad":"` + strings.Repeat("x", contract.MaxPayload) + `"}`
+	h.send(contract.TopicQuery, big)
 	r := h.reply("big-1")
-	if r.str("error") != string(ErrPayloadTooLarge) || r.str("action") != ActionQuery {
+	if r.str("error") != string(contract.ErrPayloadTooLarge) || r.str("action") != contract.ActionQuery {
 		t.Fatalf("oversized: %s", r.Raw)
 	}
 	if !strings.Contains(r.str("msg"), fmt.Sprint(len(big))) {
@@ -203,15 +204,15 @@ func TestOversizedAnsweredOnAccept(t *testing.T) {
 // answered exactly once.
 func TestInboxWindow(t *testing.T) {
 	h := newHarness(t, nil)
-	var msgs []Inbound
+	var msgs []contract.Inbound
 	for i := range 300 {
-		msgs = append(msgs, Inbound{Topic: TopicQuery, Payload: fmt.Appendf(nil, `{"request_id":"q%d","out_trade_no":"order_%04d"}`, i, i)})
+		msgs = append(msgs, contract.Inbound{Topic: contract.TopicQuery, Payload: fmt.Appendf(nil, `{"request_id":"q%d","out_trade_no":"order_%04d"}`, i, i)})
 	}
 	if err := h.e.AcceptAll(context.Background(), msgs); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
-	for len(h.all(TopicReply)) < len(msgs) && time.Now().Before(deadline) {
+	for len(h.all(contract.TopicReply)) < len(msgs) && time.Now().Before(deadline) {
 		h.e.mu.Lock()
 		n := len(h.e.inflight)
 		h.e.mu.Unlock()
@@ -221,7 +222,7 @@ func TestInboxWindow(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	seen := map[string]int{}
-	for _, m := range h.all(TopicReply) {
+	for _, m := range h.all(contract.TopicReply) {
 		seen[m.str("request_id")]++
 	}
 	for i := range msgs {

@@ -2,6 +2,7 @@ package device
 
 import (
 	"context"
+	"github.com/kioskpay/kioskpay/contract"
 	"testing"
 	"time"
 
@@ -51,7 +52,7 @@ func TestRestartMidCreate(t *testing.T) {
 	h.wx().mu.Lock()
 	h.wx().createGate = gate
 	h.wx().mu.Unlock()
-	h.send(TopicCreate, createPayload("r1", "order_0103", 100, "", ""))
+	h.send(contract.TopicCreate, createPayload("r1", "order_0103", 100, "", ""))
 	h.waitState("order_0103", store.Creating)
 	h.stop() // crash while the provider call is in flight
 	h.wx().mu.Lock()
@@ -63,7 +64,7 @@ func TestRestartMidCreate(t *testing.T) {
 		t.Fatalf("reply after resume %s", r.Raw)
 	}
 	h.waitState("order_0103", store.Pending)
-	if n := len(h.all(TopicReply)); n != 1 {
+	if n := len(h.all(contract.TopicReply)); n != 1 {
 		t.Fatalf("%d replies for one create:\n%s", n, h.dump())
 	}
 }
@@ -80,7 +81,7 @@ func TestRestartInboxReprocessed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Accept(context.Background(), TopicCreate, []byte(createPayload("r1", "order_0104", 100, "", ""))); err != nil {
+	if err := e.Accept(context.Background(), contract.TopicCreate, []byte(createPayload("r1", "order_0104", 100, "", ""))); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -98,12 +99,12 @@ func TestRestartPaidUnackedRepublishesSameSeq(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		want := len(h.results("order_0105")) + 1
 		h.restart()
-		h.waitMsg(TopicResult, func(msg) bool { return len(h.results("order_0105")) >= want }, "re-publication after restart")
+		h.waitMsg(contract.TopicResult, func(msg) bool { return len(h.results("order_0105")) >= want }, "re-publication after restart")
 	}
 	if s := h.seqs("order_0105"); len(s["paid"]) != 1 || !s["paid"][first.num("seq")] {
 		t.Fatalf("seqs %v", s)
 	}
-	h.send(TopicAck, ackPayload("order_0105", true))
+	h.send(contract.TopicAck, ackPayload("order_0105", true))
 	h.waitState("order_0105", store.Delivered)
 	// A new order after the restarts gets a larger seq.
 	h.createOK("r2", "order_0106", 100, "")
@@ -166,7 +167,7 @@ func TestRestartClosingRetries(t *testing.T) {
 	h := newHarness(t, nil)
 	h.createOK("r1", "order_0110", 100, "")
 	h.wx().fault("close", errFakeNetwork, errFakeNetwork, errFakeNetwork, errFakeNetwork)
-	h.send(TopicCancel, `{"request_id":"c1","out_trade_no":"order_0110"}`)
+	h.send(contract.TopicCancel, `{"request_id":"c1","out_trade_no":"order_0110"}`)
 	h.waitState("order_0110", store.Closing)
 	h.restart()
 	h.result("order_0110", "cancelled")

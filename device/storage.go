@@ -3,23 +3,13 @@ package device
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"os"
 	"path/filepath"
 	"slices"
 	"time"
 
 	"github.com/kioskpay/kioskpay/store"
-)
-
-// Device-wide conditions, named in the retained status's "flags" and in
-// events that concern no order (out_trade_no "", from = to = ""), whose
-// reason starts with the name.
-const (
-	// StatusStorageFull: the store's file system is full; new orders are
-	// refused with STORAGE_FULL until space returns.
-	StatusStorageFull = "storage_full"
-	// EventStorageOK ends a storage_full condition.
-	EventStorageOK = "storage_ok"
 )
 
 // DefaultMinFree is the free space below which the state directory's file
@@ -42,7 +32,7 @@ type storageState struct {
 	checkedAt time.Time // real time of the last look
 	// events waiting to be written to the outbox (it may be the outbox's
 	// own commit that failed); a few at most, oldest first.
-	events []Event
+	events []contract.Event
 }
 
 // storageFull reports whether new orders are refused for lack of space.
@@ -67,7 +57,7 @@ func (e *Engine) setStorageFull(reason string) {
 	e.storage.full, e.storage.reason = true, reason
 	e.storage.checkedAt = time.Now()
 	if !was {
-		e.deviceEventLocked(StatusStorageFull + ": " + reason)
+		e.deviceEventLocked(contract.StatusStorageFull + ": " + reason)
 	}
 	e.mu.Unlock()
 	if !was {
@@ -117,7 +107,7 @@ func (e *Engine) checkStorage(real time.Time) {
 	}
 	e.mu.Lock()
 	e.storage.full, e.storage.reason = false, ""
-	e.deviceEventLocked(fmt.Sprintf("%s: %d bytes free on the file system of %s", EventStorageOK, free, filepath.Dir(e.db.Path())))
+	e.deviceEventLocked(fmt.Sprintf("%s: %d bytes free on the file system of %s", contract.EventStorageOK, free, filepath.Dir(e.db.Path())))
 	e.mu.Unlock()
 	e.log.Info("storage has room again: taking orders", "free", free)
 	e.flushDeviceEvents()
@@ -145,7 +135,7 @@ func probeWrite(dir string) error {
 // holds e.mu.
 func (e *Engine) deviceEventLocked(reason string) {
 	const keep = 8
-	e.storage.events = append(e.storage.events, Event{At: FormatTime(e.now()), Reason: reason})
+	e.storage.events = append(e.storage.events, contract.Event{At: contract.FormatTime(e.now()), Reason: reason})
 	if n := len(e.storage.events); n > keep {
 		e.storage.events = slices.Delete(e.storage.events, 0, n-keep)
 	}
@@ -170,7 +160,7 @@ func (e *Engine) flushDeviceEvents() {
 			if err != nil {
 				return err
 			}
-			if _, err := tx.Enqueue(store.OutboxEntry{Topic: TopicEvent, Payload: b, Kind: store.KindEvent, NextAt: now, CreatedAt: now}); err != nil {
+			if _, err := tx.Enqueue(store.OutboxEntry{Topic: contract.TopicEvent, Payload: b, Kind: store.KindEvent, NextAt: now, CreatedAt: now}); err != nil {
 				return err
 			}
 		}
@@ -192,10 +182,10 @@ func (e *Engine) flushDeviceEvents() {
 func (e *Engine) statusFlagsLocked() []string {
 	var f []string
 	if e.storage.full {
-		f = append(f, StatusStorageFull)
+		f = append(f, contract.StatusStorageFull)
 	}
 	if e.storeRecovered {
-		f = append(f, StatusStoreRecovered)
+		f = append(f, contract.StatusStoreRecovered)
 	}
 	return f
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"io"
 	"log/slog"
 	"net/http"
@@ -36,7 +37,7 @@ import (
 type fuzzEngine struct {
 	eng     *device.Engine
 	sim     *Sim
-	replies chan device.Outgoing
+	replies chan contract.Outgoing
 	// notifications captured from paysim, valid for this process's keys
 	mu      sync.Mutex
 	notices [][]byte
@@ -59,7 +60,7 @@ func engineForFuzz(t testing.TB) *fuzzEngine {
 }
 
 func startFuzzEngine(keys *paysim.Keys) (*fuzzEngine, error) {
-	fe := &fuzzEngine{replies: make(chan device.Outgoing, 1024)}
+	fe := &fuzzEngine{replies: make(chan contract.Outgoing, 1024)}
 	var err error
 	if fe.sim, err = StartSim(keys, SimOptions{RefundDelay: 100 * time.Millisecond}); err != nil {
 		return nil, err
@@ -144,7 +145,7 @@ func (fe *fuzzEngine) drain() {
 			continue
 		}
 		for _, o := range due {
-			if o.Topic == device.TopicReply {
+			if o.Topic == contract.TopicReply {
 				fe.replies <- o
 			}
 			_ = fe.eng.Published(o.ID)
@@ -162,7 +163,7 @@ func (fe *fuzzEngine) roundTrip(t testing.TB, topic string, payload []byte) map[
 	if err := fe.eng.Accept(ctx, topic, payload); err != nil {
 		t.Fatalf("Accept(%s, %q): %v", topic, payload, err)
 	}
-	want := device.ActionForTopic(topic)
+	want := contract.ActionForTopic(topic)
 	deadline := time.After(20 * time.Second)
 	for {
 		select {
@@ -191,7 +192,7 @@ func (fe *fuzzEngine) roundTrip(t testing.TB, topic string, payload []byte) map[
 				if name == "" {
 					t.Fatalf("refusal without an error name: %s", o.Payload)
 				}
-				if name == string(device.ErrInternal) {
+				if name == string(contract.ErrInternal) {
 					t.Fatalf("INTERNAL for %s %q: %s", topic, payload, o.Payload)
 				}
 			}
@@ -218,7 +219,7 @@ func fuzzOTN() string {
 // query, refund and ack seeds name an order the engine knows.
 func (fe *fuzzEngine) seedOrder(t testing.TB, pay bool) string {
 	otn := fuzzOTN()
-	m := fe.roundTrip(t, device.TopicCreate, fmt.Appendf(nil, `{"request_id":"seed","provider":"wxpay","data":{"out_trade_no":%q,"total_fee":100,"subject":"fuzz","type":"fuzz"}}`, otn))
+	m := fe.roundTrip(t, contract.TopicCreate, fmt.Appendf(nil, `{"request_id":"seed","provider":"wxpay","data":{"out_trade_no":%q,"total_fee":100,"subject":"fuzz","type":"fuzz"}}`, otn))
 	if string(m["code"]) != "0" {
 		return otn
 	}
@@ -281,21 +282,21 @@ var staticSeeds = map[string][]string{
 }
 
 func FuzzEngineCreate(f *testing.F) {
-	fuzzTopic(f, device.TopicCreate)
+	fuzzTopic(f, contract.TopicCreate)
 }
 
 func FuzzEngineCancel(f *testing.F) {
 	fe := engineForFuzz(f)
 	otn := fe.seedOrder(f, false)
 	f.Add([]byte(`{"request_id":"c-1","out_trade_no":"` + otn + `"}`))
-	fuzzTopic(f, device.TopicCancel)
+	fuzzTopic(f, contract.TopicCancel)
 }
 
 func FuzzEngineQuery(f *testing.F) {
 	fe := engineForFuzz(f)
 	otn := fe.seedOrder(f, true)
 	f.Add([]byte(`{"request_id":"q-1","out_trade_no":"` + otn + `"}`))
-	fuzzTopic(f, device.TopicQuery)
+	fuzzTopic(f, contract.TopicQuery)
 }
 
 func FuzzEngineRefund(f *testing.F) {
@@ -305,7 +306,7 @@ func FuzzEngineRefund(f *testing.F) {
 	f.Add([]byte(`{"out_trade_no":"` + otn + `","refund_fee":0}`))
 	f.Add([]byte(`{"out_trade_no":"` + otn + `","refund_fee":100000000000}`))
 	f.Add([]byte(`{"out_trade_no":"` + otn + `","out_refund_no":"bad refund no"}`))
-	fuzzTopic(f, device.TopicRefund)
+	fuzzTopic(f, contract.TopicRefund)
 }
 
 func FuzzEngineAck(f *testing.F) {
@@ -315,14 +316,14 @@ func FuzzEngineAck(f *testing.F) {
 	f.Add([]byte(`{"out_trade_no":"` + otn + `","ok":false,"reason":"motor jammed"}`))
 	f.Add([]byte(`{"out_trade_no":"` + otn + `"}`))
 	f.Add([]byte(`{"out_trade_no":"` + otn + `","ok":"yes"}`))
-	fuzzTopic(f, device.TopicAck)
+	fuzzTopic(f, contract.TopicAck)
 }
 
 func FuzzEngineNotify(f *testing.F) {
 	fe := engineForFuzz(f)
 	for _, p := range []payment.ProviderName{payment.WxPay, payment.Alipay} {
 		otn := fuzzOTN()
-		fe.roundTrip(f, device.TopicCreate, fmt.Appendf(nil, `{"provider":%q,"data":{"out_trade_no":%q,"total_fee":100,"subject":"fuzz","type":"fuzz"}}`, p, otn))
+		fe.roundTrip(f, contract.TopicCreate, fmt.Appendf(nil, `{"provider":%q,"data":{"out_trade_no":%q,"total_fee":100,"subject":"fuzz","type":"fuzz"}}`, p, otn))
 		_ = fe.sim.Pay(p, otn, 0)
 	}
 	// Real, validly signed notifications for this process's keys.
@@ -341,7 +342,7 @@ func FuzzEngineNotify(f *testing.F) {
 		f.Add(n)
 	}
 	fe.mu.Unlock()
-	fuzzTopic(f, device.TopicNotify)
+	fuzzTopic(f, contract.TopicNotify)
 }
 
 // FuzzConfig: the config parser must never panic, and whatever it accepts

@@ -3,13 +3,12 @@ package relay
 import (
 	"bytes"
 	"context"
+	"github.com/kioskpay/kioskpay/contract"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"testing"
-
-	"github.com/kioskpay/kioskpay/device"
 )
 
 // recordingPublisher keeps what the relay published.
@@ -52,7 +51,7 @@ func FuzzRelay(f *testing.F) {
 		if len(pub.msgs) != 1 {
 			t.Fatalf("answered success after %d publishes", len(pub.msgs))
 		}
-		n, err := device.DecodeNotify(pub.msgs[0])
+		n, err := contract.DecodeNotify(pub.msgs[0])
 		if err != nil {
 			t.Fatalf("published an envelope the daemon refuses: %v", err)
 		}

@@ -16,15 +16,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"io"
 	"log/slog"
 	"net/http"
-	"regexp"
 	"strings"
 	"time"
 	"unicode/utf8"
-
-	"github.com/kioskpay/kioskpay/device"
 )
 
 // Publisher publishes one message at QoS 1 and returns once the broker has
@@ -51,22 +49,12 @@ type Relay struct {
 }
 
 // DefaultMaxBody bounds a notification body. Real ones are 1-3 KiB; the
-// device refuses envelopes over device.MaxPayload anyway.
+// device refuses envelopes over contract.MaxPayload anyway.
 const DefaultMaxBody = 64 << 10
 
 // DefaultPublishTimeout is how long a request waits for the broker's PUBACK
 // before the provider is told to retry.
 const DefaultPublishTimeout = 5 * time.Second
-
-var deviceIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
-// envelope is the P/pay/notify payload (docs/contract.md, "Inbound topics").
-type envelope struct {
-	RequestID string            `json:"request_id"`
-	Provider  string            `json:"provider"`
-	Headers   map[string]string `json:"headers"`
-	Body      string            `json:"body"`
-}
 
 // Handler returns the relay's routes.
 func (r *Relay) Handler() http.Handler {
@@ -103,7 +91,7 @@ func (r *Relay) serveNotify(w http.ResponseWriter, req *http.Request) {
 		log.Info("refused notification", "status", status, "reason", reason)
 		writeFailure(w, provider, status, reason)
 	}
-	if !deviceIDRE.MatchString(dev) {
+	if !contract.ValidDeviceID(dev) {
 		fail(http.StatusBadRequest, "bad device id")
 		return
 	}
@@ -131,14 +119,14 @@ func (r *Relay) serveNotify(w http.ResponseWriter, req *http.Request) {
 		fail(http.StatusBadRequest, "body is not UTF-8")
 		return
 	}
-	env := envelope{RequestID: "relay-" + randomHex(8), Provider: provider, Headers: forwardHeaders(req.Header), Body: string(body)}
+	env := contract.NotifyPayload{RequestID: "relay-" + randomHex(8), Provider: provider, Headers: forwardHeaders(req.Header), Body: string(body)}
 	payload, err := json.Marshal(env)
 	if err != nil {
 		fail(http.StatusInternalServerError, "encode envelope")
 		return
 	}
-	if len(payload) > device.MaxPayload {
-		fail(http.StatusRequestEntityTooLarge, fmt.Sprintf("envelope of %d bytes exceeds the device limit of %d", len(payload), device.MaxPayload))
+	if len(payload) > contract.MaxPayload {
+		fail(http.StatusRequestEntityTooLarge, fmt.Sprintf("envelope of %d bytes exceeds the device limit of %d", len(payload), contract.MaxPayload))
 		return
 	}
 	if !r.Pub.Connected() {
@@ -151,7 +139,7 @@ func (r *Relay) serveNotify(w http.ResponseWriter, req *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(req.Context(), timeout)
 	defer cancel()
-	topic := r.Prefix + "/" + dev + "/" + device.TopicNotify
+	topic := r.Prefix + "/" + dev + "/" + contract.TopicNotify
 	if err := r.Pub.Publish(ctx, topic, payload); err != nil {
 		// The message may still reach the broker later; the provider's
 		// retry then makes a duplicate, which the daemon tolerates (a

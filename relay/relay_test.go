@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/kioskpay/kioskpay/contract"
 	"log/slog"
 	"net"
 	"net/http"
@@ -12,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 )
 
@@ -94,7 +94,7 @@ func TestRelayPublishesWeChat(t *testing.T) {
 		t.Fatalf("status %d body %q, want 204 and no body", w.Code, w.Body)
 	}
 	msg := recv(t, got)
-	n, err := device.DecodeNotify(msg)
+	n, err := contract.DecodeNotify(msg)
 	if err != nil {
 		t.Fatalf("the daemon's decoder refuses the envelope: %v\n%s", err, msg)
 	}
@@ -120,7 +120,7 @@ func TestRelayPublishesAlipay(t *testing.T) {
 	if w.Code != http.StatusOK || w.Body.String() != "success" {
 		t.Fatalf("status %d body %q, want 200 success", w.Code, w.Body)
 	}
-	n, err := device.DecodeNotify(recv(t, got))
+	n, err := contract.DecodeNotify(recv(t, got))
 	if err != nil || n.Provider != "alipay" || string(n.Body) != body {
 		t.Fatalf("envelope %+v, err %v", n, err)
 	}
@@ -156,7 +156,7 @@ func TestRelayRefusesBadRequests(t *testing.T) {
 	// The envelope must fit the device's 16 KiB limit, even when the body
 	// fits the relay's.
 	relay.MaxBody = 64 << 10
-	w := post(t, h, "/notify/dev1/wxpay", nil, bytes.Repeat([]byte("a"), device.MaxPayload))
+	w := post(t, h, "/notify/dev1/wxpay", nil, bytes.Repeat([]byte("a"), contract.MaxPayload))
 	if w.Code != http.StatusRequestEntityTooLarge {
 		t.Fatalf("envelope over the device limit: status %d", w.Code)
 	}
@@ -305,7 +305,7 @@ func TestRelayFailsOver(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if n, err := device.DecodeNotify(recv(t, got)); err != nil || n.Provider != "alipay" {
+	if n, err := contract.DecodeNotify(recv(t, got)); err != nil || n.Provider != "alipay" {
 		t.Fatalf("notification after the failover: %+v %v", n, err)
 	}
 	if b.Accepted() == 0 {

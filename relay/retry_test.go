@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -10,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/alipay"
@@ -98,7 +98,7 @@ func TestProviderRetryAfterRelayDied(t *testing.T) {
 			if dead.calls.Load() != 1 {
 				t.Fatalf("the first replica saw %d requests, want 1 (the one it died on)", dead.calls.Load())
 			}
-			env, err := device.DecodeNotify(msg)
+			env, err := contract.DecodeNotify(msg)
 			if err != nil {
 				t.Fatalf("decode envelope: %v", err)
 			}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"github.com/kioskpay/kioskpay/contract"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -11,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
 	"github.com/kioskpay/kioskpay/proof"
@@ -39,7 +39,7 @@ func TestFleet(t *testing.T) {
 	online, versions := 0, map[string]int{}
 	for i := 0; i < 20; i++ {
 		m := sub.Next(t, "", 5*time.Second)
-		var s device.Status
+		var s contract.Status
 		if err := json.Unmarshal(m.Payload, &s); err != nil || !m.Retained {
 			t.Fatalf("status %s %s retained=%v: %v", m.Topic, m.Payload, m.Retained, err)
 		}
@@ -58,7 +58,7 @@ func TestFleet(t *testing.T) {
 	create := `{"request_id":"r1","provider":"wxpay","data":{"out_trade_no":"fs_000001","total_fee":100,"subject":"x","type":"t"}}`
 	mqtttest.Publish(t, url, prefix+"/sim-000001/pay/create", []byte(create), false)
 	m := replies.Next(t, prefix+"/sim-000001/pay/reply", 5*time.Second)
-	var r device.CreateReply
+	var r contract.CreateReply
 	if err := json.Unmarshal(m.Payload, &r); err != nil || r.Code != 0 || r.OrderInfo.CodeURL == "" || r.OutTradeNo != "fs_000001" {
 		t.Fatalf("create reply %s", m.Payload)
 	}
@@ -123,7 +123,7 @@ func TestKillLeavesLastWills(t *testing.T) {
 	}
 	offline := map[string]bool{}
 	for len(offline) < 3 {
-		m := sub.Until(t, "", 10*time.Second, mqtttest.Equals(string(device.OfflineStatus())))
+		m := sub.Until(t, "", 10*time.Second, mqtttest.Equals(string(contract.OfflineStatus())))
 		offline[m.Topic] = true
 	}
 	// Clear what the Wills left behind on a shared broker.

@@ -4,9 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"time"
-
-	"github.com/kioskpay/kioskpay/device"
 )
 
 // CancelCommand cancels a pending order: the QR code is withdrawn and the
@@ -42,12 +41,12 @@ func (c *CancelCommand) Run(ctx context.Context, g *Globals, args []string) erro
 	if err != nil {
 		return err
 	}
-	req := orderRef{RequestID: newRequestID(), OutTradeNo: no}
+	req := contract.OrderPayload{RequestID: newRequestID(), OutTradeNo: no}
 	if key != nil {
 		req.TS = time.Now().Unix()
-		req.Sig = device.SignCancel(key, no, req.TS)
+		req.Sig = contract.SignCancel(key, no, req.TS)
 	}
-	raw, err := roundTrip(ctx, g, dev, device.TopicCancel, req.RequestID, req)
+	raw, err := roundTrip(ctx, g, dev, contract.TopicCancel, req.RequestID, req)
 	if err != nil {
 		return err
 	}

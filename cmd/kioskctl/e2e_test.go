@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"github.com/kioskpay/kioskpay/contract"
 	"io"
 	"os"
 	"os/exec"
@@ -15,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
 )
 
@@ -122,12 +122,12 @@ func TestEndToEndWithDemo(t *testing.T) {
 	// The ack moves the order to delivered.
 	waitFor(t, "the order delivered", 20*time.Second, func() bool {
 		r := kioskctl(ctx, env, "-o", "json", "query", "-device", dev, "-out-trade-no", no)
-		var q device.QueryReply
+		var q contract.QueryReply
 		return r.code == ExitOK && json.Unmarshal([]byte(r.stdout), &q) == nil && q.State == "delivered"
 	})
 	r := kioskctl(ctx, env, "-o", "json", "orders", "-device", dev, "-limit", "0")
 	var list struct {
-		Orders []device.OrderSummary `json:"orders"`
+		Orders []contract.OrderSummary `json:"orders"`
 	}
 	if r.code != ExitOK || json.Unmarshal([]byte(r.stdout), &list) != nil || len(list.Orders) == 0 || list.Orders[0].OutTradeNo != no {
 		t.Fatalf("orders: exit %d %q %s", r.code, r.stdout, r.stderr)

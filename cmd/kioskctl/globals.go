@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"io"
 	"os"
 	"strings"
@@ -154,20 +155,8 @@ func requireDevice(id string) error {
 	if id == "" {
 		return usagef("-device is required (the device's device_id, see 'kioskctl status')")
 	}
-	if !validDeviceID(id) {
+	if !contract.ValidDeviceID(id) {
 		return usagef("-device %q: want 1-64 characters of A-Z a-z 0-9 _ -", id)
 	}
 	return nil
-}
-
-func validDeviceID(id string) bool {
-	if len(id) < 1 || len(id) > 64 {
-		return false
-	}
-	for _, r := range id {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
-			return false
-		}
-	}
-	return true
 }

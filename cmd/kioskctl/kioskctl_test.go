@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"github.com/kioskpay/kioskpay/contract"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/device/display"
 	"github.com/kioskpay/kioskpay/device/fleetsim"
 	"github.com/kioskpay/kioskpay/internal/qrtest"
@@ -124,7 +124,7 @@ func TestPayGeneratesOrderNumber(t *testing.T) {
 }
 
 func TestPayNotPaidExitCodes(t *testing.T) {
-	for _, status := range []device.ResultStatus{device.ResultExpired, device.ResultCancelled, device.ResultRefunded} {
+	for _, status := range []contract.ResultStatus{contract.ResultExpired, contract.ResultCancelled, contract.ResultRefunded} {
 		t.Run(string(status), func(t *testing.T) {
 			d, g := setup(t)
 			d.SetOnCreate(func(d *fleetsim.Device, no string) { d.Result(no, status) })
@@ -160,18 +160,18 @@ func TestPayJSON(t *testing.T) {
 	if len(lines) != 2 {
 		t.Fatalf("want 2 JSON lines (reply, result), got %d:\n%s", len(lines), r.stdout)
 	}
-	var reply device.CreateReply
+	var reply contract.CreateReply
 	if err := json.Unmarshal([]byte(lines[0]), &reply); err != nil {
 		t.Fatalf("reply line: %v", err)
 	}
 	if reply.Action != "create" || reply.OrderInfo.QRCode == "" || reply.TotalFee != 250 {
 		t.Fatalf("reply = %+v", reply)
 	}
-	var res device.Result
+	var res contract.Result
 	if err := json.Unmarshal([]byte(lines[1]), &res); err != nil {
 		t.Fatalf("result line: %v", err)
 	}
-	if res.Status != device.ResultPaid || res.OutTradeNo != reply.OutTradeNo {
+	if res.Status != contract.ResultPaid || res.OutTradeNo != reply.OutTradeNo {
 		t.Fatalf("result = %+v", res)
 	}
 }
@@ -270,7 +270,7 @@ func TestStatus(t *testing.T) {
 	url, prefix := testBroker(t)
 	newFakeDevice(t, url, prefix, "dev1")
 	c := testClient(t, url, "status-test")
-	publish(t, c, prefix+"/dev2/status", true, device.OfflineStatus())
+	publish(t, c, prefix+"/dev2/status", true, contract.OfflineStatus())
 	publish(t, c, prefix+"/dev3/status", true, []byte("garbage"))
 	publish(t, c, prefix+"/dev4/status", true, []byte(`{"online":true,"version":"1.2.3","pending":0,"clock_synced":true,"flags":["storage_full"]}`))
 	g := []string{"-broker", url, "-prefix", prefix, "-timeout", "3s"}
@@ -387,7 +387,7 @@ func TestWatch(t *testing.T) {
 		done2 <- m.Run(ctx2, args(g, "watch"))
 	}()
 	waitFor(t, "watch to subscribe", 5*time.Second, func() bool { return strings.Contains(errb2.String(), "watching") })
-	d.Result("watch_0001", device.ResultRefunded)
+	d.Result("watch_0001", contract.ResultRefunded)
 	waitFor(t, "a text line", 5*time.Second, func() bool { return strings.Contains(out2.String(), "REFUNDED") })
 	cancel2()
 	if code := <-done2; code != ExitOK {
@@ -407,7 +407,7 @@ func TestQueryCancelRefund(t *testing.T) {
 	contains(t, "query", r.stdout, "order_q0001", "paid", "¥12.00", "wxpay")
 
 	r = kioskctl(testCtx(t), nil, args(g, "-o", "json", "query", "-device", "dev1", "-out-trade-no", "order_q0001")...)
-	var q device.QueryReply
+	var q contract.QueryReply
 	if err := json.Unmarshal([]byte(r.stdout), &q); err != nil || q.TotalFee != 1200 || q.State != "paid" || q.Action != "query" {
 		t.Fatalf("query json %v: %+v", err, q)
 	}
@@ -419,7 +419,7 @@ func TestQueryCancelRefund(t *testing.T) {
 	contains(t, "refund", r.stdout, "order_q0001", "¥5.00", "refunded", "chair broken")
 
 	r = kioskctl(testCtx(t), nil, args(g, "-o", "json", "cancel", "-device", "dev1", "-out-trade-no", "order_q0001")...)
-	var c device.Reply
+	var c contract.Reply
 	if err := json.Unmarshal([]byte(r.stdout), &c); err != nil || r.code != ExitOK || c.Action != "cancel" {
 		t.Fatalf("cancel json exit %d %v: %q", r.code, err, r.stdout)
 	}
@@ -430,8 +430,8 @@ func TestQueryCancelRefund(t *testing.T) {
 		t.Fatalf("unknown order: exit %d", r.code)
 	}
 	contains(t, "stderr", r.stderr, "ORDER_NOT_FOUND")
-	var e device.Reply
-	if err := json.Unmarshal([]byte(r.stdout), &e); err != nil || e.Error != device.ErrOrderNotFound || e.Code != 400 {
+	var e contract.Reply
+	if err := json.Unmarshal([]byte(r.stdout), &e); err != nil || e.Error != contract.ErrOrderNotFound || e.Code != 400 {
 		t.Fatalf("refusal json %v: %q", err, r.stdout)
 	}
 }
@@ -456,8 +456,8 @@ func TestOrdersPaging(t *testing.T) {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
 	var all struct {
-		Device string                `json:"device"`
-		Orders []device.OrderSummary `json:"orders"`
+		Device string                  `json:"device"`
+		Orders []contract.OrderSummary `json:"orders"`
 	}
 	if err := json.Unmarshal([]byte(r.stdout), &all); err != nil {
 		t.Fatal(err)
@@ -498,7 +498,7 @@ func TestOrdersPaging(t *testing.T) {
 		t.Fatalf("bad state: exit %d", r.code)
 	}
 
-	d.SetFlags("o_000007", device.FlagRefundStuck)
+	d.SetFlags("o_000007", contract.FlagRefundStuck)
 	r = kioskctl(testCtx(t), nil, args(g, "-o", "json", "orders", "-device", "dev1", "-flag", "refund_stuck", "-limit", "0")...)
 	all.Orders = nil
 	_ = json.Unmarshal([]byte(r.stdout), &all)
@@ -519,7 +519,7 @@ func TestReconcile(t *testing.T) {
 	}
 	contains(t, "stdout", r.stdout, "checked 1 order (1 provider order), 0 mismatches")
 
-	d.SetMismatches([]device.Mismatch{{OutTradeNo: "r_000001", LocalState: "expired", ProviderState: "SUCCESS", Provider: "wxpay", Detail: "paid at provider"}})
+	d.SetMismatches([]contract.Mismatch{{OutTradeNo: "r_000001", LocalState: "expired", ProviderState: "SUCCESS", Provider: "wxpay", Detail: "paid at provider"}})
 	r = kioskctl(testCtx(t), nil, args(g, "reconcile", "-device", "dev1")...)
 	if r.code != ExitNotPaid {
 		t.Fatalf("mismatch: exit %d, want %d", r.code, ExitNotPaid)
@@ -528,7 +528,7 @@ func TestReconcile(t *testing.T) {
 	contains(t, "stderr", r.stderr, "1 order of dev1 disagree")
 
 	r = kioskctl(testCtx(t), nil, args(g, "-o", "json", "reconcile", "-device", "dev1", "-since", "2025-01-01T00:00:00+08:00")...)
-	var rr device.ReconcileReply
+	var rr contract.ReconcileReply
 	if err := json.Unmarshal([]byte(r.stdout), &rr); err != nil || len(rr.Mismatches) != 1 || rr.Checked != 1 {
 		t.Fatalf("json %v: %q", err, r.stdout)
 	}

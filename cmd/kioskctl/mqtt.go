@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"sort"
 	"strings"
 	"sync"
@@ -14,7 +15,6 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/device/link"
 )
 
@@ -265,7 +265,7 @@ func (e *noReplyError) Error() string {
 
 // refusal turns a reply with a non-zero code into an error that says what
 // the device objected to and, where it helps, what to do.
-func refusal(r device.Reply, dev string) error {
+func refusal(r contract.Reply, dev string) error {
 	if r.Code == 0 {
 		return nil
 	}
@@ -277,11 +277,11 @@ func refusal(r device.Reply, dev string) error {
 		s += ": " + r.Msg
 	}
 	switch r.Error {
-	case device.ErrClockNotSynced:
+	case contract.ErrClockNotSynced:
 		s += " (the device's clock is not synchronised yet: check NTP on it)"
-	case device.ErrProviderUnavailable:
+	case contract.ErrProviderUnavailable:
 		s += " (the provider could not be reached; retry later)"
-	case device.ErrSignatureInvalid:
+	case contract.ErrSignatureInvalid:
 		s += " (the device requires signed requests: pass -sign-key-file with its unlock.result_key_file)"
 	}
 	return errors.New(s)

@@ -5,11 +5,10 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"slices"
 	"strings"
 	"text/tabwriter"
-
-	"github.com/kioskpay/kioskpay/device"
 )
 
 // OrdersCommand lists a device's orders, newest first, following the
@@ -31,19 +30,11 @@ Flags:
 // Usage implements command.
 func (c *OrdersCommand) Usage() string { return ordersUsage + "\nGlobal flags:\n" + globalFlagsUsage }
 
-type ordersRequest struct {
-	RequestID string `json:"request_id"`
-	State     string `json:"state,omitempty"`
-	Flag      string `json:"flag,omitempty"`
-	Limit     int    `json:"limit"`
-	After     string `json:"after,omitempty"`
-}
-
 // Run implements command.
 func (c *OrdersCommand) Run(ctx context.Context, g *Globals, args []string) error {
 	fs := flag.NewFlagSet("orders", flag.ContinueOnError)
 	var dev, state, flagName string
-	limit := device.DefaultOrdersLimit
+	limit := contract.DefaultOrdersLimit
 	fs.StringVar(&dev, "device", "", "")
 	fs.StringVar(&state, "state", "", "")
 	fs.StringVar(&flagName, "flag", "", "")
@@ -54,11 +45,11 @@ func (c *OrdersCommand) Run(ctx context.Context, g *Globals, args []string) erro
 	if err := requireDevice(dev); err != nil {
 		return err
 	}
-	if state != "" && !slices.Contains(device.OrderStates, state) {
-		return usagef("-state %q: want one of %s", state, strings.Join(device.OrderStates, ", "))
+	if state != "" && !slices.Contains(contract.OrderStates, state) {
+		return usagef("-state %q: want one of %s", state, strings.Join(contract.OrderStates, ", "))
 	}
-	if flagName != "" && !slices.Contains(device.Flags, flagName) {
-		return usagef("-flag %q: want one of %s", flagName, strings.Join(device.Flags, ", "))
+	if flagName != "" && !slices.Contains(contract.Flags, flagName) {
+		return usagef("-flag %q: want one of %s", flagName, strings.Join(contract.Flags, ", "))
 	}
 	if limit < 0 {
 		return usagef("-limit %d: want 0 (all) or more", limit)
@@ -68,27 +59,27 @@ func (c *OrdersCommand) Run(ctx context.Context, g *Globals, args []string) erro
 		return err
 	}
 	defer conn.Close()
-	replies, err := conn.Subscribe(ctx, g.topic(dev, device.TopicReply))
+	replies, err := conn.Subscribe(ctx, g.topic(dev, contract.TopicReply))
 	if err != nil {
 		return err
 	}
-	orders := []device.OrderSummary{}
+	orders := []contract.OrderSummary{}
 	after := ""
 	for limit == 0 || len(orders) < limit {
-		page := device.MaxOrdersLimit
+		page := contract.MaxOrdersLimit
 		if limit > 0 {
 			page = min(page, limit-len(orders))
 		}
-		req := ordersRequest{RequestID: newRequestID(), State: state, Flag: flagName, Limit: page, After: after}
+		req := contract.OrdersPayload{RequestID: newRequestID(), State: state, Flag: flagName, Limit: page, After: after}
 		body, _ := json.Marshal(req)
-		if err := conn.Publish(ctx, g.topic(dev, device.TopicOrders), body); err != nil {
+		if err := conn.Publish(ctx, g.topic(dev, contract.TopicOrders), body); err != nil {
 			return err
 		}
 		raw, err := awaitReply(ctx, replies, dev, req.RequestID, g.Timeout)
 		if err != nil {
 			return err
 		}
-		var r device.OrdersReply
+		var r contract.OrdersReply
 		if err := json.Unmarshal(raw, &r); err != nil {
 			return fmt.Errorf("device %s sent an unreadable reply: %w", dev, err)
 		}
@@ -107,8 +98,8 @@ func (c *OrdersCommand) Run(ctx context.Context, g *Globals, args []string) erro
 	}
 	if g.JSON() {
 		return g.printJSON(struct {
-			Device string                `json:"device"`
-			Orders []device.OrderSummary `json:"orders"`
+			Device string                  `json:"device"`
+			Orders []contract.OrderSummary `json:"orders"`
 		}{dev, orders})
 	}
 	if len(orders) == 0 {

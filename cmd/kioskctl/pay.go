@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"strings"
 	"time"
 
-	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/device/display"
 	"github.com/kioskpay/kioskpay/payment"
 )
@@ -43,37 +43,6 @@ Flags:
 
 // Usage implements command.
 func (c *PayCommand) Usage() string { return payUsage + "\nGlobal flags:\n" + globalFlagsUsage }
-
-// createData is the "data" object of a create request.
-type createData struct {
-	OutTradeNo    string          `json:"out_trade_no"`
-	TotalFee      int64           `json:"total_fee"`
-	Subject       string          `json:"subject"`
-	Type          string          `json:"type"`
-	Custom        json.RawMessage `json:"custom,omitempty"`
-	PID           string          `json:"pid,omitempty"`
-	ExpireSeconds int64           `json:"expire_seconds,omitempty"`
-}
-
-// createRequest is P/pay/create (docs/contract.md §3).
-type createRequest struct {
-	RequestID  string     `json:"request_id"`
-	Provider   string     `json:"provider,omitempty"`
-	NeedQRcode bool       `json:"needQRcode"`
-	Data       createData `json:"data"`
-	TS         int64      `json:"ts,omitempty"`
-	Sig        string     `json:"sig,omitempty"`
-}
-
-// ackRequest is P/unlock/ack.
-type ackRequest struct {
-	RequestID  string `json:"request_id"`
-	OutTradeNo string `json:"out_trade_no"`
-	OK         bool   `json:"ok"`
-	Reason     string `json:"reason,omitempty"`
-	TS         int64  `json:"ts,omitempty"`
-	Sig        string `json:"sig,omitempty"`
-}
 
 // Run implements command.
 func (c *PayCommand) Run(ctx context.Context, g *Globals, args []string) error {
@@ -119,7 +88,7 @@ func (c *PayCommand) Run(ctx context.Context, g *Globals, args []string) error {
 	} else if !payment.ValidOutTradeNo(outTradeNo) {
 		return usagef("-out-trade-no %q: want 6-32 characters of A-Z a-z 0-9 _", outTradeNo)
 	}
-	if expire != 0 && (expire < payment.MinExpire || expire > payment.MaxExpire) {
+	if expire != 0 && (expire < contract.MinExpire || expire > contract.MaxExpire) {
 		return usagef("-expire %v: want 1m..2h", expire)
 	}
 	if custom != "" {
@@ -133,12 +102,12 @@ func (c *PayCommand) Run(ctx context.Context, g *Globals, args []string) error {
 		return err
 	}
 
-	req := createRequest{
+	req := contract.CreatePayload{
 		RequestID:  newRequestID(),
 		Provider:   provider,
 		NeedQRcode: true,
-		Data: createData{
-			OutTradeNo: outTradeNo, TotalFee: fee, Subject: subject, Type: typ,
+		Data: contract.CreateData{
+			OutTradeNo: outTradeNo, TotalFee: payment.Fen(fee), Subject: subject, Type: typ,
 			PID: pid, ExpireSeconds: int64(expire / time.Second),
 		},
 	}
@@ -147,7 +116,7 @@ func (c *PayCommand) Run(ctx context.Context, g *Globals, args []string) error {
 	}
 	if key != nil {
 		req.TS = time.Now().Unix()
-		req.Sig = device.SignCreate(key, outTradeNo, payment.Fen(fee), typ, req.TS)
+		req.Sig = contract.SignCreate(key, outTradeNo, payment.Fen(fee), typ, req.TS)
 	}
 
 	conn, err := g.connect(ctx)
@@ -157,15 +126,15 @@ func (c *PayCommand) Run(ctx context.Context, g *Globals, args []string) error {
 	defer conn.Close()
 	// Results are subscribed to before the request goes out: a customer
 	// who pays within a poll interval must not be missed.
-	results, err := conn.Subscribe(ctx, g.topic(dev, device.TopicResult))
+	results, err := conn.Subscribe(ctx, g.topic(dev, contract.TopicResult))
 	if err != nil {
 		return err
 	}
-	raw, err := conn.request(ctx, dev, device.TopicCreate, req.RequestID, req, g.Timeout)
+	raw, err := conn.request(ctx, dev, contract.TopicCreate, req.RequestID, req, g.Timeout)
 	if err != nil {
 		return err
 	}
-	var reply device.CreateReply
+	var reply contract.CreateReply
 	if err := json.Unmarshal(raw, &reply); err != nil {
 		return fmt.Errorf("device %s sent an unreadable reply: %w", dev, err)
 	}
@@ -219,17 +188,17 @@ func (c *PayCommand) Run(ctx context.Context, g *Globals, args []string) error {
 			fmt.Fprintf(g.Stdout, "\nreason: %s", res.Reason)
 		}
 	}
-	if res.Status != device.ResultPaid {
+	if res.Status != contract.ResultPaid {
 		return &exitError{code: ExitNotPaid}
 	}
 	if ack {
-		a := ackRequest{RequestID: newRequestID(), OutTradeNo: res.OutTradeNo, OK: true}
+		a := contract.AckPayload{RequestID: newRequestID(), OutTradeNo: res.OutTradeNo, OK: true}
 		if key != nil {
 			a.TS = time.Now().Unix()
-			a.Sig = device.SignAck(key, a.OutTradeNo, true, a.TS)
+			a.Sig = contract.SignAck(key, a.OutTradeNo, true, a.TS)
 		}
 		b, _ := json.Marshal(a)
-		if err := conn.Publish(ctx, g.topic(dev, device.TopicAck), b); err != nil {
+		if err := conn.Publish(ctx, g.topic(dev, contract.TopicAck), b); err != nil {
 			return fmt.Errorf("paid, but the ack was not sent (the device will refund after unlock.ack_timeout unless acked): %w", err)
 		}
 		if !g.JSON() {
@@ -245,7 +214,7 @@ func (c *PayCommand) Run(ctx context.Context, g *Globals, args []string) error {
 // amount and subject, the code(s) under their labels (two side by side
 // when they fit, so both stay on an 80×24 screen), and the order number
 // with the deadline on a last line left open (no newline).
-func (c *PayCommand) printQR(g *Globals, r device.CreateReply, subject string, expiresAt time.Time, invert, noQR bool) {
+func (c *PayCommand) printQR(g *Globals, r contract.CreateReply, subject string, expiresAt time.Time, invert, noQR bool) {
 	width := g.termWidth()
 	var codes []display.TermCode
 	if r.OrderInfo.CodeURL != "" {
@@ -289,20 +258,20 @@ func (c *PayCommand) printQR(g *Globals, r device.CreateReply, subject string, e
 
 // awaitResult waits for the first result of outTradeNo. Results are
 // re-published until acknowledged, so later copies are ignored.
-func awaitResult(ctx context.Context, ch <-chan message, outTradeNo string, timeout time.Duration) (device.Result, []byte, error) {
+func awaitResult(ctx context.Context, ch <-chan message, outTradeNo string, timeout time.Duration) (contract.Result, []byte, error) {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	for {
 		select {
 		case m := <-ch:
-			var r device.Result
+			var r contract.Result
 			if json.Unmarshal(m.Payload, &r) == nil && r.OutTradeNo == outTradeNo {
 				return r, m.Payload, nil
 			}
 		case <-t.C:
-			return device.Result{}, nil, fmt.Errorf("no result for %s within %v", outTradeNo, timeout.Round(time.Second))
+			return contract.Result{}, nil, fmt.Errorf("no result for %s within %v", outTradeNo, timeout.Round(time.Second))
 		case <-ctx.Done():
-			return device.Result{}, nil, fmt.Errorf("interrupted while waiting for the result of %s", outTradeNo)
+			return contract.Result{}, nil, fmt.Errorf("interrupted while waiting for the result of %s", outTradeNo)
 		}
 	}
 }

@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"text/tabwriter"
 
-	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -27,14 +27,6 @@ Flags:
 // Usage implements command.
 func (c *QueryCommand) Usage() string { return queryUsage + "\nGlobal flags:\n" + globalFlagsUsage }
 
-// orderRef is the body of query and cancel requests.
-type orderRef struct {
-	RequestID  string `json:"request_id"`
-	OutTradeNo string `json:"out_trade_no"`
-	TS         int64  `json:"ts,omitempty"`
-	Sig        string `json:"sig,omitempty"`
-}
-
 // Run implements command.
 func (c *QueryCommand) Run(ctx context.Context, g *Globals, args []string) error {
 	fs := flag.NewFlagSet("query", flag.ContinueOnError)
@@ -47,15 +39,15 @@ func (c *QueryCommand) Run(ctx context.Context, g *Globals, args []string) error
 	if err := checkOrderFlags(dev, no); err != nil {
 		return err
 	}
-	req := orderRef{RequestID: newRequestID(), OutTradeNo: no}
-	raw, err := roundTrip(ctx, g, dev, device.TopicQuery, req.RequestID, req)
+	req := contract.OrderPayload{RequestID: newRequestID(), OutTradeNo: no}
+	raw, err := roundTrip(ctx, g, dev, contract.TopicQuery, req.RequestID, req)
 	if err != nil {
 		return err
 	}
 	if g.JSON() {
 		return nil
 	}
-	var r device.QueryReply
+	var r contract.QueryReply
 	if err := json.Unmarshal(raw, &r); err != nil {
 		return fmt.Errorf("device %s sent an unreadable reply: %w", dev, err)
 	}
@@ -63,7 +55,7 @@ func (c *QueryCommand) Run(ctx context.Context, g *Globals, args []string) error
 	return nil
 }
 
-func printOrder(g *Globals, o device.OrderSummary) {
+func printOrder(g *Globals, o contract.OrderSummary) {
 	w := tabwriter.NewWriter(g.Stdout, 0, 4, 2, ' ', 0)
 	row := func(k, v string) {
 		if v != "" {
@@ -118,7 +110,7 @@ func roundTrip(ctx context.Context, g *Globals, dev, suffix, requestID string, r
 	if err != nil {
 		return nil, err
 	}
-	var head device.Reply
+	var head contract.Reply
 	if err := json.Unmarshal(raw, &head); err != nil {
 		return nil, fmt.Errorf("device %s sent an unreadable reply: %w", dev, err)
 	}

@@ -5,10 +5,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"text/tabwriter"
 	"time"
-
-	"github.com/kioskpay/kioskpay/device"
 )
 
 // ReconcileCommand has a device compare its orders with the providers'.
@@ -32,11 +31,6 @@ func (c *ReconcileCommand) Usage() string {
 	return reconcileUsage + "\nGlobal flags:\n" + globalFlagsUsage
 }
 
-type reconcileRequest struct {
-	RequestID string `json:"request_id"`
-	Since     string `json:"since,omitempty"`
-}
-
 // Run implements command.
 func (c *ReconcileCommand) Run(ctx context.Context, g *Globals, args []string) error {
 	fs := flag.NewFlagSet("reconcile", flag.ContinueOnError)
@@ -56,15 +50,15 @@ func (c *ReconcileCommand) Run(ctx context.Context, g *Globals, args []string) e
 	if !g.timeoutSet {
 		g.Timeout = 2 * time.Minute
 	}
-	req := reconcileRequest{RequestID: newRequestID()}
+	req := contract.ReconcilePayload{RequestID: newRequestID()}
 	if !since.IsZero() {
 		req.Since = since.Format(time.RFC3339)
 	}
-	raw, err := roundTrip(ctx, g, dev, device.TopicReconcile, req.RequestID, req)
+	raw, err := roundTrip(ctx, g, dev, contract.TopicReconcile, req.RequestID, req)
 	if err != nil {
 		return err
 	}
-	var r device.ReconcileReply
+	var r contract.ReconcileReply
 	if err := json.Unmarshal(raw, &r); err != nil {
 		return fmt.Errorf("device %s sent an unreadable reply: %w", dev, err)
 	}

@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"time"
 
-	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -30,16 +30,6 @@ Flags:
 
 // Usage implements command.
 func (c *RefundCommand) Usage() string { return refundUsage + "\nGlobal flags:\n" + globalFlagsUsage }
-
-type refundRequest struct {
-	RequestID   string `json:"request_id"`
-	OutTradeNo  string `json:"out_trade_no"`
-	RefundFee   int64  `json:"refund_fee,omitempty"`
-	RefundDesc  string `json:"refund_desc,omitempty"`
-	OutRefundNo string `json:"out_refund_no,omitempty"`
-	TS          int64  `json:"ts,omitempty"`
-	Sig         string `json:"sig,omitempty"`
-}
 
 // Run implements command.
 func (c *RefundCommand) Run(ctx context.Context, g *Globals, args []string) error {
@@ -64,19 +54,19 @@ func (c *RefundCommand) Run(ctx context.Context, g *Globals, args []string) erro
 	if err != nil {
 		return err
 	}
-	req := refundRequest{RequestID: newRequestID(), OutTradeNo: no, RefundFee: fee, RefundDesc: reason, OutRefundNo: refundNo}
+	req := contract.RefundPayload{RequestID: newRequestID(), OutTradeNo: no, RefundFee: payment.Fen(fee), RefundDesc: reason, OutRefundNo: refundNo}
 	if key != nil {
 		req.TS = time.Now().Unix()
-		req.Sig = device.SignRefund(key, no, payment.Fen(fee), req.TS)
+		req.Sig = contract.SignRefund(key, no, payment.Fen(fee), req.TS)
 	}
-	raw, err := roundTrip(ctx, g, dev, device.TopicRefund, req.RequestID, req)
+	raw, err := roundTrip(ctx, g, dev, contract.TopicRefund, req.RequestID, req)
 	if err != nil {
 		return err
 	}
 	if g.JSON() {
 		return nil
 	}
-	var r device.RefundReply
+	var r contract.RefundReply
 	if err := json.Unmarshal(raw, &r); err != nil {
 		return fmt.Errorf("device %s sent an unreadable reply: %w", dev, err)
 	}
@@ -89,7 +79,7 @@ func (c *RefundCommand) Run(ctx context.Context, g *Globals, args []string) erro
 
 // replyMsg returns the reply's msg, or def when it has none.
 func replyMsg(raw []byte, def string) string {
-	var h device.Reply
+	var h contract.Reply
 	if json.Unmarshal(raw, &h) == nil && h.Msg != "" {
 		return h.Msg
 	}

@@ -7,13 +7,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"io"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
-
-	"github.com/kioskpay/kioskpay/device"
 )
 
 // StatusCommand lists the fleet from the retained <prefix>/+/status topics.
@@ -129,9 +128,9 @@ func (c *StatusCommand) Run(ctx context.Context, g *Globals, args []string) erro
 		return err
 	}
 	defer conn.Close()
-	filter := g.topic("+", device.TopicStatus)
+	filter := g.topic("+", contract.TopicStatus)
 	if dev != "" {
-		filter = g.topic(dev, device.TopicStatus)
+		filter = g.topic(dev, contract.TopicStatus)
 	}
 	l, err := conn.listRetained(ctx, nil, []string{filter})
 	if err != nil {
@@ -244,7 +243,7 @@ func collectStatus(ctx context.Context, l *listing, prefix string, idle time.Dur
 }
 
 func parseStatus(id string, payload []byte) deviceStatus {
-	var s device.Status
+	var s contract.Status
 	if err := json.Unmarshal(payload, &s); err != nil {
 		return deviceStatus{Device: id, Error: "not JSON: " + err.Error()}
 	}

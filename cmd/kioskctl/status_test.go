@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -15,7 +16,6 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/device/fleetsim"
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
@@ -233,7 +233,7 @@ func TestStatusFleetOnDeployBroker(t *testing.T) {
 func TestWatchStatus(t *testing.T) {
 	d, g := setup(t)
 	c := testClient(t, g[1], "watch-status")
-	publish(t, c, g[3]+"/dev2/status", true, device.OfflineStatus())
+	publish(t, c, g[3]+"/dev2/status", true, contract.OfflineStatus())
 	t.Cleanup(func() { c.Publish(g[3]+"/dev2/status", 1, true, []byte{}).WaitTimeout(time.Second) })
 	w := startWatch(t, args(g, "watch", "-status"))
 	deadline := time.Now().Add(5 * time.Second)

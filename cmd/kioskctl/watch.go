@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"strings"
 	"time"
 	"unicode/utf8"
 
-	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -69,7 +69,7 @@ func (c *WatchCommand) Run(ctx context.Context, g *Globals, args []string) error
 	}
 	w := &watcher{g: g, count: count, live: []string{g.topic(id, "pay/#"), g.topic(id, "unlock/#")}}
 	if status {
-		w.retained = []string{g.topic(id, device.TopicStatus)}
+		w.retained = []string{g.topic(id, contract.TopicStatus)}
 	}
 	return w.run(ctx)
 }
@@ -176,7 +176,7 @@ func (w *watcher) session(ctx context.Context, conn *Conn) (done bool, err error
 			}
 			if l != nil {
 				resetTimer(idle, w.g.Timeout)
-				if strings.HasSuffix(m.Topic, "/"+device.TopicStatus) {
+				if strings.HasSuffix(m.Topic, "/"+contract.TopicStatus) {
 					// A status published while the listing runs can come
 					// twice: retained, and live.
 					statuses[deviceOfTopic(w.g.Prefix, m.Topic)] = true
@@ -236,7 +236,7 @@ func summarize(suffix string, payload []byte) string {
 		}
 	}
 	switch suffix {
-	case device.TopicReply:
+	case contract.TopicReply:
 		add("action", str("action"))
 		add("request_id", str("request_id"))
 		if code := str("code"); code != "0" {
@@ -259,7 +259,7 @@ func summarize(suffix string, payload []byte) string {
 		if _, ok := f["checked"]; ok {
 			add("checked", str("checked"))
 		}
-	case device.TopicResult:
+	case contract.TopicResult:
 		parts = append(parts, strings.ToUpper(str("status")))
 		add("out_trade_no", str("out_trade_no"))
 		add("fee", fen("total_fee"))
@@ -267,11 +267,11 @@ func summarize(suffix string, payload []byte) string {
 		add("transaction_id", str("transaction_id"))
 		add("seq", str("seq"))
 		add("reason", str("reason"))
-	case device.TopicEvent:
+	case contract.TopicEvent:
 		parts = append(parts, str("from")+" → "+str("to"))
 		add("out_trade_no", str("out_trade_no"))
 		add("reason", fmt.Sprintf("%q", str("reason")))
-	case device.TopicCreate:
+	case contract.TopicCreate:
 		var data map[string]json.RawMessage
 		_ = json.Unmarshal(f["data"], &data)
 		add("request_id", str("request_id"))
@@ -285,14 +285,14 @@ func summarize(suffix string, payload []byte) string {
 				add("fee", payment.Fen(n).String())
 			}
 		}
-	case device.TopicNotify:
+	case contract.TopicNotify:
 		add("provider", str("provider"))
 		add("body_bytes", fmt.Sprint(len(str("body"))))
-	case device.TopicAck:
+	case contract.TopicAck:
 		add("out_trade_no", str("out_trade_no"))
 		add("ok", str("ok"))
 		add("reason", str("reason"))
-	case device.TopicStatus:
+	case contract.TopicStatus:
 		add("online", str("online"))
 		add("version", str("version"))
 		add("pending", str("pending"))

@@ -24,6 +24,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"io"
 	"log/slog"
 	"os"
@@ -403,33 +404,12 @@ func displayConfig(cfg *config.Config) display.Config {
 	}
 }
 
-// engineLink adapts *device.Engine to link.Engine. The link keeps its own
-// small types so it can be tested without the engine.
-type engineLink struct{ e *device.Engine }
+// engineLink adapts *device.Engine to link.Engine: the link hands over
+// batches (AcceptAll); everything else is the engine's own method.
+type engineLink struct{ *device.Engine }
 
-func (a engineLink) Accept(ctx context.Context, msgs []link.Inbound) error {
-	in := make([]device.Inbound, len(msgs))
-	for i, m := range msgs {
-		in[i] = device.Inbound(m)
-	}
-	return a.e.AcceptAll(ctx, in)
-}
-
-func (a engineLink) Due(now time.Time) ([]link.Outgoing, error) {
-	due, err := a.e.Due(now)
-	out := make([]link.Outgoing, len(due))
-	for i, m := range due {
-		out[i] = link.Outgoing{ID: m.ID, Topic: m.Topic, Payload: m.Payload, Retain: m.Retain}
-	}
-	return out, err
-}
-
-func (a engineLink) Published(id uint64) error      { return a.e.Published(id) }
-func (a engineLink) OutboxChanged() <-chan struct{} { return a.e.OutboxChanged() }
-func (a engineLink) StatusChanged() <-chan struct{} { return a.e.StatusChanged() }
-func (a engineLink) Status() link.Status            { return linkStatus(a.e.Status()) }
-func linkStatus(s device.Status) link.Status {
-	return link.Status{Version: s.Version, Pending: s.Pending, ClockSynced: s.ClockSynced, StartedAt: s.StartedAt, Flags: s.Flags}
+func (a engineLink) Accept(ctx context.Context, msgs []contract.Inbound) error {
+	return a.AcceptAll(ctx, msgs)
 }
 
 // providerNames lists the providers of a merchant map, for logs.

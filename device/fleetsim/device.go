@@ -24,6 +24,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"slices"
 	"sort"
 	"strings"
@@ -32,7 +33,6 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/device/link"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"
@@ -43,7 +43,7 @@ const DefaultVersion = "0.0.0-fleetsim"
 
 // limits are the create limits a simulated device applies: kioskpayd's
 // defaults (SPEC §3 payment.max_fee, payment.expire).
-var limits = payment.Limits{MaxFee: 100000, DefaultExpire: 5 * time.Minute}
+var limits = contract.Limits{MaxFee: 100000, DefaultExpire: 5 * time.Minute}
 
 // Conn says how to reach the broker.
 type Conn struct {
@@ -109,14 +109,14 @@ type Device struct {
 	key        []byte
 	onCreate   func(d *Device, outTradeNo string)
 	codes      func(outTradeNo string) (codeURL, qrCode string)
-	orders     map[string]*device.OrderSummary
-	acks       []device.AckRequest
+	orders     map[string]*contract.OrderSummary
+	acks       []contract.AckRequest
 	seen       []string // topic suffixes received
 	seq        uint64
 	closed     bool
 	silent     bool
 	maxPage    int
-	mismatches []device.Mismatch
+	mismatches []contract.Mismatch
 }
 
 // Connect connects one simulated device (clean session, Last Will on its
@@ -126,7 +126,7 @@ func Connect(ctx context.Context, c Conn, o DeviceOptions) (*Device, error) {
 	if o.Version == "" {
 		o.Version = DefaultVersion
 	}
-	d := &Device{opts: o, key: o.Key, onCreate: o.OnCreate, orders: map[string]*device.OrderSummary{}, log: c.Logf}
+	d := &Device{opts: o, key: o.Key, onCreate: o.OnCreate, orders: map[string]*contract.OrderSummary{}, log: c.Logf}
 	if d.log == nil {
 		d.log = func(string, ...any) {}
 	}
@@ -136,9 +136,9 @@ func Connect(ctx context.Context, c Conn, o DeviceOptions) (*Device, error) {
 	}
 	opts.SetAutoReconnect(true).SetMaxReconnectInterval(10*time.Second).
 		SetOrderMatters(false).SetKeepAlive(60*time.Second).
-		SetBinaryWill(d.topic(device.TopicStatus), device.OfflineStatus(), 1, true)
+		SetBinaryWill(d.topic(contract.TopicStatus), contract.OfflineStatus(), 1, true)
 	subs := map[string]byte{}
-	for _, s := range device.InboundTopics {
+	for _, s := range contract.InboundTopics {
 		subs[d.topic(s)] = 1
 	}
 	// On every (re)connect: subscribe (a clean session forgets), then say
@@ -158,8 +158,8 @@ func Connect(ctx context.Context, c Conn, o DeviceOptions) (*Device, error) {
 		if started.IsZero() {
 			started = time.Now()
 		}
-		st, _ := json.Marshal(device.Status{Online: true, Version: o.Version, ClockSynced: true, StartedAt: device.FormatTime(started)})
-		err := link.Wait(context.Background(), cl.Publish(d.topic(device.TopicStatus), 1, true, st), 10*time.Second)
+		st, _ := json.Marshal(contract.Status{Online: true, Version: o.Version, ClockSynced: true, StartedAt: contract.FormatTime(started)})
+		err := link.Wait(context.Background(), cl.Publish(d.topic(contract.TopicStatus), 1, true, st), 10*time.Second)
 		if err != nil {
 			d.log("device %s: publish status: %v", o.ID, err)
 		}
@@ -201,7 +201,7 @@ func (d *Device) Close() {
 	d.closed = true
 	d.mu.Unlock()
 	if d.client.IsConnectionOpen() {
-		_ = link.Wait(context.Background(), d.client.Publish(d.topic(device.TopicStatus), 1, true, device.OfflineStatus()), 5*time.Second)
+		_ = link.Wait(context.Background(), d.client.Publish(d.topic(contract.TopicStatus), 1, true, contract.OfflineStatus()), 5*time.Second)
 	}
 	d.client.Disconnect(100)
 }
@@ -228,7 +228,7 @@ func (d *Device) SetCodes(f func(outTradeNo string) (codeURL, qrCode string)) {
 	d.mu.Unlock()
 }
 
-// SetFlags sets an order's flags (device.FlagRefundStuck, …). It reports
+// SetFlags sets an order's flags (contract.FlagRefundStuck, …). It reports
 // whether the order exists.
 func (d *Device) SetFlags(no string, flags ...string) bool {
 	d.mu.Lock()
@@ -245,9 +245,9 @@ func (d *Device) SetFlags(no string, flags ...string) bool {
 func (d *Device) SetMaxPage(n int) { d.mu.Lock(); d.maxPage = n; d.mu.Unlock() }
 
 // SetMismatches sets what reconcile reports.
-func (d *Device) SetMismatches(m []device.Mismatch) {
+func (d *Device) SetMismatches(m []contract.Mismatch) {
 	d.mu.Lock()
-	d.mismatches = append([]device.Mismatch(nil), m...)
+	d.mismatches = append([]contract.Mismatch(nil), m...)
 	d.mu.Unlock()
 }
 
@@ -255,14 +255,14 @@ func (d *Device) SetMismatches(m []device.Mismatch) {
 func (d *Device) AddOrder(no, state string, fee payment.Fen) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.orders[no] = &device.OrderSummary{OutTradeNo: no, State: state, TotalFee: fee, Provider: string(payment.WxPay), PayType: device.PayType(payment.WxPay)}
+	d.orders[no] = &contract.OrderSummary{OutTradeNo: no, State: state, TotalFee: fee, Provider: string(payment.WxPay), PayType: contract.PayType(payment.WxPay)}
 }
 
 // Acks are the unlock acknowledgements received, in order.
-func (d *Device) Acks() []device.AckRequest {
+func (d *Device) Acks() []contract.AckRequest {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return append([]device.AckRequest(nil), d.acks...)
+	return append([]contract.AckRequest(nil), d.acks...)
 }
 
 // Seen lists the topic suffixes of every command received, in order.
@@ -274,12 +274,12 @@ func (d *Device) Seen() []string {
 
 // Pay marks a pending order paid and publishes the paid result. It reports
 // whether there was such an order.
-func (d *Device) Pay(no string) bool { return d.Result(no, device.ResultPaid) }
+func (d *Device) Pay(no string) bool { return d.Result(no, contract.ResultPaid) }
 
 // Result ends an order with status: an event for the transition, then the
 // result (signed when the device has a key). It reports whether the order
 // exists.
-func (d *Device) Result(no string, status device.ResultStatus) bool {
+func (d *Device) Result(no string, status contract.ResultStatus) bool {
 	now := time.Now()
 	d.mu.Lock()
 	o, ok := d.orders[no]
@@ -289,26 +289,26 @@ func (d *Device) Result(no string, status device.ResultStatus) bool {
 	}
 	d.seq++
 	seq, from := d.seq, o.State
-	o.State, o.UpdatedAt = string(status), device.FormatTime(now)
+	o.State, o.UpdatedAt = string(status), contract.FormatTime(now)
 	switch status {
-	case device.ResultPaid:
+	case contract.ResultPaid:
 		o.Status = store.StatusPaid
-	case device.ResultRefunded:
+	case contract.ResultRefunded:
 		o.Status, o.RefundedFee = store.StatusRefunded, o.PaidFee
 	default:
 		o.Status = store.StatusClosed
 	}
-	r := device.Result{OutTradeNo: no, Status: status, PayType: o.PayType, Provider: o.Provider, TotalFee: o.TotalFee,
+	r := contract.Result{OutTradeNo: no, Status: status, PayType: o.PayType, Provider: o.Provider, TotalFee: o.TotalFee,
 		Type: o.Type, Seq: seq, TS: now.Unix(), Custom: json.RawMessage(`{}`)}
-	if status == device.ResultPaid {
-		o.PaidFee, o.PaidAt, o.TransactionID = o.TotalFee, device.FormatTime(now), "4200"+no
+	if status == contract.ResultPaid {
+		o.PaidFee, o.PaidAt, o.TransactionID = o.TotalFee, contract.FormatTime(now), "4200"+no
 		r.TransactionID, r.PaidAt = o.TransactionID, o.PaidAt
 	}
 	key := d.key
 	d.mu.Unlock()
-	d.publish(device.TopicEvent, false, device.Event{OutTradeNo: no, From: from, To: string(status), At: device.FormatTime(now), Reason: "fleetsim"})
+	d.publish(contract.TopicEvent, false, contract.Event{OutTradeNo: no, From: from, To: string(status), At: contract.FormatTime(now), Reason: "fleetsim"})
 	r.Sign(key)
-	d.publish(device.TopicResult, false, r)
+	d.publish(contract.TopicResult, false, r)
 	return true
 }
 
@@ -344,101 +344,101 @@ func (d *Device) handle(_ mqtt.Client, m mqtt.Message) {
 		return // kioskpayd ignores retained commands too
 	}
 	p, now := m.Payload(), time.Now()
-	reply := func(v any) { d.publish(device.TopicReply, false, v) }
-	fail := func(id, action string, err error) { reply(device.ErrorReply(id, action, err)) }
+	reply := func(v any) { d.publish(contract.TopicReply, false, v) }
+	fail := func(id, action string, err error) { reply(contract.ErrorReply(id, action, err)) }
 	notFound := func(id, action, no string) {
-		fail(id, action, device.Errorf(device.ErrOrderNotFound, "no order %s", no))
+		fail(id, action, contract.Errorf(contract.ErrOrderNotFound, "no order %s", no))
 	}
 	switch suffix {
-	case device.TopicCreate:
-		r, err := device.DecodeCreate(p, limits)
+	case contract.TopicCreate:
+		r, err := contract.DecodeCreate(p, limits)
 		if err == nil && key != nil {
 			err = r.Verify(key, now)
 		}
 		if err != nil {
-			fail(r.RequestID, device.ActionCreate, err)
+			fail(r.RequestID, contract.ActionCreate, err)
 			return
 		}
 		d.create(r, now, reply)
-	case device.TopicQuery:
-		r, err := device.DecodeQuery(p)
+	case contract.TopicQuery:
+		r, err := contract.DecodeQuery(p)
 		if err != nil {
-			fail(r.RequestID, device.ActionQuery, err)
+			fail(r.RequestID, contract.ActionQuery, err)
 			return
 		}
 		d.mu.Lock()
 		o, ok := d.orders[r.OutTradeNo]
-		var sum device.OrderSummary
+		var sum contract.OrderSummary
 		if ok {
 			sum = *o
 		}
 		d.mu.Unlock()
 		if !ok {
-			notFound(r.RequestID, device.ActionQuery, r.OutTradeNo)
+			notFound(r.RequestID, contract.ActionQuery, r.OutTradeNo)
 			return
 		}
-		reply(device.QueryReply{Reply: device.OKReply(r.RequestID, device.ActionQuery, "ok"), OrderSummary: sum})
-	case device.TopicCancel:
-		r, err := device.DecodeCancel(p)
+		reply(contract.QueryReply{Reply: contract.OKReply(r.RequestID, contract.ActionQuery, "ok"), OrderSummary: sum})
+	case contract.TopicCancel:
+		r, err := contract.DecodeCancel(p)
 		if err == nil && key != nil {
 			err = r.Verify(key, now)
 		}
 		if err != nil {
-			fail(r.RequestID, device.ActionCancel, err)
+			fail(r.RequestID, contract.ActionCancel, err)
 			return
 		}
 		if !d.exists(r.OutTradeNo) {
-			notFound(r.RequestID, device.ActionCancel, r.OutTradeNo)
+			notFound(r.RequestID, contract.ActionCancel, r.OutTradeNo)
 			return
 		}
-		reply(device.OKReply(r.RequestID, device.ActionCancel, "order cancelled"))
-		d.Result(r.OutTradeNo, device.ResultCancelled)
-	case device.TopicRefund:
-		r, err := device.DecodeRefund(p)
+		reply(contract.OKReply(r.RequestID, contract.ActionCancel, "order cancelled"))
+		d.Result(r.OutTradeNo, contract.ResultCancelled)
+	case contract.TopicRefund:
+		r, err := contract.DecodeRefund(p)
 		if err == nil && key != nil {
 			err = r.Verify(key, now)
 		}
 		if err != nil {
-			fail(r.RequestID, device.ActionRefund, err)
+			fail(r.RequestID, contract.ActionRefund, err)
 			return
 		}
 		d.refund(r, reply, notFound)
-	case device.TopicAck:
-		r, err := device.DecodeAck(p)
+	case contract.TopicAck:
+		r, err := contract.DecodeAck(p)
 		if err == nil && key != nil {
 			err = r.Verify(key, now)
 		}
 		if err != nil {
-			fail(r.RequestID, device.ActionAck, err)
+			fail(r.RequestID, contract.ActionAck, err)
 			return
 		}
 		d.mu.Lock()
 		d.acks = append(d.acks, r)
-		if o := d.orders[r.OutTradeNo]; o != nil && o.State == string(device.ResultPaid) && r.OK {
+		if o := d.orders[r.OutTradeNo]; o != nil && o.State == string(contract.ResultPaid) && r.OK {
 			o.State = "delivered"
 		}
 		d.mu.Unlock()
-		reply(device.OKReply(r.RequestID, device.ActionAck, "ok"))
-	case device.TopicOrders:
-		r, err := device.DecodeOrders(p)
+		reply(contract.OKReply(r.RequestID, contract.ActionAck, "ok"))
+	case contract.TopicOrders:
+		r, err := contract.DecodeOrders(p)
 		if err != nil {
-			fail(r.RequestID, device.ActionOrders, err)
+			fail(r.RequestID, contract.ActionOrders, err)
 			return
 		}
 		orders, next := d.page(r)
-		reply(device.OrdersReply{Reply: device.OKReply(r.RequestID, device.ActionOrders, "ok"), Orders: orders, Next: next})
-	case device.TopicReconcile:
-		r, err := device.DecodeReconcile(p, now)
+		reply(contract.OrdersReply{Reply: contract.OKReply(r.RequestID, contract.ActionOrders, "ok"), Orders: orders, Next: next})
+	case contract.TopicReconcile:
+		r, err := contract.DecodeReconcile(p, now)
 		if err != nil {
-			fail(r.RequestID, device.ActionReconcile, err)
+			fail(r.RequestID, contract.ActionReconcile, err)
 			return
 		}
 		d.mu.Lock()
-		n, mm := len(d.orders), append([]device.Mismatch{}, d.mismatches...)
+		n, mm := len(d.orders), append([]contract.Mismatch{}, d.mismatches...)
 		d.mu.Unlock()
-		reply(device.ReconcileReply{Reply: device.OKReply(r.RequestID, device.ActionReconcile, "since "+device.FormatTime(r.Since)), Checked: n, ProviderOrders: n, Mismatches: mm})
-	case device.TopicNotify:
-		reply(device.OKReply(device.RequestIDOf(p), device.ActionNotify, "ok"))
+		reply(contract.ReconcileReply{Reply: contract.OKReply(r.RequestID, contract.ActionReconcile, "since "+contract.FormatTime(r.Since)), Checked: n, ProviderOrders: n, Mismatches: mm})
+	case contract.TopicNotify:
+		reply(contract.OKReply(contract.RequestIDOf(p), contract.ActionNotify, "ok"))
 	}
 }
 
@@ -451,7 +451,7 @@ func (d *Device) exists(no string) bool {
 
 // create records a pending order and answers with made-up codes of the
 // providers' shapes.
-func (d *Device) create(r device.CreateRequest, now time.Time, reply func(any)) {
+func (d *Device) create(r contract.CreateRequest, now time.Time, reply func(any)) {
 	no := r.Order.OutTradeNo
 	prov := r.Provider
 	if prov == "" {
@@ -464,7 +464,7 @@ func (d *Device) create(r device.CreateRequest, now time.Time, reply func(any)) 
 	if codes != nil {
 		wx, ali = codes(no)
 	}
-	info := device.OrderInfo{}
+	info := contract.OrderInfo{}
 	if prov == string(payment.WxPay) || prov == "any" {
 		info.CodeURL = wx
 	}
@@ -472,15 +472,15 @@ func (d *Device) create(r device.CreateRequest, now time.Time, reply func(any)) 
 		info.QRCode = ali
 	}
 	exp := now.Add(r.Order.Expire)
-	payType := device.PayType(payment.ProviderName(prov))
+	payType := contract.PayType(payment.ProviderName(prov))
 	d.mu.Lock()
-	d.orders[no] = &device.OrderSummary{OutTradeNo: no, State: "pending", TotalFee: r.Order.TotalFee,
+	d.orders[no] = &contract.OrderSummary{OutTradeNo: no, State: "pending", TotalFee: r.Order.TotalFee,
 		PayType: payType, Provider: string(prov), Type: r.Order.Type,
-		CreatedAt: device.FormatTime(now), UpdatedAt: device.FormatTime(now), ExpiresAt: device.FormatTime(exp)}
+		CreatedAt: contract.FormatTime(now), UpdatedAt: contract.FormatTime(now), ExpiresAt: contract.FormatTime(exp)}
 	d.mu.Unlock()
-	reply(device.CreateReply{Reply: device.OKReply(r.RequestID, device.ActionCreate, "ok"), OrderInfo: info,
+	reply(contract.CreateReply{Reply: contract.OKReply(r.RequestID, contract.ActionCreate, "ok"), OrderInfo: info,
 		OutTradeNo: no, PayType: payType, NeedQRcode: true,
-		QRCodeImage: "data:image/png;base64,", TotalFee: r.Order.TotalFee, ExpiresAt: device.FormatTime(exp)})
+		QRCodeImage: "data:image/png;base64,", TotalFee: r.Order.TotalFee, ExpiresAt: contract.FormatTime(exp)})
 	d.mu.Lock()
 	hook := d.onCreate
 	d.mu.Unlock()
@@ -499,7 +499,7 @@ func (d *Device) create(r device.CreateRequest, now time.Time, reply func(any)) 
 	}
 }
 
-func (d *Device) refund(r device.RefundRequest, reply func(any), notFound func(id, action, no string)) {
+func (d *Device) refund(r contract.RefundRequest, reply func(any), notFound func(id, action, no string)) {
 	d.mu.Lock()
 	o, ok := d.orders[r.OutTradeNo]
 	var total payment.Fen
@@ -517,23 +517,23 @@ func (d *Device) refund(r device.RefundRequest, reply func(any), notFound func(i
 	}
 	d.mu.Unlock()
 	if !ok {
-		notFound(r.RequestID, device.ActionRefund, r.OutTradeNo)
+		notFound(r.RequestID, contract.ActionRefund, r.OutTradeNo)
 		return
 	}
 	no := r.OutRefundNo
 	if no == "" {
 		no = r.OutTradeNo + "R1"
 	}
-	reply(device.RefundReply{Reply: device.OKReply(r.RequestID, device.ActionRefund, r.RefundDesc), OutTradeNo: r.OutTradeNo,
+	reply(contract.RefundReply{Reply: contract.OKReply(r.RequestID, contract.ActionRefund, r.RefundDesc), OutTradeNo: r.OutTradeNo,
 		OutRefundNo: no, RefundFee: fee, State: "refunded"})
 }
 
 // page answers P/pay/orders: newest first by out_trade_no (simulated
 // order numbers sort by time), paged after the cursor.
-func (d *Device) page(r device.OrdersRequest) ([]device.OrderSummary, string) {
+func (d *Device) page(r contract.OrdersRequest) ([]contract.OrderSummary, string) {
 	d.mu.Lock()
 	maxPage := d.maxPage
-	var all []device.OrderSummary
+	var all []contract.OrderSummary
 	for _, o := range d.orders {
 		if (r.State == "" || o.State == r.State) && (r.Flag == "" || slices.Contains(o.Flags, r.Flag)) {
 			all = append(all, *o)
@@ -555,7 +555,7 @@ func (d *Device) page(r device.OrdersRequest) ([]device.OrderSummary, string) {
 		next = all[len(all)-1].OutTradeNo
 	}
 	if all == nil {
-		all = []device.OrderSummary{}
+		all = []contract.OrderSummary{}
 	}
 	return all, next
 }

@@ -6,13 +6,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/device/link"
 )
 
@@ -81,7 +81,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	}
 	f := &Fleet{opts: o}
 	start := time.Now()
-	offline := device.OfflineStatus()
+	offline := contract.OfflineStatus()
 	err := f.publishAll(ctx, o.Online, o.Devices, func(int) []byte { return offline })
 	if err != nil {
 		return nil, err
@@ -224,7 +224,7 @@ func (f *Fleet) publishShare(ctx context.Context, p, from, to int, payload func(
 		if ctx.Err() != nil {
 			break
 		}
-		topic := o.Prefix + "/" + f.ID(i) + "/" + device.TopicStatus
+		topic := o.Prefix + "/" + f.ID(i) + "/" + contract.TopicStatus
 		inflight <- c.Publish(topic, 1, true, payload(i))
 	}
 	close(inflight)

@@ -3,10 +3,10 @@ package fleetsim
 import (
 	"context"
 	"encoding/json"
+	"github.com/kioskpay/kioskpay/contract"
 	"testing"
 	"time"
 
-	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 )
 
@@ -25,7 +25,7 @@ func TestFleetStartAndClear(t *testing.T) {
 	sub := mqtttest.Subscribe(t, url, prefix+"/+/status")
 	versions := map[string]int{}
 	for i := 0; i < 50; i++ {
-		var s device.Status
+		var s contract.Status
 		if err := json.Unmarshal(sub.Next(t, "", 5*time.Second).Payload, &s); err != nil {
 			t.Fatal(err)
 		}

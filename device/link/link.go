@@ -41,45 +41,9 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/kioskpay/kioskpay/contract"
 )
-
-// InboundTopics are the topic suffixes under P = <topic_prefix>/<device_id>
-// the link subscribes to: the commands of docs/contract.md §3 plus the two kioskctl
-// requests (orders, reconcile).
-var InboundTopics = []string{
-	"pay/create", "pay/cancel", "pay/query", "pay/refund",
-	"unlock/ack", "pay/notify", "pay/orders", "pay/reconcile",
-}
-
-// StatusTopic is the suffix of the retained status topic.
-const StatusTopic = "status"
-
-// OfflinePayload is the retained status while the daemon is away: the Last
-// Will, and what a clean shutdown publishes.
-var OfflinePayload = []byte(`{"online":false}`)
-
-// Outgoing is one outbox entry the engine wants published.
-type Outgoing struct {
-	ID      uint64
-	Topic   string // suffix under P, e.g. "pay/reply"
-	Payload []byte
-	Retain  bool
-}
-
-// Status is what the retained P/status message reports while online.
-type Status struct {
-	Version     string
-	Pending     int
-	ClockSynced bool
-	StartedAt   string   // RFC 3339
-	Flags       []string // device conditions that need attention
-}
-
-// Inbound is one message for the engine (topic is a suffix).
-type Inbound struct {
-	Topic   string
-	Payload []byte
-}
 
 // RecvWindow is how many received messages wait for the engine at most;
 // beyond it the link stops reading from the broker.
@@ -90,15 +54,15 @@ type Engine interface {
 	// Accept durably records inbound messages, in order, and returns; they
 	// are acknowledged to the broker only after it returns nil. It may
 	// wait (until ctx ends) while the engine has no room for them.
-	Accept(ctx context.Context, msgs []Inbound) error
+	Accept(ctx context.Context, msgs []contract.Inbound) error
 	// Due returns the outbox entries to publish now, oldest first.
-	Due(now time.Time) ([]Outgoing, error)
+	Due(now time.Time) ([]contract.Outgoing, error)
 	// Published reports that the broker acknowledged entry id.
 	Published(id uint64) error
 	// OutboxChanged fires when something was enqueued.
 	OutboxChanged() <-chan struct{}
 	// Status and StatusChanged feed the retained status topic.
-	Status() Status
+	Status() contract.Status
 	StatusChanged() <-chan struct{}
 }
 
@@ -222,7 +186,7 @@ func New(opts Options, eng Engine) (*Link, error) {
 
 // received is a message waiting to be recorded, with its acknowledgement.
 type received struct {
-	msg Inbound
+	msg contract.Inbound
 	ack func()
 }
 
@@ -331,7 +295,7 @@ func (l *Link) newClient() mqtt.Client {
 	o.SetWriteTimeout(l.opts.PublishTimeout)
 	o.SetAutoReconnect(true)
 	o.SetMaxReconnectInterval(l.opts.MaxReconnectInterval)
-	o.SetBinaryWill(l.topic(StatusTopic), OfflinePayload, 1, true)
+	o.SetBinaryWill(l.topic(contract.TopicStatus), contract.OfflineStatus(), 1, true)
 	o.SetOnConnectHandler(l.onConnect)
 	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 		l.subscribed.Store(false)
@@ -386,8 +350,8 @@ func (l *Link) connect(ctx context.Context) error {
 // onConnect runs in its own goroutine after every (re)connect: subscribe,
 // then tell Run to publish the status and drain the outbox.
 func (l *Link) onConnect(c mqtt.Client) {
-	filters := make(map[string]byte, len(InboundTopics))
-	for _, s := range InboundTopics {
+	filters := make(map[string]byte, len(contract.InboundTopics))
+	for _, s := range contract.InboundTopics {
 		filters[l.topic(s)] = 1
 	}
 	for attempt := 1; ; attempt++ {
@@ -435,7 +399,7 @@ func (l *Link) handle(_ mqtt.Client, m mqtt.Message) {
 	// Oversized and malformed payloads go to the engine like any other: it
 	// owns every reply, including PAYLOAD_TOO_LARGE and BAD_JSON.
 	select {
-	case l.in <- received{msg: Inbound{Topic: suffix, Payload: m.Payload()}, ack: m.Ack}:
+	case l.in <- received{msg: contract.Inbound{Topic: suffix, Payload: m.Payload()}, ack: m.Ack}:
 	case <-l.stopping:
 	}
 }
@@ -447,7 +411,7 @@ func (l *Link) handle(_ mqtt.Client, m mqtt.Message) {
 // whatever was not recorded by then is not acknowledged.
 func (l *Link) record() {
 	batch := make([]received, 0, RecvWindow)
-	msgs := make([]Inbound, 0, RecvWindow)
+	msgs := make([]contract.Inbound, 0, RecvWindow)
 	for {
 		select {
 		case r := <-l.in:
@@ -499,7 +463,7 @@ func (l *Link) suffix(topic string) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	for _, s := range InboundTopics {
+	for _, s := range contract.InboundTopics {
 		if rest == s {
 			return s, true
 		}
@@ -546,16 +510,6 @@ func (l *Link) drain(ctx context.Context) {
 	l.lastDrain.Store(time.Now().UnixNano())
 }
 
-// statusPayload is the retained online status (docs/contract.md §3).
-type statusPayload struct {
-	Online      bool     `json:"online"`
-	Version     string   `json:"version"`
-	Pending     int      `json:"pending"`
-	ClockSynced bool     `json:"clock_synced"`
-	StartedAt   string   `json:"started_at"`
-	Flags       []string `json:"flags,omitempty"`
-}
-
 func (l *Link) publishStatus(ctx context.Context) {
 	l.mu.Lock()
 	c := l.client
@@ -564,10 +518,11 @@ func (l *Link) publishStatus(ctx context.Context) {
 		return // statusDirty stays set: published once subscribed
 	}
 	s := l.eng.Status()
-	b, _ := json.Marshal(statusPayload{Online: true, Version: s.Version, Pending: s.Pending, ClockSynced: s.ClockSynced, StartedAt: s.StartedAt, Flags: s.Flags})
+	s.Online = true
+	b, _ := json.Marshal(s)
 	// Cleared before publishing so a change during the publish is not lost.
 	l.statusDirty.Store(false)
-	if err := l.publish(ctx, c, l.topic(StatusTopic), b, true); err != nil {
+	if err := l.publish(ctx, c, l.topic(contract.TopicStatus), b, true); err != nil {
 		l.statusDirty.Store(true)
 		if ctx.Err() == nil {
 			l.log.Warn("publish status failed; will retry", "err", err)
@@ -587,7 +542,7 @@ func (l *Link) shutdown(parent context.Context) {
 	l.mu.Unlock()
 	if c.IsConnectionOpen() {
 		l.drain(ctx)
-		if err := l.publish(ctx, c, l.topic(StatusTopic), OfflinePayload, true); err != nil {
+		if err := l.publish(ctx, c, l.topic(contract.TopicStatus), contract.OfflineStatus(), true); err != nil {
 			l.log.Warn("publish offline status failed; the broker's Will covers it", "err", err)
 		}
 	}

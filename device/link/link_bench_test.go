@@ -3,6 +3,7 @@ package link
 import (
 	"context"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"log/slog"
 	"testing"
 	"time"
@@ -30,7 +31,7 @@ func BenchmarkDrain(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		eng.mu.Lock()
-		eng.outbox = append(eng.outbox, Outgoing{ID: uint64(i + 1), Topic: "pay/result", Payload: payload})
+		eng.outbox = append(eng.outbox, contract.Outgoing{ID: uint64(i + 1), Topic: "pay/result", Payload: payload})
 		eng.mu.Unlock()
 	}
 	select {

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"github.com/kioskpay/kioskpay/contract"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -24,9 +25,9 @@ type fakeEngine struct {
 	mu        sync.Mutex
 	accepted  []accepted
 	acceptErr error // returned by Accept while set
-	outbox    []Outgoing
+	outbox    []contract.Outgoing
 	published []uint64
-	status    Status
+	status    contract.Status
 
 	acceptedC  chan accepted
 	publishedC chan uint64
@@ -41,7 +42,7 @@ type accepted struct {
 
 func newFakeEngine() *fakeEngine {
 	return &fakeEngine{
-		status:     Status{Version: "test-1", Pending: 0, ClockSynced: true, StartedAt: "2026-01-02T03:04:05Z"},
+		status:     contract.Status{Version: "test-1", Pending: 0, ClockSynced: true, StartedAt: "2026-01-02T03:04:05Z"},
 		acceptedC:  make(chan accepted, 100),
 		publishedC: make(chan uint64, 100),
 		outboxC:    make(chan struct{}, 1),
@@ -49,7 +50,7 @@ func newFakeEngine() *fakeEngine {
 	}
 }
 
-func (e *fakeEngine) Accept(ctx context.Context, msgs []Inbound) error {
+func (e *fakeEngine) Accept(ctx context.Context, msgs []contract.Inbound) error {
 	e.mu.Lock()
 	err := e.acceptErr
 	if err == nil {
@@ -69,10 +70,10 @@ func (e *fakeEngine) setAcceptErr(err error) {
 	e.mu.Unlock()
 }
 
-func (e *fakeEngine) Due(now time.Time) ([]Outgoing, error) {
+func (e *fakeEngine) Due(now time.Time) ([]contract.Outgoing, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return append([]Outgoing(nil), e.outbox...), nil
+	return append([]contract.Outgoing(nil), e.outbox...), nil
 }
 
 func (e *fakeEngine) Published(id uint64) error {
@@ -89,7 +90,7 @@ func (e *fakeEngine) Published(id uint64) error {
 	return nil
 }
 
-func (e *fakeEngine) enqueue(m Outgoing) {
+func (e *fakeEngine) enqueue(m contract.Outgoing) {
 	e.mu.Lock()
 	e.outbox = append(e.outbox, m)
 	e.mu.Unlock()
@@ -111,7 +112,7 @@ func (e *fakeEngine) setPending(n int) {
 
 func (e *fakeEngine) OutboxChanged() <-chan struct{} { return e.outboxC }
 func (e *fakeEngine) StatusChanged() <-chan struct{} { return e.statusC }
-func (e *fakeEngine) Status() Status {
+func (e *fakeEngine) Status() contract.Status {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.status
@@ -229,7 +230,7 @@ func TestInboundReachesEngine(t *testing.T) {
 	eng := newFakeEngine()
 	start(t, url, prefix, id, eng, nil)
 
-	for _, suffix := range InboundTopics {
+	for _, suffix := range contract.InboundTopics {
 		mqtttest.Publish(t, url, prefix+"/"+suffix, []byte(`{"request_id":"`+suffix+`"}`), false)
 		a := waitAccepted(t, eng, 5*time.Second)
 		if a.suffix != suffix || !bytes.Contains(a.payload, []byte(suffix)) {
@@ -336,7 +337,7 @@ func TestOutboxDrains(t *testing.T) {
 	sub := mqtttest.Subscribe(t, url, prefix+"/#")
 	eng := newFakeEngine()
 	// Entries already waiting at start are published on connect.
-	eng.enqueue(Outgoing{ID: 1, Topic: "pay/result", Payload: []byte(`{"n":1}`)})
+	eng.enqueue(contract.Outgoing{ID: 1, Topic: "pay/result", Payload: []byte(`{"n":1}`)})
 	start(t, url, prefix, id, eng, nil)
 	if m := sub.Next(t, prefix+"/pay/result", 5*time.Second); string(m.Payload) != `{"n":1}` {
 		t.Fatalf("published %s", m.Payload)
@@ -345,8 +346,8 @@ func TestOutboxDrains(t *testing.T) {
 		t.Fatalf("confirmed %d", got)
 	}
 	// New entries go out when OutboxChanged fires, in order.
-	eng.enqueue(Outgoing{ID: 2, Topic: "pay/reply", Payload: []byte(`{"n":2}`)})
-	eng.enqueue(Outgoing{ID: 3, Topic: "pay/event", Payload: []byte(`{"n":3}`)})
+	eng.enqueue(contract.Outgoing{ID: 2, Topic: "pay/reply", Payload: []byte(`{"n":2}`)})
+	eng.enqueue(contract.Outgoing{ID: 3, Topic: "pay/event", Payload: []byte(`{"n":3}`)})
 	if m := sub.Next(t, prefix+"/pay/reply", 5*time.Second); string(m.Payload) != `{"n":2}` {
 		t.Fatalf("published %s", m.Payload)
 	}
@@ -371,7 +372,7 @@ func TestOutboxDrainsAfterReconnect(t *testing.T) {
 	proxy.Refuse(true)
 	proxy.Cut()
 	waitFor(t, 5*time.Second, func() bool { return !r.link.Connected() })
-	eng.enqueue(Outgoing{ID: 7, Topic: "pay/result", Payload: []byte(`{"paid":true}`)})
+	eng.enqueue(contract.Outgoing{ID: 7, Topic: "pay/result", Payload: []byte(`{"paid":true}`)})
 	select {
 	case id := <-eng.publishedC:
 		t.Fatalf("entry %d confirmed while disconnected", id)
@@ -441,7 +442,7 @@ func TestCleanStopDrainsFirst(t *testing.T) {
 	sub.Next(t, prefix+"/status", 5*time.Second)
 	// Not signalled: only the shutdown drain can pick it up.
 	eng.mu.Lock()
-	eng.outbox = append(eng.outbox, Outgoing{ID: 9, Topic: "pay/reply", Payload: []byte(`{"last":true}`)})
+	eng.outbox = append(eng.outbox, contract.Outgoing{ID: 9, Topic: "pay/reply", Payload: []byte(`{"last":true}`)})
 	eng.mu.Unlock()
 	r.stop()
 	if m := sub.Next(t, prefix+"/pay/reply", 5*time.Second); string(m.Payload) != `{"last":true}` {
@@ -463,7 +464,7 @@ func TestStalledPublishDoesNotBlockHandlers(t *testing.T) {
 	start(t, purl, prefix, id, eng, func(o *Options) { o.PublishTimeout = 500 * time.Millisecond })
 
 	proxy.Stall() // nothing the daemon sends reaches the broker
-	eng.enqueue(Outgoing{ID: 11, Topic: "pay/result", Payload: []byte(`{"r":11}`)})
+	eng.enqueue(contract.Outgoing{ID: 11, Topic: "pay/result", Payload: []byte(`{"r":11}`)})
 	for i := range 3 {
 		mqtttest.Publish(t, url, prefix+"/pay/query", []byte(`{"i":`+string(rune('0'+i))+`}`), false)
 		waitAccepted(t, eng, 3*time.Second)
@@ -550,7 +551,7 @@ func TestFailoverToNextBroker(t *testing.T) {
 	if b.Accepted() == 0 {
 		t.Fatal("the link did not move to the second broker")
 	}
-	eng.enqueue(Outgoing{ID: 9, Topic: "pay/result", Payload: []byte(`{"via":"b"}`)})
+	eng.enqueue(contract.Outgoing{ID: 9, Topic: "pay/result", Payload: []byte(`{"via":"b"}`)})
 	if m := sub.Next(t, prefix+"/pay/result", 10*time.Second); string(m.Payload) != `{"via":"b"}` {
 		t.Fatalf("published %s", m.Payload)
 	}
@@ -679,7 +680,7 @@ func TestWebSocket(t *testing.T) {
 			start(t, url, prefix, id, eng, func(o *Options) { o.TLS = cfg })
 			mqtttest.Publish(t, url, prefix+"/pay/query", []byte(`{"ws":1}`), false)
 			waitAccepted(t, eng, 5*time.Second)
-			eng.enqueue(Outgoing{ID: 1, Topic: "pay/reply", Payload: []byte(`{}`)})
+			eng.enqueue(contract.Outgoing{ID: 1, Topic: "pay/reply", Payload: []byte(`{}`)})
 			waitPublished(t, eng, 5*time.Second)
 		})
 	}

@@ -1,34 +1,19 @@
-package payment
+package contract
 
 import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"github.com/kioskpay/kioskpay/payment"
 )
-
-// Error names used in replies when a create request is refused (docs/contract.md §3).
-const (
-	CodeInvalidArgument = "INVALID_ARGUMENT"
-	CodeFeeOutOfRange   = "FEE_OUT_OF_RANGE"
-)
-
-// FieldError says which field of a request is wrong and why. Code is the
-// error name the reply carries (docs/contract.md §3.4).
-type FieldError struct {
-	Field  string // JSON path, e.g. "data.total_fee"
-	Code   string // CodeInvalidArgument or CodeFeeOutOfRange
-	Reason string
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
 
 // Limits are the configured bounds a create request is checked against.
 type Limits struct {
-	MaxFee        Fen           // payment.max_fee
+	MaxFee        payment.Fen   // payment.max_fee
 	DefaultExpire time.Duration // payment.expire
 }
 
@@ -41,16 +26,10 @@ const (
 	MaxExpire       = 2 * time.Hour
 )
 
-var (
-	outTradeNoRE = regexp.MustCompile(`^[A-Za-z0-9_]{6,32}$`)
-	orderTypeRE  = regexp.MustCompile(`^[a-z0-9_]{1,32}$`)
-	pidRE        = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-)
-
 // OrderRequest is the validated "data" object of a create request.
 type OrderRequest struct {
 	OutTradeNo string
-	TotalFee   Fen
+	TotalFee   payment.Fen
 	Subject    string
 	Type       string
 	// Custom is echoed in results and never sent to a provider; nil when
@@ -63,23 +42,21 @@ type OrderRequest struct {
 	Expire time.Duration
 }
 
-// ValidOutTradeNo reports whether s is an out_trade_no both providers accept.
-func ValidOutTradeNo(s string) bool { return outTradeNoRE.MatchString(s) }
-
 // ParseOrderRequest decodes and validates the "data" object of a create
-// request. Every error is a *FieldError naming the offending field.
+// request. Every error is an INVALID_ARGUMENT or FEE_OUT_OF_RANGE *Error
+// naming the offending field ("data.…").
 func ParseOrderRequest(data []byte, lim Limits) (OrderRequest, error) {
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(data, &raw); err != nil || raw == nil {
-		return OrderRequest{}, &FieldError{"data", CodeInvalidArgument, "must be a JSON object"}
+		return OrderRequest{}, dataErr(ErrInvalidArgument, "data", "must be a JSON object")
 	}
 	var o OrderRequest
 	var err error
 	if o.OutTradeNo, err = requiredString(raw, "out_trade_no"); err != nil {
 		return o, err
 	}
-	if !ValidOutTradeNo(o.OutTradeNo) {
-		return o, &FieldError{"data.out_trade_no", CodeInvalidArgument, "must be 6 to 32 characters of A-Z a-z 0-9 _"}
+	if !payment.ValidOutTradeNo(o.OutTradeNo) {
+		return o, dataErr(ErrInvalidArgument, "data.out_trade_no", "must be 6 to 32 characters of A-Z a-z 0-9 _")
 	}
 	if o.TotalFee, err = parseFee(raw["total_fee"], lim.MaxFee); err != nil {
 		return o, err
@@ -88,30 +65,30 @@ func ParseOrderRequest(data []byte, lim Limits) (OrderRequest, error) {
 		return o, err
 	}
 	if n := utf8.RuneCountInString(o.Subject); n < 1 || n > MaxSubjectChars {
-		return o, &FieldError{"data.subject", CodeInvalidArgument, fmt.Sprintf("must be 1 to %d characters, got %d", MaxSubjectChars, n)}
+		return o, dataErr(ErrInvalidArgument, "data.subject", fmt.Sprintf("must be 1 to %d characters, got %d", MaxSubjectChars, n))
 	}
 	for _, r := range o.Subject {
 		if r < 0x20 || r == 0x7f {
-			return o, &FieldError{"data.subject", CodeInvalidArgument, "must not contain control characters"}
+			return o, dataErr(ErrInvalidArgument, "data.subject", "must not contain control characters")
 		}
 	}
 	if o.Type, err = requiredString(raw, "type"); err != nil {
 		return o, err
 	}
-	if !orderTypeRE.MatchString(o.Type) {
-		return o, &FieldError{"data.type", CodeInvalidArgument, "must be 1 to 32 characters of a-z 0-9 _"}
+	if !ValidOrderType(o.Type) {
+		return o, dataErr(ErrInvalidArgument, "data.type", "must be 1 to 32 characters of a-z 0-9 _")
 	}
 	if c, ok := raw["custom"]; ok && !isNull(c) {
 		if len(c) > MaxCustomBytes {
-			return o, &FieldError{"data.custom", CodeInvalidArgument, fmt.Sprintf("must be at most %d bytes", MaxCustomBytes)}
+			return o, dataErr(ErrInvalidArgument, "data.custom", fmt.Sprintf("must be at most %d bytes", MaxCustomBytes))
 		}
 		var obj map[string]json.RawMessage
 		if json.Unmarshal(c, &obj) != nil || obj == nil {
-			return o, &FieldError{"data.custom", CodeInvalidArgument, "must be a JSON object"}
+			return o, dataErr(ErrInvalidArgument, "data.custom", "must be a JSON object")
 		}
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, c); err != nil {
-			return o, &FieldError{"data.custom", CodeInvalidArgument, "must be a JSON object"}
+			return o, dataErr(ErrInvalidArgument, "data.custom", "must be a JSON object")
 		}
 		o.Custom = buf.Bytes()
 	}
@@ -119,7 +96,7 @@ func ParseOrderRequest(data []byte, lim Limits) (OrderRequest, error) {
 		d := json.NewDecoder(bytes.NewReader(c))
 		d.UseNumber() // keep large integers exact on their way to the provider
 		if err := d.Decode(&o.Other); err != nil || o.Other == nil {
-			return o, &FieldError{"data.other", CodeInvalidArgument, "must be a JSON object"}
+			return o, dataErr(ErrInvalidArgument, "data.other", "must be a JSON object")
 		}
 		if len(o.Other) == 0 {
 			o.Other = nil
@@ -130,35 +107,33 @@ func ParseOrderRequest(data []byte, lim Limits) (OrderRequest, error) {
 		if o.PID, err = requiredString(raw, "pid"); err != nil {
 			return o, err
 		}
-		if !pidRE.MatchString(o.PID) {
-			return o, &FieldError{"data.pid", CodeInvalidArgument, "must be 1 to 64 characters of A-Z a-z 0-9 _ -"}
+		if !ValidPID(o.PID) {
+			return o, dataErr(ErrInvalidArgument, "data.pid", "must be 1 to 64 characters of A-Z a-z 0-9 _ -")
 		}
 	}
 	o.Expire = lim.DefaultExpire
 	if e, ok := raw["expire_seconds"]; ok && !isNull(e) {
 		n, err := parseInt(e)
 		if err != nil || n < int64(MinExpire/time.Second) || n > int64(MaxExpire/time.Second) {
-			return o, &FieldError{"data.expire_seconds", CodeInvalidArgument, fmt.Sprintf("must be an integer from %d to %d", int64(MinExpire/time.Second), int64(MaxExpire/time.Second))}
+			return o, dataErr(ErrInvalidArgument, "data.expire_seconds", fmt.Sprintf("must be an integer from %d to %d", int64(MinExpire/time.Second), int64(MaxExpire/time.Second)))
 		}
 		o.Expire = time.Duration(n) * time.Second
 	}
 	return o, nil
 }
 
-func isNull(b json.RawMessage) bool { return string(bytes.TrimSpace(b)) == "null" }
-
 func requiredString(raw map[string]json.RawMessage, key string) (string, error) {
 	field := "data." + key
 	v, ok := raw[key]
 	if !ok || isNull(v) {
-		return "", &FieldError{field, CodeInvalidArgument, "is required"}
+		return "", dataErr(ErrInvalidArgument, field, "is required")
 	}
 	var s string
 	if err := json.Unmarshal(v, &s); err != nil {
-		return "", &FieldError{field, CodeInvalidArgument, "must be a string"}
+		return "", dataErr(ErrInvalidArgument, field, "must be a string")
 	}
 	if !utf8.ValidString(s) {
-		return "", &FieldError{field, CodeInvalidArgument, "must be valid UTF-8"}
+		return "", dataErr(ErrInvalidArgument, field, "must be valid UTF-8")
 	}
 	return s, nil
 }
@@ -179,17 +154,23 @@ func parseInt(v json.RawMessage) (int64, error) {
 	return strconv.ParseInt(s, 10, 64)
 }
 
-func parseFee(v json.RawMessage, max Fen) (Fen, error) {
+func parseFee(v json.RawMessage, max payment.Fen) (payment.Fen, error) {
 	const field = "data.total_fee"
 	if v == nil || isNull(v) {
-		return 0, &FieldError{field, CodeInvalidArgument, "is required"}
+		return 0, dataErr(ErrInvalidArgument, field, "is required")
 	}
 	n, err := parseInt(v)
 	if err != nil {
-		return 0, &FieldError{field, CodeInvalidArgument, "must be an integer number of fen (100 = ¥1.00), not a string or a fraction"}
+		return 0, dataErr(ErrInvalidArgument, field, "must be an integer number of fen (100 = ¥1.00), not a string or a fraction")
 	}
-	if n < 1 || (max > 0 && Fen(n) > max) {
-		return 0, &FieldError{field, CodeFeeOutOfRange, fmt.Sprintf("must be from 1 to %d fen, got %d", int64(max), n)}
+	if n < 1 || (max > 0 && payment.Fen(n) > max) {
+		return 0, dataErr(ErrFeeOutOfRange, field, fmt.Sprintf("must be from 1 to %d fen, got %d", int64(max), n))
 	}
-	return Fen(n), nil
+	return payment.Fen(n), nil
+}
+
+// dataErr is a refusal of one field of the create "data" object; the
+// message starts with the field's path.
+func dataErr(name ErrorName, field, reason string) *Error {
+	return &Error{Name: name, Field: field, Msg: field + " " + reason}
 }

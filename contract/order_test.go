@@ -1,4 +1,4 @@
-package payment
+package contract
 
 import (
 	"encoding/json"
@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kioskpay/kioskpay/payment"
 )
 
 var testLimits = Limits{MaxFee: 100000, DefaultExpire: 5 * time.Minute}
@@ -65,47 +67,47 @@ func TestParseOrderRequestRejects(t *testing.T) {
 	tests := []struct {
 		name, field, raw string
 		wantField        string
-		wantCode         string
+		wantCode         ErrorName
 	}{
-		{"out_trade_no missing", "out_trade_no", "", "data.out_trade_no", CodeInvalidArgument},
-		{"out_trade_no too short", "out_trade_no", `"abc12"`, "data.out_trade_no", CodeInvalidArgument},
+		{"out_trade_no missing", "out_trade_no", "", "data.out_trade_no", ErrInvalidArgument},
+		{"out_trade_no too short", "out_trade_no", `"abc12"`, "data.out_trade_no", ErrInvalidArgument},
 		{"out_trade_no 6 ok boundary", "out_trade_no", `"abc123"`, "", ""},
 		{"out_trade_no 32 ok boundary", "out_trade_no", `"` + strings.Repeat("a", 32) + `"`, "", ""},
-		{"out_trade_no too long", "out_trade_no", `"` + strings.Repeat("a", 33) + `"`, "data.out_trade_no", CodeInvalidArgument},
-		{"out_trade_no dash", "out_trade_no", `"chair-0001"`, "data.out_trade_no", CodeInvalidArgument},
-		{"out_trade_no pipe", "out_trade_no", `"chair|0001"`, "data.out_trade_no", CodeInvalidArgument},
-		{"out_trade_no non-ASCII", "out_trade_no", `"订单订单订单"`, "data.out_trade_no", CodeInvalidArgument},
-		{"out_trade_no number", "out_trade_no", `123456`, "data.out_trade_no", CodeInvalidArgument},
-		{"total_fee missing", "total_fee", "", "data.total_fee", CodeInvalidArgument},
-		{"total_fee zero", "total_fee", `0`, "data.total_fee", CodeFeeOutOfRange},
-		{"total_fee negative", "total_fee", `-100`, "data.total_fee", CodeFeeOutOfRange},
-		{"total_fee float", "total_fee", `10.5`, "data.total_fee", CodeInvalidArgument},
-		{"total_fee float integral", "total_fee", `10.0`, "data.total_fee", CodeInvalidArgument},
-		{"total_fee exponent", "total_fee", `1e3`, "data.total_fee", CodeInvalidArgument},
-		{"total_fee string", "total_fee", `"1000"`, "data.total_fee", CodeInvalidArgument},
-		{"total_fee bool", "total_fee", `true`, "data.total_fee", CodeInvalidArgument},
-		{"total_fee null", "total_fee", `null`, "data.total_fee", CodeInvalidArgument},
-		{"total_fee over max", "total_fee", `100001`, "data.total_fee", CodeFeeOutOfRange},
+		{"out_trade_no too long", "out_trade_no", `"` + strings.Repeat("a", 33) + `"`, "data.out_trade_no", ErrInvalidArgument},
+		{"out_trade_no dash", "out_trade_no", `"chair-0001"`, "data.out_trade_no", ErrInvalidArgument},
+		{"out_trade_no pipe", "out_trade_no", `"chair|0001"`, "data.out_trade_no", ErrInvalidArgument},
+		{"out_trade_no non-ASCII", "out_trade_no", `"订单订单订单"`, "data.out_trade_no", ErrInvalidArgument},
+		{"out_trade_no number", "out_trade_no", `123456`, "data.out_trade_no", ErrInvalidArgument},
+		{"total_fee missing", "total_fee", "", "data.total_fee", ErrInvalidArgument},
+		{"total_fee zero", "total_fee", `0`, "data.total_fee", ErrFeeOutOfRange},
+		{"total_fee negative", "total_fee", `-100`, "data.total_fee", ErrFeeOutOfRange},
+		{"total_fee float", "total_fee", `10.5`, "data.total_fee", ErrInvalidArgument},
+		{"total_fee float integral", "total_fee", `10.0`, "data.total_fee", ErrInvalidArgument},
+		{"total_fee exponent", "total_fee", `1e3`, "data.total_fee", ErrInvalidArgument},
+		{"total_fee string", "total_fee", `"1000"`, "data.total_fee", ErrInvalidArgument},
+		{"total_fee bool", "total_fee", `true`, "data.total_fee", ErrInvalidArgument},
+		{"total_fee null", "total_fee", `null`, "data.total_fee", ErrInvalidArgument},
+		{"total_fee over max", "total_fee", `100001`, "data.total_fee", ErrFeeOutOfRange},
 		{"total_fee at max", "total_fee", `100000`, "", ""},
-		{"total_fee overflow", "total_fee", `99999999999999999999`, "data.total_fee", CodeInvalidArgument},
-		{"subject missing", "subject", "", "data.subject", CodeInvalidArgument},
-		{"subject empty", "subject", `""`, "data.subject", CodeInvalidArgument},
+		{"total_fee overflow", "total_fee", `99999999999999999999`, "data.total_fee", ErrInvalidArgument},
+		{"subject missing", "subject", "", "data.subject", ErrInvalidArgument},
+		{"subject empty", "subject", `""`, "data.subject", ErrInvalidArgument},
 		{"subject 127 CJK", "subject", `"` + strings.Repeat("按", 127) + `"`, "", ""},
-		{"subject 128 CJK", "subject", `"` + strings.Repeat("按", 128) + `"`, "data.subject", CodeInvalidArgument},
-		{"subject control char", "subject", `"a\nb"`, "data.subject", CodeInvalidArgument},
-		{"type missing", "type", "", "data.type", CodeInvalidArgument},
-		{"type upper", "type", `"Massage"`, "data.type", CodeInvalidArgument},
-		{"type too long", "type", `"` + strings.Repeat("a", 33) + `"`, "data.type", CodeInvalidArgument},
-		{"custom array", "custom", `[1,2]`, "data.custom", CodeInvalidArgument},
-		{"custom too big", "custom", `{"k":"` + strings.Repeat("x", 4100) + `"}`, "data.custom", CodeInvalidArgument},
+		{"subject 128 CJK", "subject", `"` + strings.Repeat("按", 128) + `"`, "data.subject", ErrInvalidArgument},
+		{"subject control char", "subject", `"a\nb"`, "data.subject", ErrInvalidArgument},
+		{"type missing", "type", "", "data.type", ErrInvalidArgument},
+		{"type upper", "type", `"Massage"`, "data.type", ErrInvalidArgument},
+		{"type too long", "type", `"` + strings.Repeat("a", 33) + `"`, "data.type", ErrInvalidArgument},
+		{"custom array", "custom", `[1,2]`, "data.custom", ErrInvalidArgument},
+		{"custom too big", "custom", `{"k":"` + strings.Repeat("x", 4100) + `"}`, "data.custom", ErrInvalidArgument},
 		{"custom null ok", "custom", `null`, "", ""},
-		{"other string", "other", `"x"`, "data.other", CodeInvalidArgument},
-		{"pid bad", "pid", `"a b"`, "data.pid", CodeInvalidArgument},
-		{"pid number", "pid", `7`, "data.pid", CodeInvalidArgument},
-		{"expire too short", "expire_seconds", `59`, "data.expire_seconds", CodeInvalidArgument},
-		{"expire too long", "expire_seconds", `7201`, "data.expire_seconds", CodeInvalidArgument},
-		{"expire float", "expire_seconds", `60.5`, "data.expire_seconds", CodeInvalidArgument},
-		{"expire string", "expire_seconds", `"300"`, "data.expire_seconds", CodeInvalidArgument},
+		{"other string", "other", `"x"`, "data.other", ErrInvalidArgument},
+		{"pid bad", "pid", `"a b"`, "data.pid", ErrInvalidArgument},
+		{"pid number", "pid", `7`, "data.pid", ErrInvalidArgument},
+		{"expire too short", "expire_seconds", `59`, "data.expire_seconds", ErrInvalidArgument},
+		{"expire too long", "expire_seconds", `7201`, "data.expire_seconds", ErrInvalidArgument},
+		{"expire float", "expire_seconds", `60.5`, "data.expire_seconds", ErrInvalidArgument},
+		{"expire string", "expire_seconds", `"300"`, "data.expire_seconds", ErrInvalidArgument},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -116,12 +118,12 @@ func TestParseOrderRequestRejects(t *testing.T) {
 				}
 				return
 			}
-			var fe *FieldError
+			var fe *Error
 			if !errors.As(err, &fe) {
-				t.Fatalf("want *FieldError, got %v", err)
+				t.Fatalf("want *Error, got %v", err)
 			}
-			if fe.Field != tt.wantField || fe.Code != tt.wantCode {
-				t.Errorf("got field %q code %q (%v), want %q %q", fe.Field, fe.Code, err, tt.wantField, tt.wantCode)
+			if fe.Field != tt.wantField || fe.Name != tt.wantCode {
+				t.Errorf("got field %q code %q (%v), want %q %q", fe.Field, fe.Name, err, tt.wantField, tt.wantCode)
 			}
 		})
 	}
@@ -129,7 +131,7 @@ func TestParseOrderRequestRejects(t *testing.T) {
 
 func TestParseOrderRequestNotAnObject(t *testing.T) {
 	for _, in := range []string{``, `null`, `[]`, `"x"`, `{`, `{"total_fee":1000`} {
-		var fe *FieldError
+		var fe *Error
 		if _, err := ParseOrderRequest([]byte(in), testLimits); !errors.As(err, &fe) || fe.Field != "data" {
 			t.Errorf("%q: got %v, want a data error", in, err)
 		}
@@ -145,14 +147,14 @@ func FuzzParseOrderRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		o, err := ParseOrderRequest(data, testLimits)
 		if err != nil {
-			var fe *FieldError
+			var fe *Error
 			if !errors.As(err, &fe) || !strings.HasPrefix(fe.Field, "data") {
-				t.Fatalf("error %v is not a *FieldError naming a data field", err)
+				t.Fatalf("error %v is not a *Error naming a data field", err)
 			}
 			return
 		}
 		// Whatever is accepted must satisfy every rule both providers enforce.
-		if !ValidOutTradeNo(o.OutTradeNo) || o.TotalFee < 1 || o.TotalFee > testLimits.MaxFee {
+		if !payment.ValidOutTradeNo(o.OutTradeNo) || o.TotalFee < 1 || o.TotalFee > testLimits.MaxFee {
 			t.Fatalf("accepted invalid order %+v", o)
 		}
 		if o.Expire < MinExpire || o.Expire > MaxExpire || o.Subject == "" || o.PID == "" {

@@ -1,4 +1,4 @@
-package device
+package contract
 
 import (
 	"crypto/hmac"

@@ -1,4 +1,10 @@
-package device
+// Package contract is kioskpay's MQTT contract (docs/contract.md §3) as Go:
+// topics and actions, error names, request decoders with their validation,
+// reply, result, event and status types, and request and result
+// signatures. It knows nothing of the engine, the store or the broker
+// client, so a controller, kioskctl or notifyrelay can speak the contract
+// without linking the daemon.
+package contract
 
 import (
 	"bytes"
@@ -83,8 +89,11 @@ const MaxPayload = 16 << 10
 const MaxRequestID = 128
 
 // ErrorName is the stable machine-readable name of a refusal ("error" in a
-// reply).
+// reply). It is an error itself, so errors.Is(err, ErrBadJSON) holds for
+// any *Error of that name.
 type ErrorName string
+
+func (n ErrorName) Error() string { return string(n) }
 
 // The error names of the contract (docs/contract.md §3.4).
 const (
@@ -142,6 +151,9 @@ func (e *Error) Error() string {
 	}
 	return fmt.Sprintf("%s: %s", e.Name, e.Msg)
 }
+
+// Unwrap returns the error's name, for errors.Is.
+func (e *Error) Unwrap() error { return e.Name }
 
 // Errorf builds an *Error with a formatted message.
 func Errorf(name ErrorName, format string, args ...any) *Error {
@@ -203,7 +215,7 @@ type CreateRequest struct {
 	RequestID string
 	// Provider is "wxpay", "alipay", "any", or "" for the configured default.
 	Provider string
-	Order    payment.OrderRequest
+	Order    OrderRequest
 	Signed
 }
 
@@ -282,13 +294,13 @@ type object struct {
 	id  string
 }
 
-// salvageRequestID reads request_id from a payload refused for its size or
+// SalvageRequestID reads request_id from a payload refused for its size or
 // encoding, so that the controller can still match the refusal to its
 // request. It streams the top-level keys and stops at the first one it cannot
 // read, because an oversized payload arrives cut short (Engine.Accept keeps
 // only MaxPayload+1 bytes): an id sent before the cut is still found. It
 // returns "" when there is no well-formed id to echo.
-func salvageRequestID(payload []byte) string {
+func SalvageRequestID(payload []byte) string {
 	d := json.NewDecoder(bytes.NewReader(payload))
 	if t, err := d.Token(); err != nil || t != json.Delim('{') {
 		return ""
@@ -320,10 +332,10 @@ func salvageRequestID(payload []byte) string {
 // valid even with an error whenever it could be read.
 func parseObject(payload []byte) (object, error) {
 	if len(payload) > MaxPayload {
-		return object{id: salvageRequestID(payload)}, Errorf(ErrPayloadTooLarge, "payload is %d bytes, the limit is %d", len(payload), MaxPayload)
+		return object{id: SalvageRequestID(payload)}, Errorf(ErrPayloadTooLarge, "payload is %d bytes, the limit is %d", len(payload), MaxPayload)
 	}
 	if !utf8.Valid(payload) {
-		return object{id: salvageRequestID(payload)}, Errorf(ErrBadJSON, "payload is not valid UTF-8")
+		return object{id: SalvageRequestID(payload)}, Errorf(ErrBadJSON, "payload is not valid UTF-8")
 	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(payload, &raw); err != nil {
@@ -442,10 +454,10 @@ func (o object) signed() (Signed, error) {
 }
 
 // DecodeCreate decodes a P/pay/create payload. The data object is validated
-// with payment.ParseOrderRequest against lim (field paths "data.…"). The
+// with ParseOrderRequest against lim (field paths "data.…"). The
 // returned request carries RequestID even when err is non-nil, whenever it
 // could be read.
-func DecodeCreate(payload []byte, lim payment.Limits) (CreateRequest, error) {
+func DecodeCreate(payload []byte, lim Limits) (CreateRequest, error) {
 	o, err := parseObject(payload)
 	r := CreateRequest{RequestID: o.id}
 	if err != nil {
@@ -474,7 +486,7 @@ func DecodeCreate(payload []byte, lim payment.Limits) (CreateRequest, error) {
 	if !ok || isNull(data) {
 		return r, fieldErr("data", "is required")
 	}
-	if r.Order, err = payment.ParseOrderRequest(data, lim); err != nil {
+	if r.Order, err = ParseOrderRequest(data, lim); err != nil {
 		return r, AsError(err)
 	}
 	if r.Signed, err = o.signed(); err != nil {
@@ -864,17 +876,33 @@ type Event struct {
 // Status is the retained P/status message.
 type Status struct {
 	Online      bool   `json:"online"`
-	Version     string `json:"version,omitempty"`
+	Version     string `json:"version"`
 	Pending     int    `json:"pending"`
 	ClockSynced bool   `json:"clock_synced"`
-	StartedAt   string `json:"started_at,omitempty"`
+	StartedAt   string `json:"started_at"` // RFC 3339
 	// Flags name device conditions that need attention (StatusStorageFull,
 	// …); absent when there are none.
 	Flags []string `json:"flags,omitempty"`
 }
 
-// OfflineStatus is the Last Will payload.
+// OfflineStatus is the retained status while the daemon is away: the Last
+// Will, and what a clean shutdown publishes.
 func OfflineStatus() []byte { return []byte(`{"online":false}`) }
+
+// Inbound is one received message (Topic is a suffix under P).
+type Inbound struct {
+	Topic   string
+	Payload []byte
+}
+
+// Outgoing is one message to publish (Topic is a suffix under P); ID is its
+// outbox entry, confirmed once the broker acknowledged it.
+type Outgoing struct {
+	ID      uint64
+	Topic   string
+	Payload []byte
+	Retain  bool
+}
 
 // FormatTime renders a time for the wire (RFC 3339, seconds, local offset
 // preserved); the zero time is "".

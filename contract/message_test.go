@@ -1,15 +1,11 @@
-package device
+package contract
 
 import (
 	"encoding/json"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/kioskpay/kioskpay/payment"
 )
-
-var testLimits = payment.Limits{MaxFee: 100000, DefaultExpire: 5 * time.Minute}
 
 const validCreate = `{"request_id":"r-42","provider":"wxpay","needQRcode":true,
  "data":{"out_trade_no":"chair001_0001","total_fee":1000,"subject":"按摩 15 分钟",
