@@ -145,8 +145,6 @@ type Clock struct {
 
 // Values of the enumerated keys.
 const (
-	ProviderAny = "any"
-
 	OnNoAckRefund = "refund"
 	OnNoAckHold   = "hold"
 
@@ -203,7 +201,7 @@ func Default() *Config {
 			TopicPrefix: "kiosk",
 		},
 		Payment: Payment{
-			Provider: ProviderAny,
+			Provider: contract.ProviderAny,
 			Expire:   Duration{5 * time.Minute},
 			MaxFee:   100000,
 			Poll:     Duration{2 * time.Second},
@@ -404,7 +402,7 @@ func (c *Config) Validate() error {
 
 	// [payment]
 	switch c.Payment.Provider {
-	case string(payment.WxPay), string(payment.Alipay), ProviderAny:
+	case string(payment.WxPay), string(payment.Alipay), contract.ProviderAny:
 	default:
 		bad("payment.provider", "must be wxpay, alipay or any, got %q", c.Payment.Provider)
 	}
@@ -440,7 +438,7 @@ func (c *Config) Validate() error {
 			bad(base, "configures no provider; add a wxpay or alipay table")
 		}
 		need := func(name payment.ProviderName, present bool) {
-			if !present && (c.Payment.Provider == string(name) || c.Payment.Provider == ProviderAny) {
+			if !present && (c.Payment.Provider == string(name) || c.Payment.Provider == contract.ProviderAny) {
 				bad(base+"."+string(name), "is required because payment.provider is %q", c.Payment.Provider)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"log/slog"
 	"time"
 
@@ -132,17 +133,7 @@ func (c *Config) alipayProvider(pid string, a *AlipayMerchant, logger *slog.Logg
 // <payment.notify_url>/notify/<device_id>/<provider>, the notifyrelay's
 // path; "" when notifications are off.
 func (c *Config) NotifyURL(p payment.ProviderName) string {
-	if c.Payment.NotifyURL == "" {
-		return ""
-	}
-	return trimSlash(c.Payment.NotifyURL) + "/notify/" + c.DeviceID + "/" + string(p)
-}
-
-func trimSlash(s string) string {
-	for len(s) > 0 && s[len(s)-1] == '/' {
-		s = s[:len(s)-1]
-	}
-	return s
+	return contract.NotifyURL(c.Payment.NotifyURL, c.DeviceID, p)
 }
 
 // CheckPrivateKeyPEM checks that s is a PEM private key: PKCS#8, or, when

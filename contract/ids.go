@@ -1,6 +1,11 @@
 package contract
 
-import "regexp"
+import (
+	"regexp"
+	"strings"
+
+	"github.com/kioskpay/kioskpay/payment"
+)
 
 var (
 	deviceIDRE  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -17,3 +22,14 @@ func ValidPID(s string) bool { return pidRE.MatchString(s) }
 
 // ValidOrderType reports whether s can be an order type ("type").
 func ValidOrderType(s string) bool { return orderTypeRE.MatchString(s) }
+
+// NotifyURL is the notify_url an order at provider p carries:
+// <base>/notify/<device_id>/<provider>, the path notifyrelay serves (relay's
+// "POST /notify/{device}/{provider}"); "" when base is "" (notifications
+// off, the daemon polls).
+func NotifyURL(base, deviceID string, p payment.ProviderName) string {
+	if base == "" {
+		return ""
+	}
+	return strings.TrimRight(base, "/") + "/notify/" + deviceID + "/" + string(p)
+}

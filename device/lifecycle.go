@@ -1081,8 +1081,5 @@ func (w *writer) finishRefunding() error {
 }
 
 func (e *Engine) notifyURL(p payment.ProviderName) string {
-	if e.cfg.NotifyURL == "" {
-		return ""
-	}
-	return e.cfg.NotifyURL + "/notify/" + e.cfg.DeviceID + "/" + string(p)
+	return contract.NotifyURL(e.cfg.NotifyURL, e.cfg.DeviceID, p)
 }

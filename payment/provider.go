@@ -303,3 +303,9 @@ func IsRejected(err error, code string) bool {
 	}
 	return code == "" || r.Code == code
 }
+
+// Beijing is both providers' time zone: every timestamp on either wire is
+// UTC+8 (WeChat's RFC 3339 times end in +08:00, e.g. time_expire; Alipay's
+// have no zone and are Beijing time). A fixed zone needs no tzdata on the
+// device.
+var Beijing = time.FixedZone("CST", 8*3600)

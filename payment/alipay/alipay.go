@@ -54,10 +54,9 @@ const (
 	maxNotifyBodyBytes = 64 << 10
 )
 
-// beijing is Alipay's clock. A fixed zone needs no tzdata on the device;
-// without it the SDK stamps requests in time.Local (UTC on most kiosks),
-// eight hours off, and the gateway refuses them.
-var beijing = time.FixedZone("CST", 8*3600)
+// Alipay's clock is payment.Beijing: without it the SDK stamps requests
+// in time.Local (UTC on most kiosks), eight hours off, and the gateway
+// refuses them.
 
 // reservedOther are request keys that Order.Other may not set: what the
 // daemon sets itself, the amount-shaping fields, and the gateway's public
@@ -107,7 +106,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	c, err := sdk.New(cfg.AppID, cfg.PrivateKeyPEM, true,
 		sdk.WithProductionGateway(cfg.Gateway), // "" keeps the production gateway
-		sdk.WithTimeLocation(beijing),
+		sdk.WithTimeLocation(payment.Beijing),
 		sdk.WithHTTPClient(&http.Client{Timeout: cfg.Timeout}))
 	if err != nil {
 		// The SDK's message does not contain key material.
@@ -181,7 +180,7 @@ func (c *Client) Create(ctx context.Context, o payment.Order) (payment.Created, 
 	}}
 	if !o.ExpireAt.IsZero() {
 		// Absolute, unlike timeout_express which only starts at the scan.
-		p.TimeExpire = o.ExpireAt.In(beijing).Format(timeLayout)
+		p.TimeExpire = o.ExpireAt.In(payment.Beijing).Format(timeLayout)
 	}
 	std, err := json.Marshal(p)
 	if err != nil {
@@ -270,7 +269,7 @@ func (c *Client) Query(ctx context.Context, outTradeNo string) (payment.Status, 
 		}
 		st.Amount = amt
 		if rsp.SendPayDate != "" {
-			if t, err := time.ParseInLocation(timeLayout, rsp.SendPayDate, beijing); err == nil {
+			if t, err := time.ParseInLocation(timeLayout, rsp.SendPayDate, payment.Beijing); err == nil {
 				st.PaidAt = t
 			} else {
 				c.log.Warn("alipay send_pay_date unparsable", "order", outTradeNo, "send_pay_date", rsp.SendPayDate)

@@ -79,7 +79,7 @@ func TestCreateWireFormat(t *testing.T) {
 	if got := f.Get("notify_url"); got != o.NotifyURL {
 		t.Errorf("notify_url %q, want %q", got, o.NotifyURL)
 	}
-	ts, err := time.ParseInLocation(timeLayout, f.Get("timestamp"), beijing)
+	ts, err := time.ParseInLocation(timeLayout, f.Get("timestamp"), payment.Beijing)
 	if err != nil || time.Since(ts).Abs() > time.Minute {
 		t.Errorf("timestamp %q: want Beijing time now (%v)", f.Get("timestamp"), err)
 	}

@@ -307,7 +307,7 @@ func TestGatewayRejectsMisconfiguredClients(t *testing.T) {
 		return &Client{sdk: c, appID: appID, log: slog.New(slog.DiscardHandler)}
 	}
 	// Signed with a key Alipay does not know for this app: a signed refusal.
-	if _, err := mk(testKeys.AlipayAppID, other, beijing).Query(ctx, "T1"); !payment.IsRejected(err, "isv.invalid-signature") {
+	if _, err := mk(testKeys.AlipayAppID, other, payment.Beijing).Query(ctx, "T1"); !payment.IsRejected(err, "isv.invalid-signature") {
 		t.Fatalf("wrong app key: %v, want rejected isv.invalid-signature", err)
 	}
 	// A kiosk on UTC without WithTimeLocation stamps requests 8h off.
@@ -316,7 +316,7 @@ func TestGatewayRejectsMisconfiguredClients(t *testing.T) {
 	}
 	// An unknown app gets an unsigned answer, which the SDK turns into an
 	// error: unknown outcome, but the message says why.
-	_, err = mk("2021000000009999", testKeys.AlipayApp, beijing).Query(ctx, "T1")
+	_, err = mk("2021000000009999", testKeys.AlipayApp, payment.Beijing).Query(ctx, "T1")
 	if !payment.IsUnknown(err) || !strings.Contains(err.Error(), "40002") {
 		t.Fatalf("unknown app id: %v, want unknown outcome mentioning 40002", err)
 	}
@@ -392,7 +392,7 @@ func TestQueryOutcomes(t *testing.T) {
 		unknown bool
 	}{
 		{"finished", q(`,"trade_no":"N1","trade_status":"TRADE_FINISHED","total_amount":"2.00","receipt_amount":"2.00","send_pay_date":"2026-03-04 05:06:07"`),
-			payment.Status{State: payment.StatePaid, Scanned: true, Amount: payment.Amounts{Total: 200, PayerTotal: 0, Receipt: 200}, TransactionID: "N1", PaidAt: time.Date(2026, 3, 4, 5, 6, 7, 0, beijing)}, false},
+			payment.Status{State: payment.StatePaid, Scanned: true, Amount: payment.Amounts{Total: 200, PayerTotal: 0, Receipt: 200}, TransactionID: "N1", PaidAt: time.Date(2026, 3, 4, 5, 6, 7, 0, payment.Beijing)}, false},
 		{"merchant discount: receipt below total", q(`,"trade_no":"N1","trade_status":"TRADE_SUCCESS","total_amount":"2.00","receipt_amount":"1.50","buyer_pay_amount":"1.50"`),
 			payment.Status{State: payment.StatePaid, Scanned: true, Amount: payment.Amounts{Total: 200, PayerTotal: 150, Receipt: 150, Discount: 50}, TransactionID: "N1"}, false},
 		{"no receipt_amount: total", q(`,"trade_no":"N1","trade_status":"TRADE_SUCCESS","total_amount":"2.00"`),

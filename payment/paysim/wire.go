@@ -4,14 +4,9 @@ import (
 	"crypto/rand"
 	"math/big"
 	"net"
-	"time"
 )
 
 // What both providers' wires have in common.
-
-// Beijing is both providers' time zone: every timestamp on either wire is
-// UTC+8 (WeChat's RFC 3339 times end in +08:00, Alipay's have no zone).
-var Beijing = time.FixedZone("CST", 8*3600)
 
 // Alphanumeric is the alphabet of the providers' random tokens (nonces,
 // WeChat code_url suffixes) and of the APIv3 key.

@@ -46,7 +46,7 @@ func (c *Client) Create(ctx context.Context, o payment.Order) (payment.Created, 
 	if !o.ExpireAt.IsZero() {
 		// The SDK formats the time in its own location; WeChat documents
 		// +08:00, so never send UTC "Z".
-		t := o.ExpireAt.In(beijing)
+		t := o.ExpireAt.In(payment.Beijing)
 		req.TimeExpire = &t
 	}
 

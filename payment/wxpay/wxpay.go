@@ -59,9 +59,6 @@ type Client struct {
 
 var _ payment.Provider = (*Client)(nil)
 
-// beijing is the zone WeChat documents for time_expire (+08:00).
-var beijing = time.FixedZone("CST", 8*3600)
-
 // New checks cfg and builds the SDK client. It does no network I/O.
 func New(cfg Config) (*Client, error) {
 	for _, f := range []struct{ name, v string }{

@@ -440,7 +440,7 @@ func (a *Sim) handle(form url.Values) aliReply {
 		}},
 		{"sign", "isv.missing-signature", "缺少签名参数", nil},
 		{"timestamp", "isv.missing-timestamp", "缺少时间戳参数", func(v string) (string, string) {
-			t, err := time.ParseInLocation(aliTimeLayout, v, paysim.Beijing)
+			t, err := time.ParseInLocation(aliTimeLayout, v, payment.Beijing)
 			if err != nil {
 				return "isv.invalid-timestamp", "非法的时间戳参数"
 			}
@@ -627,7 +627,7 @@ func aliCheckNotifyURL(s string) error {
 	return errors.New("notify_url必须是https地址")
 }
 
-func aliFmt(t time.Time) string { return t.In(paysim.Beijing).Format(aliTimeLayout) }
+func aliFmt(t time.Time) string { return t.In(payment.Beijing).Format(aliTimeLayout) }
 
 // advance applies time to o: unscanned QR codes expire, waiting trades
 // close at their deadline (sending TRADE_CLOSED), paid trades finish when
@@ -742,7 +742,7 @@ func (a *Sim) precreate(r aliRequest) []aliField {
 	now := a.s.Now()
 	var expire time.Time
 	if timeExpire != "" {
-		t, err := time.ParseInLocation(aliTimeLayout, timeExpire, paysim.Beijing)
+		t, err := time.ParseInLocation(aliTimeLayout, timeExpire, payment.Beijing)
 		if err != nil {
 			return invalid("time_expire格式必须为yyyy-MM-dd HH:mm:ss")
 		}
@@ -1057,14 +1057,14 @@ func (a *Sim) scanLocked(o *aliOrder) error {
 	}
 	o.state = aliWaiting
 	o.scannedAt = now
-	o.tradeNo = now.In(paysim.Beijing).Format("20060102") + "22001" + paysim.RandomDigits(15)
+	o.tradeNo = now.In(payment.Beijing).Format("20060102") + "22001" + paysim.RandomDigits(15)
 	o.buyerID = "2088" + paysim.RandomDigits(12)
 	o.buyerLogonID = "159****" + paysim.RandomDigits(4)
 	o.expireAt = o.timeExpire
 	if o.timeoutExpress != "" && o.timeExpire.IsZero() {
 		if o.timeoutExpress == "1c" {
-			y, m, d := now.In(paysim.Beijing).Date()
-			o.expireAt = time.Date(y, m, d+1, 0, 0, 0, 0, paysim.Beijing)
+			y, m, d := now.In(payment.Beijing).Date()
+			o.expireAt = time.Date(y, m, d+1, 0, 0, 0, 0, payment.Beijing)
 		} else {
 			d, _ := aliParseTimeoutExpress(o.timeoutExpress)
 			o.expireAt = now.Add(d)
@@ -1120,7 +1120,7 @@ func (a *Sim) Pay(outTradeNo string, p paysim.Payment) error {
 }
 
 // now8 is t's date as Alipay puts it at the start of its ids.
-func now8(t time.Time) string { return t.In(paysim.Beijing).Format("20060102") }
+func now8(t time.Time) string { return t.In(payment.Beijing).Format("20060102") }
 
 // RefundComplete: Alipay refunds of a paid trade settle synchronously, so
 // there is nothing to complete; it only confirms the refund exists.

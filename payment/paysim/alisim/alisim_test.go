@@ -103,7 +103,7 @@ func (e *aliEnv) form(method string, biz any, pre, post func(url.Values)) url.Va
 	v.Set("format", "JSON")
 	v.Set("charset", "utf-8")
 	v.Set("sign_type", "RSA2")
-	v.Set("timestamp", time.Now().In(paysim.Beijing).Format(aliTimeLayout))
+	v.Set("timestamp", time.Now().In(payment.Beijing).Format(aliTimeLayout))
 	v.Set("version", "1.0")
 	if biz != nil {
 		b, _ := json.Marshal(biz)
@@ -246,8 +246,8 @@ func TestAlipayGatewayRejectsBadRequests(t *testing.T) {
 		{"missing sign", e.form(q, biz, nil, func(f url.Values) { f.Del("sign") }), "", "40001", "isv.missing-signature", true},
 		{"unknown app id", e.form(q, biz, set("app_id", "2021000000009999"), nil), "", "40002", "isv.invalid-app-id", false},
 		{"missing app id", e.form(q, biz, func(f url.Values) { f.Del("app_id") }, nil), "", "40001", "isv.missing-app-id", false},
-		{"stale timestamp", e.form(q, biz, set("timestamp", time.Now().Add(-16*time.Minute).In(paysim.Beijing).Format(aliTimeLayout)), nil), "", "40002", "isv.invalid-timestamp", true},
-		{"future timestamp", e.form(q, biz, set("timestamp", time.Now().Add(16*time.Minute).In(paysim.Beijing).Format(aliTimeLayout)), nil), "", "40002", "isv.invalid-timestamp", true},
+		{"stale timestamp", e.form(q, biz, set("timestamp", time.Now().Add(-16*time.Minute).In(payment.Beijing).Format(aliTimeLayout)), nil), "", "40002", "isv.invalid-timestamp", true},
+		{"future timestamp", e.form(q, biz, set("timestamp", time.Now().Add(16*time.Minute).In(payment.Beijing).Format(aliTimeLayout)), nil), "", "40002", "isv.invalid-timestamp", true},
 		{"UTC timestamp (no WithTimeLocation)", e.form(q, biz, set("timestamp", time.Now().UTC().Format(aliTimeLayout)), nil), "", "40002", "isv.invalid-timestamp", true},
 		{"RFC3339 timestamp", e.form(q, biz, set("timestamp", time.Now().Format(time.RFC3339)), nil), "", "40002", "isv.invalid-timestamp", true},
 		{"missing timestamp", e.form(q, biz, func(f url.Values) { f.Del("timestamp") }, nil), "", "40001", "isv.missing-timestamp", true},
@@ -295,7 +295,7 @@ func TestAlipayPrecreateFieldRules(t *testing.T) {
 		}
 		return b
 	}
-	future := time.Now().Add(10 * time.Minute).In(paysim.Beijing).Format(aliTimeLayout)
+	future := time.Now().Add(10 * time.Minute).In(payment.Beijing).Format(aliTimeLayout)
 	for _, tc := range []struct {
 		name string
 		biz  map[string]any
@@ -325,7 +325,7 @@ func TestAlipayPrecreateFieldRules(t *testing.T) {
 		{"body 129", with("body", strings.Repeat("b", 129)), nil, "ACQ.INVALID_PARAMETER"},
 		{"time_expire ok", with("time_expire", future), nil, "10000"},
 		{"time_expire RFC3339", with("time_expire", time.Now().Add(time.Hour).Format(time.RFC3339)), nil, "ACQ.INVALID_PARAMETER"},
-		{"time_expire past", with("time_expire", time.Now().Add(-time.Minute).In(paysim.Beijing).Format(aliTimeLayout)), nil, "ACQ.INVALID_PARAMETER"},
+		{"time_expire past", with("time_expire", time.Now().Add(-time.Minute).In(payment.Beijing).Format(aliTimeLayout)), nil, "ACQ.INVALID_PARAMETER"},
 		{"timeout_express 90m", with("timeout_express", "90m"), nil, "10000"},
 		{"timeout_express 1c", with("timeout_express", "1c"), nil, "10000"},
 		{"timeout_express 1.5h", with("timeout_express", "1.5h"), nil, "ACQ.INVALID_PARAMETER"},
@@ -481,7 +481,7 @@ func TestAlipayCancelBurnsNumbers(t *testing.T) {
 func TestAlipayExpiry(t *testing.T) {
 	e := newAliEnv(t)
 	rc := newAliNotifySink(t, e.k, 1)
-	expire := time.Now().Add(10 * time.Minute).In(paysim.Beijing).Format(aliTimeLayout)
+	expire := time.Now().Add(10 * time.Minute).In(payment.Beijing).Format(aliTimeLayout)
 	notify := func(f url.Values) { f.Set("notify_url", rc.srv.URL) }
 
 	// Unscanned past time_expire: the QR is dead, the number closed.

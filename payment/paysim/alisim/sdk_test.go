@@ -7,6 +7,7 @@ package alisim
 import (
 	"context"
 	"encoding/json"
+	"github.com/kioskpay/kioskpay/payment"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -28,7 +29,7 @@ func aliSDK(t *testing.T, k *paysim.Keys, srv *httptest.Server) *alipay.Client {
 	t.Helper()
 	c, err := alipay.New(k.AlipayAppID, paysim.PrivatePEM(k.AlipayApp), true,
 		alipay.WithProductionGateway(srv.URL+"/gateway.do"),
-		alipay.WithTimeLocation(paysim.Beijing),
+		alipay.WithTimeLocation(payment.Beijing),
 		alipay.WithHTTPClient(&http.Client{Timeout: 5 * time.Second}))
 	if err != nil {
 		t.Fatal(err)

@@ -689,7 +689,7 @@ func (o *wxOrder) transaction() map[string]any {
 		t["transaction_id"] = o.transactionID
 		t["trade_type"] = wxTradeType
 		t["bank_type"] = "OTHERS"
-		t["success_time"] = o.successTime.In(paysim.Beijing).Format(time.RFC3339)
+		t["success_time"] = o.successTime.In(payment.Beijing).Format(time.RFC3339)
 		t["payer"] = map[string]any{"openid": o.openid}
 		t["amount"] = map[string]any{"total": o.terms.Amount, "payer_total": o.terms.Paid(), "currency": "CNY", "payer_currency": "CNY"}
 		if o.terms.Discount > 0 {
@@ -883,7 +883,7 @@ func (r *wxRefundRec) render() map[string]any {
 		"out_trade_no":          o.outTradeNo,
 		"channel":               "ORIGINAL",
 		"user_received_account": "支付用户零钱",
-		"create_time":           r.createdAt.In(paysim.Beijing).Format(time.RFC3339),
+		"create_time":           r.createdAt.In(payment.Beijing).Format(time.RFC3339),
 		"status":                r.status,
 		"funds_account":         "AVAILABLE",
 		"amount": map[string]any{
@@ -902,7 +902,7 @@ func (r *wxRefundRec) render() map[string]any {
 		}}
 	}
 	if r.status == wxRefundSuccess {
-		out["success_time"] = r.successAt.In(paysim.Beijing).Format(time.RFC3339)
+		out["success_time"] = r.successAt.In(payment.Beijing).Format(time.RFC3339)
 	}
 	return out
 }
@@ -917,7 +917,7 @@ func (r *wxRefundRec) notifyResource() []byte {
 		"amount":                map[string]any{"total": o.terms.Amount, "refund": r.amount, "payer_total": o.terms.Paid(), "payer_refund": r.amount - r.discountRefund},
 	}
 	if r.status == wxRefundSuccess {
-		m["success_time"] = r.successAt.In(paysim.Beijing).Format(time.RFC3339)
+		m["success_time"] = r.successAt.In(payment.Beijing).Format(time.RFC3339)
 	}
 	b, _ := json.Marshal(m)
 	return b
@@ -1054,11 +1054,11 @@ func (a *Sim) notificationBody(eventType, summary, originalType string, plaintex
 	ct := gcm.Seal(nil, []byte(nonce), plaintext, []byte(originalType))
 	a.mu.Lock()
 	a.sequence++
-	id := fmt.Sprintf("EV-%s%06d", time.Now().In(paysim.Beijing).Format("20060102150405"), a.sequence)
+	id := fmt.Sprintf("EV-%s%06d", time.Now().In(payment.Beijing).Format("20060102150405"), a.sequence)
 	a.mu.Unlock()
 	return json.Marshal(map[string]any{
 		"id":            id,
-		"create_time":   time.Now().In(paysim.Beijing).Format(time.RFC3339),
+		"create_time":   time.Now().In(payment.Beijing).Format(time.RFC3339),
 		"resource_type": "encrypt-resource",
 		"event_type":    eventType,
 		"summary":       summary,

@@ -157,7 +157,7 @@ func wxVerify(k *paysim.Keys, h http.Header, body []byte) error {
 }
 
 func wxPrepayBody(k *paysim.Keys, outTradeNo string, notifyURL string) string {
-	return wxPrepayBodyAt(k, outTradeNo, notifyURL, time.Now().Add(10*time.Minute).In(paysim.Beijing).Format(time.RFC3339))
+	return wxPrepayBodyAt(k, outTradeNo, notifyURL, time.Now().Add(10*time.Minute).In(payment.Beijing).Format(time.RFC3339))
 }
 
 func wxPrepayBodyAt(k *paysim.Keys, outTradeNo, notifyURL, timeExpire string) string {
@@ -368,7 +368,7 @@ func TestWxStrictTimeExpire(t *testing.T) {
 		return wxPrepayBodyAt(k, no, "https://kiosk.example.com/n", te.Format(time.RFC3339))
 	}
 	at := time.Now().Add(time.Hour)
-	if r := wxDo(t, srv.URL, "POST", "/v3/pay/transactions/native", body("STRICT_1", at.In(paysim.Beijing)), wxGoodAuth(k)); r.status != 200 {
+	if r := wxDo(t, srv.URL, "POST", "/v3/pay/transactions/native", body("STRICT_1", at.In(payment.Beijing)), wxGoodAuth(k)); r.status != 200 {
 		t.Fatalf("+08:00: %d %s", r.status, r.body)
 	}
 	for _, zone := range []*time.Location{time.UTC, time.FixedZone("X", 3600)} {
@@ -402,7 +402,7 @@ func TestWxTimeExpireCloses(t *testing.T) {
 	}
 
 	// time_expire earlier than a minute from now is clamped to a minute.
-	past := wxPrepayBodyAt(k, "EXPIRES_2", "https://kiosk.example.com/n", time.Now().Add(-time.Hour).In(paysim.Beijing).Format(time.RFC3339))
+	past := wxPrepayBodyAt(k, "EXPIRES_2", "https://kiosk.example.com/n", time.Now().Add(-time.Hour).In(payment.Beijing).Format(time.RFC3339))
 	if r := wxDo(t, srv.URL, "POST", "/v3/pay/transactions/native", past, wxGoodAuth(k)); r.status != 200 {
 		t.Fatalf("prepay with past time_expire: %d %s", r.status, r.body)
 	}
