@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/kioskpay/kioskpay/contract"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,38 +48,12 @@ type Reply struct {
 	Received time.Time       `json:"-"`
 }
 
-// Result is a P/pay/result message (docs/contract.md §3).
+// Result is a P/pay/result message as the harness received it.
 type Result struct {
-	OutTradeNo    string `json:"out_trade_no"`
-	Status        string `json:"status"`
-	PayType       string `json:"pay_type"`
-	Provider      string `json:"provider"`
-	TotalFee      int64  `json:"total_fee"`
-	RefundFee     int64  `json:"refund_fee"`
-	TransactionID string `json:"transaction_id"`
-	Reason        string `json:"reason"`
-	Seq           uint64 `json:"seq"`
-	TS            int64  `json:"ts"`
-	Sig           string `json:"sig"`
+	contract.Result
 
 	Device   string    `json:"-"`
 	Received time.Time `json:"-"`
-}
-
-// Status is the retained P/status message.
-type Status struct {
-	Online  bool     `json:"online"`
-	Pending int      `json:"pending"`
-	Flags   []string `json:"flags"`
-}
-
-// Event is a P/pay/event message; device-wide conditions have no
-// out_trade_no.
-type Event struct {
-	OutTradeNo string `json:"out_trade_no"`
-	From       string `json:"from"`
-	To         string `json:"to"`
-	Reason     string `json:"reason"`
 }
 
 // Controller plays the devices' controllers (and kioskctl) on one broker:
@@ -94,7 +69,7 @@ type Controller struct {
 	mu       sync.Mutex
 	waiting  map[string]chan Reply
 	replies  map[string]int // request_id → replies seen
-	status   map[string]Status
+	status   map[string]contract.Status
 	statusCh chan struct{}
 
 	// OnResult is called for every result, in its own goroutine per
@@ -103,8 +78,8 @@ type Controller struct {
 	// OnReply, when set, sees every reply (after matching).
 	OnReply func(device string, r Reply)
 	// OnEvent, when set, sees every event; OnStatus every status.
-	OnEvent  func(device string, ev Event)
-	OnStatus func(device string, s Status)
+	OnEvent  func(device string, ev contract.Event)
+	OnStatus func(device string, s contract.Status)
 }
 
 // NewController returns a controller for devices under topic prefix.
@@ -114,7 +89,7 @@ func NewController(prefix string) *Controller {
 	return &Controller{
 		prefix: prefix, tag: hex.EncodeToString(b),
 		waiting: map[string]chan Reply{}, replies: map[string]int{},
-		status: map[string]Status{}, statusCh: make(chan struct{}),
+		status: map[string]contract.Status{}, statusCh: make(chan struct{}),
 	}
 }
 
@@ -198,7 +173,7 @@ func (c *Controller) handle(_ mqtt.Client, m mqtt.Message) {
 			c.OnResult(r)
 		}
 	case "status":
-		var s Status
+		var s contract.Status
 		if json.Unmarshal(m.Payload(), &s) != nil {
 			return
 		}
@@ -211,7 +186,7 @@ func (c *Controller) handle(_ mqtt.Client, m mqtt.Message) {
 			c.OnStatus(device, s)
 		}
 	case "pay/event":
-		var ev Event
+		var ev contract.Event
 		if json.Unmarshal(m.Payload(), &ev) != nil {
 			return
 		}
@@ -223,7 +198,7 @@ func (c *Controller) handle(_ mqtt.Client, m mqtt.Message) {
 
 // WaitOnline waits until device's retained status says online.
 func (c *Controller) WaitOnline(ctx context.Context, device string) error {
-	if err := c.WaitStatus(ctx, device, func(s Status) bool { return s.Online }); err != nil {
+	if err := c.WaitStatus(ctx, device, func(s contract.Status) bool { return s.Online }); err != nil {
 		return fmt.Errorf("device %s not online: %w", device, ctx.Err())
 	}
 	return nil
@@ -237,7 +212,7 @@ func (c *Controller) Online(device string) bool {
 }
 
 // WaitStatus waits until device's retained status satisfies ok.
-func (c *Controller) WaitStatus(ctx context.Context, device string, ok func(Status) bool) error {
+func (c *Controller) WaitStatus(ctx context.Context, device string, ok func(contract.Status) bool) error {
 	for {
 		c.mu.Lock()
 		s, ch := c.status[device], c.statusCh

@@ -3,6 +3,7 @@ package proof
 import (
 	"context"
 	"encoding/binary"
+	"github.com/kioskpay/kioskpay/contract"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -81,7 +82,7 @@ func TestDamagedStore(t *testing.T) {
 			})
 			var mu sync.Mutex
 			var events []string
-			w.rig.Ctl.OnEvent = func(_ string, ev Event) {
+			w.rig.Ctl.OnEvent = func(_ string, ev contract.Event) {
 				if ev.OutTradeNo == "" {
 					mu.Lock()
 					events = append(events, ev.Reason)
@@ -121,7 +122,7 @@ func TestDamagedStore(t *testing.T) {
 				t.Fatal(err)
 			}
 			on, cancelOn := context.WithTimeout(ctx, 30*time.Second)
-			err = w.rig.Ctl.WaitStatus(on, w.dev, func(s Status) bool { return s.Online && slices.Contains(s.Flags, "store_recovered") })
+			err = w.rig.Ctl.WaitStatus(on, w.dev, func(s contract.Status) bool { return s.Online && slices.Contains(s.Flags, "store_recovered") })
 			cancelOn()
 			if err != nil {
 				t.Fatalf("the daemon did not come back flagged store_recovered: %v (log %s)", err, w.d.Log)
@@ -207,7 +208,7 @@ func TestDamagedStore(t *testing.T) {
 		}
 		on, cancelOn := context.WithTimeout(ctx, 30*time.Second)
 		defer cancelOn()
-		if err := w.rig.Ctl.WaitStatus(on, w.dev, func(s Status) bool { return s.Online && slices.Contains(s.Flags, "store_recovered") }); err != nil {
+		if err := w.rig.Ctl.WaitStatus(on, w.dev, func(s contract.Status) bool { return s.Online && slices.Contains(s.Flags, "store_recovered") }); err != nil {
 			t.Errorf("after the file system became writable again: %v", err)
 		}
 	})

@@ -2,6 +2,7 @@ package proof
 
 import (
 	"context"
+	"github.com/kioskpay/kioskpay/contract"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,14 +59,14 @@ func TestDiskFull(t *testing.T) {
 		replyErr = map[string]string{} // request id → error name
 		replies  = map[string]int{}
 	)
-	w.rig.Ctl.OnStatus = func(dev string, s Status) {
+	w.rig.Ctl.OnStatus = func(dev string, s contract.Status) {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, f := range s.Flags {
 			flags[f] = true
 		}
 	}
-	w.rig.Ctl.OnEvent = func(dev string, ev Event) {
+	w.rig.Ctl.OnEvent = func(dev string, ev contract.Event) {
 		if ev.OutTradeNo == "" {
 			mu.Lock()
 			events = append(events, ev.Reason)
@@ -121,7 +122,7 @@ func TestDiskFull(t *testing.T) {
 	}
 	t.Logf("filled the state directory's file system (%d bytes of filler)", n)
 	full, cancelFull := context.WithTimeout(ctx, 20*time.Second)
-	err = w.rig.Ctl.WaitStatus(full, w.dev, func(s Status) bool { return slices.Contains(s.Flags, "storage_full") })
+	err = w.rig.Ctl.WaitStatus(full, w.dev, func(s contract.Status) bool { return slices.Contains(s.Flags, "storage_full") })
 	cancelFull()
 	if err != nil {
 		t.Fatalf("status never said storage_full: %v (log %s)", err, w.d.Log)
@@ -144,7 +145,7 @@ func TestDiskFull(t *testing.T) {
 	}
 	t.Log("freed the file system")
 	back, cancelBack := context.WithTimeout(ctx, 20*time.Second)
-	err = w.rig.Ctl.WaitStatus(back, w.dev, func(s Status) bool { return s.Online && !slices.Contains(s.Flags, "storage_full") })
+	err = w.rig.Ctl.WaitStatus(back, w.dev, func(s contract.Status) bool { return s.Online && !slices.Contains(s.Flags, "storage_full") })
 	cancelBack()
 	if err != nil {
 		t.Fatalf("the daemon did not recover by itself: %v (log %s)", err, w.d.Log)

@@ -349,7 +349,7 @@ func (w *world) finish(grace time.Duration) {
 		w.report(w.settle(o.OutTradeNo, deadline))
 	}
 	for _, r := range w.ledger.UnknownResults() {
-		w.report([]Violation{{Kind: VUnknownResult, OutTradeNo: r.OutTradeNo, Detail: "status " + r.Status}})
+		w.report([]Violation{{Kind: VUnknownResult, OutTradeNo: r.OutTradeNo, Detail: "status " + string(r.Status)}})
 	}
 	for _, d := range append([]*Daemon{w.d}, w.extra...) {
 		for _, c := range d.Crashes() {

@@ -170,7 +170,7 @@ func (l *Ledger) OnResult(r Result) Decision {
 	if r.Status != "paid" {
 		// Not an unlock: the ack only stops re-publication. ok=false so it
 		// can never be mistaken for a delivery.
-		return Decision{Ack: true, OK: false, Reason: "received " + r.Status}
+		return Decision{Ack: true, OK: false, Reason: "received " + string(r.Status)}
 	}
 	first := !o.PaidSeqs[r.Seq]
 	o.PaidSeqs[r.Seq] = true
@@ -287,7 +287,7 @@ func Check(o Order, legs []paysim.OrderInfo, d DaemonView, replies func(id strin
 			add(VFalsePaid, "paid result seq %d, but the provider holds paid orders totalling %d for an order of %d", r.Seq, paid, o.Total)
 			break
 		}
-		if r.TotalFee != o.Total {
+		if int64(r.TotalFee) != o.Total {
 			add(VResultMalformed, "result seq %d carries total_fee %d, order is %d", r.Seq, r.TotalFee, o.Total)
 			break
 		}

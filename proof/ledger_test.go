@@ -1,6 +1,7 @@
 package proof
 
 import (
+	"github.com/kioskpay/kioskpay/contract"
 	"testing"
 
 	"github.com/kioskpay/kioskpay/payment"
@@ -30,7 +31,7 @@ func TestCheck(t *testing.T) {
 	}
 	paidOnce := func(o *Order) {
 		o.Payments = []Payment{{Provider: "wxpay", Amount: 1000}}
-		o.Results = []Result{{OutTradeNo: otn, Status: "paid", TotalFee: 1000, Seq: 7}}
+		o.Results = []Result{{Result: contract.Result{OutTradeNo: otn, Status: "paid", TotalFee: 1000, Seq: 7}}}
 		o.PaidSeqs[7] = true
 	}
 	delivered := func(o *Order) { paidOnce(o); o.Unlocked[7] = true }
@@ -61,11 +62,11 @@ func TestCheck(t *testing.T) {
 		{"two paid outcomes, one acted on", order(func(o *Order) { delivered(o); o.PaidSeqs[9] = true }),
 			[]paysim.OrderInfo{leg("wxpay", "SUCCESS", 1000, 0)}, DaemonView{true, "delivered"}, oneReply, false, []string{VUnlockedTwice}},
 		{"false paid", order(func(o *Order) {
-			o.Results = []Result{{OutTradeNo: otn, Status: "paid", TotalFee: 1000, Seq: 1}}
+			o.Results = []Result{{Result: contract.Result{OutTradeNo: otn, Status: "paid", TotalFee: 1000, Seq: 1}}}
 		}), []paysim.OrderInfo{leg("wxpay", "NOTPAY", 0, 0)}, DaemonView{}, oneReply, false, []string{VFalsePaid}},
 		{"other provider total paid out", order(func(o *Order) {
 			o.WrongAmount = true
-			o.Results = []Result{{OutTradeNo: otn, Status: "paid", TotalFee: 1000, Seq: 1}}
+			o.Results = []Result{{Result: contract.Result{OutTradeNo: otn, Status: "paid", TotalFee: 1000, Seq: 1}}}
 		}), []paysim.OrderInfo{total(leg("wxpay", "SUCCESS", 999, 0), 999)}, DaemonView{}, oneReply, false, []string{VFalsePaid}},
 		{"other provider total refunded in full", order(func(o *Order) {
 			o.WrongAmount = true
@@ -116,7 +117,7 @@ func TestCheck(t *testing.T) {
 func TestLedgerDedupesPaidResults(t *testing.T) {
 	l := NewLedger()
 	l.Add(&Order{OutTradeNo: "order_000002", Total: 500, Ack: AckOK})
-	r := Result{OutTradeNo: "order_000002", Status: "paid", TotalFee: 500, Seq: 3}
+	r := Result{Result: contract.Result{OutTradeNo: "order_000002", Status: "paid", TotalFee: 500, Seq: 3}}
 	if d := l.OnResult(r); !d.Unlock || !d.OK || !d.Ack {
 		t.Fatalf("first paid result: %+v, want an unlock and ack ok", d)
 	}
@@ -131,7 +132,7 @@ func TestLedgerDedupesPaidResults(t *testing.T) {
 	if len(o.Unlocked) != 2 || len(o.PaidSeqs) != 2 {
 		t.Fatalf("booked %d unlocks, %d paid seqs; want 2 and 2 so Check reports it", len(o.Unlocked), len(o.PaidSeqs))
 	}
-	if d := l.OnResult(Result{OutTradeNo: "nobody_s_order", Status: "paid"}); d.Unlock {
+	if d := l.OnResult(Result{Result: contract.Result{OutTradeNo: "nobody_s_order", Status: "paid"}}); d.Unlock {
 		t.Fatal("unknown order unlocked")
 	}
 	if len(l.UnknownResults()) != 1 {

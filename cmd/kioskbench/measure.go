@@ -464,7 +464,7 @@ func (b *bench) callsUnpaid(ctx context.Context, device string, sim *proof.Sim, 
 			}
 			time.Sleep(3 * time.Second)
 			*out = diffStats(before, sim.Stats())
-			out.Outcome = r.Status
+			out.Outcome = string(r.Status)
 			return nil
 		case <-timeout:
 			return fmt.Errorf("no result for unpaid order %s", otn)
