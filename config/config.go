@@ -26,6 +26,10 @@ import (
 
 	"github.com/kioskpay/kioskpay/device/display"
 	"github.com/kioskpay/kioskpay/device/link"
+	"github.com/kioskpay/kioskpay/device/unlock"
+	unlockexec "github.com/kioskpay/kioskpay/device/unlock/exec"
+	"github.com/kioskpay/kioskpay/device/unlock/gpio"
+	"github.com/kioskpay/kioskpay/device/unlock/serial"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -130,11 +134,23 @@ type Display struct {
 
 // Unlock is the [unlock] table.
 type Unlock struct {
+	// Driver is who starts the machine: "mqtt" (a controller acks
+	// P/pay/result) or a local driver, "gpio", "serial" or "exec", whose
+	// outcome is the ack (package device/unlock). Only the selected
+	// driver's table is validated.
+	Driver                string   `toml:"driver"`
 	AckTimeout            Duration `toml:"ack_timeout"`
 	OnNoAck               string   `toml:"on_no_ack"`
 	ResultKeyFile         string   `toml:"result_key_file"`
 	RequireSignedRequests bool     `toml:"require_signed_requests"`
+
+	GPIO   gpio.Config       `toml:"gpio"`
+	Serial serial.Config     `toml:"serial"`
+	Exec   unlockexec.Config `toml:"exec"`
 }
+
+// Local reports whether a local driver (not MQTT) starts the machine.
+func (u Unlock) Local() bool { return u.Driver != "" && u.Driver != unlock.DriverMQTT }
 
 // Clock is the [clock] table.
 type Clock struct {
@@ -214,8 +230,12 @@ func Default() *Config {
 			Locale:    "zh",
 		},
 		Unlock: Unlock{
+			Driver:     unlock.DriverMQTT,
 			AckTimeout: Duration{30 * time.Second},
 			OnNoAck:    OnNoAckRefund,
+			GPIO:       gpio.DefaultConfig(),
+			Serial:     serial.DefaultConfig(),
+			Exec:       unlockexec.DefaultConfig(),
 		},
 		Clock: Clock{SyncCheck: SyncKernel},
 	}
@@ -536,6 +556,7 @@ func (c *Config) Validate() error {
 	if c.Unlock.RequireSignedRequests && c.Unlock.ResultKeyFile == "" {
 		bad("unlock.require_signed_requests", "needs unlock.result_key_file (requests are checked with that key)")
 	}
+	errs = append(errs, c.validateDriver()...)
 
 	// [clock]
 	switch c.Clock.SyncCheck {
