@@ -133,6 +133,9 @@ func (e *Engine) checkCreate(req *contract.CreateRequest) ([]payment.ProviderNam
 			return nil, &contract.Error{Name: contract.ErrPriceMismatch, Field: "data.total_fee", Msg: fmt.Sprintf("type %q costs %d fen here, request says %d", req.Order.Type, price, req.Order.TotalFee)}
 		}
 	}
+	if err := e.checkUnlockType(&store.Order{OutTradeNo: req.Order.OutTradeNo, Type: req.Order.Type, TotalFee: req.Order.TotalFee, Custom: req.Order.Custom}); err != nil {
+		return nil, err
+	}
 	if req.Order.TotalFee > e.cfg.MaxFee {
 		return nil, &contract.Error{Name: contract.ErrFeeOutOfRange, Field: "data.total_fee", Msg: fmt.Sprintf("data.total_fee must be from 1 to %d fen", e.cfg.MaxFee)}
 	}
@@ -737,6 +740,16 @@ func (e *Engine) handleAck(m store.InboxEntry) {
 	_, err = e.change(req.OutTradeNo, func(w *writer) error {
 		o := w.o
 		msg := "ok"
+		if unlocking(o) && !o.HasFlag(contract.FlagUnlockInterrupted) {
+			// The local driver's outcome is the ack: this one changes
+			// nothing. (An interrupted one waits for exactly this: a
+			// human's ack.)
+			msg = "ignored: the unlock driver decides this order"
+			if err := w.doneInbox(m.ID); err != nil {
+				return err
+			}
+			return w.reply(contract.QueryReply{Reply: contract.OKReply(req.RequestID, contract.ActionAck, msg), OrderSummary: summarize(o)})
+		}
 		o.Acked = true
 		switch {
 		case (o.State == store.Paid || o.State == store.Held) && req.OK:

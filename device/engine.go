@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kioskpay/kioskpay/device/unlock"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"
 )
@@ -79,6 +80,10 @@ type Config struct {
 	// as full and new orders are refused with STORAGE_FULL (default
 	// DefaultMinFree).
 	MinFree uint64
+	// Unlock is the local unlock driver whose outcome is the ack (see
+	// unlocking.go); nil when an MQTT controller acks P/pay/result. The
+	// caller opens it before New and closes it after Run returns.
+	Unlock unlock.Driver
 }
 
 // Observer is told when an order visible on the display changes.
@@ -133,7 +138,10 @@ type Engine struct {
 	// storeRecovered: the store was salvaged from a damaged file and no
 	// operator has cleared the record yet.
 	storeRecovered bool
-	stallAt        time.Time // real time the loop last noticed it had stalled
+	// unlockAttention counts paid orders flagged unlock_interrupted.
+	unlockAttention int
+	ul              *unlocker
+	stallAt         time.Time // real time the loop last noticed it had stalled
 
 	inboxLen   atomic.Int64 // unprocessed inbox messages
 	inboxBytes atomic.Int64 // and their payload bytes
@@ -226,6 +234,7 @@ func New(db *store.DB, cfg Config) (*Engine, error) {
 		unconfirmed: map[uint64]bool{},
 		room:        make(chan struct{}),
 		locks:       keyedMutex{m: map[string]*keyedEntry{}},
+		ul:          newUnlocker(),
 	}
 	e.status = contract.Status{Online: true, Version: cfg.Version, ClockSynced: e.clockSynced()}
 	err := db.View(func(tx *store.Tx) error {
@@ -410,6 +419,13 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.status.StartedAt = contract.FormatTime(e.now())
 	e.mu.Unlock()
 
+	if e.cfg.Unlock != nil {
+		e.work.Add(1)
+		go func() {
+			defer e.work.Done()
+			e.runUnlocks(ctx)
+		}()
+	}
 	if err := e.resume(); err != nil {
 		return err
 	}
@@ -549,7 +565,7 @@ func (e *Engine) refreshStatus(now time.Time) {
 	if check {
 		synced = e.clockSynced()
 	}
-	pending := 0
+	pending, attention := 0, 0
 	_ = e.db.View(func(tx *store.Tx) error {
 		live, err := tx.LiveOrders()
 		for _, o := range live {
@@ -557,11 +573,13 @@ func (e *Engine) refreshStatus(now time.Time) {
 				pending++
 			}
 		}
+		attention = unlockAttention(live)
 		return err
 	})
 	e.mu.Lock()
 	changed := e.status.Pending != pending
 	e.status.Pending = pending
+	e.unlockAttention = attention
 	if flags := e.statusFlagsLocked(); !slices.Equal(flags, e.status.Flags) {
 		e.status.Flags, changed = flags, true
 	}

@@ -169,10 +169,15 @@ func (w *writer) to(next store.State, reason string) error {
 			return w.result(contract.ResultRefunded, reason)
 		}
 	case store.Delivered:
+		if len(o.Unlock) > 0 {
+			// A local driver's paid result is telemetry, published once
+			// and retired on PUBACK: let it go out.
+			return nil
+		}
 		_, err := w.tx.DeleteResults(o.OutTradeNo)
 		return err
 	case store.Refunding:
-		if from == store.Paid || from == store.Held {
+		if (from == store.Paid || from == store.Held) && len(o.Unlock) == 0 {
 			// Stop the unlock signal: the money is going back.
 			_, err := w.tx.DeleteResults(o.OutTradeNo)
 			return err
@@ -260,7 +265,12 @@ func (w *writer) result(status contract.ResultStatus, reason string) error {
 		return err
 	}
 	o.Result, o.ResultSeq = string(status), seq
-	return w.enqueue(contract.TopicResult, store.KindResult, r, true)
+	// Results are re-published until the controller acks them. With a
+	// local unlock driver no controller is expected to ack anything (the
+	// driver's outcome is the ack): results are telemetry, published once
+	// at QoS 1 and retired on PUBACK.
+	untilAck := w.e.cfg.Unlock == nil && len(o.Unlock) == 0
+	return w.enqueue(contract.TopicResult, store.KindResult, r, untilAck)
 }
 
 func (w *writer) doneInbox(id uint64) error {
@@ -456,7 +466,6 @@ func (w *writer) paid(leg *store.Leg, st payment.Status, source string) error {
 			w.addRefund(leg.Provider, 0, contract.FlagAmountMismatch, true, "", "")
 			return w.to(store.Refunding, fmt.Sprintf("%s: order total at %s is %d fen, order is %d fen", contract.FlagAmountMismatch, leg.Provider, st.Amount.Total, o.TotalFee))
 		}
-		o.AckDeadline = w.now.Add(w.e.cfg.AckTimeout)
 		reason := "paid"
 		if o.State == store.Closing {
 			reason = "paid_during_close" // counts as paid in time
@@ -464,6 +473,10 @@ func (w *writer) paid(leg *store.Leg, st payment.Status, source string) error {
 		if source != "" {
 			reason += " (" + source + ")"
 		}
+		if w.e.cfg.Unlock != nil {
+			return w.paidLocal(reason)
+		}
+		o.AckDeadline = w.now.Add(w.e.cfg.AckTimeout)
 		return w.to(store.Paid, reason)
 	case o.Winner == "":
 		// The order already ended unpaid: the money must go back.
@@ -596,6 +609,10 @@ func (e *Engine) step(ctx context.Context, o store.Order) time.Time {
 		t.retryAt = now.Add(t.closeDelay(e.cfg.PollInterval, e.cfg.Retry))
 		return t.retryAt
 	case store.Paid:
+		if len(o.Unlock) > 0 {
+			e.stepUnlocking(o)
+			break
+		}
 		if t.ackDeadline.IsZero() {
 			t.ackDeadline = now.Add(o.AckDeadline.Sub(now))
 		}

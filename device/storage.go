@@ -187,5 +187,8 @@ func (e *Engine) statusFlagsLocked() []string {
 	if e.storeRecovered {
 		f = append(f, contract.StatusStoreRecovered)
 	}
+	if e.unlockAttention > 0 {
+		f = append(f, contract.StatusUnlockInterrupted)
+	}
 	return f
 }

@@ -210,6 +210,11 @@ type Order struct {
 	Attempts int `json:"attempts,omitempty"`
 	// LastError is the last provider error, for operators.
 	LastError string `json:"last_error,omitempty"`
+	// Unlock is the local unlock driver's progress for this order (JSON
+	// of device/unlock.Progress), written with the move to paid and
+	// before every step the driver takes; empty when an MQTT controller
+	// starts the machine. The store keeps it opaque.
+	Unlock json.RawMessage `json:"unlock,omitempty"`
 }
 
 // UnmarshalJSON reads an order record and upgrades one written before the
