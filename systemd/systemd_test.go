@@ -1,5 +1,3 @@
-// Package systemd holds kioskpayd's unit, sysusers and tmpfiles files; its
-// tests check them with systemd's own tools.
 package systemd
 
 import (

@@ -133,6 +133,7 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	checkBroker(ctx, r, cfg, broken)
 	checkProviders(ctx, r, providers)
 	checkDisplay(r, cfg, broken)
+	checkUnlock(r, cfg, broken)
 
 	switch {
 	case len(errs) > 0:

@@ -80,6 +80,8 @@ Usage:
                                           daemon and web display in one process
   kioskpayd doctor -config FILE           check config, keys, clock, broker, providers and display
   kioskpayd recover -config FILE          check the order store, rebuild a damaged one
+  kioskpayd unlock-safe -config FILE      drive the unlock outputs to their safe level
+  kioskpayd unit-dropin -config FILE      print the systemd drop-in the unlock driver needs
   kioskpayd -version                      print the version
 
 Flags:
@@ -99,6 +101,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	if len(args) > 0 && args[0] == "recover" {
 		return runRecover(args[1:], stdout, stderr, logging.New(stderr, slog.LevelInfo))
+	}
+	if len(args) > 0 && args[0] == "unlock-safe" {
+		return runUnlockSafe(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "unit-dropin" {
+		return runUnitDropIn(args[1:], stdout, stderr)
 	}
 	fs := flag.NewFlagSet("kioskpayd", flag.ContinueOnError)
 	configPath := fs.String("config", "", "configuration file")
@@ -155,6 +163,28 @@ type hooks struct {
 func daemon(ctx context.Context, cfg *config.Config, stderr io.Writer, logger *slog.Logger, h *hooks) int {
 	log := logger.With("device_id", cfg.DeviceID)
 	log.Info("starting kioskpayd", "version", Version(), "state_dir", cfg.StateDir, "brokers", strings.Join(cfg.MQTT.Brokers(), ","))
+
+	// The unlock driver first: gpio drives its output to the inactive level
+	// as it opens, so a relay left closed by a killed process opens before
+	// anything else happens. It is closed (outputs safe again) only after
+	// the engine stopped using it.
+	drv, err := openUnlock(cfg.Unlock, logger)
+	if err != nil {
+		log.Error("open unlock driver", "driver", cfg.Unlock.Driver, "err", err)
+		fmt.Fprintf(stderr, "kioskpayd: unlock driver %s: %v\n", cfg.Unlock.Driver, err)
+		return exitFatal
+	}
+	closeUnlock := func() {
+		if drv == nil {
+			return
+		}
+		if err := drv.Close(); err != nil {
+			log.Error("close unlock driver", "err", err)
+		}
+		drv = nil
+	}
+	defer closeUnlock()
+	log.Info("unlock driver", "driver", cfg.Unlock.Driver)
 
 	// Everything that can be wrong with the configuration is checked before
 	// anything is opened, so a bad config never leaves half a daemon behind.
@@ -235,6 +265,7 @@ func daemon(ctx context.Context, cfg *config.Config, stderr io.Writer, logger *s
 		Logger:                logger,
 		Retry:                 retry,
 		StaleAfter:            staleAfter,
+		Unlock:                drv,
 	})
 	if err != nil {
 		log.Error("start engine", "err", err)
@@ -327,6 +358,7 @@ wait:
 		fmt.Fprintf(stderr, "kioskpayd: engine: %v\n", err)
 		code = exitFatal
 	}
+	closeUnlock()
 	stopLink()
 	<-linkDone
 	stopDisplay()
