@@ -25,13 +25,13 @@ import (
 //     published once, for telemetry, and retired on PUBACK;
 //   - one goroutine (runUnlocks) runs the driver for one order at a time,
 //     every Progress committed before the driver's next step;
-//   - delivered → delivered; not delivered → refunding (the money rule:
-//     nothing is kept for a service not given, whatever on_no_ack says);
+//   - delivered → delivered; not delivered → on_no_ack: refunding, or
+//     held for a person;
 //   - start-up: every order still unlocking is resumed from its last
 //     Progress; one whose action may have reached the machine and cannot
-//     be measured (serial, exec) stays paid with contract.FlagUnlockInterrupted, is
-//     neither refunded nor run again, and the status carries
-//     contract.StatusUnlockInterrupted until a human acks or refunds it.
+//     be measured (serial, exec) stays paid with the flag
+//     unlock_interrupted, is neither refunded nor run again, and the status
+//     carries unlock_interrupted until a human acks or refunds it.
 
 // unlockRetry is the wait before an action that failed without an outcome
 // (a device or store error, not a stop) is resumed in the same run.
@@ -126,9 +126,14 @@ func (w *writer) paidLocal(reason string) error {
 	return w.to(store.Paid, reason)
 }
 
-// notDelivered refunds an order the driver did not deliver.
+// notDelivered applies on_no_ack to an order the driver did not deliver
+// (SPEC §3: "not delivered (refund per on_no_ack)"): refund, or hold it for
+// a person.
 func (w *writer) notDelivered(why string) error {
 	reason := contract.ReasonUnlockNotDelivered + ": " + why
+	if w.e.cfg.OnNoAck == OnNoAckHold {
+		return w.to(store.Held, reason)
+	}
 	w.addRefund(w.o.Winner, 0, reason, true, "", "")
 	return w.to(store.Refunding, reason)
 }

@@ -376,3 +376,17 @@ func TestResumeContinuesFromProgress(t *testing.T) {
 		t.Fatalf("progress %+v, sent %d", p, d.total())
 	}
 }
+
+// TestNotDeliveredHold: with on_no_ack = "hold" a definite "not delivered"
+// holds the order for a person instead of refunding (SPEC §3).
+func TestNotDeliveredHold(t *testing.T) {
+	prog := script(t, "exit 1")
+	h := newHarness(t, func(c *Config) { c.Unlock, c.OnNoAck = execDriver(t, prog, 10*time.Second), OnNoAckHold })
+	h.createOK("r1", "order_x006", 700, "")
+	_ = h.wx().pay("order_x006", 0)
+	h.waitState("order_x006", store.Held)
+	h.event("order_x006", "unlock_not_delivered: program exit status 1")
+	if sum, _ := h.wx().refundTotal("order_x006"); sum != 0 {
+		t.Fatalf("refunded %d", sum)
+	}
+}

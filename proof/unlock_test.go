@@ -440,7 +440,7 @@ func TestUnlockCrash(t *testing.T) {
 			u.start()
 			settle(u, log, otn, fee, &tl)
 		}
-		t.Logf("UNLOCKCRASH %s rounds=%d kills=%d delivered=%d refunded=%d flagged=%d violations=%v",
+		t.Logf("UNLOCKCRASH %s rounds=%d kills=%d delivered=%d refunded=%d flagged=%d failed=%v",
 			t.Name(), rounds, tl.kills, tl.delivered, tl.refunded, tl.flagged, t.Failed())
 	}
 	t.Run("exec", func(t *testing.T) {
