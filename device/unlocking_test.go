@@ -15,18 +15,16 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/device/unlock"
 	unlockexec "github.com/kioskpay/kioskpay/device/unlock/exec"
 	"github.com/kioskpay/kioskpay/device/unlock/serial"
+	"github.com/kioskpay/kioskpay/internal/ptytest"
 	"github.com/kioskpay/kioskpay/store"
 )
 
@@ -223,26 +221,6 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 	}
 }
 
-// openPTY returns the master side of a pseudo-terminal pair and the
-// slave's path.
-func openPTY(t *testing.T) (*os.File, string) {
-	t.Helper()
-	fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Skipf("no pseudo-terminals here: %v", err)
-	}
-	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	master := os.NewFile(uintptr(fd), "ptmx")
-	t.Cleanup(func() { master.Close() })
-	return master, "/dev/pts/" + strconv.Itoa(n)
-}
-
 // machine answers each command line read on master.
 func machine(master *os.File, answer func(line string, w io.Writer)) {
 	go func() {
@@ -273,7 +251,7 @@ func TestSerialScriptedMachine(t *testing.T) {
 		{"rejects", func(_ string, w io.Writer) { io.WriteString(w, "ERR jam\r\n") }, store.Refunded, "unlock_not_delivered: machine answered"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			master, port := openPTY(t)
+			master, port := ptytest.Open(t)
 			var mu sync.Mutex
 			var got []string
 			machine(master, func(line string, w io.Writer) {

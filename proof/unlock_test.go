@@ -16,8 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/kioskpay/kioskpay/internal/ptytest"
 	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/payment"
 )
@@ -206,25 +205,6 @@ exit 0
 	return p
 }
 
-// openPTY returns a pseudo-terminal pair's master and the slave's path.
-func openPTY(t *testing.T) (*os.File, string) {
-	t.Helper()
-	fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Skipf("no pseudo-terminals here: %v", err)
-	}
-	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := os.NewFile(uintptr(fd), "ptmx")
-	t.Cleanup(func() { m.Close() })
-	return m, "/dev/pts/" + strconv.Itoa(n)
-}
-
 // serialMachine is the scripted machine on the master side: for each
 // "START <otn> <fee>" line it logs the start, waits, and answers "OK <otn>"
 // for an even fee in yuan, "ERR" for odd.
@@ -337,7 +317,7 @@ func TestUnlockDrivers(t *testing.T) {
 		once(u, a, b)
 	})
 	t.Run("serial", func(t *testing.T) {
-		master, port := openPTY(t)
+		master, port := ptytest.Open(t)
 		log := &startLog{path: filepath.Join(t.TempDir(), "starts")}
 		serialMachine(master, log, 50*time.Millisecond)
 		u := newUnlockWorld(t, ctx, serialOverrides(port))
@@ -451,7 +431,7 @@ func TestUnlockCrash(t *testing.T) {
 		run(t, u, log)
 	})
 	t.Run("serial", func(t *testing.T) {
-		master, port := openPTY(t)
+		master, port := ptytest.Open(t)
 		log := &startLog{path: filepath.Join(t.TempDir(), "starts")}
 		serialMachine(master, log, 500*time.Millisecond)
 		u := newUnlockWorld(t, ctx, serialOverrides(port))

@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,30 +19,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kioskpay/kioskpay/device/unlock"
+	"github.com/kioskpay/kioskpay/internal/ptytest"
 )
 
 var order = unlock.Order{OutTradeNo: "chair001_0001", Type: "massage_15", TotalFee: 1000, Provider: "alipay"}
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-// openPTY returns the master side and the slave's path.
-func openPTY(t *testing.T) (*os.File, string) {
-	t.Helper()
-	fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Skipf("no pseudo-terminals here: %v", err)
-	}
-	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	master := os.NewFile(uintptr(fd), "ptmx")
-	t.Cleanup(func() { master.Close() })
-	return master, "/dev/pts/" + strconv.Itoa(n)
-}
 
 func config(port string) Config {
 	c := DefaultConfig()
@@ -114,7 +95,7 @@ func TestScriptedDevice(t *testing.T) {
 		{"rejects", func(_ string, w io.Writer) { io.WriteString(w, "ERR jammed\r\n") }, unlock.NotDelivered, `machine answered "ERR jammed\r\n"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			master, port := openPTY(t)
+			master, port := ptytest.Open(t)
 			dev := startDevice(t, master, tc.answer)
 			res, reports, err := run(t, config(port), context.Background())
 			if err != nil {
@@ -134,7 +115,7 @@ func TestScriptedDevice(t *testing.T) {
 }
 
 func TestStaleInputDiscarded(t *testing.T) {
-	master, port := openPTY(t)
+	master, port := ptytest.Open(t)
 	// Hold the slave open so the stale answer waits in its input queue.
 	hold, err := os.OpenFile(port, os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
@@ -165,7 +146,7 @@ func TestStaleInputDiscarded(t *testing.T) {
 }
 
 func TestFraming(t *testing.T) {
-	master, port := openPTY(t)
+	master, port := ptytest.Open(t)
 	checked := make(chan struct{})
 	dev := startDevice(t, master, func(_ string, w io.Writer) {
 		<-checked // answer only once the test has read the settings
@@ -211,7 +192,7 @@ func TestModeMapping(t *testing.T) {
 }
 
 func TestStopAfterWriteIsNotResumable(t *testing.T) {
-	master, port := openPTY(t)
+	master, port := ptytest.Open(t)
 	dev := startDevice(t, master, func(string, io.Writer) {})
 	cfg := config(port)
 	cfg.Timeout = time.Minute
@@ -249,7 +230,7 @@ func TestMissingPort(t *testing.T) {
 }
 
 func TestResumeNeverStarted(t *testing.T) {
-	master, port := openPTY(t)
+	master, port := ptytest.Open(t)
 	startDevice(t, master, func(_ string, w io.Writer) { io.WriteString(w, "OK chair001_0001\r\n") })
 	drv, _ := New(config(port), quiet())
 	p, _ := drv.Plan(order)
@@ -296,7 +277,7 @@ func TestExpand(t *testing.T) {
 }
 
 func TestDoctor(t *testing.T) {
-	_, port := openPTY(t)
+	_, port := ptytest.Open(t)
 	if c := Doctor(config(port)); c[0].Status != unlock.OK {
 		t.Errorf("pty: %+v", c)
 	}
