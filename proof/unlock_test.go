@@ -247,15 +247,27 @@ func serialMachine(master *os.File, log *startLog, wait time.Duration) {
 	}()
 }
 
-func serialOverrides(port string) map[string]any {
-	return map[string]any{
+// serialWorld is a daemon with driver = "serial" on a pty whose scripted
+// machine answers after wait.
+func serialWorld(t *testing.T, ctx context.Context, wait time.Duration) (*unlockWorld, *startLog) {
+	master, port := ptytest.Open(t)
+	log := &startLog{path: filepath.Join(t.TempDir(), "starts")}
+	serialMachine(master, log, wait)
+	return newUnlockWorld(t, ctx, map[string]any{
 		"unlock.driver":         "serial",
 		"unlock.serial.port":    port,
 		"unlock.serial.send":    "START {out_trade_no} {total_fee}\r\n",
 		"unlock.serial.expect":  "OK {out_trade_no}",
 		"unlock.serial.reject":  "ERR",
 		"unlock.serial.timeout": "2s",
-	}
+	}), log
+}
+
+// execWorld is a daemon with driver = "exec" running execProgram.
+func execWorld(t *testing.T, ctx context.Context) (*unlockWorld, *startLog) {
+	log := &startLog{path: filepath.Join(t.TempDir(), "starts")}
+	return newUnlockWorld(t, ctx, map[string]any{
+		"unlock.driver": "exec", "unlock.exec.command": []string{execProgram(t, log.path)}, "unlock.exec.timeout": "5s"}), log
 }
 
 // TestUnlockDrivers is the end-to-end path with the real daemon binary and
@@ -306,9 +318,7 @@ func TestUnlockDrivers(t *testing.T) {
 		}
 	}
 	t.Run("exec", func(t *testing.T) {
-		log := &startLog{path: filepath.Join(t.TempDir(), "starts")}
-		u := newUnlockWorld(t, ctx, map[string]any{
-			"unlock.driver": "exec", "unlock.exec.command": []string{execProgram(t, log.path)}, "unlock.exec.timeout": "5s"})
+		u, log := execWorld(t, ctx)
 		a, b := newOTN(), newOTN()
 		u.createPay(a, 200) // even yuan: exit 0
 		check(u, log, a, true)
@@ -317,10 +327,7 @@ func TestUnlockDrivers(t *testing.T) {
 		once(u, a, b)
 	})
 	t.Run("serial", func(t *testing.T) {
-		master, port := ptytest.Open(t)
-		log := &startLog{path: filepath.Join(t.TempDir(), "starts")}
-		serialMachine(master, log, 50*time.Millisecond)
-		u := newUnlockWorld(t, ctx, serialOverrides(port))
+		u, log := serialWorld(t, ctx, 50*time.Millisecond)
 		a, b := newOTN(), newOTN()
 		u.createPay(a, 400)
 		check(u, log, a, true)
@@ -424,17 +431,12 @@ func TestUnlockCrash(t *testing.T) {
 			t.Name(), rounds, tl.kills, tl.delivered, tl.refunded, tl.flagged, t.Failed())
 	}
 	t.Run("exec", func(t *testing.T) {
-		log := &startLog{path: filepath.Join(t.TempDir(), "starts")}
-		u := newUnlockWorld(t, ctx, map[string]any{
-			"unlock.driver": "exec", "unlock.exec.command": []string{execProgram(t, log.path)}, "unlock.exec.timeout": "5s"})
+		u, log := execWorld(t, ctx)
 		t.Cleanup(func() { killPrograms(log.path) })
 		run(t, u, log)
 	})
 	t.Run("serial", func(t *testing.T) {
-		master, port := ptytest.Open(t)
-		log := &startLog{path: filepath.Join(t.TempDir(), "starts")}
-		serialMachine(master, log, 500*time.Millisecond)
-		u := newUnlockWorld(t, ctx, serialOverrides(port))
+		u, log := serialWorld(t, ctx, 500*time.Millisecond)
 		run(t, u, log)
 	})
 }

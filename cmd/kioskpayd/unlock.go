@@ -95,19 +95,29 @@ Exit codes: 0 outputs safe (or nothing to do), 1 the line could not be driven,
 2 bad configuration or usage.
 `
 
-func runUnlockSafe(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("kioskpayd unlock-safe", flag.ContinueOnError)
+// unlockCommand parses a sub-command's -config flag and reads the file's
+// [unlock]; done reports that the command ends with code.
+func unlockCommand(name, usage string, args []string, stdout, stderr io.Writer) (cfg *config.Config, path string, code int, done bool) {
+	fs := flag.NewFlagSet("kioskpayd "+name, flag.ContinueOnError)
 	configPath := fs.String("config", "", "configuration file")
-	if code, done := cli.Parse(fs, args, unlockSafeUsage, false, stdout, stderr); done {
-		return code
+	if code, done := cli.Parse(fs, args, usage, false, stdout, stderr); done {
+		return nil, "", code, true
 	}
 	if *configPath == "" {
-		return cli.Usagef(stderr, "kioskpayd unlock-safe", "-config FILE is required")
+		return nil, "", cli.Usagef(stderr, "kioskpayd "+name, "-config FILE is required"), true
 	}
 	cfg, err := loadUnlock(*configPath)
 	if err != nil {
 		printConfigError(stderr, err)
-		return exitBadConfig
+		return nil, "", exitBadConfig, true
+	}
+	return cfg, *configPath, 0, false
+}
+
+func runUnlockSafe(args []string, stdout, stderr io.Writer) int {
+	cfg, _, code, done := unlockCommand("unlock-safe", unlockSafeUsage, args, stdout, stderr)
+	if done {
+		return code
 	}
 	if cfg.Unlock.Driver != unlock.DriverGPIO {
 		fmt.Fprintf(stdout, "unlock driver %s: no outputs to drive\n", cfg.Unlock.Driver)
@@ -135,20 +145,11 @@ Run it on the device (it looks at the device node's group), again whenever
 `
 
 func runUnitDropIn(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("kioskpayd unit-dropin", flag.ContinueOnError)
-	configPath := fs.String("config", "", "configuration file")
-	if code, done := cli.Parse(fs, args, unitDropInUsage, false, stdout, stderr); done {
+	cfg, path, code, done := unlockCommand("unit-dropin", unitDropInUsage, args, stdout, stderr)
+	if done {
 		return code
 	}
-	if *configPath == "" {
-		return cli.Usagef(stderr, "kioskpayd unit-dropin", "-config FILE is required")
-	}
-	cfg, err := loadUnlock(*configPath)
-	if err != nil {
-		printConfigError(stderr, err)
-		return exitBadConfig
-	}
-	abs, _ := filepath.Abs(*configPath)
+	abs, _ := filepath.Abs(path)
 	fmt.Fprint(stdout, dropInFor(cfg.Unlock, abs))
 	return exitOK
 }
