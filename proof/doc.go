@@ -13,6 +13,12 @@
 //	KIOSKPAY_SOAK=10m          go test -run TestFaultSoak -v -timeout 1h ./proof
 //	KIOSKPAY_FLOOD=5000        go test -run TestFlood -v ./proof
 //	KIOSKPAY_PROOF=1           go test -run 'TestDiskFull|TestFreeze|TestDamagedStore|TestBrokerInflight' -v ./proof
+//	KIOSKPAY_PROOF=1           go test -run 'TestUnlockDrivers|TestUnlockCrash' -v ./proof
+//
+// The last two run the daemon with a local unlock driver (exec with a real
+// program, serial through a pseudo-terminal with a scripted machine): the
+// driver's outcome as the ack, and SIGKILL during the driver's action
+// (KIOSKPAY_UNLOCK_CRASH_ROUNDS rounds per driver).
 //
 // The hostile conditions are real ones: a tmpfs state directory filled to
 // ENOSPC (as root; Tmpfs), SIGSTOP/SIGCONT (Daemon.Freeze), a supervisor
