@@ -138,6 +138,12 @@ func TestExecNotDeliveredRefunds(t *testing.T) {
 			if o.Acked || len(o.Refunds) != 1 {
 				t.Fatalf("order %+v", o)
 			}
+			// Results are telemetry: none waits for an ack.
+			h.advance(5 * time.Minute)
+			time.Sleep(300 * time.Millisecond) // let a (wrong) re-publication show up
+			if n := len(h.results("order_x002")); n != 2 {
+				t.Fatalf("%d results, want paid and refunded once each:\n%s", n, h.dump())
+			}
 		})
 	}
 }

@@ -272,8 +272,8 @@ func execWorld(t *testing.T, ctx context.Context) (*unlockWorld, *startLog) {
 
 // TestUnlockDrivers is the end-to-end path with the real daemon binary and
 // driver = exec, then driver = serial: paid → delivered → no refund; not
-// delivered → refunded; the paid result published once (no controller
-// acks it, nothing re-publishes it).
+// delivered → refunded; each result published once (no controller acks
+// it, nothing re-publishes it).
 func TestUnlockDrivers(t *testing.T) {
 	if os.Getenv("KIOSKPAY_PROOF") == "" {
 		t.Skip("set KIOSKPAY_PROOF=1 to run the subprocess scenarios")
@@ -314,6 +314,9 @@ func TestUnlockDrivers(t *testing.T) {
 		for _, otn := range otns {
 			if n := u.count(u.results, otn, "paid"); n != 1 {
 				t.Errorf("%s: paid result published %d times", otn, n)
+			}
+			if n := u.count(u.results, otn, "refunded"); n > 1 {
+				t.Errorf("%s: refunded result published %d times", otn, n)
 			}
 		}
 	}
