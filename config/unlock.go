@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/device/unlock"
 	"github.com/kioskpay/kioskpay/device/unlock/gpio"
 )
@@ -48,7 +49,7 @@ func (c *Config) validateDriver() []error {
 	have := map[string]bool{}
 	for _, t := range types {
 		have[t] = true
-		if !catalogTypeRE.MatchString(t) {
+		if !contract.ValidOrderType(t) {
 			errs = append(errs, &Error{Key: key + "." + t, Msg: "order type must be 1 to 32 characters of a-z 0-9 _"})
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/internal/ptytest"
 	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/payment"
@@ -42,19 +43,19 @@ func newUnlockWorld(t *testing.T, ctx context.Context, overrides map[string]any)
 	rig, err := NewRig(ctx, t.TempDir(), RigOptions{Keys: simkeys.Get(t), Sim: SimOptions{RefundDelay: 100 * time.Millisecond},
 		OnResult: func(r Result) {
 			u.mu.Lock()
-			u.results[r.OutTradeNo] = append(u.results[r.OutTradeNo], r.Status)
+			u.results[r.OutTradeNo] = append(u.results[r.OutTradeNo], string(r.Status))
 			u.mu.Unlock()
 		}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(rig.Close)
-	rig.Ctl.OnEvent = func(_ string, ev Event) {
+	rig.Ctl.OnEvent = func(_ string, ev contract.Event) {
 		u.mu.Lock()
 		u.events[ev.OutTradeNo] = append(u.events[ev.OutTradeNo], ev.Reason)
 		u.mu.Unlock()
 	}
-	rig.Ctl.OnStatus = func(_ string, s Status) {
+	rig.Ctl.OnStatus = func(_ string, s contract.Status) {
 		u.mu.Lock()
 		u.flags = s.Flags
 		u.mu.Unlock()
