@@ -24,12 +24,12 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/kioskpay/kioskpay/device/display"
-	"github.com/kioskpay/kioskpay/device/link"
 	"github.com/kioskpay/kioskpay/device/unlock"
 	unlockexec "github.com/kioskpay/kioskpay/device/unlock/exec"
 	"github.com/kioskpay/kioskpay/device/unlock/gpio"
 	"github.com/kioskpay/kioskpay/device/unlock/serial"
+	"github.com/kioskpay/kioskpay/display"
+	"github.com/kioskpay/kioskpay/link"
 	"github.com/kioskpay/kioskpay/payment"
 )
 

@@ -128,7 +128,7 @@ func (h *harness) start() {
 	go func() { wg.Wait(); close(h.done) }()
 }
 
-// link publishes due outbox entries like device/link does (minus MQTT).
+// link publishes due outbox entries like link/ does (minus MQTT).
 func (h *harness) link(ctx context.Context, e *Engine) {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()

@@ -16,7 +16,7 @@ import (
 // order, a few milliseconds each: the flow control a device could rely on
 // instead of its own. It reports how many were outstanding at most.
 // Mosquitto 2.0.11 (Debian's): with a limit of 10, 1,795 of 2,000; so
-// kioskpayd's link does its own flow control (device/link).
+// kioskpayd's link does its own flow control (link/).
 //
 //	KIOSKPAY_PROOF=1 go test -run TestBrokerInflight -v ./proof
 func TestBrokerInflight(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/kioskpay/kioskpay/device/link"
+	"github.com/kioskpay/kioskpay/link"
 )
 
 // BrokerConfig says how to reach the MQTT broker.

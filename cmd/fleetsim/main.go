@@ -30,8 +30,8 @@ import (
 	"time"
 
 	"github.com/kioskpay/kioskpay/device/fleetsim"
-	"github.com/kioskpay/kioskpay/device/link"
 	"github.com/kioskpay/kioskpay/internal/cli"
+	"github.com/kioskpay/kioskpay/link"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/kioskpay/kioskpay/device/fleetsim"
-	"github.com/kioskpay/kioskpay/device/link"
+	"github.com/kioskpay/kioskpay/link"
 	"github.com/kioskpay/kioskpay/proof"
 )
 

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kioskpay/kioskpay/device/display"
 	"github.com/kioskpay/kioskpay/device/fleetsim"
+	"github.com/kioskpay/kioskpay/display"
 	"github.com/kioskpay/kioskpay/internal/qrtest"
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
 	"github.com/kioskpay/kioskpay/payment"

@@ -15,7 +15,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/kioskpay/kioskpay/device/link"
+	"github.com/kioskpay/kioskpay/link"
 )
 
 // Conn is kioskctl's MQTT session: a clean session with a random client id,

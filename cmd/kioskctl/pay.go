@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kioskpay/kioskpay/device/display"
+	"github.com/kioskpay/kioskpay/display"
 	"github.com/kioskpay/kioskpay/payment"
 )
 

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kioskpay/kioskpay/device/display"
+	"github.com/kioskpay/kioskpay/display"
 	"github.com/kioskpay/kioskpay/payment"
 )
 

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kioskpay/kioskpay/device/display"
+	"github.com/kioskpay/kioskpay/display"
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 	"github.com/kioskpay/kioskpay/internal/qrtest"
 )

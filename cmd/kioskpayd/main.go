@@ -37,12 +37,12 @@ import (
 
 	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/device"
-	"github.com/kioskpay/kioskpay/device/display"
-	"github.com/kioskpay/kioskpay/device/link"
+	"github.com/kioskpay/kioskpay/display"
 	"github.com/kioskpay/kioskpay/internal/cli"
 	"github.com/kioskpay/kioskpay/internal/clock"
 	"github.com/kioskpay/kioskpay/internal/logging"
 	"github.com/kioskpay/kioskpay/internal/sdnotify"
+	"github.com/kioskpay/kioskpay/link"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"
 )

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/kioskpay/kioskpay/device"
-	"github.com/kioskpay/kioskpay/device/display"
+	"github.com/kioskpay/kioskpay/display"
 	"github.com/kioskpay/kioskpay/store"
 )
 

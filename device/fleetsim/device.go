@@ -33,7 +33,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/kioskpay/kioskpay/device/link"
+	"github.com/kioskpay/kioskpay/link"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"
 )

@@ -13,7 +13,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/kioskpay/kioskpay/device/link"
+	"github.com/kioskpay/kioskpay/link"
 )
 
 // Defaults of Options.

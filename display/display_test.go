@@ -125,7 +125,7 @@ func TestShowNeverBlocks(t *testing.T) {
 // idle does not wake at all.
 func TestCountdownTicksOnlyWhileVisible(t *testing.T) {
 	if testing.Short() {
-		t.Skip("watches the output for several seconds of countdown: skipped with -short; run go test ./device/display/")
+		t.Skip("watches the output for several seconds of countdown: skipped with -short; run go test ./display/")
 	}
 	fo := &fakeOutput{}
 	d := withFake(t, fo)

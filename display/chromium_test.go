@@ -210,7 +210,7 @@ func docsScreenshot(t *testing.T, name string, img image.Image, w int) {
 // codes must still scan from it.
 func TestDocsScreenshotDecodes(t *testing.T) {
 	zbar(t)
-	f, err := os.Open("../../docs/web-portrait.png")
+	f, err := os.Open("../docs/web-portrait.png")
 	if err != nil {
 		t.Fatal(err)
 	}
