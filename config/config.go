@@ -29,7 +29,7 @@ import (
 	"github.com/kioskpay/kioskpay/device/unlock/gpio"
 	"github.com/kioskpay/kioskpay/device/unlock/serial"
 	"github.com/kioskpay/kioskpay/display"
-	"github.com/kioskpay/kioskpay/link"
+	"github.com/kioskpay/kioskpay/mqttclient"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -592,15 +592,15 @@ func (c *Config) validateBrokers(bad func(key, format string, args ...any)) (isT
 		bad("mqtt.url", "is required (or mqtt.urls, a list of brokers to fail over between)")
 		return false, false
 	case c.MQTT.URL != "":
-		isTLS, err := link.CheckBrokerURL(c.MQTT.URL)
+		isTLS, err := mqttclient.CheckBrokerURL(c.MQTT.URL)
 		if err != nil {
 			bad("mqtt.url", "%v", err)
 			return false, false
 		}
 		return isTLS, true
 	}
-	isTLS, err := link.CheckBrokers(c.MQTT.URLs)
-	var be *link.BrokerError
+	isTLS, err := mqttclient.CheckBrokers(c.MQTT.URLs)
+	var be *mqttclient.BrokerError
 	switch {
 	case err == nil:
 		return isTLS, true

@@ -28,13 +28,10 @@ package link
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,6 +40,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/kioskpay/kioskpay/contract"
+	"github.com/kioskpay/kioskpay/mqttclient"
 )
 
 // RecvWindow is how many received messages wait for the engine at most;
@@ -110,7 +108,7 @@ type Link struct {
 	opts    Options
 	eng     Engine
 	log     *slog.Logger
-	brokers *Brokers
+	brokers *mqttclient.Brokers
 
 	ready     chan struct{} // closed after the first successful connect
 	readyOnce sync.Once
@@ -145,7 +143,7 @@ type Link struct {
 
 // New returns a Link; nothing happens until Run.
 func New(opts Options, eng Engine) (*Link, error) {
-	if _, err := CheckBrokers(opts.URLs); err != nil {
+	if _, err := mqttclient.CheckBrokers(opts.URLs); err != nil {
 		return nil, fmt.Errorf("link: broker %w", err)
 	}
 	if opts.ClientID == "" {
@@ -175,7 +173,7 @@ func New(opts Options, eng Engine) (*Link, error) {
 		opts:      opts,
 		eng:       eng,
 		log:       opts.Logger.With("client_id", opts.ClientID),
-		brokers:   NewBrokers(opts.URLs),
+		brokers:   mqttclient.NewBrokers(opts.URLs),
 		ready:     make(chan struct{}),
 		connected: make(chan struct{}, 1),
 		stopping:  make(chan struct{}),
@@ -273,12 +271,10 @@ func (l *Link) LastDrain() time.Time {
 }
 
 func (l *Link) newClient() mqtt.Client {
-	o := mqtt.NewClientOptions()
-	l.brokers.Apply(o, l.opts.TLS)
-	o.SetClientID(l.opts.ClientID)
-	o.SetUsername(l.opts.Username)
-	o.SetPassword(l.opts.Password)
-	o.SetProtocolVersion(4) // MQTT 3.1.1; no silent fallback to 3.1
+	o := mqttclient.Config{
+		Brokers: l.brokers, ClientID: l.opts.ClientID, Username: l.opts.Username, Password: l.opts.Password,
+		TLS: l.opts.TLS, ConnectTimeout: l.opts.ConnectTimeout, WriteTimeout: l.opts.PublishTimeout, KeepAlive: l.opts.KeepAlive,
+	}.Options()
 	o.SetCleanSession(false)
 	// One handler at a time, in arrival order; it only queues the message
 	// for the recorder, which acknowledges it once it is on disk. A full
@@ -289,10 +285,7 @@ func (l *Link) newClient() mqtt.Client {
 	// Registered before Connect: with a persistent session the broker
 	// sends queued commands right after CONNACK, before any Subscribe.
 	o.SetDefaultPublishHandler(l.handle)
-	o.SetKeepAlive(l.opts.KeepAlive)
 	o.SetPingTimeout(l.opts.KeepAlive / 3)
-	o.SetConnectTimeout(l.opts.ConnectTimeout)
-	o.SetWriteTimeout(l.opts.PublishTimeout)
 	o.SetAutoReconnect(true)
 	o.SetMaxReconnectInterval(l.opts.MaxReconnectInterval)
 	o.SetBinaryWill(l.topic(contract.TopicStatus), contract.OfflineStatus(), 1, true)
@@ -327,7 +320,7 @@ func (l *Link) connect(ctx context.Context) error {
 		l.mu.Lock()
 		l.client = c
 		l.mu.Unlock()
-		err := Wait(ctx, c.Connect(), l.opts.ConnectTimeout+5*time.Second)
+		err := mqttclient.Wait(ctx, c.Connect(), l.opts.ConnectTimeout+5*time.Second)
 		if err == nil {
 			l.log.Info("mqtt connected", "broker", l.brokers.Current(), "attempt", attempt)
 			return nil
@@ -337,7 +330,7 @@ func (l *Link) connect(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		l.log.Error("mqtt connect failed; retrying", "brokers", l.brokers.String(), "attempt", attempt, "err", ConnectError(err), "retry_in", backoff)
+		l.log.Error("mqtt connect failed; retrying", "brokers", l.brokers.String(), "attempt", attempt, "err", mqttclient.ConnectError(err), "retry_in", backoff)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -474,7 +467,7 @@ func (l *Link) suffix(topic string) (string, bool) {
 // publish sends one QoS 1 message and waits for the PUBACK, at most
 // PublishTimeout and never past ctx.
 func (l *Link) publish(ctx context.Context, c mqtt.Client, topic string, payload []byte, retain bool) error {
-	if err := Wait(ctx, c.Publish(topic, 1, retain, payload), l.opts.PublishTimeout); err != nil {
+	if err := mqttclient.Wait(ctx, c.Publish(topic, 1, retain, payload), l.opts.PublishTimeout); err != nil {
 		return fmt.Errorf("publish %s: no PUBACK: %w", topic, err)
 	}
 	return nil
@@ -550,22 +543,6 @@ func (l *Link) shutdown(parent context.Context) {
 	l.log.Info("mqtt disconnected")
 }
 
-// Wait waits for a paho token at most d and never past ctx. Token.Wait
-// without a timeout can block forever on a dead connection (paho issues
-// #613, #598), so nothing in kioskpay waits on a token any other way.
-func Wait(ctx context.Context, t mqtt.Token, d time.Duration) error {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-t.Done():
-		return t.Error()
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-timer.C:
-		return fmt.Errorf("timed out after %s", d)
-	}
-}
-
 // waitToken waits for t at most d, or until stop is closed.
 func waitToken(t mqtt.Token, stop <-chan struct{}, d time.Duration) error {
 	timer := time.NewTimer(d)
@@ -587,56 +564,4 @@ func isClosed(ch <-chan struct{}) bool {
 	default:
 		return false
 	}
-}
-
-// redactURL drops any user info from a broker URL before it is logged.
-func redactURL(u string) string {
-	scheme, rest, ok := strings.Cut(u, "://")
-	if !ok {
-		return u
-	}
-	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		rest = rest[at+1:]
-	}
-	return scheme + "://" + rest
-}
-
-// IsTLSURL reports whether a broker URL's scheme means TLS to paho (ssl,
-// tls, mqtts, mqtt+ssl, tcps, wss).
-func IsTLSURL(u *url.URL) bool {
-	switch u.Scheme {
-	case "ssl", "tls", "mqtts", "mqtt+ssl", "tcps", "wss":
-		return true
-	}
-	return false
-}
-
-// TLSConfig builds the client TLS configuration from PEM files: caFile
-// (empty = the system roots) verifies the broker, certFile and keyFile
-// (both or neither) are the device's certificate for mutual TLS.
-func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("read CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CA file %s: no PEM certificates in it", caFile)
-		}
-		cfg.RootCAs = pool
-	}
-	if (certFile == "") != (keyFile == "") {
-		return nil, errors.New("client certificate and key must be given together")
-	}
-	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			// The error text of LoadX509KeyPair never includes key bytes.
-			return nil, fmt.Errorf("load client certificate %s / key %s: %w", certFile, keyFile, err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
 }

@@ -9,7 +9,6 @@ import (
 	"github.com/kioskpay/kioskpay/contract"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +17,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
+	"github.com/kioskpay/kioskpay/mqttclient"
 )
 
 // fakeEngine records what the link hands it and serves an in-memory outbox.
@@ -495,12 +495,6 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}
 }
 
-func TestRedactURL(t *testing.T) {
-	if got := redactURL("ssl://u:secret@b:8883"); got != "ssl://b:8883" {
-		t.Fatalf("redactURL = %q", got)
-	}
-}
-
 // A stop before the broker was ever reached returns promptly.
 func TestStopWhileUnreachable(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -579,7 +573,7 @@ func TestNoOnlineStatusBeforeSubscribed(t *testing.T) {
 	}
 	// Connected, but the link has not subscribed yet.
 	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID(id).SetCleanSession(true))
-	if err := Wait(context.Background(), c.Connect(), 5*time.Second); err != nil {
+	if err := mqttclient.Wait(context.Background(), c.Connect(), 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Disconnect(0) })
@@ -618,7 +612,7 @@ func newPKI(t *testing.T) *mqtttest.PKI { return mqtttest.NewPKI(t) }
 func TestTLS(t *testing.T) {
 	p := newPKI(t)
 	_, url := mqtttest.Mochi(t, nil, p.ServerTLS)
-	cfg, err := TLSConfig(p.CAFile, "", "")
+	cfg, err := mqttclient.TLSConfig(p.CAFile, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -636,7 +630,7 @@ func TestMutualTLS(t *testing.T) {
 	srv.ClientCAs = p.CAPool
 	_, url := mqtttest.Mochi(t, nil, srv)
 
-	cfg, err := TLSConfig(p.CAFile, p.ClientCert, p.ClientKey)
+	cfg, err := mqttclient.TLSConfig(p.CAFile, p.ClientCert, p.ClientKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -648,7 +642,7 @@ func TestMutualTLS(t *testing.T) {
 	// and neither does no certificate at all.
 	for name, files := range map[string][2]string{"untrusted client CA": {p.OtherClientCert, p.OtherClientKey}, "no client cert": {"", ""}} {
 		t.Run(name, func(t *testing.T) {
-			cfg, err := TLSConfig(p.CAFile, files[0], files[1])
+			cfg, err := mqttclient.TLSConfig(p.CAFile, files[0], files[1])
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -669,7 +663,7 @@ func TestMutualTLS(t *testing.T) {
 
 func TestWebSocket(t *testing.T) {
 	p := newPKI(t)
-	cfg, err := TLSConfig(p.CAFile, "", "")
+	cfg, err := mqttclient.TLSConfig(p.CAFile, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -683,22 +677,6 @@ func TestWebSocket(t *testing.T) {
 			eng.enqueue(contract.Outgoing{ID: 1, Topic: "pay/reply", Payload: []byte(`{}`)})
 			waitPublished(t, eng, 5*time.Second)
 		})
-	}
-}
-
-func TestTLSConfigErrors(t *testing.T) {
-	p := newPKI(t)
-	if _, err := TLSConfig(filepath.Join(p.Dir, "missing.pem"), "", ""); err == nil {
-		t.Error("missing CA file accepted")
-	}
-	if _, err := TLSConfig(p.ClientKey, "", ""); err == nil || !strings.Contains(err.Error(), "no PEM certificates") {
-		t.Errorf("key as CA: %v", err)
-	}
-	if _, err := TLSConfig("", p.ClientCert, ""); err == nil {
-		t.Error("cert without key accepted")
-	}
-	if _, err := TLSConfig("", p.ClientCert, p.OtherClientKey); err == nil {
-		t.Error("mismatched cert and key accepted")
 	}
 }
 

@@ -15,7 +15,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/kioskpay/kioskpay/internal/simkeys"
-	"github.com/kioskpay/kioskpay/link"
+	"github.com/kioskpay/kioskpay/mqttclient"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -221,8 +221,8 @@ func waitRetained(t *testing.T, ctx context.Context, n *NATSNode, topic string, 
 		got := make(chan []byte, 1)
 		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(n.MQTT).SetClientID("proof-check-" + randHex(4)).
 			SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).SetProtocolVersion(4))
-		if err := link.Wait(ctx, c.Connect(), 10*time.Second); err == nil {
-			_ = link.Wait(ctx, c.Subscribe(topic, 0, func(_ mqtt.Client, m mqtt.Message) {
+		if err := mqttclient.Wait(ctx, c.Connect(), 10*time.Second); err == nil {
+			_ = mqttclient.Wait(ctx, c.Subscribe(topic, 0, func(_ mqtt.Client, m mqtt.Message) {
 				if m.Retained() {
 					select {
 					case got <- m.Payload():

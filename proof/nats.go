@@ -16,7 +16,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/kioskpay/kioskpay/link"
+	"github.com/kioskpay/kioskpay/mqttclient"
 )
 
 // NATSCluster is a private cluster of nats-server nodes on loopback ports,
@@ -211,11 +211,11 @@ func (n *NATSNode) waitMQTT(ctx context.Context, within time.Duration) error {
 func (n *NATSNode) probe(ctx context.Context) error {
 	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(n.MQTT).SetClientID("proof-probe-" + randHex(4)).
 		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).SetProtocolVersion(4))
-	if err := link.Wait(ctx, c.Connect(), 10*time.Second); err != nil {
+	if err := mqttclient.Wait(ctx, c.Connect(), 10*time.Second); err != nil {
 		return err
 	}
 	defer c.Disconnect(0)
-	return link.Wait(ctx, c.Subscribe("proof/probe", 1, nil), 10*time.Second)
+	return mqttclient.Wait(ctx, c.Subscribe("proof/probe", 1, nil), 10*time.Second)
 }
 
 // ClientConnected reports whether MQTT client id has a connection on this

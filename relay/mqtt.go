@@ -10,7 +10,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/kioskpay/kioskpay/link"
+	"github.com/kioskpay/kioskpay/mqttclient"
 )
 
 // BrokerConfig says how to reach the MQTT broker.
@@ -44,27 +44,24 @@ func Dial(cfg BrokerConfig, log *slog.Logger) (*MQTTPublisher, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	urls, password, tc, err := link.ClientFlags{
+	urls, password, tc, err := mqttclient.ClientFlags{
 		Brokers: cfg.URL, Username: cfg.Username, PasswordFile: cfg.PasswordFile,
 		CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile,
 	}.Resolve()
 	if err != nil {
 		return nil, err
 	}
-	brokers := link.NewBrokers(urls)
+	brokers := mqttclient.NewBrokers(urls)
 	var failures atomic.Int64 // attempts in a row that failed
-	opts := mqtt.NewClientOptions().
-		SetClientID(cfg.ClientID).
-		SetUsername(cfg.Username).
-		SetPassword(password).
+	opts := mqttclient.Config{
+		Brokers: brokers, ClientID: cfg.ClientID, Username: cfg.Username, Password: password, TLS: tc,
+		ConnectTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, KeepAlive: 30 * time.Second,
+	}.Options().
 		SetCleanSession(true).
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
 		SetConnectRetryInterval(2 * time.Second).
 		SetMaxReconnectInterval(30 * time.Second).
-		SetConnectTimeout(10 * time.Second).
-		SetWriteTimeout(10 * time.Second).
-		SetKeepAlive(30 * time.Second).
 		SetOnConnectHandler(func(mqtt.Client) {
 			failures.Store(0)
 			log.Info("broker connected", "broker", brokers.Current())
@@ -80,10 +77,9 @@ func Dial(cfg BrokerConfig, log *slog.Logger) (*MQTTPublisher, error) {
 			n := failures.Add(1)
 			if bits.OnesCount64(uint64(n)) == 1 {
 				log.Warn("broker unreachable; notifications are refused with 503 until it is back", "broker", brokers.String(),
-					"failed_attempts", n, "err", link.ConnectError(f.Reason).Error())
+					"failed_attempts", n, "err", mqttclient.ConnectError(f.Reason).Error())
 			}
 		})
-	brokers.Apply(opts, tc)
 	p := &MQTTPublisher{client: mqtt.NewClient(opts)}
 	// With ConnectRetry the token completes only once connected; nobody
 	// waits on it.

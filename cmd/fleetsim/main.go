@@ -31,7 +31,7 @@ import (
 
 	"github.com/kioskpay/kioskpay/device/fleetsim"
 	"github.com/kioskpay/kioskpay/internal/cli"
-	"github.com/kioskpay/kioskpay/link"
+	"github.com/kioskpay/kioskpay/mqttclient"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -94,11 +94,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case !strings.Contains(*idFormat, "%"):
 		return cli.Usagef(stderr, "fleetsim", "-id-format %q has no verb for the device number (e.g. sim-%%06d)", *idFormat)
 	}
-	urls, password, tc, err := link.ClientFlags{
+	urls, password, tc, err := mqttclient.ClientFlags{
 		Brokers: *brokers, Username: *username, PasswordFile: *passwordFile,
 		CAFile: *caFile, CertFile: *certFile, KeyFile: *keyFile,
 	}.Resolve()
-	var fe *link.FlagError
+	var fe *mqttclient.FlagError
 	if errors.As(err, &fe) {
 		return cli.Usagef(stderr, "fleetsim", "%v", fe)
 	}

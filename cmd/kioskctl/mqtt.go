@@ -15,7 +15,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/kioskpay/kioskpay/link"
+	"github.com/kioskpay/kioskpay/mqttclient"
 )
 
 // Conn is kioskctl's MQTT session: a clean session with a random client id,
@@ -24,7 +24,7 @@ import (
 type Conn struct {
 	g       *Globals
 	client  mqtt.Client
-	brokers *link.Brokers
+	brokers *mqttclient.Brokers
 	done    chan struct{}
 	once    sync.Once
 	lost    chan struct{} // closed when the broker drops the connection
@@ -42,40 +42,36 @@ type message struct {
 // connect opens a connection to the first of the -broker URLs that accepts
 // it, each tried within g.Timeout.
 func (g *Globals) connect(ctx context.Context) (*Conn, error) {
-	urls, password, tc, err := link.ClientFlags{
+	urls, password, tc, err := mqttclient.ClientFlags{
 		Brokers: g.Broker, Username: g.Username, PasswordFile: g.PasswordFile,
 		CAFile: g.CAFile, CertFile: g.CertFile, KeyFile: g.KeyFile,
 	}.Resolve()
-	var fe *link.FlagError
+	var fe *mqttclient.FlagError
 	if errors.As(err, &fe) {
 		return nil, &usageError{fe}
 	} else if err != nil {
 		return nil, err
 	}
-	opts := mqtt.NewClientOptions().
-		SetClientID("kioskctl-" + randomHex(6)).
-		SetUsername(g.Username).
-		SetPassword(password).
+	c := &Conn{g: g, brokers: mqttclient.NewBrokers(urls), done: make(chan struct{}), lost: make(chan struct{})}
+	mc := mqttclient.Config{
+		Brokers: c.brokers, ClientID: "kioskctl-" + randomHex(6), Username: g.Username, Password: password, TLS: tc,
+		ConnectTimeout: g.Timeout, WriteTimeout: g.Timeout, KeepAlive: 30 * time.Second,
+	}
+	opts := mc.Options().
 		SetCleanSession(true).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
-		SetConnectTimeout(g.Timeout).
-		SetWriteTimeout(g.Timeout).
-		SetKeepAlive(30 * time.Second).
 		// Handlers only queue messages; order matters for watch and for
 		// the end markers of a retained listing.
 		SetOrderMatters(true)
-	c := &Conn{g: g, brokers: link.NewBrokers(urls), done: make(chan struct{}), lost: make(chan struct{})}
-	c.brokers.Apply(opts, tc)
 	opts.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 		c.lostErr = err
 		close(c.lost)
 	})
 	c.client = mqtt.NewClient(opts)
 	tok := c.client.Connect()
-	// paho gives each broker in turn the connect timeout.
-	if err := link.Wait(ctx, tok, time.Duration(len(urls))*g.Timeout+time.Second); err != nil {
-		return nil, fmt.Errorf("connect to broker %s: %w (is the broker running and -broker right? TLS brokers need ssl:// and -ca-file)", c.brokers, link.ConnectError(err))
+	if err := mqttclient.Wait(ctx, tok, mc.ConnectWait()); err != nil {
+		return nil, fmt.Errorf("connect to broker %s: %w (is the broker running and -broker right? TLS brokers need ssl:// and -ca-file)", c.brokers, mqttclient.ConnectError(err))
 	}
 	return c, nil
 }
@@ -133,7 +129,7 @@ func (c *Conn) subscribeTo(ctx context.Context, q *queue, subs map[string]byte) 
 		q.push(message{Topic: m.Topic(), Payload: m.Payload(), Retained: m.Retained(), At: time.Now()})
 	}
 	tok := c.client.SubscribeMultiple(subs, handler)
-	if err := link.Wait(ctx, tok, c.g.Timeout); err != nil {
+	if err := mqttclient.Wait(ctx, tok, c.g.Timeout); err != nil {
 		filters := make([]string, 0, len(subs))
 		for f := range subs {
 			filters = append(filters, f)
@@ -209,7 +205,7 @@ func (q *queue) pump(ch chan<- message, done <-chan struct{}) {
 // Publish publishes payload at QoS 1 and waits for the broker's PUBACK.
 func (c *Conn) Publish(ctx context.Context, topic string, payload []byte) error {
 	tok := c.client.Publish(topic, 1, false, payload)
-	if err := link.Wait(ctx, tok, c.g.Timeout); err != nil {
+	if err := mqttclient.Wait(ctx, tok, c.g.Timeout); err != nil {
 		return fmt.Errorf("publish %s: %w", topic, err)
 	}
 	return nil

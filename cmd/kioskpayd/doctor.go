@@ -22,6 +22,7 @@ import (
 	"github.com/kioskpay/kioskpay/internal/cli"
 	"github.com/kioskpay/kioskpay/internal/clock"
 	"github.com/kioskpay/kioskpay/link"
+	"github.com/kioskpay/kioskpay/mqttclient"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"
 )
@@ -221,7 +222,7 @@ func checkMQTTFiles(r *report, cfg *config.Config, broken brokenKeys) {
 	if cfg.MQTT.CAFile == "" && cfg.MQTT.CertFile == "" {
 		return
 	}
-	if _, err := link.TLSConfig(cfg.MQTT.CAFile, cfg.MQTT.CertFile, cfg.MQTT.KeyFile); err != nil {
+	if _, err := mqttclient.TLSConfig(cfg.MQTT.CAFile, cfg.MQTT.CertFile, cfg.MQTT.KeyFile); err != nil {
 		r.fail("keys mqtt TLS", err.Error())
 		return
 	}
@@ -361,14 +362,14 @@ func checkBroker(ctx context.Context, r *report, cfg *config.Config, broken brok
 
 func checkOneBroker(ctx context.Context, r *report, o link.Options, u string) {
 	name := "broker " + u
-	co := mqtt.NewClientOptions().SetClientID(o.ClientID + "-doctor").
-		SetUsername(o.Username).SetPassword(o.Password).SetCleanSession(true).
-		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectTimeout(checkTimeout)
-	link.NewBrokers([]string{u}).Apply(co, o.TLS)
+	co := mqttclient.Config{
+		Brokers: mqttclient.NewBrokers([]string{u}), ClientID: o.ClientID + "-doctor",
+		Username: o.Username, Password: o.Password, TLS: o.TLS, ConnectTimeout: checkTimeout,
+	}.Options().SetCleanSession(true).SetAutoReconnect(false)
 	c := mqtt.NewClient(co)
-	if err := link.Wait(ctx, c.Connect(), checkTimeout+time.Second); err != nil {
+	if err := mqttclient.Wait(ctx, c.Connect(), checkTimeout+time.Second); err != nil {
 		c.Disconnect(0)
-		r.fail(name, link.ConnectError(err).Error())
+		r.fail(name, mqttclient.ConnectError(err).Error())
 		return
 	}
 	c.Disconnect(100)

@@ -43,6 +43,7 @@ import (
 	"github.com/kioskpay/kioskpay/internal/logging"
 	"github.com/kioskpay/kioskpay/internal/sdnotify"
 	"github.com/kioskpay/kioskpay/link"
+	"github.com/kioskpay/kioskpay/mqttclient"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"
 )
@@ -408,8 +409,8 @@ func linkOptions(cfg *config.Config, logger *slog.Logger) (link.Options, error) 
 		}
 		o.Password = pw
 	}
-	if isTLS, _ := link.CheckBrokers(o.URLs); isTLS {
-		t, err := link.TLSConfig(cfg.MQTT.CAFile, cfg.MQTT.CertFile, cfg.MQTT.KeyFile)
+	if isTLS, _ := mqttclient.CheckBrokers(o.URLs); isTLS {
+		t, err := mqttclient.TLSConfig(cfg.MQTT.CAFile, cfg.MQTT.CertFile, cfg.MQTT.KeyFile)
 		if err != nil {
 			key := "mqtt.ca_file"
 			if cfg.MQTT.CertFile != "" && !strings.Contains(err.Error(), "CA file") {

@@ -33,7 +33,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/kioskpay/kioskpay/link"
+	"github.com/kioskpay/kioskpay/mqttclient"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"
 )
@@ -47,7 +47,7 @@ var limits = contract.Limits{MaxFee: 100000, DefaultExpire: 5 * time.Minute}
 
 // Conn says how to reach the broker.
 type Conn struct {
-	// Brokers are tried in order (link.Brokers); all TLS or all plain.
+	// Brokers are tried in order (mqttclient.Brokers); all TLS or all plain.
 	Brokers  []string
 	Username string
 	Password string
@@ -60,27 +60,18 @@ type Conn struct {
 // clientOptions returns paho options for a clean session under clientID
 // with c's brokers, credentials and TLS.
 func (c Conn) clientOptions(clientID string) (*mqtt.ClientOptions, error) {
-	isTLS, err := link.CheckBrokers(c.Brokers)
-	if err != nil {
+	if _, err := mqttclient.CheckBrokers(c.Brokers); err != nil {
 		return nil, fmt.Errorf("broker %w", err)
 	}
-	var tc *tls.Config
-	if isTLS {
-		if tc = c.TLS; tc == nil {
-			tc = &tls.Config{MinVersion: tls.VersionTLS12}
-		}
-	}
-	opts := mqtt.NewClientOptions().SetClientID(clientID).
-		SetUsername(c.Username).SetPassword(c.Password).SetCleanSession(true).
-		SetProtocolVersion(4).SetConnectTimeout(10 * time.Second)
-	link.NewBrokers(c.Brokers).Apply(opts, tc)
-	return opts, nil
+	return c.client(clientID).Options().SetCleanSession(true), nil
+}
+
+func (c Conn) client(clientID string) mqttclient.Config {
+	return mqttclient.Config{Brokers: mqttclient.NewBrokers(c.Brokers), ClientID: clientID, Username: c.Username, Password: c.Password, TLS: c.TLS}
 }
 
 // connectWait bounds a Connect: paho gives each broker the connect timeout.
-func (c Conn) connectWait() time.Duration {
-	return time.Duration(len(c.Brokers))*10*time.Second + time.Second
-}
+func (c Conn) connectWait() time.Duration { return c.client("").ConnectWait() }
 
 // DeviceOptions configure one simulated device.
 type DeviceOptions struct {
@@ -146,7 +137,7 @@ func Connect(ctx context.Context, c Conn, o DeviceOptions) (*Device, error) {
 	// tells Connect the device is ready.
 	ready := make(chan error, 1)
 	opts.SetOnConnectHandler(func(cl mqtt.Client) {
-		if err := link.Wait(context.Background(), cl.SubscribeMultiple(subs, d.handle), 10*time.Second); err != nil {
+		if err := mqttclient.Wait(context.Background(), cl.SubscribeMultiple(subs, d.handle), 10*time.Second); err != nil {
 			d.log("device %s: subscribe: %v", o.ID, err)
 			select {
 			case ready <- err:
@@ -159,7 +150,7 @@ func Connect(ctx context.Context, c Conn, o DeviceOptions) (*Device, error) {
 			started = time.Now()
 		}
 		st, _ := json.Marshal(contract.Status{Online: true, Version: o.Version, ClockSynced: true, StartedAt: contract.FormatTime(started)})
-		err := link.Wait(context.Background(), cl.Publish(d.topic(contract.TopicStatus), 1, true, st), 10*time.Second)
+		err := mqttclient.Wait(context.Background(), cl.Publish(d.topic(contract.TopicStatus), 1, true, st), 10*time.Second)
 		if err != nil {
 			d.log("device %s: publish status: %v", o.ID, err)
 		}
@@ -169,7 +160,7 @@ func Connect(ctx context.Context, c Conn, o DeviceOptions) (*Device, error) {
 		}
 	})
 	d.client = mqtt.NewClient(opts)
-	if err := link.Wait(ctx, d.client.Connect(), c.connectWait()); err != nil {
+	if err := mqttclient.Wait(ctx, d.client.Connect(), c.connectWait()); err != nil {
 		d.client.Disconnect(0)
 		return nil, fmt.Errorf("device %s: connect: %w", o.ID, err)
 	}
@@ -201,7 +192,7 @@ func (d *Device) Close() {
 	d.closed = true
 	d.mu.Unlock()
 	if d.client.IsConnectionOpen() {
-		_ = link.Wait(context.Background(), d.client.Publish(d.topic(contract.TopicStatus), 1, true, contract.OfflineStatus()), 5*time.Second)
+		_ = mqttclient.Wait(context.Background(), d.client.Publish(d.topic(contract.TopicStatus), 1, true, contract.OfflineStatus()), 5*time.Second)
 	}
 	d.client.Disconnect(100)
 }
@@ -323,7 +314,7 @@ func (d *Device) publish(suffix string, retained bool, v any) {
 			return
 		}
 	}
-	if err := link.Wait(context.Background(), d.client.Publish(d.topic(suffix), 1, retained, b), 10*time.Second); err != nil {
+	if err := mqttclient.Wait(context.Background(), d.client.Publish(d.topic(suffix), 1, retained, b), 10*time.Second); err != nil {
 		d.mu.Lock()
 		closed := d.closed
 		d.mu.Unlock()

@@ -13,7 +13,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/kioskpay/kioskpay/link"
+	"github.com/kioskpay/kioskpay/mqttclient"
 )
 
 // Defaults of Options.
@@ -76,7 +76,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	if o.Progress == nil {
 		o.Progress = func(string, ...any) {}
 	}
-	if _, err := link.CheckBrokers(o.Brokers); err != nil {
+	if _, err := mqttclient.CheckBrokers(o.Brokers); err != nil {
 		return nil, fmt.Errorf("fleetsim: broker %w", err)
 	}
 	f := &Fleet{opts: o}
@@ -204,7 +204,7 @@ func (f *Fleet) publishShare(ctx context.Context, p, from, to int, payload func(
 		return err
 	}
 	c := mqtt.NewClient(opts.SetAutoReconnect(false).SetWriteTimeout(30 * time.Second))
-	if err := link.Wait(ctx, c.Connect(), o.connectWait()); err != nil {
+	if err := mqttclient.Wait(ctx, c.Connect(), o.connectWait()); err != nil {
 		c.Disconnect(0)
 		return fmt.Errorf("fleetsim publisher %d: connect: %w", p, err)
 	}
@@ -214,7 +214,7 @@ func (f *Fleet) publishShare(ctx context.Context, p, from, to int, payload func(
 	go func() {
 		var first error
 		for t := range inflight {
-			if err := link.Wait(ctx, t, 30*time.Second); err != nil && first == nil {
+			if err := mqttclient.Wait(ctx, t, 30*time.Second); err != nil && first == nil {
 				first = err
 			}
 		}

@@ -1,4 +1,4 @@
-package link
+package mqttclient
 
 import (
 	"crypto/tls"

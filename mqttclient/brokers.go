@@ -1,4 +1,4 @@
-package link
+package mqttclient
 
 import (
 	"crypto/tls"
@@ -146,4 +146,16 @@ func (b *Brokers) String() string {
 		r[i] = redactURL(u)
 	}
 	return strings.Join(r, ",")
+}
+
+// Len is the number of brokers.
+func (b *Brokers) Len() int { return len(b.urls) }
+
+// isTLS reports whether the (checked, so uniform) brokers use TLS.
+func (b *Brokers) isTLS() bool {
+	if len(b.urls) == 0 {
+		return false
+	}
+	t, _ := CheckBrokerURL(b.urls[0])
+	return t
 }
