@@ -28,8 +28,8 @@ import (
 	unlockexec "github.com/kioskpay/kioskpay/device/unlock/exec"
 	"github.com/kioskpay/kioskpay/device/unlock/gpio"
 	"github.com/kioskpay/kioskpay/device/unlock/serial"
-	"github.com/kioskpay/kioskpay/display"
-	"github.com/kioskpay/kioskpay/mqttclient"
+	"github.com/kioskpay/kioskpay/display/fbgeom"
+	"github.com/kioskpay/kioskpay/mqttclient/brokerurl"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -129,7 +129,7 @@ type Display struct {
 	// FBGeometry overrides what the framebuffer driver reports, for
 	// drivers whose ioctls lie and for a plain file standing in for
 	// /dev/fb0; zero fields keep the driver's values.
-	FBGeometry display.FBGeometry `toml:"fb_geometry"`
+	FBGeometry fbgeom.Geometry `toml:"fb_geometry"`
 }
 
 // Unlock is the [unlock] table.
@@ -592,15 +592,15 @@ func (c *Config) validateBrokers(bad func(key, format string, args ...any)) (isT
 		bad("mqtt.url", "is required (or mqtt.urls, a list of brokers to fail over between)")
 		return false, false
 	case c.MQTT.URL != "":
-		isTLS, err := mqttclient.CheckBrokerURL(c.MQTT.URL)
+		isTLS, err := brokerurl.Check(c.MQTT.URL)
 		if err != nil {
 			bad("mqtt.url", "%v", err)
 			return false, false
 		}
 		return isTLS, true
 	}
-	isTLS, err := mqttclient.CheckBrokers(c.MQTT.URLs)
-	var be *mqttclient.BrokerError
+	isTLS, err := brokerurl.CheckList(c.MQTT.URLs)
+	var be *brokerurl.Error
 	switch {
 	case err == nil:
 		return isTLS, true
@@ -734,4 +734,11 @@ func (c *Config) Retention() time.Duration { return time.Duration(c.RetentionDay
 // Limits returns the bounds create requests are checked against.
 func (c *Config) Limits() contract.Limits {
 	return contract.Limits{MaxFee: c.Payment.MaxFee, DefaultExpire: c.Payment.Expire.Duration}
+}
+
+// NotifyURL is the notify_url orders at provider p carry:
+// <payment.notify_url>/notify/<device_id>/<provider>, the notifyrelay's
+// path; "" when notifications are off.
+func (c *Config) NotifyURL(p payment.ProviderName) string {
+	return contract.NotifyURL(c.Payment.NotifyURL, c.DeviceID, p)
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kioskpay/kioskpay/payment"
 )
 
 // keyFiles writes placeholder files for every path the base config names
@@ -482,5 +484,16 @@ func TestRetentionDays(t *testing.T) {
 		if _, err := Parse([]byte("retention_days = "+v+"\n"+base), dir); err == nil || !strings.Contains(err.Error(), "retention_days") {
 			t.Errorf("retention_days = %s: err = %v", v, err)
 		}
+	}
+}
+
+func TestNotifyURL(t *testing.T) {
+	c := &Config{DeviceID: "sim-1"}
+	if got := c.NotifyURL(payment.WxPay); got != "" {
+		t.Errorf("NotifyURL without payment.notify_url = %q", got)
+	}
+	c.Payment.NotifyURL = "https://relay.example/base/"
+	if got, want := c.NotifyURL(payment.Alipay), "https://relay.example/base/notify/sim-1/alipay"; got != want {
+		t.Errorf("NotifyURL = %q, want %q", got, want)
 	}
 }

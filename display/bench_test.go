@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/kioskpay/kioskpay/display/fbgeom"
 )
 
 // BenchmarkFrame1080x1920XRGB8888 composes a whole pay screen (two QR
@@ -37,7 +39,7 @@ func benchFrame(b *testing.B, rot int, tick bool) {
 	if err := os.WriteFile(path, nil, 0o644); err != nil {
 		b.Fatal(err)
 	}
-	g := FBGeometry{Width: w, Height: h, BitsPerPixel: 32, Red: Bitfield{16, 8}, Green: Bitfield{8, 8}, Blue: Bitfield{0, 8}}
+	g := fbgeom.Geometry{Width: w, Height: h, BitsPerPixel: 32, Red: fbgeom.Bitfield{Offset: 16, Length: 8}, Green: fbgeom.Bitfield{Offset: 8, Length: 8}, Blue: fbgeom.Bitfield{Offset: 0, Length: 8}}
 	o := &fbOutput{path: path, override: g, rotate: rot, comp: newComposer(fs, "zh"), log: slog.New(slog.DiscardHandler)}
 	defer o.close()
 	s := payScreen(wxCode, aliCode)

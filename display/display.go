@@ -62,6 +62,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kioskpay/kioskpay/display/fbgeom"
 )
 
 // Config selects and configures the outputs. It mirrors the [display]
@@ -75,9 +77,9 @@ type Config struct {
 	// before it reaches the framebuffer, for panels mounted turned.
 	Rotate int `toml:"rotate"`
 	// FBGeometry overrides what the framebuffer driver reports (see
-	// FBGeometry); with width, height and bits_per_pixel set, FBDevice
+	// fbgeom.Geometry); with width, height and bits_per_pixel set, FBDevice
 	// may be a plain file.
-	FBGeometry FBGeometry `toml:"fb_geometry"`
+	FBGeometry fbgeom.Geometry `toml:"fb_geometry"`
 	// PNGPath is where the png output keeps the current screen.
 	PNGPath string `toml:"png_path"`
 	// PNGWidth and PNGHeight size the PNG, default 720×1280.
@@ -162,18 +164,18 @@ func (c Config) withDefaults() (Config, error) {
 	default:
 		return c, fmt.Errorf("display.locale: %q: want zh or en", c.Locale)
 	}
-	if c.PNGWidth < 64 || c.PNGHeight < 64 || c.PNGWidth > maxFBSide || c.PNGHeight > maxFBSide {
-		return c, fmt.Errorf("display.png_width/png_height: %dx%d: want 64..%d", c.PNGWidth, c.PNGHeight, maxFBSide)
+	if c.PNGWidth < 64 || c.PNGHeight < 64 || c.PNGWidth > fbgeom.MaxSide || c.PNGHeight > fbgeom.MaxSide {
+		return c, fmt.Errorf("display.png_width/png_height: %dx%d: want 64..%d", c.PNGWidth, c.PNGHeight, fbgeom.MaxSide)
 	}
 	if _, _, err := net.SplitHostPort(c.WebListen); err != nil {
 		return c, fmt.Errorf("display.web_listen: %w", err)
 	}
-	if c.FBGeometry != (FBGeometry{}) {
+	if c.FBGeometry != (fbgeom.Geometry{}) {
 		// Validate what can be validated without the device: a complete
 		// override must make sense on its own.
 		o := c.FBGeometry
 		if o.Width != 0 && o.Height != 0 && o.BitsPerPixel != 0 {
-			if _, err := resolveGeometry(FBGeometry{}, o); err != nil {
+			if _, err := fbgeom.Resolve(fbgeom.Geometry{}, o); err != nil {
 				return c, fmt.Errorf("display.fb_geometry: %w", err)
 			}
 		} else if o.BitsPerPixel != 0 && o.BitsPerPixel != 16 && o.BitsPerPixel != 24 && o.BitsPerPixel != 32 {

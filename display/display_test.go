@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/display/fbgeom"
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
 )
 
@@ -180,7 +181,7 @@ func TestDisplayAllOutputs(t *testing.T) {
 	fbPath := filepath.Join(dir, "later", "fb0") // directory missing at first
 	pngPath := filepath.Join(dir, "run", "qr.png")
 	var tty syncbuf.Buffer
-	geom := FBGeometry{Width: 480, Height: 800, BitsPerPixel: 16, LineLength: 1024}
+	geom := fbgeom.Geometry{Width: 480, Height: 800, BitsPerPixel: 16, LineLength: 1024}
 	d := newTestDisplay(t, Config{
 		Outputs:    []string{OutputFB, OutputPNG, OutputTTY},
 		FBDevice:   fbPath,
@@ -220,7 +221,7 @@ func TestDisplayAllOutputs(t *testing.T) {
 	if err := os.WriteFile(fbPath, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	g, _ := resolveGeometry(FBGeometry{}, geom)
+	g, _ := fbgeom.Resolve(fbgeom.Geometry{}, geom)
 	eventually(t, "fb frame", func() bool {
 		b, _ := os.ReadFile(fbPath)
 		return len(b) == g.LineLength*g.Height
@@ -247,9 +248,9 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{Config{Locale: "fr"}, "display.locale"},
 		{Config{WebListen: "nonsense"}, "display.web_listen"},
 		{Config{FontFile: "/nonexistent.ttc"}, "display.font_file"},
-		{Config{FBGeometry: FBGeometry{Width: 10, Height: 10, BitsPerPixel: 7}}, "bits_per_pixel"},
-		{Config{FBGeometry: FBGeometry{Width: 10, Height: 10, BitsPerPixel: 32, LineLength: 8}}, "line_length"},
-		{Config{FBGeometry: FBGeometry{BitsPerPixel: 12}}, "bits_per_pixel"},
+		{Config{FBGeometry: fbgeom.Geometry{Width: 10, Height: 10, BitsPerPixel: 7}}, "bits_per_pixel"},
+		{Config{FBGeometry: fbgeom.Geometry{Width: 10, Height: 10, BitsPerPixel: 32, LineLength: 8}}, "line_length"},
+		{Config{FBGeometry: fbgeom.Geometry{BitsPerPixel: 12}}, "bits_per_pixel"},
 	} {
 		_, err := New(tc.cfg, nil)
 		if err == nil || !strings.Contains(err.Error(), tc.key) {

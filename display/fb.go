@@ -9,144 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"time"
+
+	"github.com/kioskpay/kioskpay/display/fbgeom"
 )
-
-// Bitfield is where one colour channel sits in a pixel word, counted from
-// the least significant bit (struct fb_bitfield without msb_right).
-type Bitfield struct {
-	Offset uint32 `toml:"offset" json:"offset"`
-	Length uint32 `toml:"length" json:"length"`
-}
-
-func (b Bitfield) mask() uint64 {
-	if b.Length == 0 {
-		return 0
-	}
-	return ((uint64(1) << b.Length) - 1) << b.Offset
-}
-
-// FBGeometry is a framebuffer's size and pixel layout. As an override
-// (Config.FBGeometry) its non-zero fields replace what the driver reports,
-// so that a plain file can stand in for /dev/fb0 and a driver whose ioctls
-// lie can still be used. A zero LineLength means Width*BitsPerPixel/8;
-// all-zero bitfields mean the usual layout for the depth (RGB565, RGB888
-// with blue in the low byte, XRGB8888).
-type FBGeometry struct {
-	Width        int      `toml:"width" json:"width"`
-	Height       int      `toml:"height" json:"height"`
-	BitsPerPixel int      `toml:"bits_per_pixel" json:"bits_per_pixel"`
-	LineLength   int      `toml:"line_length" json:"line_length"` // bytes per line, padding included
-	Red          Bitfield `toml:"red" json:"red"`
-	Green        Bitfield `toml:"green" json:"green"`
-	Blue         Bitfield `toml:"blue" json:"blue"`
-	Transp       Bitfield `toml:"transp" json:"transp"`
-}
-
-func (g FBGeometry) hasBitfields() bool {
-	return g.Red.Length|g.Green.Length|g.Blue.Length|g.Transp.Length|
-		g.Red.Offset|g.Green.Offset|g.Blue.Offset|g.Transp.Offset != 0
-}
-
-// defaultBitfields returns the common layout for a depth.
-func defaultBitfields(bpp int) (r, g, b, t Bitfield) {
-	switch bpp {
-	case 16:
-		return Bitfield{11, 5}, Bitfield{5, 6}, Bitfield{0, 5}, Bitfield{}
-	case 24:
-		return Bitfield{16, 8}, Bitfield{8, 8}, Bitfield{0, 8}, Bitfield{}
-	default:
-		return Bitfield{16, 8}, Bitfield{8, 8}, Bitfield{0, 8}, Bitfield{}
-	}
-}
-
-// maxFBSide bounds width and height: no panel is larger, and nonsense from
-// a driver or a config file must not turn into a huge allocation.
-const maxFBSide = 16384
-
-// Validate reports the first field that makes g unusable, naming it.
-func (g FBGeometry) Validate() error {
-	if g.Width <= 0 || g.Width > maxFBSide {
-		return fmt.Errorf("fb geometry: width %d: want 1..%d", g.Width, maxFBSide)
-	}
-	if g.Height <= 0 || g.Height > maxFBSide {
-		return fmt.Errorf("fb geometry: height %d: want 1..%d", g.Height, maxFBSide)
-	}
-	switch g.BitsPerPixel {
-	case 16, 24, 32:
-	default:
-		return fmt.Errorf("fb geometry: bits_per_pixel %d: want 16, 24 or 32", g.BitsPerPixel)
-	}
-	if min := g.Width * g.BitsPerPixel / 8; g.LineLength < min {
-		return fmt.Errorf("fb geometry: line_length %d is less than width*bits_per_pixel/8 = %d", g.LineLength, min)
-	}
-	if g.LineLength > 4*maxFBSide*2 {
-		return fmt.Errorf("fb geometry: line_length %d: too large", g.LineLength)
-	}
-	fields := []struct {
-		name string
-		b    Bitfield
-	}{{"red", g.Red}, {"green", g.Green}, {"blue", g.Blue}, {"transp", g.Transp}}
-	for i, f := range fields {
-		if f.b.Length == 0 && i < 3 {
-			return fmt.Errorf("fb geometry: %s.length 0: every colour needs bits", f.name)
-		}
-		if f.b.Length > 16 {
-			return fmt.Errorf("fb geometry: %s.length %d: at most 16", f.name, f.b.Length)
-		}
-		if f.b.Length > 0 && uint64(f.b.Offset)+uint64(f.b.Length) > uint64(g.BitsPerPixel) {
-			return fmt.Errorf("fb geometry: %s.offset %d + %s.length %d exceeds bits_per_pixel %d",
-				f.name, f.b.Offset, f.name, f.b.Length, g.BitsPerPixel)
-		}
-	}
-	for i := range fields {
-		for j := i + 1; j < len(fields); j++ {
-			if fields[i].b.mask()&fields[j].b.mask() != 0 {
-				return fmt.Errorf("fb geometry: %s (offset %d, length %d) overlaps %s (offset %d, length %d)",
-					fields[i].name, fields[i].b.Offset, fields[i].b.Length,
-					fields[j].name, fields[j].b.Offset, fields[j].b.Length)
-			}
-		}
-	}
-	return nil
-}
-
-// Standalone completes an override that describes the whole panel (width,
-// height and bits_per_pixel set) with the same defaults the framebuffer
-// output applies, and validates it, so a config file can be checked without
-// opening the device.
-func (g FBGeometry) Standalone() (FBGeometry, error) { return resolveGeometry(FBGeometry{}, g) }
-
-// resolveGeometry merges what the driver reported (dev, zero when it could
-// not be asked) with the override o, fills in defaults and validates.
-func resolveGeometry(dev, o FBGeometry) (FBGeometry, error) {
-	g := dev
-	if o.Width != 0 {
-		g.Width = o.Width
-	}
-	if o.Height != 0 {
-		g.Height = o.Height
-	}
-	depthChanged := o.BitsPerPixel != 0 && o.BitsPerPixel != dev.BitsPerPixel
-	if o.BitsPerPixel != 0 {
-		g.BitsPerPixel = o.BitsPerPixel
-	}
-	switch {
-	case o.hasBitfields():
-		g.Red, g.Green, g.Blue, g.Transp = o.Red, o.Green, o.Blue, o.Transp
-	case depthChanged || !g.hasBitfields():
-		g.Red, g.Green, g.Blue, g.Transp = defaultBitfields(g.BitsPerPixel)
-	}
-	switch {
-	case o.LineLength != 0:
-		g.LineLength = o.LineLength
-	case o.Width != 0 || depthChanged || g.LineLength == 0:
-		g.LineLength = g.Width * g.BitsPerPixel / 8
-	}
-	if err := g.Validate(); err != nil {
-		return FBGeometry{}, err
-	}
-	return g, nil
-}
 
 // pixelFormat converts 8-bit RGB to the device's pixel words with one
 // table per channel, each entry already scaled and shifted into place.
@@ -156,9 +21,9 @@ type pixelFormat struct {
 	alpha   uint32 // transp bits all set: opaque
 }
 
-func newPixelFormat(g FBGeometry) *pixelFormat {
+func newPixelFormat(g fbgeom.Geometry) *pixelFormat {
 	p := &pixelFormat{bytes: g.BitsPerPixel / 8}
-	fill := func(t *[256]uint32, b Bitfield) {
+	fill := func(t *[256]uint32, b fbgeom.Bitfield) {
 		for v := range 256 {
 			t[v] = uint32(scale8(uint32(v), b.Length)) << b.Offset
 		}
@@ -166,7 +31,7 @@ func newPixelFormat(g FBGeometry) *pixelFormat {
 	fill(&p.r, g.Red)
 	fill(&p.g, g.Green)
 	fill(&p.b, g.Blue)
-	p.alpha = uint32(g.Transp.mask())
+	p.alpha = uint32(g.Transp.Mask())
 	return p
 }
 
@@ -241,7 +106,7 @@ func deviceRows(r image.Rectangle, devH, rot int) (int, int) {
 // blit converts device rows [y0, y1) of the picture src, rotated clockwise
 // by rot, into dst laid out as g. Rows of the picture that repeat the
 // previous one (most rows of a screen) are copied instead of converted.
-func blit(dst []byte, g FBGeometry, p *pixelFormat, src *image.RGBA, rot, y0, y1 int) {
+func blit(dst []byte, g fbgeom.Geometry, p *pixelFormat, src *image.RGBA, rot, y0, y1 int) {
 	W, H := g.Width, g.Height
 	ll := g.LineLength
 	rowBytes := W * p.bytes
@@ -313,13 +178,13 @@ func blit(dst []byte, g FBGeometry, p *pixelFormat, src *image.RGBA, rot, y0, y1
 // rewrites only the rows it changed.
 type fbOutput struct {
 	path     string
-	override FBGeometry
+	override fbgeom.Geometry
 	rotate   int
 	comp     *composer
 	log      *slog.Logger
 
 	f      *os.File
-	geom   FBGeometry
+	geom   fbgeom.Geometry
 	base   int64 // byte offset of the visible area (panning)
 	pf     *pixelFormat
 	buf    []byte
@@ -341,7 +206,7 @@ func (o *fbOutput) open() error {
 		f.Close()
 		return fmt.Errorf("framebuffer %s: %w (set a geometry override with width, height and bits_per_pixel for a plain file)", o.path, qerr)
 	}
-	g, err := resolveGeometry(dev.FBGeometry, o.override)
+	g, err := fbgeom.Resolve(dev.Geometry, o.override)
 	if err != nil {
 		f.Close()
 		return fmt.Errorf("framebuffer %s: %w", o.path, err)
@@ -405,22 +270,22 @@ func (o *fbOutput) close() error {
 // fb output would use it. It is for `kioskpayd doctor`: an error says why
 // the fb output could not draw (permissions, 8-bit pseudocolour, a plain
 // file without a complete override, nonsense geometry).
-func ProbeFramebuffer(path string, override FBGeometry) (FBGeometry, error) {
+func ProbeFramebuffer(path string, override fbgeom.Geometry) (fbgeom.Geometry, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return FBGeometry{}, fmt.Errorf("open framebuffer: %w", err)
+		return fbgeom.Geometry{}, fmt.Errorf("open framebuffer: %w", err)
 	}
 	defer f.Close()
 	dev, _, qerr := fbQuery(f)
 	if qerr != nil && (override.Width == 0 || override.Height == 0 || override.BitsPerPixel == 0) {
-		return FBGeometry{}, fmt.Errorf("framebuffer %s: %w", path, qerr)
+		return fbgeom.Geometry{}, fmt.Errorf("framebuffer %s: %w", path, qerr)
 	}
-	return resolveGeometry(dev.FBGeometry, override)
+	return fbgeom.Resolve(dev.Geometry, override)
 }
 
 // devGeometry is what the driver reports.
 type devGeometry struct {
-	FBGeometry
+	fbgeom.Geometry
 	smem int64 // size of the framebuffer memory, 0 if unknown
 }
 

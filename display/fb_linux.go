@@ -6,6 +6,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kioskpay/kioskpay/display/fbgeom"
 )
 
 // ioctl requests and structures from <linux/fb.h>.
@@ -85,9 +87,9 @@ func fbQuery(f *os.File) (devGeometry, int64, error) {
 			return devGeometry{}, 0, fmt.Errorf("framebuffer bitfields with msb_right are not supported")
 		}
 	}
-	bf := func(b fbBitfield) Bitfield { return Bitfield{Offset: b.Offset, Length: b.Length} }
+	bf := func(b fbBitfield) fbgeom.Bitfield { return fbgeom.Bitfield{Offset: b.Offset, Length: b.Length} }
 	g := devGeometry{
-		FBGeometry: FBGeometry{
+		Geometry: fbgeom.Geometry{
 			Width:        int(v.XRes),
 			Height:       int(v.YRes),
 			BitsPerPixel: int(v.BitsPerPixel),

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kioskpay/kioskpay/display/fbgeom"
 )
 
 // layouts are the pixel formats the fb output must honour, each with a
@@ -18,30 +20,30 @@ import (
 // wrong).
 var layouts = []struct {
 	name string
-	g    FBGeometry
+	g    fbgeom.Geometry
 }{
-	{"RGB565", FBGeometry{BitsPerPixel: 16, Red: Bitfield{11, 5}, Green: Bitfield{5, 6}, Blue: Bitfield{0, 5}}},
-	{"BGR24", FBGeometry{BitsPerPixel: 24, Red: Bitfield{0, 8}, Green: Bitfield{8, 8}, Blue: Bitfield{16, 8}}},
-	{"RGB24", FBGeometry{BitsPerPixel: 24, Red: Bitfield{16, 8}, Green: Bitfield{8, 8}, Blue: Bitfield{0, 8}}},
-	{"XRGB8888", FBGeometry{BitsPerPixel: 32, Red: Bitfield{16, 8}, Green: Bitfield{8, 8}, Blue: Bitfield{0, 8}}},
-	{"vfb32_R0G8B16A24", FBGeometry{BitsPerPixel: 32, Red: Bitfield{0, 8}, Green: Bitfield{8, 8}, Blue: Bitfield{16, 8}, Transp: Bitfield{24, 8}}},
+	{"RGB565", fbgeom.Geometry{BitsPerPixel: 16, Red: fbgeom.Bitfield{Offset: 11, Length: 5}, Green: fbgeom.Bitfield{Offset: 5, Length: 6}, Blue: fbgeom.Bitfield{Offset: 0, Length: 5}}},
+	{"BGR24", fbgeom.Geometry{BitsPerPixel: 24, Red: fbgeom.Bitfield{Offset: 0, Length: 8}, Green: fbgeom.Bitfield{Offset: 8, Length: 8}, Blue: fbgeom.Bitfield{Offset: 16, Length: 8}}},
+	{"RGB24", fbgeom.Geometry{BitsPerPixel: 24, Red: fbgeom.Bitfield{Offset: 16, Length: 8}, Green: fbgeom.Bitfield{Offset: 8, Length: 8}, Blue: fbgeom.Bitfield{Offset: 0, Length: 8}}},
+	{"XRGB8888", fbgeom.Geometry{BitsPerPixel: 32, Red: fbgeom.Bitfield{Offset: 16, Length: 8}, Green: fbgeom.Bitfield{Offset: 8, Length: 8}, Blue: fbgeom.Bitfield{Offset: 0, Length: 8}}},
+	{"vfb32_R0G8B16A24", fbgeom.Geometry{BitsPerPixel: 32, Red: fbgeom.Bitfield{Offset: 0, Length: 8}, Green: fbgeom.Bitfield{Offset: 8, Length: 8}, Blue: fbgeom.Bitfield{Offset: 16, Length: 8}, Transp: fbgeom.Bitfield{Offset: 24, Length: 8}}},
 }
 
-func withSize(g FBGeometry, w, h, pad int) FBGeometry {
+func withSize(g fbgeom.Geometry, w, h, pad int) fbgeom.Geometry {
 	g.Width, g.Height = w, h
 	g.LineLength = w*g.BitsPerPixel/8 + pad
 	return g
 }
 
 // readPixel decodes the device pixel at (x, y) of raw using g.
-func readPixel(raw []byte, g FBGeometry, x, y int) (uint32, color.RGBA) {
+func readPixel(raw []byte, g fbgeom.Geometry, x, y int) (uint32, color.RGBA) {
 	bpp := g.BitsPerPixel / 8
 	off := y*g.LineLength + x*bpp
 	var v uint32
 	for i := bpp - 1; i >= 0; i-- {
 		v = v<<8 | uint32(raw[off+i])
 	}
-	ch := func(b Bitfield) uint8 {
+	ch := func(b fbgeom.Bitfield) uint8 {
 		m := uint32(1)<<b.Length - 1
 		return uint8((v >> b.Offset & m) * 255 / m)
 	}
@@ -49,7 +51,7 @@ func readPixel(raw []byte, g FBGeometry, x, y int) (uint32, color.RGBA) {
 }
 
 // unrotate turns the raw device frame back into the upright picture.
-func unrotate(raw []byte, g FBGeometry, rot int) *image.RGBA {
+func unrotate(raw []byte, g fbgeom.Geometry, rot int) *image.RGBA {
 	lw, lh := logicalSize(g.Width, g.Height, rot)
 	img := image.NewRGBA(image.Rect(0, 0, lw, lh))
 	for dy := 0; dy < g.Height; dy++ {
@@ -168,7 +170,7 @@ func TestFBKnownPixel(t *testing.T) {
 				180: {{W - 1, H - 1}, {0, H - 1}, {W - 1, 0}},
 				270: {{0, H - 1}, {0, 0}, {W - 1, H - 1}},
 			}[rot]
-			full := func(b Bitfield) uint32 { return (uint32(1)<<b.Length - 1) << b.Offset }
+			full := func(b fbgeom.Bitfield) uint32 { return (uint32(1)<<b.Length - 1) << b.Offset }
 			alpha := full(g.Transp)
 			if g.Transp.Length == 0 {
 				alpha = 0
@@ -233,21 +235,28 @@ func TestFBGeometryValidate(t *testing.T) {
 	ok := withSize(layouts[3].g, 800, 480, 0)
 	for _, tc := range []struct {
 		name  string
-		mod   func(g *FBGeometry)
+		mod   func(g *fbgeom.Geometry)
 		field string
 	}{
-		{"bpp7", func(g *FBGeometry) { g.BitsPerPixel = 7 }, "bits_per_pixel"},
-		{"bpp8", func(g *FBGeometry) { g.BitsPerPixel = 8 }, "bits_per_pixel"},
-		{"short line", func(g *FBGeometry) { g.LineLength = 800*4 - 1 }, "line_length"},
-		{"zero width", func(g *FBGeometry) { g.Width = 0 }, "width"},
-		{"negative height", func(g *FBGeometry) { g.Height = -1 }, "height"},
-		{"huge width", func(g *FBGeometry) { g.Width = 1 << 20; g.LineLength = 4 << 20 }, "width"},
-		{"red past bpp", func(g *FBGeometry) { g.Red = Bitfield{28, 8} }, "red.offset"},
-		{"blue past bpp 16", func(g *FBGeometry) { *g = withSize(layouts[0].g, 800, 480, 0); g.Blue = Bitfield{12, 5} }, "blue"},
-		{"green overlaps red", func(g *FBGeometry) { g.Green = Bitfield{12, 8} }, "overlaps"},
-		{"transp overlaps blue", func(g *FBGeometry) { g.Transp = Bitfield{4, 8} }, "transp"},
-		{"no blue", func(g *FBGeometry) { g.Blue = Bitfield{} }, "blue.length"},
-		{"wide channel", func(g *FBGeometry) { g.Red = Bitfield{0, 17}; g.Green = Bitfield{}; g.Blue = Bitfield{} }, "red.length"},
+		{"bpp7", func(g *fbgeom.Geometry) { g.BitsPerPixel = 7 }, "bits_per_pixel"},
+		{"bpp8", func(g *fbgeom.Geometry) { g.BitsPerPixel = 8 }, "bits_per_pixel"},
+		{"short line", func(g *fbgeom.Geometry) { g.LineLength = 800*4 - 1 }, "line_length"},
+		{"zero width", func(g *fbgeom.Geometry) { g.Width = 0 }, "width"},
+		{"negative height", func(g *fbgeom.Geometry) { g.Height = -1 }, "height"},
+		{"huge width", func(g *fbgeom.Geometry) { g.Width = 1 << 20; g.LineLength = 4 << 20 }, "width"},
+		{"red past bpp", func(g *fbgeom.Geometry) { g.Red = fbgeom.Bitfield{Offset: 28, Length: 8} }, "red.offset"},
+		{"blue past bpp 16", func(g *fbgeom.Geometry) {
+			*g = withSize(layouts[0].g, 800, 480, 0)
+			g.Blue = fbgeom.Bitfield{Offset: 12, Length: 5}
+		}, "blue"},
+		{"green overlaps red", func(g *fbgeom.Geometry) { g.Green = fbgeom.Bitfield{Offset: 12, Length: 8} }, "overlaps"},
+		{"transp overlaps blue", func(g *fbgeom.Geometry) { g.Transp = fbgeom.Bitfield{Offset: 4, Length: 8} }, "transp"},
+		{"no blue", func(g *fbgeom.Geometry) { g.Blue = fbgeom.Bitfield{} }, "blue.length"},
+		{"wide channel", func(g *fbgeom.Geometry) {
+			g.Red = fbgeom.Bitfield{Offset: 0, Length: 17}
+			g.Green = fbgeom.Bitfield{}
+			g.Blue = fbgeom.Bitfield{}
+		}, "red.length"},
 	} {
 		g := ok
 		tc.mod(&g)
@@ -266,25 +275,25 @@ func TestFBGeometryValidate(t *testing.T) {
 }
 
 func TestResolveGeometry(t *testing.T) {
-	dev := FBGeometry{Width: 800, Height: 480, BitsPerPixel: 32, LineLength: 3328,
-		Red: Bitfield{0, 8}, Green: Bitfield{8, 8}, Blue: Bitfield{16, 8}, Transp: Bitfield{24, 8}}
+	dev := fbgeom.Geometry{Width: 800, Height: 480, BitsPerPixel: 32, LineLength: 3328,
+		Red: fbgeom.Bitfield{Offset: 0, Length: 8}, Green: fbgeom.Bitfield{Offset: 8, Length: 8}, Blue: fbgeom.Bitfield{Offset: 16, Length: 8}, Transp: fbgeom.Bitfield{Offset: 24, Length: 8}}
 	// No override: the driver's word stands, line_length padding included.
-	g, err := resolveGeometry(dev, FBGeometry{})
+	g, err := fbgeom.Resolve(dev, fbgeom.Geometry{})
 	if err != nil || g != dev {
 		t.Fatalf("no override: %+v, %v", g, err)
 	}
 	// A driver that lies about its depth: the override's bpp brings the
 	// usual bitfields and an unpadded line.
-	g, err = resolveGeometry(dev, FBGeometry{BitsPerPixel: 16})
-	if err != nil || g.Red != (Bitfield{11, 5}) || g.LineLength != 1600 {
+	g, err = fbgeom.Resolve(dev, fbgeom.Geometry{BitsPerPixel: 16})
+	if err != nil || g.Red != (fbgeom.Bitfield{Offset: 11, Length: 5}) || g.LineLength != 1600 {
 		t.Fatalf("bpp override: %+v, %v", g, err)
 	}
 	// A plain file: everything from the override.
-	g, err = resolveGeometry(FBGeometry{}, FBGeometry{Width: 10, Height: 10, BitsPerPixel: 24})
-	if err != nil || g.LineLength != 30 || g.Blue != (Bitfield{0, 8}) {
+	g, err = fbgeom.Resolve(fbgeom.Geometry{}, fbgeom.Geometry{Width: 10, Height: 10, BitsPerPixel: 24})
+	if err != nil || g.LineLength != 30 || g.Blue != (fbgeom.Bitfield{Offset: 0, Length: 8}) {
 		t.Fatalf("file override: %+v, %v", g, err)
 	}
-	if _, err := resolveGeometry(FBGeometry{}, FBGeometry{Width: 10, BitsPerPixel: 24}); err == nil || !strings.Contains(err.Error(), "height") {
+	if _, err := fbgeom.Resolve(fbgeom.Geometry{}, fbgeom.Geometry{Width: 10, BitsPerPixel: 24}); err == nil || !strings.Contains(err.Error(), "height") {
 		t.Fatalf("missing height: %v", err)
 	}
 }
@@ -297,8 +306,8 @@ func FuzzFBGeometry(f *testing.F) {
 	f.Add(3, 3, 24, 9, uint32(0), uint32(8), uint32(8), uint32(8), uint32(16), uint32(8), uint32(0), uint32(0), 270)
 	f.Add(4, 4, 7, 1, uint32(40), uint32(8), uint32(0), uint32(0), uint32(0), uint32(0), uint32(0), uint32(0), 180)
 	f.Fuzz(func(t *testing.T, w, h, bpp, ll int, ro, rl, gof, gl, bo, bl, to, tl uint32, rot int) {
-		g := FBGeometry{Width: w, Height: h, BitsPerPixel: bpp, LineLength: ll,
-			Red: Bitfield{ro, rl}, Green: Bitfield{gof, gl}, Blue: Bitfield{bo, bl}, Transp: Bitfield{to, tl}}
+		g := fbgeom.Geometry{Width: w, Height: h, BitsPerPixel: bpp, LineLength: ll,
+			Red: fbgeom.Bitfield{Offset: ro, Length: rl}, Green: fbgeom.Bitfield{Offset: gof, Length: gl}, Blue: fbgeom.Bitfield{Offset: bo, Length: bl}, Transp: fbgeom.Bitfield{Offset: to, Length: tl}}
 		if g.Validate() != nil {
 			return
 		}
@@ -319,14 +328,14 @@ func FuzzFBGeometry(f *testing.F) {
 func TestProbeFramebuffer(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "fb0")
 	os.WriteFile(path, nil, 0o644)
-	if _, err := ProbeFramebuffer(path, FBGeometry{}); err == nil || !strings.Contains(err.Error(), "FBIOGET_VSCREENINFO") {
+	if _, err := ProbeFramebuffer(path, fbgeom.Geometry{}); err == nil || !strings.Contains(err.Error(), "FBIOGET_VSCREENINFO") {
 		t.Fatalf("plain file without override: %v", err)
 	}
-	g, err := ProbeFramebuffer(path, FBGeometry{Width: 800, Height: 480, BitsPerPixel: 16})
-	if err != nil || g.LineLength != 1600 || g.Red != (Bitfield{11, 5}) {
+	g, err := ProbeFramebuffer(path, fbgeom.Geometry{Width: 800, Height: 480, BitsPerPixel: 16})
+	if err != nil || g.LineLength != 1600 || g.Red != (fbgeom.Bitfield{Offset: 11, Length: 5}) {
 		t.Fatalf("plain file with override: %+v, %v", g, err)
 	}
-	if _, err := ProbeFramebuffer(filepath.Join(t.TempDir(), "none"), FBGeometry{}); err == nil {
+	if _, err := ProbeFramebuffer(filepath.Join(t.TempDir(), "none"), fbgeom.Geometry{}); err == nil {
 		t.Fatal("missing device accepted")
 	}
 }

@@ -41,6 +41,7 @@ import (
 
 	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/mqttclient"
+	"github.com/kioskpay/kioskpay/mqttclient/brokerurl"
 )
 
 // RecvWindow is how many received messages wait for the engine at most;
@@ -143,7 +144,7 @@ type Link struct {
 
 // New returns a Link; nothing happens until Run.
 func New(opts Options, eng Engine) (*Link, error) {
-	if _, err := mqttclient.CheckBrokers(opts.URLs); err != nil {
+	if _, err := brokerurl.CheckList(opts.URLs); err != nil {
 		return nil, fmt.Errorf("link: broker %w", err)
 	}
 	if opts.ClientID == "" {

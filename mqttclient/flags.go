@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/kioskpay/kioskpay/mqttclient/brokerurl"
 )
 
 // ClientFlags are the broker flags every command-line tool takes (kioskctl,
@@ -32,11 +34,11 @@ func (e *FlagError) Error() string { return e.Msg }
 // (nil for plain brokers; the server name is checked per broker by
 // Brokers.Apply).
 func (f ClientFlags) Resolve() (urls []string, password string, tc *tls.Config, err error) {
-	urls, err = SplitBrokers(f.Brokers)
+	urls, err = brokerurl.Split(f.Brokers)
 	if err != nil {
 		return nil, "", nil, &FlagError{fmt.Sprintf("-broker %q: %v (want a URL such as tcp://127.0.0.1:1883 or ssl://broker:8883, or several separated by commas)", f.Brokers, err)}
 	}
-	isTLS, _ := CheckBrokers(urls)
+	isTLS, _ := brokerurl.CheckList(urls)
 	switch {
 	case !isTLS && (f.CAFile != "" || f.CertFile != "" || f.KeyFile != ""):
 		return nil, "", nil, &FlagError{fmt.Sprintf("TLS files given but -broker %s is not a TLS URL: use ssl://host:8883 or wss://", f.Brokers)}

@@ -20,7 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -87,18 +86,6 @@ func Wait(ctx context.Context, t mqtt.Token, d time.Duration) error {
 	case <-timer.C:
 		return fmt.Errorf("timed out after %s", d)
 	}
-}
-
-// redactURL drops any user info from a broker URL before it is logged.
-func redactURL(u string) string {
-	scheme, rest, ok := strings.Cut(u, "://")
-	if !ok {
-		return u
-	}
-	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		rest = rest[at+1:]
-	}
-	return scheme + "://" + rest
 }
 
 // TLSConfig builds the client TLS configuration from PEM files: caFile

@@ -10,12 +10,6 @@ import (
 
 func newPKI(t *testing.T) *mqtttest.PKI { return mqtttest.NewPKI(t) }
 
-func TestRedactURL(t *testing.T) {
-	if got := redactURL("ssl://u:secret@b:8883"); got != "ssl://b:8883" {
-		t.Fatalf("redactURL = %q", got)
-	}
-}
-
 func TestTLSConfigErrors(t *testing.T) {
 	p := newPKI(t)
 	if _, err := TLSConfig(filepath.Join(p.Dir, "missing.pem"), "", ""); err == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/kioskpay/kioskpay/assemble"
 	"github.com/kioskpay/kioskpay/contract"
 	"io"
 	"log/slog"
@@ -106,7 +107,7 @@ func startFuzzEngine(keys *paysim.Keys) (*fuzzEngine, error) {
 		return nil, err
 	}
 	log := slog.New(slog.DiscardHandler)
-	providers, err := cfg.Providers(log)
+	providers, err := assemble.Providers(cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -117,12 +118,9 @@ func startFuzzEngine(keys *paysim.Keys) (*fuzzEngine, error) {
 	if err != nil {
 		return nil, err
 	}
-	fe.eng, err = device.New(db, device.Config{
-		DeviceID: cfg.DeviceID, DefaultProvider: cfg.Payment.Provider, DefaultExpire: cfg.Payment.Expire.Duration,
-		MaxFee: cfg.Payment.MaxFee, PollInterval: cfg.Payment.Poll.Duration, NotifyURL: cfg.Payment.NotifyURL,
-		AckTimeout: cfg.Unlock.AckTimeout.Duration, OnNoAck: cfg.Unlock.OnNoAck, Catalog: cfg.Catalog,
-		Merchants: providers, Logger: log,
-	})
+	ec := assemble.EngineConfig(cfg, providers)
+	ec.Logger = log
+	fe.eng, err = device.New(db, ec)
 	if err != nil {
 		return nil, err
 	}
@@ -366,7 +364,7 @@ func FuzzConfig(f *testing.F) {
 		if err := cfg.Validate(); err != nil {
 			t.Fatalf("accepted config fails Validate: %v", err)
 		}
-		_, _ = cfg.Providers(slog.New(slog.DiscardHandler))
+		_, _ = assemble.Providers(cfg, slog.New(slog.DiscardHandler))
 	})
 }
 

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/kioskpay/kioskpay/device/fleetsim"
-	"github.com/kioskpay/kioskpay/mqttclient"
+	"github.com/kioskpay/kioskpay/mqttclient/brokerurl"
 	"github.com/kioskpay/kioskpay/proof"
 )
 
@@ -73,7 +73,7 @@ func (b *bench) measureFleet(ctx context.Context, rep *Report) error {
 		return err
 	}
 	if b.o.fleetBroker != "" {
-		urls, err := mqttclient.SplitBrokers(b.o.fleetBroker)
+		urls, err := brokerurl.Split(b.o.fleetBroker)
 		if err != nil {
 			return fmt.Errorf("-fleet-broker: %w", err)
 		}

@@ -17,6 +17,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/kioskpay/kioskpay/assemble"
 	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/internal/cli"
@@ -170,7 +171,7 @@ func checkKeys(r *report, cfg *config.Config, broken brokenKeys) []account {
 			continue
 		}
 		one := &config.Config{DeviceID: cfg.DeviceID, Payment: cfg.Payment, Merchants: map[string]config.Merchant{pid: m}}
-		ps, err := one.Providers(nil)
+		ps, err := assemble.Providers(one, nil)
 		if err != nil {
 			r.fail(name, err.Error())
 			continue
@@ -229,7 +230,7 @@ func checkMQTTFiles(r *report, cfg *config.Config, broken brokenKeys) {
 	if cfg.MQTT.CertFile != "" {
 		detail := cfg.MQTT.CertFile + " matches " + cfg.MQTT.KeyFile
 		if pemText, err := os.ReadFile(cfg.MQTT.CertFile); err == nil {
-			if exp, err := config.CertificateExpiry(string(pemText)); err == nil {
+			if exp, err := assemble.CertificateExpiry(string(pemText)); err == nil {
 				left := time.Until(exp)
 				detail += fmt.Sprintf(", valid until %s", exp.UTC().Format(time.RFC3339))
 				if left < 0 {
@@ -350,7 +351,7 @@ func checkBroker(ctx context.Context, r *report, cfg *config.Config, broken brok
 		r.skip("broker "+strings.Join(cfg.MQTT.Brokers(), ","), bad)
 		return
 	}
-	o, err := linkOptions(cfg, nil)
+	o, err := assemble.LinkOptions(cfg, nil)
 	if err != nil {
 		r.fail("broker "+strings.Join(cfg.MQTT.Brokers(), ","), err.Error())
 		return

@@ -24,6 +24,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/kioskpay/kioskpay/assemble"
 	"github.com/kioskpay/kioskpay/contract"
 	"io"
 	"log/slog"
@@ -43,7 +44,6 @@ import (
 	"github.com/kioskpay/kioskpay/internal/logging"
 	"github.com/kioskpay/kioskpay/internal/sdnotify"
 	"github.com/kioskpay/kioskpay/link"
-	"github.com/kioskpay/kioskpay/mqttclient"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"
 )
@@ -189,7 +189,7 @@ func daemon(ctx context.Context, cfg *config.Config, stderr io.Writer, logger *s
 
 	// Everything that can be wrong with the configuration is checked before
 	// anything is opened, so a bad config never leaves half a daemon behind.
-	providers, err := cfg.Providers(logger)
+	providers, err := assemble.Providers(cfg, logger)
 	if err != nil {
 		printConfigError(stderr, err)
 		return exitBadConfig
@@ -200,7 +200,7 @@ func daemon(ctx context.Context, cfg *config.Config, stderr io.Writer, logger *s
 		printConfigError(stderr, &config.Error{Key: "clock.sync_check", Msg: err.Error()})
 		return exitBadConfig
 	}
-	linkOpts, err := linkOptions(cfg, logger)
+	linkOpts, err := assemble.LinkOptions(cfg, logger)
 	if err != nil {
 		printConfigError(stderr, err)
 		return exitBadConfig
@@ -214,7 +214,7 @@ func daemon(ctx context.Context, cfg *config.Config, stderr io.Writer, logger *s
 		}
 		resultKey = []byte(k)
 	}
-	disp, err := display.New(displayConfig(cfg), logger)
+	disp, err := display.New(assemble.DisplayConfig(cfg), logger)
 	if err != nil {
 		printConfigError(stderr, err)
 		return exitBadConfig
@@ -246,28 +246,17 @@ func daemon(ctx context.Context, cfg *config.Config, stderr io.Writer, logger *s
 			return exitBadConfig
 		}
 	}
-	eng, err := device.New(db, device.Config{
-		DeviceID:              cfg.DeviceID,
-		Version:               Version(),
-		DefaultProvider:       cfg.Payment.Provider,
-		DefaultExpire:         cfg.Payment.Expire.Duration,
-		MaxFee:                cfg.Payment.MaxFee,
-		PollInterval:          cfg.Payment.Poll.Duration,
-		NotifyURL:             strings.TrimRight(cfg.Payment.NotifyURL, "/"),
-		AckTimeout:            cfg.Unlock.AckTimeout.Duration,
-		OnNoAck:               cfg.Unlock.OnNoAck,
-		ResultKey:             resultKey,
-		RequireSignedRequests: cfg.Unlock.RequireSignedRequests,
-		Catalog:               cfg.Catalog,
-		ClockSynced:           checker.Func(),
-		BuildTime:             checker.NotBefore,
-		Merchants:             providers,
-		Observer:              newScreens(disp),
-		Logger:                logger,
-		Retry:                 retry,
-		StaleAfter:            staleAfter,
-		Unlock:                drv,
-	})
+	ec := assemble.EngineConfig(cfg, providers)
+	ec.Version = Version()
+	ec.ResultKey = resultKey
+	ec.ClockSynced = checker.Func()
+	ec.BuildTime = checker.NotBefore
+	ec.Observer = newScreens(disp)
+	ec.Logger = logger
+	ec.Retry = retry
+	ec.StaleAfter = staleAfter
+	ec.Unlock = drv
+	eng, err := device.New(db, ec)
 	if err != nil {
 		log.Error("start engine", "err", err)
 		fmt.Fprintf(stderr, "kioskpayd: %v\n", err)
@@ -390,51 +379,6 @@ func waitWebAddr(ctx context.Context, d *display.Display, cfg *config.Config) st
 		time.Sleep(10 * time.Millisecond)
 	}
 	return d.WebAddr()
-}
-
-// linkOptions builds the MQTT link's options, reading the broker password
-// and TLS files. Errors name the key.
-func linkOptions(cfg *config.Config, logger *slog.Logger) (link.Options, error) {
-	o := link.Options{
-		URLs:     cfg.MQTT.Brokers(),
-		ClientID: cfg.MQTT.ClientID,
-		Username: cfg.MQTT.Username,
-		Prefix:   cfg.Topic(),
-		Logger:   logger,
-	}
-	if cfg.MQTT.PasswordFile != "" {
-		pw, err := config.ReadSecret("mqtt.password_file", cfg.MQTT.PasswordFile)
-		if err != nil {
-			return o, err
-		}
-		o.Password = pw
-	}
-	if isTLS, _ := mqttclient.CheckBrokers(o.URLs); isTLS {
-		t, err := mqttclient.TLSConfig(cfg.MQTT.CAFile, cfg.MQTT.CertFile, cfg.MQTT.KeyFile)
-		if err != nil {
-			key := "mqtt.ca_file"
-			if cfg.MQTT.CertFile != "" && !strings.Contains(err.Error(), "CA file") {
-				key = "mqtt.cert_file"
-			}
-			return o, &config.Error{Key: key, Msg: err.Error()}
-		}
-		o.TLS = t
-	}
-	return o, nil
-}
-
-func displayConfig(cfg *config.Config) display.Config {
-	return display.Config{
-		Outputs:    cfg.Display.Outputs,
-		FBDevice:   cfg.Display.FBDevice,
-		Rotate:     cfg.Display.Rotate,
-		PNGPath:    cfg.Display.PNGPath,
-		WebListen:  cfg.Display.WebListen,
-		FontFile:   cfg.Display.FontFile,
-		TTYPath:    cfg.Display.TTYPath,
-		FBGeometry: cfg.Display.FBGeometry,
-		Locale:     cfg.Display.Locale,
-	}
 }
 
 // engineLink adapts *device.Engine to link.Engine: the link hands over

@@ -34,6 +34,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/kioskpay/kioskpay/mqttclient"
+	"github.com/kioskpay/kioskpay/mqttclient/brokerurl"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"
 )
@@ -60,7 +61,7 @@ type Conn struct {
 // clientOptions returns paho options for a clean session under clientID
 // with c's brokers, credentials and TLS.
 func (c Conn) clientOptions(clientID string) (*mqtt.ClientOptions, error) {
-	if _, err := mqttclient.CheckBrokers(c.Brokers); err != nil {
+	if _, err := brokerurl.CheckList(c.Brokers); err != nil {
 		return nil, fmt.Errorf("broker %w", err)
 	}
 	return c.client(clientID).Options().SetCleanSession(true), nil

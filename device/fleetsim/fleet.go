@@ -14,6 +14,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/kioskpay/kioskpay/mqttclient"
+	"github.com/kioskpay/kioskpay/mqttclient/brokerurl"
 )
 
 // Defaults of Options.
@@ -76,7 +77,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	if o.Progress == nil {
 		o.Progress = func(string, ...any) {}
 	}
-	if _, err := mqttclient.CheckBrokers(o.Brokers); err != nil {
+	if _, err := brokerurl.CheckList(o.Brokers); err != nil {
 		return nil, fmt.Errorf("fleetsim: broker %w", err)
 	}
 	f := &Fleet{opts: o}

@@ -1,14 +1,17 @@
-package config
+package assemble
 
 import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
@@ -16,14 +19,14 @@ import (
 
 // simConfig writes paysim's key files and daemon config into a temp dir and
 // loads it.
-func simConfig(t *testing.T) (*Config, string) {
+func simConfig(t *testing.T) (*config.Config, string) {
 	t.Helper()
 	dir := t.TempDir()
 	path, err := simkeys.Get(t).WriteDaemonFiles(dir, "http://127.0.0.1:1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := Load(path)
+	c, err := config.Load(path)
 	if err != nil {
 		t.Fatalf("Load paysim config: %v", err)
 	}
@@ -32,7 +35,7 @@ func simConfig(t *testing.T) (*Config, string) {
 
 func TestProviders(t *testing.T) {
 	c, _ := simConfig(t)
-	ps, err := c.Providers(nil)
+	ps, err := Providers(c, nil)
 	if err != nil {
 		t.Fatalf("Providers: %v", err)
 	}
@@ -76,7 +79,7 @@ func TestProvidersErrors(t *testing.T) {
 			if err := os.WriteFile(tt.file(f), []byte(tt.content), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, err := c.Providers(nil)
+			_, err := Providers(c, nil)
 			if err == nil {
 				t.Fatal("Providers succeeded")
 			}
@@ -87,17 +90,6 @@ func TestProvidersErrors(t *testing.T) {
 				t.Fatalf("error leaks key material: %v", err)
 			}
 		})
-	}
-}
-
-func TestNotifyURL(t *testing.T) {
-	c, _ := simConfig(t)
-	if got := c.NotifyURL(payment.WxPay); got != "" {
-		t.Errorf("NotifyURL without payment.notify_url = %q", got)
-	}
-	c.Payment.NotifyURL = "https://relay.example/base/"
-	if got, want := c.NotifyURL(payment.Alipay), "https://relay.example/base/notify/sim-1/alipay"; got != want {
-		t.Errorf("NotifyURL = %q, want %q", got, want)
 	}
 }
 
@@ -119,3 +111,16 @@ func TestKeysMatch(t *testing.T) {
 // garbagePEM is a PRIVATE KEY block whose content is not a key. It is built
 // at run time so that no key-shaped text is committed.
 var garbagePEM = string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE " + "KEY", Bytes: []byte{0, 0, 0}}))
+
+// hasKeyError reports whether err (possibly joined) holds a *config.Error
+// for key whose text contains msg.
+func hasKeyError(err error, key, msg string) bool {
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	return slices.ContainsFunc(errs, func(e error) bool {
+		var ce *config.Error
+		return errors.As(e, &ce) && ce.Key == key && strings.Contains(ce.Error(), msg)
+	})
+}

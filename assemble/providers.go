@@ -1,4 +1,10 @@
-package config
+// Package assemble turns a loaded configuration into the daemon's running
+// parts: the payment provider clients built from each merchant's key files,
+// the MQTT link's options (broker password, TLS), the display's and the
+// engine's configuration. kioskpayd, its doctor and demo, and the proof
+// harness build their daemons through it, so the configuration package
+// stays a leaf of plain values that links no SDK, MQTT client or display.
+package assemble
 
 import (
 	"crypto"
@@ -9,10 +15,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/kioskpay/kioskpay/contract"
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 
+	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/alipay"
 	"github.com/kioskpay/kioskpay/payment/wxpay"
@@ -28,17 +36,17 @@ const PollOnlyNotifyURL = "https://notify.invalid/kioskpay/poll-only"
 // payment.Provider per configured account, keyed by pid and provider. No
 // network I/O happens here. Errors name the merchant's key and file, never
 // key material.
-func (c *Config) Providers(logger *slog.Logger) (map[string]map[payment.ProviderName]payment.Provider, error) {
+func Providers(c *config.Config, logger *slog.Logger) (map[string]map[payment.ProviderName]payment.Provider, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	out := make(map[string]map[payment.ProviderName]payment.Provider, len(c.Merchants))
 	var errs []error
-	for _, pid := range sortedKeys(c.Merchants) {
+	for _, pid := range slices.Sorted(maps.Keys(c.Merchants)) {
 		m := c.Merchants[pid]
 		accounts := map[payment.ProviderName]payment.Provider{}
 		if w := m.WxPay; w != nil {
-			p, err := c.wxpayProvider(pid, w, logger)
+			p, err := wxpayProvider(c, pid, w, logger)
 			if err != nil {
 				errs = append(errs, err)
 			} else {
@@ -46,7 +54,7 @@ func (c *Config) Providers(logger *slog.Logger) (map[string]map[payment.Provider
 			}
 		}
 		if a := m.Alipay; a != nil {
-			p, err := c.alipayProvider(pid, a, logger)
+			p, err := alipayProvider(pid, a, logger)
 			if err != nil {
 				errs = append(errs, err)
 			} else {
@@ -61,28 +69,28 @@ func (c *Config) Providers(logger *slog.Logger) (map[string]map[payment.Provider
 	return out, nil
 }
 
-func (c *Config) wxpayProvider(pid string, w *WxPayMerchant, logger *slog.Logger) (payment.Provider, error) {
+func wxpayProvider(c *config.Config, pid string, w *config.WxPayMerchant, logger *slog.Logger) (payment.Provider, error) {
 	k := "merchants." + pid + ".wxpay."
-	priv, err := ReadSecret(k+"private_key_file", w.PrivateKeyFile)
+	priv, err := config.ReadSecret(k+"private_key_file", w.PrivateKeyFile)
 	if err != nil {
 		return nil, err
 	}
 	if err := CheckPrivateKeyPEM(priv, true); err != nil {
-		return nil, &Error{Key: k + "private_key_file", Msg: fmt.Sprintf("file %s: %v", w.PrivateKeyFile, err)}
+		return nil, &config.Error{Key: k + "private_key_file", Msg: fmt.Sprintf("file %s: %v", w.PrivateKeyFile, err)}
 	}
-	v3, err := ReadSecret(k+"apiv3_key_file", w.APIv3KeyFile)
+	v3, err := config.ReadSecret(k+"apiv3_key_file", w.APIv3KeyFile)
 	if err != nil {
 		return nil, err
 	}
 	if len(v3) != 32 {
-		return nil, &Error{Key: k + "apiv3_key_file", Msg: fmt.Sprintf("file %s: the APIv3 key must be 32 bytes, got %d", w.APIv3KeyFile, len(v3))}
+		return nil, &config.Error{Key: k + "apiv3_key_file", Msg: fmt.Sprintf("file %s: the APIv3 key must be 32 bytes, got %d", w.APIv3KeyFile, len(v3))}
 	}
-	pub, err := ReadSecret(k+"public_key_file", w.PublicKeyFile)
+	pub, err := config.ReadSecret(k+"public_key_file", w.PublicKeyFile)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := ParsePublicKeyPEM(pub); err != nil {
-		return nil, &Error{Key: k + "public_key_file", Msg: fmt.Sprintf("file %s: %v", w.PublicKeyFile, err)}
+		return nil, &config.Error{Key: k + "public_key_file", Msg: fmt.Sprintf("file %s: %v", w.PublicKeyFile, err)}
 	}
 	notify := PollOnlyNotifyURL
 	if c.Payment.NotifyURL != "" {
@@ -97,26 +105,26 @@ func (c *Config) wxpayProvider(pid string, w *WxPayMerchant, logger *slog.Logger
 		Logger:    logger.With("pid", pid),
 	})
 	if err != nil {
-		return nil, &Error{Key: "merchants." + pid + ".wxpay", Msg: err.Error()}
+		return nil, &config.Error{Key: "merchants." + pid + ".wxpay", Msg: err.Error()}
 	}
 	return p, nil
 }
 
-func (c *Config) alipayProvider(pid string, a *AlipayMerchant, logger *slog.Logger) (payment.Provider, error) {
+func alipayProvider(pid string, a *config.AlipayMerchant, logger *slog.Logger) (payment.Provider, error) {
 	k := "merchants." + pid + ".alipay."
-	priv, err := ReadSecret(k+"private_key_file", a.PrivateKeyFile)
+	priv, err := config.ReadSecret(k+"private_key_file", a.PrivateKeyFile)
 	if err != nil {
 		return nil, err
 	}
 	if err := CheckPrivateKeyPEM(priv, false); err != nil {
-		return nil, &Error{Key: k + "private_key_file", Msg: fmt.Sprintf("file %s: %v", a.PrivateKeyFile, err)}
+		return nil, &config.Error{Key: k + "private_key_file", Msg: fmt.Sprintf("file %s: %v", a.PrivateKeyFile, err)}
 	}
-	pub, err := ReadSecret(k+"alipay_public_key_file", a.AlipayPublicKeyFile)
+	pub, err := config.ReadSecret(k+"alipay_public_key_file", a.AlipayPublicKeyFile)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := ParsePublicKeyPEM(pub); err != nil {
-		return nil, &Error{Key: k + "alipay_public_key_file", Msg: fmt.Sprintf("file %s: %v", a.AlipayPublicKeyFile, err)}
+		return nil, &config.Error{Key: k + "alipay_public_key_file", Msg: fmt.Sprintf("file %s: %v", a.AlipayPublicKeyFile, err)}
 	}
 	p, err := alipay.New(alipay.Config{
 		AppID: a.AppID, PrivateKeyPEM: priv, AlipayPublicKeyPEM: pub,
@@ -124,16 +132,9 @@ func (c *Config) alipayProvider(pid string, a *AlipayMerchant, logger *slog.Logg
 		Logger:  logger.With("pid", pid),
 	})
 	if err != nil {
-		return nil, &Error{Key: "merchants." + pid + ".alipay", Msg: err.Error()}
+		return nil, &config.Error{Key: "merchants." + pid + ".alipay", Msg: err.Error()}
 	}
 	return p, nil
-}
-
-// NotifyURL is the notify_url orders at provider p carry:
-// <payment.notify_url>/notify/<device_id>/<provider>, the notifyrelay's
-// path; "" when notifications are off.
-func (c *Config) NotifyURL(p payment.ProviderName) string {
-	return contract.NotifyURL(c.Payment.NotifyURL, c.DeviceID, p)
 }
 
 // CheckPrivateKeyPEM checks that s is a PEM private key: PKCS#8, or, when

@@ -1,0 +1,79 @@
+package assemble
+
+import (
+	"log/slog"
+	"strings"
+
+	"github.com/kioskpay/kioskpay/config"
+	"github.com/kioskpay/kioskpay/device"
+	"github.com/kioskpay/kioskpay/display"
+	"github.com/kioskpay/kioskpay/link"
+	"github.com/kioskpay/kioskpay/mqttclient"
+	"github.com/kioskpay/kioskpay/mqttclient/brokerurl"
+	"github.com/kioskpay/kioskpay/payment"
+)
+
+// LinkOptions builds the MQTT link's options, reading the broker password
+// and TLS files. Errors name the key.
+func LinkOptions(cfg *config.Config, logger *slog.Logger) (link.Options, error) {
+	o := link.Options{
+		URLs:     cfg.MQTT.Brokers(),
+		ClientID: cfg.MQTT.ClientID,
+		Username: cfg.MQTT.Username,
+		Prefix:   cfg.Topic(),
+		Logger:   logger,
+	}
+	if cfg.MQTT.PasswordFile != "" {
+		pw, err := config.ReadSecret("mqtt.password_file", cfg.MQTT.PasswordFile)
+		if err != nil {
+			return o, err
+		}
+		o.Password = pw
+	}
+	if isTLS, _ := brokerurl.CheckList(o.URLs); isTLS {
+		t, err := mqttclient.TLSConfig(cfg.MQTT.CAFile, cfg.MQTT.CertFile, cfg.MQTT.KeyFile)
+		if err != nil {
+			key := "mqtt.ca_file"
+			if cfg.MQTT.CertFile != "" && !strings.Contains(err.Error(), "CA file") {
+				key = "mqtt.cert_file"
+			}
+			return o, &config.Error{Key: key, Msg: err.Error()}
+		}
+		o.TLS = t
+	}
+	return o, nil
+}
+
+// DisplayConfig is the display's configuration from the [display] table.
+func DisplayConfig(cfg *config.Config) display.Config {
+	return display.Config{
+		Outputs:    cfg.Display.Outputs,
+		FBDevice:   cfg.Display.FBDevice,
+		Rotate:     cfg.Display.Rotate,
+		PNGPath:    cfg.Display.PNGPath,
+		WebListen:  cfg.Display.WebListen,
+		FontFile:   cfg.Display.FontFile,
+		TTYPath:    cfg.Display.TTYPath,
+		FBGeometry: cfg.Display.FBGeometry,
+		Locale:     cfg.Display.Locale,
+	}
+}
+
+// EngineConfig is the engine's configuration from the [payment], [unlock]
+// and [catalog] tables, with merchants' providers (see Providers). The
+// caller adds what is not configuration: version, clock, observer, logger.
+func EngineConfig(cfg *config.Config, merchants map[string]map[payment.ProviderName]payment.Provider) device.Config {
+	return device.Config{
+		DeviceID:              cfg.DeviceID,
+		DefaultProvider:       cfg.Payment.Provider,
+		DefaultExpire:         cfg.Payment.Expire.Duration,
+		MaxFee:                cfg.Payment.MaxFee,
+		PollInterval:          cfg.Payment.Poll.Duration,
+		NotifyURL:             strings.TrimRight(cfg.Payment.NotifyURL, "/"),
+		AckTimeout:            cfg.Unlock.AckTimeout.Duration,
+		OnNoAck:               cfg.Unlock.OnNoAck,
+		RequireSignedRequests: cfg.Unlock.RequireSignedRequests,
+		Catalog:               cfg.Catalog,
+		Merchants:             merchants,
+	}
+}
