@@ -81,11 +81,11 @@ func (m MQTT) Brokers() []string {
 // Payment is the [payment] table.
 type Payment struct {
 	// Provider is "wxpay", "alipay" or "any" (both QR codes).
-	Provider  string      `toml:"provider"`
-	Expire    Duration    `toml:"expire"`
-	MaxFee    payment.Fen `toml:"max_fee"`
-	Poll      Duration    `toml:"poll"`
-	NotifyURL string      `toml:"notify_url"`
+	Provider  payment.ProviderName `toml:"provider"`
+	Expire    Duration             `toml:"expire"`
+	MaxFee    payment.Fen          `toml:"max_fee"`
+	Poll      Duration             `toml:"poll"`
+	NotifyURL string               `toml:"notify_url"`
 }
 
 // Merchant is one [merchants.<pid>] table: the accounts of one merchant at
@@ -117,7 +117,7 @@ type AlipayMerchant struct {
 
 // Display is the [display] table.
 type Display struct {
-	Outputs   []string `toml:"outputs"`
+	Outputs   []Output `toml:"outputs"`
 	FBDevice  string   `toml:"fb_device"`
 	Rotate    int      `toml:"rotate"`
 	PNGPath   string   `toml:"png_path"`
@@ -140,7 +140,7 @@ type Unlock struct {
 	// driver's table is validated.
 	Driver                string   `toml:"driver"`
 	AckTimeout            Duration `toml:"ack_timeout"`
-	OnNoAck               string   `toml:"on_no_ack"`
+	OnNoAck               OnNoAck  `toml:"on_no_ack"`
 	ResultKeyFile         string   `toml:"result_key_file"`
 	RequireSignedRequests bool     `toml:"require_signed_requests"`
 
@@ -156,21 +156,77 @@ func (u Unlock) Local() bool { return u.Driver != "" && u.Driver != unlock.Drive
 type Clock struct {
 	// SyncCheck is "kernel" (trust the clock only while the kernel reports
 	// it synchronised) or "none".
-	SyncCheck string `toml:"sync_check"`
+	SyncCheck SyncCheck `toml:"sync_check"`
 }
 
-// Values of the enumerated keys.
+// OnNoAck is unlock.on_no_ack: what the engine does with a paid order
+// whose result the controller never acknowledged.
+type OnNoAck string
+
+// Values of unlock.on_no_ack.
 const (
-	OnNoAckRefund = "refund"
-	OnNoAckHold   = "hold"
+	OnNoAckRefund OnNoAck = "refund" // refund the customer: the service was not delivered
+	OnNoAckHold   OnNoAck = "hold"   // keep the order paid for the operator to decide
+)
 
-	SyncKernel = "kernel"
-	SyncNone   = "none"
+// Valid reports whether o is one of the values.
+func (o OnNoAck) Valid() bool { return o == OnNoAckRefund || o == OnNoAckHold }
 
-	OutputFB  = "fb"
-	OutputPNG = "png"
-	OutputWeb = "web"
-	OutputTTY = "tty"
+// Output is one entry of display.outputs.
+type Output string
+
+// Values of display.outputs.
+const (
+	OutputFB  Output = "fb"
+	OutputPNG Output = "png"
+	OutputWeb Output = "web"
+	OutputTTY Output = "tty"
+)
+
+// Valid reports whether o is one of the outputs.
+func (o Output) Valid() bool {
+	switch o {
+	case OutputFB, OutputPNG, OutputWeb, OutputTTY:
+		return true
+	}
+	return false
+}
+
+// SyncCheck is clock.sync_check.
+type SyncCheck string
+
+// Values of clock.sync_check.
+const (
+	// SyncKernel trusts the clock only while the kernel reports it
+	// synchronised.
+	SyncKernel SyncCheck = "kernel"
+	// SyncNone always trusts the clock (tests, devices with an RTC).
+	SyncNone SyncCheck = "none"
+)
+
+// Valid reports whether s is one of the values.
+func (s SyncCheck) Valid() bool { return s == SyncKernel || s == SyncNone }
+
+// Defaults of every key a file may leave out (docs/contract.md §2). They are
+// the one source: Default uses them, and the engine (device.New), the
+// display and fleetsim's simulated devices take the same values for what
+// their callers leave zero.
+const (
+	DefaultStateDir                           = "/var/lib/kioskpayd"
+	DefaultRetentionDays                      = 90
+	DefaultMQTTURL                            = "tcp://127.0.0.1:1883"
+	DefaultProvider      payment.ProviderName = contract.ProviderAny
+	DefaultExpire                             = 5 * time.Minute
+	DefaultMaxFee        payment.Fen          = 100000
+	DefaultPoll                               = 2 * time.Second
+	DefaultOutput                             = OutputWeb
+	DefaultFBDevice                           = "/dev/fb0"
+	DefaultPNGPath                            = "/run/kioskpayd/qr.png"
+	DefaultWebListen                          = "127.0.0.1:8088"
+	DefaultLocale                             = "zh"
+	DefaultAckTimeout                         = 30 * time.Second
+	DefaultOnNoAck                            = OnNoAckRefund
+	DefaultSyncCheck                          = SyncKernel
 )
 
 // Duration is a time.Duration written in TOML as a Go duration string
@@ -210,34 +266,34 @@ func (e *Error) Error() string {
 // not set (docs/contract.md §2). DeviceID is empty and must be set.
 func Default() *Config {
 	return &Config{
-		StateDir:      "/var/lib/kioskpayd",
-		RetentionDays: 90,
+		StateDir:      DefaultStateDir,
+		RetentionDays: DefaultRetentionDays,
 		MQTT: MQTT{
-			URL:         "tcp://127.0.0.1:1883",
-			TopicPrefix: "kiosk",
+			URL:         DefaultMQTTURL,
+			TopicPrefix: contract.DefaultTopicPrefix,
 		},
 		Payment: Payment{
-			Provider: contract.ProviderAny,
-			Expire:   Duration{5 * time.Minute},
-			MaxFee:   100000,
-			Poll:     Duration{2 * time.Second},
+			Provider: DefaultProvider,
+			Expire:   Duration{DefaultExpire},
+			MaxFee:   DefaultMaxFee,
+			Poll:     Duration{DefaultPoll},
 		},
 		Display: Display{
-			Outputs:   []string{OutputWeb},
-			FBDevice:  "/dev/fb0",
-			PNGPath:   "/run/kioskpayd/qr.png",
-			WebListen: "127.0.0.1:8088",
-			Locale:    "zh",
+			Outputs:   []Output{DefaultOutput},
+			FBDevice:  DefaultFBDevice,
+			PNGPath:   DefaultPNGPath,
+			WebListen: DefaultWebListen,
+			Locale:    DefaultLocale,
 		},
 		Unlock: Unlock{
 			Driver:     unlock.DriverMQTT,
-			AckTimeout: Duration{30 * time.Second},
-			OnNoAck:    OnNoAckRefund,
+			AckTimeout: Duration{DefaultAckTimeout},
+			OnNoAck:    DefaultOnNoAck,
 			GPIO:       gpio.DefaultConfig(),
 			Serial:     serial.DefaultConfig(),
 			Exec:       unlockexec.DefaultConfig(),
 		},
-		Clock: Clock{SyncCheck: SyncKernel},
+		Clock: Clock{SyncCheck: DefaultSyncCheck},
 	}
 }
 
@@ -310,7 +366,7 @@ func parse(data []byte, dir string) (*Config, []error) {
 		return nil, []error{decodeError(err)}
 	}
 	if !md.IsDefined("display", "outputs") {
-		c.Display.Outputs = []string{OutputWeb}
+		c.Display.Outputs = []Output{DefaultOutput}
 	}
 	if md.IsDefined("mqtt", "urls") && !md.IsDefined("mqtt", "url") {
 		// urls replaces the default url; both set is an error (Validate).
@@ -362,254 +418,288 @@ func decodeError(err error) error {
 
 var tomlKeyErrRE = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key "([^"]*)"\): (.*)$`)
 
-// Validate checks every value. It does not look at the file system.
+// Validate checks every value, table by table; every problem is an *Error
+// naming its key, and all of them are returned (joined), so doctor can list
+// them at once. It does not look at the file system.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
-	}
+	var p problems
+	c.validateTop(&p)
+	c.MQTT.validate(&p)
+	c.Payment.validate(&p)
+	validateMerchants(&p, c.Merchants, c.Payment.Provider)
+	c.Display.validate(&p)
+	c.Unlock.validate(&p, c.Catalog)
+	c.Clock.validate(&p)
+	validateCatalog(&p, c.Catalog, c.Payment.MaxFee)
+	return errors.Join(p...)
+}
 
+// problems collects what the checks of Validate find.
+type problems []error
+
+// add records a problem with key.
+func (p *problems) add(key, format string, args ...any) {
+	*p = append(*p, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// validateTop checks the keys outside any table.
+func (c *Config) validateTop(p *problems) {
 	switch {
 	case c.DeviceID == "":
-		bad("device_id", "is required")
+		p.add("device_id", "is required")
 	case !contract.ValidDeviceID(c.DeviceID):
-		bad("device_id", "must be 1 to 64 characters of A-Z a-z 0-9 _ -, got %q", c.DeviceID)
+		p.add("device_id", "must be 1 to 64 characters of A-Z a-z 0-9 _ -, got %q", c.DeviceID)
 	}
 	if c.StateDir == "" {
-		bad("state_dir", "must not be empty")
+		p.add("state_dir", "must not be empty")
 	}
 	if c.RetentionDays < 1 || c.RetentionDays > 3650 {
-		bad("retention_days", "must be from 1 to 3650 days, got %d", c.RetentionDays)
+		p.add("retention_days", "must be from 1 to 3650 days, got %d", c.RetentionDays)
 	}
+}
 
-	// [mqtt]
-	tlsScheme, brokersOK := c.validateBrokers(bad)
-	switch p := c.MQTT.TopicPrefix; {
-	case p == "":
-		bad("mqtt.topic_prefix", "must not be empty")
-	case strings.ContainsAny(p, "+#\x00"):
-		bad("mqtt.topic_prefix", "must not contain MQTT wildcards (+ #), got %q", p)
-	case strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") || strings.Contains(p, "//"):
-		bad("mqtt.topic_prefix", "must not start or end with / or contain empty levels, got %q", p)
-	case strings.HasPrefix(p, "$"):
-		bad("mqtt.topic_prefix", "must not start with $ (reserved for broker topics)")
+// validate checks the [mqtt] table.
+func (m MQTT) validate(p *problems) {
+	tlsScheme, brokersOK := m.validateBrokers(p)
+	switch tp := m.TopicPrefix; {
+	case tp == "":
+		p.add("mqtt.topic_prefix", "must not be empty")
+	case strings.ContainsAny(tp, "+#\x00"):
+		p.add("mqtt.topic_prefix", "must not contain MQTT wildcards (+ #), got %q", tp)
+	case strings.HasPrefix(tp, "/") || strings.HasSuffix(tp, "/") || strings.Contains(tp, "//"):
+		p.add("mqtt.topic_prefix", "must not start or end with / or contain empty levels, got %q", tp)
+	case strings.HasPrefix(tp, "$"):
+		p.add("mqtt.topic_prefix", "must not start with $ (reserved for broker topics)")
 	}
-	if id := c.MQTT.ClientID; len(id) > 65535 || strings.ContainsFunc(id, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		bad("mqtt.client_id", "must be printable and shorter than 64 KiB")
+	if id := m.ClientID; len(id) > 65535 || strings.ContainsFunc(id, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		p.add("mqtt.client_id", "must be printable and shorter than 64 KiB")
 	}
-	if c.MQTT.PasswordFile != "" && c.MQTT.Username == "" {
-		bad("mqtt.password_file", "is set but mqtt.username is empty")
+	if m.PasswordFile != "" && m.Username == "" {
+		p.add("mqtt.password_file", "is set but mqtt.username is empty")
 	}
-	if (c.MQTT.CertFile == "") != (c.MQTT.KeyFile == "") {
-		if c.MQTT.CertFile == "" {
-			bad("mqtt.cert_file", "is required with mqtt.key_file (mutual TLS needs both)")
+	if (m.CertFile == "") != (m.KeyFile == "") {
+		if m.CertFile == "" {
+			p.add("mqtt.cert_file", "is required with mqtt.key_file (mutual TLS needs both)")
 		} else {
-			bad("mqtt.key_file", "is required with mqtt.cert_file (mutual TLS needs both)")
+			p.add("mqtt.key_file", "is required with mqtt.cert_file (mutual TLS needs both)")
 		}
 	}
 	if !tlsScheme && brokersOK {
-		for key, v := range map[string]string{"mqtt.ca_file": c.MQTT.CAFile, "mqtt.cert_file": c.MQTT.CertFile, "mqtt.key_file": c.MQTT.KeyFile} {
+		for key, v := range map[string]string{"mqtt.ca_file": m.CAFile, "mqtt.cert_file": m.CertFile, "mqtt.key_file": m.KeyFile} {
 			if v == "" {
 				continue
 			}
-			if c.MQTT.URL != "" {
-				bad(key, "is set but mqtt.url %q is not a TLS URL (ssl:// or wss://)", c.MQTT.URL)
+			if m.URL != "" {
+				p.add(key, "is set but mqtt.url %q is not a TLS URL (ssl:// or wss://)", m.URL)
 			} else {
-				bad(key, "is set but the brokers in mqtt.urls are not TLS URLs (ssl:// or wss://)")
+				p.add(key, "is set but the brokers in mqtt.urls are not TLS URLs (ssl:// or wss://)")
 			}
 		}
 	}
+}
 
-	// [payment]
-	switch c.Payment.Provider {
-	case string(payment.WxPay), string(payment.Alipay), contract.ProviderAny:
-	default:
-		bad("payment.provider", "must be wxpay, alipay or any, got %q", c.Payment.Provider)
+// validate checks the [payment] table.
+func (pay Payment) validate(p *problems) {
+	if !contract.ValidProvider(string(pay.Provider)) {
+		p.add("payment.provider", "must be wxpay, alipay or any, got %q", pay.Provider)
 	}
-	if e := c.Payment.Expire.Duration; e < contract.MinExpire || e > contract.MaxExpire {
-		bad("payment.expire", "must be from 1m to 2h, got %s", e)
+	if e := pay.Expire.Duration; e < contract.MinExpire || e > contract.MaxExpire {
+		p.add("payment.expire", "must be from 1m to 2h, got %s", e)
 	}
-	if c.Payment.MaxFee <= 0 {
-		bad("payment.max_fee", "must be a positive number of fen, got %d", int64(c.Payment.MaxFee))
+	if pay.MaxFee <= 0 {
+		p.add("payment.max_fee", "must be a positive number of fen, got %d", int64(pay.MaxFee))
 	}
-	if p := c.Payment.Poll.Duration; p < 200*time.Millisecond || p > 5*time.Minute {
-		bad("payment.poll", "must be from 200ms to 5m, got %s", p)
+	if d := pay.Poll.Duration; d < 200*time.Millisecond || d > 5*time.Minute {
+		p.add("payment.poll", "must be from 200ms to 5m, got %s", d)
 	}
-	if c.Payment.NotifyURL != "" {
-		if msg := checkHTTPURL(c.Payment.NotifyURL); msg != "" {
-			bad("payment.notify_url", "%s", msg)
-		} else if strings.ContainsAny(c.Payment.NotifyURL, "?#") {
+	if pay.NotifyURL != "" {
+		if msg := checkHTTPURL(pay.NotifyURL); msg != "" {
+			p.add("payment.notify_url", "%s", msg)
+		} else if strings.ContainsAny(pay.NotifyURL, "?#") {
 			// WeChat Pay refuses notify URLs with a query string.
-			bad("payment.notify_url", "must not have a query string or fragment")
+			p.add("payment.notify_url", "must not have a query string or fragment")
 		}
 	}
+}
 
-	// [merchants]
-	if len(c.Merchants) == 0 {
-		bad("merchants", "at least one merchant is required, e.g. [merchants.default.wxpay] or [merchants.default.alipay]")
+// validateMerchants checks the [merchants.<pid>] tables: each merchant has
+// the accounts payment.provider needs, each account every key.
+func validateMerchants(p *problems, merchants map[string]Merchant, provider payment.ProviderName) {
+	if len(merchants) == 0 {
+		p.add("merchants", "at least one merchant is required, e.g. [merchants.default.wxpay] or [merchants.default.alipay]")
 	}
-	for _, pid := range sortedKeys(c.Merchants) {
-		m := c.Merchants[pid]
+	for _, pid := range sortedKeys(merchants) {
+		m := merchants[pid]
 		base := "merchants." + pid
 		if !contract.ValidPID(pid) {
-			bad(base, "merchant id must be 1 to 64 characters of A-Z a-z 0-9 _ -")
+			p.add(base, "merchant id must be 1 to 64 characters of A-Z a-z 0-9 _ -")
 		}
 		if m.WxPay == nil && m.Alipay == nil {
-			bad(base, "configures no provider; add a wxpay or alipay table")
+			p.add(base, "configures no provider; add a wxpay or alipay table")
 		}
 		need := func(name payment.ProviderName, present bool) {
-			if !present && (c.Payment.Provider == string(name) || c.Payment.Provider == contract.ProviderAny) {
-				bad(base+"."+string(name), "is required because payment.provider is %q", c.Payment.Provider)
+			if !present && (provider == name || provider == contract.ProviderAny) {
+				p.add(base+"."+string(name), "is required because payment.provider is %q", provider)
 			}
 		}
 		need(payment.WxPay, m.WxPay != nil)
 		need(payment.Alipay, m.Alipay != nil)
-		if w := m.WxPay; w != nil {
-			k := base + ".wxpay."
-			for key, v := range map[string]string{
-				"appid": w.AppID, "mchid": w.MchID, "cert_serial": w.CertSerial,
-				"private_key_file": w.PrivateKeyFile, "apiv3_key_file": w.APIv3KeyFile,
-				"public_key_id": w.PublicKeyID, "public_key_file": w.PublicKeyFile,
-			} {
-				if v == "" {
-					bad(k+key, "is required")
-				}
-			}
-			if w.PublicKeyID != "" && !strings.HasPrefix(w.PublicKeyID, "PUB_KEY_ID_") {
-				bad(k+"public_key_id", "must start with PUB_KEY_ID_ (WeChat Pay public-key mode)")
-			}
-			if w.APIBase != "" {
-				if msg := checkHTTPURL(w.APIBase); msg != "" {
-					bad(k+"api_base", "%s", msg)
-				}
-			}
+		if m.WxPay != nil {
+			m.WxPay.validate(p, base+".wxpay.")
 		}
-		if a := m.Alipay; a != nil {
-			k := base + ".alipay."
-			for key, v := range map[string]string{
-				"app_id": a.AppID, "private_key_file": a.PrivateKeyFile, "alipay_public_key_file": a.AlipayPublicKeyFile,
-			} {
-				if v == "" {
-					bad(k+key, "is required")
-				}
-			}
-			if a.Gateway != "" {
-				if msg := checkHTTPURL(a.Gateway); msg != "" {
-					bad(k+"gateway", "%s", msg)
-				}
-			}
+		if m.Alipay != nil {
+			m.Alipay.validate(p, base+".alipay.")
 		}
 	}
+}
 
-	// [display]
-	seen := map[string]bool{}
-	for _, o := range c.Display.Outputs {
-		switch o {
-		case OutputFB, OutputPNG, OutputWeb, OutputTTY:
-		default:
-			bad("display.outputs", "unknown output %q; want any of fb, png, web, tty", o)
+// validate checks a [merchants.<pid>.wxpay] table; k is its key prefix.
+func (w *WxPayMerchant) validate(p *problems, k string) {
+	for key, v := range map[string]string{
+		"appid": w.AppID, "mchid": w.MchID, "cert_serial": w.CertSerial,
+		"private_key_file": w.PrivateKeyFile, "apiv3_key_file": w.APIv3KeyFile,
+		"public_key_id": w.PublicKeyID, "public_key_file": w.PublicKeyFile,
+	} {
+		if v == "" {
+			p.add(k+key, "is required")
+		}
+	}
+	if w.PublicKeyID != "" && !strings.HasPrefix(w.PublicKeyID, "PUB_KEY_ID_") {
+		p.add(k+"public_key_id", "must start with PUB_KEY_ID_ (WeChat Pay public-key mode)")
+	}
+	if w.APIBase != "" {
+		if msg := checkHTTPURL(w.APIBase); msg != "" {
+			p.add(k+"api_base", "%s", msg)
+		}
+	}
+}
+
+// validate checks a [merchants.<pid>.alipay] table; k is its key prefix.
+func (a *AlipayMerchant) validate(p *problems, k string) {
+	for key, v := range map[string]string{
+		"app_id": a.AppID, "private_key_file": a.PrivateKeyFile, "alipay_public_key_file": a.AlipayPublicKeyFile,
+	} {
+		if v == "" {
+			p.add(k+key, "is required")
+		}
+	}
+	if a.Gateway != "" {
+		if msg := checkHTTPURL(a.Gateway); msg != "" {
+			p.add(k+"gateway", "%s", msg)
+		}
+	}
+}
+
+// validate checks the [display] table.
+func (d Display) validate(p *problems) {
+	seen := map[Output]bool{}
+	for _, o := range d.Outputs {
+		if !o.Valid() {
+			p.add("display.outputs", "unknown output %q; want any of fb, png, web, tty", o)
 		}
 		if seen[o] {
-			bad("display.outputs", "lists %q twice", o)
+			p.add("display.outputs", "lists %q twice", o)
 		}
 		seen[o] = true
 	}
-	switch c.Display.Rotate {
+	switch d.Rotate {
 	case 0, 90, 180, 270:
 	default:
-		bad("display.rotate", "must be 0, 90, 180 or 270, got %d", c.Display.Rotate)
+		p.add("display.rotate", "must be 0, 90, 180 or 270, got %d", d.Rotate)
 	}
-	if seen[OutputFB] && c.Display.FBDevice == "" {
-		bad("display.fb_device", "must not be empty when outputs has fb")
+	if seen[OutputFB] && d.FBDevice == "" {
+		p.add("display.fb_device", "must not be empty when outputs has fb")
 	}
-	if seen[OutputPNG] && c.Display.PNGPath == "" {
-		bad("display.png_path", "must not be empty when outputs has png")
+	if seen[OutputPNG] && d.PNGPath == "" {
+		p.add("display.png_path", "must not be empty when outputs has png")
 	}
 	if seen[OutputWeb] {
-		if _, port, err := net.SplitHostPort(c.Display.WebListen); err != nil || port == "" {
-			bad("display.web_listen", "must be host:port, got %q", c.Display.WebListen)
+		if _, port, err := net.SplitHostPort(d.WebListen); err != nil || port == "" {
+			p.add("display.web_listen", "must be host:port, got %q", d.WebListen)
 		}
 	}
-	if g := c.Display.FBGeometry; g.Width != 0 && g.Height != 0 && g.BitsPerPixel != 0 {
+	if g := d.FBGeometry; g.Width != 0 && g.Height != 0 && g.BitsPerPixel != 0 {
 		// A complete override is the whole truth about the panel: check it
 		// now. A partial one is merged with the driver's answer and checked
 		// when the framebuffer is opened.
 		if _, err := g.Standalone(); err != nil {
-			bad("display.fb_geometry", "%v", err)
+			p.add("display.fb_geometry", "%v", err)
 		}
 	}
-	switch c.Display.Locale {
+	switch d.Locale {
 	case "zh", "en":
 	default:
-		bad("display.locale", "must be zh or en, got %q", c.Display.Locale)
+		p.add("display.locale", "must be zh or en, got %q", d.Locale)
 	}
+}
 
-	// [unlock]
-	if t := c.Unlock.AckTimeout.Duration; t < time.Second || t > time.Hour {
-		bad("unlock.ack_timeout", "must be from 1s to 1h, got %s", t)
+// validate checks the [unlock] table and the selected driver's table; the
+// gpio tables must cover catalog.
+func (u Unlock) validate(p *problems, catalog map[string]payment.Fen) {
+	if t := u.AckTimeout.Duration; t < time.Second || t > time.Hour {
+		p.add("unlock.ack_timeout", "must be from 1s to 1h, got %s", t)
 	}
-	switch c.Unlock.OnNoAck {
-	case OnNoAckRefund, OnNoAckHold:
-	default:
-		bad("unlock.on_no_ack", "must be refund or hold, got %q", c.Unlock.OnNoAck)
+	if !u.OnNoAck.Valid() {
+		p.add("unlock.on_no_ack", "must be refund or hold, got %q", u.OnNoAck)
 	}
-	if c.Unlock.RequireSignedRequests && c.Unlock.ResultKeyFile == "" {
-		bad("unlock.require_signed_requests", "needs unlock.result_key_file (requests are checked with that key)")
+	if u.RequireSignedRequests && u.ResultKeyFile == "" {
+		p.add("unlock.require_signed_requests", "needs unlock.result_key_file (requests are checked with that key)")
 	}
-	errs = append(errs, c.validateDriver()...)
+	u.validateDriver(p, catalog)
+}
 
-	// [clock]
-	switch c.Clock.SyncCheck {
-	case SyncKernel, SyncNone:
-	default:
-		bad("clock.sync_check", "must be kernel or none, got %q", c.Clock.SyncCheck)
+// validate checks the [clock] table.
+func (k Clock) validate(p *problems) {
+	if !k.SyncCheck.Valid() {
+		p.add("clock.sync_check", "must be kernel or none, got %q", k.SyncCheck)
 	}
+}
 
-	// [catalog]
-	for _, typ := range sortedKeys(c.Catalog) {
-		fee := c.Catalog[typ]
+// validateCatalog checks the [catalog] table against payment.max_fee.
+func validateCatalog(p *problems, catalog map[string]payment.Fen, maxFee payment.Fen) {
+	for _, typ := range sortedKeys(catalog) {
+		fee := catalog[typ]
 		key := "catalog." + typ
 		if !contract.ValidOrderType(typ) {
-			bad(key, "order type must be 1 to 32 characters of a-z 0-9 _")
+			p.add(key, "order type must be 1 to 32 characters of a-z 0-9 _")
 		}
 		if fee <= 0 {
-			bad(key, "must be a positive number of fen, got %d", int64(fee))
-		} else if c.Payment.MaxFee > 0 && fee > c.Payment.MaxFee {
-			bad(key, "%d fen is above payment.max_fee (%d); no order of this type could be placed", int64(fee), int64(c.Payment.MaxFee))
+			p.add(key, "must be a positive number of fen, got %d", int64(fee))
+		} else if maxFee > 0 && fee > maxFee {
+			p.add(key, "%d fen is above payment.max_fee (%d); no order of this type could be placed", int64(fee), int64(maxFee))
 		}
 	}
-	return errors.Join(errs...)
 }
 
 // validateBrokers checks mqtt.url or mqtt.urls (exactly one of the two)
 // and reports whether the brokers use TLS and whether they are valid.
-func (c *Config) validateBrokers(bad func(key, format string, args ...any)) (isTLS, ok bool) {
+func (m MQTT) validateBrokers(p *problems) (isTLS, ok bool) {
 	switch {
-	case c.MQTT.URL != "" && c.MQTT.URLs != nil:
-		bad("mqtt.urls", "set either mqtt.url (one broker) or mqtt.urls (the nodes of a cluster), not both")
+	case m.URL != "" && m.URLs != nil:
+		p.add("mqtt.urls", "set either mqtt.url (one broker) or mqtt.urls (the nodes of a cluster), not both")
 		return false, false
-	case c.MQTT.URL == "" && c.MQTT.URLs == nil:
-		bad("mqtt.url", "is required (or mqtt.urls, a list of brokers to fail over between)")
+	case m.URL == "" && m.URLs == nil:
+		p.add("mqtt.url", "is required (or mqtt.urls, a list of brokers to fail over between)")
 		return false, false
-	case c.MQTT.URL != "":
-		isTLS, err := brokerurl.Check(c.MQTT.URL)
+	case m.URL != "":
+		isTLS, err := brokerurl.Check(m.URL)
 		if err != nil {
-			bad("mqtt.url", "%v", err)
+			p.add("mqtt.url", "%v", err)
 			return false, false
 		}
 		return isTLS, true
 	}
-	isTLS, err := brokerurl.CheckList(c.MQTT.URLs)
+	isTLS, err := brokerurl.CheckList(m.URLs)
 	var be *brokerurl.Error
 	switch {
 	case err == nil:
 		return isTLS, true
 	case errors.As(err, &be) && be.Index >= 0:
-		bad(fmt.Sprintf("mqtt.urls[%d]", be.Index), "%s", be.Msg)
+		p.add(fmt.Sprintf("mqtt.urls[%d]", be.Index), "%s", be.Msg)
 	case errors.As(err, &be):
-		bad("mqtt.urls", "must list at least one broker URL")
+		p.add("mqtt.urls", "must list at least one broker URL")
 	default:
-		bad("mqtt.urls", "%v", err)
+		p.add("mqtt.urls", "%v", err)
 	}
 	return false, false
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -145,7 +146,7 @@ func TestParseValid(t *testing.T) {
 	if c.Catalog["massage_15"] != 1000 {
 		t.Errorf("catalog = %v", c.Catalog)
 	}
-	if got := strings.Join(c.Display.Outputs, ","); got != "web,png" {
+	if got := fmt.Sprint(c.Display.Outputs); got != "[web png]" {
 		t.Errorf("outputs = %q", got)
 	}
 	if c.Topic() != "kiosk/chair-001" {

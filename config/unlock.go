@@ -1,24 +1,23 @@
 package config
 
 import (
-	"fmt"
 	"strings"
 
 	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/device/unlock"
 	"github.com/kioskpay/kioskpay/device/unlock/gpio"
+	"github.com/kioskpay/kioskpay/payment"
 )
 
 // validateDriver checks [unlock] driver and the selected driver's table;
 // the tables of drivers not selected are ignored. The drivers' own Validate
 // name the key in each problem ("unlock.gpio.output: …"), which becomes the
 // Error's Key.
-func (c *Config) validateDriver() []error {
-	u := c.Unlock
+func (u Unlock) validateDriver(p *problems, catalog map[string]payment.Fen) {
 	var err error
 	switch u.Driver {
 	case unlock.DriverMQTT:
-		return nil
+		return
 	case unlock.DriverGPIO:
 		err = u.GPIO.Validate()
 	case unlock.DriverSerial:
@@ -26,18 +25,18 @@ func (c *Config) validateDriver() []error {
 	case unlock.DriverExec:
 		err = u.Exec.Validate()
 	default:
-		return []error{&Error{Key: "unlock.driver", Msg: fmt.Sprintf("must be mqtt, gpio, serial or exec, got %q", u.Driver)}}
+		p.add("unlock.driver", "must be mqtt, gpio, serial or exec, got %q", u.Driver)
+		return
 	}
-	var errs []error
 	for _, e := range splitErrors(err) {
 		key, msg, ok := strings.Cut(e.Error(), ": ")
 		if !ok {
 			key, msg = "unlock."+u.Driver, e.Error()
 		}
-		errs = append(errs, &Error{Key: key, Msg: msg})
+		*p = append(*p, &Error{Key: key, Msg: msg})
 	}
 	if u.Driver != unlock.DriverGPIO {
-		return errs
+		return
 	}
 	// A gpio table is a price list: its keys are order types, and every
 	// type the catalog sells must be in it, or that order is refused at
@@ -50,13 +49,12 @@ func (c *Config) validateDriver() []error {
 	for _, t := range types {
 		have[t] = true
 		if !contract.ValidOrderType(t) {
-			errs = append(errs, &Error{Key: key + "." + t, Msg: "order type must be 1 to 32 characters of a-z 0-9 _"})
+			p.add(key+"."+t, "order type must be 1 to 32 characters of a-z 0-9 _")
 		}
 	}
-	for _, t := range sortedKeys(c.Catalog) {
+	for _, t := range sortedKeys(catalog) {
 		if !have[t] {
-			errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf("has no entry for catalog type %q; orders of that type would be refused", t)})
+			p.add(key, "has no entry for catalog type %q; orders of that type would be refused", t)
 		}
 	}
-	return errs
 }

@@ -179,9 +179,23 @@ func AsError(err error) *Error {
 	return &Error{Name: ErrInternal, Msg: "internal error"}
 }
 
+// DefaultTopicPrefix is the first level of every topic, <prefix>/<device_id>/…
+// (§3), when mqtt.topic_prefix (the tools' -prefix) is not set.
+const DefaultTopicPrefix = "kiosk"
+
 // Provider choices in a create request: one provider, or "any" (both QR
 // codes, first payment wins).
 const ProviderAny = "any"
+
+// ValidProvider reports whether p is wxpay, alipay or any: the choices of a
+// create request's provider and of payment.provider.
+func ValidProvider(p string) bool {
+	switch p {
+	case ProviderAny, string(payment.WxPay), string(payment.Alipay):
+		return true
+	}
+	return false
+}
 
 // Pay types in replies and results (seed field pay_type).
 const (
@@ -466,9 +480,7 @@ func DecodeCreate(payload []byte, lim Limits) (CreateRequest, error) {
 	if r.Provider, err = o.optString("provider", 16); err != nil {
 		return r, err
 	}
-	switch r.Provider {
-	case "", ProviderAny, string(payment.WxPay), string(payment.Alipay):
-	default:
+	if r.Provider != "" && !ValidProvider(r.Provider) {
 		return r, &Error{Name: ErrUnsupportedProvider, Field: "provider", Msg: fmt.Sprintf("provider %q: want wxpay, alipay or any", r.Provider)}
 	}
 	// needQRcode and isPC are accepted and ignored (QR mode is always on),

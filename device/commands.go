@@ -140,7 +140,7 @@ func (e *Engine) checkCreate(req *contract.CreateRequest) ([]payment.ProviderNam
 		return nil, &contract.Error{Name: contract.ErrFeeOutOfRange, Field: "data.total_fee", Msg: fmt.Sprintf("data.total_fee must be from 1 to %d fen", e.cfg.MaxFee)}
 	}
 	if req.Provider == "" {
-		req.Provider = e.cfg.DefaultProvider
+		req.Provider = string(e.cfg.DefaultProvider)
 	}
 	legs, err := e.orderLegs(req.Provider, req.Order.PID)
 	if err != nil {

@@ -10,9 +10,11 @@
 package device
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/contract"
 	"log/slog"
 	"slices"
@@ -26,19 +28,14 @@ import (
 	"github.com/kioskpay/kioskpay/store"
 )
 
-// Unlock policies when the controller does not acknowledge a paid result.
-const (
-	OnNoAckRefund = "refund"
-	OnNoAckHold   = "hold"
-)
-
 // Config is everything the engine needs, passed explicitly.
 type Config struct {
 	DeviceID string
 	Version  string
 	// DefaultProvider is used when a create request names none: "wxpay",
-	// "alipay" or "any".
-	DefaultProvider string
+	// "alipay" or "any". Zero fields of Config take config's Default*
+	// values, the same the configuration file falls back to.
+	DefaultProvider payment.ProviderName
 	DefaultExpire   time.Duration
 	MaxFee          payment.Fen
 	PollInterval    time.Duration
@@ -46,7 +43,7 @@ type Config struct {
 	// orders get NotifyURL + "/notify/<device_id>/<provider>".
 	NotifyURL  string
 	AckTimeout time.Duration
-	OnNoAck    string // OnNoAckRefund or OnNoAckHold
+	OnNoAck    config.OnNoAck
 	// ResultKey signs results when set; with RequireSignedRequests it also
 	// authenticates create, cancel, refund and ack requests.
 	ResultKey             []byte
@@ -163,18 +160,12 @@ func New(db *store.DB, cfg Config) (*Engine, error) {
 	if cfg.DeviceID == "" {
 		return nil, errors.New("device: New: DeviceID is required")
 	}
-	switch cfg.DefaultProvider {
-	case "":
-		cfg.DefaultProvider = contract.ProviderAny
-	case contract.ProviderAny, string(payment.WxPay), string(payment.Alipay):
-	default:
+	cfg.DefaultProvider = cmp.Or(cfg.DefaultProvider, config.DefaultProvider)
+	if !contract.ValidProvider(string(cfg.DefaultProvider)) {
 		return nil, fmt.Errorf("device: New: default provider %q: want wxpay, alipay or any", cfg.DefaultProvider)
 	}
-	switch cfg.OnNoAck {
-	case "":
-		cfg.OnNoAck = OnNoAckRefund
-	case OnNoAckRefund, OnNoAckHold:
-	default:
+	cfg.OnNoAck = cmp.Or(cfg.OnNoAck, config.DefaultOnNoAck)
+	if !cfg.OnNoAck.Valid() {
 		return nil, fmt.Errorf("device: New: on_no_ack %q: want refund or hold", cfg.OnNoAck)
 	}
 	if cfg.RequireSignedRequests && len(cfg.ResultKey) == 0 {
@@ -184,16 +175,16 @@ func New(db *store.DB, cfg Config) (*Engine, error) {
 		return nil, errors.New("device: New: no merchants configured")
 	}
 	if cfg.DefaultExpire <= 0 {
-		cfg.DefaultExpire = 5 * time.Minute
+		cfg.DefaultExpire = config.DefaultExpire
 	}
 	if cfg.MaxFee <= 0 {
-		cfg.MaxFee = 100000
+		cfg.MaxFee = config.DefaultMaxFee
 	}
 	if cfg.PollInterval <= 0 {
-		cfg.PollInterval = 2 * time.Second
+		cfg.PollInterval = config.DefaultPoll
 	}
 	if cfg.AckTimeout <= 0 {
-		cfg.AckTimeout = 30 * time.Second
+		cfg.AckTimeout = config.DefaultAckTimeout
 	}
 	if cfg.PruneEvery <= 0 {
 		cfg.PruneEvery = time.Hour

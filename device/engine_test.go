@@ -3,6 +3,7 @@ package device
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/contract"
 	"strings"
 	"testing"
@@ -299,7 +300,7 @@ func TestAckFalseRefunds(t *testing.T) {
 }
 
 func TestNoAckHold(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.AckTimeout = 200 * time.Millisecond; c.OnNoAck = OnNoAckHold })
+	h := newHarness(t, func(c *Config) { c.AckTimeout = 200 * time.Millisecond; c.OnNoAck = config.OnNoAckHold })
 	h.createOK("r1", "order_0016", 100, "")
 	_ = h.wx().pay("order_0016", 0)
 	h.event("order_0016", "ack_timeout_hold")

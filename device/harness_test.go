@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/contract"
 	"path/filepath"
 	"strings"
@@ -79,7 +80,7 @@ func newHarness(t *testing.T, mod func(*Config)) *harness {
 	h := &harness{t: t, path: filepath.Join(t.TempDir(), "orders.db"), clock: &testClock{}}
 	h.cfg = Config{
 		DeviceID: "dev-1", Version: "test", DefaultProvider: "wxpay", DefaultExpire: 5 * time.Minute,
-		MaxFee: 100000, PollInterval: 50 * time.Millisecond, AckTimeout: 2 * time.Second, OnNoAck: OnNoAckRefund,
+		MaxFee: 100000, PollInterval: 50 * time.Millisecond, AckTimeout: 2 * time.Second, OnNoAck: config.OnNoAckRefund,
 		Merchants: map[string]map[payment.ProviderName]payment.Provider{
 			"default": {payment.WxPay: newFake(payment.WxPay), payment.Alipay: newFake(payment.Alipay)},
 		},

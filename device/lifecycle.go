@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/contract"
 	"slices"
 	"strconv"
@@ -910,7 +911,7 @@ func (w *writer) ackTimeout() error {
 		return errNoop
 	}
 	o.Flag(contract.FlagNoAck)
-	if w.e.cfg.OnNoAck == OnNoAckHold {
+	if w.e.cfg.OnNoAck == config.OnNoAckHold {
 		return w.to(store.Held, "ack_timeout_hold")
 	}
 	w.addRefund(o.Winner, 0, "ack_timeout", true, "", "")

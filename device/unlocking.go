@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/device/unlock"
 	"github.com/kioskpay/kioskpay/store"
@@ -131,7 +132,7 @@ func (w *writer) paidLocal(reason string) error {
 // a person.
 func (w *writer) notDelivered(why string) error {
 	reason := contract.ReasonUnlockNotDelivered + ": " + why
-	if w.e.cfg.OnNoAck == OnNoAckHold {
+	if w.e.cfg.OnNoAck == config.OnNoAckHold {
 		return w.to(store.Held, reason)
 	}
 	w.addRefund(w.o.Winner, 0, reason, true, "", "")

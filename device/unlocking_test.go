@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/device/unlock"
 	unlockexec "github.com/kioskpay/kioskpay/device/unlock/exec"
@@ -365,7 +366,7 @@ func TestResumeContinuesFromProgress(t *testing.T) {
 // holds the order for a person instead of refunding (SPEC §3).
 func TestNotDeliveredHold(t *testing.T) {
 	prog := script(t, "exit 1")
-	h := newHarness(t, func(c *Config) { c.Unlock, c.OnNoAck = execDriver(t, prog, 10*time.Second), OnNoAckHold })
+	h := newHarness(t, func(c *Config) { c.Unlock, c.OnNoAck = execDriver(t, prog, 10*time.Second), config.OnNoAckHold })
 	h.createOK("r1", "order_x006", 700, "")
 	_ = h.wx().pay("order_x006", 0)
 	h.waitState("order_x006", store.Held)

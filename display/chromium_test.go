@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/kioskpay/kioskpay/config"
 	"image"
 	"image/png"
 	"os"
@@ -74,7 +75,7 @@ func TestWebInChromium(t *testing.T) {
 // until the test ends, and returns it with its address.
 func runWeb(t *testing.T, cfg Config) (*Display, string) {
 	t.Helper()
-	cfg.Outputs, cfg.WebListen = []string{OutputWeb}, "127.0.0.1:0"
+	cfg.Outputs, cfg.WebListen = []config.Output{config.OutputWeb}, "127.0.0.1:0"
 	d, err := New(cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)

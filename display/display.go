@@ -63,6 +63,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/display/fbgeom"
 )
 
@@ -70,7 +71,7 @@ import (
 // section of the daemon's configuration.
 type Config struct {
 	// Outputs is any of "fb", "png", "web", "tty".
-	Outputs []string `toml:"outputs"`
+	Outputs []config.Output `toml:"outputs"`
 	// FBDevice is the framebuffer device, default /dev/fb0.
 	FBDevice string `toml:"fb_device"`
 	// Rotate turns the picture clockwise by 0, 90, 180 or 270 degrees
@@ -101,19 +102,9 @@ type Config struct {
 	Now func() time.Time `toml:"-"`
 }
 
-// Output names.
+// Defaults for empty Config fields that are not configuration keys; the
+// others take config's Default* values.
 const (
-	OutputFB  = "fb"
-	OutputPNG = "png"
-	OutputWeb = "web"
-	OutputTTY = "tty"
-)
-
-// Defaults for empty Config fields.
-const (
-	DefaultFBDevice  = "/dev/fb0"
-	DefaultPNGPath   = "/run/kioskpayd/qr.png"
-	DefaultWebListen = "127.0.0.1:8088"
 	DefaultPNGWidth  = 720
 	DefaultPNGHeight = 1280
 )
@@ -122,13 +113,13 @@ const (
 // that is wrong.
 func (c Config) withDefaults() (Config, error) {
 	if c.FBDevice == "" {
-		c.FBDevice = DefaultFBDevice
+		c.FBDevice = config.DefaultFBDevice
 	}
 	if c.PNGPath == "" {
-		c.PNGPath = DefaultPNGPath
+		c.PNGPath = config.DefaultPNGPath
 	}
 	if c.WebListen == "" {
-		c.WebListen = DefaultWebListen
+		c.WebListen = config.DefaultWebListen
 	}
 	if c.PNGWidth == 0 {
 		c.PNGWidth = DefaultPNGWidth
@@ -137,16 +128,14 @@ func (c Config) withDefaults() (Config, error) {
 		c.PNGHeight = DefaultPNGHeight
 	}
 	if c.Locale == "" {
-		c.Locale = "zh"
+		c.Locale = config.DefaultLocale
 	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	seen := map[string]bool{}
+	seen := map[config.Output]bool{}
 	for _, o := range c.Outputs {
-		switch o {
-		case OutputFB, OutputPNG, OutputWeb, OutputTTY:
-		default:
+		if !o.Valid() {
 			return c, fmt.Errorf("display.outputs: unknown output %q (want fb, png, web or tty)", o)
 		}
 		if seen[o] {
@@ -243,14 +232,14 @@ func New(cfg Config, logger *slog.Logger) (*Display, error) {
 	for _, name := range cfg.Outputs {
 		var o output
 		switch name {
-		case OutputFB:
+		case config.OutputFB:
 			o = &fbOutput{path: cfg.FBDevice, override: cfg.FBGeometry, rotate: cfg.Rotate,
 				comp: newComposer(fs, cfg.Locale), log: d.log}
-		case OutputPNG:
+		case config.OutputPNG:
 			o = &pngOutput{path: cfg.PNGPath, w: cfg.PNGWidth, h: cfg.PNGHeight, comp: newComposer(fs, cfg.Locale)}
-		case OutputWeb:
+		case config.OutputWeb:
 			o = &webServer{web: d.web, addr: cfg.WebListen, log: d.log}
-		case OutputTTY:
+		case config.OutputTTY:
 			o = &ttyOutput{w: cfg.TTY, path: cfg.TTYPath, tx: textsFor(cfg.Locale, probe)}
 		}
 		d.runners = append(d.runners, &runner{out: o, wake: make(chan struct{}, 1)})
@@ -266,8 +255,8 @@ func warnNoCJK(log *slog.Logger, cfg Config, probe *typesetter) {
 	}
 	var own []string
 	for _, o := range cfg.Outputs {
-		if o != OutputWeb {
-			own = append(own, o)
+		if o != config.OutputWeb {
+			own = append(own, string(o))
 		}
 	}
 	if len(own) == 0 {

@@ -3,6 +3,7 @@ package display
 import (
 	"context"
 	"errors"
+	"github.com/kioskpay/kioskpay/config"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -183,7 +184,7 @@ func TestDisplayAllOutputs(t *testing.T) {
 	var tty syncbuf.Buffer
 	geom := fbgeom.Geometry{Width: 480, Height: 800, BitsPerPixel: 16, LineLength: 1024}
 	d := newTestDisplay(t, Config{
-		Outputs:    []string{OutputFB, OutputPNG, OutputTTY},
+		Outputs:    []config.Output{config.OutputFB, config.OutputPNG, config.OutputTTY},
 		FBDevice:   fbPath,
 		FBGeometry: geom,
 		PNGPath:    pngPath,
@@ -242,8 +243,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		cfg Config
 		key string
 	}{
-		{Config{Outputs: []string{"hdmi"}}, "display.outputs"},
-		{Config{Outputs: []string{"web", "web"}}, "display.outputs"},
+		{Config{Outputs: []config.Output{"hdmi"}}, "display.outputs"},
+		{Config{Outputs: []config.Output{"web", "web"}}, "display.outputs"},
 		{Config{Rotate: 45}, "display.rotate"},
 		{Config{Locale: "fr"}, "display.locale"},
 		{Config{WebListen: "nonsense"}, "display.web_listen"},

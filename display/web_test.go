@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"github.com/kioskpay/kioskpay/config"
 	"image/png"
 	"io"
 	"log/slog"
@@ -215,14 +216,14 @@ func TestPNGAtomic(t *testing.T) {
 func TestWebFollowsLocaleWithoutFont(t *testing.T) {
 	for _, tc := range []struct {
 		locale, font string
-		outputs      []string
+		outputs      []config.Output
 		lang         string
 		warn         string // "" = no warning
 	}{
-		{"zh", "", []string{OutputWeb}, "zh", ""},
-		{"en", "", []string{OutputWeb}, "en", ""},
-		{"zh", "", []string{OutputWeb, OutputPNG}, "zh", "no font_file set: the png output shows English"},
-		{"zh", "", []string{OutputTTY}, "zh", "no font_file set: the tty output shows English"},
+		{"zh", "", []config.Output{config.OutputWeb}, "zh", ""},
+		{"en", "", []config.Output{config.OutputWeb}, "en", ""},
+		{"zh", "", []config.Output{config.OutputWeb, config.OutputPNG}, "zh", "no font_file set: the png output shows English"},
+		{"zh", "", []config.Output{config.OutputTTY}, "zh", "no font_file set: the tty output shows English"},
 	} {
 		var logs strings.Builder
 		d, err := New(Config{Outputs: tc.outputs, Locale: tc.locale, FontFile: tc.font, WebListen: "127.0.0.1:0", PNGPath: t.TempDir() + "/qr.png"},

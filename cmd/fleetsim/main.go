@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/device/fleetsim"
 	"github.com/kioskpay/kioskpay/internal/cli"
 	"github.com/kioskpay/kioskpay/mqttclient"
@@ -64,7 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("fleetsim", flag.ContinueOnError)
 	var (
 		brokers      = fs.String("broker", "tcp://127.0.0.1:1883", "MQTT broker URL, or the nodes of a cluster separated by commas (tried in order)")
-		prefix       = fs.String("prefix", "kiosk", "topic prefix (the devices' mqtt.topic_prefix)")
+		prefix       = fs.String("prefix", contract.DefaultTopicPrefix, "topic prefix (the devices' mqtt.topic_prefix)")
 		username     = fs.String("username", "", "broker user name")
 		passwordFile = fs.String("password-file", "", "file holding the broker password")
 		caFile       = fs.String("ca-file", "", "CA bundle for the broker's certificate (ssl:// brokers)")

@@ -55,7 +55,7 @@ func newGlobals(m *Main) *Globals {
 	}
 	return &Globals{
 		Broker:       env("KIOSKCTL_BROKER", "tcp://127.0.0.1:1883"),
-		Prefix:       env("KIOSKCTL_PREFIX", "kiosk"),
+		Prefix:       env("KIOSKCTL_PREFIX", contract.DefaultTopicPrefix),
 		Username:     env("KIOSKCTL_USERNAME", ""),
 		PasswordFile: env("KIOSKCTL_PASSWORD_FILE", ""),
 		Timeout:      10 * time.Second,

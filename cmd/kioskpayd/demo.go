@@ -143,7 +143,7 @@ func runDemoWith(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer,
 	}
 	cfg.Display.WebListen = webLn.Addr().String()
 	webLn.Close() // the display binds it again right away
-	cfg.Display.Outputs = []string{config.OutputWeb}
+	cfg.Display.Outputs = []config.Output{config.OutputWeb}
 	// English on the demo's web page, for newcomers of any language;
 	// devices choose with display.locale.
 	cfg.Display.Locale = "en"

@@ -259,7 +259,7 @@ func checkClock(r *report, cfg *config.Config, broken brokenKeys) {
 		r.fail("clock", err.Error())
 		return
 	}
-	if cfg.Clock.SyncCheck == clock.ModeNone {
+	if cfg.Clock.SyncCheck == config.SyncNone {
 		r.ok("clock", "sync_check = none: the clock is trusted ("+time.Now().UTC().Format(time.RFC3339)+")")
 		return
 	}

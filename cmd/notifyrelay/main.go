@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/internal/cli"
 	"github.com/kioskpay/kioskpay/internal/logging"
 	"github.com/kioskpay/kioskpay/relay"
@@ -64,7 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 		listen         = fs.String("listen", ":8080", "HTTP listen address")
 		httpCert       = fs.String("http-cert-file", "", "serve HTTPS with this certificate (else plain HTTP behind a TLS-terminating load balancer)")
 		httpKey        = fs.String("http-key-file", "", "private key for -http-cert-file")
-		prefix         = fs.String("prefix", "kiosk", "MQTT topic prefix (the devices' mqtt.topic_prefix)")
+		prefix         = fs.String("prefix", contract.DefaultTopicPrefix, "MQTT topic prefix (the devices' mqtt.topic_prefix)")
 		maxBody        = fs.Int64("max-body", relay.DefaultMaxBody, "largest notification body in bytes (larger → 413)")
 		publishTimeout = fs.Duration("publish-timeout", relay.DefaultPublishTimeout, "how long to wait for the broker's PUBACK before failing the request")
 		showVersion    = fs.Bool("version", false, "print the version and exit")

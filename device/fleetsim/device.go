@@ -24,6 +24,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/contract"
 	"slices"
 	"sort"
@@ -44,7 +45,7 @@ const DefaultVersion = "0.0.0-fleetsim"
 
 // limits are the create limits a simulated device applies: kioskpayd's
 // defaults (SPEC §3 payment.max_fee, payment.expire).
-var limits = contract.Limits{MaxFee: 100000, DefaultExpire: 5 * time.Minute}
+var limits = contract.Limits{MaxFee: config.DefaultMaxFee, DefaultExpire: config.DefaultExpire}
 
 // Conn says how to reach the broker.
 type Conn struct {

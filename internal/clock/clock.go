@@ -13,12 +13,8 @@ import (
 	"fmt"
 	"runtime/debug"
 	"time"
-)
 
-// Modes of clock.sync_check.
-const (
-	ModeKernel = "kernel"
-	ModeNone   = "none"
+	"github.com/kioskpay/kioskpay/config"
 )
 
 // buildTime may be set at link time:
@@ -65,11 +61,11 @@ type Checker struct {
 }
 
 // New returns the checker for a clock.sync_check mode.
-func New(mode string) (*Checker, error) {
+func New(mode config.SyncCheck) (*Checker, error) {
 	switch mode {
-	case ModeKernel:
+	case config.SyncKernel:
 		return &Checker{Probe: KernelProbe, Now: time.Now, NotBefore: BuildTime()}, nil
-	case ModeNone:
+	case config.SyncNone:
 		return &Checker{Now: time.Now}, nil
 	}
 	return nil, fmt.Errorf("clock.sync_check %q: want kernel or none", mode)

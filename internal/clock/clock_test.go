@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/kioskpay/kioskpay/config"
 )
 
 func TestChecker(t *testing.T) {
@@ -41,11 +43,11 @@ func TestChecker(t *testing.T) {
 }
 
 func TestNew(t *testing.T) {
-	k, err := New(ModeKernel)
+	k, err := New(config.SyncKernel)
 	if err != nil || k.Probe == nil || k.NotBefore.IsZero() {
 		t.Fatalf("New(kernel) = %+v, %v", k, err)
 	}
-	n, err := New(ModeNone)
+	n, err := New(config.SyncNone)
 	if err != nil {
 		t.Fatal(err)
 	}
