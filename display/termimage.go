@@ -11,6 +11,8 @@ import (
 	"golang.org/x/image/font/opentype"
 	"golang.org/x/image/font/sfnt"
 	"golang.org/x/image/math/fixed"
+
+	"github.com/kioskpay/kioskpay/display/termqr"
 )
 
 // Cell size of TerminalImage in pixels: a QR module drawn as a half block
@@ -68,7 +70,7 @@ func TerminalImage(lines []string, cols, rows int) (*image.RGBA, error) {
 		}
 		x := 0
 		for _, r := range line {
-			w := cellWidth(string(r))
+			w := termqr.Width(string(r))
 			if x+w > cols {
 				break
 			}

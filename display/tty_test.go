@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/display/termqr"
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
 )
 
@@ -20,7 +21,7 @@ func halfBlocksToImage(t *testing.T, text string) image.Image {
 	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
 	cols := 0
 	for _, l := range lines {
-		cols = max(cols, cellWidth(l))
+		cols = max(cols, termqr.Width(l))
 	}
 	img, err := TerminalImage(lines, cols, len(lines))
 	if err != nil {
@@ -30,20 +31,20 @@ func halfBlocksToImage(t *testing.T, text string) image.Image {
 }
 
 func TestTermCodes(t *testing.T) {
-	codes := []TermCode{{"微信支付", wxContent}, {"支付宝", aliContent}}
+	codes := []termqr.Code{{Label: "微信支付", Content: wxContent}, {Label: "支付宝", Content: aliContent}}
 	for _, tc := range []struct {
 		width   int
 		invert  bool
 		stacked bool
 	}{{0, false, false}, {80, false, false}, {80, true, false}, {60, false, true}} {
-		lines, err := TermCodes(codes, tc.width, tc.invert)
+		lines, err := termqr.Lines(codes, tc.width, tc.invert)
 		if err != nil {
 			t.Fatal(err)
 		}
 		text := strings.Join(lines, "\n")
 		for _, l := range lines {
-			if tc.width > 0 && cellWidth(l) > tc.width {
-				t.Errorf("width %d: a line of %d columns", tc.width, cellWidth(l))
+			if tc.width > 0 && termqr.Width(l) > tc.width {
+				t.Errorf("width %d: a line of %d columns", tc.width, termqr.Width(l))
 			}
 		}
 		// Side by side, the labels share the first line.
@@ -63,7 +64,7 @@ func TestTermCodes(t *testing.T) {
 		preview(t, fmt.Sprintf("tty_codes_%d_%v", tc.width, tc.invert), img)
 		wantCodes(t, decodeQR(t, img), wxContent, aliContent)
 	}
-	if _, err := TermCodes([]TermCode{{"x", strings.Repeat("x", 3000)}}, 0, false); err == nil {
+	if _, err := termqr.Lines([]termqr.Code{{Label: "x", Content: strings.Repeat("x", 3000)}}, 0, false); err == nil {
 		t.Fatal("content too long for a QR code accepted")
 	}
 }
@@ -83,7 +84,7 @@ func TestTTYOutput(t *testing.T) {
 	}
 	wantCodes(t, decodeQR(t, halfBlocksToImage(t, out)), wxContent, aliContent)
 	for _, l := range strings.Split(out, "\n") {
-		if w := cellWidth(l); w > 80 {
+		if w := termqr.Width(l); w > 80 {
 			t.Errorf("line %d columns wide: %q", w, l)
 		}
 	}

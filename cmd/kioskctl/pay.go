@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kioskpay/kioskpay/display"
+	"github.com/kioskpay/kioskpay/display/termqr"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -216,18 +216,18 @@ func (c *PayCommand) Run(ctx context.Context, g *Globals, args []string) error {
 // with the deadline on a last line left open (no newline).
 func (c *PayCommand) printQR(g *Globals, r contract.CreateReply, subject string, expiresAt time.Time, invert, noQR bool) {
 	width := g.termWidth()
-	var codes []display.TermCode
+	var codes []termqr.Code
 	if r.OrderInfo.CodeURL != "" {
-		codes = append(codes, display.TermCode{Label: "WeChat Pay", Content: r.OrderInfo.CodeURL})
+		codes = append(codes, termqr.Code{Label: "WeChat Pay", Content: r.OrderInfo.CodeURL})
 	}
 	if r.OrderInfo.QRCode != "" {
-		codes = append(codes, display.TermCode{Label: "Alipay", Content: r.OrderInfo.QRCode})
+		codes = append(codes, termqr.Code{Label: "Alipay", Content: r.OrderInfo.QRCode})
 	}
-	fmt.Fprintln(g.Stdout, display.FitCells(r.TotalFee.String()+"  "+subject, width))
+	fmt.Fprintln(g.Stdout, termqr.Fit(r.TotalFee.String()+"  "+subject, width))
 	var lines []string
 	if !noQR {
 		var err error
-		if lines, err = display.TermCodes(codes, width, invert); err != nil {
+		if lines, err = termqr.Lines(codes, width, invert); err != nil {
 			fmt.Fprintf(g.Stderr, "cannot draw the QR code: %v\n", err)
 			noQR = true
 		}
@@ -253,7 +253,7 @@ func (c *PayCommand) printQR(g *Globals, r contract.CreateReply, subject string,
 		}
 		last += " · " + p
 	}
-	fmt.Fprint(g.Stdout, display.FitCells(last, width))
+	fmt.Fprint(g.Stdout, termqr.Fit(last, width))
 }
 
 // awaitResult waits for the first result of outTradeNo. Results are

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kioskpay/kioskpay/display"
+	"github.com/kioskpay/kioskpay/display/termqr"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -44,7 +44,7 @@ func TestHalfBlockQRRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, invert := range []bool{false, true} {
-			lines, err := display.TermCodes([]display.TermCode{{Label: "x", Content: content}}, 80, invert)
+			lines, err := termqr.Lines([]termqr.Code{{Label: "x", Content: content}}, 80, invert)
 			if err != nil {
 				t.Fatal(err)
 			}
