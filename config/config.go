@@ -26,8 +26,8 @@ import (
 
 	"github.com/kioskpay/kioskpay/device/unlock"
 	unlockexec "github.com/kioskpay/kioskpay/device/unlock/exec"
-	"github.com/kioskpay/kioskpay/device/unlock/gpio"
-	"github.com/kioskpay/kioskpay/device/unlock/serial"
+	"github.com/kioskpay/kioskpay/device/unlock/gpio/gpioconf"
+	"github.com/kioskpay/kioskpay/device/unlock/serial/serialconf"
 	"github.com/kioskpay/kioskpay/display/fbgeom"
 	"github.com/kioskpay/kioskpay/mqttclient/brokerurl"
 	"github.com/kioskpay/kioskpay/payment"
@@ -144,8 +144,8 @@ type Unlock struct {
 	ResultKeyFile         string   `toml:"result_key_file"`
 	RequireSignedRequests bool     `toml:"require_signed_requests"`
 
-	GPIO   gpio.Config       `toml:"gpio"`
-	Serial serial.Config     `toml:"serial"`
+	GPIO   gpioconf.Config   `toml:"gpio"`
+	Serial serialconf.Config `toml:"serial"`
 	Exec   unlockexec.Config `toml:"exec"`
 }
 
@@ -289,8 +289,8 @@ func Default() *Config {
 			Driver:     unlock.DriverMQTT,
 			AckTimeout: Duration{DefaultAckTimeout},
 			OnNoAck:    DefaultOnNoAck,
-			GPIO:       gpio.DefaultConfig(),
-			Serial:     serial.DefaultConfig(),
+			GPIO:       gpioconf.DefaultConfig(),
+			Serial:     serialconf.DefaultConfig(),
 			Exec:       unlockexec.DefaultConfig(),
 		},
 		Clock: Clock{SyncCheck: DefaultSyncCheck},

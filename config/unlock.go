@@ -5,7 +5,7 @@ import (
 
 	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/device/unlock"
-	"github.com/kioskpay/kioskpay/device/unlock/gpio"
+	"github.com/kioskpay/kioskpay/device/unlock/gpio/gpioconf"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -42,7 +42,7 @@ func (u Unlock) validateDriver(p *problems, catalog map[string]payment.Fen) {
 	// type the catalog sells must be in it, or that order is refused at
 	// create time on every request.
 	key, types := "unlock.gpio.relay.durations", sortedKeys(u.GPIO.Relay.Durations)
-	if u.GPIO.Mode == gpio.ModePulse {
+	if u.GPIO.Mode == gpioconf.ModePulse {
 		key, types = "unlock.gpio.pulse.counts", sortedKeys(u.GPIO.Pulse.Counts)
 	}
 	have := map[string]bool{}

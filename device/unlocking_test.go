@@ -25,6 +25,7 @@ import (
 	"github.com/kioskpay/kioskpay/device/unlock"
 	unlockexec "github.com/kioskpay/kioskpay/device/unlock/exec"
 	"github.com/kioskpay/kioskpay/device/unlock/serial"
+	"github.com/kioskpay/kioskpay/device/unlock/serial/serialconf"
 	"github.com/kioskpay/kioskpay/internal/ptytest"
 	"github.com/kioskpay/kioskpay/store"
 )
@@ -267,7 +268,7 @@ func TestSerialScriptedMachine(t *testing.T) {
 				mu.Unlock()
 				tc.answer(line, w)
 			})
-			cfg := serial.DefaultConfig()
+			cfg := serialconf.DefaultConfig()
 			cfg.Port, cfg.Send, cfg.Expect, cfg.Reject = port, "START {type} {out_trade_no} {total_fee}\r\n", "OK {out_trade_no}", "ERR"
 			cfg.Timeout = 500 * time.Millisecond
 			d, err := serial.New(cfg, quietLog())

@@ -8,18 +8,19 @@ import (
 	"github.com/warthog618/go-gpiocdev"
 
 	"github.com/kioskpay/kioskpay/device/unlock"
+	"github.com/kioskpay/kioskpay/device/unlock/gpio/gpioconf"
 )
 
 // Doctor checks that the chip exists and can be opened, and that each
 // configured line exists and is free or already held by kioskpayd. It
 // requests nothing, so it is safe while the daemon runs.
-func Doctor(cfg Config) []unlock.Check {
+func Doctor(cfg gpioconf.Config) []unlock.Check {
 	if err := cfg.Validate(); err != nil {
 		return []unlock.Check{{Name: "unlock.gpio", Status: unlock.Fail, Detail: err.Error()}}
 	}
 	consumer := cfg.Consumer
 	if consumer == "" {
-		consumer = DefaultConsumerLabel
+		consumer = gpioconf.DefaultConsumerLabel
 	}
 	c, err := gpiocdev.NewChip(cfg.Chip, gpiocdev.WithABIVersion(2))
 	if err != nil {
@@ -59,7 +60,7 @@ func Doctor(cfg Config) []unlock.Check {
 		level = "active low"
 	}
 	line("unlock.gpio.output", cfg.Output, cfg.Mode+" output, "+level)
-	if cfg.Mode == ModeRelay && cfg.Relay.BusyLine >= 0 {
+	if cfg.Mode == gpioconf.ModeRelay && cfg.Relay.BusyLine >= 0 {
 		line("unlock.gpio.relay.busy_line", cfg.Relay.BusyLine, "busy input")
 	}
 	return checks

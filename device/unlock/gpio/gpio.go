@@ -59,11 +59,12 @@ import (
 	"github.com/warthog618/go-gpiocdev"
 
 	"github.com/kioskpay/kioskpay/device/unlock"
+	"github.com/kioskpay/kioskpay/device/unlock/gpio/gpioconf"
 )
 
 // Driver drives the configured lines. It runs one action at a time.
 type Driver struct {
-	cfg  Config
+	cfg  gpioconf.Config
 	log  *slog.Logger
 	out  *gpiocdev.Line
 	busy *gpiocdev.Line
@@ -82,12 +83,12 @@ var _ unlock.Driver = (*Driver)(nil)
 
 // Open validates cfg, requests the output line at its inactive level and
 // the busy input if configured.
-func Open(cfg Config, log *slog.Logger) (*Driver, error) {
+func Open(cfg gpioconf.Config, log *slog.Logger) (*Driver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.Consumer == "" {
-		cfg.Consumer = DefaultConsumerLabel
+		cfg.Consumer = gpioconf.DefaultConsumerLabel
 	}
 	d := &Driver{cfg: cfg, log: log.With("driver", unlock.DriverGPIO), edges: make(chan time.Duration, 16)}
 	out, err := requestOutput(cfg, cfg.Consumer)
@@ -95,7 +96,7 @@ func Open(cfg Config, log *slog.Logger) (*Driver, error) {
 		return nil, err
 	}
 	d.out = out
-	if cfg.Mode == ModeRelay && cfg.Relay.BusyLine >= 0 {
+	if cfg.Mode == gpioconf.ModeRelay && cfg.Relay.BusyLine >= 0 {
 		opts := []gpiocdev.LineReqOption{
 			gpiocdev.WithConsumer(cfg.Consumer),
 			gpiocdev.WithABIVersion(2),
@@ -149,10 +150,10 @@ func (d *Driver) Plan(o unlock.Order) (unlock.Progress, error) {
 	return plan(d.cfg, o)
 }
 
-func plan(cfg Config, o unlock.Order) (unlock.Progress, error) {
+func plan(cfg gpioconf.Config, o unlock.Order) (unlock.Progress, error) {
 	p := unlock.Progress{Driver: unlock.DriverGPIO, Mode: cfg.Mode}
 	switch cfg.Mode {
-	case ModePulse:
+	case gpioconf.ModePulse:
 		n, ok := cfg.Pulse.Counts[o.Type]
 		if !ok {
 			return p, fmt.Errorf("%w: %q has no unlock.gpio.pulse.counts entry", unlock.ErrUnknownType, o.Type)
@@ -170,14 +171,14 @@ func plan(cfg Config, o unlock.Order) (unlock.Progress, error) {
 
 // checkProgress refuses a Progress this driver did not write or that
 // claims more than was paid.
-func checkProgress(cfg Config, p unlock.Progress) error {
+func checkProgress(cfg gpioconf.Config, p unlock.Progress) error {
 	switch {
 	case p.Driver != unlock.DriverGPIO || p.Mode != cfg.Mode:
 		return fmt.Errorf("%w: progress of %s/%s, driver is gpio/%s", unlock.ErrProgress, p.Driver, p.Mode, cfg.Mode)
-	case p.Mode == ModePulse && (p.PulsesPaid < 1 || p.PulsesStarted < 0 || p.PulsesStarted > p.PulsesPaid ||
+	case p.Mode == gpioconf.ModePulse && (p.PulsesPaid < 1 || p.PulsesStarted < 0 || p.PulsesStarted > p.PulsesPaid ||
 		p.PulsesDone < 0 || p.PulsesDone > p.PulsesStarted):
 		return fmt.Errorf("%w: pulses paid %d, started %d, done %d", unlock.ErrProgress, p.PulsesPaid, p.PulsesStarted, p.PulsesDone)
-	case p.Mode == ModeRelay && (p.RelayPaid <= 0 || p.RelayUsed < 0 || p.RelayUsed > p.RelayPaid):
+	case p.Mode == gpioconf.ModeRelay && (p.RelayPaid <= 0 || p.RelayUsed < 0 || p.RelayUsed > p.RelayPaid):
 		return fmt.Errorf("%w: relay paid %s, used %s", unlock.ErrProgress, p.RelayPaid, p.RelayUsed)
 	}
 	return nil
@@ -211,7 +212,7 @@ func (d *Driver) Resume(ctx context.Context, o unlock.Order, p unlock.Progress, 
 		res unlock.Result
 		err error
 	)
-	if p.Mode == ModePulse {
+	if p.Mode == gpioconf.ModePulse {
 		res, err = d.pulses(ctx, log, p, report)
 	} else {
 		res, err = d.relay(ctx, log, p, report)
@@ -406,9 +407,9 @@ func sleepUntil(ctx context.Context, t time.Time) error {
 // its last level when the process holding it dies (the qemu test shows a
 // relay staying closed after SIGKILL), so the service manager runs this
 // after the daemon exits, whatever the reason (systemd ExecStopPost=).
-func Safe(cfg Config) error {
+func Safe(cfg gpioconf.Config) error {
 	if cfg.Consumer == "" {
-		cfg.Consumer = DefaultConsumerLabel
+		cfg.Consumer = gpioconf.DefaultConsumerLabel
 	}
 	l, err := requestOutput(cfg, cfg.Consumer+"-safe")
 	if err != nil {
@@ -418,7 +419,7 @@ func Safe(cfg Config) error {
 }
 
 // requestOutput requests the output line at its inactive level.
-func requestOutput(cfg Config, consumer string) (*gpiocdev.Line, error) {
+func requestOutput(cfg gpioconf.Config, consumer string) (*gpiocdev.Line, error) {
 	opts := []gpiocdev.LineReqOption{
 		gpiocdev.WithConsumer(consumer),
 		gpiocdev.WithABIVersion(2),

@@ -44,6 +44,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kioskpay/kioskpay/device/unlock"
+	"github.com/kioskpay/kioskpay/device/unlock/gpio/gpioconf"
 	"github.com/kioskpay/kioskpay/internal/qemuvm"
 )
 
@@ -61,10 +62,10 @@ const (
 
 // Scenario settings shared by guest and host.
 var (
-	pulseA    = Pulse{Counts: map[string]int{"wash_5": 5}, Width: 50 * time.Millisecond, Gap: 50 * time.Millisecond}
-	pulseB    = Pulse{Counts: map[string]int{"coin_3": 3}, Width: 30 * time.Millisecond, Gap: 70 * time.Millisecond}
-	pulseStop = Pulse{Counts: map[string]int{"wash_6": 6}, Width: 50 * time.Millisecond, Gap: 50 * time.Millisecond}
-	pulseK    = Pulse{Counts: map[string]int{"wash_20": 20}, Width: 50 * time.Millisecond, Gap: 50 * time.Millisecond}
+	pulseA    = gpioconf.Pulse{Counts: map[string]int{"wash_5": 5}, Width: 50 * time.Millisecond, Gap: 50 * time.Millisecond}
+	pulseB    = gpioconf.Pulse{Counts: map[string]int{"coin_3": 3}, Width: 30 * time.Millisecond, Gap: 70 * time.Millisecond}
+	pulseStop = gpioconf.Pulse{Counts: map[string]int{"wash_6": 6}, Width: 50 * time.Millisecond, Gap: 50 * time.Millisecond}
+	pulseK    = gpioconf.Pulse{Counts: map[string]int{"wash_20": 20}, Width: 50 * time.Millisecond, Gap: 50 * time.Millisecond}
 
 	relayPlain     = 2 * time.Second
 	relayStopAfter = 700 * time.Millisecond
@@ -91,15 +92,15 @@ const (
 	tolRelayLong = 400 * time.Millisecond
 )
 
-func cfgPulse(line int, activeLow bool, p Pulse) Config {
-	c := DefaultConfig()
-	c.Chip, c.Output, c.ActiveLow, c.Mode, c.Pulse = chip, line, activeLow, ModePulse, p
+func cfgPulse(line int, activeLow bool, p gpioconf.Pulse) gpioconf.Config {
+	c := gpioconf.DefaultConfig()
+	c.Chip, c.Output, c.ActiveLow, c.Mode, c.Pulse = chip, line, activeLow, gpioconf.ModePulse, p
 	return c
 }
 
-func cfgRelay(line int, paid time.Duration, busy int) Config {
-	c := DefaultConfig()
-	c.Chip, c.Output, c.Mode = chip, line, ModeRelay
+func cfgRelay(line int, paid time.Duration, busy int) gpioconf.Config {
+	c := gpioconf.DefaultConfig()
+	c.Chip, c.Output, c.Mode = chip, line, gpioconf.ModeRelay
 	c.Relay.Durations = map[string]time.Duration{"massage": paid}
 	c.Relay.Checkpoint = checkpoint
 	c.Relay.BusyLine = busy
@@ -166,7 +167,7 @@ func logger() *slog.Logger {
 }
 
 // runOnce opens a driver, runs one order and closes it, recording reports.
-func runOnce(t *testing.T, cfg Config, typ string) (unlock.Result, []unlock.Progress) {
+func runOnce(t *testing.T, cfg gpioconf.Config, typ string) (unlock.Result, []unlock.Progress) {
 	t.Helper()
 	d, err := Open(cfg, logger())
 	if err != nil {
@@ -381,7 +382,7 @@ func TestGuestDoctor(t *testing.T) {
 // TestGuestPulseKillResume kill: it runs one order and persists every report
 // to progressFile, as the engine would.
 func TestGuestChild(t *testing.T) {
-	var cfg Config
+	var cfg gpioconf.Config
 	var typ string
 	switch os.Getenv(childEnv) {
 	case "relay":
@@ -474,7 +475,7 @@ func levelAfterKill(line int) string {
 // restartAndResume is what the daemon's start-up does after a crash: the
 // service manager's ExecStopPost has run Safe; Open drives the output
 // inactive; Resume continues from the last persisted progress.
-func restartAndResume(t *testing.T, cfg Config, typ string, last unlock.Progress) (unlock.Result, []unlock.Progress) {
+func restartAndResume(t *testing.T, cfg gpioconf.Config, typ string, last unlock.Progress) (unlock.Result, []unlock.Progress) {
 	t.Helper()
 	if err := Safe(cfg); err != nil {
 		t.Fatal(err)
@@ -780,7 +781,7 @@ func TestQEMUGPIO(t *testing.T) {
 
 // checkPulses checks the count and timing of one line's pulses (spans at
 // activeLevel) and the gaps between them.
-func checkPulses(t *testing.T, es []edge, line, activeLevel int, p Pulse, want int) []period {
+func checkPulses(t *testing.T, es []edge, line, activeLevel int, p gpioconf.Pulse, want int) []period {
 	t.Helper()
 	on := periodsAt(es, line, activeLevel)
 	if len(on) != want {

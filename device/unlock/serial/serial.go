@@ -42,7 +42,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,122 +50,35 @@ import (
 	"go.bug.st/serial"
 
 	"github.com/kioskpay/kioskpay/device/unlock"
+	"github.com/kioskpay/kioskpay/device/unlock/serial/serialconf"
 )
 
 // Mode is the only mode of this driver, as written in Progress.Mode.
 const Mode = "line"
 
-// Defaults for [unlock.serial].
-const (
-	DefaultBaud     = 9600
-	DefaultDataBits = 8
-	DefaultParity   = "none"
-	DefaultStopBits = "1"
-	DefaultTimeout  = 5 * time.Second
-	MaxTimeout      = 10 * time.Minute
-	// maxInput bounds what is kept of the machine's answer while matching.
-	maxInput = 4096
-	// maxLine bounds the expanded templates.
-	maxLine = 1024
-)
-
-// Config is the [unlock.serial] table.
-type Config struct {
-	Port     string        `toml:"port"`
-	Baud     int           `toml:"baud"`
-	DataBits int           `toml:"data_bits"`
-	Parity   string        `toml:"parity"`
-	StopBits string        `toml:"stop_bits"`
-	Send     string        `toml:"send"`
-	Expect   string        `toml:"expect"`
-	Reject   string        `toml:"reject"`
-	Timeout  time.Duration `toml:"timeout"`
-}
-
-// DefaultConfig returns the defaults; port, send and expect have none.
-func DefaultConfig() Config {
-	return Config{Baud: DefaultBaud, DataBits: DefaultDataBits, Parity: DefaultParity,
-		StopBits: DefaultStopBits, Timeout: DefaultTimeout}
-}
+// maxInput bounds what is kept of the machine's answer while matching.
+const maxInput = 4096
 
 var parities = map[string]serial.Parity{
-	"none": serial.NoParity, "odd": serial.OddParity, "even": serial.EvenParity,
-	"mark": serial.MarkParity, "space": serial.SpaceParity,
+	serialconf.ParityNone: serial.NoParity, serialconf.ParityOdd: serial.OddParity, serialconf.ParityEven: serial.EvenParity,
+	serialconf.ParityMark: serial.MarkParity, serialconf.ParitySpace: serial.SpaceParity,
 }
 
 var stopBits = map[string]serial.StopBits{
-	"1": serial.OneStopBit, "1.5": serial.OnePointFiveStopBits, "2": serial.TwoStopBits,
+	serialconf.StopBits1: serial.OneStopBit, serialconf.StopBits1_5: serial.OnePointFiveStopBits, serialconf.StopBits2: serial.TwoStopBits,
 }
-
-// Placeholders the templates may use.
-var placeholderRe = regexp.MustCompile(`\{[a-z_]+\}`)
-
-var known = map[string]bool{"{out_trade_no}": true, "{type}": true, "{total_fee}": true}
-
-// Validate names the offending key in every problem.
-func (c Config) Validate() error {
-	var errs []error
-	bad := func(key, format string, a ...any) {
-		errs = append(errs, fmt.Errorf("unlock.serial.%s: %s", key, fmt.Sprintf(format, a...)))
-	}
-	if c.Port == "" {
-		bad("port", "must name the serial device, e.g. /dev/ttyUSB0")
-	}
-	if c.Baud < 50 || c.Baud > 4_000_000 {
-		bad("baud", "must be from 50 to 4000000, got %d", c.Baud)
-	}
-	if c.DataBits < 5 || c.DataBits > 8 {
-		bad("data_bits", "must be 5, 6, 7 or 8, got %d", c.DataBits)
-	}
-	if _, ok := parities[c.Parity]; !ok {
-		bad("parity", "must be none, odd, even, mark or space, got %q", c.Parity)
-	}
-	if _, ok := stopBits[c.StopBits]; !ok {
-		bad("stop_bits", "must be \"1\", \"1.5\" or \"2\", got %q", c.StopBits)
-	}
-	for _, f := range []struct{ key, v string }{{"send", c.Send}, {"expect", c.Expect}, {"reject", c.Reject}} {
-		if f.v == "" && f.key != "reject" {
-			bad(f.key, "must be set")
-		}
-		for _, p := range placeholderRe.FindAllString(f.v, -1) {
-			if !known[p] {
-				bad(f.key, "unknown placeholder %s (have {out_trade_no}, {type}, {total_fee})", p)
-			}
-		}
-		if len(f.v) > maxLine/2 {
-			bad(f.key, "longer than %d bytes", maxLine/2)
-		}
-	}
-	if c.Reject != "" && strings.Contains(expandFor(c.Expect, sample), expandFor(c.Reject, sample)) {
-		bad("reject", "is part of unlock.serial.expect, so every expected answer would also reject")
-	}
-	if c.Timeout < 100*time.Millisecond || c.Timeout > MaxTimeout {
-		bad("timeout", "must be from 100ms to %s, got %s", MaxTimeout, c.Timeout)
-	}
-	return errors.Join(errs...)
-}
-
-// sample is an order used to check templates against each other.
-var sample = unlock.Order{OutTradeNo: "sample_0001", Type: "sample", TotalFee: 100}
 
 // Expand fills a template's placeholders from o.
-func Expand(tmpl string, o unlock.Order) string { return expandFor(tmpl, o) }
+func Expand(tmpl string, o unlock.Order) string { return serialconf.Expand(tmpl, o) }
 
-func expandFor(tmpl string, o unlock.Order) string {
-	return strings.NewReplacer(
-		"{out_trade_no}", o.OutTradeNo,
-		"{type}", o.Type,
-		"{total_fee}", strconv.FormatInt(o.TotalFee, 10),
-	).Replace(tmpl)
-}
-
-func (c Config) mode() *serial.Mode {
+// mode is the port settings of the table.
+func mode(c serialconf.Config) *serial.Mode {
 	return &serial.Mode{BaudRate: c.Baud, DataBits: c.DataBits, Parity: parities[c.Parity], StopBits: stopBits[c.StopBits]}
 }
 
 // Driver writes one line per order.
 type Driver struct {
-	cfg Config
+	cfg serialconf.Config
 	log *slog.Logger
 	mu  sync.Mutex // one order at a time on the port
 }
@@ -174,7 +86,7 @@ type Driver struct {
 var _ unlock.Driver = (*Driver)(nil)
 
 // New validates cfg. The port is opened per order.
-func New(cfg Config, log *slog.Logger) (*Driver, error) {
+func New(cfg serialconf.Config, log *slog.Logger) (*Driver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -211,7 +123,7 @@ func (d *Driver) Run(ctx context.Context, o unlock.Order, p unlock.Progress, rep
 		return unlock.Result{Outcome: unlock.NotDelivered, Reason: reason, Progress: p}, nil
 	}
 
-	port, err := serial.Open(d.cfg.Port, d.cfg.mode())
+	port, err := serial.Open(d.cfg.Port, mode(d.cfg))
 	if err != nil {
 		// Nothing reached the machine.
 		return notDelivered("serial port: " + err.Error())
@@ -296,7 +208,7 @@ func excerpt(b []byte) string {
 
 // Doctor checks that the port exists, is a character device and opens with
 // the configured framing.
-func Doctor(cfg Config) []unlock.Check {
+func Doctor(cfg serialconf.Config) []unlock.Check {
 	name := "unlock.serial.port"
 	if err := cfg.Validate(); err != nil {
 		return []unlock.Check{{Name: "unlock.serial", Status: unlock.Fail, Detail: err.Error()}}
@@ -308,7 +220,7 @@ func Doctor(cfg Config) []unlock.Check {
 	if fi.Mode()&os.ModeCharDevice == 0 {
 		return []unlock.Check{{Name: name, Status: unlock.Fail, Detail: cfg.Port + " is not a character device"}}
 	}
-	port, err := serial.Open(cfg.Port, cfg.mode())
+	port, err := serial.Open(cfg.Port, mode(cfg))
 	if err != nil {
 		var pe *serial.PortError
 		if errors.As(err, &pe) && pe.Code() == serial.PortBusy {

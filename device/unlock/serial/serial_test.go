@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kioskpay/kioskpay/device/unlock"
+	"github.com/kioskpay/kioskpay/device/unlock/serial/serialconf"
 	"github.com/kioskpay/kioskpay/internal/ptytest"
 )
 
@@ -26,8 +27,8 @@ var order = unlock.Order{OutTradeNo: "chair001_0001", Type: "massage_15", TotalF
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func config(port string) Config {
-	c := DefaultConfig()
+func config(port string) serialconf.Config {
+	c := serialconf.DefaultConfig()
 	c.Port = port
 	c.Send = "START {type} {out_trade_no} {total_fee}\r\n"
 	c.Expect = "OK {out_trade_no}"
@@ -60,7 +61,7 @@ func startDevice(t *testing.T, master *os.File, answer func(line string, w io.Wr
 	return d
 }
 
-func run(t *testing.T, cfg Config, ctx context.Context) (unlock.Result, []unlock.Progress, error) {
+func run(t *testing.T, cfg serialconf.Config, ctx context.Context) (unlock.Result, []unlock.Progress, error) {
 	t.Helper()
 	drv, err := New(cfg, quiet())
 	if err != nil {
@@ -185,7 +186,7 @@ func TestFraming(t *testing.T) {
 func TestModeMapping(t *testing.T) {
 	c := config("/dev/ttyUSB0")
 	c.Baud, c.DataBits, c.Parity, c.StopBits = 1200, 7, "mark", "1.5"
-	m := c.mode()
+	m := mode(c)
 	if m.BaudRate != 1200 || m.DataBits != 7 || m.Parity != serial.MarkParity || m.StopBits != serial.OnePointFiveStopBits {
 		t.Errorf("mode %+v", m)
 	}
@@ -246,19 +247,19 @@ func TestValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		edit func(*Config)
+		edit func(*serialconf.Config)
 		want string
 	}{
-		{func(c *Config) { c.Port = "" }, "unlock.serial.port"},
-		{func(c *Config) { c.Baud = 0 }, "unlock.serial.baud"},
-		{func(c *Config) { c.DataBits = 9 }, "unlock.serial.data_bits"},
-		{func(c *Config) { c.Parity = "N" }, "unlock.serial.parity"},
-		{func(c *Config) { c.StopBits = "3" }, "unlock.serial.stop_bits"},
-		{func(c *Config) { c.Send = "" }, "unlock.serial.send: must be set"},
-		{func(c *Config) { c.Expect = "" }, "unlock.serial.expect: must be set"},
-		{func(c *Config) { c.Send = "GO {order}\r\n" }, "unlock.serial.send: unknown placeholder {order}"},
-		{func(c *Config) { c.Reject = "OK" }, "unlock.serial.reject: is part of unlock.serial.expect"},
-		{func(c *Config) { c.Timeout = 0 }, "unlock.serial.timeout"},
+		{func(c *serialconf.Config) { c.Port = "" }, "unlock.serial.port"},
+		{func(c *serialconf.Config) { c.Baud = 0 }, "unlock.serial.baud"},
+		{func(c *serialconf.Config) { c.DataBits = 9 }, "unlock.serial.data_bits"},
+		{func(c *serialconf.Config) { c.Parity = "N" }, "unlock.serial.parity"},
+		{func(c *serialconf.Config) { c.StopBits = "3" }, "unlock.serial.stop_bits"},
+		{func(c *serialconf.Config) { c.Send = "" }, "unlock.serial.send: must be set"},
+		{func(c *serialconf.Config) { c.Expect = "" }, "unlock.serial.expect: must be set"},
+		{func(c *serialconf.Config) { c.Send = "GO {order}\r\n" }, "unlock.serial.send: unknown placeholder {order}"},
+		{func(c *serialconf.Config) { c.Reject = "OK" }, "unlock.serial.reject: is part of unlock.serial.expect"},
+		{func(c *serialconf.Config) { c.Timeout = 0 }, "unlock.serial.timeout"},
 	} {
 		c := ok
 		tc.edit(&c)
@@ -286,5 +287,22 @@ func TestDoctor(t *testing.T) {
 	}
 	if c := Doctor(config("/etc/hostname")); c[0].Status != unlock.Fail {
 		t.Errorf("regular file: %+v", c)
+	}
+}
+
+// Every value the table accepts maps to a port setting, and no other.
+func TestTableValuesMapToPortSettings(t *testing.T) {
+	for _, p := range serialconf.Parities {
+		if _, ok := parities[p]; !ok {
+			t.Errorf("parity %q has no port setting", p)
+		}
+	}
+	for _, s := range serialconf.StopBitsValues {
+		if _, ok := stopBits[s]; !ok {
+			t.Errorf("stop bits %q have no port setting", s)
+		}
+	}
+	if len(parities) != len(serialconf.Parities) || len(stopBits) != len(serialconf.StopBitsValues) {
+		t.Errorf("port settings for values the table refuses: %v %v", parities, stopBits)
 	}
 }

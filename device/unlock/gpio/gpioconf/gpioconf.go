@@ -1,4 +1,8 @@
-package gpio
+// Package gpioconf is the [unlock.gpio] table: its keys, defaults, limits
+// and checks. It needs only the standard library, so the configuration
+// checks the table without linking the GPIO driver (package gpio) and its
+// character-device library.
+package gpioconf
 
 import (
 	"errors"
