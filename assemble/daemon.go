@@ -6,6 +6,10 @@ import (
 
 	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/device"
+	"github.com/kioskpay/kioskpay/device/unlock"
+	unlockexec "github.com/kioskpay/kioskpay/device/unlock/exec"
+	"github.com/kioskpay/kioskpay/device/unlock/gpio"
+	"github.com/kioskpay/kioskpay/device/unlock/serial"
 	"github.com/kioskpay/kioskpay/display"
 	"github.com/kioskpay/kioskpay/link"
 	"github.com/kioskpay/kioskpay/mqttclient"
@@ -76,4 +80,19 @@ func EngineConfig(cfg *config.Config, merchants map[string]map[payment.ProviderN
 		Catalog:               cfg.Catalog,
 		Merchants:             merchants,
 	}
+}
+
+// Unlock opens the configured local unlock driver (nil for mqtt). gpio
+// drives its output to the inactive level here, which is why the daemon
+// calls it before anything else.
+func Unlock(u config.Unlock, log *slog.Logger) (unlock.Driver, error) {
+	switch u.Driver {
+	case unlock.DriverGPIO:
+		return gpio.Open(u.GPIO, log)
+	case unlock.DriverSerial:
+		return serial.New(u.Serial, log)
+	case unlock.DriverExec:
+		return unlockexec.New(u.Exec, log)
+	}
+	return nil, nil
 }

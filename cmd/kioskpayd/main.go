@@ -169,7 +169,7 @@ func daemon(ctx context.Context, cfg *config.Config, stderr io.Writer, logger *s
 	// as it opens, so a relay left closed by a killed process opens before
 	// anything else happens. It is closed (outputs safe again) only after
 	// the engine stopped using it.
-	drv, err := openUnlock(cfg.Unlock, logger)
+	drv, err := assemble.Unlock(cfg.Unlock, logger)
 	if err != nil {
 		log.Error("open unlock driver", "driver", cfg.Unlock.Driver, "err", err)
 		fmt.Fprintf(stderr, "kioskpayd: unlock driver %s: %v\n", cfg.Unlock.Driver, err)

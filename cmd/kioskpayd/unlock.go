@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"path/filepath"
 	"strings"
 
@@ -17,21 +16,6 @@ import (
 	"github.com/kioskpay/kioskpay/internal/cli"
 	"github.com/kioskpay/kioskpay/systemd"
 )
-
-// openUnlock opens the configured local unlock driver (nil for mqtt). gpio
-// drives its output to the inactive level here, which is why the daemon
-// calls it before anything else.
-func openUnlock(u config.Unlock, log *slog.Logger) (unlock.Driver, error) {
-	switch u.Driver {
-	case unlock.DriverGPIO:
-		return gpio.Open(u.GPIO, log)
-	case unlock.DriverSerial:
-		return serial.New(u.Serial, log)
-	case unlock.DriverExec:
-		return unlockexec.New(u.Exec, log)
-	}
-	return nil, nil
-}
 
 // checkUnlock is doctor's unlock lines: the driver's own checks of the
 // configured lines, port or program.
