@@ -50,17 +50,7 @@ func LinkOptions(cfg *config.Config, logger *slog.Logger) (link.Options, error) 
 
 // DisplayConfig is the display's configuration from the [display] table.
 func DisplayConfig(cfg *config.Config) display.Config {
-	return display.Config{
-		Outputs:    cfg.Display.Outputs,
-		FBDevice:   cfg.Display.FBDevice,
-		Rotate:     cfg.Display.Rotate,
-		PNGPath:    cfg.Display.PNGPath,
-		WebListen:  cfg.Display.WebListen,
-		FontFile:   cfg.Display.FontFile,
-		TTYPath:    cfg.Display.TTYPath,
-		FBGeometry: cfg.Display.FBGeometry,
-		Locale:     cfg.Display.Locale,
-	}
+	return display.Config{Display: cfg.Display}
 }
 
 // EngineConfig is the engine's configuration from the [payment], [unlock]

@@ -117,18 +117,28 @@ type AlipayMerchant struct {
 
 // Display is the [display] table.
 type Display struct {
-	Outputs   []Output `toml:"outputs"`
-	FBDevice  string   `toml:"fb_device"`
-	Rotate    int      `toml:"rotate"`
-	PNGPath   string   `toml:"png_path"`
-	WebListen string   `toml:"web_listen"`
-	FontFile  string   `toml:"font_file"`
-	Locale    string   `toml:"locale"`
+	// Outputs is any of fb, png, web, tty.
+	Outputs []Output `toml:"outputs"`
+	// FBDevice is the framebuffer device.
+	FBDevice string `toml:"fb_device"`
+	// Rotate turns the picture clockwise by 0, 90, 180 or 270 degrees
+	// before it reaches the framebuffer, for panels mounted turned.
+	Rotate int `toml:"rotate"`
+	// PNGPath is where the png output keeps the current screen.
+	PNGPath string `toml:"png_path"`
+	// WebListen is the web output's address.
+	WebListen string `toml:"web_listen"`
+	// FontFile is a TTF, OTF or TTC font with CJK glyphs. Without one,
+	// on-screen texts are English in the built-in Go fonts.
+	FontFile string `toml:"font_file"`
+	// Locale is "zh" or "en".
+	Locale string `toml:"locale"`
 	// TTYPath is where the tty output writes (default standard output).
 	TTYPath string `toml:"tty_path"`
 	// FBGeometry overrides what the framebuffer driver reports, for
 	// drivers whose ioctls lie and for a plain file standing in for
-	// /dev/fb0; zero fields keep the driver's values.
+	// /dev/fb0; zero fields keep the driver's values. With width, height
+	// and bits_per_pixel set, FBDevice may be a plain file.
 	FBGeometry fbgeom.Geometry `toml:"fb_geometry"`
 }
 

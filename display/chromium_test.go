@@ -34,7 +34,7 @@ func TestWebInChromium(t *testing.T) {
 		{"landscape_any", 1024, 600, []Code{wxCode, aliCode}, []string{wxContent, aliContent}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d, addr := runWeb(t, Config{Locale: "zh", FontFile: cjkFontIfPresent()})
+			d, addr := runWeb(t, Config{Display: config.Display{Locale: "zh", FontFile: cjkFontIfPresent()}})
 
 			b := browsertest.Start(t)
 			b.Viewport(tc.w, tc.h)
@@ -112,7 +112,7 @@ const longSubject = "全身按摩椅 · 深层放松套餐 30 分钟（含加热
 // (docs/web-portrait.png in the repository is made this way).
 func TestWebPortraitFillsTheScreen(t *testing.T) {
 	zbar(t)
-	d, addr := runWeb(t, Config{Locale: "zh"})
+	d, addr := runWeb(t, Config{Display: config.Display{Locale: "zh"}})
 
 	b := browsertest.Start(t)
 	b.Viewport(1080, 1920)

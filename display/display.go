@@ -67,39 +67,17 @@ import (
 	"github.com/kioskpay/kioskpay/display/fbgeom"
 )
 
-// Config selects and configures the outputs. It mirrors the [display]
-// section of the daemon's configuration.
+// Config selects and configures the outputs: the [display] table, and what
+// only a program sets.
 type Config struct {
-	// Outputs is any of "fb", "png", "web", "tty".
-	Outputs []config.Output `toml:"outputs"`
-	// FBDevice is the framebuffer device, default /dev/fb0.
-	FBDevice string `toml:"fb_device"`
-	// Rotate turns the picture clockwise by 0, 90, 180 or 270 degrees
-	// before it reaches the framebuffer, for panels mounted turned.
-	Rotate int `toml:"rotate"`
-	// FBGeometry overrides what the framebuffer driver reports (see
-	// fbgeom.Geometry); with width, height and bits_per_pixel set, FBDevice
-	// may be a plain file.
-	FBGeometry fbgeom.Geometry `toml:"fb_geometry"`
-	// PNGPath is where the png output keeps the current screen.
-	PNGPath string `toml:"png_path"`
+	config.Display
 	// PNGWidth and PNGHeight size the PNG, default 720×1280.
-	PNGWidth  int `toml:"png_width"`
-	PNGHeight int `toml:"png_height"`
-	// WebListen is the web output's address, default 127.0.0.1:8088.
-	WebListen string `toml:"web_listen"`
-	// TTYPath is where the tty output writes, default standard output.
-	TTYPath string `toml:"tty_path"`
-	// FontFile is a TTF, OTF or TTC font with CJK glyphs. Without one,
-	// on-screen texts are English in the built-in Go fonts.
-	FontFile string `toml:"font_file"`
-	// Locale is "zh" (default) or "en".
-	Locale string `toml:"locale"`
-
+	PNGWidth  int
+	PNGHeight int
 	// TTY, when set, receives the tty output instead of TTYPath.
-	TTY io.Writer `toml:"-"`
+	TTY io.Writer
 	// Now is the clock, time.Now when nil (tests inject their own).
-	Now func() time.Time `toml:"-"`
+	Now func() time.Time
 }
 
 // Defaults for empty Config fields that are not configuration keys; the

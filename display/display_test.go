@@ -184,13 +184,15 @@ func TestDisplayAllOutputs(t *testing.T) {
 	var tty syncbuf.Buffer
 	geom := fbgeom.Geometry{Width: 480, Height: 800, BitsPerPixel: 16, LineLength: 1024}
 	d := newTestDisplay(t, Config{
-		Outputs:    []config.Output{config.OutputFB, config.OutputPNG, config.OutputTTY},
-		FBDevice:   fbPath,
-		FBGeometry: geom,
-		PNGPath:    pngPath,
-		PNGWidth:   480, PNGHeight: 800,
-		TTY:      &tty,
-		FontFile: cjkFontIfPresent(),
+		Display: config.Display{
+			Outputs:    []config.Output{config.OutputFB, config.OutputPNG, config.OutputTTY},
+			FBDevice:   fbPath,
+			FBGeometry: geom,
+			PNGPath:    pngPath,
+			FontFile:   cjkFontIfPresent(),
+		},
+		PNGWidth: 480, PNGHeight: 800,
+		TTY: &tty,
 	})
 	d.retryMin, d.retryMax = 20*time.Millisecond, 100*time.Millisecond
 	runDisplay(t, d)
@@ -243,15 +245,15 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		cfg Config
 		key string
 	}{
-		{Config{Outputs: []config.Output{"hdmi"}}, "display.outputs"},
-		{Config{Outputs: []config.Output{"web", "web"}}, "display.outputs"},
-		{Config{Rotate: 45}, "display.rotate"},
-		{Config{Locale: "fr"}, "display.locale"},
-		{Config{WebListen: "nonsense"}, "display.web_listen"},
-		{Config{FontFile: "/nonexistent.ttc"}, "display.font_file"},
-		{Config{FBGeometry: fbgeom.Geometry{Width: 10, Height: 10, BitsPerPixel: 7}}, "bits_per_pixel"},
-		{Config{FBGeometry: fbgeom.Geometry{Width: 10, Height: 10, BitsPerPixel: 32, LineLength: 8}}, "line_length"},
-		{Config{FBGeometry: fbgeom.Geometry{BitsPerPixel: 12}}, "bits_per_pixel"},
+		{Config{Display: config.Display{Outputs: []config.Output{"hdmi"}}}, "display.outputs"},
+		{Config{Display: config.Display{Outputs: []config.Output{"web", "web"}}}, "display.outputs"},
+		{Config{Display: config.Display{Rotate: 45}}, "display.rotate"},
+		{Config{Display: config.Display{Locale: "fr"}}, "display.locale"},
+		{Config{Display: config.Display{WebListen: "nonsense"}}, "display.web_listen"},
+		{Config{Display: config.Display{FontFile: "/nonexistent.ttc"}}, "display.font_file"},
+		{Config{Display: config.Display{FBGeometry: fbgeom.Geometry{Width: 10, Height: 10, BitsPerPixel: 7}}}, "bits_per_pixel"},
+		{Config{Display: config.Display{FBGeometry: fbgeom.Geometry{Width: 10, Height: 10, BitsPerPixel: 32, LineLength: 8}}}, "line_length"},
+		{Config{Display: config.Display{FBGeometry: fbgeom.Geometry{BitsPerPixel: 12}}}, "bits_per_pixel"},
 	} {
 		_, err := New(tc.cfg, nil)
 		if err == nil || !strings.Contains(err.Error(), tc.key) {

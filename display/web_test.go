@@ -26,7 +26,7 @@ func newTestDisplay(t *testing.T, cfg Config) *Display {
 }
 
 func TestWebEndpoints(t *testing.T) {
-	d := newTestDisplay(t, Config{Locale: "en", Now: func() time.Time { return testNow }})
+	d := newTestDisplay(t, Config{Display: config.Display{Locale: "en"}, Now: func() time.Time { return testNow }})
 	srv := httptest.NewServer(d.Handler())
 	defer srv.Close()
 	get := func(path string) (*http.Response, []byte) {
@@ -226,7 +226,7 @@ func TestWebFollowsLocaleWithoutFont(t *testing.T) {
 		{"zh", "", []config.Output{config.OutputTTY}, "zh", "no font_file set: the tty output shows English"},
 	} {
 		var logs strings.Builder
-		d, err := New(Config{Outputs: tc.outputs, Locale: tc.locale, FontFile: tc.font, WebListen: "127.0.0.1:0", PNGPath: t.TempDir() + "/qr.png"},
+		d, err := New(Config{Display: config.Display{Outputs: tc.outputs, Locale: tc.locale, FontFile: tc.font, WebListen: "127.0.0.1:0", PNGPath: t.TempDir() + "/qr.png"}},
 			slog.New(slog.NewTextHandler(&logs, nil)))
 		if err != nil {
 			t.Fatal(err)
