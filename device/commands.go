@@ -9,12 +9,15 @@ import (
 	"fmt"
 	"github.com/kioskpay/kioskpay/contract"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"
 )
+
+// The commands, one handler each: decode, apply the device's policy, then
+// one call into the lifecycle (lifecycle.go), which changes the order and
+// answers in the same commit. Every inbox message gets exactly one reply.
 
 // handle processes one inbox message and makes sure it gets exactly one
 // reply. A panic in a handler is contained: the message gets an INTERNAL
@@ -190,72 +193,14 @@ func fingerprint(provider string, legs []payment.ProviderName, r contract.OrderR
 
 func (e *Engine) handleCreate(ctx context.Context, m store.InboxEntry) {
 	req, err := contract.DecodeCreate(m.Payload, contract.Limits{MaxFee: e.cfg.MaxFee, DefaultExpire: e.cfg.DefaultExpire})
-	if err != nil {
-		e.replyErr(m, req.RequestID, contract.ActionCreate, err)
-		return
-	}
-	legs, err := e.checkCreate(&req)
-	if err != nil {
-		e.replyErr(m, req.RequestID, contract.ActionCreate, err)
-		return
-	}
-	otn := req.Order.OutTradeNo
-	fp := fingerprint(req.Provider, legs, req.Order)
-
-	e.createMu.Lock()
-	defer e.createMu.Unlock()
-	unlock := e.locks.lock(otn)
-	defer unlock()
-
-	existing, err := e.load(otn)
-	switch {
-	case err == nil:
-		e.recreate(ctx, m, req, fp, existing)
-		return
-	case !errors.Is(err, errNotFound):
-		e.replyErr(m, req.RequestID, contract.ActionCreate, err)
-		return
-	}
-	if e.storageFull() {
-		e.replyErr(m, req.RequestID, contract.ActionCreate, e.storageFullError())
-		return
-	}
-	// One device, one customer, one QR: the order on screen is closed
-	// first, and a create that cannot close it does not go ahead.
-	if err := e.supersede(ctx, otn); err != nil {
-		e.log.Error("create refused: the previous order could not be superseded", "order", otn, "err", err)
-		e.replyErr(m, req.RequestID, contract.ActionCreate, err)
-		return
-	}
-
-	now := e.now()
-	o := store.Order{
-		OutTradeNo: otn, RequestID: req.RequestID, Fingerprint: fp, Provider: req.Provider,
-		PID: req.Order.PID, TotalFee: req.Order.TotalFee, Subject: req.Order.Subject, Type: req.Order.Type,
-		Custom: req.Order.Custom, Expire: req.Order.Expire,
-		CreatedAt: now, ExpiresAt: now.Add(req.Order.Expire).Round(0),
-	}
-	if req.Order.Other != nil {
-		o.Other, _ = json.Marshal(req.Order.Other)
-	}
-	for _, p := range legs {
-		o.Legs = append(o.Legs, store.Leg{Provider: p, State: store.LegCreating})
-	}
-	err = e.insert(o, func(w *writer) error {
-		if err := w.doneInbox(m.ID); err != nil {
-			return err
+	if err == nil {
+		var legs []payment.ProviderName
+		if legs, err = e.checkCreate(&req); err == nil {
+			err = e.create(ctx, m, req, legs)
 		}
-		return w.to(store.Creating, "create")
-	})
+	}
 	if err != nil {
 		e.replyErr(m, req.RequestID, contract.ActionCreate, err)
-		return
-	}
-	t := e.timer(otn)
-	t.deadline = now.Add(req.Order.Expire) // monotonic while we run
-	e.resumeCreate(ctx, o, req.RequestID, 0)
-	if ctx.Err() == nil {
-		e.schedule(otn, e.now(), false)
 	}
 }
 
@@ -295,250 +240,6 @@ func duplicateConflict(req contract.CreateRequest, o *store.Order, state string)
 	// The same request resolves to other providers than before (the
 	// configured default changed).
 	return &contract.Error{Name: contract.ErrDuplicateConflict, Field: "provider", Msg: fmt.Sprintf("order %s %s with other providers", o.OutTradeNo, state)}
-}
-
-// recreate answers a create for an out_trade_no that already exists: the
-// same QR while pending with the same parameters (seed: re-pay with the
-// original number), DUPLICATE_CONFLICT with different ones, ORDER_FINISHED
-// after it ended.
-func (e *Engine) recreate(ctx context.Context, m store.InboxEntry, req contract.CreateRequest, fp string, o store.Order) {
-	switch o.State {
-	case store.Creating:
-		if o.Fingerprint != fp {
-			e.replyErr(m, req.RequestID, contract.ActionCreate, duplicateConflict(req, &o, "exists"))
-			return
-		}
-		// Left over from a crash and not resumed yet: finish it and answer
-		// this request.
-		e.resumeCreate(ctx, o, req.RequestID, m.ID)
-		e.schedule(o.OutTradeNo, e.now(), false)
-		return
-	case store.Pending:
-		if o.Fingerprint != fp {
-			e.replyErr(m, req.RequestID, contract.ActionCreate, duplicateConflict(req, &o, "is pending"))
-			return
-		}
-		rep, err := createReply(req.RequestID, &o)
-		if err != nil {
-			e.replyErr(m, req.RequestID, contract.ActionCreate, err)
-			return
-		}
-		e.replyOnly(m.ID, rep)
-		// Show it again: the controller is re-presenting this order.
-		if e.cfg.Observer != nil {
-			e.cfg.Observer.OrderChanged(viewOf(&o))
-		}
-		return
-	}
-	e.replyErr(m, req.RequestID, contract.ActionCreate, contract.Errorf(contract.ErrOrderFinished, "order %s has ended (%s); use a new out_trade_no", o.OutTradeNo, o.State))
-}
-
-// supersede closes every other order still waiting for payment before a
-// new one is shown: one device, one customer, one QR. A payment that
-// sneaked in meanwhile follows the paid path. It returns an error when an
-// order could not be moved to closing (its commit failed): that order is
-// still payable, so the new one must not be shown. The caller holds
-// createMu.
-func (e *Engine) supersede(ctx context.Context, newOTN string) error {
-	var live []store.Order
-	err := e.db.View(func(tx *store.Tx) error {
-		var err error
-		live, err = tx.LiveOrders()
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	for _, y := range live {
-		if y.OutTradeNo == newOTN || (y.State != store.Pending && y.State != store.Creating) {
-			continue
-		}
-		err := func() error {
-			unlock := e.locks.lock(y.OutTradeNo)
-			defer unlock()
-			if y.State == store.Creating {
-				if err := e.resumeCreate(ctx, y, "", 0); err != nil {
-					return err
-				}
-			}
-			_, err := e.change(y.OutTradeNo, func(w *writer) error {
-				switch w.o.State {
-				case store.Pending:
-					w.o.CloseReason = closeSupersede
-					return w.to(store.Closing, "superseded by "+newOTN)
-				case store.Creating:
-					return fmt.Errorf("order %s is still being created", w.o.OutTradeNo)
-				}
-				return errNoop
-			})
-			if err != nil {
-				return err
-			}
-			e.advance(ctx, y.OutTradeNo)
-			return nil
-		}()
-		if err != nil {
-			return fmt.Errorf("supersede %s: %w", y.OutTradeNo, err)
-		}
-	}
-	return nil
-}
-
-// resumeCreate creates the provider orders of an order in state creating
-// (right after it was persisted, or after a crash) and replies to the
-// create request. Create is idempotent at both providers for the same
-// out_trade_no and parameters, so calling it again after a crash is safe.
-// The caller holds the order lock. replyTo overrides the stored request id
-// (a repeated create); inboxID is retired with the reply.
-func (e *Engine) resumeCreate(ctx context.Context, o store.Order, replyTo string, inboxID uint64) error {
-	requestID := o.RequestID
-	if replyTo != "" {
-		requestID = replyTo
-	}
-	if !e.now().Before(o.ExpiresAt) {
-		// Down past the QR's lifetime: never show it; close whatever the
-		// provider may have created.
-		_, err := e.change(o.OutTradeNo, func(w *writer) error {
-			for i := range w.o.Legs {
-				if w.o.Legs[i].State == store.LegCreating {
-					w.o.Legs[i].State = store.LegAbandon
-				}
-			}
-			w.o.CloseReason = closeExpire
-			if err := w.doneInbox(inboxID); err != nil {
-				return err
-			}
-			if err := w.reply(contract.ErrorReply(requestID, contract.ActionCreate, contract.Errorf(contract.ErrProviderUnavailable, "order %s expired before it could be created", o.OutTradeNo))); err != nil {
-				return err
-			}
-			return w.to(store.Closing, "expired while creating")
-		})
-		if err != nil {
-			e.storageError(err)
-			e.log.Error("expire creating order", "order", o.OutTradeNo, "err", err)
-		}
-		return err
-	}
-	var other map[string]any
-	if len(o.Other) > 0 {
-		d := json.NewDecoder(strings.NewReader(string(o.Other)))
-		d.UseNumber()
-		_ = d.Decode(&other)
-	}
-	type outcome struct {
-		created payment.Created
-		err     error
-	}
-	results := map[payment.ProviderName]outcome{}
-	for _, l := range o.Legs {
-		if l.State != store.LegCreating {
-			continue
-		}
-		prov, err := e.provider(o.PID, l.Provider)
-		if err != nil {
-			results[l.Provider] = outcome{err: &payment.RejectedError{Provider: l.Provider, Op: "create", Code: "NOT_CONFIGURED", Message: err.Error()}}
-			continue
-		}
-		cctx, cancel := context.WithTimeout(ctx, callTimeout)
-		c, err := prov.Create(cctx, payment.Order{
-			OutTradeNo: o.OutTradeNo, Total: o.TotalFee, Subject: o.Subject,
-			NotifyURL: e.notifyURL(l.Provider), ExpireAt: o.ExpiresAt, Other: other,
-		})
-		cancel()
-		if ctx.Err() != nil {
-			return ctx.Err() // shutting down: the next Run resumes it
-		}
-		if err == nil && c.CodeURL == "" {
-			err = fmt.Errorf("%s create returned no code", l.Provider)
-		}
-		if err != nil {
-			e.log.Warn("provider create failed", "order", o.OutTradeNo, "provider", l.Provider, "err", err)
-		}
-		results[l.Provider] = outcome{c, err}
-	}
-	_, err := e.change(o.OutTradeNo, func(w *writer) error {
-		if w.o.State != store.Creating {
-			return errNoop
-		}
-		open, unknown := 0, 0
-		var rejected *payment.RejectedError
-		var invalid error // the request itself is wrong (other overrides a daemon field)
-		for i := range w.o.Legs {
-			l := &w.o.Legs[i]
-			r, ok := results[l.Provider]
-			if !ok || l.State != store.LegCreating {
-				continue
-			}
-			switch {
-			case r.err == nil:
-				l.State, l.CodeURL = store.LegOpen, r.created.CodeURL
-				open++
-			case errors.Is(r.err, payment.ErrOtherOverride):
-				// Refused before anything was sent: nothing to close.
-				l.State, l.Error = store.LegFailed, r.err.Error()
-				invalid = r.err
-			case payment.IsUnknown(r.err) || orderExists(r.err):
-				// The provider may have created it (or says it did: a
-				// create repeated after a crash can find the order paid
-				// or closed): it must be queried and closed, never shown.
-				l.State, l.Error = store.LegAbandon, r.err.Error()
-				unknown++
-			default:
-				l.State, l.Error = store.LegFailed, r.err.Error()
-				errors.As(r.err, &rejected)
-			}
-		}
-		if err := w.doneInbox(inboxID); err != nil {
-			return err
-		}
-		if open > 0 {
-			rep, err := createReply(requestID, w.o)
-			if err != nil {
-				return err
-			}
-			if err := w.reply(rep); err != nil {
-				return err
-			}
-			return w.to(store.Pending, "created")
-		}
-		w.o.CloseReason = closeCreateFailed
-		var rerr error
-		switch {
-		case invalid != nil:
-			rerr = contract.AsError(invalid)
-		case unknown > 0 || rejected == nil:
-			rerr = contract.Errorf(contract.ErrProviderUnavailable, "the payment provider did not answer; try again")
-		default:
-			rerr = contract.Errorf(contract.ErrProviderRejected, "%s refused the order: %s %s", rejected.Provider, rejected.Code, rejected.Message)
-		}
-		w.o.LastError = rerr.Error()
-		if err := w.reply(contract.ErrorReply(requestID, contract.ActionCreate, rerr)); err != nil {
-			return err
-		}
-		if unknown > 0 {
-			return w.to(store.Closing, closeCreateFailed)
-		}
-		return w.to(store.Failed, "create_rejected")
-	})
-	if err != nil {
-		e.storageError(err)
-		e.log.Error("record create outcome", "order", o.OutTradeNo, "err", err)
-	}
-	return err
-}
-
-// orderExists reports whether a create was refused because the provider
-// already has an order with this number (paid, closed or otherwise used):
-// then a payment may be waiting at the provider, and treating the leg as
-// never created would keep that money without delivery.
-func orderExists(err error) bool {
-	for _, code := range []string{"ORDERPAID", "ORDER_CLOSED", "OUT_TRADE_NO_USED",
-		"ACQ.TRADE_HAS_SUCCESS", "ACQ.TRADE_HAS_CLOSE", "ACQ.TRADE_HAS_FINISHED"} {
-		if payment.IsRejected(err, code) {
-			return true
-		}
-	}
-	return false
 }
 
 func createReply(requestID string, o *store.Order) (contract.CreateReply, error) {
@@ -581,38 +282,16 @@ func createReply(requestID string, o *store.Order) (contract.CreateReply, error)
 
 func (e *Engine) handleCancel(ctx context.Context, m store.InboxEntry) {
 	req, err := contract.DecodeCancel(m.Payload)
+	if err == nil {
+		if err = e.checkSig(req.Signed, func() error { return req.Verify(e.cfg.ResultKey, e.now()) }); err != nil {
+			err = staleTS(err)
+		} else {
+			err = e.cancel(ctx, m.ID, req)
+		}
+	}
 	if err != nil {
 		e.replyErr(m, req.RequestID, contract.ActionCancel, err)
-		return
 	}
-	if err := e.checkSig(req.Signed, func() error { return req.Verify(e.cfg.ResultKey, e.now()) }); err != nil {
-		e.replyErr(m, req.RequestID, contract.ActionCancel, staleTS(err))
-		return
-	}
-	unlock := e.locks.lock(req.OutTradeNo)
-	defer unlock()
-	o, err := e.change(req.OutTradeNo, func(w *writer) error {
-		switch w.o.State {
-		case store.Pending, store.Creating:
-			w.o.CloseReason = closeCancel
-			if err := w.to(store.Closing, "cancel"); err != nil {
-				return err
-			}
-		case store.Closing:
-		default:
-			return contract.Errorf(contract.ErrOrderFinished, "order %s has ended (%s)", w.o.OutTradeNo, w.o.State)
-		}
-		if err := w.doneInbox(m.ID); err != nil {
-			return err
-		}
-		return w.reply(contract.QueryReply{Reply: contract.OKReply(req.RequestID, contract.ActionCancel, "closing"), OrderSummary: summarize(w.o)})
-	})
-	if err != nil {
-		e.replyErr(m, req.RequestID, contract.ActionCancel, notFound(err, req.OutTradeNo))
-		return
-	}
-	_ = o
-	e.advance(ctx, req.OutTradeNo)
 }
 
 func notFound(err error, otn string) error {
@@ -657,148 +336,34 @@ func summarize(o *store.Order) contract.OrderSummary {
 
 func (e *Engine) handleRefund(m store.InboxEntry) {
 	req, err := contract.DecodeRefund(m.Payload)
+	if err == nil {
+		if err = e.checkSig(req.Signed, func() error { return req.Verify(e.cfg.ResultKey, e.now()) }); err == nil {
+			err = e.operatorRefund(m.ID, req)
+		}
+	}
 	if err != nil {
 		e.replyErr(m, req.RequestID, contract.ActionRefund, err)
-		return
 	}
-	if err := e.checkSig(req.Signed, func() error { return req.Verify(e.cfg.ResultKey, e.now()) }); err != nil {
-		e.replyErr(m, req.RequestID, contract.ActionRefund, err)
-		return
-	}
-	unlock := e.locks.lock(req.OutTradeNo)
-	defer unlock()
-	_, err = e.change(req.OutTradeNo, func(w *writer) error {
-		o := w.o
-		reply := func(r *store.Refund, msg string) error {
-			if err := w.doneInbox(m.ID); err != nil {
-				return err
-			}
-			return w.reply(contract.RefundReply{Reply: contract.OKReply(req.RequestID, contract.ActionRefund, msg), OutTradeNo: o.OutTradeNo,
-				OutRefundNo: r.OutRefundNo, RefundFee: r.Amount, State: string(r.State)})
-		}
-		// A repeated command (QoS 1 redelivery, operator retry) returns
-		// the refund it already started instead of paying out again.
-		for i := range o.Refunds {
-			r := &o.Refunds[i]
-			if (req.OutRefundNo != "" && r.OutRefundNo == req.OutRefundNo) || (req.RequestID != "" && r.RequestID == req.RequestID) {
-				if req.RefundFee != 0 && req.RefundFee != r.Amount {
-					return &contract.Error{Name: contract.ErrDuplicateConflict, Field: "refund_fee", Msg: fmt.Sprintf("refund %s exists for %d fen", r.OutRefundNo, r.Amount)}
-				}
-				return reply(r, "already requested")
-			}
-		}
-		if o.Winner == "" {
-			return &contract.Error{Name: contract.ErrInvalidArgument, Field: "out_trade_no", Msg: fmt.Sprintf("order %s is not paid (%s)", o.OutTradeNo, o.State)}
-		}
-		// The provider holds the order total at it, less what was
-		// refunded or is being refunded; a refund never asks for more.
-		remaining := refundable(o, o.Winner)
-		if remaining <= 0 {
-			return contract.Errorf(contract.ErrOrderFinished, "order %s is already refunded in full", o.OutTradeNo)
-		}
-		amount := req.RefundFee
-		if amount == 0 {
-			amount = remaining
-		}
-		if amount > remaining {
-			total := providerTotal(o, o.Winner)
-			return &contract.Error{Name: contract.ErrFeeOutOfRange, Field: "refund_fee", Msg: fmt.Sprintf("refund_fee must be at most %d fen (order total %d at the provider, refunded or refunding %d)", remaining, total, total-remaining)}
-		}
-		reason := req.RefundDesc
-		if reason == "" {
-			reason = "operator refund"
-		}
-		r := w.addRefund(o.Winner, amount, reason, true, req.RequestID, req.OutRefundNo)
-		if o.State != store.Refunding {
-			if err := w.to(store.Refunding, "operator_refund"); err != nil {
-				return err
-			}
-		}
-		return reply(r, "refunding")
-	})
-	if err != nil {
-		e.replyErr(m, req.RequestID, contract.ActionRefund, notFound(err, req.OutTradeNo))
-		return
-	}
-	e.schedule(req.OutTradeNo, e.now(), false)
 }
 
 // ---- ack ----
 
 func (e *Engine) handleAck(m store.InboxEntry) {
 	req, err := contract.DecodeAck(m.Payload)
+	if err == nil {
+		if err = e.checkSig(req.Signed, func() error { return req.Verify(e.cfg.ResultKey, e.now()) }); err == nil {
+			err = e.acknowledge(m.ID, req)
+		}
+	}
 	if err != nil {
 		e.replyErr(m, req.RequestID, contract.ActionAck, err)
-		return
 	}
-	if err := e.checkSig(req.Signed, func() error { return req.Verify(e.cfg.ResultKey, e.now()) }); err != nil {
-		e.replyErr(m, req.RequestID, contract.ActionAck, err)
-		return
-	}
-	unlock := e.locks.lock(req.OutTradeNo)
-	defer unlock()
-	_, err = e.change(req.OutTradeNo, func(w *writer) error {
-		o := w.o
-		msg := "ok"
-		if unlocking(o) && !o.HasFlag(contract.FlagUnlockInterrupted) {
-			// The local driver's outcome is the ack: this one changes
-			// nothing. (An interrupted one waits for exactly this: a
-			// human's ack.)
-			msg = "ignored: the unlock driver decides this order"
-			if err := w.doneInbox(m.ID); err != nil {
-				return err
-			}
-			return w.reply(contract.QueryReply{Reply: contract.OKReply(req.RequestID, contract.ActionAck, msg), OrderSummary: summarize(o)})
-		}
-		o.Acked = true
-		switch {
-		case (o.State == store.Paid || o.State == store.Held) && req.OK:
-			if err := w.to(store.Delivered, "ack"); err != nil {
-				return err
-			}
-		case (o.State == store.Paid || o.State == store.Held) && !req.OK:
-			reason := "ack_failed"
-			if req.Reason != "" {
-				reason += ": " + req.Reason
-			}
-			w.addRefund(o.Winner, 0, reason, true, "", "")
-			if err := w.to(store.Refunding, reason); err != nil {
-				return err
-			}
-			msg = "refunding"
-		case req.OK && o.HasFlag(contract.FlagNoAck) && (o.State == store.Refunding || o.State == store.Refunded):
-			// Delivered after all, but the money already went back.
-			o.Flag(contract.FlagLateAck)
-			if err := w.note(contract.FlagLateAck); err != nil {
-				return err
-			}
-			msg = "late ack: the payment was already refunded"
-			if _, err := w.tx.DeleteResults(o.OutTradeNo); err != nil {
-				return err
-			}
-		default:
-			// Any other outcome: the ack only stops re-publication.
-			if _, err := w.tx.DeleteResults(o.OutTradeNo); err != nil {
-				return err
-			}
-		}
-		if err := w.doneInbox(m.ID); err != nil {
-			return err
-		}
-		return w.reply(contract.QueryReply{Reply: contract.OKReply(req.RequestID, contract.ActionAck, msg), OrderSummary: summarize(o)})
-	})
-	if err != nil {
-		e.replyErr(m, req.RequestID, contract.ActionAck, notFound(err, req.OutTradeNo))
-		return
-	}
-	e.schedule(req.OutTradeNo, e.now(), false)
 }
 
 // ---- notify ----
 
 // handleNotify verifies a relayed provider notification with the merchant
-// keys, then confirms it with a query before anything changes: the relay
-// and the notification are only hints.
+// keys; the lifecycle confirms it with a query before anything changes.
 func (e *Engine) handleNotify(ctx context.Context, m store.InboxEntry) {
 	req, err := contract.DecodeNotify(m.Payload)
 	if err != nil {
@@ -807,8 +372,7 @@ func (e *Engine) handleNotify(ctx context.Context, m store.InboxEntry) {
 	}
 	var n payment.Notification
 	pid := ""
-	pids := e.merchantIDs()
-	for _, p := range pids {
+	for _, p := range e.merchantIDs() {
 		prov := e.cfg.Merchants[p][req.Provider]
 		if prov == nil {
 			continue
@@ -824,37 +388,12 @@ func (e *Engine) handleNotify(ctx context.Context, m store.InboxEntry) {
 		e.replyErr(m, req.RequestID, contract.ActionNotify, contract.Errorf(contract.ErrSignatureInvalid, "notification does not verify with any %s merchant key", req.Provider))
 		return
 	}
-	unlock := e.locks.lock(n.OutTradeNo)
-	defer unlock()
-	o, err := e.load(n.OutTradeNo)
-	if err != nil {
-		e.replyErr(m, req.RequestID, contract.ActionNotify, notFound(err, n.OutTradeNo))
-		return
-	}
-	if o.PID != pid || o.Leg(req.Provider) == nil {
-		e.replyErr(m, req.RequestID, contract.ActionNotify, contract.Errorf(contract.ErrSignatureInvalid, "notification is not from order %s's merchant", o.OutTradeNo))
-		return
-	}
-	e.log.Debug("notification verified", "order", o.OutTradeNo, "provider", req.Provider, "kind", n.Kind)
-	switch n.Kind {
-	case payment.NotifyRefund:
-		// The refund step queries every unsettled refund that is due;
-		// the notification makes this one due now, whatever its schedule
-		// (an ABNORMAL refund a person settled is otherwise queried only
-		// at the slow rate).
-		delete(e.timer(o.OutTradeNo).refundAt, n.OutRefundNo)
-	default:
-		if err := e.confirm(ctx, o, req.Provider, "notify"); err != nil {
-			e.log.Warn("confirm notification", "order", o.OutTradeNo, "err", err)
-		}
-	}
-	e.advance(ctx, o.OutTradeNo)
-	cur, err := e.load(o.OutTradeNo)
+	o, err := e.notified(ctx, req.Provider, n, pid)
 	if err != nil {
 		e.replyErr(m, req.RequestID, contract.ActionNotify, err)
 		return
 	}
-	e.replyOnly(m.ID, contract.QueryReply{Reply: contract.OKReply(req.RequestID, contract.ActionNotify, "ok"), OrderSummary: summarize(&cur)})
+	e.replyOnly(m.ID, contract.QueryReply{Reply: contract.OKReply(req.RequestID, contract.ActionNotify, "ok"), OrderSummary: summarize(&o)})
 }
 
 // ---- orders, reconcile ----

@@ -114,7 +114,7 @@ func (w *writer) paidLocal(reason string) error {
 	if err != nil {
 		// The table changed since the create: the service cannot be
 		// started, so the money goes back.
-		if err := w.to(store.Paid, reason); err != nil {
+		if err := w.outcome(store.Paid, contract.ResultPaid, reason); err != nil {
 			return err
 		}
 		return w.notDelivered("plan: " + err.Error())
@@ -124,7 +124,7 @@ func (w *writer) paidLocal(reason string) error {
 		return err
 	}
 	w.o.Unlock = b
-	return w.to(store.Paid, reason)
+	return w.outcome(store.Paid, contract.ResultPaid, reason)
 }
 
 // notDelivered applies on_no_ack to an order the driver did not deliver
@@ -133,10 +133,9 @@ func (w *writer) paidLocal(reason string) error {
 func (w *writer) notDelivered(why string) error {
 	reason := contract.ReasonUnlockNotDelivered + ": " + why
 	if w.e.cfg.OnNoAck == config.OnNoAckHold {
-		return w.to(store.Held, reason)
+		return w.hold(reason)
 	}
-	w.addRefund(w.o.Winner, 0, reason, true, "", "")
-	return w.to(store.Refunding, reason)
+	return w.startRefund(reason, "")
 }
 
 // stepUnlocking is the paid state's step with a Progress: hand the order
@@ -245,7 +244,7 @@ func (e *Engine) finishUnlock(ctx context.Context, otn string, res unlock.Result
 			switch res.Outcome {
 			case unlock.Delivered:
 				w.o.Acked = true
-				return w.to(store.Delivered, contract.ReasonUnlockDelivered)
+				return w.deliver(contract.ReasonUnlockDelivered)
 			case unlock.NotDelivered:
 				return w.notDelivered(res.Reason)
 			}

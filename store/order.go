@@ -8,8 +8,10 @@ import (
 	"github.com/kioskpay/kioskpay/payment"
 )
 
-// State is an order's lifecycle state (docs/contract.md §4). The engine in package
-// device decides the transitions; the store only needs to know which states
+// State is an order's lifecycle state (docs/contract.md §4). The states and
+// the table of legal moves between them are defined here, together; the
+// engine in package device decides which move to take (device/lifecycle.go,
+// one step function per state), and the store needs to know which states
 // are terminal, to keep the live index.
 type State string
 
@@ -41,6 +43,28 @@ const (
 	// Failed: the provider order could not be created.
 	Failed State = "failed"
 )
+
+// transitions is the order state machine (docs/contract.md §4): every
+// allowed state change, in one place.
+var transitions = map[State][]State{
+	"":           {Creating},
+	Creating:     {Pending, Closing, Failed, Paid, Refunding},
+	Pending:      {Paid, Closing, Refunding},
+	Closing:      {Paid, Refunding, Expired, Cancelled, Failed, Refunded},
+	Paid:         {Delivered, Held, Refunding},
+	Held:         {Delivered, Refunding},
+	Delivered:    {Refunding},
+	Refunding:    {Refunded, RefundFailed},
+	Refunded:     {Refunding},
+	RefundFailed: {Refunding},
+	Expired:      {Refunding},
+	Cancelled:    {Refunding},
+	Failed:       {Refunding},
+}
+
+// CanMove reports whether the state machine allows s → next; the engine
+// refuses any other move.
+func (s State) CanMove(next State) bool { return slices.Contains(transitions[s], next) }
 
 // Terminal reports whether no further action is scheduled for the order.
 // Terminal orders can still become live again (a late payment, an operator
