@@ -120,13 +120,12 @@ type Engine struct {
 	timers  map[string]*orderTimer
 	wake    *wakeHeap
 	ticking map[string]bool
-	queues  map[string][]func()
 	leases  map[uint64]time.Time
 	// unconfirmed are outbox entries the broker acknowledged whose record
 	// of that could not be committed yet: never published again.
 	unconfirmed map[uint64]bool
-	inflight    map[uint64]bool // inbox messages being handled
-	room        chan struct{}   // closed (and replaced) when one is done
+	inflight    map[uint64]string // inbox messages being handled, with their order key
+	room        chan struct{}     // closed (and replaced) when one is done
 	status      contract.Status
 	clockAt     time.Time
 	prunedAt    time.Time
@@ -219,9 +218,8 @@ func New(db *store.DB, cfg Config) (*Engine, error) {
 		timers:      map[string]*orderTimer{},
 		wake:        newWakeHeap(),
 		ticking:     map[string]bool{},
-		queues:      map[string][]func(){},
 		leases:      map[uint64]time.Time{},
-		inflight:    map[uint64]bool{},
+		inflight:    map[uint64]string{},
 		unconfirmed: map[uint64]bool{},
 		room:        make(chan struct{}),
 		locks:       keyedMutex{m: map[string]*keyedEntry{}},
@@ -602,36 +600,6 @@ func (e *Engine) maybePrune(now time.Time) {
 
 // ---- work scheduling ----
 
-// submit runs fn on a goroutine, after any earlier work submitted with the
-// same key: commands about one order are handled in arrival order, work on
-// different orders in parallel.
-func (e *Engine) submit(key string, fn func()) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	q, busy := e.queues[key]
-	e.queues[key] = append(q, fn)
-	if busy {
-		return
-	}
-	e.work.Add(1)
-	go func() {
-		defer e.work.Done()
-		for {
-			e.mu.Lock()
-			q := e.queues[key]
-			if len(q) == 0 {
-				delete(e.queues, key)
-				e.mu.Unlock()
-				return
-			}
-			next := q[0]
-			e.queues[key] = q[1:]
-			e.mu.Unlock()
-			next()
-		}
-	}()
-}
-
 // schedule sets an order's next wake-up; earlier only moves it forward.
 func (e *Engine) schedule(key string, at time.Time, onlyEarlier bool) {
 	e.mu.Lock()
@@ -663,6 +631,9 @@ func (e *Engine) timer(key string) *orderTimer {
 	return t
 }
 
+// queueTick runs the order's step on a goroutine of its own. At most one
+// tick per order waits for the order lock: a wake-up while one waits is
+// already served by it.
 func (e *Engine) queueTick(key string) {
 	e.mu.Lock()
 	if e.ticking[key] {
@@ -671,12 +642,11 @@ func (e *Engine) queueTick(key string) {
 	}
 	e.ticking[key] = true
 	e.mu.Unlock()
-	e.submit(key, func() {
-		e.mu.Lock()
-		delete(e.ticking, key)
-		e.mu.Unlock()
+	e.work.Add(1)
+	go func() {
+		defer e.work.Done()
 		e.tick(e.ctx, key)
-	})
+	}()
 }
 
 // resume loads every live order and schedules it at once: pending orders
@@ -739,7 +709,12 @@ func (e *Engine) resume() error {
 	})
 }
 
-// keyedMutex is a set of mutexes by order number.
+// keyedMutex is the order lock: one mutex per order number, the only
+// per-order serialisation the engine has. Whatever changes an order or
+// calls a provider about it holds it: command handlers, the order's tick,
+// and work that reaches across orders (supersede, notify, reconcile, the
+// unlock driver's outcome). Commands about one order also keep their
+// arrival order; that comes from the inbox (dispatchInbox), not from here.
 type keyedMutex struct {
 	mu sync.Mutex
 	m  map[string]*keyedEntry

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/kioskpay/kioskpay/contract"
+	"maps"
 	"time"
 
 	"github.com/kioskpay/kioskpay/payment"
@@ -150,15 +151,17 @@ func (e *Engine) backlog() bool {
 	return e.backlogged.Load() > 0 || e.inboxLen.Load() > InboxWindow
 }
 
-// dispatchInbox hands the oldest messages not yet being handled to the
-// work queues, up to InboxWindow at a time.
+// dispatchInbox starts handling the oldest messages not yet being
+// handled, up to InboxWindow at a time, each on a goroutine, but never two
+// about the same order (inboxKey) at once: a later command about an order
+// stays in the inbox until the earlier one is answered. So commands about
+// one order are handled in arrival order, commands about different orders
+// in parallel, and the queue is the inbox on disk; exclusion is the order
+// lock's (keyedMutex), taken by the handlers.
 func (e *Engine) dispatchInbox() error {
 	e.mu.Lock()
 	free := InboxWindow - len(e.inflight)
-	busy := make(map[uint64]bool, len(e.inflight))
-	for id := range e.inflight {
-		busy[id] = true
-	}
+	busy := maps.Clone(e.inflight)
 	e.mu.Unlock()
 	if free <= 0 {
 		return nil
@@ -166,17 +169,30 @@ func (e *Engine) dispatchInbox() error {
 	var entries []store.InboxEntry
 	err := e.db.View(func(tx *store.Tx) error {
 		var err error
-		entries, err = tx.InboxHead(free, func(id uint64) bool { return busy[id] })
+		entries, err = tx.InboxHead(free, func(id uint64) bool { _, ok := busy[id]; return ok })
 		return err
 	})
 	if err != nil {
 		return err
 	}
+	keys := make(map[string]bool, len(busy))
+	for _, k := range busy {
+		keys[k] = true
+	}
 	for _, m := range entries {
+		key := inboxKey(m)
+		if keys[key] {
+			continue // waits for the command before it
+		}
+		keys[key] = true
 		e.mu.Lock()
-		e.inflight[m.ID] = true
+		e.inflight[m.ID] = key
 		e.mu.Unlock()
-		e.submit(inboxKey(m), func() { e.process(m) })
+		e.work.Add(1)
+		go func() {
+			defer e.work.Done()
+			e.process(m)
+		}()
 	}
 	return nil
 }

@@ -197,15 +197,18 @@ func (e *Engine) supersede(ctx context.Context, newOTN string) error {
 
 // ---- the step: what an order does when its timer fires ----
 
-// tick advances one order. The caller runs it on the order's work queue;
-// the order lock also keeps cross-order work (supersede, notify,
-// reconcile) out while it runs.
+// tick advances one order when its timer fires (queueTick). It holds the
+// order lock, which keeps commands about the order and cross-order work
+// (supersede, notify, reconcile) out while it runs.
 func (e *Engine) tick(ctx context.Context, key string) {
+	unlock := e.locks.lock(key)
+	defer unlock()
+	e.mu.Lock()
+	delete(e.ticking, key) // a wake-up from now on needs a tick of its own
+	e.mu.Unlock()
 	if ctx.Err() != nil {
 		return
 	}
-	unlock := e.locks.lock(key)
-	defer unlock()
 	e.advance(ctx, key)
 }
 
