@@ -291,10 +291,7 @@ func (e *Engine) stepCreating(ctx context.Context, o store.Order, replyTo string
 					w.o.Legs[i].State = store.LegAbandon
 				}
 			}
-			if err := w.doneInbox(inboxID); err != nil {
-				return err
-			}
-			if err := w.reply(contract.ErrorReply(requestID, contract.ActionCreate, contract.Errorf(contract.ErrProviderUnavailable, "order %s expired before it could be created", o.OutTradeNo))); err != nil {
+			if err := w.answer(inboxID, contract.ErrorReply(requestID, contract.ActionCreate, contract.Errorf(contract.ErrProviderUnavailable, "order %s expired before it could be created", o.OutTradeNo))); err != nil {
 				return err
 			}
 			return w.beginClose(closeExpire, "expired while creating")
@@ -351,15 +348,12 @@ func (w *writer) created(results map[payment.ProviderName]createOutcome, request
 			errors.As(r.err, &rejected)
 		}
 	}
-	if err := w.doneInbox(inboxID); err != nil {
-		return err
-	}
 	if open > 0 {
 		rep, err := createReply(requestID, w.o)
 		if err != nil {
 			return err
 		}
-		if err := w.reply(rep); err != nil {
+		if err := w.answer(inboxID, rep); err != nil {
 			return err
 		}
 		return w.to(store.Pending, "created")
@@ -374,7 +368,7 @@ func (w *writer) created(results map[payment.ProviderName]createOutcome, request
 		rerr = contract.Errorf(contract.ErrProviderRejected, "%s refused the order: %s %s", rejected.Provider, rejected.Code, rejected.Message)
 	}
 	w.o.LastError = rerr.Error()
-	if err := w.reply(contract.ErrorReply(requestID, contract.ActionCreate, rerr)); err != nil {
+	if err := w.answer(inboxID, contract.ErrorReply(requestID, contract.ActionCreate, rerr)); err != nil {
 		return err
 	}
 	if unknown > 0 {
@@ -717,10 +711,7 @@ func (e *Engine) cancel(ctx context.Context, inboxID uint64, req contract.Cancel
 		default:
 			return contract.Errorf(contract.ErrOrderFinished, "order %s has ended (%s)", w.o.OutTradeNo, w.o.State)
 		}
-		if err := w.doneInbox(inboxID); err != nil {
-			return err
-		}
-		return w.reply(contract.QueryReply{Reply: contract.OKReply(req.RequestID, contract.ActionCancel, "closing"), OrderSummary: summarize(w.o)})
+		return w.answer(inboxID, contract.QueryReply{Reply: contract.OKReply(req.RequestID, contract.ActionCancel, "closing"), OrderSummary: summarize(w.o)})
 	})
 	if err != nil {
 		return notFound(err, req.OutTradeNo)
@@ -729,18 +720,22 @@ func (e *Engine) cancel(ctx context.Context, inboxID uint64, req contract.Cancel
 	return nil
 }
 
+// commandChange applies a command's change of order otn, answer included,
+// under the order lock; a missing order is ORDER_NOT_FOUND.
+func (e *Engine) commandChange(otn string, fn func(w *writer) error) error {
+	unlock := e.locks.lock(otn)
+	defer unlock()
+	_, err := e.change(otn, fn)
+	return notFound(err, otn)
+}
+
 // operatorRefund refunds (part of) a paid order's payment at an operator's
 // request; the reply goes in the same commit.
 func (e *Engine) operatorRefund(inboxID uint64, req contract.RefundRequest) error {
-	unlock := e.locks.lock(req.OutTradeNo)
-	defer unlock()
-	_, err := e.change(req.OutTradeNo, func(w *writer) error {
+	err := e.commandChange(req.OutTradeNo, func(w *writer) error {
 		o := w.o
 		reply := func(r *store.Refund, msg string) error {
-			if err := w.doneInbox(inboxID); err != nil {
-				return err
-			}
-			return w.reply(contract.RefundReply{Reply: contract.OKReply(req.RequestID, contract.ActionRefund, msg), OutTradeNo: o.OutTradeNo,
+			return w.answer(inboxID, contract.RefundReply{Reply: contract.OKReply(req.RequestID, contract.ActionRefund, msg), OutTradeNo: o.OutTradeNo,
 				OutRefundNo: r.OutRefundNo, RefundFee: r.Amount, State: string(r.State)})
 		}
 		// A repeated command (QoS 1 redelivery, operator retry) returns
@@ -775,7 +770,7 @@ func (e *Engine) operatorRefund(inboxID uint64, req contract.RefundRequest) erro
 		return reply(r, "refunding")
 	})
 	if err != nil {
-		return notFound(err, req.OutTradeNo)
+		return err
 	}
 	e.schedule(req.OutTradeNo, e.now(), false)
 	return nil
@@ -785,16 +780,11 @@ func (e *Engine) operatorRefund(inboxID uint64, req contract.RefundRequest) erro
 // refunding when the service did not start; the reply goes in the same
 // commit.
 func (e *Engine) acknowledge(inboxID uint64, req contract.AckRequest) error {
-	unlock := e.locks.lock(req.OutTradeNo)
-	defer unlock()
-	_, err := e.change(req.OutTradeNo, func(w *writer) error {
+	err := e.commandChange(req.OutTradeNo, func(w *writer) error {
 		o := w.o
 		msg := "ok"
 		reply := func() error {
-			if err := w.doneInbox(inboxID); err != nil {
-				return err
-			}
-			return w.reply(contract.QueryReply{Reply: contract.OKReply(req.RequestID, contract.ActionAck, msg), OrderSummary: summarize(o)})
+			return w.answer(inboxID, contract.QueryReply{Reply: contract.OKReply(req.RequestID, contract.ActionAck, msg), OrderSummary: summarize(o)})
 		}
 		if unlocking(o) && !o.HasFlag(contract.FlagUnlockInterrupted) {
 			// The local driver's outcome is the ack: this one changes
@@ -837,7 +827,7 @@ func (e *Engine) acknowledge(inboxID uint64, req contract.AckRequest) error {
 		return reply()
 	})
 	if err != nil {
-		return notFound(err, req.OutTradeNo)
+		return err
 	}
 	e.schedule(req.OutTradeNo, e.now(), false)
 	return nil

@@ -226,6 +226,16 @@ func (w *writer) retireResults() error {
 	return err
 }
 
+// answer retires a command's inbox message (0: none) and enqueues its
+// reply, both in this transaction: the command is answered exactly when
+// the change it made commits.
+func (w *writer) answer(inboxID uint64, v any) error {
+	if err := w.doneInbox(inboxID); err != nil {
+		return err
+	}
+	return w.reply(v)
+}
+
 func (w *writer) doneInbox(id uint64) error {
 	if id == 0 {
 		return nil
