@@ -131,8 +131,7 @@ type Display struct {
 	// FontFile is a TTF, OTF or TTC font with CJK glyphs. Without one,
 	// on-screen texts are English in the built-in Go fonts.
 	FontFile string `toml:"font_file"`
-	// Locale is "zh" or "en".
-	Locale string `toml:"locale"`
+	Locale   Locale `toml:"locale"`
 	// TTYPath is where the tty output writes (default standard output).
 	TTYPath string `toml:"tty_path"`
 	// FBGeometry overrides what the framebuffer driver reports, for
@@ -181,6 +180,18 @@ const (
 
 // Valid reports whether o is one of the values.
 func (o OnNoAck) Valid() bool { return o == OnNoAckRefund || o == OnNoAckHold }
+
+// Locale is display.locale: the language of the on-screen texts.
+type Locale string
+
+// Values of display.locale.
+const (
+	LocaleZH Locale = "zh"
+	LocaleEN Locale = "en"
+)
+
+// Valid reports whether l is one of the values.
+func (l Locale) Valid() bool { return l == LocaleZH || l == LocaleEN }
 
 // Output is one entry of display.outputs.
 type Output string
@@ -233,7 +244,7 @@ const (
 	DefaultFBDevice                           = "/dev/fb0"
 	DefaultPNGPath                            = "/run/kioskpayd/qr.png"
 	DefaultWebListen                          = "127.0.0.1:8088"
-	DefaultLocale                             = "zh"
+	DefaultLocale                             = LocaleZH
 	DefaultAckTimeout                         = 30 * time.Second
 	DefaultOnNoAck                            = OnNoAckRefund
 	DefaultSyncCheck                          = SyncKernel
@@ -636,9 +647,7 @@ func (d Display) validate(p *problems) {
 			p.add("display.fb_geometry", "%v", err)
 		}
 	}
-	switch d.Locale {
-	case "zh", "en":
-	default:
+	if !d.Locale.Valid() {
 		p.add("display.locale", "must be zh or en, got %q", d.Locale)
 	}
 }

@@ -126,9 +126,7 @@ func (c Config) withDefaults() (Config, error) {
 	default:
 		return c, fmt.Errorf("display.rotate: %d: want 0, 90, 180 or 270", c.Rotate)
 	}
-	switch c.Locale {
-	case "zh", "en":
-	default:
+	if !c.Locale.Valid() {
 		return c, fmt.Errorf("display.locale: %q: want zh or en", c.Locale)
 	}
 	if c.PNGWidth < 64 || c.PNGHeight < 64 || c.PNGWidth > fbgeom.MaxSide || c.PNGHeight > fbgeom.MaxSide {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/internal/qrtest"
 	"github.com/kioskpay/kioskpay/payment"
 )
@@ -83,7 +84,7 @@ func testFonts(t testing.TB, withCJK bool) *fontSet {
 	return fs
 }
 
-func renderScreen(t testing.TB, fs *fontSet, locale string, s Screen, w, h int) *image.RGBA {
+func renderScreen(t testing.TB, fs *fontSet, locale config.Locale, s Screen, w, h int) *image.RGBA {
 	t.Helper()
 	c := newComposer(fs, locale)
 	img := image.NewRGBA(image.Rect(0, 0, w, h))

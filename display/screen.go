@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -133,7 +134,7 @@ type composer struct {
 	cdBar    int
 }
 
-func newComposer(fs *fontSet, locale string) *composer {
+func newComposer(fs *fontSet, locale config.Locale) *composer {
 	ts := newTypesetter(fs)
 	return &composer{ts: ts, tx: textsFor(locale, ts), qr: map[string][][]bool{}}
 }

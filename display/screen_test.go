@@ -5,6 +5,8 @@ import (
 	"image"
 	"testing"
 	"time"
+
+	"github.com/kioskpay/kioskpay/config"
 )
 
 var sizes = []struct{ w, h int }{
@@ -39,7 +41,7 @@ func TestPayScreenDecodes(t *testing.T) {
 
 func TestStatusScreensPreview(t *testing.T) {
 	fs := testFonts(t, true)
-	for _, loc := range []string{"zh", "en"} {
+	for _, loc := range []config.Locale{config.LocaleZH, config.LocaleEN} {
 		for _, s := range []Screen{
 			{Kind: Idle},
 			{Kind: Paid, Amount: 1000, OutTradeNo: "KP1"},

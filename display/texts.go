@@ -1,6 +1,9 @@
 package display
 
-import "github.com/kioskpay/kioskpay/payment"
+import (
+	"github.com/kioskpay/kioskpay/config"
+	"github.com/kioskpay/kioskpay/payment"
+)
 
 // texts are the words on screen in one language.
 type texts struct {
@@ -75,7 +78,7 @@ func (t *texts) provider(p payment.ProviderName) string {
 }
 
 // textsOf returns the texts of locale ("zh" or "en").
-func textsOf(locale string) *texts {
+func textsOf(locale config.Locale) *texts {
 	if locale == "zh" {
 		return &textsZH
 	}
@@ -85,7 +88,7 @@ func textsOf(locale string) *texts {
 // textsFor picks the language of an output that draws its own text (fb,
 // png, tty). Chinese needs a font with CJK glyphs; without one the screen
 // speaks English rather than drawing boxes.
-func textsFor(locale string, ts *typesetter) *texts {
+func textsFor(locale config.Locale, ts *typesetter) *texts {
 	if locale == "zh" && ts.covers(textsZH.all()) {
 		return &textsZH
 	}

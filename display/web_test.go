@@ -215,10 +215,11 @@ func TestPNGAtomic(t *testing.T) {
 // configured; then the warning says what is missing.
 func TestWebFollowsLocaleWithoutFont(t *testing.T) {
 	for _, tc := range []struct {
-		locale, font string
-		outputs      []config.Output
-		lang         string
-		warn         string // "" = no warning
+		locale  config.Locale
+		font    string
+		outputs []config.Output
+		lang    string
+		warn    string // "" = no warning
 	}{
 		{"zh", "", []config.Output{config.OutputWeb}, "zh", ""},
 		{"en", "", []config.Output{config.OutputWeb}, "en", ""},
@@ -241,7 +242,7 @@ func TestWebFollowsLocaleWithoutFont(t *testing.T) {
 		resp.Body.Close()
 		srv.Close()
 		st := d.web.snapshot()
-		want := textsOf(tc.lang)
+		want := textsOf(config.Locale(tc.lang))
 		if st.Lang != tc.lang || st.Texts.PayTitle != want.PayTitle || st.Codes[0].Label != want.WxPay ||
 			!strings.Contains(string(page), `<html lang="`+tc.lang+`">`) {
 			t.Errorf("%s %v: page lang %q, texts %q/%q", tc.locale, tc.outputs, st.Lang, st.Texts.PayTitle, st.Codes[0].Label)
