@@ -39,6 +39,7 @@ import (
 	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/display"
+	"github.com/kioskpay/kioskpay/display/orderscreen"
 	"github.com/kioskpay/kioskpay/internal/cli"
 	"github.com/kioskpay/kioskpay/internal/clock"
 	"github.com/kioskpay/kioskpay/internal/logging"
@@ -251,7 +252,7 @@ func daemon(ctx context.Context, cfg *config.Config, stderr io.Writer, logger *s
 	ec.ResultKey = resultKey
 	ec.ClockSynced = checker.Func()
 	ec.BuildTime = checker.NotBefore
-	ec.Observer = newScreens(disp)
+	ec.Observer = orderscreen.New(disp)
 	ec.Logger = logger
 	ec.Retry = retry
 	ec.StaleAfter = staleAfter

@@ -1,4 +1,7 @@
-package main
+// Package orderscreen shows the engine's orders on the display: Screens is
+// the device.Observer the daemon gives the engine, and screenFor is the one
+// place that decides which screen an order's state gets.
+package orderscreen
 
 import (
 	"sync"
@@ -13,9 +16,9 @@ import (
 // before the display returns to idle.
 const outcomeScreenFor = 10 * time.Second
 
-// screens turns the engine's order views into display screens. It never
+// Screens turns the engine's order views into display screens. It never
 // blocks: display.Show does not, and the idle timer runs on its own.
-type screens struct {
+type Screens struct {
 	d *display.Display
 
 	mu      sync.Mutex
@@ -23,10 +26,11 @@ type screens struct {
 	idle    *time.Timer
 }
 
-func newScreens(d *display.Display) *screens { return &screens{d: d} }
+// New returns the observer that shows orders on d.
+func New(d *display.Display) *Screens { return &Screens{d: d} }
 
 // OrderChanged implements device.Observer.
-func (s *screens) OrderChanged(v device.View) {
+func (s *Screens) OrderChanged(v device.View) {
 	scr, show, outcome := screenFor(v)
 	s.mu.Lock()
 	defer s.mu.Unlock()
