@@ -34,26 +34,26 @@ func (e *Engine) handle(ctx context.Context, m store.InboxEntry) {
 			e.replyOnly(m.ID, contract.ErrorReply(contract.RequestIDOf(m.Payload), action, contract.Errorf(contract.ErrInternal, "internal error")))
 		}
 	}()
-	if (m.Topic == contract.TopicCreate || m.Topic == contract.TopicCancel) && e.stale(m) {
+	if (action == contract.ActionCreate || action == contract.ActionCancel) && e.stale(m) {
 		e.replyErr(m, contract.RequestIDOf(m.Payload), action, staleError(m, e.now()))
 		return
 	}
-	switch m.Topic {
-	case contract.TopicCreate:
+	switch action { // the topic is mapped once, by contract.ActionForTopic
+	case contract.ActionCreate:
 		e.handleCreate(ctx, m)
-	case contract.TopicCancel:
+	case contract.ActionCancel:
 		e.handleCancel(ctx, m)
-	case contract.TopicQuery:
+	case contract.ActionQuery:
 		e.handleQuery(m)
-	case contract.TopicRefund:
+	case contract.ActionRefund:
 		e.handleRefund(m)
-	case contract.TopicAck:
+	case contract.ActionAck:
 		e.handleAck(m)
-	case contract.TopicNotify:
+	case contract.ActionNotify:
 		e.handleNotify(ctx, m)
-	case contract.TopicOrders:
+	case contract.ActionOrders:
 		e.handleOrders(m)
-	case contract.TopicReconcile:
+	case contract.ActionReconcile:
 		e.handleReconcile(ctx, m)
 	default:
 		e.replyOnly(m.ID, contract.ErrorReply(contract.RequestIDOf(m.Payload), "", contract.Errorf(contract.ErrInvalidArgument, "unknown topic %q", m.Topic)))
