@@ -23,11 +23,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -75,9 +77,12 @@ func Available() error {
 	return err
 }
 
-// WriteInitramfs writes an uncompressed initramfs (cpio "newc") holding one
-// executable, /init.
-func WriteInitramfs(w io.Writer, init []byte) error {
+// WriteInitramfs writes an uncompressed initramfs (cpio "newc") holding
+// executables at its root, by name; one must be "init".
+func WriteInitramfs(w io.Writer, files map[string][]byte) error {
+	if _, ok := files["init"]; !ok {
+		return errors.New("initramfs without init")
+	}
 	var buf bytes.Buffer
 	entry := func(ino int, name string, mode uint32, data []byte) {
 		// newc header: magic and 13 eight-digit hex fields.
@@ -89,8 +94,10 @@ func WriteInitramfs(w io.Writer, init []byte) error {
 		buf.Write(data)
 		pad4(&buf)
 	}
-	entry(1, "init", 0o100755, init)
-	entry(2, "TRAILER!!!", 0, nil)
+	for i, name := range slices.Sorted(maps.Keys(files)) {
+		entry(i+1, name, 0o100755, files[name])
+	}
+	entry(len(files)+1, "TRAILER!!!", 0, nil)
 	_, err := w.Write(buf.Bytes())
 	return err
 }

@@ -32,8 +32,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -41,7 +39,6 @@ import (
 	"time"
 
 	"github.com/warthog618/go-gpiocdev"
-	"golang.org/x/sys/unix"
 
 	"github.com/kioskpay/kioskpay/device/unlock"
 	"github.com/kioskpay/kioskpay/device/unlock/gpio/gpioconf"
@@ -52,12 +49,11 @@ const (
 	guestEnv = "KIOSKPAY_GPIO_GUEST" // set inside the VM
 	childEnv = "KIOSKPAY_GPIO_CHILD" // set for the process the guest kills
 
-	chip          = "gpiochip0"
-	busyLine      = 3
-	pressDelay    = 300 * time.Millisecond
-	progressFile  = "/tmp/progress.json"
-	guestExitMark = "KIOSKPAY-GUEST-EXIT"
-	resultMark    = "KPRESULT "
+	chip         = "gpiochip0"
+	busyLine     = 3
+	pressDelay   = 300 * time.Millisecond
+	progressFile = "/tmp/progress.json"
+	resultMark   = "KPRESULT "
 )
 
 // Scenario settings shared by guest and host.
@@ -109,31 +105,10 @@ func cfgRelay(line int, paid time.Duration, busy int) gpioconf.Config {
 }
 
 func TestMain(m *testing.M) {
-	if os.Getpid() == 1 {
-		guestInit()
-		code := m.Run()
-		fmt.Printf("%s %d\n", guestExitMark, code)
-		unix.Sync()
-		unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
-		select {}
+	if qemuvm.IsInit() {
+		qemuvm.RunAsInit(m)
 	}
 	os.Exit(m.Run())
-}
-
-// guestInit mounts what the tests need when the binary runs as /init.
-func guestInit() {
-	for _, m := range []struct{ src, dir, fs string }{
-		{"devtmpfs", "/dev", "devtmpfs"},
-		{"proc", "/proc", "proc"},
-		{"sysfs", "/sys", "sysfs"},
-		{"debugfs", "/sys/kernel/debug", "debugfs"},
-		{"tmpfs", "/tmp", "tmpfs"},
-	} {
-		os.MkdirAll(m.dir, 0o755)
-		if err := unix.Mount(m.src, m.dir, m.fs, 0, ""); err != nil {
-			fmt.Printf("mount %s: %v\n", m.dir, err)
-		}
-	}
 }
 
 func guestOnly(t *testing.T) {
@@ -521,70 +496,6 @@ func TestGuestPulseKillResume(t *testing.T) {
 
 // ---- host side ----
 
-// edge is one level change of one PL061 line, seen by qemu.
-type edge struct {
-	at    time.Time
-	line  int
-	level int
-	input bool
-}
-
-var (
-	setOutputRe   = regexp.MustCompile(`setting output (\d) to (\d)`)
-	inputChangeRe = regexp.MustCompile(`input (\d) changed to (\d)`)
-)
-
-func edges(events []qemuvm.Event) []edge {
-	var out []edge
-	for _, e := range events {
-		var m []string
-		input := false
-		switch e.Name {
-		case "pl061_set_output":
-			m = setOutputRe.FindStringSubmatch(e.Args)
-		case "pl061_input_change":
-			m = inputChangeRe.FindStringSubmatch(e.Args)
-			input = true
-		}
-		if m == nil {
-			continue
-		}
-		line, _ := strconv.Atoi(m[1])
-		level, _ := strconv.Atoi(m[2])
-		out = append(out, edge{at: e.At, line: line, level: level, input: input})
-	}
-	return out
-}
-
-// period is one span of a line at one level.
-type period struct {
-	from, to time.Time
-}
-
-func (p period) len() time.Duration { return p.to.Sub(p.from) }
-
-// periodsAt returns the spans line spent at level, each entered from the
-// other level (the level the board's reset leaves is not the driver's
-// doing).
-func periodsAt(es []edge, line, level int) []period {
-	var out []period
-	var start time.Time
-	cur := -1
-	for _, e := range es {
-		if e.line != line || e.input {
-			continue
-		}
-		if cur == level && e.level != level && !start.IsZero() {
-			out = append(out, period{start, e.at})
-		}
-		if e.level == level && cur != level && cur != -1 {
-			start = e.at
-		}
-		cur = e.level
-	}
-	return out
-}
-
 func TestQEMUGPIO(t *testing.T) {
 	if os.Getenv(guestEnv) != "" {
 		t.Skip("inside the guest")
@@ -614,7 +525,7 @@ func TestQEMUGPIO(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := qemuvm.WriteInitramfs(f, init); err != nil {
+	if err := qemuvm.WriteInitramfs(f, map[string][]byte{"init": init}); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
@@ -645,7 +556,7 @@ func TestQEMUGPIO(t *testing.T) {
 	t.Logf("guest built in %s, VM ran %s", built.Round(time.Millisecond), ran.Round(time.Millisecond))
 
 	console, _ := os.ReadFile(vm.Console)
-	if !strings.Contains(string(console), guestExitMark+" 0") {
+	if !strings.Contains(string(console), qemuvm.ExitMark+" 0") {
 		t.Fatalf("guest tests did not pass; console:\n%s", tail(console, 6000))
 	}
 	results := map[string]guestResult{}
@@ -667,15 +578,15 @@ func TestQEMUGPIO(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	es := edges(events)
+	es := qemuvm.PL061Edges(events)
 	if len(es) == 0 {
 		t.Fatal("no pl061 trace events")
 	}
 	for _, e := range es {
-		if e.line == 0 && e.level == 1 && !e.input {
+		if e.Line == 0 && e.Level == 1 && !e.Input {
 			// The board's reset is the first event; TestGuestPulse's first
 			// pulse comes after the kernel booted and /init started.
-			t.Logf("qemu start to the first pulse (boot, /init, driver open): %s", e.at.Sub(events[0].At).Round(time.Millisecond))
+			t.Logf("qemu start to the first pulse (boot, /init, driver open): %s", e.At.Sub(events[0].At).Round(time.Millisecond))
 			break
 		}
 	}
@@ -693,52 +604,52 @@ func TestQEMUGPIO(t *testing.T) {
 		// TestGuestPulseActiveLow's 3, then TestGuestReportFailure's 2:
 		// the pulse whose commit failed never appears.
 		lows := checkPulses(t, es, 1, 0, pulseB, 3+2)
-		if len(lows) > 0 && !wentTo(es, 1, 1, lows[0].from) {
+		if len(lows) > 0 && !wentTo(es, 1, 1, lows[0].From) {
 			t.Error("line 1 was not driven to its inactive (high) level before the first pulse")
 		}
 	})
 	t.Run("relay", func(t *testing.T) {
-		on := periodsAt(es, 2, 1)
+		on := qemuvm.Spans(es, 2, 1)
 		if len(on) != 3 {
 			t.Fatalf("line 2 active %d times, want 3 (TestGuestRelay, then TestGuestRelayStop's two spans): %v", len(on), on)
 		}
-		within(t, "relay on", on[0].len(), relayPlain-tolShort, relayPlain+tolRelayLong)
-		t.Logf("relay on for %s of %s paid", on[0].len().Round(time.Microsecond), relayPlain)
+		within(t, "relay on", on[0].Len(), relayPlain-tolShort, relayPlain+tolRelayLong)
+		t.Logf("relay on for %s of %s paid", on[0].Len().Round(time.Microsecond), relayPlain)
 		// A clean stop and resume: the paid time in total, none lost.
 		// What the stop recorded covers what qemu saw (never less, so the
 		// resume cannot give more than paid), and by little.
 		recorded := results["RelayStop"].AtKill.RelayUsed
-		within(t, "stopped span", on[1].len(), recorded-20*time.Millisecond, recorded+tolShort)
-		total := on[1].len() + on[2].len()
+		within(t, "stopped span", on[1].Len(), recorded-20*time.Millisecond, recorded+tolShort)
+		total := on[1].Len() + on[2].Len()
 		within(t, "stopped + resumed", total, relayPlain-10*time.Millisecond, relayPlain+tolRelayLong)
-		t.Logf("stopped after %s, resumed for %s: %s of %s paid", on[1].len().Round(time.Millisecond),
-			on[2].len().Round(time.Millisecond), total.Round(time.Millisecond), relayPlain)
+		t.Logf("stopped after %s, resumed for %s: %s of %s paid", on[1].Len().Round(time.Millisecond),
+			on[2].Len().Round(time.Millisecond), total.Round(time.Millisecond), relayPlain)
 	})
 	t.Run("relay_busy_ack", func(t *testing.T) {
-		on := periodsAt(es, 4, 1)
+		on := qemuvm.Spans(es, 4, 1)
 		if len(on) != 1 {
 			t.Fatalf("line 4 active %d times, want once", len(on))
 		}
-		within(t, "relay on", on[0].len(), relayAck-tolShort, relayAck+tolRelayLong)
-		t.Logf("relay on for %s of %s paid", on[0].len().Round(time.Microsecond), relayAck)
-		press := inputRise(es, busyLine, on[0].from, on[0].to)
+		within(t, "relay on", on[0].Len(), relayAck-tolShort, relayAck+tolRelayLong)
+		t.Logf("relay on for %s of %s paid", on[0].Len().Round(time.Microsecond), relayAck)
+		press := inputRise(es, busyLine, on[0].From, on[0].To)
 		if press.IsZero() {
 			t.Fatalf("qemu saw no busy input while line 4 was on (pressed at %v)", pressedAt)
 		}
 		if r := results["RelayBusyAck"]; r.Outcome != "delivered" {
 			t.Errorf("guest outcome %q, want delivered", r.Outcome)
 		}
-		t.Logf("busy input went high %s after the relay", press.Sub(on[0].from).Round(time.Millisecond))
+		t.Logf("busy input went high %s after the relay", press.Sub(on[0].From).Round(time.Millisecond))
 	})
 	t.Run("relay_busy_timeout", func(t *testing.T) {
-		on := periodsAt(es, 5, 1)
+		on := qemuvm.Spans(es, 5, 1)
 		if len(on) != 1 {
 			t.Fatalf("line 5 active %d times, want once", len(on))
 		}
 		// Cut off at the busy timeout, far short of the paid time.
-		within(t, "relay on", on[0].len(), busyTimeout-tolShort, busyTimeout+tolRelayLong)
-		t.Logf("relay switched off after %s (busy_timeout %s, paid %s)", on[0].len().Round(time.Microsecond), busyTimeout, relayTimeout)
-		if !inputRise(es, busyLine, on[0].from, on[0].to).IsZero() {
+		within(t, "relay on", on[0].Len(), busyTimeout-tolShort, busyTimeout+tolRelayLong)
+		t.Logf("relay switched off after %s (busy_timeout %s, paid %s)", on[0].Len().Round(time.Microsecond), busyTimeout, relayTimeout)
+		if !inputRise(es, busyLine, on[0].From, on[0].To).IsZero() {
 			t.Error("busy input changed during the timeout scenario")
 		}
 		if r := results["RelayBusyTimeout"]; r.Outcome != "not_delivered" {
@@ -747,10 +658,10 @@ func TestQEMUGPIO(t *testing.T) {
 	})
 	t.Run("relay_kill_resume", func(t *testing.T) {
 		r := results["RelayKillResume"]
-		on := periodsAt(es, 6, 1)
+		on := qemuvm.Spans(es, 6, 1)
 		var total time.Duration
 		for _, p := range on {
-			total += p.len()
+			total += p.Len()
 		}
 		t.Logf("active spans %d, total %s of %s paid; at kill %s committed; after SIGKILL the kernel showed %q",
 			len(on), total.Round(time.Millisecond), relayKill, r.AtKill.RelayUsed, r.AfterKill)
@@ -765,11 +676,11 @@ func TestQEMUGPIO(t *testing.T) {
 		}
 		// Never more than paid; a crash costs at most two checkpoints.
 		within(t, "total active", total, relayKill-2*checkpoint-tolShort, relayKill+tolShort+50*time.Millisecond)
-		within(t, "resumed span", on[1].len(), relayKill-r.AtKill.RelayUsed-tolShort, relayKill-r.AtKill.RelayUsed+tolRelayLong)
+		within(t, "resumed span", on[1].Len(), relayKill-r.AtKill.RelayUsed-tolShort, relayKill-r.AtKill.RelayUsed+tolRelayLong)
 	})
 	t.Run("pulse_kill_resume", func(t *testing.T) {
 		r := results["PulseKillResume"]
-		on := periodsAt(es, 7, 1)
+		on := qemuvm.Spans(es, 7, 1)
 		paid := pulseK.Counts["wash_20"]
 		t.Logf("pulses seen %d of %d paid; %d committed at the kill; after SIGKILL the kernel showed %q",
 			len(on), paid, r.AtKill.PulsesStarted, r.AfterKill)
@@ -781,19 +692,19 @@ func TestQEMUGPIO(t *testing.T) {
 
 // checkPulses checks the count and timing of one line's pulses (spans at
 // activeLevel) and the gaps between them.
-func checkPulses(t *testing.T, es []edge, line, activeLevel int, p gpioconf.Pulse, want int) []period {
+func checkPulses(t *testing.T, es []qemuvm.Edge, line, activeLevel int, p gpioconf.Pulse, want int) []qemuvm.Span {
 	t.Helper()
-	on := periodsAt(es, line, activeLevel)
+	on := qemuvm.Spans(es, line, activeLevel)
 	if len(on) != want {
 		t.Fatalf("line %d: %d pulses, want %d", line, len(on), want)
 	}
 	var maxW, maxG time.Duration
 	for i, s := range on {
-		within(t, fmt.Sprintf("pulse %d width", i+1), s.len(), p.Width-tolShort, p.Width+tolPulseLong)
-		maxW = max(maxW, s.len())
+		within(t, fmt.Sprintf("pulse %d width", i+1), s.Len(), p.Width-tolShort, p.Width+tolPulseLong)
+		maxW = max(maxW, s.Len())
 		// A gap over a second is between two trains (or a stop and its
 		// resume), not inside one.
-		if g := s.from.Sub(on[max(i, 1)-1].to); i > 0 && g < time.Second {
+		if g := s.From.Sub(on[max(i, 1)-1].To); i > 0 && g < time.Second {
 			within(t, fmt.Sprintf("gap before pulse %d", i+1), g, p.Gap-tolShort, p.Gap+tolPulseLong)
 			maxG = max(maxG, g)
 		}
@@ -810,19 +721,19 @@ func within(t *testing.T, what string, got, lo, hi time.Duration) {
 	}
 }
 
-func wentTo(es []edge, line, level int, before time.Time) bool {
+func wentTo(es []qemuvm.Edge, line, level int, before time.Time) bool {
 	for _, e := range es {
-		if e.line == line && !e.input && e.level == level && e.at.Before(before) {
+		if e.Line == line && !e.Input && e.Level == level && e.At.Before(before) {
 			return true
 		}
 	}
 	return false
 }
 
-func inputRise(es []edge, line int, from, to time.Time) time.Time {
+func inputRise(es []qemuvm.Edge, line int, from, to time.Time) time.Time {
 	for _, e := range es {
-		if e.input && e.line == line && e.level == 1 && !e.at.Before(from) && !e.at.After(to) {
-			return e.at
+		if e.Input && e.Line == line && e.Level == 1 && !e.At.Before(from) && !e.At.After(to) {
+			return e.At
 		}
 	}
 	return time.Time{}
