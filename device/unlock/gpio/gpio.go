@@ -276,13 +276,22 @@ func (d *Driver) pulses(ctx context.Context, log *slog.Logger, p unlock.Progress
 	return unlock.Result{Outcome: unlock.Delivered, Progress: p}, nil
 }
 
+// reasonBusyPaidOut: the paid time ran out, or was all committed before a
+// crash, without the busy input going active.
+const reasonBusyPaidOut = "busy input not active before the paid time ended"
+
 // relay keeps the output active for the paid time not yet used, committing
 // two checkpoints ahead, and with a busy input decides the outcome by it.
 func (d *Driver) relay(ctx context.Context, log *slog.Logger, p unlock.Progress, report unlock.Reporter) (unlock.Result, error) {
 	cp := d.cfg.Relay.Checkpoint
 	remaining := p.RelayPaid - p.RelayUsed
 	if remaining <= 0 {
-		return unlock.Result{Outcome: unlock.Delivered, Progress: p}, nil
+		if p.Outcome == 0 {
+			// Crashes committed all the paid time while the busy input
+			// stayed silent: nothing says the machine ever ran.
+			return unlock.Result{Outcome: unlock.NotDelivered, Reason: reasonBusyPaidOut, Progress: p}, nil
+		}
+		return unlock.Result{Outcome: p.Outcome, Progress: p}, nil
 	}
 	base := p.RelayUsed // paid time used before this activation
 	if d.busy != nil && p.Outcome == 0 {
@@ -366,7 +375,7 @@ func (d *Driver) relay(ctx context.Context, log *slog.Logger, p unlock.Progress,
 		case <-endT.C:
 			if p.Outcome == 0 {
 				// Paid time ran out before the busy input answered.
-				return unlock.Result{Outcome: unlock.NotDelivered, Reason: "busy input not active before the paid time ended", Progress: p}, nil
+				return unlock.Result{Outcome: unlock.NotDelivered, Reason: reasonBusyPaidOut, Progress: p}, nil
 			}
 			p.RelayUsed = p.RelayPaid
 			p.RelayOnSince = time.Time{}

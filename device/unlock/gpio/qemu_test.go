@@ -227,6 +227,27 @@ func TestGuestRelayBusyTimeout(t *testing.T) {
 	emit(t, guestResult{Line: 5, Outcome: res.Outcome.String(), Reason: res.Reason, Reports: reports, Final: res.Progress})
 }
 
+// TestGuestRelayBusyPaidOut resumes a busy-input relay whose paid time
+// crashes have all committed while the busy input never went active: not
+// delivered (so refunded), and the output is not switched (line 5, after
+// TestGuestRelayBusyTimeout: the host still sees one activation).
+func TestGuestRelayBusyPaidOut(t *testing.T) {
+	guestOnly(t)
+	d, err := Open(cfgRelay(5, relayTimeout, busyLine), logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	o := unlock.Order{OutTradeNo: "qemu_paid_out", Type: "massage"}
+	p, _ := d.Plan(o)
+	p.Started, p.RelayUsed = true, p.RelayPaid
+	res, err := d.Resume(context.Background(), o, p, func(unlock.Progress) error { return nil })
+	if err != nil || res.Outcome != unlock.NotDelivered || !strings.Contains(res.Reason, "busy input") {
+		t.Errorf("resume: %+v %v, want not delivered for want of the busy input", res, err)
+	}
+	emit(t, guestResult{Line: 5, Outcome: res.Outcome.String(), Reason: res.Reason, Final: res.Progress})
+}
+
 // TestGuestReportFailure: the store cannot commit pulse 3, so pulse 3 is
 // never driven (line 1, well after TestGuestPulseActiveLow).
 func TestGuestReportFailure(t *testing.T) {
@@ -512,7 +533,7 @@ func TestQEMUGPIO(t *testing.T) {
 	start := time.Now()
 	bin := filepath.Join(dir, "guest.test")
 	build := exec.Command("go", "test", "-c", "-o", bin, ".")
-	build.Env = append(os.Environ(), "GOOS=linux", "GOARCH=arm64", "CGO_ENABLED=0")
+	build.Env = append(os.Environ(), qemuvm.GuestGoEnv...)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("cross-compile the guest: %v\n%s", err, out)
 	}
@@ -590,8 +611,8 @@ func TestQEMUGPIO(t *testing.T) {
 			break
 		}
 	}
-	if len(results) != 10 {
-		t.Fatalf("want results of 10 guest tests, got %d:\n%s", len(results), tail(console, 4000))
+	if len(results) != 11 {
+		t.Fatalf("want results of 11 guest tests, got %d:\n%s", len(results), tail(console, 4000))
 	}
 
 	t.Run("pulse", func(t *testing.T) {
@@ -654,6 +675,9 @@ func TestQEMUGPIO(t *testing.T) {
 		}
 		if r := results["RelayBusyTimeout"]; r.Outcome != "not_delivered" {
 			t.Errorf("guest outcome %q, want not_delivered", r.Outcome)
+		}
+		if r := results["RelayBusyPaidOut"]; r.Outcome != "not_delivered" {
+			t.Errorf("paid time all committed, busy input silent: guest outcome %q, want not_delivered", r.Outcome)
 		}
 	})
 	t.Run("relay_kill_resume", func(t *testing.T) {
