@@ -14,11 +14,19 @@
 //	KIOSKPAY_FLOOD=5000        go test -run TestFlood -v ./proof
 //	KIOSKPAY_PROOF=1           go test -run 'TestDiskFull|TestFreeze|TestDamagedStore|TestBrokerInflight' -v ./proof
 //	KIOSKPAY_PROOF=1           go test -run 'TestUnlockDrivers|TestUnlockCrash' -v ./proof
+//	go run ./internal/qemuvm/fetchkernel && go test -run TestGPIOCrash -v ./proof
 //
-// The last two run the daemon with a local unlock driver (exec with a real
-// program, serial through a pseudo-terminal with a scripted machine): the
-// driver's outcome as the ack, and SIGKILL during the driver's action
-// (KIOSKPAY_UNLOCK_CRASH_ROUNDS rounds per driver).
+// The last three run the daemon with a local unlock driver (exec with a
+// real program, serial through a pseudo-terminal with a scripted machine):
+// the driver's outcome as the ack, and SIGKILL during the driver's action
+// (KIOSKPAY_UNLOCK_CRASH_ROUNDS rounds per driver). TestGPIOCrash does the
+// same for driver = "gpio" against a real kernel: this package's test
+// binary boots as /init of an arm64 Linux under qemu (internal/qemuvm) and
+// runs the broker (in-process), paysim and the cross-compiled daemon there,
+// on the kernel's GPIO character device; the host checks relay times and
+// pulse counts in qemu's trace of the emulated GPIO controller
+// (KIOSKPAY_GPIO_CRASH_ROUNDS rounds per mode). It skips under -short or
+// without qemu and the kernel.
 //
 // The hostile conditions are real ones: a tmpfs state directory filled to
 // ENOSPC (as root; Tmpfs), SIGSTOP/SIGCONT (Daemon.Freeze), a supervisor

@@ -30,6 +30,8 @@ type unlockWorld struct {
 	rig *Rig
 	d   *Daemon
 	dev string
+	// online bounds a start until the daemon's status says online.
+	online time.Duration
 
 	mu      sync.Mutex
 	results map[string][]string // out_trade_no → result statuses in arrival order
@@ -37,15 +39,25 @@ type unlockWorld struct {
 	flags   []string            // last status flags
 }
 
-func newUnlockWorld(t *testing.T, ctx context.Context, overrides map[string]any) *unlockWorld {
+// newUnlockWorld starts a rig with opts (its broker and daemon binary, if
+// set) and a daemon with overrides.
+func newUnlockWorld(t *testing.T, ctx context.Context, opts RigOptions, overrides map[string]any) *unlockWorld {
 	t.Helper()
-	u := &unlockWorld{t: t, ctx: ctx, results: map[string][]string{}, events: map[string][]string{}}
-	rig, err := NewRig(ctx, t.TempDir(), RigOptions{Keys: simkeys.Get(t), Sim: SimOptions{RefundDelay: 100 * time.Millisecond},
-		OnResult: func(r Result) {
-			u.mu.Lock()
-			u.results[r.OutTradeNo] = append(u.results[r.OutTradeNo], string(r.Status))
-			u.mu.Unlock()
-		}})
+	u := &unlockWorld{t: t, ctx: ctx, results: map[string][]string{}, events: map[string][]string{}, online: 20 * time.Second}
+	if opts.Keys == nil {
+		opts.Keys = simkeys.Get(t)
+	}
+	opts.Sim.RefundDelay = 100 * time.Millisecond
+	opts.OnResult = func(r Result) {
+		u.mu.Lock()
+		u.results[r.OutTradeNo] = append(u.results[r.OutTradeNo], string(r.Status))
+		u.mu.Unlock()
+	}
+	if opts.Bin != "" {
+		// An emulated machine: the daemon starts slowly.
+		u.online = 2 * time.Minute
+	}
+	rig, err := NewRig(ctx, t.TempDir(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +96,7 @@ func (u *unlockWorld) start() {
 	if err := u.d.Start(); err != nil {
 		u.t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(u.ctx, 20*time.Second)
+	ctx, cancel := context.WithTimeout(u.ctx, u.online)
 	defer cancel()
 	if err := u.rig.Ctl.WaitOnline(ctx, u.dev); err != nil {
 		u.t.Fatalf("%v (log %s)", err, u.d.Log)
@@ -254,7 +266,7 @@ func serialWorld(t *testing.T, ctx context.Context, wait time.Duration) (*unlock
 	master, port := ptytest.Open(t)
 	log := &startLog{path: filepath.Join(t.TempDir(), "starts")}
 	serialMachine(master, log, wait)
-	return newUnlockWorld(t, ctx, map[string]any{
+	return newUnlockWorld(t, ctx, RigOptions{}, map[string]any{
 		"unlock.driver":         "serial",
 		"unlock.serial.port":    port,
 		"unlock.serial.send":    "START {out_trade_no} {total_fee}\r\n",
@@ -267,7 +279,7 @@ func serialWorld(t *testing.T, ctx context.Context, wait time.Duration) (*unlock
 // execWorld is a daemon with driver = "exec" running execProgram.
 func execWorld(t *testing.T, ctx context.Context) (*unlockWorld, *startLog) {
 	log := &startLog{path: filepath.Join(t.TempDir(), "starts")}
-	return newUnlockWorld(t, ctx, map[string]any{
+	return newUnlockWorld(t, ctx, RigOptions{}, map[string]any{
 		"unlock.driver": "exec", "unlock.exec.command": []string{execProgram(t, log.path)}, "unlock.exec.timeout": "5s"}), log
 }
 
@@ -349,12 +361,8 @@ func TestUnlockDrivers(t *testing.T) {
 // again. KIOSKPAY_UNLOCK_CRASH_ROUNDS (default 4) rounds per driver, each
 // killing at a random moment within 1.2 s of the payment.
 //
-// gpio is not in this harness: the daemon would have to run inside the
-// emulated arm64 machine with a broker and paysim; the gpio driver's own
-// kill-and-resume is checked there (TestQEMUGPIO: SIGKILL mid-relay, the
-// line read back from qemu's trace, then the resume never exceeds the
-// paid time), and the engine's side of Resume by device's
-// TestResumeContinuesFromProgress.
+// gpio has its own harness, TestGPIOCrash: the same rounds with the daemon
+// inside an emulated arm64 machine, its lines read from qemu's trace.
 func TestUnlockCrash(t *testing.T) {
 	if os.Getenv("KIOSKPAY_PROOF") == "" {
 		t.Skip("set KIOSKPAY_PROOF=1 to run the subprocess scenarios")

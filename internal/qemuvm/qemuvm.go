@@ -263,3 +263,7 @@ func ParseTrace(r io.Reader) ([]Event, error) {
 	}
 	return events, sc.Err()
 }
+
+// GuestGoEnv is the environment that cross-compiles a Go binary for the
+// guest: static, linux/arm64.
+var GuestGoEnv = []string{"GOOS=linux", "GOARCH=arm64", "CGO_ENABLED=0"}
