@@ -267,3 +267,38 @@ func ParseTrace(r io.Reader) ([]Event, error) {
 // GuestGoEnv is the environment that cross-compiles a Go binary for the
 // guest: static, linux/arm64.
 var GuestGoEnv = []string{"GOOS=linux", "GOARCH=arm64", "CGO_ENABLED=0"}
+
+// CompileTest cross-compiles the test binary of package pkg (such as ".")
+// for the guest into out.
+func CompileTest(ctx context.Context, pkg, out string) error {
+	cmd := exec.CommandContext(ctx, "go", "test", "-c", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), GuestGoEnv...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("cross-compile the guest: %w\n%s", err, b)
+	}
+	return nil
+}
+
+// Initramfs writes dir/initrd.cpio holding the binaries at paths, by their
+// name in the guest's root ("init" is the one the kernel runs), and
+// returns its path.
+func Initramfs(dir string, paths map[string]string) (string, error) {
+	files := map[string][]byte{}
+	for name, path := range paths {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", err
+		}
+		files[name] = b
+	}
+	initrd := filepath.Join(dir, "initrd.cpio")
+	f, err := os.Create(initrd)
+	if err != nil {
+		return "", err
+	}
+	if err := WriteInitramfs(f, files); err != nil {
+		f.Close()
+		return "", err
+	}
+	return initrd, f.Close()
+}

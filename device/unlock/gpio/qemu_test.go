@@ -532,24 +532,13 @@ func TestQEMUGPIO(t *testing.T) {
 
 	start := time.Now()
 	bin := filepath.Join(dir, "guest.test")
-	build := exec.Command("go", "test", "-c", "-o", bin, ".")
-	build.Env = append(os.Environ(), qemuvm.GuestGoEnv...)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("cross-compile the guest: %v\n%s", err, out)
+	if err := qemuvm.CompileTest(context.Background(), ".", bin); err != nil {
+		t.Fatal(err)
 	}
-	init, err := os.ReadFile(bin)
+	initrd, err := qemuvm.Initramfs(dir, map[string]string{"init": bin})
 	if err != nil {
 		t.Fatal(err)
 	}
-	initrd := filepath.Join(dir, "initrd.cpio")
-	f, err := os.Create(initrd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := qemuvm.WriteInitramfs(f, map[string][]byte{"init": init}); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
 	built := time.Since(start)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
