@@ -75,11 +75,13 @@ var gpioCrashModes = []gpioCrashMode{
 
 // Tolerances of the outside view. A relay's last activation ends on a
 // timer that the emulated CPU (TCG on a shared 2-core host) may serve
-// late, and a killed daemon's relay stays on until unlock-safe has run
-// (up to 1.3 s measured here): that time lies inside the relay time
-// committed ahead (one to two checkpoints) unless commits run late too.
-// The guest measures each kill's unlock-safe time; an activation cut by
-// a kill may last that much longer than the driver would have kept it.
+// late. After a SIGKILL the kernel keeps the relay on until unlock-safe
+// has run (up to 2 s here: exec of a 12 MiB binary under TCG; systemd's
+// ExecStopPost= on a real board takes milliseconds). The relay time
+// committed ahead (one to two checkpoints) usually covers it, but not when
+// the kill falls in the last second of the paid time, so the guest
+// measures each kill's SIGKILL → unlock-safe time and the host allows it:
+// the driver's own share never exceeds the paid time.
 const (
 	gpioTolLate  = 400 * time.Millisecond
 	gpioTolEarly = 3 * time.Millisecond
@@ -358,7 +360,8 @@ func TestGPIOCrash(t *testing.T) {
 	}
 	type tally struct {
 		kills, delivered, refunded, spans int
-		maxOver, minTotal                 time.Duration // relay: paid − total
+		maxOver, minTotal                 time.Duration // relay: total − paid, least total
+		maxOverDriver                     time.Duration // total − paid − kill→unlock-safe time
 		pulses, pulsesPaid                int
 		maxSafe                           int64
 	}
@@ -367,7 +370,7 @@ func TestGPIOCrash(t *testing.T) {
 		m := modes[r.Mode]
 		tl := tallies[r.Mode]
 		if tl == nil {
-			tl = &tally{maxOver: -time.Hour}
+			tl = &tally{maxOver: -time.Hour, maxOverDriver: -time.Hour}
 			tallies[r.Mode] = tl
 		}
 		tl.kills += r.Kills
@@ -417,9 +420,16 @@ func TestGPIOCrash(t *testing.T) {
 		if len(spans) == 0 || len(spans) > r.Kills+1 {
 			t.Errorf("%s: relay switched on %d times", what, len(spans))
 		}
-		if total > m.RelayPaid+gpioTolLate {
-			t.Errorf("%s: relay on %s in total, paid %s", what, total, m.RelayPaid)
+		// After a SIGKILL the kernel keeps the relay on until unlock-safe
+		// runs: that time is the service manager's, not the driver's.
+		var left time.Duration
+		for _, ms := range r.SafeMS {
+			left += time.Duration(ms) * time.Millisecond
 		}
+		if total > m.RelayPaid+left+gpioTolLate {
+			t.Errorf("%s: relay on %s in total, paid %s, %s of it between a kill and unlock-safe at most", what, total, m.RelayPaid, left)
+		}
+		tl.maxOverDriver = max(tl.maxOverDriver, total-left-m.RelayPaid)
 		// A crash costs the customer at most two checkpoints of relay
 		// time (committed ahead); the busy mode ends early by design.
 		if m.BusyTimeout == 0 && total < m.RelayPaid-time.Duration(2*r.Kills)*m.Checkpoint-gpioTolEarly {
@@ -442,8 +452,8 @@ func TestGPIOCrash(t *testing.T) {
 		if m.Pulses > 0 {
 			line += fmt.Sprintf(" pulses=%d paid=%d", tl.pulses, tl.pulsesPaid)
 		} else {
-			line += fmt.Sprintf(" relay_total_min=%s max_over_paid=%s paid=%s", tl.minTotal.Round(time.Millisecond),
-				tl.maxOver.Round(time.Millisecond), m.RelayPaid)
+			line += fmt.Sprintf(" relay_total_min=%s max_over_paid=%s max_over_paid_by_driver=%s paid=%s", tl.minTotal.Round(time.Millisecond),
+				tl.maxOver.Round(time.Millisecond), tl.maxOverDriver.Round(time.Millisecond), m.RelayPaid)
 		}
 		t.Logf("%s failed=%v", line, t.Failed())
 	}
