@@ -76,8 +76,8 @@ var gpioCrashModes = []gpioCrashMode{
 // Tolerances of the outside view. A relay's last activation ends on a
 // timer that the emulated CPU (TCG on a shared 2-core host) may serve
 // late. After a SIGKILL the kernel keeps the relay on until unlock-safe
-// has run (up to 2 s here: exec of a 12 MiB binary under TCG; systemd's
-// ExecStopPost= on a real board takes milliseconds). The relay time
+// has run (up to 2 s here: exec of a 12 MiB binary under TCG; on a board,
+// how soon the service manager runs ExecStopPost=). The relay time
 // committed ahead (one to two checkpoints) usually covers it, but not when
 // the kill falls in the last second of the paid time, so the guest
 // measures each kill's SIGKILL → unlock-safe time and the host allows it:
