@@ -278,16 +278,7 @@ func outputHigh(t *testing.T, line int) bool {
 // paid, no train sent more pulses than paid, and every output was inactive
 // at the end of its round.
 func TestGPIOCrash(t *testing.T) {
-	if os.Getenv(gpioGuestEnv) != "" {
-		t.Skip("inside the guest")
-	}
-	if testing.Short() {
-		t.Skip("boots an arm64 kernel under qemu and runs the daemon there for minutes; run without -short")
-	}
-	if err := qemuvm.Available(); err != nil {
-		t.Skip(err)
-	}
-	kernel, _ := qemuvm.Kernel()
+	kernel := qemuvm.HostKernel(t, "boots an arm64 kernel under qemu and runs the daemon there for minutes")
 	rounds := envInt(gpioRoundsEnv, 6)
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
@@ -337,12 +328,7 @@ func TestGPIOCrash(t *testing.T) {
 			results = append(results, r)
 		}
 	}
-	tf, err := os.Open(vm.Trace)
-	if err != nil {
-		t.Fatal(err)
-	}
-	events, err := qemuvm.ParseTrace(tf)
-	tf.Close()
+	events, err := vm.Events()
 	if err != nil {
 		t.Fatal(err)
 	}

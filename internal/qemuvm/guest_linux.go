@@ -12,9 +12,6 @@ import (
 // there.
 const ExitMark = "KIOSKPAY-GUEST-EXIT"
 
-// IsInit reports whether this process is the guest's /init.
-func IsInit() bool { return os.Getpid() == 1 }
-
 // RunAsInit is TestMain for a test binary booted as /init: it mounts
 // /dev, /proc, /sys, debugfs and a /tmp, brings the loopback interface up
 // (so a broker and a simulator can listen on 127.0.0.1 with no network

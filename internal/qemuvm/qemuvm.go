@@ -32,6 +32,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -301,4 +302,35 @@ func Initramfs(dir string, paths map[string]string) (string, error) {
 		return "", err
 	}
 	return initrd, f.Close()
+}
+
+// IsInit reports whether this process is the guest's /init.
+func IsInit() bool { return os.Getpid() == 1 }
+
+// HostKernel is the start of a host-side test: it skips inside the guest
+// (IsInit), under -short (long says what the test does instead), and
+// without qemu or the kernel; otherwise it returns the kernel's path.
+func HostKernel(t testing.TB, long string) string {
+	t.Helper()
+	if IsInit() {
+		t.Skip("inside the guest")
+	}
+	if testing.Short() {
+		t.Skip(long + "; run without -short")
+	}
+	if err := Available(); err != nil {
+		t.Skip(err)
+	}
+	kernel, _ := Kernel()
+	return kernel
+}
+
+// Events parses the trace qemu wrote (see Options.Trace).
+func (vm *VM) Events() ([]Event, error) {
+	f, err := os.Open(vm.Trace)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ParseTrace(f)
 }

@@ -518,16 +518,7 @@ func TestGuestPulseKillResume(t *testing.T) {
 // ---- host side ----
 
 func TestQEMUGPIO(t *testing.T) {
-	if os.Getenv(guestEnv) != "" {
-		t.Skip("inside the guest")
-	}
-	if testing.Short() {
-		t.Skip("boots an arm64 kernel under qemu (about 40 s here); run without -short")
-	}
-	if err := qemuvm.Available(); err != nil {
-		t.Skip(err)
-	}
-	kernel, _ := qemuvm.Kernel()
+	kernel := qemuvm.HostKernel(t, "boots an arm64 kernel under qemu (about 20 s here)")
 	dir := t.TempDir()
 
 	start := time.Now()
@@ -579,12 +570,7 @@ func TestQEMUGPIO(t *testing.T) {
 			results[strings.TrimPrefix(r.Test, "TestGuest")] = r
 		}
 	}
-	tf, err := os.Open(vm.Trace)
-	if err != nil {
-		t.Fatal(err)
-	}
-	events, err := qemuvm.ParseTrace(tf)
-	tf.Close()
+	events, err := vm.Events()
 	if err != nil {
 		t.Fatal(err)
 	}
