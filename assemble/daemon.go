@@ -1,6 +1,15 @@
+// Package assemble turns a loaded configuration into the daemon's running
+// parts: the merchant accounts (payment/accounts builds the provider
+// clients from the key files, or payment/gateway reaches paygate), the
+// unlock driver, the MQTT link's options (broker password, TLS), the
+// display's and the engine's configuration. kioskpayd, its doctor and demo,
+// and the proof harness build their daemons through it, so the
+// configuration package stays a leaf of plain values that links no SDK,
+// MQTT client, driver library or display.
 package assemble
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"strings"
 
@@ -13,7 +22,6 @@ import (
 	"github.com/kioskpay/kioskpay/display"
 	"github.com/kioskpay/kioskpay/link"
 	"github.com/kioskpay/kioskpay/mqttclient"
-	"github.com/kioskpay/kioskpay/mqttclient/brokerurl"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -27,25 +35,19 @@ func LinkOptions(cfg *config.Config, logger *slog.Logger) (link.Options, error) 
 		Prefix:   cfg.Topic(),
 		Logger:   logger,
 	}
-	if cfg.MQTT.PasswordFile != "" {
-		pw, err := config.ReadSecret("mqtt.password_file", cfg.MQTT.PasswordFile)
-		if err != nil {
-			return o, err
-		}
-		o.Password = pw
+	var err error
+	o.Password, o.TLS, err = MQTTLogin(cfg.MQTT)
+	return o, err
+}
+
+// MQTTLogin reads the [mqtt] table's password and TLS files (the link's,
+// and its connection to paygate's, login). Errors name the key.
+func MQTTLogin(m config.MQTT) (password string, tc *tls.Config, err error) {
+	password, tc, err = mqttclient.Files{PasswordFile: m.PasswordFile, CAFile: m.CAFile, CertFile: m.CertFile, KeyFile: m.KeyFile}.Read(m.Brokers())
+	if fe, ok := err.(*mqttclient.FileError); ok {
+		return "", nil, &config.Error{Key: "mqtt." + fe.Key, Msg: fe.Err.Error()}
 	}
-	if isTLS, _ := brokerurl.CheckList(o.URLs); isTLS {
-		t, err := mqttclient.TLSConfig(cfg.MQTT.CAFile, cfg.MQTT.CertFile, cfg.MQTT.KeyFile)
-		if err != nil {
-			key := "mqtt.ca_file"
-			if cfg.MQTT.CertFile != "" && !strings.Contains(err.Error(), "CA file") {
-				key = "mqtt.cert_file"
-			}
-			return o, &config.Error{Key: key, Msg: err.Error()}
-		}
-		o.TLS = t
-	}
-	return o, nil
+	return password, tc, err
 }
 
 // DisplayConfig is the display's configuration from the [display] table.

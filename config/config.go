@@ -42,6 +42,7 @@ type Config struct {
 	RetentionDays int                 `toml:"retention_days"`
 	MQTT          MQTT                `toml:"mqtt"`
 	Payment       Payment             `toml:"payment"`
+	Gateway       Gateway             `toml:"gateway"`
 	Merchants     map[string]Merchant `toml:"merchants"`
 	Display       Display             `toml:"display"`
 	Unlock        Unlock              `toml:"unlock"`
@@ -86,6 +87,9 @@ type Payment struct {
 	MaxFee    payment.Fen          `toml:"max_fee"`
 	Poll      Duration             `toml:"poll"`
 	NotifyURL string               `toml:"notify_url"`
+	// Backend says where the merchant keys are: on the device
+	// ([merchants]) or at paygate ([gateway]).
+	Backend Backend `toml:"backend"`
 }
 
 // Merchant is one [merchants.<pid>] table: the accounts of one merchant at
@@ -168,6 +172,18 @@ type Clock struct {
 	SyncCheck SyncCheck `toml:"sync_check"`
 }
 
+// Backend is payment.backend: where the merchant keys are.
+type Backend string
+
+// Values of payment.backend.
+const (
+	BackendLocal   Backend = "local"   // the [merchants] key files on the device
+	BackendGateway Backend = "gateway" // paygate holds them; the device calls it ([gateway])
+)
+
+// Valid reports whether b is one of the values.
+func (b Backend) Valid() bool { return b == BackendLocal || b == BackendGateway }
+
 // OnNoAck is unlock.on_no_ack: what the engine does with a paid order
 // whose result the controller never acknowledged.
 type OnNoAck string
@@ -233,21 +249,23 @@ func (s SyncCheck) Valid() bool { return s == SyncKernel || s == SyncNone }
 // display and fleetsim's simulated devices take the same values for what
 // their callers leave zero.
 const (
-	DefaultStateDir                           = "/var/lib/kioskpayd"
-	DefaultRetentionDays                      = 90
-	DefaultMQTTURL                            = "tcp://127.0.0.1:1883"
-	DefaultProvider      payment.ProviderName = contract.ProviderAny
-	DefaultExpire                             = 5 * time.Minute
-	DefaultMaxFee        payment.Fen          = 100000
-	DefaultPoll                               = 2 * time.Second
-	DefaultOutput                             = OutputWeb
-	DefaultFBDevice                           = "/dev/fb0"
-	DefaultPNGPath                            = "/run/kioskpayd/qr.png"
-	DefaultWebListen                          = "127.0.0.1:8088"
-	DefaultLocale                             = LocaleZH
-	DefaultAckTimeout                         = 30 * time.Second
-	DefaultOnNoAck                            = OnNoAckRefund
-	DefaultSyncCheck                          = SyncKernel
+	DefaultStateDir                            = "/var/lib/kioskpayd"
+	DefaultRetentionDays                       = 90
+	DefaultMQTTURL                             = "tcp://127.0.0.1:1883"
+	DefaultProvider       payment.ProviderName = contract.ProviderAny
+	DefaultExpire                              = 5 * time.Minute
+	DefaultMaxFee         payment.Fen          = 100000
+	DefaultPoll                                = 2 * time.Second
+	DefaultBackend                             = BackendLocal
+	DefaultGatewayTimeout                      = 10 * time.Second
+	DefaultOutput                              = OutputWeb
+	DefaultFBDevice                            = "/dev/fb0"
+	DefaultPNGPath                             = "/run/kioskpayd/qr.png"
+	DefaultWebListen                           = "127.0.0.1:8088"
+	DefaultLocale                              = LocaleZH
+	DefaultAckTimeout                          = 30 * time.Second
+	DefaultOnNoAck                             = OnNoAckRefund
+	DefaultSyncCheck                           = SyncKernel
 )
 
 // Duration is a time.Duration written in TOML as a Go duration string
@@ -298,7 +316,9 @@ func Default() *Config {
 			Expire:   Duration{DefaultExpire},
 			MaxFee:   DefaultMaxFee,
 			Poll:     Duration{DefaultPoll},
+			Backend:  DefaultBackend,
 		},
+		Gateway: Gateway{Timeout: Duration{DefaultGatewayTimeout}},
 		Display: Display{
 			Outputs:   []Output{DefaultOutput},
 			FBDevice:  DefaultFBDevice,
@@ -397,14 +417,22 @@ func parse(data []byte, dir string) (*Config, []error) {
 	if c.MQTT.ClientID == "" && c.DeviceID != "" {
 		c.MQTT.ClientID = "kioskpayd-" + c.DeviceID
 	}
-	if dir != "" {
-		for _, p := range c.paths() {
-			if *p.path != "" && !filepath.IsAbs(*p.path) {
-				*p.path = filepath.Join(dir, *p.path)
-			}
+	c.ResolvePaths(dir)
+	return c, append(errs, splitErrors(c.Validate())...)
+}
+
+// ResolvePaths makes every relative file path of the configuration
+// absolute against dir (the configuration file's directory); an empty dir
+// changes nothing.
+func (c *Config) ResolvePaths(dir string) {
+	if dir == "" {
+		return
+	}
+	for _, p := range c.paths() {
+		if *p.path != "" && !filepath.IsAbs(*p.path) {
+			*p.path = filepath.Join(dir, *p.path)
 		}
 	}
-	return c, append(errs, splitErrors(c.Validate())...)
 }
 
 // splitErrors undoes errors.Join.
@@ -447,7 +475,15 @@ func (c *Config) Validate() error {
 	c.validateTop(&p)
 	c.MQTT.validate(&p)
 	c.Payment.validate(&p)
-	validateMerchants(&p, c.Merchants, c.Payment.Provider)
+	switch c.Payment.Backend {
+	case BackendLocal:
+		validateMerchants(&p, c.Merchants, c.Payment.Provider)
+	case BackendGateway:
+		if len(c.Merchants) > 0 {
+			p.add("merchants", "must not be set with payment.backend = \"gateway\": paygate holds the merchant keys; list the merchants the device may use in gateway.merchants")
+		}
+		c.Gateway.validate(&p, c.Payment.Provider)
+	}
 	c.Display.validate(&p)
 	c.Unlock.validate(&p, c.Catalog)
 	c.Clock.validate(&p)
@@ -532,6 +568,9 @@ func (pay Payment) validate(p *problems) {
 	}
 	if d := pay.Poll.Duration; d < 200*time.Millisecond || d > 5*time.Minute {
 		p.add("payment.poll", "must be from 200ms to 5m, got %s", d)
+	}
+	if !pay.Backend.Valid() {
+		p.add("payment.backend", "must be local or gateway, got %q", pay.Backend)
 	}
 	if pay.NotifyURL != "" {
 		if msg := checkHTTPURL(pay.NotifyURL); msg != "" {

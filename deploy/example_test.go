@@ -2,12 +2,15 @@ package deploy
 
 import (
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/kioskpay/kioskpay/config"
+	"github.com/kioskpay/kioskpay/internal/simkeys"
+	"github.com/kioskpay/kioskpay/paygate"
 )
 
 // TestExampleConfigParses loads deploy/kioskpayd.toml with the daemon's own
@@ -80,4 +83,34 @@ func tomlKeys(t reflect.Type, prefix string) []string {
 		}
 	}
 	return keys
+}
+
+// TestPaygateExampleParses loads deploy/paygate.toml with paygate's own
+// parser, its key paths pointing at generated keys.
+func TestPaygateExampleParses(t *testing.T) {
+	data, err := os.ReadFile("paygate.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if _, err := simkeys.Get(t).WriteFiles(dir); err != nil {
+		t.Fatal(err)
+	}
+	text := strings.ReplaceAll(string(data), "/etc/paygate/keys/", dir+"/")
+	for _, f := range []string{"mqtt_password", "ca.crt"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("x\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		text = strings.ReplaceAll(text, "/etc/paygate/"+f, filepath.Join(dir, f))
+	}
+	c, err := paygate.ParseConfig([]byte(text), dir)
+	if err != nil {
+		t.Fatalf("example does not parse: %v", err)
+	}
+	if p := c.Policy.PolicyFor("chair-7"); p.MaxFee != 5000 || p.Catalog["massage_15"] != 1500 {
+		t.Errorf("chair group: %+v", p)
+	}
+	if got := c.Policy.Prefix("chair-001"); got != "_C1_" {
+		t.Errorf("chair-001 prefix %q", got)
+	}
 }

@@ -57,7 +57,7 @@ func (e *Engine) createAtProviders(ctx context.Context, o store.Order) (map[paym
 		}
 		cctx, cancel := context.WithTimeout(ctx, callTimeout)
 		c, err := prov.Create(cctx, payment.Order{
-			OutTradeNo: o.OutTradeNo, Total: o.TotalFee, Subject: o.Subject,
+			OutTradeNo: o.OutTradeNo, Total: o.TotalFee, Subject: o.Subject, Type: o.Type,
 			NotifyURL: e.notifyURL(l.Provider), ExpireAt: o.ExpiresAt, Other: other,
 		})
 		cancel()

@@ -20,9 +20,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/kioskpay/kioskpay/mqttclient/brokerurl"
 )
 
 // Config is how one client reaches the brokers.
@@ -116,4 +119,46 @@ func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	return cfg, nil
+}
+
+// Files are the files of a broker login: the password and, for TLS
+// brokers, the CA bundle and the client certificate and key (mutual TLS).
+type Files struct {
+	PasswordFile, CAFile, CertFile, KeyFile string
+}
+
+// FileError is a login file that could not be used. Key says which, as
+// the [mqtt] table names it ("password_file", "ca_file", "cert_file").
+type FileError struct {
+	Key string
+	Err error
+}
+
+func (e *FileError) Error() string { return e.Err.Error() }
+func (e *FileError) Unwrap() error { return e.Err }
+
+// Read reads the files of a login to urls: the password (surrounding
+// white space trimmed: editors add a newline) and, when the brokers use
+// TLS, the TLS configuration. Errors are *FileError; they name files,
+// never their content.
+func (f Files) Read(urls []string) (password string, tc *tls.Config, err error) {
+	if f.PasswordFile != "" {
+		b, err := os.ReadFile(f.PasswordFile)
+		if err != nil {
+			return "", nil, &FileError{"password_file", fmt.Errorf("read %s: %w", f.PasswordFile, errors.Unwrap(err))}
+		}
+		if password = strings.TrimSpace(string(b)); password == "" {
+			return "", nil, &FileError{"password_file", fmt.Errorf("file %s is empty", f.PasswordFile)}
+		}
+	}
+	if isTLS, _ := brokerurl.CheckList(urls); isTLS {
+		if tc, err = TLSConfig(f.CAFile, f.CertFile, f.KeyFile); err != nil {
+			key := "ca_file"
+			if f.CertFile != "" && !strings.Contains(err.Error(), "CA file") {
+				key = "cert_file"
+			}
+			return "", nil, &FileError{key, err}
+		}
+	}
+	return password, tc, nil
 }

@@ -64,6 +64,9 @@ type Order struct {
 	OutTradeNo string
 	Total      Fen
 	Subject    string
+	// Type is the order's type (the request's data.type). Providers never
+	// see it; paygate checks it against the device's catalog.
+	Type string
 	// NotifyURL is where the provider posts notifications; empty means
 	// poll only (the adapter may then fill in a placeholder the provider
 	// accepts, since WeChat requires one).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/kioskpay/kioskpay/assemble"
 	"github.com/kioskpay/kioskpay/contract"
+	"github.com/kioskpay/kioskpay/payment/accounts"
 	"io"
 	"log/slog"
 	"net/http"
@@ -107,7 +108,7 @@ func startFuzzEngine(keys *paysim.Keys) (*fuzzEngine, error) {
 		return nil, err
 	}
 	log := slog.New(slog.DiscardHandler)
-	providers, err := assemble.Providers(cfg, log)
+	providers, err := accounts.Providers(cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -364,7 +365,7 @@ func FuzzConfig(f *testing.F) {
 		if err := cfg.Validate(); err != nil {
 			t.Fatalf("accepted config fails Validate: %v", err)
 		}
-		_, _ = assemble.Providers(cfg, slog.New(slog.DiscardHandler))
+		_, _ = accounts.Providers(cfg, slog.New(slog.DiscardHandler))
 	})
 }
 

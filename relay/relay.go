@@ -89,7 +89,7 @@ func (r *Relay) serveNotify(w http.ResponseWriter, req *http.Request) {
 	}
 	fail := func(status int, reason string) {
 		log.Info("refused notification", "status", status, "reason", reason)
-		writeFailure(w, provider, status, reason)
+		WriteFailure(w, provider, status, reason)
 	}
 	if !contract.ValidDeviceID(dev) {
 		fail(http.StatusBadRequest, "bad device id")
@@ -119,37 +119,57 @@ func (r *Relay) serveNotify(w http.ResponseWriter, req *http.Request) {
 		fail(http.StatusBadRequest, "body is not UTF-8")
 		return
 	}
-	env := contract.NotifyPayload{RequestID: "relay-" + randomHex(8), Provider: provider, Headers: forwardHeaders(req.Header), Body: string(body)}
+	if err := r.Forward(req.Context(), dev, provider, req.Header, body); err != nil {
+		var fe *ForwardError
+		if errors.As(err, &fe) {
+			log.Info("refused notification", "status", fe.Status, "reason", fe.Msg)
+			WriteFailure(w, provider, fe.Status, fe.Msg)
+			return
+		}
+		// The message may still reach the broker later; the provider's
+		// retry then makes a duplicate, which the daemon tolerates (a
+		// notification is only a hint to query).
+		log.Warn("publish failed", "err", err)
+		WriteFailure(w, provider, http.StatusServiceUnavailable, "broker did not acknowledge")
+		return
+	}
+	log.Debug("relayed notification", "bytes", len(body), "took", time.Since(start).Round(time.Millisecond))
+	WriteSuccess(w, provider)
+}
+
+// ForwardError is a notification Forward refused to publish; Status is the
+// HTTP status to answer the provider with.
+type ForwardError struct {
+	Status int
+	Msg    string
+}
+
+func (e *ForwardError) Error() string { return e.Msg }
+
+// Forward publishes a notification to device's P/pay/notify and returns
+// once the broker acknowledged it. A *ForwardError means it was not
+// published (too large, no broker); any other error that the broker did
+// not acknowledge in time. paygate forwards the notifications it verified
+// this way too, so a device sees one envelope whoever relayed it.
+func (r *Relay) Forward(ctx context.Context, dev, provider string, header http.Header, body []byte) error {
+	env := contract.NotifyPayload{RequestID: "relay-" + randomHex(8), Provider: provider, Headers: forwardHeaders(header), Body: string(body)}
 	payload, err := json.Marshal(env)
 	if err != nil {
-		fail(http.StatusInternalServerError, "encode envelope")
-		return
+		return &ForwardError{Status: http.StatusInternalServerError, Msg: "encode envelope"}
 	}
 	if len(payload) > contract.MaxPayload {
-		fail(http.StatusRequestEntityTooLarge, fmt.Sprintf("envelope of %d bytes exceeds the device limit of %d", len(payload), contract.MaxPayload))
-		return
+		return &ForwardError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("envelope of %d bytes exceeds the device limit of %d", len(payload), contract.MaxPayload)}
 	}
 	if !r.Pub.Connected() {
-		fail(http.StatusServiceUnavailable, "broker not connected")
-		return
+		return &ForwardError{Status: http.StatusServiceUnavailable, Msg: "broker not connected"}
 	}
 	timeout := r.PublishTimeout
 	if timeout <= 0 {
 		timeout = DefaultPublishTimeout
 	}
-	ctx, cancel := context.WithTimeout(req.Context(), timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	topic := r.Prefix + "/" + dev + "/" + contract.TopicNotify
-	if err := r.Pub.Publish(ctx, topic, payload); err != nil {
-		// The message may still reach the broker later; the provider's
-		// retry then makes a duplicate, which the daemon tolerates (a
-		// notification is only a hint to query).
-		log.Warn("publish failed", "err", err, "request_id", env.RequestID)
-		writeFailure(w, provider, http.StatusServiceUnavailable, "broker did not acknowledge")
-		return
-	}
-	log.Debug("relayed notification", "request_id", env.RequestID, "bytes", len(body), "took", time.Since(start).Round(time.Millisecond))
-	writeSuccess(w, provider)
+	return r.Pub.Publish(ctx, r.Prefix+"/"+dev+"/"+contract.TopicNotify, payload)
 }
 
 // forwardHeaders keeps what verification needs: WeChat's signature headers
@@ -165,10 +185,10 @@ func forwardHeaders(h http.Header) map[string]string {
 	return out
 }
 
-// writeSuccess answers the way each provider recognises as delivered:
+// WriteSuccess answers the way each provider recognises as delivered:
 // WeChat Pay APIv3 takes 200/204 without a body, Alipay wants the literal
 // body "success".
-func writeSuccess(w http.ResponseWriter, provider string) {
+func WriteSuccess(w http.ResponseWriter, provider string) {
 	if provider == "alipay" {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "success")
@@ -177,8 +197,8 @@ func writeSuccess(w http.ResponseWriter, provider string) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// writeFailure answers so the provider retries later.
-func writeFailure(w http.ResponseWriter, provider string, status int, msg string) {
+// WriteFailure answers so the provider retries later.
+func WriteFailure(w http.ResponseWriter, provider string, status int, msg string) {
 	if provider == "alipay" {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(status)

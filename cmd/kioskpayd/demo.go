@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
@@ -34,11 +36,16 @@ type demoEnv struct {
 	Dir        string
 	DeviceID   string
 	Prefix     string
+	// Gateway: -backend gateway, RelayURL is paygate's and order numbers
+	// start with OTNPrefix.
+	Gateway   bool
+	OTNPrefix string
 }
 
-// demoHooks let tests watch the demo start.
+// demoHooks let tests watch the demo start, and choose its backend.
 type demoHooks struct {
-	ready func(demoEnv)
+	ready   func(demoEnv)
+	backend config.Backend // payment.backend: local (default) or gateway
 }
 
 // runDemo runs the whole system in one process with no set-up and no
@@ -47,8 +54,8 @@ type demoHooks struct {
 // daemon with its web display. Everything is removed on exit. Each line
 // read from stdin (Enter) prints the instructions again, since the logs
 // of a session push them off the screen.
-func runDemo(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, logger *slog.Logger) int {
-	return runDemoWith(ctx, stdin, stdout, stderr, logger, nil)
+func runDemo(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, logger *slog.Logger, backend config.Backend) int {
+	return runDemoWith(ctx, stdin, stdout, stderr, logger, &demoHooks{backend: backend})
 }
 
 func runDemoWith(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, logger *slog.Logger, dh *demoHooks) int {
@@ -116,26 +123,44 @@ func runDemoWith(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer,
 	if err != nil {
 		return fail("%v", err)
 	}
+	gateway := dh != nil && dh.backend == config.BackendGateway
+	if gateway {
+		// The same daemon without merchant keys: paygate holds them.
+		path = filepath.Join(dir, "kioskpayd-gateway.toml")
+	}
 	cfg, err := config.Load(path)
 	if err != nil {
 		return fail("demo config: %v", err)
 	}
 	cfg.MQTT.URL = brokerURL
-	// The notification relay, as on a fleet's server: paysim posts each
-	// payment notification to it and the daemon hears of the payment at
-	// once instead of at its next poll. WeChat Pay needs a notify_url on
-	// every order anyway.
-	pub, err := relay.Dial(relay.BrokerConfig{URL: brokerURL, ClientID: "demo-notifyrelay"}, quiet("notifyrelay"))
-	if err != nil {
-		return fail("notify relay: %v", err)
+	var relayURL string
+	if gateway {
+		// paygate, as on a fleet's server: it makes the provider calls and
+		// receives the payment notifications.
+		url, stop, err := startDemoGateway(dir, brokerURL, quiet("paygate"))
+		if err != nil {
+			return fail("paygate: %v", err)
+		}
+		defer stop()
+		relayURL = url
+	} else {
+		// The notification relay, as on a fleet's server: paysim posts
+		// each payment notification to it and the daemon hears of the
+		// payment at once instead of at its next poll. WeChat Pay needs a
+		// notify_url on every order anyway.
+		pub, err := relay.Dial(relay.BrokerConfig{URL: brokerURL, ClientID: "demo-notifyrelay"}, quiet("notifyrelay"))
+		if err != nil {
+			return fail("notify relay: %v", err)
+		}
+		defer pub.Close()
+		url, stopRelay, err := serveLoopback((&relay.Relay{Prefix: cfg.MQTT.TopicPrefix, Pub: pub, Logger: quiet("notifyrelay")}).Handler())
+		if err != nil {
+			return fail("notify relay port: %v", err)
+		}
+		defer stopRelay()
+		relayURL = url
+		cfg.Payment.NotifyURL = relayURL
 	}
-	defer pub.Close()
-	relayURL, stopRelay, err := serveLoopback((&relay.Relay{Prefix: cfg.MQTT.TopicPrefix, Pub: pub, Logger: quiet("notifyrelay")}).Handler())
-	if err != nil {
-		return fail("notify relay port: %v", err)
-	}
-	defer stopRelay()
-	cfg.Payment.NotifyURL = relayURL
 
 	webLn, err := listenFirstFree(8088, 100)
 	if err != nil {
@@ -151,6 +176,9 @@ func runDemoWith(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer,
 	env := demoEnv{
 		BrokerURL: brokerURL, BrokerPort: brokerPort, SimURL: simURL, RelayURL: relayURL, Dir: dir,
 		DeviceID: cfg.DeviceID, Prefix: cfg.Topic(),
+	}
+	if gateway {
+		env.Gateway, env.OTNPrefix = true, paysim.SimPrefix
 	}
 	h := &hooks{ready: func(webAddr string) {
 		env.WebURL = "http://" + webAddr + "/"
@@ -208,7 +236,15 @@ func printDemo(w io.Writer, e demoEnv) {
 	p := strconv.Itoa(e.BrokerPort)
 	sub := "mosquitto_sub -h 127.0.0.1 -p " + p
 	pub := "mosquitto_pub -h 127.0.0.1 -p " + p + " -q 1"
-	fmt.Fprintf(w, `
+	otn := e.OTNPrefix + "demo_0001"
+	relayLine := "notify relay   %s   (the simulator's payment notifications reach the device through it)"
+	via, kioskctlOTN := "the relay", ""
+	if e.Gateway {
+		relayLine = "paygate        %s   (holds the merchant keys, makes the provider calls, forwards notifications)"
+		via, kioskctlOTN = "paygate", " -out-trade-no "+e.OTNPrefix+"ctl_0001"
+	}
+	fmt.Fprintf(w, strings.NewReplacer("demo_0001", otn, "the relay", via, "-ack\n", "-ack"+kioskctlOTN+"\n",
+		"notify relay   %s   (the simulator's payment notifications reach the device through it)", relayLine).Replace(`
 kioskpayd demo is running. Press Enter to see these instructions again;
 Ctrl-C stops the demo and removes %s.
 
@@ -240,7 +276,7 @@ The same with kioskctl, which draws the QR codes in the terminal and waits for t
    go run ./cmd/kioskctl -broker %s pay -device %s -fee 1000 -subject "按摩 15 分钟" -type massage_15 -ack
    go run ./cmd/kioskctl sim pay -sim %s -provider wxpay -out-trade-no <the number it printed>
 
-`, e.Dir, e.BrokerURL, e.SimURL, e.RelayURL, e.WebURL, e.DeviceID, e.Prefix,
+`), e.Dir, e.BrokerURL, e.SimURL, e.RelayURL, e.WebURL, e.DeviceID, e.Prefix,
 		sub, e.Prefix,
 		pub, e.Prefix,
 		e.SimURL,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/kioskpay/kioskpay/payment/accounts"
 	"io"
 	"net"
 	"os"
@@ -134,6 +135,7 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	checkStore(r, cfg, broken)
 	checkBroker(ctx, r, cfg, broken)
 	checkProviders(ctx, r, providers)
+	checkGateway(ctx, r, cfg, broken)
 	checkDisplay(r, cfg, broken)
 	checkUnlock(r, cfg, broken)
 
@@ -171,7 +173,7 @@ func checkKeys(r *report, cfg *config.Config, broken brokenKeys) []account {
 			continue
 		}
 		one := &config.Config{DeviceID: cfg.DeviceID, Payment: cfg.Payment, Merchants: map[string]config.Merchant{pid: m}}
-		ps, err := assemble.Providers(one, nil)
+		ps, err := accounts.Providers(one, nil)
 		if err != nil {
 			r.fail(name, err.Error())
 			continue
@@ -230,7 +232,7 @@ func checkMQTTFiles(r *report, cfg *config.Config, broken brokenKeys) {
 	if cfg.MQTT.CertFile != "" {
 		detail := cfg.MQTT.CertFile + " matches " + cfg.MQTT.KeyFile
 		if pemText, err := os.ReadFile(cfg.MQTT.CertFile); err == nil {
-			if exp, err := assemble.CertificateExpiry(string(pemText)); err == nil {
+			if exp, err := accounts.CertificateExpiry(string(pemText)); err == nil {
 				left := time.Until(exp)
 				detail += fmt.Sprintf(", valid until %s", exp.UTC().Format(time.RFC3339))
 				if left < 0 {

@@ -80,6 +80,7 @@ Usage:
   kioskpayd -config FILE [-log-level L]   run the daemon
   kioskpayd -demo [-log-level L]          run broker, payment simulator, notification relay,
                                           daemon and web display in one process
+  kioskpayd -demo -backend gateway        the same with paygate holding the merchant keys
   kioskpayd doctor -config FILE           check config, keys, clock, broker, providers and display
   kioskpayd recover -config FILE          check the order store, rebuild a damaged one
   kioskpayd unlock-safe -config FILE      drive the unlock outputs to their safe level
@@ -89,6 +90,7 @@ Usage:
 Flags:
   -config FILE    the TOML configuration (docs/contract.md §2)
   -demo           run the self-contained demo
+  -backend B      with -demo: local (default, keys on the device) or gateway (paygate)
   -log-level L    debug, info (default), warn or error
   -version        print the version
 
@@ -114,6 +116,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	configPath := fs.String("config", "", "configuration file")
 	showVersion := fs.Bool("version", false, "print the version")
 	demo := fs.Bool("demo", false, "run the self-contained demo")
+	backend := fs.String("backend", string(config.BackendLocal), "with -demo: local or gateway")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if code, done := cli.Parse(fs, args, usage, false, stdout, stderr); done {
 		return code
@@ -127,8 +130,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cli.Usagef(stderr, "kioskpayd", "-log-level %v", err)
 	}
 	logger := logging.New(stderr, level)
-	if *demo {
-		return runDemo(ctx, stdin, stdout, stderr, logger)
+	switch {
+	case !config.Backend(*backend).Valid():
+		return cli.Usagef(stderr, "kioskpayd", "-backend %q: want local or gateway", *backend)
+	case config.Backend(*backend) != config.BackendLocal && !*demo:
+		return cli.Usagef(stderr, "kioskpayd", "-backend is for -demo; a daemon takes payment.backend from its -config")
+	case *demo:
+		return runDemo(ctx, stdin, stdout, stderr, logger, config.Backend(*backend))
 	}
 	if *configPath == "" {
 		return cli.Usagef(stderr, "kioskpayd", "-config FILE is required (or -demo)")
@@ -190,20 +198,22 @@ func daemon(ctx context.Context, cfg *config.Config, stderr io.Writer, logger *s
 
 	// Everything that can be wrong with the configuration is checked before
 	// anything is opened, so a bad config never leaves half a daemon behind.
-	providers, err := assemble.Providers(cfg, logger)
-	if err != nil {
-		printConfigError(stderr, err)
-		return exitBadConfig
-	}
-	log.Info("payment accounts loaded", "accounts", providerNames(providers))
-	checker, err := clock.New(cfg.Clock.SyncCheck)
-	if err != nil {
-		printConfigError(stderr, &config.Error{Key: "clock.sync_check", Msg: err.Error()})
-		return exitBadConfig
-	}
 	linkOpts, err := assemble.LinkOptions(cfg, logger)
 	if err != nil {
 		printConfigError(stderr, err)
+		return exitBadConfig
+	}
+	providers, closeAccounts, err := assemble.Accounts(cfg, linkOpts, logger)
+	if err != nil {
+		printConfigError(stderr, err)
+		return exitBadConfig
+	}
+	// The gateway connection outlives the engine, whose last calls use it.
+	defer closeAccounts()
+	log.Info("payment accounts loaded", "backend", cfg.Payment.Backend, "accounts", providerNames(providers))
+	checker, err := clock.New(cfg.Clock.SyncCheck)
+	if err != nil {
+		printConfigError(stderr, &config.Error{Key: "clock.sync_check", Msg: err.Error()})
 		return exitBadConfig
 	}
 	var resultKey []byte

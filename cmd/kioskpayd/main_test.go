@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/internal/logging"
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 	"github.com/kioskpay/kioskpay/internal/simkeys"
@@ -286,13 +287,21 @@ func createAndPay(t *testing.T, brokerURL, prefix, simURL string, sub *mqtttest.
 }
 
 func TestDemo(t *testing.T) {
+	for _, backend := range []config.Backend{config.BackendLocal, config.BackendGateway} {
+		t.Run(string(backend), func(t *testing.T) { testDemo(t, backend) })
+	}
+}
+
+// testDemo runs the demo with payment.backend = backend, places and pays an
+// order the way its instructions say, and stops it.
+func testDemo(t *testing.T, backend config.Backend) {
 	ready := make(chan demoEnv, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out, errOut syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
-		done <- runDemoWith(ctx, nil, &out, &errOut, logging.New(&errOut, slog.LevelInfo), &demoHooks{ready: func(e demoEnv) { ready <- e }})
+		done <- runDemoWith(ctx, nil, &out, &errOut, logging.New(&errOut, slog.LevelInfo), &demoHooks{backend: backend, ready: func(e demoEnv) { ready <- e }})
 	}()
 	var e demoEnv
 	select {
@@ -307,8 +316,11 @@ func TestDemo(t *testing.T) {
 			t.Errorf("instructions lack %q:\n%s", want, out.String())
 		}
 	}
+	if e.Gateway != (backend == config.BackendGateway) || e.Gateway && !strings.Contains(out.String(), "-out-trade-no "+e.OTNPrefix) {
+		t.Errorf("%s demo: env %+v, instructions:\n%s", backend, e, out.String())
+	}
 	sub := mqtttest.Subscribe(t, e.BrokerURL, e.Prefix+"/#")
-	createAndPay(t, e.BrokerURL, e.Prefix, e.SimURL, sub, "alipay", "demo_0001")
+	createAndPay(t, e.BrokerURL, e.Prefix, e.SimURL, sub, "alipay", e.OTNPrefix+"demo_0001")
 
 	// The web display serves the current screen.
 	resp, err := http.Get(e.WebURL + "state")

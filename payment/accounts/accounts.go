@@ -1,11 +1,9 @@
-// Package assemble turns a loaded configuration into the daemon's running
-// parts: the payment provider clients built from each merchant's key
-// files, the unlock driver, the MQTT link's options (broker password, TLS),
-// the display's and the engine's configuration. kioskpayd, its doctor and
-// demo, and the proof harness build their daemons through it, so the
-// configuration package stays a leaf of plain values that links no SDK,
-// MQTT client, driver library or display.
-package assemble
+// Package accounts builds a configuration's merchant accounts: one
+// payment.Provider per [merchants.<pid>.<provider>] table, from its key
+// files, through the provider adapters. The daemon (assemble) and paygate
+// both build theirs here; it links the provider SDKs and nothing of the
+// daemon.
+package accounts
 
 import (
 	"crypto"

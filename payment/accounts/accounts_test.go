@@ -1,4 +1,4 @@
-package assemble
+package accounts
 
 import (
 	"crypto/rsa"
