@@ -41,6 +41,7 @@ func TestEveryProgramHelpAndVersion(t *testing.T) {
 		{"paysim", []string{"-h"}, []string{"-keys", "x", "serve"}},
 		{"kioskbench", []string{"-h"}, []string{"help"}},
 		{"fleetsim", []string{"-h"}, []string{"start"}},
+		{"paygate", []string{"-h"}, []string{"-config", "x.toml", "serve"}},
 	} {
 		t.Run(strings.Join(append([]string{tc.name}, tc.help...), " "), func(t *testing.T) {
 			out, errs, code := run(tc.name, tc.help...)
@@ -60,7 +61,7 @@ func TestEveryProgramHelpAndVersion(t *testing.T) {
 			}
 		})
 	}
-	for _, name := range []string{"kioskpayd", "kioskctl", "notifyrelay", "paysim", "kioskbench", "fleetsim"} {
+	for _, name := range []string{"kioskpayd", "kioskctl", "notifyrelay", "paysim", "kioskbench", "fleetsim", "paygate"} {
 		out, errs, code := run(name, "-version")
 		if code != 0 || errs != "" || !regexp.MustCompile(`^`+name+` \S+\n$`).MatchString(out) {
 			t.Errorf("%s -version: exit %d, stdout %q, stderr %q", name, code, out, errs)

@@ -24,7 +24,7 @@ func TestWebDisplayInChromium(t *testing.T) {
 	b.WaitFor("document.body.dataset.kind", "idle")
 	b.WaitFor("document.body.dataset.sse", "open")
 
-	otn := "web_" + randomHex(4)
+	otn := otnPrefix + "web_" + randomHex(4)
 	rep := e.create("w1", otn, 1550, "any")
 	info, _ := rep.M["orderInfo"].(map[string]any)
 	wx, _ := info["code_url"].(string)

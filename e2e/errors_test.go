@@ -23,8 +23,8 @@ func TestErrorReplies(t *testing.T) {
 		return js(createReq(rid, otn, fee, provider, extra))
 	}
 	now := time.Now().Unix()
-	dup := "dup_" + randomHex(3)
-	fin := "fin_" + randomHex(3)
+	dup := otnPrefix + "dup_" + randomHex(3)
+	fin := otnPrefix + "fin_" + randomHex(3)
 
 	type tc struct {
 		name    string
@@ -82,7 +82,7 @@ func TestErrorReplies(t *testing.T) {
 				}
 			},
 			after: func(msg) { e.sim.ClearFaults() }},
-		{name: "provider refuses", topic: "pay/create", payload: create("e28", "rej_"+randomHex(3), 100, "alipay", map[string]any{"subject": "A/B=C"}), rid: "e28", err: "PROVIDER_REJECTED", code: 409},
+		{name: "provider refuses", topic: "pay/create", payload: create("e28", otnPrefix+"rej_"+randomHex(3), 100, "alipay", map[string]any{"subject": "A/B=C"}), rid: "e28", err: "PROVIDER_REJECTED", code: 409},
 	}
 	// The signed-request case: a syntactically valid but wrong sig.
 	for i := range cases {
@@ -135,7 +135,10 @@ func TestErrorReplies(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	replies := e.ctl.find(isReply)
 	healthReplies := len(e.ctl.find(func(m msg) bool {
-		return isReply(m) && (strings.HasPrefix(m.str("request_id"), "health-") || strings.HasPrefix(m.str("request_id"), "ack-"))
+		// relay-: the health order's notification, which paygate
+		// forwards in gateway mode.
+		rid := m.str("request_id")
+		return isReply(m) && (strings.HasPrefix(rid, "health-") || strings.HasPrefix(rid, "ack-") || strings.HasPrefix(rid, "relay-"))
 	}))
 	if got := len(replies) - healthReplies; got != sent {
 		t.Errorf("%d replies to %d commands:\n%s", got, sent, e.ctl.dump())

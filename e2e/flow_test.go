@@ -29,7 +29,7 @@ func TestPaidDelivered(t *testing.T) {
 		t.Run(string(tc.provider), func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, daemonOpts{resultKey: true})
-			otn := "paid_" + string(tc.provider) + "_" + randomHex(3)
+			otn := otnPrefix + "paid_" + string(tc.provider) + "_" + randomHex(3)
 			rep := e.create("c1", otn, 1250, string(tc.provider))
 
 			info, _ := rep.M["orderInfo"].(map[string]any)

@@ -17,7 +17,7 @@ func TestExpiryAcrossRestart(t *testing.T) {
 	}
 	t.Parallel()
 	e := newEnv(t, daemonOpts{provider: "any"})
-	otn := "expire_" + randomHex(3)
+	otn := otnPrefix + "expire_" + randomHex(3)
 	e.ctl.send("pay/create", createReq("c1", otn, 300, "", map[string]any{"expire_seconds": 60}))
 	rep := e.ctl.reply("c1")
 	if rep.num("code") != 0 || rep.str("pay_type") != "any" {
@@ -72,7 +72,7 @@ func TestCancelSupersedeDuplicate(t *testing.T) {
 	e := newEnv(t, daemonOpts{provider: "wxpay"})
 
 	// Cancel: the customer walked away.
-	a := "cancel_" + randomHex(3)
+	a := otnPrefix + "cancel_" + randomHex(3)
 	e.create("a1", a, 200, "")
 	e.ctl.send("pay/cancel", map[string]any{"request_id": "x1", "out_trade_no": a})
 	if r := e.ctl.reply("x1"); r.num("code") != 0 || r.str("action") != "cancel" {
@@ -89,7 +89,7 @@ func TestCancelSupersedeDuplicate(t *testing.T) {
 	}
 
 	// Re-create while pending: the same QR; different parameters: conflict.
-	b := "dup_" + randomHex(3)
+	b := otnPrefix + "dup_" + randomHex(3)
 	first := e.create("b1", b, 500, "")
 	again := e.create("b2", b, 500, "")
 	if code(first) == "" || code(first) != code(again) {
@@ -105,7 +105,7 @@ func TestCancelSupersedeDuplicate(t *testing.T) {
 
 	// Supersede: a new order while b is pending cancels b at the provider
 	// first.
-	c := "super_" + randomHex(3)
+	c := otnPrefix + "super_" + randomHex(3)
 	e.create("c1", c, 700, "")
 	res := e.ctl.result(b, "cancelled", 20*time.Second)
 	if o := e.simOrder(payment.WxPay, b); o.State != "CLOSED" {

@@ -38,7 +38,7 @@ func TestRefunds(t *testing.T) {
 	t.Run("no_ack", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, daemonOpts{provider: "wxpay", ackTimeout: "2s"})
-		otn := "noack_" + randomHex(3)
+		otn := otnPrefix + "noack_" + randomHex(3)
 		e.create("c1", otn, 700, "")
 		e.pay(payment.WxPay, otn, 0)
 		paid := e.ctl.result(otn, "paid", 20*time.Second)
@@ -62,7 +62,7 @@ func TestRefunds(t *testing.T) {
 	t.Run("ack_failed", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, daemonOpts{provider: "alipay"})
-		otn := "ackno_" + randomHex(3)
+		otn := otnPrefix + "ackno_" + randomHex(3)
 		e.create("c1", otn, 650, "")
 		e.pay(payment.Alipay, otn, 0)
 		e.ctl.result(otn, "paid", 20*time.Second)
@@ -76,7 +76,7 @@ func TestRefunds(t *testing.T) {
 	t.Run("hold", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, daemonOpts{provider: "alipay", ackTimeout: "1s", onNoAck: "hold"})
-		otn := "hold_" + randomHex(3)
+		otn := otnPrefix + "hold_" + randomHex(3)
 		e.create("c1", otn, 800, "")
 		e.pay(payment.Alipay, otn, 0)
 		e.ctl.result(otn, "paid", 20*time.Second)
@@ -101,7 +101,7 @@ func TestRefunds(t *testing.T) {
 		t.Run(fmt.Sprintf("provider_total_%d_for_1000", paid), func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, daemonOpts{provider: "wxpay", realism: func(r *paysim.Realism) { r.WxStrictRefundTotal = true }})
-			otn := "mism_" + randomHex(3)
+			otn := otnPrefix + "mism_" + randomHex(3)
 			e.create("c1", otn, 1000, "")
 			e.pay(payment.WxPay, otn, paid)
 			ev := e.ctl.event(otn, "refunding", 20*time.Second)
@@ -129,7 +129,7 @@ func TestAnyMode(t *testing.T) {
 	t.Run("pay_one", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, daemonOpts{provider: "any"})
-		otn := "any1_" + randomHex(3)
+		otn := otnPrefix + "any1_" + randomHex(3)
 		rep := e.create("c1", otn, 300, "")
 		info, _ := rep.M["orderInfo"].(map[string]any)
 		imgs, _ := rep.M["qrcodeImages"].(map[string]any)
@@ -162,7 +162,7 @@ func TestAnyMode(t *testing.T) {
 	t.Run("pay_both", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, daemonOpts{provider: "any"})
-		otn := "any2_" + randomHex(3)
+		otn := otnPrefix + "any2_" + randomHex(3)
 		e.create("c1", otn, 300, "")
 		e.pay(payment.Alipay, otn, 0)
 		e.pay(payment.WxPay, otn, 0)
@@ -203,7 +203,7 @@ func TestAnyMode(t *testing.T) {
 func TestPaymentAfterEndRefunded(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, daemonOpts{provider: "any"})
-	otn := "late_" + randomHex(3)
+	otn := otnPrefix + "late_" + randomHex(3)
 	e.create("c1", otn, 450, "")
 	if err := e.sim.InjectFault(paysim.Fault{Provider: payment.Alipay, Kind: paysim.Fault5xx}); err != nil {
 		t.Fatal(err)
@@ -238,7 +238,7 @@ func TestPaymentAfterEndRefunded(t *testing.T) {
 func TestPaymentDuringCloseCountsAsPaid(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, daemonOpts{provider: "wxpay"})
-	otn := "dclose_" + randomHex(3)
+	otn := otnPrefix + "dclose_" + randomHex(3)
 	e.create("c1", otn, 350, "")
 	// The final query goes through; the close does not, so the order
 	// stays payable at the provider.

@@ -55,7 +55,7 @@ func TestMoneyRule(t *testing.T) {
 		t.Run("wxpay_discount_"+string(by), func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, daemonOpts{provider: "wxpay", realism: func(r *paysim.Realism) { r.WxStrictRefundTotal = true }})
-			otn := "disc_" + string(by[:4]) + "_" + randomHex(3)
+			otn := otnPrefix + "disc_" + string(by[:4]) + "_" + randomHex(3)
 			e.create("c1", otn, 1000, "")
 			if err := e.sim.PayWith(payment.WxPay, otn, paysim.Payment{Discount: 150, DiscountBy: by}); err != nil {
 				t.Fatal(err)
@@ -76,7 +76,7 @@ func TestMoneyRule(t *testing.T) {
 	t.Run("alipay_zero_receipt_amount", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, daemonOpts{provider: "alipay", realism: func(r *paysim.Realism) { r.AlipayZeroQueryAmounts = true }})
-		otn := "zero_" + randomHex(3)
+		otn := otnPrefix + "zero_" + randomHex(3)
 		e.create("c1", otn, 1000, "")
 		e.pay(payment.Alipay, otn, 0)
 		res := e.ctl.result(otn, "paid", 20*time.Second)
@@ -99,7 +99,7 @@ func TestNoAckRefundedWithPaysimDefaults(t *testing.T) {
 	}
 	t.Parallel()
 	e := newEnv(t, daemonOpts{provider: "wxpay", ackTimeout: "2s"})
-	otn := "noack2_" + randomHex(3)
+	otn := otnPrefix + "noack2_" + randomHex(3)
 	e.create("c1", otn, 700, "")
 	e.pay(payment.WxPay, otn, 0)
 	paid := e.ctl.result(otn, "paid", 20*time.Second)
@@ -120,7 +120,7 @@ func TestRefundAbnormalOnce(t *testing.T) {
 	}
 	t.Parallel()
 	e := newEnv(t, daemonOpts{provider: "wxpay", realism: func(r *paysim.Realism) { r.WxRefundMax = paysim.Never }})
-	otn := "abn_" + randomHex(3)
+	otn := otnPrefix + "abn_" + randomHex(3)
 	e.create("c1", otn, 500, "")
 	e.pay(payment.WxPay, otn, 0)
 	e.ctl.result(otn, "paid", 20*time.Second)
@@ -159,7 +159,7 @@ func TestRefundStuck(t *testing.T) {
 	}
 	t.Parallel()
 	e := newEnv(t, daemonOpts{provider: "wxpay", poll: "300ms", retry: "3/2s"})
-	otn := "stuck_" + randomHex(3)
+	otn := otnPrefix + "stuck_" + randomHex(3)
 	e.create("c1", otn, 600, "")
 	e.pay(payment.WxPay, otn, 0)
 	e.ctl.result(otn, "paid", 20*time.Second)

@@ -18,7 +18,7 @@ func TestRestartWhileProviderBusy(t *testing.T) {
 	t.Run("creating", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, daemonOpts{provider: "wxpay"})
-		otn := "rs_crt_" + randomHex(3)
+		otn := otnPrefix + "rs_crt_" + randomHex(3)
 		// The prepay request hangs without being processed.
 		if err := e.sim.InjectFault(paysim.Fault{Provider: payment.WxPay, API: "native", Kind: paysim.FaultTimeout}); err != nil {
 			t.Fatal(err)
@@ -51,7 +51,7 @@ func TestRestartWhileProviderBusy(t *testing.T) {
 	t.Run("closing", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, daemonOpts{provider: "wxpay"})
-		otn := "rs_cls_" + randomHex(3)
+		otn := otnPrefix + "rs_cls_" + randomHex(3)
 		e.create("c1", otn, 250, "")
 		if err := e.sim.InjectFault(paysim.Fault{Provider: payment.WxPay, API: "close", Kind: paysim.Fault5xx}); err != nil {
 			t.Fatal(err)
@@ -83,7 +83,7 @@ func TestRestartWhileProviderBusy(t *testing.T) {
 func TestOperatorRefund(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, daemonOpts{provider: "alipay", resultKey: true})
-	otn := "oprf_" + randomHex(3)
+	otn := otnPrefix + "oprf_" + randomHex(3)
 	e.create("c1", otn, 990, "")
 	e.pay(payment.Alipay, otn, 0)
 	e.ctl.result(otn, "paid", 20*time.Second)
@@ -133,7 +133,7 @@ func TestStatus(t *testing.T) {
 	if s.str("version") == "" || s.M["clock_synced"] != true || s.str("started_at") == "" {
 		t.Errorf("status %s", s.Payload)
 	}
-	otn := "status_" + randomHex(3)
+	otn := otnPrefix + "status_" + randomHex(3)
 	e.create("c1", otn, 100, "")
 	status("one pending", online(1))
 

@@ -57,7 +57,7 @@ func TestRelayedNotificationLatency(t *testing.T) {
 		if i%2 == 1 {
 			p = payment.Alipay
 		}
-		otn := fmt.Sprintf("relay_%d_%s", i, randomHex(3))
+		otn := otnPrefix + fmt.Sprintf("relay_%d_%s", i, randomHex(3))
 		e.create(fmt.Sprintf("c%d", i), otn, 100+i, string(p))
 		// Settle: the daemon's first poll comes soon after the create
 		// (then every 30 s); measure only the notification path.
@@ -96,7 +96,7 @@ func TestRelayedNotificationLatency(t *testing.T) {
 func TestForgedNotification(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, daemonOpts{provider: "any", poll: "30s"})
-	otn := "forge_" + randomHex(3)
+	otn := otnPrefix + "forge_" + randomHex(3)
 	e.create("c1", otn, 500, "")
 
 	plain, _ := json.Marshal(map[string]any{
@@ -180,7 +180,7 @@ func TestSecretsNotLogged(t *testing.T) {
 	e := newEnv(t, daemonOpts{brokerURL: broker, username: "kiosk", password: pass, notifyURL: relayURL,
 		resultKey: true, signed: true, provider: "wxpay", ackTimeout: "1s"})
 
-	otn := "secret_" + randomHex(3)
+	otn := otnPrefix + "secret_" + randomHex(3)
 	ts := time.Now().Unix()
 	req := createReq("c1", otn, 600, "", nil)
 	req["ts"], req["sig"] = ts, hmacHex(e.key, otn, "600", "massage_15", fmt.Sprint(ts))
@@ -194,7 +194,7 @@ func TestSecretsNotLogged(t *testing.T) {
 	// No ack: refunded after 1 s.
 	e.refundedOnce(payment.WxPay, otn, 600)
 	e.ctl.result(otn, "refunded", 20*time.Second)
-	bad := createReq("c2", "secret2_"+randomHex(3), 600, "", nil)
+	bad := createReq("c2", otnPrefix+"secret2_"+randomHex(3), 600, "", nil)
 	bad["ts"], bad["sig"] = ts, strings.Repeat("0", 64)
 	e.ctl.send("pay/create", bad)
 	e.ctl.reply("c2")

@@ -18,7 +18,7 @@ func TestRestartInEveryState(t *testing.T) {
 	t.Run("pending", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, daemonOpts{provider: "wxpay", resultKey: true})
-		otn := "rs_pend_" + randomHex(3)
+		otn := otnPrefix + "rs_pend_" + randomHex(3)
 		e.create("c1", otn, 900, "")
 		e.d.kill()
 		// Paid while the daemon is down: only the resumed poll can see it.
@@ -42,7 +42,7 @@ func TestRestartInEveryState(t *testing.T) {
 	t.Run("paid_unacked", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, daemonOpts{provider: "alipay", resultKey: true})
-		otn := "rs_paid_" + randomHex(3)
+		otn := otnPrefix + "rs_paid_" + randomHex(3)
 		e.create("c1", otn, 900, "")
 		e.pay(payment.Alipay, otn, 0)
 		first := e.ctl.result(otn, "paid", 20*time.Second)
@@ -68,7 +68,7 @@ func TestRestartInEveryState(t *testing.T) {
 	t.Run("refunding", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, daemonOpts{provider: "wxpay", resultKey: true})
-		otn := "rs_rfnd_" + randomHex(3)
+		otn := otnPrefix + "rs_rfnd_" + randomHex(3)
 		e.create("c1", otn, 900, "")
 		e.pay(payment.WxPay, otn, 0)
 		e.ctl.result(otn, "paid", 20*time.Second)

@@ -42,7 +42,17 @@ var (
 	// keySecrets are the daemon-side secrets of keys: no log line may
 	// contain any of them.
 	keySecrets []string
+	// gatewayMode runs every daemon with payment.backend = "gateway"
+	// (KIOSKPAY_E2E_BACKEND=gateway): the merchant keys are with a paygate
+	// process per test, the device holds none, and order numbers carry
+	// the device's prefix, otnPrefix.
+	gatewayMode bool
+	otnPrefix   string
 )
+
+// EnvBackend selects the daemons' payment.backend: "local" (default) or
+// "gateway".
+const EnvBackend = "KIOSKPAY_E2E_BACKEND"
 
 func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
@@ -56,7 +66,19 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binDir = dir
-	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "./cmd/kioskpayd", "./cmd/notifyrelay", "./cmd/kioskctl", "./cmd/paysim", "./cmd/kioskbench", "./cmd/fleetsim")
+	switch b := os.Getenv(EnvBackend); b {
+	case "", "local":
+	case "gateway":
+		gatewayMode, otnPrefix = true, paysim.SimPrefix
+		// Each test's paygate subscribes to every device's requests: on
+		// a broker shared by the tests it would answer other tests'
+		// devices. A broker per test, then.
+		os.Unsetenv(mqtttest.EnvURL)
+	default:
+		fmt.Fprintf(os.Stderr, "%s=%q: want local or gateway\n", EnvBackend, b)
+		return 2
+	}
+	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "./cmd/kioskpayd", "./cmd/notifyrelay", "./cmd/kioskctl", "./cmd/paysim", "./cmd/kioskbench", "./cmd/fleetsim", "./cmd/paygate")
 	build.Dir = ".."
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -369,6 +391,56 @@ type env struct {
 	webAddr   string // the web display's host:port, with daemonOpts.web
 	ctl       *controller
 	d         *daemon
+	gate      *proc // paygate, in gateway mode
+}
+
+// startPaygate writes paysim's gateway files for the test's device,
+// starts paygate with the merchant keys in a directory of its own, and
+// returns the daemon's config: one with payment.backend = "gateway" in a
+// directory that holds no merchant key file.
+func (e *env) startPaygate(simURL string, o daemonOpts) string {
+	t := e.t
+	t.Helper()
+	gwDir := filepath.Join(e.dir, "paygate")
+	if _, err := keys.WriteDaemonFiles(gwDir, simURL); err != nil {
+		t.Fatal(err)
+	}
+	gwCfg := filepath.Join(gwDir, "paygate.toml")
+	b, err := os.ReadFile(gwCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notify := freeAddr(t)
+	q := strconv.Quote
+	login := ""
+	var secrets []string
+	if o.password != "" {
+		pw := filepath.Join(gwDir, "mqtt_password")
+		writeSecret(t, pw, o.password+"\n")
+		login = fmt.Sprintf("\nusername = %s\npassword_file = %s", q(o.username), q(pw))
+		secrets = append(secrets, o.password)
+	}
+	for _, r := range [][2]string{
+		{`url = "tcp://127.0.0.1:1883"`, `url = ` + q(e.brokerURL) + login},
+		{`[policy.devices.sim-1]`, `[policy.devices.` + e.dev + `]`},
+		{q(paysim.DefaultGatewayNotifyListen), q(notify)},
+		{q("http://" + paysim.DefaultGatewayNotifyListen), q("http://" + notify)},
+	} {
+		if !bytes.Contains(b, []byte(r[0])) {
+			t.Fatalf("paygate.toml has no %q:\n%s", r[0], b)
+		}
+		b = bytes.Replace(b, []byte(r[0]), []byte(r[1]), 1)
+	}
+	writeSecret(t, gwCfg, string(b))
+	e.gate = newProc(t, "paygate", secrets, "-config", gwCfg, "-log-level", "debug")
+	e.gate.start(`"paygate subscribed"`)
+	d, err := os.ReadFile(filepath.Join(gwDir, "kioskpayd-gateway.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(e.dir, "kioskpayd.toml")
+	writeSecret(t, cfg, strings.Replace(string(d), q(filepath.Join(gwDir, "state-gateway")), q(filepath.Join(e.dir, "state")), 1))
+	return cfg
 }
 
 func newEnv(t *testing.T, o daemonOpts) *env {
@@ -398,8 +470,9 @@ func newEnv(t *testing.T, o daemonOpts) *env {
 	}
 	e.dev = mqtttest.Unique("e2e")
 	e.prefix = "kiosk/" + e.dev
-	e.cfgPath, err = keys.WriteDaemonFiles(e.dir, srv.URL)
-	if err != nil {
+	if gatewayMode {
+		e.cfgPath = e.startPaygate(srv.URL, o)
+	} else if e.cfgPath, err = keys.WriteDaemonFiles(e.dir, srv.URL); err != nil {
 		t.Fatal(err)
 	}
 	def := func(v *string, d string) {
@@ -582,7 +655,7 @@ func (e *env) waitSim(p payment.ProviderName, otn, what string, d time.Duration,
 // healthy proves the daemon still takes and answers orders.
 func (e *env) healthy(p payment.ProviderName) {
 	e.t.Helper()
-	otn := "health_" + randomHex(4)
+	otn := otnPrefix + "health_" + randomHex(4)
 	e.create("health-"+randomHex(4), otn, 100, string(p))
 	e.pay(p, otn, 0)
 	e.ctl.result(otn, "paid", 20*time.Second)

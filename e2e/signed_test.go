@@ -31,7 +31,7 @@ func TestSignedMessages(t *testing.T) {
 		return e.ctl.reply(rid)
 	}
 	now := time.Now().Unix()
-	otn := "signed_" + randomHex(3)
+	otn := otnPrefix + "signed_" + randomHex(3)
 
 	for _, c := range []struct {
 		name, rid string
