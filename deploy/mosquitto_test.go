@@ -32,7 +32,7 @@ type broker struct {
 }
 
 var passwords = map[string]string{
-	"dev1": "pw-dev1", "dev2": "pw-dev2", "backend": "pw-backend", "notifyrelay": "pw-relay",
+	"dev1": "pw-dev1", "dev2": "pw-dev2", "backend": "pw-backend", "notifyrelay": "pw-relay", "paygate": "pw-paygate",
 }
 
 func startMosquitto(t *testing.T) *broker {
@@ -348,6 +348,70 @@ func TestMosquittoACL(t *testing.T) {
 					t.Errorf("relay published %s", tp)
 				}
 			}
+		}
+	})
+
+	t.Run("paygate replicas share the requests and answer only devices", func(t *testing.T) {
+		gw1 := b.mustConnect(t, "paygate")
+		gw2 := b.mustConnect(t, "paygate")
+		gw1.sub(t, "$share/paygate/kiosk/+/gw/req")
+		gw2.sub(t, "$share/paygate/kiosk/+/gw/req")
+		dev1.sub(t, "kiosk/dev1/gw/reply")
+		const n = 20
+		for i := range n {
+			dev1.pub(t, "kiosk/dev1/gw/req", fmt.Sprintf(`{"id":"%d"}`, i))
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for len(gw1.received("kiosk/dev1/gw/req"))+len(gw2.received("kiosk/dev1/gw/req")) < n && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		a, c := len(gw1.received("kiosk/dev1/gw/req")), len(gw2.received("kiosk/dev1/gw/req"))
+		if a+c != n || a == 0 || c == 0 {
+			t.Errorf("replicas got %d and %d of %d requests; want each request once, both replicas used", a, c, n)
+		}
+		gw1.pub(t, "kiosk/dev1/gw/reply", `{"id":"0"}`)
+		dev1.await(t, "kiosk/dev1/gw/reply")
+		// paygate forwards notifications, and nothing else.
+		gw1.pub(t, "kiosk/dev2/pay/create", `{"from":"paygate"}`)
+		gw1.pub(t, "kiosk/dev2/pay/refund", `{"from":"paygate"}`)
+		gw1.pub(t, "kiosk/dev2/pay/notify", `{"from":"paygate"}`)
+		backend.await(t, "kiosk/dev2/pay/notify")
+		for _, tp := range []string{"kiosk/dev2/pay/create", "kiosk/dev2/pay/refund"} {
+			for _, p := range backend.received(tp) {
+				if strings.Contains(p, "paygate") {
+					t.Errorf("paygate published %s", tp)
+				}
+			}
+		}
+	})
+
+	t.Run("a device cannot speak for another at paygate or forge its replies", func(t *testing.T) {
+		gw := b.mustConnect(t, "paygate")
+		// A group of its own: it sees every request, whatever the
+		// replicas of the previous test take.
+		gw.sub(t, "$share/probe/kiosk/+/gw/req")
+		dev2.sub(t, "kiosk/dev1/gw/reply")
+		dev1.pub(t, "kiosk/dev2/gw/req", `{"id":"spoof"}`)
+		dev1.pub(t, "kiosk/dev1/gw/reply", `{"id":"forged"}`)
+		dev1.pub(t, "kiosk/dev2/gw/reply", `{"id":"forged"}`)
+		dev2.pub(t, "kiosk/dev2/gw/req", `{"id":"barrier"}`)
+		gw.await(t, "kiosk/dev2/gw/req")
+		for _, p := range gw.received("kiosk/dev2/gw/req") {
+			if strings.Contains(p, "spoof") {
+				t.Error("dev1 published a request as dev2")
+			}
+		}
+		backend.pub(t, "kiosk/dev1/pay/event", `{"barrier":1}`)
+		backend.await(t, "kiosk/dev1/pay/event")
+		for _, tp := range []string{"kiosk/dev1/gw/reply", "kiosk/dev2/gw/reply"} {
+			for _, p := range backend.received(tp) {
+				if strings.Contains(p, "forged") {
+					t.Errorf("dev1 forged %s", tp)
+				}
+			}
+		}
+		if got := dev2.received("kiosk/dev1/gw/reply"); len(got) > 0 {
+			t.Errorf("dev2 read dev1's replies: %v", got)
 		}
 	})
 

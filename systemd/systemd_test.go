@@ -33,15 +33,17 @@ func unitRoot(t *testing.T) string {
 			t.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(root, "usr/bin/kioskpayd"), []byte("#!/bin/sh\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	unit, err := os.ReadFile("kioskpayd.service")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(root, "etc/systemd/system/kioskpayd.service"), unit, 0o644); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"kioskpayd", "paygate"} {
+		if err := os.WriteFile(filepath.Join(root, "usr/bin", name), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		unit, err := os.ReadFile(name + ".service")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "etc/systemd/system", name+".service"), unit, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	host := "/usr/lib/systemd/system"
 	if _, err := os.Stat(filepath.Join(host, "sysinit.target")); err != nil {
@@ -58,7 +60,7 @@ func unitRoot(t *testing.T) string {
 func TestUnitVerifies(t *testing.T) {
 	sa := need(t, "systemd-analyze")
 	root := unitRoot(t)
-	cmd := exec.Command(sa, "verify", "--root="+root, "kioskpayd.service")
+	cmd := exec.Command(sa, "verify", "--root="+root, "kioskpayd.service", "paygate.service")
 	cmd.Env = append(os.Environ(), "SYSTEMD_LOG_LEVEL=notice", "SYSTEMD_LOG_COLOR=0")
 	out, err := cmd.CombinedOutput()
 	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
@@ -71,15 +73,17 @@ func TestUnitVerifies(t *testing.T) {
 func TestUnitExposure(t *testing.T) {
 	sa := need(t, "systemd-analyze")
 	root := unitRoot(t)
-	out, err := exec.Command(sa, "security", "--offline=yes", "--no-pager", "--root="+root, "kioskpayd.service").CombinedOutput()
-	m := regexp.MustCompile(`Overall exposure level for kioskpayd.service: ([0-9.]+)`).FindSubmatch(out)
-	if m == nil {
-		t.Skipf("this systemd-analyze cannot score offline (%v):\n%s", err, out)
-	}
-	score, _ := strconv.ParseFloat(string(m[1]), 64)
-	t.Logf("systemd-analyze security exposure: %.1f", score)
-	if score > 2.5 {
-		t.Fatalf("exposure %.1f > 2.5:\n%s", score, out)
+	for _, unit := range []string{"kioskpayd.service", "paygate.service"} {
+		out, err := exec.Command(sa, "security", "--offline=yes", "--no-pager", "--root="+root, unit).CombinedOutput()
+		m := regexp.MustCompile(`Overall exposure level for ` + regexp.QuoteMeta(unit) + `: ([0-9.]+)`).FindSubmatch(out)
+		if m == nil {
+			t.Skipf("this systemd-analyze cannot score offline (%v):\n%s", err, out)
+		}
+		score, _ := strconv.ParseFloat(string(m[1]), 64)
+		t.Logf("%s: systemd-analyze security exposure: %.1f", unit, score)
+		if score > 2.5 {
+			t.Fatalf("%s: exposure %.1f > 2.5:\n%s", unit, score, out)
+		}
 	}
 }
 
