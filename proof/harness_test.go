@@ -59,6 +59,12 @@ func newWorld(t testing.TB, ctx context.Context, sim SimOptions, overrides map[s
 // newWorldEnv is newWorld with env added to the daemon's environment.
 func newWorldEnv(t testing.TB, ctx context.Context, sim SimOptions, overrides map[string]any, env []string) *world {
 	t.Helper()
+	return newWorldRig(t, ctx, RigOptions{Sim: sim}, overrides, env)
+}
+
+// newWorldRig is newWorldEnv with the rig's options (e.g. Gateway).
+func newWorldRig(t testing.TB, ctx context.Context, ro RigOptions, overrides map[string]any, env []string) *world {
+	t.Helper()
 	seed := uint64(envInt("KIOSKPAY_SEED", int(time.Now().UnixNano()%1e9)))
 	t.Logf("seed %d (KIOSKPAY_SEED=%d reproduces the schedule)", seed, seed)
 	w := &world{t: t, ctx: ctx, ledger: NewLedger(), rnd: rand.New(rand.NewPCG(seed, seed^0x9e3779b9)), reported: map[string]bool{}}
@@ -66,7 +72,8 @@ func newWorldEnv(t testing.TB, ctx context.Context, sim SimOptions, overrides ma
 	if keep := os.Getenv("KIOSKPAY_PROOF_DIR"); keep != "" {
 		dir = filepath.Join(keep, fmt.Sprintf("%s-%d", t.Name(), time.Now().Unix()))
 	}
-	rig, err := NewRig(ctx, dir, RigOptions{Keys: simkeys.Get(t), Sim: sim, OnResult: w.onResult})
+	ro.Keys, ro.OnResult = simkeys.Get(t), w.onResult
+	rig, err := NewRig(ctx, dir, ro)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -83,7 +83,30 @@ func TestFaultSoak(t *testing.T) {
 		}
 	}()
 
+	n := w.scriptedOrders(devices, stop)
+	wg.Wait()
+	w.rig.Sim.ClearFaults()
+	w.finish(2 * time.Minute)
+
+	calls, outcomes := w.tally(statsBefore)
+	v := w.violationCount()
+	t.Logf("SOAK devices=%d orders=%d provider_calls=%d fault_rate=%.2f broker_restarts=%d unlocks=%d violations=%d outcomes: %s",
+		len(devices), n, calls, faultRate, restarts, w.unlocks, v, outcomes)
+	fmt.Printf("SOAK orders=%d broker_restarts=%d violations=%d\n", n, restarts, v)
+	if v > 0 {
+		for _, x := range w.violations {
+			t.Errorf("violation: %s", x)
+		}
+		t.Logf("daemon log: %s", w.d.Log)
+	}
+}
+
+// scriptedOrders runs soakOrder on every device, one order at a time per
+// device, until stop, checks each order's outcome, and returns how many
+// orders it placed.
+func (w *world) scriptedOrders(devices []string, stop time.Time) int {
 	var mu sync.Mutex
+	var wg sync.WaitGroup
 	n := 0
 	for _, dev := range devices {
 		wg.Add(1)
@@ -104,36 +127,28 @@ func TestFaultSoak(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	w.rig.Sim.ClearFaults()
-	w.finish(2 * time.Minute)
+	return n
+}
 
-	calls := 0
+// tally returns the provider calls made since statsBefore and the final
+// states of the ledger's orders, "state=count …".
+func (w *world) tally(statsBefore map[string]int) (calls int, outcomes string) {
 	for k, v := range w.rig.Sim.Stats() {
 		calls += v - statsBefore[k]
 	}
-	out := w.outcomes()
 	var parts []string
-	for k, v := range out {
+	for k, v := range w.outcomes() {
 		parts = append(parts, fmt.Sprintf("%s=%d", k, v))
 	}
 	sort.Strings(parts)
-	v := w.violationCount()
-	t.Logf("SOAK devices=%d orders=%d provider_calls=%d fault_rate=%.2f broker_restarts=%d unlocks=%d violations=%d outcomes: %s",
-		len(devices), n, calls, faultRate, restarts, w.unlocks, v, strings.Join(parts, " "))
-	fmt.Printf("SOAK orders=%d broker_restarts=%d violations=%d\n", n, restarts, v)
-	if v > 0 {
-		for _, x := range w.violations {
-			t.Errorf("violation: %s", x)
-		}
-		t.Logf("daemon log: %s", w.d.Log)
-	}
+	return calls, strings.Join(parts, " ")
 }
 
 // soakOrder runs one scripted order and returns its out_trade_no and the
 // final daemon states that are correct for it ("" when the create was
 // refused, which is a correct answer under faults).
 func (w *world) soakOrder(dev string) (string, string) {
-	o := &Order{OutTradeNo: newOTN(), Device: dev, Provider: w.provider(), Total: int64(100 + w.intn(5000)), Ack: w.ackPolicy()}
+	o := &Order{OutTradeNo: w.rig.GatewayPrefix(dev) + newOTN(), Device: dev, Provider: w.provider(), Total: int64(100 + w.intn(5000)), Ack: w.ackPolicy()}
 	p := w.float()
 	switch {
 	case p < 0.65:

@@ -27,12 +27,14 @@ type bench struct {
 	keys     *paysim.Keys
 	relayBin string
 
-	mu      sync.Mutex
-	waiters map[string]chan proof.Result // out_trade_no → results
-	seq     int
+	mu       sync.Mutex
+	waiters  map[string]chan proof.Result // out_trade_no → results
+	seq      int
+	prefixes map[string]string // device → out_trade_no prefix (gateway)
 
 	main     *proof.Daemon // create, detection and calls by polling
 	relayD   *proof.Daemon // detection and calls through notifyrelay
+	gwD      *proof.Daemon // create and detection through paygate
 	relaySim *proof.Sim
 	relayURL string
 	cleanup  []func()
@@ -48,7 +50,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	rep.Provider, rep.Poll = b.o.provider, b.o.poll
 	rep.Machine = machine(b.dir)
 	defer func() {
-		for _, d := range []*proof.Daemon{b.main, b.relayD} {
+		for _, d := range []*proof.Daemon{b.main, b.relayD, b.gwD} {
 			if d != nil {
 				d.Stop(10 * time.Second)
 			}
@@ -72,6 +74,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 		{"detect", b.measureDetect, true},
 		{"calls", b.measureCalls, true},
 		{"throughput", b.measureThroughput, true},
+		{"gateway", b.measureGateway, true},
 		{"sizes", b.measureSizes, false},
 		{"fleet", b.measureFleet, false},
 	}
@@ -162,9 +165,23 @@ func (b *bench) otn() string {
 	return fmt.Sprintf("kb%d_%06d", time.Now().Unix()%100000, b.seq)
 }
 
+// otnFor is otn with device's out_trade_no prefix, for devices that use
+// paygate.
+func (b *bench) otnFor(device string) string {
+	b.mu.Lock()
+	p := b.prefixes[device]
+	b.mu.Unlock()
+	return p + b.otn()
+}
+
 // daemon starts a daemon for device with the bench's defaults plus
 // overrides and waits until it is online.
 func (b *bench) daemon(ctx context.Context, device string, overrides map[string]any) (*proof.Daemon, error) {
+	return b.startDaemon(ctx, b.rig.Daemon, device, overrides)
+}
+
+// startDaemon is daemon with the rig's constructor (Daemon, GatewayDaemon).
+func (b *bench) startDaemon(ctx context.Context, mk func(string, map[string]any) (*proof.Daemon, error), device string, overrides map[string]any) (*proof.Daemon, error) {
 	o := map[string]any{
 		"payment.poll":       b.o.poll,
 		"payment.provider":   b.o.provider,
@@ -173,7 +190,7 @@ func (b *bench) daemon(ctx context.Context, device string, overrides map[string]
 	for k, v := range overrides {
 		o[k] = v
 	}
-	d, err := b.rig.Daemon(device, o)
+	d, err := mk(device, o)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,9 @@
 //   - provider calls per order: paid after 10 s, and unpaid until expiry;
 //   - daemon RSS idle and peak, wake-ups per second when idle;
 //   - sustained orders per second with many devices on one broker;
+//   - the gateway shape (payment.backend = "gateway"): create and
+//     detection latency through paygate, and provider requests per second
+//     one paygate replica serves;
 //   - binary sizes per architecture;
 //   - how long kioskctl takes to list a fleet of 10,000 and 100,000
 //     simulated devices (fleetsim) from their retained statuses, and
@@ -99,7 +102,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.warmup, "warmup", 5*time.Second, "throughput warm-up before the window")
 	fs.DurationVar(&o.idleFor, "idle", 20*time.Second, "how long to count wake-ups of an idle daemon")
 	fs.StringVar(&o.arches, "arches", "amd64,arm64,arm/7,arm/6,386,riscv64,mipsle", "GOARCH[/GOARM] list for binary sizes")
-	fs.StringVar(&skip, "skip", "", "comma-separated parts to skip: floor,create,detect,calls,idle,throughput,sizes,fleet")
+	fs.StringVar(&skip, "skip", "", "comma-separated parts to skip: floor,create,detect,calls,idle,throughput,gateway,sizes,fleet")
 	fs.StringVar(&o.jsonPath, "json", "", "also write the JSON report to this file")
 	fs.StringVar(&o.keep, "keep", "", "work directory to keep (logs, configs); default a temporary one, removed")
 	fs.StringVar(&o.provider, "provider", "wxpay", "provider for the timed orders (wxpay, alipay, any)")

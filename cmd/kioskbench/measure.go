@@ -365,7 +365,7 @@ func (b *bench) relayDaemon(ctx context.Context) (*proof.Daemon, *proof.Sim, err
 func (b *bench) detectLoop(ctx context.Context, device string, sim *proof.Sim, payAfter, payBefore time.Duration) ([]time.Duration, error) {
 	var lat []time.Duration
 	for i := 0; i < b.o.detects; i++ {
-		otn := b.otn()
+		otn := b.otnFor(device)
 		results := b.expect(otn)
 		o, err := b.create(ctx, device, otn, 1000, 0)
 		if err != nil {

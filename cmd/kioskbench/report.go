@@ -60,11 +60,12 @@ type Report struct {
 		Seconds         float64 `json:"counted_over_sec"`
 	} `json:"wakeups"`
 
-	Throughput Throughput `json:"throughput"`
-	Sizes      []Size     `json:"binary_sizes"`
-	Fleet      []FleetRun `json:"fleet,omitempty"`
-	Goals      []Goal     `json:"goals"`
-	Errors     []string   `json:"errors,omitempty"`
+	Throughput Throughput      `json:"throughput"`
+	Gateway    *GatewayFigures `json:"gateway,omitempty"`
+	Sizes      []Size          `json:"binary_sizes"`
+	Fleet      []FleetRun      `json:"fleet,omitempty"`
+	Goals      []Goal          `json:"goals"`
+	Errors     []string        `json:"errors,omitempty"`
 }
 
 // Stat summarises latencies in milliseconds.
@@ -297,6 +298,17 @@ func (r *Report) WriteTable(w io.Writer) {
 		lat("detection under load", t.Detect)
 		p("  %-40s %.1f", "provider calls per order", t.CallsPerOrder)
 		p("  %-40s %s", "RSS per daemon at the end", mb(t.RSSPerDaemon))
+	}
+	if g := r.Gateway; g != nil {
+		p("")
+		p("gateway shape (payment.backend = \"gateway\", one paygate replica)")
+		lat("create (publish → reply), via paygate", g.Create)
+		lat("create, local keys (above)", r.Create)
+		lat("detection, notified via paygate", g.Detect)
+		lat("detection, notifyrelay (above)", r.DetectRelay)
+		if g.Clients > 0 {
+			p("  %-40s %.0f requests/s (%d devices at once, %d answered, %d failed, %.0f s)", "provider queries through one replica", g.RPS, g.Clients, g.Calls, g.Failed, g.Window)
+		}
 	}
 	if len(r.Sizes) > 0 {
 		p("")
