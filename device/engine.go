@@ -64,8 +64,9 @@ type Config struct {
 	// Now is the clock (default time.Now); tests inject one.
 	Now    func() time.Time
 	Logger *slog.Logger
-	// Retention is how often finished orders are pruned: every PruneEvery
-	// (default 1 h) the engine calls store.Prune.
+	// PruneEvery is how often finished orders past the store's retention
+	// are deleted (default 1 h): at start and then every PruneEvery, on a
+	// goroutine of its own, in short batches (store.Prune).
 	PruneEvery time.Duration
 	// Retry bounds refunds and closes whose outcome stays unknown; zero
 	// fields take DefaultRetry's.
@@ -128,7 +129,6 @@ type Engine struct {
 	room        chan struct{}     // closed (and replaced) when one is done
 	status      contract.Status
 	clockAt     time.Time
-	prunedAt    time.Time
 	running     bool
 	storage     storageState
 	// storeRecovered: the store was salvaged from a damaged file and no
@@ -418,6 +418,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err := e.resume(); err != nil {
 		return err
 	}
+	e.work.Add(1)
+	go func() {
+		defer e.work.Done()
+		e.retain(ctx)
+	}()
 	if r := e.recovered(); r != nil && (!r.Announced || !r.Reconciled) {
 		e.work.Add(1)
 		go func() {
@@ -467,7 +472,6 @@ func (e *Engine) Run(ctx context.Context) error {
 			nextOut = e.checkOutbox(now)
 			e.checkStorage(real)
 			e.refreshStatus(now)
-			e.maybePrune(now)
 		}
 
 		wait := idleWake
@@ -583,18 +587,39 @@ func (e *Engine) refreshStatus(now time.Time) {
 	}
 }
 
-func (e *Engine) maybePrune(now time.Time) {
-	e.mu.Lock()
-	if now.Sub(e.prunedAt) < e.cfg.PruneEvery {
-		e.mu.Unlock()
-		return
-	}
-	e.prunedAt = now
-	e.mu.Unlock()
-	if n, err := e.db.Prune(now); err != nil {
-		e.log.Error("prune finished orders", "err", err)
-	} else if n > 0 {
-		e.log.Info("pruned finished orders", "count", n)
+// retain deletes finished orders past the retention at start and then
+// every PruneEvery until ctx ends. It runs beside the loop, never on it:
+// the store deletes in short batches, and between batches retain waits as
+// long as the batch took, so creates and other writers get the write
+// lock at least half the time while a large backlog is deleted.
+func (e *Engine) retain(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		start := time.Now()
+		st, err := e.db.Prune(ctx, e.now(), func(batch time.Duration) {
+			p := time.NewTimer(max(batch, time.Millisecond))
+			defer p.Stop()
+			select {
+			case <-ctx.Done():
+			case <-p.C:
+			}
+		})
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			e.log.Error("prune finished orders", "err", err)
+		case st.Deleted > 0:
+			e.log.Info("pruned finished orders", "count", st.Deleted, "batches", st.Batches,
+				"longest_batch", st.Longest.Round(time.Microsecond), "took", time.Since(start).Round(time.Millisecond))
+		}
+		t.Reset(e.cfg.PruneEvery)
 	}
 }
 
@@ -685,6 +710,14 @@ func (e *Engine) resume() error {
 	}
 	sort.Slice(live, func(i, j int) bool { return live[i].CreatedAt.Before(live[j].CreatedAt) })
 	for _, o := range live {
+		if o.State.Terminal() {
+			// Terminal with provider work left (legs to close, duplicate
+			// payments to refund): the live index keeps these too.
+			if needsBackground(&o) {
+				e.schedule(o.OutTradeNo, now, false)
+			}
+			continue
+		}
 		t := e.timer(o.OutTradeNo)
 		t.deadline = now.Add(o.ExpiresAt.Sub(now))
 		if !o.AckDeadline.IsZero() {
@@ -695,18 +728,7 @@ func (e *Engine) resume() error {
 		e.log.Info("resuming order", "order", o.OutTradeNo, "state", o.State)
 		e.schedule(o.OutTradeNo, now, false)
 	}
-	// Orders that are terminal but still have unsettled background work
-	// (duplicate-payment refunds, legs left to close) are live too: the
-	// store keeps them in the live index only while non-terminal, so look
-	// for them among recent orders.
-	return e.db.View(func(tx *store.Tx) error {
-		return tx.OrdersSince(now.Add(-7*24*time.Hour), func(o store.Order) bool {
-			if o.State.Terminal() && needsBackground(&o) {
-				e.schedule(o.OutTradeNo, now, false)
-			}
-			return true
-		})
-	})
+	return nil
 }
 
 // keyedMutex is the order lock: one mutex per order number, the only

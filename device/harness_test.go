@@ -77,7 +77,14 @@ func (h *harness) OrderChanged(v View) {
 
 func newHarness(t *testing.T, mod func(*Config)) *harness {
 	t.Helper()
-	h := &harness{t: t, path: filepath.Join(t.TempDir(), "orders.db"), clock: &testClock{}}
+	return newHarnessAt(t, filepath.Join(t.TempDir(), "orders.db"), mod)
+}
+
+// newHarnessAt is newHarness over the store file at path (which may hold
+// orders already).
+func newHarnessAt(t *testing.T, path string, mod func(*Config)) *harness {
+	t.Helper()
+	h := &harness{t: t, path: path, clock: &testClock{}}
 	h.cfg = Config{
 		DeviceID: "dev-1", Version: "test", DefaultProvider: "wxpay", DefaultExpire: 5 * time.Minute,
 		MaxFee: 100000, PollInterval: 50 * time.Millisecond, AckTimeout: 2 * time.Second, OnNoAck: config.OnNoAckRefund,

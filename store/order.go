@@ -77,6 +77,28 @@ func (s State) Terminal() bool {
 	return true
 }
 
+// Live reports whether the order has work left, which keeps it in the
+// live index: a non-terminal state, or a terminal one with a provider order
+// still to close or a refund not yet settled (a duplicate payment's, an
+// operator's on a delivered order). Startup and every engine pass read the
+// live index, never the history.
+func (o *Order) Live() bool {
+	if !o.State.Terminal() {
+		return true
+	}
+	for _, l := range o.Legs {
+		if l.State == LegAbandon {
+			return true
+		}
+	}
+	for _, r := range o.Refunds {
+		if !r.Settled() {
+			return true
+		}
+	}
+	return false
+}
+
 // Seed numeric statuses (vk-uni-pay): kept beside the state name.
 const (
 	StatusClosed         = -1

@@ -143,7 +143,7 @@ func Recover(path, reason string, opts Options) (*DB, *Recovery, error) {
 				delete(s.results, e.OutTradeNo) // already there
 			}
 		}
-		r.Orders = tx.tx.Bucket(bucketOrders).Stats().KeyN
+		r.Orders = int(tx.OrderCount())
 		live, err := tx.LiveOrders()
 		if err != nil {
 			return err
@@ -305,17 +305,18 @@ func (s *salvaged) take(elems []leafElem) {
 			s.seq = max(s.seq, be.Uint64(e.value))
 		case payment.ValidOutTradeNo(string(e.key)) && State(e.value).valid():
 			s.live[string(e.key)] = true
-		case len(e.value) > 0 && e.value[0] == '{':
+		case len(e.value) > 0 && (e.value[0] == '{' || e.value[0] == recordDeflate):
 			s.record(e.key, e.value)
 		}
 	}
 }
 
-// record keeps an order record or an outbox result found in a page.
+// record keeps an order record (either schema's form) or an outbox result
+// found in a page.
 func (s *salvaged) record(key, value []byte) {
 	if payment.ValidOutTradeNo(string(key)) {
 		var o Order
-		if json.Unmarshal(value, &o) != nil || o.OutTradeNo != string(key) || !o.State.valid() || o.CreatedAt.IsZero() {
+		if decodeOrder(value, &o) != nil || o.OutTradeNo != string(key) || !o.State.valid() || o.CreatedAt.IsZero() {
 			return
 		}
 		if s.err == nil {

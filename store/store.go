@@ -13,8 +13,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -22,8 +24,11 @@ import (
 )
 
 // SchemaVersion is the layout this package writes. Opening a file written
-// by a newer version is refused rather than misread.
-const SchemaVersion = 1
+// by a newer version is refused rather than misread. Schema 2: compact
+// order records (record.go), terminal orders with work left in the live
+// index, the order count in the meta bucket; a schema-1 file is upgraded
+// when opened (upgrade.go).
+const SchemaVersion = 2
 
 // DefaultRetention is how long finished orders are kept.
 const DefaultRetention = 90 * 24 * time.Hour
@@ -38,6 +43,20 @@ var (
 
 	keySchema = []byte("schema")
 	keySeq    = []byte("seq")
+	// keyCount is the number of order records, kept in step by PutOrder
+	// and retention so doctor and status need no scan.
+	keyCount = []byte("orders")
+)
+
+// Fill factors for the buckets whose keys mostly arrive in order. bbolt
+// splits a page at half full by default, which suits random inserts but
+// leaves a file of appended keys half empty. The time index is appended
+// to (creation time first); order numbers are usually sequential too, but
+// not always (the controller chooses them), so the orders bucket keeps
+// some room.
+const (
+	fillByTime = 1.0
+	fillOrders = 0.9
 )
 
 // Options configure Open.
@@ -48,6 +67,8 @@ type Options struct {
 	Timeout time.Duration
 	// Retention is how long finished orders are kept (default 90 days).
 	Retention time.Duration
+	// Logger reports a schema upgrade of a large file (default: none).
+	Logger *slog.Logger
 }
 
 // DB is an open order store.
@@ -56,18 +77,29 @@ type DB struct {
 	path      string
 	retention time.Duration
 	batch     batcher
+	log       *slog.Logger
+	// decoded counts order records read, so tests can show what a pass
+	// costs does not grow with the history.
+	decoded atomic.Int64
 }
 
 // ErrLocked is returned by Open when another process holds the database.
 var ErrLocked = errors.New("another process holds the database lock")
 
-// Open opens (creating if needed) the store at path.
-func Open(path string, opts Options) (*DB, error) {
+// Open opens (creating if needed) the store at path. A schema-1 file is
+// upgraded (upgrade.go); a file a compaction replaced is left for the
+// copy (Compact).
+func Open(path string, opts Options) (*DB, error) { return open(path, opts, 0) }
+
+func open(path string, opts Options, depth int) (*DB, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = time.Second
 	}
 	if opts.Retention <= 0 {
 		opts.Retention = DefaultRetention
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -98,21 +130,43 @@ func Open(path string, opts Options) (*DB, error) {
 			return nil, &DamagedError{Path: path, Reason: err.Error()}
 		}
 	}
-	db := &DB{bolt: b, path: path, retention: opts.Retention}
-	err = db.bolt.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketOrders, bucketLive, bucketByTime, bucketInbox, bucketOutbox} {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return err
+	db := &DB{bolt: b, path: path, retention: opts.Retention, log: opts.Logger}
+	var superseded []byte
+	err = guard(func() error {
+		return db.bolt.Update(func(tx *bolt.Tx) error {
+			for _, name := range [][]byte{bucketMeta, bucketOrders, bucketLive, bucketByTime, bucketInbox, bucketOutbox} {
+				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+					return err
+				}
 			}
-		}
-		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keySchema); v != nil {
-			if n := binary.BigEndian.Uint64(v); n > SchemaVersion {
+			meta := tx.Bucket(bucketMeta)
+			if v := meta.Get(keySuperseded); v != nil {
+				superseded = bytes.Clone(v)
+				return errSuperseded
+			}
+			var n uint64
+			if v := meta.Get(keySchema); len(v) == 8 {
+				n = binary.BigEndian.Uint64(v)
+			}
+			if n > SchemaVersion {
 				return fmt.Errorf("schema version %d is newer than this build supports (%d)", n, SchemaVersion)
 			}
-		}
-		return meta.Put(keySchema, u64(SchemaVersion))
+			if n < 2 {
+				if err := db.upgrade(&Tx{tx: tx, db: db}); err != nil {
+					return fmt.Errorf("upgrade to schema %d: %w", SchemaVersion, err)
+				}
+			}
+			return meta.Put(keySchema, u64(SchemaVersion))
+		})
 	})
+	if errors.Is(err, errSuperseded) {
+		b.Close()
+		return reopenCompacted(path, opts, superseded, depth)
+	}
+	if errors.Is(err, ErrDamaged) {
+		b.Close()
+		return nil, &DamagedError{Path: path, Reason: err.Error()}
+	}
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -131,7 +185,7 @@ func (db *DB) Close() error { return db.bolt.Close() }
 // way is an error wrapping ErrDamaged, and nothing is written.
 func (db *DB) Update(fn func(tx *Tx) error) error {
 	return guard(func() error {
-		return db.bolt.Update(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+		return db.bolt.Update(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx, db: db}) })
 	})
 }
 
@@ -139,13 +193,20 @@ func (db *DB) Update(fn func(tx *Tx) error) error {
 // is an error wrapping ErrDamaged.
 func (db *DB) View(fn func(tx *Tx) error) error {
 	return guard(func() error {
-		return db.bolt.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+		return db.bolt.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx, db: db}) })
 	})
 }
 
 // Tx is a store transaction with typed accessors. It is valid only inside
 // the Update or View callback.
-type Tx struct{ tx *bolt.Tx }
+type Tx struct {
+	tx *bolt.Tx
+	db *DB // nil in the checks, which read a file without a DB
+}
+
+// Decoded is how many order records were read since Open: what a pass
+// over the live orders costs, for tests and benchmarks.
+func (db *DB) Decoded() int64 { return db.decoded.Load() }
 
 func u64(n uint64) []byte {
 	b := make([]byte, 8)
@@ -161,10 +222,28 @@ func (t *Tx) Order(outTradeNo string) (o Order, ok bool, err error) {
 	if v == nil {
 		return Order{}, false, nil
 	}
-	if err := json.Unmarshal(v, &o); err != nil {
+	if t.db != nil {
+		t.db.decoded.Add(1)
+	}
+	if err := decodeOrder(v, &o); err != nil {
 		return Order{}, false, fmt.Errorf("decode order %s: %w", outTradeNo, err)
 	}
 	return o, true, nil
+}
+
+// OrderCount is the number of orders in the store, read from the meta
+// bucket (no scan).
+func (t *Tx) OrderCount() uint64 {
+	if v := t.tx.Bucket(bucketMeta).Get(keyCount); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+// addCount moves the order count by d.
+func (t *Tx) addCount(d int64) error {
+	n := int64(t.OrderCount()) + d
+	return t.tx.Bucket(bucketMeta).Put(keyCount, u64(uint64(max(n, 0))))
 }
 
 func timeKey(t time.Time, outTradeNo string) []byte {
@@ -172,17 +251,23 @@ func timeKey(t time.Time, outTradeNo string) []byte {
 	return append(k, outTradeNo...)
 }
 
-// PutOrder writes an order and keeps the live and time indexes in step.
-// CreatedAt must not change once written.
+// PutOrder writes an order and keeps the live and time indexes and the
+// order count in step. CreatedAt must not change once written.
 func (t *Tx) PutOrder(o Order) error {
-	b, err := json.Marshal(o)
+	b, err := encodeOrder(o)
 	if err != nil {
-		return fmt.Errorf("encode order %s: %w", o.OutTradeNo, err)
+		return err
 	}
 	key := []byte(o.OutTradeNo)
 	orders := t.tx.Bucket(bucketOrders)
+	orders.FillPercent = fillOrders
 	if orders.Get(key) == nil {
-		if err := t.tx.Bucket(bucketByTime).Put(timeKey(o.CreatedAt, o.OutTradeNo), nil); err != nil {
+		byTime := t.tx.Bucket(bucketByTime)
+		byTime.FillPercent = fillByTime
+		if err := byTime.Put(timeKey(o.CreatedAt, o.OutTradeNo), nil); err != nil {
+			return err
+		}
+		if err := t.addCount(1); err != nil {
 			return err
 		}
 	}
@@ -190,13 +275,26 @@ func (t *Tx) PutOrder(o Order) error {
 		return fmt.Errorf("put order %s: %w", o.OutTradeNo, err)
 	}
 	live := t.tx.Bucket(bucketLive)
-	if o.State.Terminal() {
+	if !o.Live() {
 		return live.Delete(key)
 	}
 	return live.Put(key, []byte(o.State))
 }
 
-// LiveOrders returns every order in a non-terminal state.
+// LiveStates calls fn with the number and state of every live order
+// until fn returns false, from the index alone: no record is read.
+func (t *Tx) LiveStates(fn func(outTradeNo string, s State) bool) error {
+	c := t.tx.Bucket(bucketLive).Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if !fn(string(k), State(v)) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// LiveOrders returns every live order (see Order.Live): those in a
+// non-terminal state and terminal ones with work left.
 func (t *Tx) LiveOrders() ([]Order, error) {
 	var out []Order
 	err := t.tx.Bucket(bucketLive).ForEach(func(k, _ []byte) error {
@@ -417,54 +515,4 @@ func (t *Tx) DeleteResults(outTradeNo string) (int, error) {
 		err = t.DeleteOutbox(id)
 	}
 	return len(ids), err
-}
-
-// ---- retention ----
-
-// Prune deletes finished orders last updated before now minus the
-// retention, except those with a result still in the outbox (not yet
-// acknowledged). It returns how many it deleted.
-func (db *DB) Prune(now time.Time) (int, error) {
-	cutoff := now.Add(-db.retention)
-	n := 0
-	err := db.Update(func(t *Tx) error {
-		out, err := t.Outbox()
-		if err != nil {
-			return err
-		}
-		unacked := map[string]bool{}
-		for _, e := range out {
-			if e.Kind == KindResult {
-				unacked[e.OutTradeNo] = true
-			}
-		}
-		c := t.tx.Bucket(bucketByTime).Cursor()
-		var dead [][]byte
-		for k, _ := c.First(); k != nil; k, _ = c.Next() {
-			name := string(k[8:])
-			o, ok, err := t.Order(name)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				dead = append(dead, append([]byte(nil), k...))
-				continue
-			}
-			if !o.State.Terminal() || unacked[name] || !o.UpdatedAt.Before(cutoff) {
-				continue
-			}
-			if err := t.tx.Bucket(bucketOrders).Delete([]byte(name)); err != nil {
-				return err
-			}
-			dead = append(dead, append([]byte(nil), k...))
-			n++
-		}
-		for _, k := range dead {
-			if err := t.tx.Bucket(bucketByTime).Delete(k); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	return n, err
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -195,7 +196,7 @@ func TestRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := db.Prune(t0)
+	n, err := prune(t, db, t0)
 	if err != nil || n != 1 {
 		t.Fatalf("pruned %d (%v), want 1", n, err)
 	}
@@ -208,9 +209,15 @@ func TestRetention(t *testing.T) {
 	}
 	// Once the result is acknowledged the order may go.
 	_ = db.Update(func(tx *Tx) error { _, err := tx.DeleteResults("old_unacked"); return err })
-	if n, _ := db.Prune(t0); n != 1 {
+	if n, _ := prune(t, db, t0); n != 1 {
 		t.Fatalf("pruned %d after ack, want 1", n)
 	}
+}
+
+func prune(t *testing.T, db *DB, now time.Time) (int, error) {
+	t.Helper()
+	st, err := db.Prune(context.Background(), now, nil)
+	return st.Deleted, err
 }
 
 func TestOrdersPaging(t *testing.T) {

@@ -14,6 +14,7 @@
 //	kioskpayd -demo                 everything in one process, no set-up
 //	kioskpayd doctor -config FILE   check keys, clock, broker, providers, display
 //	kioskpayd recover -config FILE  check the order store, rebuild a damaged one
+//	kioskpayd compact -config FILE  shrink the order store's file (daemon stopped)
 //	kioskpayd -version
 //
 // Exit codes: 0 clean stop (SIGTERM/SIGINT), 2 bad configuration (the
@@ -85,6 +86,8 @@ Usage:
   kioskpayd recover -config FILE          check the order store, rebuild a damaged one
   kioskpayd unlock-safe -config FILE      drive the unlock outputs to their safe level
   kioskpayd unit-dropin -config FILE      print the systemd drop-in the unlock driver needs
+  kioskpayd compact -config FILE          rewrite the order store into a compact file
+                                          (the daemon must be stopped)
   kioskpayd -version                      print the version
 
 Flags:
@@ -111,6 +114,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	if len(args) > 0 && args[0] == "unit-dropin" {
 		return runUnitDropIn(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "compact" {
+		return runCompact(args[1:], stdout, stderr, logging.New(stderr, slog.LevelInfo))
 	}
 	fs := flag.NewFlagSet("kioskpayd", flag.ContinueOnError)
 	configPath := fs.String("config", "", "configuration file")
@@ -237,7 +243,7 @@ func daemon(ctx context.Context, cfg *config.Config, stderr io.Writer, logger *s
 		fmt.Fprintf(stderr, "kioskpayd: state_dir: %v\n", err)
 		return exitFatal
 	}
-	db, err := openStore(log, filepath.Join(cfg.StateDir, storeFile), store.Options{Retention: cfg.Retention()})
+	db, err := openStore(log, filepath.Join(cfg.StateDir, storeFile), store.Options{Retention: cfg.Retention(), Logger: log})
 	if err != nil {
 		log.Error("open store", "err", err)
 		fmt.Fprintf(stderr, "kioskpayd: %v\n", err)
