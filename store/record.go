@@ -32,7 +32,7 @@ var recordDict = []byte(`"legs":[{"provider":"alipay","state":"paid","code_url":
 	`"refunds":[{"out_refund_no":"","provider":"alipay","amount":,"reason":"","state":"success","refund_id":"","request_id":"","main":true,"attempts":,"created_at":"","updated_at":""}],` +
 	`"flags":["amount_mismatch"],"attempts":,"last_error":"","close_reason":"expire","winner":"wxpay","paid_fee":,"refunded_fee":,` +
 	`"ack_deadline":"","acked":true,"result":"paid","result_seq":,"expires_at":"","other":,` +
-	`{"out_trade_no":"","request_id":"","fingerprint":"","provider":"any","pid":"","total_fee":,"subject":"","type":"","custom":{"`+
+	`{"out_trade_no":"","request_id":"","fingerprint":"","provider":"any","pid":"","total_fee":,"subject":"","type":"","custom":{"` +
 	`"expire":300000000000,"state":"delivered","status":1,"close_reason":"","legs":[{"provider":"wxpay","state":"closed","code_url":"weixin://wxpay/bizpayurl?pr=",` +
 	`"transitions":[{"from":"creating","to":"pending","at":"","reason":"created"},{"from":"pending","to":"paid","at":"","reason":"paid"},` +
 	`{"from":"paid","to":"delivered","at":"","reason":"ack"}],"created_at":"2026-01-01T00:00:00.000000000Z","updated_at":"2026-01-01T00:00:00.000000000Z"`)
