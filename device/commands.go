@@ -427,6 +427,10 @@ func (e *Engine) handleOrders(m store.InboxEntry) {
 		rep.Next = rep.Orders[len(rep.Orders)-1].OutTradeNo
 	}
 	e.replyOnly(m.ID, rep)
+	// A filtered listing may have read far into the history.
+	if err := e.db.ReleaseMemory(); err != nil {
+		e.log.Warn("release the store's mapped pages", "err", err)
+	}
 }
 
 // maxReconcile bounds one reconcile so a large window cannot hammer the

@@ -619,6 +619,10 @@ func (e *Engine) retain(ctx context.Context) {
 			e.log.Info("pruned finished orders", "count", st.Deleted, "batches", st.Batches,
 				"longest_batch", st.Longest.Round(time.Microsecond), "took", time.Since(start).Round(time.Millisecond))
 		}
+		// The pages of the deleted orders were read: give them back.
+		if err := e.db.ReleaseMemory(); err != nil {
+			e.log.Warn("release the store's mapped pages", "err", err)
+		}
 		t.Reset(e.cfg.PruneEvery)
 	}
 }

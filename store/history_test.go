@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -312,7 +313,7 @@ func TestSchema1Upgrade(t *testing.T) {
 // finished by the next open.
 func TestCompact(t *testing.T) {
 	db, path := openTemp(t, Options{Retention: time.Hour})
-	fill(t, db, "ord_", 5000, t0)
+	fill(t, db, "ord_", 2500, t0)
 	err := db.Update(func(tx *Tx) error {
 		if err := tx.PutOrder(order("live_1", Pending, t0.Add(time.Hour))); err != nil {
 			return err
@@ -326,7 +327,7 @@ func TestCompact(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st, err := db.Prune(context.Background(), t0.Add(4900*time.Minute), nil); err != nil || st.Deleted < 4000 {
+	if st, err := db.Prune(context.Background(), t0.Add(2400*time.Minute), nil); err != nil || st.Deleted < 2000 {
 		t.Fatalf("prune %+v %v", st, err)
 	}
 	if _, err := Compact(path, Options{}); !errors.Is(err, ErrLocked) {
@@ -407,4 +408,104 @@ func TestCompact(t *testing.T) {
 		return nil
 	})
 	check(db)
+}
+
+// ReleaseMemory gives back the pages a pass over the history mapped, and
+// the store reads the same afterwards.
+func TestReleaseMemory(t *testing.T) {
+	db, _ := openTemp(t, Options{})
+	defer db.Close()
+	fill(t, db, "ord_", 8000, t0)
+	rss := func() int64 {
+		b, _ := os.ReadFile("/proc/self/status")
+		var kb int64
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "RssFile:") {
+				fmt.Sscan(strings.TrimPrefix(l, "RssFile:"), &kb)
+			}
+		}
+		return kb << 10
+	}
+	read := func() (n int) {
+		_ = db.View(func(tx *Tx) error {
+			return tx.Orders("", func(Order) bool { n++; return true })
+		})
+		return n
+	}
+	if n := read(); n != 8000 {
+		t.Fatalf("read %d", n)
+	}
+	before := rss()
+	if err := db.ReleaseMemory(); err != nil {
+		t.Fatal(err)
+	}
+	after := rss()
+	if _, err := os.Stat("/proc/self/status"); err == nil && after > before-2<<20 {
+		t.Errorf("file-backed RSS %d → %d after releasing a ~3.5 MB file's pages", before, after)
+	}
+	if n := read(); n != 8000 {
+		t.Fatalf("read %d after the release", n)
+	}
+}
+
+// Creates, reads, retention and releasing the mapping all at once: every
+// order created is there afterwards, every due one gone (run with -race).
+func TestRetentionConcurrentWithCreates(t *testing.T) {
+	db, _ := openTemp(t, Options{Retention: 24 * time.Hour})
+	defer db.Close()
+	now := t0.Add(100 * 24 * time.Hour)
+	fill(t, db, "old_", 1500, t0)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errs := make(chan error, 3)
+	go func() {
+		_, err := db.Prune(ctx, now, func(time.Duration) { _ = db.ReleaseMemory() })
+		errs <- err
+	}()
+	go func() {
+		for ctx.Err() == nil {
+			if err := db.View(func(tx *Tx) error {
+				return tx.Orders("", func(o Order) bool { return o.OutTradeNo != "" })
+			}); err != nil {
+				errs <- err
+				return
+			}
+		}
+		errs <- nil
+	}()
+	for i := range 200 {
+		err := db.Batch(func(tx *Tx) error { return tx.PutOrder(finished(fmt.Sprintf("new_%04d", i), now)) })
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Prune(context.Background(), now, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := countOf(t, db, "old_"); n != 0 {
+		t.Fatalf("%d due orders left after retention", n)
+	}
+	if n := countOf(t, db, "new_"); n != 200 {
+		t.Fatalf("%d of 200 creates kept", n)
+	}
+}
+
+func countOf(t *testing.T, db *DB, prefix string) (n int) {
+	t.Helper()
+	_ = db.View(func(tx *Tx) error {
+		return tx.Orders("", func(o Order) bool {
+			if strings.HasPrefix(o.OutTradeNo, prefix) {
+				n++
+			}
+			return true
+		})
+	})
+	return n
 }

@@ -9,17 +9,25 @@ import (
 // Retention walks the time index from its oldest entry and stops at the
 // cutoff, so a pass costs what is due (plus the old orders it must keep:
 // live ones, those with an unacknowledged result, those updated since),
-// never the whole history. It deletes in small transactions, each bounded
-// by PruneBatch orders and PruneBudget of work, so a create waiting for
-// the write lock waits one short batch at most.
+// never the whole history. It deletes in small transactions so a create
+// waiting for the write lock waits one short batch at most. What a batch
+// costs depends on the keys: orders numbered in sequence lie side by side
+// and a batch rewrites a few pages, orders with random numbers are spread
+// over the whole bucket and every deletion rewrites a page of its own
+// (and the commit writes and fsyncs them all). So the batch size adapts:
+// halved while a batch takes more than twice PruneBudget, commit
+// included, doubled while it takes less than half.
 
 // Retention batch bounds.
 const (
 	// PruneBatch is the most orders one retention transaction deletes.
 	PruneBatch = 256
-	// PruneBudget is roughly how long one retention transaction may spend
-	// deciding what to delete before it commits what it has.
+	// PruneBudget is what one retention transaction should take, commit
+	// included; the batch size follows it (and the transaction stops
+	// looking for more to delete once it has spent it).
 	PruneBudget = 10 * time.Millisecond
+	// pruneMinBatch is the smallest batch the size adapts down to.
+	pruneMinBatch = 8
 	// pruneVisit bounds the index entries one transaction looks at
 	// (entries kept are looked at again by the next pass).
 	pruneVisit = 4 * PruneBatch
@@ -42,13 +50,20 @@ func (db *DB) Prune(ctx context.Context, now time.Time, pause func(batch time.Du
 	cutoff := now.Add(-db.retention)
 	var st PruneStats
 	var from []byte
+	size := PruneBatch / 4
 	for {
 		if err := ctx.Err(); err != nil {
 			return st, err
 		}
 		start := time.Now()
-		n, next, err := db.pruneBatch(cutoff, from)
+		n, next, err := db.pruneBatch(cutoff, from, size)
 		took := time.Since(start)
+		switch {
+		case took > 2*PruneBudget:
+			size = max(size/2, pruneMinBatch)
+		case took < PruneBudget/2 && n == size:
+			size = min(size*2, PruneBatch)
+		}
 		st.Deleted += n
 		st.Batches++
 		st.Longest = max(st.Longest, took)
@@ -62,10 +77,10 @@ func (db *DB) Prune(ctx context.Context, now time.Time, pause func(batch time.Du
 	}
 }
 
-// pruneBatch deletes up to PruneBatch due orders from the time index entry
-// from (the oldest when nil) on, and returns where the next batch starts
-// (nil when the cutoff or the end was reached).
-func (db *DB) pruneBatch(cutoff time.Time, from []byte) (int, []byte, error) {
+// pruneBatch deletes up to size due orders from the time index entry from
+// (the oldest when nil) on, and returns where the next batch starts (nil
+// when the cutoff or the end was reached).
+func (db *DB) pruneBatch(cutoff time.Time, from []byte, size int) (int, []byte, error) {
 	var (
 		n    int
 		next []byte
@@ -98,7 +113,7 @@ func (db *DB) pruneBatch(cutoff time.Time, from []byte) (int, []byte, error) {
 			if len(k) < 8 || be.Uint64(k) >= limit {
 				break // created at or after the cutoff: nothing later is due
 			}
-			if n >= PruneBatch || visited >= pruneVisit || time.Since(start) > PruneBudget {
+			if n >= size || visited >= pruneVisit || time.Since(start) > PruneBudget {
 				next = bytes.Clone(k)
 				break
 			}

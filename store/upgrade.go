@@ -307,7 +307,10 @@ func syncDir(path string) {
 
 // FileStats is what Stat reads of a store file.
 type FileStats struct {
+	// Size is the file's size; InUse the bytes of its pages in use (bbolt
+	// grows the file ahead of need and keeps freed pages for reuse).
 	Size   int64
+	InUse  int64
 	Schema uint64
 	// Orders is the order count the meta bucket keeps; CountKnown is false
 	// for a schema-1 file, which has none until it is next opened.
@@ -330,6 +333,19 @@ func Stat(path string) (FileStats, error) {
 		return st, &DamagedError{Path: path, Reason: err.Error()}
 	}
 	pf := &pageFile{f: f, ps: int64(m.pageSize), size: size}
+	st.InUse = int64(m.pgid) * int64(m.pageSize)
+	if m.freelist != noFreelist {
+		h := make([]byte, pageHeaderSize+8)
+		if _, err := f.ReadAt(h, int64(m.freelist)*int64(m.pageSize)); err == nil {
+			free := uint64(readHeader(h).count)
+			if free == 0xFFFF {
+				free = le.Uint64(h[pageHeaderSize:])
+			}
+			// The freelist's own pages are in use but hold no data either.
+			free += uint64(readHeader(h).overflow) + 1
+			st.InUse -= int64(min(free, m.pgid)) * int64(m.pageSize)
+		}
+	}
 	elems, _ := pf.bucketLenient(m, bucketMeta)
 	for _, e := range elems {
 		switch {

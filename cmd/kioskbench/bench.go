@@ -76,6 +76,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 		{"throughput", b.measureThroughput, true},
 		{"gateway", b.measureGateway, true},
 		{"sizes", b.measureSizes, false},
+		{"history", b.measureHistory, true},
 		{"fleet", b.measureFleet, false},
 	}
 	for _, s := range steps {

@@ -13,6 +13,10 @@
 //     detection latency through paygate, and provider requests per second
 //     one paygate replica serves;
 //   - binary sizes per architecture;
+//   - what a long order history costs (10,000 to 1,000,000 finished orders
+//     written through the store's API, then the daemon started on them):
+//     startup, first create, creates while retention deletes, RSS, bytes
+//     per order;
 //   - how long kioskctl takes to list a fleet of 10,000 and 100,000
 //     simulated devices (fleetsim) from their retained statuses, and
 //     whether the listing is complete, with deploy/mosquitto's limits.
@@ -46,7 +50,7 @@ import (
 var version = ""
 
 const help = `kioskbench measures what kioskpayd costs to run (latency, provider calls, memory,
-wake-ups, throughput, binary sizes, fleet listing) against a private Mosquitto and paysim.
+wake-ups, throughput, binary sizes, order history, fleet listing) against a private Mosquitto and paysim.
 
 Usage:
   kioskbench [flags]          everything, about 6 minutes
@@ -88,6 +92,10 @@ type options struct {
 	// fleetSlowLink is the bytes per second of one more status run
 	// through a throttled link (0: none).
 	fleetSlowLink int
+
+	historySizes []int
+	historyKeys  []string
+	historyHour  int
 }
 
 // run is main without the process; it returns the exit code.
@@ -102,12 +110,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.warmup, "warmup", 5*time.Second, "throughput warm-up before the window")
 	fs.DurationVar(&o.idleFor, "idle", 20*time.Second, "how long to count wake-ups of an idle daemon")
 	fs.StringVar(&o.arches, "arches", "amd64,arm64,arm/7,arm/6,386,riscv64,mipsle", "GOARCH[/GOARM] list for binary sizes")
-	fs.StringVar(&skip, "skip", "", "comma-separated parts to skip: floor,create,detect,calls,idle,throughput,gateway,sizes,fleet")
+	fs.StringVar(&skip, "skip", "", "comma-separated parts to skip: floor,create,detect,calls,idle,throughput,gateway,sizes,history,fleet")
 	fs.StringVar(&o.jsonPath, "json", "", "also write the JSON report to this file")
 	fs.StringVar(&o.keep, "keep", "", "work directory to keep (logs, configs); default a temporary one, removed")
 	fs.StringVar(&o.provider, "provider", "wxpay", "provider for the timed orders (wxpay, alipay, any)")
 	fs.StringVar(&o.poll, "poll", "", "payment.poll for the daemons (default: the value paysim's config ships, 2s)")
 	fs.BoolVar(&o.nodelay, "broker-nodelay", true, "run Mosquitto with set_tcp_nodelay true, as deploy/mosquitto does (false: Mosquitto's default, Nagle's algorithm on)")
+	var history, historyKeys string
+	fs.StringVar(&history, "history-orders", "10000,100000,1000000", "finished orders in the store for the history part, comma-separated sizes")
+	fs.StringVar(&historyKeys, "history-keys", "sequential,random", "out_trade_no of the history: sequential, random, or both")
+	fs.IntVar(&o.historyHour, "history-hour", 60, "paid orders of the hour-equivalent of work before the history part reads the RSS")
 	var fleet string
 	fs.StringVar(&fleet, "fleet", "10000,100000", "fleet sizes (devices) for the fleet listing part, comma-separated")
 	fs.IntVar(&o.fleetOnline, "fleet-online", 1000, "devices of each fleet connected for real, with Last Wills (a few thousand at most on one machine)")
@@ -133,6 +145,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return cli.ExitUsage
 		}
 		o.fleetSizes = append(o.fleetSizes, n)
+	}
+	for _, f := range strings.Split(history, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			fmt.Fprintf(stderr, "kioskbench: -history-orders %q: want order counts such as 10000,100000\n", history)
+			return cli.ExitUsage
+		}
+		o.historySizes = append(o.historySizes, n)
+	}
+	for _, k := range strings.Split(historyKeys, ",") {
+		switch k = strings.TrimSpace(k); k {
+		case "sequential", "random":
+			o.historyKeys = append(o.historyKeys, k)
+		case "":
+		default:
+			fmt.Fprintf(stderr, "kioskbench: -history-keys %q: want sequential, random or both\n", historyKeys)
+			return cli.ExitUsage
+		}
 	}
 	if o.fleetRuns < 1 {
 		fmt.Fprintf(stderr, "kioskbench: -fleet-runs %d: want at least 1\n", o.fleetRuns)

@@ -63,6 +63,7 @@ type Report struct {
 	Throughput Throughput      `json:"throughput"`
 	Gateway    *GatewayFigures `json:"gateway,omitempty"`
 	Sizes      []Size          `json:"binary_sizes"`
+	History    []HistoryRun    `json:"history,omitempty"`
 	Fleet      []FleetRun      `json:"fleet,omitempty"`
 	Goals      []Goal          `json:"goals"`
 	Errors     []string        `json:"errors,omitempty"`
@@ -191,6 +192,21 @@ func (r *Report) evaluate() {
 		}
 		r.goal(name, 10, slow/1000, "%.1f s", "slowest of the runs")
 	}
+	for _, h := range r.History {
+		if h.Orders < 1_000_000 || h.StartupMS == 0 {
+			continue
+		}
+		at := fmt.Sprintf("%d orders, %s: ", h.Orders, h.Keys)
+		r.goal(at+"first create ≤ 50 ms", 50, h.FirstCreateMS, "%.1f ms", "")
+		if h.Without.N > 0 && h.DuringRetention.N > 0 {
+			r.goal(at+"create p99 during retention ≤ 2× without", 2, h.DuringRetention.P99/h.Without.P99, "%.2f×",
+				fmt.Sprintf("%.1f ms vs %.1f ms, n=%d", h.DuringRetention.P99, h.Without.P99, h.DuringRetention.N))
+		}
+		r.goal(at+"RSS ≤ 30 MB", 30, float64(h.RSS)/1e6, "%.1f MB", "")
+		if h.Keys == "sequential" {
+			r.goal(at+"≤ 1 KB per order", 1024, h.BytesPerOrder, "%.0f B", "")
+		}
+	}
 	if r.Floor.Total.P99 > 0 && r.Create.N > 0 {
 		r.RatioP50 = r.Create.P50 / r.Floor.Total.P50
 		r.RatioP99 = r.Create.P99 / r.Floor.Total.P99
@@ -315,6 +331,20 @@ func (r *Report) WriteTable(w io.Writer) {
 		p("binary size (kioskpayd, CGO_ENABLED=0 -trimpath)")
 		for _, s := range r.Sizes {
 			p("  %-40s %s   stripped (-s -w) %s", s.Arch, mb(s.Bytes), mb(s.Stripped))
+		}
+	}
+	if len(r.History) > 0 {
+		p("")
+		p("order history (finished orders written through the store's API, then the daemon started on them)")
+		for _, h := range r.History {
+			p("  %d orders, %s out_trade_no: %.0f bytes/order (%.1f MB of pages in use, %.1f MB file; written in %.1f s)",
+				h.Orders, h.Keys, h.BytesPerOrder, float64(h.InUseBytes)/1e6, float64(h.FileBytes)/1e6, h.GenerateSec)
+			p("    %-38s %.0f ms", "startup → ready (retained online)", h.StartupMS)
+			p("    %-38s %.1f ms", "first create (retention running)", h.FirstCreateMS)
+			lat("  create during retention", h.DuringRetention)
+			lat("  create without retention", h.Without)
+			p("    %-38s %d orders in %.2f s, longest batch %.1f ms", "retention", h.Pruned, h.RetentionSec, h.LongestBatchMS)
+			p("    %-38s %s (anonymous %s), peak %s", fmt.Sprintf("RSS after the hour (%d paid orders)", h.HourOrders), mb(h.RSS), mb(h.RSSAnon), mb(h.Peak))
 		}
 	}
 	if len(r.Fleet) > 0 {

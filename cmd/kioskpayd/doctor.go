@@ -324,9 +324,9 @@ func checkStore(r *report, cfg *config.Config, broken brokenKeys) {
 		if !st.CountKnown {
 			count = "order count not recorded yet (schema 1: counted when kioskpayd next starts)"
 		}
-		detail := fmt.Sprintf("%s: %s, %s", path, sizeText(uint64(st.Size)), count)
+		detail := fmt.Sprintf("%s: %s (%s of pages in use), %s", path, sizeText(uint64(st.Size)), sizeText(uint64(st.InUse)), count)
 		if st.CountKnown && st.Orders > 0 {
-			detail += fmt.Sprintf(", %s per order", sizeText(uint64(st.Size)/st.Orders))
+			detail += fmt.Sprintf(", %s per order", sizeText(uint64(st.InUse)/st.Orders))
 		}
 		r.ok("store size", detail+" (bbolt never shrinks its file: kioskpayd compact, with the daemon stopped, does)")
 	}
