@@ -428,9 +428,7 @@ func (e *Engine) handleOrders(m store.InboxEntry) {
 	}
 	e.replyOnly(m.ID, rep)
 	// A filtered listing may have read far into the history.
-	if err := e.db.ReleaseMemory(); err != nil {
-		e.log.Warn("release the store's mapped pages", "err", err)
-	}
+	e.releaseMemory()
 }
 
 // maxReconcile bounds one reconcile so a large window cannot hammer the

@@ -589,9 +589,8 @@ func (e *Engine) refreshStatus(now time.Time) {
 
 // retain deletes finished orders past the retention at start and then
 // every PruneEvery until ctx ends. It runs beside the loop, never on it:
-// the store deletes in short batches, and between batches retain waits as
-// long as the batch took, so creates and other writers get the write
-// lock at least half the time while a large backlog is deleted.
+// the store deletes in short batches, and between batches retain steps
+// aside (yield), so a create rarely finds a batch in its way.
 func (e *Engine) retain(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -602,13 +601,12 @@ func (e *Engine) retain(ctx context.Context) {
 		case <-t.C:
 		}
 		start := time.Now()
+		batches := 0
 		st, err := e.db.Prune(ctx, e.now(), func(batch time.Duration) {
-			p := time.NewTimer(max(batch, time.Millisecond))
-			defer p.Stop()
-			select {
-			case <-ctx.Done():
-			case <-p.C:
+			if batches++; batches%16 == 0 {
+				e.releaseMemory() // keep the peak down during a long pass
 			}
+			e.yield(ctx, batch)
 		})
 		switch {
 		case ctx.Err() != nil:
@@ -620,10 +618,49 @@ func (e *Engine) retain(ctx context.Context) {
 				"longest_batch", st.Longest.Round(time.Microsecond), "took", time.Since(start).Round(time.Millisecond))
 		}
 		// The pages of the deleted orders were read: give them back.
-		if err := e.db.ReleaseMemory(); err != nil {
-			e.log.Warn("release the store's mapped pages", "err", err)
-		}
+		e.releaseMemory()
 		t.Reset(e.cfg.PruneEvery)
+	}
+}
+
+// maxYield bounds how long retention waits for commands to be handled
+// before its next batch, so a steady stream of commands cannot stop it.
+const maxYield = time.Second
+
+// yield is retention's pause between batches: as long as the batch took
+// (so it holds the write lock at most half the time), and then until no
+// command is being handled (a create waits for no batch it did not find
+// already running), at most maxYield in all.
+func (e *Engine) yield(ctx context.Context, batch time.Duration) {
+	deadline := time.NewTimer(maxYield)
+	defer deadline.Stop()
+	p := time.NewTimer(max(batch, time.Millisecond))
+	defer p.Stop()
+	select {
+	case <-ctx.Done():
+		return
+	case <-p.C:
+	}
+	for {
+		e.mu.Lock()
+		busy, room := len(e.inflight) > 0, e.room
+		e.mu.Unlock()
+		if !busy {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			return
+		case <-room:
+		}
+	}
+}
+
+func (e *Engine) releaseMemory() {
+	if err := e.db.ReleaseMemory(); err != nil {
+		e.log.Warn("release the store's mapped pages", "err", err)
 	}
 }
 
