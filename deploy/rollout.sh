@@ -97,6 +97,17 @@ install_on() {
 		run "$SSH" "${ssh_opts[@]}" "$host" "sudo dpkg -i '$remote' && rm -f '$remote' && sudo systemctl restart kioskpayd"
 }
 
+# rollback_on HOST PKG: installs the previous package. The new daemon may
+# have upgraded the order store to a schema the previous one cannot read,
+# so with the daemon stopped the store is first written back in the old
+# schema (kioskpayd compact -schema 1) by the binary still installed;
+# a binary without that option never upgraded the store.
+rollback_on() {
+	local host=$1 pkg=$2
+	run "$SSH" "${ssh_opts[@]}" "$host" "sudo systemctl stop kioskpayd; if /usr/bin/kioskpayd compact -h 2>&1 | grep -q -- -schema; then sudo /usr/bin/kioskpayd compact -config /etc/kioskpayd/kioskpayd.toml -schema 1; fi" &&
+		install_on "$host" "$pkg"
+}
+
 # healthy HOST DEVICE: the unit is active and, with kioskctl, the device
 # reports itself online running $version. Retried until the timeout.
 healthy() {
@@ -148,7 +159,7 @@ while [ "$i" -lt "$total" ]; do
 		if [ -n "$rollback_deb" ]; then
 			log "rolling back batch $n to $(basename "$rollback_deb")"
 			for h in "${batch_hosts[@]}"; do
-				install_on "$h" "$rollback_deb" || log "ROLLBACK FAILED on $h: fix it by hand"
+				rollback_on "$h" "$rollback_deb" || log "ROLLBACK FAILED on $h: fix it by hand"
 			done
 		fi
 		log "stopped after $i of $total devices upgraded; not touched: ${hosts[*]:end}"

@@ -112,6 +112,22 @@ func TestRolloutStopsAndRollsBackBatch(t *testing.T) {
 			if strings.Join(rolled, " ") != "h4 h5" {
 				t.Fatalf("rolled back %v, want the failed batch h4 h5", rolled)
 			}
+			// The store goes back to the old schema before the old
+			// package is installed.
+			for _, h := range rolled {
+				down, inst := -1, -1
+				for i, c := range calls {
+					switch {
+					case strings.HasPrefix(c, "ssh "+h+" ") && strings.Contains(c, "compact -config /etc/kioskpayd/kioskpayd.toml -schema 1"):
+						down = i
+					case strings.HasPrefix(c, "ssh "+h+" ") && strings.Contains(c, "dpkg -i '/tmp/kioskpay_1.0.0_arm64.deb'"):
+						inst = i
+					}
+				}
+				if down < 0 || down > inst {
+					t.Errorf("%s: store not written back to schema 1 before the rollback (calls %d, %d)", h, down, inst)
+				}
+			}
 			for _, want := range []string{"batch 3 FAILED: h4 (health)", "stopped after 3 of 5"} {
 				if !strings.Contains(out, want) {
 					t.Errorf("output lacks %q:\n%s", want, out)

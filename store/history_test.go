@@ -278,7 +278,7 @@ func TestSchema1Upgrade(t *testing.T) {
 		t.Errorf("Stat %+v %v", st, err)
 	}
 
-	res, err := Compact(path, Options{})
+	res, err := Compact(path, Options{}, SchemaVersion)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +289,6 @@ func TestSchema1Upgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
 	_ = db.View(func(tx *Tx) error {
 		c := tx.tx.Bucket(bucketOrders).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -305,6 +304,43 @@ func TestSchema1Upgrade(t *testing.T) {
 	if st := liveSet(t, db); len(st) != 2 {
 		t.Errorf("live index after compaction: %v", st)
 	}
+	db.Close()
+
+	// A downgrade writes schema 1 again, which this build upgrades anew.
+	if _, err := Compact(path, Options{}, 1); err != nil {
+		t.Fatal(err)
+	}
+	b, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = b.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keySchema); be.Uint64(v) != 1 || tx.Bucket(bucketMeta).Get(keyCount) != nil {
+			t.Errorf("downgraded meta: schema %x, count %x", v, tx.Bucket(bucketMeta).Get(keyCount))
+		}
+		if v := tx.Bucket(bucketOrders).Get([]byte("s1_00000")); v[0] != '{' {
+			t.Errorf("downgraded record %q", v[:8])
+		}
+		if tx.Bucket(bucketLive).Get([]byte("s1_dup")) != nil {
+			t.Error("a terminal order in the downgraded live index")
+		}
+		return nil
+	})
+	b.Close()
+	db, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if st := liveSet(t, db); len(st) != 2 {
+		t.Errorf("live index after downgrade and upgrade: %v", st)
+	}
+	_ = db.View(func(tx *Tx) error {
+		if n := tx.OrderCount(); n != 302 {
+			t.Errorf("count %d after downgrade and upgrade", n)
+		}
+		return nil
+	})
 }
 
 // Compaction keeps every bucket (sequences included), shrinks a file
@@ -330,7 +366,7 @@ func TestCompact(t *testing.T) {
 	if st, err := db.Prune(context.Background(), t0.Add(2400*time.Minute), nil); err != nil || st.Deleted < 2000 {
 		t.Fatalf("prune %+v %v", st, err)
 	}
-	if _, err := Compact(path, Options{}); !errors.Is(err, ErrLocked) {
+	if _, err := Compact(path, Options{}, SchemaVersion); !errors.Is(err, ErrLocked) {
 		t.Fatalf("compact while the store is open: %v", err)
 	}
 	want := map[string]bool{}
@@ -339,7 +375,7 @@ func TestCompact(t *testing.T) {
 	})
 	db.Close()
 
-	res, err := Compact(path, Options{})
+	res, err := Compact(path, Options{}, SchemaVersion)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,7 +425,7 @@ func TestCompact(t *testing.T) {
 
 	// A crash after the old file was marked, before the rename.
 	token := []byte("token-0123456789")
-	if _, err := db.copyTo(path+CompactSuffix, token); err != nil {
+	if _, err := db.copyTo(path+CompactSuffix, token, SchemaVersion); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.bolt.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySuperseded, token) }); err != nil {

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -92,8 +93,14 @@ type Compaction struct {
 
 // Compact rewrites the store at path into a new, compact file and swaps it
 // in. The daemon must be stopped: Compact takes the store's lock and fails
-// with ErrLocked when another process holds it.
-func Compact(path string, opts Options) (Compaction, error) {
+// with ErrLocked when another process holds it. schema is the layout to
+// write: SchemaVersion, or 1 for a downgrade to a build before schema 2
+// (JSON records, only non-terminal orders in the live index, no count),
+// which such a build reads; this build upgrades it again when it opens it.
+func Compact(path string, opts Options, schema uint64) (Compaction, error) {
+	if schema != 1 && schema != SchemaVersion {
+		return Compaction{}, fmt.Errorf("compact %s: schema %d: this build writes 1 or %d", path, schema, SchemaVersion)
+	}
 	start := time.Now()
 	var res Compaction
 	db, err := Open(path, opts)
@@ -110,7 +117,7 @@ func Compact(path string, opts Options) (Compaction, error) {
 	}
 	token := make([]byte, 16)
 	_, _ = rand.Read(token)
-	res.Orders, err = db.copyTo(tmp, token)
+	res.Orders, err = db.copyTo(tmp, token, schema)
 	if err != nil {
 		os.Remove(tmp)
 		return res, fmt.Errorf("compact %s: %w", path, err)
@@ -135,7 +142,7 @@ func Compact(path string, opts Options) (Compaction, error) {
 // copyTo writes every bucket of db into a new file at dst, in commits of
 // a few thousand keys, every page filled, and checks the copy's key counts
 // against the original's before it returns. It returns the orders copied.
-func (db *DB) copyTo(dst string, token []byte) (uint64, error) {
+func (db *DB) copyTo(dst string, token []byte, schema uint64) (uint64, error) {
 	out, err := bolt.Open(dst, 0o600, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType, NoSync: true})
 	if err != nil {
 		return 0, err
@@ -174,13 +181,22 @@ func (db *DB) copyTo(dst string, token []byte) (uint64, error) {
 					w.Rollback()
 					return fmt.Errorf("bucket %s: unexpected nested bucket %q", name, key)
 				}
+				if schema == 1 && bytes.Equal(name, bucketLive) && State(v).Terminal() {
+					// Schema 1 finds these by reading the last 7 days.
+					continue
+				}
 				if bytes.Equal(name, bucketOrders) {
 					var o Order
 					if err := decodeOrder(v, &o); err != nil {
 						w.Rollback()
 						return fmt.Errorf("order %s: %w (run `kioskpayd recover`)", key, err)
 					}
-					if v, err = encodeOrder(o); err != nil {
+					if schema == 1 {
+						v, err = json.Marshal(o)
+					} else {
+						v, err = encodeOrder(o)
+					}
+					if err != nil {
 						w.Rollback()
 						return err
 					}
@@ -202,6 +218,10 @@ func (db *DB) copyTo(dst string, token []byte) (uint64, error) {
 				}
 			}
 			if bytes.Equal(name, bucketMeta) {
+				if err := b.Put(keySchema, u64(schema)); err != nil {
+					w.Rollback()
+					return err
+				}
 				if err := b.Put(keyCount, u64(0)); err != nil { // set below
 					w.Rollback()
 					return err
@@ -218,13 +238,21 @@ func (db *DB) copyTo(dst string, token []byte) (uint64, error) {
 			if err := w.Commit(); err != nil {
 				return err
 			}
+			if schema == 1 && bytes.Equal(name, bucketLive) {
+				return nil // terminal entries left out
+			}
 			return checkCopied(out, name, src)
 		})
 	})
 	if err != nil {
 		return 0, err
 	}
-	err = out.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyCount, u64(orders)) })
+	err = out.Update(func(tx *bolt.Tx) error {
+		if schema == 1 {
+			return tx.Bucket(bucketMeta).Delete(keyCount)
+		}
+		return tx.Bucket(bucketMeta).Put(keyCount, u64(orders))
+	})
 	if err != nil {
 		return 0, err
 	}

@@ -25,8 +25,14 @@ Stop kioskpayd first: the store is locked while it runs, and compact refuses to
 start (exit 1) when it cannot take the lock. It needs free space for the copy
 (about the size of the orders, not of the old file).
 
+Downgrading to a build from before store schema 2 (one without this command): run compact with
+-schema 1 (with this build, the daemon stopped) before installing the older package;
+the older build refuses a schema-2 store. deploy/rollout.sh does this when it rolls
+a batch back.
+
 Usage:
-  kioskpayd compact -config FILE
+  kioskpayd compact -config FILE              compact the store
+  kioskpayd compact -config FILE -schema 1    write it for an older build (downgrade)
 
 Exit codes: 0 compacted, 1 locked (the daemon runs) or failed, 2 bad configuration or usage.
 `
@@ -34,6 +40,7 @@ Exit codes: 0 compacted, 1 locked (the daemon runs) or failed, 2 bad configurati
 func runCompact(args []string, stdout, stderr io.Writer, log *slog.Logger) int {
 	fs := flag.NewFlagSet("kioskpayd compact", flag.ContinueOnError)
 	configPath := fs.String("config", "", "configuration file")
+	schema := fs.Uint64("schema", store.SchemaVersion, "store schema to write: 2 (current) or 1 (for a downgrade)")
 	if code, done := cli.Parse(fs, args, compactUsage, false, stdout, stderr); done {
 		return code
 	}
@@ -50,7 +57,7 @@ func runCompact(args []string, stdout, stderr io.Writer, log *slog.Logger) int {
 		fmt.Fprintf(stderr, "kioskpayd compact: %v\n", err)
 		return exitFatal
 	}
-	res, err := store.Compact(path, store.Options{Retention: cfg.Retention(), Logger: log})
+	res, err := store.Compact(path, store.Options{Retention: cfg.Retention(), Logger: log}, *schema)
 	switch {
 	case errors.Is(err, store.ErrLocked):
 		fmt.Fprintf(stderr, "kioskpayd compact: %v\nstop kioskpayd first (systemctl stop kioskpayd), then run this again\n", err)

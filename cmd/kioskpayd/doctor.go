@@ -317,19 +317,6 @@ func checkStore(r *report, cfg *config.Config, broken brokenKeys) {
 		r.ok("store", path+" does not exist yet (created at the first start)")
 		return
 	}
-	// Size and count first, read without the lock: they are there while
-	// the daemon runs too.
-	if st, err := store.Stat(path); err == nil {
-		count := fmt.Sprintf("%d orders", st.Orders)
-		if !st.CountKnown {
-			count = "order count not recorded yet (schema 1: counted when kioskpayd next starts)"
-		}
-		detail := fmt.Sprintf("%s: %s (%s of pages in use), %s", path, sizeText(uint64(st.Size)), sizeText(uint64(st.InUse)), count)
-		if st.CountKnown && st.Orders > 0 {
-			detail += fmt.Sprintf(", %s per order", sizeText(uint64(st.InUse)/st.Orders))
-		}
-		r.ok("store size", detail+" (bbolt never shrinks its file: kioskpayd compact, with the daemon stopped, does)")
-	}
 	problems, err := store.Check(path)
 	switch {
 	case errors.Is(err, store.ErrLocked):
@@ -341,6 +328,19 @@ func checkStore(r *report, cfg *config.Config, broken brokenKeys) {
 			path, problems[0], len(problems)))
 	default:
 		r.ok("store", path+" passes the full consistency check")
+	}
+	// Size and count, read without the lock: there while the daemon runs
+	// too.
+	if st, err := store.Stat(path); err == nil {
+		count := fmt.Sprintf("%d orders", st.Orders)
+		if !st.CountKnown {
+			count = "order count not recorded yet (schema 1: counted when kioskpayd next starts)"
+		}
+		detail := fmt.Sprintf("%s: %s (%s of pages in use), %s", path, sizeText(uint64(st.Size)), sizeText(uint64(st.InUse)), count)
+		if st.CountKnown && st.Orders > 0 {
+			detail += fmt.Sprintf(", %s per order", sizeText(uint64(st.InUse)/st.Orders))
+		}
+		r.ok("store size", detail+" (bbolt never shrinks its file: kioskpayd compact, with the daemon stopped, does)")
 	}
 }
 
