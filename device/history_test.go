@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/store"
 )
 
@@ -61,7 +62,7 @@ func TestHistoryNotRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.result("order_0001", "paid")
-	h.send(TopicAck, ackPayload("order_0001", true))
+	h.send(contract.TopicAck, ackPayload("order_0001", true))
 	h.waitState("order_0001", store.Delivered)
 	// Retention runs beside the loop: wait until the due orders are gone.
 	deadline := time.Now().Add(20 * time.Second)
@@ -79,10 +80,10 @@ func TestHistoryNotRead(t *testing.T) {
 	// Many passes later (the loop turns for every message), still nothing
 	// of the history was read; an old order can still be queried.
 	for i := range 20 {
-		h.send(TopicQuery, fmt.Sprintf(`{"request_id":"q%d","out_trade_no":"order_0001"}`, i))
+		h.send(contract.TopicQuery, fmt.Sprintf(`{"request_id":"q%d","out_trade_no":"order_0001"}`, i))
 	}
 	h.reply("q19")
-	h.send(TopicQuery, `{"request_id":"old","out_trade_no":"hist_00000000"}`)
+	h.send(contract.TopicQuery, `{"request_id":"old","out_trade_no":"hist_00000000"}`)
 	if r := h.reply("old"); r.str("out_trade_no") != "hist_00000000" {
 		t.Fatalf("query of an old order: %s", r.Raw)
 	}

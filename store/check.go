@@ -361,6 +361,9 @@ func checkLive(btx *bolt.Tx) error {
 // daemon holds it: ErrLocked).
 func Check(path string) ([]string, error) {
 	problems, err := checkAll(path)
+	if errors.Is(err, ErrLocked) {
+		return nil, fmt.Errorf("check store %s: %w (stop kioskpayd first)", path, err)
+	}
 	if err != nil || len(problems) > 0 {
 		return problems, err
 	}

@@ -1,8 +1,11 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // Reading bbolt pages with plain reads, bounds-checked: the full check and
@@ -255,6 +258,12 @@ func checkAll(path string) ([]string, error) {
 		return nil, err
 	}
 	defer f.Close()
+	// A file a daemon is writing changes under the walk (pages freed and
+	// reused between reads) and would look damaged: take bbolt's lock
+	// shared, as a read-only bbolt does, and leave a held file alone.
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); errors.Is(err, unix.EWOULDBLOCK) {
+		return nil, ErrLocked
+	}
 	m, err := checkFile(f, size)
 	if err != nil {
 		return []string{err.Error()}, nil

@@ -178,7 +178,8 @@ func (b *bench) historyRun(ctx context.Context, n int, keys string) (HistoryRun,
 		return o.created, b.cancelAndWait(ctx, device, otn, results)
 	}
 	// Creates one after another while retention runs (its log line says
-	// when it is done), then as many again without it (at least 50).
+	// when it is done), then as many again without it (at least 50, at
+	// most 200).
 	var during, without []time.Duration
 	retStart := start
 	for {
@@ -201,7 +202,7 @@ func (b *bench) historyRun(ctx context.Context, n int, keys string) (HistoryRun,
 		} else {
 			during = append(during, lat)
 		}
-		if done != nil && len(without) >= max(50, len(during)) {
+		if done != nil && len(without) >= max(50, min(len(during), 200)) {
 			break
 		}
 		if time.Since(start) > 30*time.Minute {
