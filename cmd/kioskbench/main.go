@@ -135,27 +135,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "kioskbench", cli.Version(version))
 		return cli.ExitOK
 	}
-	for _, f := range strings.Split(fleet, ",") {
-		if f = strings.TrimSpace(f); f == "" {
-			continue
-		}
-		n, err := strconv.Atoi(f)
-		if err != nil || n < 1 {
-			fmt.Fprintf(stderr, "kioskbench: -fleet %q: want device counts such as 10000,100000\n", fleet)
-			return cli.ExitUsage
-		}
-		o.fleetSizes = append(o.fleetSizes, n)
+	var ok bool
+	if o.fleetSizes, ok = counts(stderr, "fleet", fleet, "device"); !ok {
+		return cli.ExitUsage
 	}
-	for _, f := range strings.Split(history, ",") {
-		if f = strings.TrimSpace(f); f == "" {
-			continue
-		}
-		n, err := strconv.Atoi(f)
-		if err != nil || n < 1 {
-			fmt.Fprintf(stderr, "kioskbench: -history-orders %q: want order counts such as 10000,100000\n", history)
-			return cli.ExitUsage
-		}
-		o.historySizes = append(o.historySizes, n)
+	if o.historySizes, ok = counts(stderr, "history-orders", history, "order"); !ok {
+		return cli.ExitUsage
 	}
 	for _, k := range strings.Split(historyKeys, ",") {
 		switch k = strings.TrimSpace(k); k {
@@ -176,6 +161,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return cli.ExitOK
+}
+
+// counts parses a comma-separated list of sizes given to flag name.
+func counts(stderr io.Writer, name, list, what string) ([]int, bool) {
+	var out []int
+	for _, f := range strings.Split(list, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			fmt.Fprintf(stderr, "kioskbench: -%s %q: want %s counts such as 10000,100000\n", name, list, what)
+			return nil, false
+		}
+		out = append(out, n)
+	}
+	return out, true
 }
 
 // runBench runs the benchmark with parsed options.
