@@ -2,10 +2,9 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
+
 	"github.com/kioskpay/kioskpay/contract"
-	"time"
 )
 
 // CancelCommand cancels a pending order: the QR code is withdrawn and the
@@ -27,14 +26,8 @@ func (c *CancelCommand) Usage() string { return cancelUsage + "\nGlobal flags:\n
 
 // Run implements command.
 func (c *CancelCommand) Run(ctx context.Context, g *Globals, args []string) error {
-	fs := flag.NewFlagSet("cancel", flag.ContinueOnError)
-	var dev, no string
-	fs.StringVar(&dev, "device", "", "")
-	fs.StringVar(&no, "out-trade-no", "", "")
-	if err := g.parse(fs, c.Usage(), args); err != nil {
-		return err
-	}
-	if err := checkOrderFlags(dev, no); err != nil {
+	dev, no, err := parseOrderFlags(g, "cancel", c.Usage(), args, nil)
+	if err != nil {
 		return err
 	}
 	key, err := g.signKey()
@@ -42,10 +35,7 @@ func (c *CancelCommand) Run(ctx context.Context, g *Globals, args []string) erro
 		return err
 	}
 	req := contract.OrderPayload{RequestID: newRequestID(), OutTradeNo: no}
-	if key != nil {
-		req.TS = time.Now().Unix()
-		req.Sig = contract.SignCancel(key, no, req.TS)
-	}
+	req.TS, req.Sig = signed(key, func(key []byte, ts int64) string { return contract.SignCancel(key, no, ts) })
 	raw, err := roundTrip(ctx, g, dev, contract.TopicCancel, req.RequestID, req)
 	if err != nil {
 		return err

@@ -128,6 +128,16 @@ func (g *Globals) JSON() bool { return g.Output == "json" }
 // printJSON writes v as one line of JSON.
 func (g *Globals) printJSON(v any) error { return writeJSONLine(g.Stdout, v) }
 
+// signed signs a request with key at the current time: ts and sig are what
+// the request carries, none when no key is configured (key nil).
+func signed(key []byte, sign func(key []byte, ts int64) string) (ts int64, sig string) {
+	if key == nil {
+		return 0, ""
+	}
+	ts = time.Now().Unix()
+	return ts, sign(key, ts)
+}
+
 // signKey reads the HMAC key, or returns nil when none is configured.
 func (g *Globals) signKey() ([]byte, error) {
 	if g.SignKeyFile == "" {

@@ -79,9 +79,9 @@ func (c *OrdersCommand) Run(ctx context.Context, g *Globals, args []string) erro
 		if err != nil {
 			return err
 		}
-		var r contract.OrdersReply
-		if err := json.Unmarshal(raw, &r); err != nil {
-			return fmt.Errorf("device %s sent an unreadable reply: %w", dev, err)
+		r, err := decodeReply[contract.OrdersReply](dev, raw)
+		if err != nil {
+			return err
 		}
 		if err := refusal(r.Reply, dev); err != nil {
 			return err

@@ -114,10 +114,9 @@ func (c *PayCommand) Run(ctx context.Context, g *Globals, args []string) error {
 	if custom != "" {
 		req.Data.Custom = json.RawMessage(custom)
 	}
-	if key != nil {
-		req.TS = time.Now().Unix()
-		req.Sig = contract.SignCreate(key, outTradeNo, payment.Fen(fee), typ, req.TS)
-	}
+	req.TS, req.Sig = signed(key, func(key []byte, ts int64) string {
+		return contract.SignCreate(key, outTradeNo, payment.Fen(fee), typ, ts)
+	})
 
 	conn, err := g.connect(ctx)
 	if err != nil {
@@ -134,9 +133,9 @@ func (c *PayCommand) Run(ctx context.Context, g *Globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	var reply contract.CreateReply
-	if err := json.Unmarshal(raw, &reply); err != nil {
-		return fmt.Errorf("device %s sent an unreadable reply: %w", dev, err)
+	reply, err := decodeReply[contract.CreateReply](dev, raw)
+	if err != nil {
+		return err
 	}
 	if reply.Code != 0 {
 		if g.JSON() {
@@ -193,10 +192,7 @@ func (c *PayCommand) Run(ctx context.Context, g *Globals, args []string) error {
 	}
 	if ack {
 		a := contract.AckPayload{RequestID: newRequestID(), OutTradeNo: res.OutTradeNo, OK: true}
-		if key != nil {
-			a.TS = time.Now().Unix()
-			a.Sig = contract.SignAck(key, a.OutTradeNo, true, a.TS)
-		}
+		a.TS, a.Sig = signed(key, func(key []byte, ts int64) string { return contract.SignAck(key, a.OutTradeNo, true, ts) })
 		b, _ := json.Marshal(a)
 		if err := conn.Publish(ctx, g.topic(dev, contract.TopicAck), b); err != nil {
 			return fmt.Errorf("paid, but the ack was not sent (the device will refund after unlock.ack_timeout unless acked): %w", err)

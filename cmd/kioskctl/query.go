@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"github.com/kioskpay/kioskpay/contract"
 	"text/tabwriter"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -29,27 +29,18 @@ func (c *QueryCommand) Usage() string { return queryUsage + "\nGlobal flags:\n" 
 
 // Run implements command.
 func (c *QueryCommand) Run(ctx context.Context, g *Globals, args []string) error {
-	fs := flag.NewFlagSet("query", flag.ContinueOnError)
-	var dev, no string
-	fs.StringVar(&dev, "device", "", "")
-	fs.StringVar(&no, "out-trade-no", "", "")
-	if err := g.parse(fs, c.Usage(), args); err != nil {
-		return err
-	}
-	if err := checkOrderFlags(dev, no); err != nil {
+	dev, no, err := parseOrderFlags(g, "query", c.Usage(), args, nil)
+	if err != nil {
 		return err
 	}
 	req := contract.OrderPayload{RequestID: newRequestID(), OutTradeNo: no}
 	raw, err := roundTrip(ctx, g, dev, contract.TopicQuery, req.RequestID, req)
-	if err != nil {
+	if err != nil || g.JSON() {
 		return err
 	}
-	if g.JSON() {
-		return nil
-	}
-	var r contract.QueryReply
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return fmt.Errorf("device %s sent an unreadable reply: %w", dev, err)
+	r, err := decodeReply[contract.QueryReply](dev, raw)
+	if err != nil {
+		return err
 	}
 	printOrder(g, r.OrderSummary)
 	return nil
@@ -85,6 +76,24 @@ func printOrder(g *Globals, o contract.OrderSummary) {
 	w.Flush()
 }
 
+// parseOrderFlags parses the flags of a command about one order: -device and
+// -out-trade-no, both required, and those extra declares.
+func parseOrderFlags(g *Globals, name, usage string, args []string, extra func(*flag.FlagSet)) (dev, no string, err error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.StringVar(&dev, "device", "", "")
+	fs.StringVar(&no, "out-trade-no", "", "")
+	if extra != nil {
+		extra(fs)
+	}
+	if err := g.parse(fs, usage, args); err != nil {
+		return "", "", err
+	}
+	if err := checkOrderFlags(dev, no); err != nil {
+		return "", "", err
+	}
+	return dev, no, nil
+}
+
 func checkOrderFlags(dev, outTradeNo string) error {
 	if err := requireDevice(dev); err != nil {
 		return err
@@ -110,9 +119,9 @@ func roundTrip(ctx context.Context, g *Globals, dev, suffix, requestID string, r
 	if err != nil {
 		return nil, err
 	}
-	var head contract.Reply
-	if err := json.Unmarshal(raw, &head); err != nil {
-		return nil, fmt.Errorf("device %s sent an unreadable reply: %w", dev, err)
+	head, err := decodeReply[contract.Reply](dev, raw)
+	if err != nil {
+		return nil, err
 	}
 	if g.JSON() {
 		if err := g.printJSON(json.RawMessage(raw)); err != nil {
@@ -123,4 +132,13 @@ func roundTrip(ctx context.Context, g *Globals, dev, suffix, requestID string, r
 		return nil, err
 	}
 	return raw, nil
+}
+
+// decodeReply decodes a reply of device dev.
+func decodeReply[R any](dev string, raw []byte) (R, error) {
+	var r R
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return r, fmt.Errorf("device %s sent an unreadable reply: %w", dev, err)
+	}
+	return r, nil
 }

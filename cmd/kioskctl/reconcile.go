@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"github.com/kioskpay/kioskpay/contract"
@@ -58,9 +57,9 @@ func (c *ReconcileCommand) Run(ctx context.Context, g *Globals, args []string) e
 	if err != nil {
 		return err
 	}
-	var r contract.ReconcileReply
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return fmt.Errorf("device %s sent an unreadable reply: %w", dev, err)
+	r, err := decodeReply[contract.ReconcileReply](dev, raw)
+	if err != nil {
+		return err
 	}
 	if !g.JSON() {
 		fmt.Fprintf(g.Stdout, "checked %s (%s), %s\n", count(r.Checked, "order"), count(r.ProviderOrders, "provider order"), count(len(r.Mismatches), "mismatch"))

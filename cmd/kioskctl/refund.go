@@ -5,9 +5,8 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"github.com/kioskpay/kioskpay/contract"
-	"time"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -33,18 +32,14 @@ func (c *RefundCommand) Usage() string { return refundUsage + "\nGlobal flags:\n
 
 // Run implements command.
 func (c *RefundCommand) Run(ctx context.Context, g *Globals, args []string) error {
-	fs := flag.NewFlagSet("refund", flag.ContinueOnError)
-	var dev, no, reason, refundNo string
+	var reason, refundNo string
 	var fee int64
-	fs.StringVar(&dev, "device", "", "")
-	fs.StringVar(&no, "out-trade-no", "", "")
-	fs.Int64Var(&fee, "fee", 0, "")
-	fs.StringVar(&reason, "reason", "", "")
-	fs.StringVar(&refundNo, "out-refund-no", "", "")
-	if err := g.parse(fs, c.Usage(), args); err != nil {
-		return err
-	}
-	if err := checkOrderFlags(dev, no); err != nil {
+	dev, no, err := parseOrderFlags(g, "refund", c.Usage(), args, func(fs *flag.FlagSet) {
+		fs.Int64Var(&fee, "fee", 0, "")
+		fs.StringVar(&reason, "reason", "", "")
+		fs.StringVar(&refundNo, "out-refund-no", "", "")
+	})
+	if err != nil {
 		return err
 	}
 	if fee < 0 {
@@ -55,20 +50,14 @@ func (c *RefundCommand) Run(ctx context.Context, g *Globals, args []string) erro
 		return err
 	}
 	req := contract.RefundPayload{RequestID: newRequestID(), OutTradeNo: no, RefundFee: payment.Fen(fee), RefundDesc: reason, OutRefundNo: refundNo}
-	if key != nil {
-		req.TS = time.Now().Unix()
-		req.Sig = contract.SignRefund(key, no, payment.Fen(fee), req.TS)
-	}
+	req.TS, req.Sig = signed(key, func(key []byte, ts int64) string { return contract.SignRefund(key, no, payment.Fen(fee), ts) })
 	raw, err := roundTrip(ctx, g, dev, contract.TopicRefund, req.RequestID, req)
-	if err != nil {
+	if err != nil || g.JSON() {
 		return err
 	}
-	if g.JSON() {
-		return nil
-	}
-	var r contract.RefundReply
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return fmt.Errorf("device %s sent an unreadable reply: %w", dev, err)
+	r, err := decodeReply[contract.RefundReply](dev, raw)
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(g.Stdout, "%s: refund %s of %s: %s\n", r.OutTradeNo, r.OutRefundNo, r.RefundFee, r.State)
 	if r.Msg != "" {
