@@ -226,16 +226,47 @@ type Check struct {
 	Detail string
 }
 
-// ResumeOnce is Resume for drivers whose action can be neither measured nor
-// repeated (serial, exec): an action whose Progress never started is run
-// now; one that may have reached the machine is refused with
-// ErrNotResumable.
-func ResumeOnce(driver, mode string, last Progress, run func() (Result, error)) (Result, error) {
-	if last.Driver != driver || last.Mode != mode {
-		return Result{Progress: last}, fmt.Errorf("%w: progress of %s/%s, driver is %s/%s", ErrProgress, last.Driver, last.Mode, driver, mode)
+// Once is the Plan, Run, Resume and Close of a driver whose action is one
+// step that can be neither measured nor repeated (serial, exec); the driver
+// embeds it and supplies deliver. Plan accepts every order (the machine
+// decides what a type means). Resume runs an action whose Progress never
+// started and refuses one that may have reached the machine with
+// ErrNotResumable. Close has nothing to release.
+type Once struct {
+	driver, mode string
+	deliver      func(ctx context.Context, o Order, p Progress, report Reporter) (Result, error)
+}
+
+// NewOnce returns the Once of driver in mode: deliver is the action, given
+// a Progress that has not started; it commits the start through report
+// before it reaches the machine.
+func NewOnce(driver, mode string, deliver func(ctx context.Context, o Order, p Progress, report Reporter) (Result, error)) Once {
+	return Once{driver: driver, mode: mode, deliver: deliver}
+}
+
+// Plan accepts every order.
+func (d Once) Plan(Order) (Progress, error) {
+	return Progress{Driver: d.driver, Mode: d.mode}, nil
+}
+
+// Run delivers the action planned by Plan.
+func (d Once) Run(ctx context.Context, o Order, p Progress, report Reporter) (Result, error) {
+	if p.Started {
+		return Result{Progress: p}, fmt.Errorf("%w: Run with a started action; use Resume", ErrProgress)
+	}
+	return d.deliver(ctx, o, p, report)
+}
+
+// Resume runs an action that never started and refuses one that may have.
+func (d Once) Resume(ctx context.Context, o Order, last Progress, report Reporter) (Result, error) {
+	if last.Driver != d.driver || last.Mode != d.mode {
+		return Result{Progress: last}, fmt.Errorf("%w: progress of %s/%s, driver is %s/%s", ErrProgress, last.Driver, last.Mode, d.driver, d.mode)
 	}
 	if last.Started {
 		return Result{Progress: last}, ErrNotResumable
 	}
-	return run()
+	return d.deliver(ctx, o, last, report)
 }
+
+// Close has nothing to release.
+func (Once) Close() error { return nil }

@@ -91,6 +91,7 @@ func (c Config) Validate() error {
 
 // Driver runs the configured program.
 type Driver struct {
+	unlock.Once
 	cfg Config
 	log *slog.Logger
 	mu  sync.Mutex // one program at a time
@@ -103,22 +104,9 @@ func New(cfg Config, log *slog.Logger) (*Driver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Driver{cfg: cfg, log: log.With("driver", unlock.DriverExec)}, nil
-}
-
-// Plan accepts every order: the program decides what a type means.
-func (d *Driver) Plan(o unlock.Order) (unlock.Progress, error) {
-	return unlock.Progress{Driver: unlock.DriverExec, Mode: Mode}, nil
-}
-
-// Close has nothing to release.
-func (d *Driver) Close() error { return nil }
-
-// Resume runs a program that never started and refuses one that may have.
-func (d *Driver) Resume(ctx context.Context, o unlock.Order, last unlock.Progress, report unlock.Reporter) (unlock.Result, error) {
-	return unlock.ResumeOnce(unlock.DriverExec, Mode, last, func() (unlock.Result, error) {
-		return d.Run(ctx, o, last, report)
-	})
+	d := &Driver{cfg: cfg, log: log.With("driver", unlock.DriverExec)}
+	d.Once = unlock.NewOnce(unlock.DriverExec, Mode, d.run)
+	return d, nil
 }
 
 // Env returns the program's environment for o.
@@ -137,13 +125,10 @@ func Env(o unlock.Order) []string {
 	}
 }
 
-// Run commits the start, runs the program and waits for it.
-func (d *Driver) Run(ctx context.Context, o unlock.Order, p unlock.Progress, report unlock.Reporter) (unlock.Result, error) {
+// run commits the start, runs the program and waits for it.
+func (d *Driver) run(ctx context.Context, o unlock.Order, p unlock.Progress, report unlock.Reporter) (unlock.Result, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if p.Started {
-		return unlock.Result{Progress: p}, fmt.Errorf("%w: Run with a started action; use Resume", unlock.ErrProgress)
-	}
 	log := d.log.With("out_trade_no", o.OutTradeNo, "type", o.Type, "program", d.cfg.Command[0])
 
 	p.Started = true

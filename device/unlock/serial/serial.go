@@ -76,8 +76,10 @@ func mode(c serialconf.Config) *serial.Mode {
 	return &serial.Mode{BaudRate: c.Baud, DataBits: c.DataBits, Parity: parities[c.Parity], StopBits: stopBits[c.StopBits]}
 }
 
-// Driver writes one line per order.
+// Driver writes one line per order. The port is opened per order, so Close
+// has nothing to release.
 type Driver struct {
+	unlock.Once
 	cfg serialconf.Config
 	log *slog.Logger
 	mu  sync.Mutex // one order at a time on the port
@@ -90,33 +92,16 @@ func New(cfg serialconf.Config, log *slog.Logger) (*Driver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Driver{cfg: cfg, log: log.With("driver", unlock.DriverSerial)}, nil
+	d := &Driver{cfg: cfg, log: log.With("driver", unlock.DriverSerial)}
+	d.Once = unlock.NewOnce(unlock.DriverSerial, Mode, d.run)
+	return d, nil
 }
 
-// Plan accepts every order: the machine decides what a type means.
-func (d *Driver) Plan(o unlock.Order) (unlock.Progress, error) {
-	return unlock.Progress{Driver: unlock.DriverSerial, Mode: Mode}, nil
-}
-
-// Close has nothing to release: the port is closed after each order.
-func (d *Driver) Close() error { return nil }
-
-// Resume runs an action that never reached the write and refuses one that
-// may have.
-func (d *Driver) Resume(ctx context.Context, o unlock.Order, last unlock.Progress, report unlock.Reporter) (unlock.Result, error) {
-	return unlock.ResumeOnce(unlock.DriverSerial, Mode, last, func() (unlock.Result, error) {
-		return d.Run(ctx, o, last, report)
-	})
-}
-
-// Run opens the port, commits the start, writes the line and waits for an
+// run opens the port, commits the start, writes the line and waits for an
 // answer.
-func (d *Driver) Run(ctx context.Context, o unlock.Order, p unlock.Progress, report unlock.Reporter) (unlock.Result, error) {
+func (d *Driver) run(ctx context.Context, o unlock.Order, p unlock.Progress, report unlock.Reporter) (unlock.Result, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if p.Started {
-		return unlock.Result{Progress: p}, fmt.Errorf("%w: Run with a started action; use Resume", unlock.ErrProgress)
-	}
 	log := d.log.With("out_trade_no", o.OutTradeNo, "type", o.Type, "port", d.cfg.Port)
 	notDelivered := func(reason string) (unlock.Result, error) {
 		log.Warn("serial: not delivered", "reason", reason)
