@@ -715,16 +715,22 @@ func (e *Engine) queueTick(key string) {
 	}()
 }
 
-// resume loads every live order and schedules it at once: pending orders
-// keep polling (or expire), closing and refunding orders continue, paid
-// orders wait for their ack again.
-func (e *Engine) resume() error {
+// liveOrders reads every order that has not ended.
+func (e *Engine) liveOrders() ([]store.Order, error) {
 	var live []store.Order
 	err := e.db.View(func(tx *store.Tx) error {
 		var err error
 		live, err = tx.LiveOrders()
 		return err
 	})
+	return live, err
+}
+
+// resume loads every live order and schedules it at once: pending orders
+// keep polling (or expire), closing and refunding orders continue, paid
+// orders wait for their ack again.
+func (e *Engine) resume() error {
+	live, err := e.liveOrders()
 	if err != nil {
 		return fmt.Errorf("resume live orders: %w", err)
 	}

@@ -152,12 +152,7 @@ func (e *Engine) recreate(ctx context.Context, m store.InboxEntry, req contract.
 // still payable, so the new one must not be shown. The caller holds
 // createMu.
 func (e *Engine) supersede(ctx context.Context, newOTN string) error {
-	var live []store.Order
-	err := e.db.View(func(tx *store.Tx) error {
-		var err error
-		live, err = tx.LiveOrders()
-		return err
-	})
+	live, err := e.liveOrders()
 	if err != nil {
 		return err
 	}
