@@ -188,18 +188,11 @@ func Publish(t testing.TB, url, topic string, payload []byte, retain bool) {
 // skipping others.
 func (s *Subscriber) Next(t testing.TB, topic string, d time.Duration) Message {
 	t.Helper()
-	deadline := time.After(d)
-	for {
-		select {
-		case m := <-s.C:
-			if topic == "" || m.Topic == topic {
-				return m
-			}
-		case <-deadline:
-			t.Fatalf("no message on %s within %s", topic, d)
-			return Message{}
-		}
+	m, ok := s.first(topic, d, nil)
+	if !ok {
+		t.Fatalf("no message on %s within %s", topic, d)
 	}
+	return m
 }
 
 // Until returns the first message on topic within d for which match
@@ -207,18 +200,11 @@ func (s *Subscriber) Next(t testing.TB, topic string, d time.Duration) Message {
 // message next to the live one, so tests that wait for a change use it.
 func (s *Subscriber) Until(t testing.TB, topic string, d time.Duration, match func(Message) bool) Message {
 	t.Helper()
-	deadline := time.After(d)
-	for {
-		select {
-		case m := <-s.C:
-			if (topic == "" || m.Topic == topic) && match(m) {
-				return m
-			}
-		case <-deadline:
-			t.Fatalf("no matching message on %s within %s", topic, d)
-			return Message{}
-		}
+	m, ok := s.first(topic, d, match)
+	if !ok {
+		t.Fatalf("no matching message on %s within %s", topic, d)
 	}
+	return m
 }
 
 // Contains matches messages whose payload contains sub.
@@ -234,15 +220,24 @@ func Equals(p string) func(Message) bool {
 // None fails if a message on topic (any topic, when "") arrives within d.
 func (s *Subscriber) None(t testing.TB, topic string, d time.Duration) {
 	t.Helper()
+	if m, ok := s.first(topic, d, nil); ok {
+		t.Fatalf("unexpected message on %s: %s", m.Topic, m.Payload)
+	}
+}
+
+// first returns the first message on topic (any topic, when "") within d
+// that match (nil: any) reports true for, skipping others; ok is false when
+// none came in time.
+func (s *Subscriber) first(topic string, d time.Duration, match func(Message) bool) (m Message, ok bool) {
 	deadline := time.After(d)
 	for {
 		select {
 		case m := <-s.C:
-			if topic == "" || m.Topic == topic {
-				t.Fatalf("unexpected message on %s: %s", m.Topic, m.Payload)
+			if (topic == "" || m.Topic == topic) && (match == nil || match(m)) {
+				return m, true
 			}
 		case <-deadline:
-			return
+			return Message{}, false
 		}
 	}
 }
