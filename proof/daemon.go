@@ -1,8 +1,6 @@
 package proof
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -236,25 +234,11 @@ func (d *Daemon) signal(sig syscall.Signal, timeout time.Duration) error {
 
 // Memory returns the resident set size now and its peak (VmHWM), in bytes.
 func Memory(pid int) (rss, peak int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	st, err := procStatus(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, 0, err
 	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 2 {
-			continue
-		}
-		n, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = n << 10
-		case "VmHWM:":
-			peak = n << 10
-		}
-	}
-	return rss, peak, nil
+	return st["VmRSS"] << 10, st["VmHWM"] << 10, nil
 }
 
 // MemoryBreakdown splits the resident set into anonymous memory (heap,
@@ -262,24 +246,11 @@ func Memory(pid int) (rss, peak int64, err error) {
 // binary's text and the mmapped bbolt file, which the kernel can drop and
 // share), in bytes.
 func MemoryBreakdown(pid int) (anon, file int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	st, err := procStatus(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, 0, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		n, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "RssAnon:":
-			anon = n << 10
-		case "RssFile:", "RssShmem:":
-			file += n << 10
-		}
-	}
-	return anon, file, nil
+	return st["RssAnon"] << 10, (st["RssFile"] + st["RssShmem"]) << 10, nil
 }
 
 // ContextSwitches sums the voluntary and involuntary context switches of
@@ -292,17 +263,33 @@ func ContextSwitches(pid int) (int64, error) {
 	}
 	var total int64
 	for _, t := range tasks {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		st, err := procStatus(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
 		if err != nil {
 			continue // the thread exited meanwhile
 		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(line, "voluntary_ctxt_switches:") || strings.HasPrefix(line, "nonvoluntary_ctxt_switches:") {
-				f := strings.Fields(line)
-				n, _ := strconv.ParseInt(f[len(f)-1], 10, 64)
-				total += n
-			}
-		}
+		total += st["voluntary_ctxt_switches"] + st["nonvoluntary_ctxt_switches"]
 	}
 	return total, nil
+}
+
+// procStatus reads a /proc status file: the number each "Name: N [kB]" line
+// starts with, by name (kB not converted). Lines without a number are left
+// out.
+func procStatus(path string) (map[string]int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	st := map[string]int64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, rest, ok := strings.Cut(line, ":")
+		f := strings.Fields(rest)
+		if !ok || len(f) == 0 {
+			continue
+		}
+		if n, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+			st[name] = n
+		}
+	}
+	return st, nil
 }
