@@ -110,12 +110,7 @@ const (
 
 var stateNames = [...]string{"unknown", "not_created", "waiting", "paid", "refunded", "closed"}
 
-func (s State) String() string {
-	if int(s) < len(stateNames) {
-		return stateNames[s]
-	}
-	return fmt.Sprintf("State(%d)", int(s))
-}
+func (s State) String() string { return enumString(stateNames[:], s, "State") }
 
 // WasPaid reports whether money reached the merchant at some point.
 func (s State) WasPaid() bool { return s == StatePaid || s == StateRefunded }
@@ -209,12 +204,7 @@ const (
 
 var refundStateNames = [...]string{"unknown", "processing", "success", "closed", "not_found", "abnormal"}
 
-func (s RefundState) String() string {
-	if int(s) < len(refundStateNames) {
-		return refundStateNames[s]
-	}
-	return fmt.Sprintf("RefundState(%d)", int(s))
-}
+func (s RefundState) String() string { return enumString(refundStateNames[:], s, "RefundState") }
 
 // RefundStatus is the answer to Refund and QueryRefund.
 type RefundStatus struct {
@@ -312,3 +302,12 @@ func IsRejected(err error, code string) bool {
 // have no zone and are Beijing time). A fixed zone needs no tzdata on the
 // device.
 var Beijing = time.FixedZone("CST", 8*3600)
+
+// enumString is the String of e, a value of the enum typ: its name in
+// names, or typ(n) for a value without one.
+func enumString[E ~int](names []string, e E, typ string) string {
+	if e >= 0 && int(e) < len(names) {
+		return names[e]
+	}
+	return fmt.Sprintf("%s(%d)", typ, int(e))
+}

@@ -41,3 +41,22 @@ func TestStateWasPaid(t *testing.T) {
 		}
 	}
 }
+
+func TestEnumStrings(t *testing.T) {
+	for _, tt := range []struct {
+		v    fmt.Stringer
+		want string
+	}{
+		{StateUnknown, "unknown"},
+		{StateClosed, "closed"},
+		{State(-1), "State(-1)"},
+		{State(99), "State(99)"},
+		{RefundProcessing, "processing"},
+		{RefundAbnormal, "abnormal"},
+		{RefundState(6), "RefundState(6)"},
+	} {
+		if got := tt.v.String(); got != tt.want {
+			t.Errorf("String() = %q, want %q", got, tt.want)
+		}
+	}
+}

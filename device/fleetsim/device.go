@@ -339,17 +339,24 @@ func (d *Device) handle(_ mqtt.Client, m mqtt.Message) {
 	p, now := m.Payload(), time.Now()
 	reply := func(v any) { d.publish(contract.TopicReply, false, v) }
 	fail := func(id, action string, err error) { reply(contract.ErrorReply(id, action, err)) }
+	// refused answers a request that did not decode or, when a key is
+	// set, whose signature does not verify.
+	refused := func(id, action string, r interface{ Verify([]byte, time.Time) error }, err error) bool {
+		if err == nil && key != nil {
+			err = r.Verify(key, now)
+		}
+		if err != nil {
+			fail(id, action, err)
+		}
+		return err != nil
+	}
 	notFound := func(id, action, no string) {
 		fail(id, action, contract.Errorf(contract.ErrOrderNotFound, "no order %s", no))
 	}
 	switch suffix {
 	case contract.TopicCreate:
 		r, err := contract.DecodeCreate(p, limits)
-		if err == nil && key != nil {
-			err = r.Verify(key, now)
-		}
-		if err != nil {
-			fail(r.RequestID, contract.ActionCreate, err)
+		if refused(r.RequestID, contract.ActionCreate, r, err) {
 			return
 		}
 		d.create(r, now, reply)
@@ -373,11 +380,7 @@ func (d *Device) handle(_ mqtt.Client, m mqtt.Message) {
 		reply(contract.QueryReply{Reply: contract.OKReply(r.RequestID, contract.ActionQuery, "ok"), OrderSummary: sum})
 	case contract.TopicCancel:
 		r, err := contract.DecodeCancel(p)
-		if err == nil && key != nil {
-			err = r.Verify(key, now)
-		}
-		if err != nil {
-			fail(r.RequestID, contract.ActionCancel, err)
+		if refused(r.RequestID, contract.ActionCancel, r, err) {
 			return
 		}
 		if !d.exists(r.OutTradeNo) {
@@ -388,21 +391,13 @@ func (d *Device) handle(_ mqtt.Client, m mqtt.Message) {
 		d.Result(r.OutTradeNo, contract.ResultCancelled)
 	case contract.TopicRefund:
 		r, err := contract.DecodeRefund(p)
-		if err == nil && key != nil {
-			err = r.Verify(key, now)
-		}
-		if err != nil {
-			fail(r.RequestID, contract.ActionRefund, err)
+		if refused(r.RequestID, contract.ActionRefund, r, err) {
 			return
 		}
 		d.refund(r, reply, notFound)
 	case contract.TopicAck:
 		r, err := contract.DecodeAck(p)
-		if err == nil && key != nil {
-			err = r.Verify(key, now)
-		}
-		if err != nil {
-			fail(r.RequestID, contract.ActionAck, err)
+		if refused(r.RequestID, contract.ActionAck, r, err) {
 			return
 		}
 		d.mu.Lock()

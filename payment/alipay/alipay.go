@@ -151,6 +151,12 @@ func (c *Client) check(op, outTradeNo string, err error, e sdk.Error) error {
 	return &payment.RejectedError{Provider: payment.Alipay, Op: op, Code: code, Message: msg}
 }
 
+// tradeNotExist reports an answer that says Alipay has no such trade (or
+// refund): a definite "no", unlike a failed call.
+func tradeNotExist(err error, e sdk.Error) bool {
+	return err == nil && string(e.Code) != codeSuccess && e.SubCode == subTradeNotExist
+}
+
 // Create precreates a face-to-face order and returns its qr_code.
 //
 // The standard fields come from the SDK's own TradePreCreate type; Other is
@@ -252,7 +258,7 @@ func (c *Client) Query(ctx context.Context, outTradeNo string) (payment.Status, 
 	if rsp != nil {
 		e = rsp.Error
 	}
-	if err == nil && string(e.Code) != codeSuccess && e.SubCode == subTradeNotExist {
+	if tradeNotExist(err, e) {
 		return payment.Status{State: payment.StateNotCreated}, nil
 	}
 	if err := c.check("query", outTradeNo, err, e); err != nil {
@@ -420,7 +426,7 @@ func (c *Client) QueryRefund(ctx context.Context, outTradeNo, outRefundNo string
 	if rsp != nil {
 		e = rsp.Error
 	}
-	if err == nil && string(e.Code) != codeSuccess && e.SubCode == subTradeNotExist {
+	if tradeNotExist(err, e) {
 		return payment.RefundStatus{State: payment.RefundNotFound}, nil
 	}
 	if err := c.check("query_refund", outTradeNo, err, e); err != nil {
