@@ -3,6 +3,7 @@ package paysim
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/kioskpay/kioskpay/payment"
@@ -133,4 +134,19 @@ func (o *OrderInfo) SetTerms(t Payment, paid bool) {
 	if paid {
 		o.Paid, o.Received = t.Paid(), t.Received()
 	}
+}
+
+// ListOrders is a Provider's Orders over its order table, which mu
+// guards: info reports one order as of now(), bringing its clock-driven
+// state up to date first, with mu held. Server.Orders sorts what every
+// provider lists.
+func ListOrders[O any](mu *sync.Mutex, orders map[string]O, now func() time.Time, info func(o O, now time.Time) OrderInfo) []OrderInfo {
+	mu.Lock()
+	defer mu.Unlock()
+	t := now()
+	out := make([]OrderInfo, 0, len(orders))
+	for _, o := range orders {
+		out = append(out, info(o, t))
+	}
+	return out
 }

@@ -1143,24 +1143,20 @@ func (a *Sim) RefundFail(string, paysim.RefundStatus) error {
 }
 
 // Orders lists the orders (in no particular order).
-func (a *Sim) Orders() []paysim.OrderInfo {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	now := a.s.Now()
-	out := make([]paysim.OrderInfo, 0, len(a.byNo))
-	for _, o := range a.byNo {
-		a.advance(o, now)
-		info := paysim.OrderInfo{
-			Provider: payment.Alipay, OutTradeNo: o.outTradeNo, State: o.state, Refunded: o.refunded,
-			TransactionID: o.tradeNo, NotifyURL: o.notifyURL, CreatedAt: o.createdAt,
-		}
-		info.SetTerms(o.terms, o.wasPaid())
-		for _, rf := range o.refunds {
-			info.Refunds = append(info.Refunds, paysim.RefundInfo{OutRefundNo: rf.outRequestNo, Amount: rf.amount, Status: paysim.RefundSuccess})
-		}
-		out = append(out, info)
+func (a *Sim) Orders() []paysim.OrderInfo { return paysim.ListOrders(&a.mu, a.byNo, a.s.Now, a.info) }
+
+// info reports o as of now. Callers hold a.mu.
+func (a *Sim) info(o *aliOrder, now time.Time) paysim.OrderInfo {
+	a.advance(o, now)
+	info := paysim.OrderInfo{
+		Provider: payment.Alipay, OutTradeNo: o.outTradeNo, State: o.state, Refunded: o.refunded,
+		TransactionID: o.tradeNo, NotifyURL: o.notifyURL, CreatedAt: o.createdAt,
 	}
-	return out
+	info.SetTerms(o.terms, o.wasPaid())
+	for _, rf := range o.refunds {
+		info.Refunds = append(info.Refunds, paysim.RefundInfo{OutRefundNo: rf.outRequestNo, Amount: rf.amount, Status: paysim.RefundSuccess})
+	}
+	return info
 }
 
 // notify sends the trade_status_sync notification for o's current state

@@ -1125,31 +1125,26 @@ func (a *Sim) RefundFail(outRefundNo string, status paysim.RefundStatus) error {
 	return a.settleRefund(outRefundNo, status)
 }
 
-// Orders lists the orders, oldest first.
-func (a *Sim) Orders() []paysim.OrderInfo {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	now := a.s.Now()
-	out := make([]paysim.OrderInfo, 0, len(a.byNo))
-	for _, o := range a.byNo {
-		a.expire(o, now)
-		info := paysim.OrderInfo{
-			Provider:      payment.WxPay,
-			OutTradeNo:    o.outTradeNo,
-			State:         o.state,
-			Refunded:      o.refunded(),
-			TransactionID: o.transactionID,
-			NotifyURL:     o.notifyURL,
-			CreatedAt:     o.createdAt,
-		}
-		info.SetTerms(o.terms, o.transactionID != "")
-		for _, r := range o.refunds {
-			info.Refunds = append(info.Refunds, paysim.RefundInfo{OutRefundNo: r.outRefundNo, Amount: r.amount, Status: r.status})
-		}
-		out = append(out, info)
+// Orders lists the orders (in no particular order; Server.Orders sorts).
+func (a *Sim) Orders() []paysim.OrderInfo { return paysim.ListOrders(&a.mu, a.byNo, a.s.Now, a.info) }
+
+// info reports o as of now. Callers hold a.mu.
+func (a *Sim) info(o *wxOrder, now time.Time) paysim.OrderInfo {
+	a.expire(o, now)
+	info := paysim.OrderInfo{
+		Provider:      payment.WxPay,
+		OutTradeNo:    o.outTradeNo,
+		State:         o.state,
+		Refunded:      o.refunded(),
+		TransactionID: o.transactionID,
+		NotifyURL:     o.notifyURL,
+		CreatedAt:     o.createdAt,
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
-	return out
+	info.SetTerms(o.terms, o.transactionID != "")
+	for _, r := range o.refunds {
+		info.Refunds = append(info.Refunds, paysim.RefundInfo{OutRefundNo: r.outRefundNo, Amount: r.amount, Status: r.status})
+	}
+	return info
 }
 
 func wxCodeURL() string {
