@@ -152,7 +152,7 @@ func (e *Engine) checkCreate(req *contract.CreateRequest) ([]payment.ProviderNam
 	if !e.clockSynced() {
 		return nil, contract.Errorf(contract.ErrClockNotSynced, "the device clock is not synchronised; try again shortly")
 	}
-	if err := e.checkSig(req.Signed, func() error { return req.Verify(e.cfg.ResultKey, e.now()) }); err != nil {
+	if err := e.checkSig(req); err != nil {
 		return nil, staleTS(err)
 	}
 	return legs, nil
@@ -172,16 +172,23 @@ func (e *Engine) storageFullError() error {
 	return contract.Errorf(contract.ErrStorageFull, "the device's storage is full; no new orders until space returns")
 }
 
+// signedRequest is a request that may carry a signature: create, cancel,
+// refund, ack.
+type signedRequest interface {
+	HasSig() bool
+	Verify(key []byte, now time.Time) error
+}
+
 // checkSig enforces signed requests when required, and rejects a bad
 // signature whenever a key is configured and one was sent.
-func (e *Engine) checkSig(s contract.Signed, verify func() error) error {
+func (e *Engine) checkSig(req signedRequest) error {
 	if len(e.cfg.ResultKey) == 0 {
 		return nil
 	}
-	if !e.cfg.RequireSignedRequests && !s.HasSig() {
+	if !e.cfg.RequireSignedRequests && !req.HasSig() {
 		return nil
 	}
-	return verify()
+	return req.Verify(e.cfg.ResultKey, e.now())
 }
 
 func fingerprint(provider string, legs []payment.ProviderName, r contract.OrderRequest) string {
@@ -283,7 +290,7 @@ func createReply(requestID string, o *store.Order) (contract.CreateReply, error)
 func (e *Engine) handleCancel(ctx context.Context, m store.InboxEntry) {
 	req, err := contract.DecodeCancel(m.Payload)
 	if err == nil {
-		if err = e.checkSig(req.Signed, func() error { return req.Verify(e.cfg.ResultKey, e.now()) }); err != nil {
+		if err = e.checkSig(req); err != nil {
 			err = staleTS(err)
 		} else {
 			err = e.cancel(ctx, m.ID, req)
@@ -337,7 +344,7 @@ func summarize(o *store.Order) contract.OrderSummary {
 func (e *Engine) handleRefund(m store.InboxEntry) {
 	req, err := contract.DecodeRefund(m.Payload)
 	if err == nil {
-		if err = e.checkSig(req.Signed, func() error { return req.Verify(e.cfg.ResultKey, e.now()) }); err == nil {
+		if err = e.checkSig(req); err == nil {
 			err = e.operatorRefund(m.ID, req)
 		}
 	}
@@ -351,7 +358,7 @@ func (e *Engine) handleRefund(m store.InboxEntry) {
 func (e *Engine) handleAck(m store.InboxEntry) {
 	req, err := contract.DecodeAck(m.Payload)
 	if err == nil {
-		if err = e.checkSig(req.Signed, func() error { return req.Verify(e.cfg.ResultKey, e.now()) }); err == nil {
+		if err = e.checkSig(req); err == nil {
 			err = e.acknowledge(m.ID, req)
 		}
 	}
