@@ -4,19 +4,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/kioskpay/kioskpay/device/fleetsim"
+	"github.com/kioskpay/kioskpay/internal/mqtttest"
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
-	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // testBroker returns a broker URL and a topic prefix unique to the test: a
@@ -24,38 +21,8 @@ import (
 func testBroker(t *testing.T) (url, prefix string) {
 	t.Helper()
 	prefix = "kt" + randHex(4)
-	if u := os.Getenv("KIOSKPAY_TEST_MQTT_URL"); u != "" {
-		return u, prefix
-	}
-	s := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
-	if err := s.AddHook(new(allowAll), nil); err != nil {
-		t.Fatal(err)
-	}
-	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
-	if err := s.AddListener(l); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return "tcp://" + l.Address(), prefix
+	return mqtttest.Broker(t), prefix
 }
-
-// allowAll lets every client connect and use every topic. (mochi's own
-// auth.AllowHook lives in a package that needs a YAML module this module
-// does not otherwise carry.)
-type allowAll struct{ mochi.HookBase }
-
-func (h *allowAll) ID() string { return "allow-all" }
-
-func (h *allowAll) Provides(b byte) bool {
-	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
-}
-
-func (h *allowAll) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
-
-func (h *allowAll) OnACLCheck(*mochi.Client, string, bool) bool { return true }
 
 func randHex(n int) string {
 	b := make([]byte, n)

@@ -15,11 +15,10 @@ import (
 	"strings"
 	"time"
 
-	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/kioskpay/kioskpay/config"
+	"github.com/kioskpay/kioskpay/internal/mochibroker"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 	"github.com/kioskpay/kioskpay/payment/paysim/alisim"
 	"github.com/kioskpay/kioskpay/payment/paysim/wxsim"
@@ -80,17 +79,10 @@ func runDemoWith(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer,
 	if err != nil {
 		return fail("MQTT port: %v", err)
 	}
-	broker := mochi.New(&mochi.Options{InlineClient: true, Logger: quiet("broker")})
 	// Demo-only: every client may connect and use every topic, on loopback.
-	if err := broker.AddHook(new(allowAll), nil); err != nil {
+	broker, err := mochibroker.Serve(listeners.NewNet("demo", brokerLn), nil, quiet("broker"))
+	if err != nil {
 		brokerLn.Close()
-		return fail("broker: %v", err)
-	}
-	if err := broker.AddListener(listeners.NewNet("demo", brokerLn)); err != nil {
-		brokerLn.Close()
-		return fail("broker: %v", err)
-	}
-	if err := broker.Serve(); err != nil {
 		return fail("broker: %v", err)
 	}
 	defer broker.Close()
@@ -283,17 +275,6 @@ The same with kioskctl, which draws the QR codes in the terminal and waits for t
 		pub, e.Prefix,
 		e.BrokerURL, e.DeviceID, e.SimURL)
 }
-
-// allowAll lets every client in, for the loopback-only demo broker. It
-// stands in for mochi's auth.AllowHook, whose package needs a YAML module.
-type allowAll struct{ mochi.HookBase }
-
-func (h *allowAll) ID() string { return "demo-allow-all" }
-func (h *allowAll) Provides(b byte) bool {
-	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
-}
-func (h *allowAll) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
-func (h *allowAll) OnACLCheck(*mochi.Client, string, bool) bool              { return true }
 
 // minLevel drops records below min: the embedded broker logs every client
 // connection at info, which would drown the demo's own output.

@@ -20,7 +20,8 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/kioskpay/kioskpay/internal/mochibroker"
 )
 
 // EnvURL names the environment variable that selects a real broker.
@@ -37,24 +38,9 @@ func Broker(t testing.TB) string {
 	return url
 }
 
-// AllowHook lets every client connect and use every topic. It stands in
-// for mochi's auth.AllowHook, whose package pulls in a YAML dependency the
-// module does not otherwise need.
-type AllowHook struct{ mochi.HookBase }
-
-// ID names the hook.
-func (h *AllowHook) ID() string { return "allow-all" }
-
-// Provides reports the hook methods implemented.
-func (h *AllowHook) Provides(b byte) bool {
-	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
-}
-
-// OnConnectAuthenticate allows every client.
-func (h *AllowHook) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
-
-// OnACLCheck allows every topic.
-func (h *AllowHook) OnACLCheck(*mochi.Client, string, bool) bool { return true }
+// AllowHook lets every client connect and use every topic; tests embed it
+// in hooks that refuse something.
+type AllowHook = mochibroker.AllowHook
 
 // External reports whether tests run against a real broker.
 func External() bool { return os.Getenv(EnvURL) != "" }
@@ -64,19 +50,10 @@ func External() bool { return os.Getenv(EnvURL) != "" }
 // authorises; nil allows everything.
 func Mochi(t testing.TB, hook mochi.Hook, tlsConfig *tls.Config) (*mochi.Server, string) {
 	t.Helper()
-	s := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
-	if hook == nil {
-		hook = new(AllowHook)
-	}
-	if err := s.AddHook(hook, nil); err != nil {
-		t.Fatalf("mochi hook: %v", err)
-	}
 	l := listeners.NewTCP(listeners.Config{ID: "test", Address: "127.0.0.1:0", TLSConfig: tlsConfig})
-	if err := s.AddListener(l); err != nil {
-		t.Fatalf("mochi listener: %v", err)
-	}
-	if err := s.Serve(); err != nil {
-		t.Fatalf("mochi serve: %v", err)
+	s, err := mochibroker.Serve(l, hook, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
 	scheme := "tcp://"
@@ -98,15 +75,9 @@ func MochiWS(t testing.TB, tlsConfig *tls.Config) string {
 	}
 	addr := probe.Addr().String()
 	probe.Close()
-	s := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err := s.AddHook(new(AllowHook), nil); err != nil {
-		t.Fatalf("mochi hook: %v", err)
-	}
-	if err := s.AddListener(listeners.NewWebsocket(listeners.Config{ID: "ws", Address: addr, TLSConfig: tlsConfig})); err != nil {
-		t.Fatalf("mochi listener: %v", err)
-	}
-	if err := s.Serve(); err != nil {
-		t.Fatalf("mochi serve: %v", err)
+	s, err := mochibroker.Serve(listeners.NewWebsocket(listeners.Config{ID: "ws", Address: addr, TLSConfig: tlsConfig}), nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
 	// The listener starts serving in the background.
