@@ -539,11 +539,18 @@ func TestFailoverToNextBroker(t *testing.T) {
 
 	a.Refuse(true)
 	a.Cut()
-	// The Will is the broker's answer to the cut; then the link is back.
-	sub.Until(t, statusTopic, 10*time.Second, mqtttest.Equals(`{"online":false}`))
-	sub.Until(t, statusTopic, 15*time.Second, mqtttest.Contains(`"online":true`))
-	if b.Accepted() == 0 {
-		t.Fatal("the link did not move to the second broker")
+	// The link is back, through the second broker, and says so. (The Will
+	// may or may not come first: when the link reconnects before the broker
+	// has noticed the cut, the broker takes the session over and sends no
+	// Will; a test that waited for it failed about 1 run in 40.)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		// An online status seen before the link reached the second broker
+		// is an earlier one (the first session's, delivered twice).
+		sub.Until(t, statusTopic, time.Until(deadline), mqtttest.Contains(`"online":true`))
+		if b.Accepted() > 0 {
+			break
+		}
 	}
 	eng.enqueue(contract.Outgoing{ID: 9, Topic: "pay/result", Payload: []byte(`{"via":"b"}`)})
 	if m := sub.Next(t, prefix+"/pay/result", 10*time.Second); string(m.Payload) != `{"via":"b"}` {
