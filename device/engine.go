@@ -601,11 +601,11 @@ func (e *Engine) retain(ctx context.Context) {
 		case <-t.C:
 		}
 		start := time.Now()
-		batches := 0
 		st, err := e.db.Prune(ctx, e.now(), func(batch time.Duration) {
-			if batches++; batches%16 == 0 {
-				e.releaseMemory() // keep the peak down during a long pass
-			}
+			// Each batch maps megabytes of the file (store.ReleaseMemory
+			// says why); giving them back at once keeps the peak at one
+			// batch's worth instead of growing with the pass.
+			e.releaseMemory()
 			e.yield(ctx, batch)
 		})
 		switch {
