@@ -9,10 +9,10 @@ import (
 // bbolt reads the file through a shared, read-only mapping. Every page a
 // reader touches stays in the process's RSS until memory is short, and
 // one touch maps far more than the page: the kernel maps the neighbours
-// already in the page cache with it (fault-around; bbolt's MADV_RANDOM
-// does not stop that) and, on current kernels, the whole large folio the
-// page lies in. Measured here (kernel 6.18), a retention batch deleting a
-// few dozen orders with random numbers takes ~50 faults and maps ~5 MB;
+// already in the page cache with it (fault-around, and large folios on
+// current kernels; bbolt's MADV_RANDOM does not stop that). Measured here
+// (kernel 6.18), a retention batch deleting a few dozen orders with
+// random numbers takes ~50 faults and maps ~5 MB;
 // 16 such batches mapped 100 MB of a 200,000-order file, and at 1,000,000
 // orders the peak reached 383 MB. None of it is the daemon's own memory,
 // but it counts in its RSS. ReleaseMemory drops the mapping's pages from
