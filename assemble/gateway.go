@@ -1,13 +1,13 @@
 package assemble
 
 import (
-	"github.com/kioskpay/kioskpay/payment/accounts"
 	"log/slog"
 
 	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/link"
 	"github.com/kioskpay/kioskpay/mqttclient"
 	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/payment/accounts"
 	"github.com/kioskpay/kioskpay/payment/gateway"
 )
 

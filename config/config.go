@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/kioskpay/kioskpay/contract"
 	"net"
 	"net/url"
 	"os"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/device/unlock"
 	unlockexec "github.com/kioskpay/kioskpay/device/unlock/exec"
 	"github.com/kioskpay/kioskpay/device/unlock/gpio/gpioconf"

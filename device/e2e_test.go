@@ -3,7 +3,6 @@ package device
 import (
 	"context"
 	"encoding/json"
-	"github.com/kioskpay/kioskpay/contract"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/alipay"

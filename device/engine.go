@@ -14,8 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/kioskpay/kioskpay/config"
-	"github.com/kioskpay/kioskpay/contract"
 	"log/slog"
 	"runtime/debug"
 	"slices"
@@ -24,6 +22,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kioskpay/kioskpay/config"
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/device/unlock"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"

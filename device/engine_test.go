@@ -3,12 +3,12 @@ package device
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/kioskpay/kioskpay/config"
-	"github.com/kioskpay/kioskpay/contract"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/config"
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"
 )

@@ -4,14 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/kioskpay/kioskpay/config"
-	"github.com/kioskpay/kioskpay/contract"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/config"
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"
 )

@@ -1,9 +1,9 @@
 package device
 
 import (
-	"github.com/kioskpay/kioskpay/contract"
 	"time"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/store"
 )
 

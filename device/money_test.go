@@ -3,12 +3,12 @@ package device
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/kioskpay/kioskpay/contract"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"

@@ -3,11 +3,11 @@ package device
 import (
 	"context"
 	"fmt"
-	"github.com/kioskpay/kioskpay/contract"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"
 )

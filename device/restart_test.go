@@ -2,10 +2,10 @@ package device
 
 import (
 	"context"
-	"github.com/kioskpay/kioskpay/contract"
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"
 )

@@ -3,12 +3,12 @@ package device
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/kioskpay/kioskpay/contract"
 	"os"
 	"path/filepath"
 	"slices"
 	"time"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/store"
 )
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/kioskpay/kioskpay/config"
 	"image"
 	"image/png"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/internal/browsertest"
 )
 

@@ -3,7 +3,6 @@ package display
 import (
 	"context"
 	"errors"
-	"github.com/kioskpay/kioskpay/config"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/display/fbgeom"
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
 )

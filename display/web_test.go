@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"github.com/kioskpay/kioskpay/config"
 	"image/png"
 	"io"
 	"log/slog"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kioskpay/kioskpay/config"
 )
 
 func newTestDisplay(t *testing.T, cfg Config) *Display {

@@ -3,11 +3,11 @@ package link
 import (
 	"context"
 	"fmt"
-	"github.com/kioskpay/kioskpay/contract"
 	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 )
 

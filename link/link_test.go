@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
-	"github.com/kioskpay/kioskpay/contract"
 	"log/slog"
 	"net"
 	"strings"
@@ -16,6 +15,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 	"github.com/kioskpay/kioskpay/mqttclient"
 )

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/kioskpay/kioskpay/payment/accounts"
 	"log/slog"
 	"maps"
 	"os"
@@ -21,6 +20,7 @@ import (
 	"github.com/kioskpay/kioskpay/mqttclient"
 	"github.com/kioskpay/kioskpay/mqttclient/brokerurl"
 	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/payment/accounts"
 )
 
 // Config is paygate's configuration file (docs/contract.md §2.9).

@@ -6,13 +6,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/kioskpay/kioskpay/contract"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/kioskpay/kioskpay/contract"
 )
 
 // Reply is a P/pay/reply message: the common head plus the fields the

@@ -3,7 +3,6 @@ package proof
 import (
 	"context"
 	"encoding/binary"
-	"github.com/kioskpay/kioskpay/contract"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/payment"
 )
 

@@ -2,7 +2,6 @@ package proof
 
 import (
 	"context"
-	"github.com/kioskpay/kioskpay/contract"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/payment"
 )
 

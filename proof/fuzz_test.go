@@ -4,9 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/kioskpay/kioskpay/assemble"
-	"github.com/kioskpay/kioskpay/contract"
-	"github.com/kioskpay/kioskpay/payment/accounts"
 	"io"
 	"log/slog"
 	"net/http"
@@ -19,10 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/assemble"
 	"github.com/kioskpay/kioskpay/config"
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/payment/accounts"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 	"github.com/kioskpay/kioskpay/store"
 )

@@ -1,9 +1,9 @@
 package proof
 
 import (
-	"github.com/kioskpay/kioskpay/contract"
 	"testing"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 )

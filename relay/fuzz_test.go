@@ -3,12 +3,13 @@ package relay
 import (
 	"bytes"
 	"context"
-	"github.com/kioskpay/kioskpay/contract"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"testing"
+
+	"github.com/kioskpay/kioskpay/contract"
 )
 
 // recordingPublisher keeps what the relay published.

@@ -16,13 +16,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/kioskpay/kioskpay/contract"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/kioskpay/kioskpay/contract"
 )
 
 // Publisher publishes one message at QoS 1 and returns once the broker has

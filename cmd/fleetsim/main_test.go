@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"github.com/kioskpay/kioskpay/contract"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
 	"github.com/kioskpay/kioskpay/proof"

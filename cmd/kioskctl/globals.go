@@ -3,11 +3,12 @@ package main
 import (
 	"flag"
 	"fmt"
-	"github.com/kioskpay/kioskpay/contract"
 	"io"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/kioskpay/kioskpay/contract"
 )
 
 // Globals are the flags every command accepts, before or after its name.

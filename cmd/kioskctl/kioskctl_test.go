@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"github.com/kioskpay/kioskpay/contract"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/device/fleetsim"
 	"github.com/kioskpay/kioskpay/display"
 	"github.com/kioskpay/kioskpay/internal/qrtest"

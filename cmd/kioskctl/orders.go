@@ -5,10 +5,11 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"github.com/kioskpay/kioskpay/contract"
 	"slices"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/kioskpay/kioskpay/contract"
 )
 
 // OrdersCommand lists a device's orders, newest first, following the

@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"github.com/kioskpay/kioskpay/contract"
 	"strings"
 	"time"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/display/termqr"
 	"github.com/kioskpay/kioskpay/payment"
 )

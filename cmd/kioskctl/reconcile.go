@@ -4,9 +4,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"github.com/kioskpay/kioskpay/contract"
 	"text/tabwriter"
 	"time"
+
+	"github.com/kioskpay/kioskpay/contract"
 )
 
 // ReconcileCommand has a device compare its orders with the providers'.

@@ -7,12 +7,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/kioskpay/kioskpay/contract"
 	"io"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/kioskpay/kioskpay/contract"
 )
 
 // StatusCommand lists the fleet from the retained <prefix>/+/status topics.

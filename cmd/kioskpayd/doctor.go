@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/kioskpay/kioskpay/payment/accounts"
 	"io"
 	"net"
 	"os"
@@ -26,6 +25,7 @@ import (
 	"github.com/kioskpay/kioskpay/link"
 	"github.com/kioskpay/kioskpay/mqttclient"
 	"github.com/kioskpay/kioskpay/payment"
+	"github.com/kioskpay/kioskpay/payment/accounts"
 	"github.com/kioskpay/kioskpay/store"
 )
 

@@ -25,8 +25,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"github.com/kioskpay/kioskpay/assemble"
-	"github.com/kioskpay/kioskpay/contract"
 	"io"
 	"log/slog"
 	"os"
@@ -37,7 +35,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kioskpay/kioskpay/assemble"
 	"github.com/kioskpay/kioskpay/config"
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/display"
 	"github.com/kioskpay/kioskpay/display/orderscreen"

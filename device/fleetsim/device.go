@@ -24,8 +24,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"github.com/kioskpay/kioskpay/config"
-	"github.com/kioskpay/kioskpay/contract"
 	"slices"
 	"sort"
 	"strings"
@@ -34,6 +32,8 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/kioskpay/kioskpay/config"
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/mqttclient"
 	"github.com/kioskpay/kioskpay/mqttclient/brokerurl"
 	"github.com/kioskpay/kioskpay/payment"

@@ -3,10 +3,10 @@ package fleetsim
 import (
 	"context"
 	"encoding/json"
-	"github.com/kioskpay/kioskpay/contract"
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 )
 

@@ -7,7 +7,6 @@ package alisim
 import (
 	"context"
 	"encoding/json"
-	"github.com/kioskpay/kioskpay/payment"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -15,6 +14,7 @@ import (
 
 	alipay "github.com/smartwalle/alipay/v3"
 
+	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 )
 
