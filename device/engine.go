@@ -408,6 +408,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.ctx = ctx
 	e.status.StartedAt = contract.FormatTime(e.now())
 	e.mu.Unlock()
+	e.keepReserve()
 
 	if e.cfg.Unlock != nil {
 		e.work.Add(1)

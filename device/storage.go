@@ -62,6 +62,13 @@ func (e *Engine) setStorageFull(reason string) {
 	e.mu.Unlock()
 	if !was {
 		e.log.Error("storage full: refusing new orders with STORAGE_FULL until space returns", "reason", reason)
+		// The reserve's blocks give the store room to record the refusals
+		// and acks of the full period (store.DefaultReserve says why).
+		if released, err := e.db.ReleaseReserve(); err != nil {
+			e.log.Warn("release the space reserve", "err", err)
+		} else if released {
+			e.log.Info("space reserve released for the store", "bytes", store.DefaultReserve)
+		}
 		signal(e.statusCh)
 		signal(e.wakeCh)
 	}
@@ -110,6 +117,7 @@ func (e *Engine) checkStorage(real time.Time) {
 	e.deviceEventLocked(fmt.Sprintf("%s: %d bytes free on the file system of %s", contract.EventStorageOK, free, filepath.Dir(e.db.Path())))
 	e.mu.Unlock()
 	e.log.Info("storage has room again: taking orders", "free", free)
+	e.keepReserve()
 	e.flushDeviceEvents()
 	signal(e.statusCh)
 }
@@ -191,4 +199,12 @@ func (e *Engine) statusFlagsLocked() []string {
 		f = append(f, contract.StatusUnlockInterrupted)
 	}
 	return f
+}
+
+// keepReserve writes the space reserve if it is missing; without room for
+// it the daemon runs on and tries again when space returns.
+func (e *Engine) keepReserve() {
+	if err := e.db.KeepReserve(store.DefaultReserve); err != nil {
+		e.log.Warn("write the space reserve", "path", store.ReservePath(e.db.Path()), "err", err)
+	}
 }
