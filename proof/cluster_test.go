@@ -15,6 +15,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/kioskpay/kioskpay/internal/simkeys"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/mqttclient"
 	"github.com/kioskpay/kioskpay/payment"
 )
@@ -51,10 +52,10 @@ func TestClusterFailover(t *testing.T) {
 	n1, n2, n3 := cl.Nodes[0], cl.Nodes[1], cl.Nodes[2]
 
 	var mu sync.Mutex
-	var results []Result
+	var results []testrig.Result
 	gotResult := make(chan struct{}, 16)
 	// The controller (and the customer) stay on n2, which survives.
-	rig, err := NewRig(ctx, dir, RigOptions{BrokerURL: n2.MQTT, Keys: simkeys.Get(t), OnResult: func(r Result) {
+	rig, err := testrig.NewRig(ctx, dir, testrig.RigOptions{BrokerURL: n2.MQTT, Keys: simkeys.Get(t), OnResult: func(r testrig.Result) {
 		mu.Lock()
 		results = append(results, r)
 		mu.Unlock()
@@ -97,7 +98,7 @@ func TestClusterFailover(t *testing.T) {
 	if err := rig.Sim.Pay(payment.WxPay, otn, 0); err != nil {
 		t.Fatal(err)
 	}
-	var paid Result
+	var paid testrig.Result
 	for paid.OutTradeNo == "" {
 		select {
 		case <-gotResult:
@@ -116,7 +117,7 @@ func TestClusterFailover(t *testing.T) {
 	// The ack goes through n2 while the cluster settles. A controller
 	// sends it again when no reply comes (the daemon dedupes); whether an
 	// unanswered one arrives later is checked below.
-	var ackReply Reply
+	var ackReply testrig.Reply
 	var ackIDs []string
 	for {
 		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
@@ -191,7 +192,7 @@ func TestClusterFailover(t *testing.T) {
 	t.Logf("retained status online on n2 and n3")
 	// kioskctl skips the dead node and confirms the device is healthy.
 	ctl := filepath.Join(dir, "kioskctl")
-	if err := Build(ctx, "./cmd/kioskctl", ctl); err != nil {
+	if err := testrig.Build(ctx, "./cmd/kioskctl", ctl); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.CommandContext(ctx, ctl, "-broker", strings.Join(cl.URLs(), ","), "-prefix", rig.Prefix, "status", "-device", dev).CombinedOutput()
@@ -219,7 +220,7 @@ func waitRetained(t *testing.T, ctx context.Context, n *NATSNode, topic string, 
 	var last string
 	for time.Now().Before(deadline) {
 		got := make(chan []byte, 1)
-		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(n.MQTT).SetClientID("proof-check-" + randHex(4)).
+		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(n.MQTT).SetClientID("proof-check-" + testrig.RandomHex(4)).
 			SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).SetProtocolVersion(4))
 		if err := mqttclient.Wait(ctx, c.Connect(), 10*time.Second); err == nil {
 			_ = mqttclient.Wait(ctx, c.Subscribe(topic, 0, func(_ mqtt.Client, m mqtt.Message) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 )
@@ -59,7 +60,7 @@ func TestCrash(t *testing.T) {
 	} else {
 		t.Log("no disk-full rounds: mounting a tmpfs for the state directory needs root")
 	}
-	w := newWorld(t, ctx, SimOptions{TimeoutHold: 3 * time.Second, RefundDelay: 300 * time.Millisecond}, overrides)
+	w := newWorld(t, ctx, testrig.SimOptions{TimeoutHold: 3 * time.Second, RefundDelay: 300 * time.Millisecond}, overrides)
 	w.fs = fs
 	start := time.Now()
 	kills := 0

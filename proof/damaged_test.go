@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kioskpay/kioskpay/contract"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"
 )
@@ -81,7 +82,7 @@ func TestDamagedStore(t *testing.T) {
 		t.Run(d.name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			w := newWorld(t, ctx, SimOptions{RefundDelay: 200 * time.Millisecond}, map[string]any{
+			w := newWorld(t, ctx, testrig.SimOptions{RefundDelay: 200 * time.Millisecond}, map[string]any{
 				"payment.poll":       "500ms",
 				"unlock.ack_timeout": "20s",
 			})
@@ -197,7 +198,7 @@ func TestDamagedStore(t *testing.T) {
 		defer fs.Unmount()
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		w := newWorld(t, ctx, SimOptions{}, map[string]any{"state_dir": fs.Dir})
+		w := newWorld(t, ctx, testrig.SimOptions{}, map[string]any{"state_dir": fs.Dir})
 		if err := w.d.Kill(); err != nil {
 			t.Fatal(err)
 		}

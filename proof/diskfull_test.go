@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kioskpay/kioskpay/contract"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -46,7 +47,7 @@ func TestDiskFull(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	const staleAfter = 6 * time.Second
-	w := newWorldEnv(t, ctx, SimOptions{RefundDelay: 200 * time.Millisecond}, map[string]any{
+	w := newWorldEnv(t, ctx, testrig.SimOptions{RefundDelay: 200 * time.Millisecond}, map[string]any{
 		"state_dir":          fs.Dir,
 		"payment.poll":       "500ms",
 		"unlock.ack_timeout": "10s",
@@ -73,7 +74,7 @@ func TestDiskFull(t *testing.T) {
 			mu.Unlock()
 		}
 	}
-	w.rig.Ctl.OnReply = func(dev string, r Reply) {
+	w.rig.Ctl.OnReply = func(dev string, r testrig.Reply) {
 		mu.Lock()
 		replies[r.RequestID]++
 		replyErr[r.RequestID] = r.Error

@@ -1,9 +1,10 @@
 // Package proof measures what kioskpayd survives and what it costs to run.
 //
 // It drives the real daemon binary as a subprocess against a real Mosquitto
-// broker (one the package starts on a free port, so it can be restarted
-// without disturbing anyone) and a paysim served over real HTTP, and acts
-// as the device's controller and the paying customer. A Ledger records
+// broker (one started on a free port, so it can be restarted without
+// disturbing anyone) and a paysim served over real HTTP, all from the
+// shared rig in internal/testrig, and acts as the device's controller and
+// the paying customer. A Ledger records
 // everything the controller and the customer did and saw, and Check
 // compares it with the simulator's money and the daemon's own orders.
 //
@@ -29,11 +30,11 @@
 // without qemu and the kernel.
 //
 // The hostile conditions are real ones: a tmpfs state directory filled to
-// ENOSPC (as root; Tmpfs), SIGSTOP/SIGCONT (Daemon.Freeze), a supervisor
+// ENOSPC (as root; Tmpfs), SIGSTOP/SIGCONT (testrig.Daemon.Freeze), a supervisor
 // that follows the shipped systemd unit's watchdog and restart policy
 // (Supervisor), store files damaged on disk, and floods through a broker
 // that queues them all.
 //
-// cmd/kioskbench reuses the same pieces to measure latencies, provider calls
+// cmd/kioskbench reuses the same rig to measure latencies, provider calls
 // per order, memory, wake-ups and throughput side by side.
 package proof

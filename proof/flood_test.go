@@ -15,6 +15,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/kioskpay/kioskpay/internal/simkeys"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 )
 
 // TestFlood publishes KIOSKPAY_FLOOD commands (mixed valid and junk) to one
@@ -47,12 +48,12 @@ func TestFlood(t *testing.T) {
 		allSeen = make(chan struct{})
 		once    sync.Once
 	)
-	rig, err := NewRig(ctx, dir, RigOptions{Keys: simkeys.Get(t)})
+	rig, err := testrig.NewRig(ctx, dir, testrig.RigOptions{Keys: simkeys.Get(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rig.Close()
-	rig.Ctl.OnReply = func(_ string, r Reply) {
+	rig.Ctl.OnReply = func(_ string, r testrig.Reply) {
 		mu.Lock()
 		perID[r.RequestID]++
 		mu.Unlock()
@@ -61,7 +62,7 @@ func TestFlood(t *testing.T) {
 			once.Do(func() { close(allSeen) })
 		}
 	}
-	dev := "flood" + randHex(3)
+	dev := "flood" + testrig.RandomHex(3)
 	d, err := rig.Daemon(dev, map[string]any{"payment.poll": "2s"})
 	if err != nil {
 		t.Fatal(err)
@@ -76,10 +77,10 @@ func TestFlood(t *testing.T) {
 		t.Fatalf("%v (log %s)", err, d.Log)
 	}
 	pid := d.PID()
-	rss0, _, _ := Memory(pid)
+	rss0, _, _ := testrig.Memory(pid)
 
 	msgs, ids := floodMessages(n, rig.Ctl)
-	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(rig.URL).SetClientID("flood-pub-" + randHex(4)).
+	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(rig.URL).SetClientID("flood-pub-" + testrig.RandomHex(4)).
 		SetCleanSession(true).SetAutoReconnect(false).SetWriteTimeout(30 * time.Second))
 	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("publisher connect: %v", tok.Error())
@@ -111,7 +112,7 @@ wait:
 		case <-allSeen:
 			break wait
 		case <-sampler.C:
-			if a, _, err := MemoryBreakdown(pid); err == nil && a > peakAnon {
+			if a, _, err := testrig.MemoryBreakdown(pid); err == nil && a > peakAnon {
 				peakAnon = a
 			}
 		case <-timeout:
@@ -122,7 +123,7 @@ wait:
 	drained := time.Duration(last.Load() - start.UnixNano())
 	// Late duplicates would arrive after the last expected reply.
 	time.Sleep(2 * time.Second)
-	rss1, peak, _ := Memory(pid)
+	rss1, peak, _ := testrig.Memory(pid)
 
 	mu.Lock()
 	var dup, missing []string
@@ -166,7 +167,7 @@ type floodMsg struct {
 // lists of orders that do not exist, invalid fields, bad JSON, and
 // oversized payloads. ids are the request ids the daemon can echo (the
 // messages it cannot parse are answered without one).
-func floodMessages(n int, ctl *Controller) ([]floodMsg, []string) {
+func floodMessages(n int, ctl *testrig.Controller) ([]floodMsg, []string) {
 	var out []floodMsg
 	var ids []string
 	add := func(topic string, v map[string]any) {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 )
@@ -56,7 +57,7 @@ func TestFreeze(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			w := newWorldEnv(t, ctx, SimOptions{TimeoutHold: 3 * time.Second, RefundDelay: 300 * time.Millisecond}, map[string]any{
+			w := newWorldEnv(t, ctx, testrig.SimOptions{TimeoutHold: 3 * time.Second, RefundDelay: 300 * time.Millisecond}, map[string]any{
 				"payment.poll":       "500ms",
 				"unlock.ack_timeout": "6s",
 			}, sup.Env())

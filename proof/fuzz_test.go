@@ -21,6 +21,7 @@ import (
 	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/internal/simkeys"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/accounts"
 	"github.com/kioskpay/kioskpay/payment/paysim"
@@ -38,7 +39,7 @@ import (
 // fuzzEngine is one engine per fuzzing process, shared by every input.
 type fuzzEngine struct {
 	eng     *device.Engine
-	sim     *Sim
+	sim     *testrig.Sim
 	replies chan contract.Outgoing
 	// notifications captured from paysim, valid for this process's keys
 	mu      sync.Mutex
@@ -64,7 +65,7 @@ func engineForFuzz(t testing.TB) *fuzzEngine {
 func startFuzzEngine(keys *paysim.Keys) (*fuzzEngine, error) {
 	fe := &fuzzEngine{replies: make(chan contract.Outgoing, 1024)}
 	var err error
-	if fe.sim, err = StartSim(keys, SimOptions{RefundDelay: 100 * time.Millisecond}); err != nil {
+	if fe.sim, err = testrig.StartSim(keys, testrig.SimOptions{RefundDelay: 100 * time.Millisecond}); err != nil {
 		return nil, err
 	}
 	// Notifications land here and become seeds for FuzzEngineNotify.
@@ -97,7 +98,7 @@ func startFuzzEngine(keys *paysim.Keys) (*fuzzEngine, error) {
 		return nil, err
 	}
 	cfgPath := filepath.Join(dir, "kioskpayd.toml")
-	if err := WriteConfig(cfgPath, base, map[string]any{
+	if err := testrig.WriteConfig(cfgPath, base, map[string]any{
 		"device_id": "fuzz", "state_dir": filepath.Join(dir, "state"), "display.outputs": []string{},
 		"payment.notify_url": capture.URL, "payment.poll": "200ms", "unlock.ack_timeout": "2s",
 	}); err != nil {
@@ -370,8 +371,8 @@ func FuzzConfig(f *testing.F) {
 }
 
 // StartSimForSeeds starts a throw-away simulator for seed material.
-func StartSimForSeeds(f *testing.F) *Sim {
-	s, err := StartSim(simkeys.Get(f), SimOptions{})
+func StartSimForSeeds(f *testing.F) *testrig.Sim {
+	s, err := testrig.StartSim(simkeys.Get(f), testrig.SimOptions{})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kioskpay/kioskpay/internal/testrig"
 )
 
 // TestGatewayReplicas runs orders for KIOSKPAY_GATEWAY (a duration, e.g.
@@ -38,7 +40,7 @@ func TestGatewayReplicas(t *testing.T) {
 		// the load goes on at once.
 		"gateway.timeout": "2s",
 	}
-	w := newWorldRig(t, ctx, RigOptions{Sim: SimOptions{RefundDelay: 300 * time.Millisecond}, Gateway: 3}, overrides, nil)
+	w := newWorldRig(t, ctx, testrig.RigOptions{Sim: testrig.SimOptions{RefundDelay: 300 * time.Millisecond}, Gateway: 3}, overrides, nil)
 	devices := []string{w.dev}
 	for len(devices) < envInt("KIOSKPAY_GATEWAY_DEVICES", 3) {
 		devices = append(devices, w.addDevice(overrides))

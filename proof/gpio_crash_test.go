@@ -37,6 +37,7 @@ import (
 
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 	"github.com/kioskpay/kioskpay/internal/qemuvm"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 )
 
 const (
@@ -149,7 +150,7 @@ func TestGuestGPIOCrash(t *testing.T) {
 	start := time.Now()
 	for _, m := range gpioCrashModes {
 		t.Run(m.Name, func(t *testing.T) {
-			u := newUnlockWorld(t, ctx, RigOptions{BrokerURL: broker, Bin: gpioGuestBin}, m.overrides())
+			u := newUnlockWorld(t, ctx, testrig.RigOptions{BrokerURL: broker, Bin: gpioGuestBin}, m.overrides())
 			t.Cleanup(func() {
 				if t.Failed() {
 					b, _ := os.ReadFile(u.d.Log)
@@ -289,7 +290,7 @@ func TestGPIOCrash(t *testing.T) {
 	if err := qemuvm.CompileTest(ctx, ".", guest); err != nil {
 		t.Fatal(err)
 	}
-	if err := Build(ctx, "./cmd/kioskpayd", daemon, qemuvm.GuestGoEnv...); err != nil {
+	if err := testrig.Build(ctx, "./cmd/kioskpayd", daemon, qemuvm.GuestGoEnv...); err != nil {
 		t.Fatal(err)
 	}
 	initrd, err := qemuvm.Initramfs(dir, map[string]string{"init": guest, "kioskpayd": daemon})

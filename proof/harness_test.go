@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kioskpay/kioskpay/internal/simkeys"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 )
@@ -31,10 +32,10 @@ func envInt(name string, def int) int {
 type world struct {
 	t      testing.TB
 	ctx    context.Context
-	rig    *Rig
+	rig    *testrig.Rig
 	dev    string
-	d      *Daemon
-	extra  []*Daemon // more devices on the same rig (soak)
+	d      *testrig.Daemon
+	extra  []*testrig.Daemon // more devices on the same rig (soak)
 	ledger *Ledger
 	rnd    *rand.Rand
 	rndMu  sync.Mutex
@@ -51,19 +52,19 @@ type world struct {
 	fs *Tmpfs
 }
 
-func newWorld(t testing.TB, ctx context.Context, sim SimOptions, overrides map[string]any) *world {
+func newWorld(t testing.TB, ctx context.Context, sim testrig.SimOptions, overrides map[string]any) *world {
 	t.Helper()
 	return newWorldEnv(t, ctx, sim, overrides, nil)
 }
 
 // newWorldEnv is newWorld with env added to the daemon's environment.
-func newWorldEnv(t testing.TB, ctx context.Context, sim SimOptions, overrides map[string]any, env []string) *world {
+func newWorldEnv(t testing.TB, ctx context.Context, sim testrig.SimOptions, overrides map[string]any, env []string) *world {
 	t.Helper()
-	return newWorldRig(t, ctx, RigOptions{Sim: sim}, overrides, env)
+	return newWorldRig(t, ctx, testrig.RigOptions{Sim: sim}, overrides, env)
 }
 
 // newWorldRig is newWorldEnv with the rig's options (e.g. Gateway).
-func newWorldRig(t testing.TB, ctx context.Context, ro RigOptions, overrides map[string]any, env []string) *world {
+func newWorldRig(t testing.TB, ctx context.Context, ro testrig.RigOptions, overrides map[string]any, env []string) *world {
 	t.Helper()
 	seed := uint64(envInt("KIOSKPAY_SEED", int(time.Now().UnixNano()%1e9)))
 	t.Logf("seed %d (KIOSKPAY_SEED=%d reproduces the schedule)", seed, seed)
@@ -73,13 +74,13 @@ func newWorldRig(t testing.TB, ctx context.Context, ro RigOptions, overrides map
 		dir = filepath.Join(keep, fmt.Sprintf("%s-%d", t.Name(), time.Now().Unix()))
 	}
 	ro.Keys, ro.OnResult = simkeys.Get(t), w.onResult
-	rig, err := NewRig(ctx, dir, ro)
+	rig, err := testrig.NewRig(ctx, dir, ro)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(rig.Close)
 	w.rig = rig
-	w.dev = "dev" + randHex(3)
+	w.dev = "dev" + testrig.RandomHex(3)
 	if w.d, err = rig.Daemon(w.dev, overrides); err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +119,7 @@ func (w *world) dur(lo, hi time.Duration) time.Duration {
 
 // onResult is the controller: book the result, ack as the order's policy
 // says, and count unlocks.
-func (w *world) onResult(r Result) {
+func (w *world) onResult(r testrig.Result) {
 	dec := w.ledger.OnResult(r)
 	if dec.Unlock {
 		w.mu.Lock()
@@ -156,12 +157,12 @@ func newOTN() string {
 	otnSeq.Lock()
 	defer otnSeq.Unlock()
 	otnSeq.n++
-	return fmt.Sprintf("p%s_%06d", randHex(3), otnSeq.n)
+	return fmt.Sprintf("p%s_%06d", testrig.RandomHex(3), otnSeq.n)
 }
 
 // create books an order and publishes its create request; the reply is
 // booked when it arrives (the daemon may be dead meanwhile).
-func (w *world) create(o *Order) <-chan Reply {
+func (w *world) create(o *Order) <-chan testrig.Reply {
 	if o.Device == "" {
 		o.Device = w.dev
 	}
@@ -182,7 +183,7 @@ func (w *world) create(o *Order) <-chan Reply {
 		return nil
 	}
 	w.ledger.Update(o.OutTradeNo, func(o *Order) { o.Requests[id] = "pay/create" })
-	out := make(chan Reply, 1)
+	out := make(chan testrig.Reply, 1)
 	go func() {
 		select {
 		case r := <-ch:
@@ -197,7 +198,7 @@ func (w *world) create(o *Order) <-chan Reply {
 }
 
 // command publishes a command for an order and books its request id.
-func (w *world) command(otn, suffix string, fields map[string]any) <-chan Reply {
+func (w *world) command(otn, suffix string, fields map[string]any) <-chan testrig.Reply {
 	o, _ := w.ledger.Get(otn)
 	fields["out_trade_no"] = otn
 	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
@@ -212,9 +213,9 @@ func (w *world) command(otn, suffix string, fields map[string]any) <-chan Reply 
 }
 
 // waitReply waits up to d for a reply; ok false on timeout.
-func waitReply(ctx context.Context, ch <-chan Reply, d time.Duration) (Reply, bool) {
+func waitReply(ctx context.Context, ch <-chan testrig.Reply, d time.Duration) (testrig.Reply, bool) {
 	if ch == nil {
-		return Reply{}, false
+		return testrig.Reply{}, false
 	}
 	select {
 	case r := <-ch:
@@ -222,7 +223,7 @@ func waitReply(ctx context.Context, ch <-chan Reply, d time.Duration) (Reply, bo
 	case <-time.After(d):
 	case <-ctx.Done():
 	}
-	return Reply{}, false
+	return testrig.Reply{}, false
 }
 
 // legs returns the providers the simulator has an order for.
@@ -358,7 +359,7 @@ func (w *world) finish(grace time.Duration) {
 	for _, r := range w.ledger.UnknownResults() {
 		w.report([]Violation{{Kind: VUnknownResult, OutTradeNo: r.OutTradeNo, Detail: "status " + string(r.Status)}})
 	}
-	for _, d := range append([]*Daemon{w.d}, w.extra...) {
+	for _, d := range append([]*testrig.Daemon{w.d}, w.extra...) {
 		for _, c := range d.Crashes() {
 			w.report([]Violation{{Kind: VDaemonCrashed, Detail: c}})
 		}
@@ -368,7 +369,7 @@ func (w *world) finish(grace time.Duration) {
 // addDevice starts one more daemon on the rig and returns its device id.
 func (w *world) addDevice(overrides map[string]any) string {
 	w.t.Helper()
-	dev := "dev" + randHex(3)
+	dev := "dev" + testrig.RandomHex(3)
 	d, err := w.rig.Daemon(dev, overrides)
 	if err != nil {
 		w.t.Fatal(err)

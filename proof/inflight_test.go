@@ -9,6 +9,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/kioskpay/kioskpay/internal/testrig"
 )
 
 // TestBrokerInflight measures whether the broker holds back QoS 1 messages
@@ -26,7 +28,7 @@ func TestBrokerInflight(t *testing.T) {
 	const limit, total = 10, 2000
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	b, err := StartMosquitto(ctx, filepath.Join(t.TempDir(), "mosquitto"), "max_inflight_messages 10")
+	b, err := testrig.StartMosquitto(ctx, filepath.Join(t.TempDir(), "mosquitto"), "max_inflight_messages 10")
 	if err != nil {
 		t.Skipf("no mosquitto: %v", err)
 	}

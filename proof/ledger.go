@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 )
 
@@ -46,7 +47,7 @@ type Order struct {
 	OperatorRefund int64
 	// Results seen, in arrival order; PaidSeqs are the seqs of distinct
 	// paid outcomes, Unlocked those the controller acted upon.
-	Results  []Result
+	Results  []testrig.Result
 	PaidSeqs map[uint64]bool
 	Unlocked map[uint64]bool
 	// WrongAmount: the provider holds an order of another total (the
@@ -70,7 +71,7 @@ type Ledger struct {
 	orders map[string]*Order
 	keys   []string
 	// Unknown lists results for out_trade_nos the ledger never created.
-	unknown []Result
+	unknown []testrig.Result
 }
 
 // NewLedger returns an empty ledger.
@@ -121,7 +122,7 @@ func (o *Order) clone() Order {
 		c.Requests[k] = v
 	}
 	c.Payments = append([]Payment(nil), o.Payments...)
-	c.Results = append([]Result(nil), o.Results...)
+	c.Results = append([]testrig.Result(nil), o.Results...)
 	c.PaidSeqs, c.Unlocked = map[uint64]bool{}, map[uint64]bool{}
 	for k := range o.PaidSeqs {
 		c.PaidSeqs[k] = true
@@ -158,7 +159,7 @@ type Decision struct {
 // re-sent with the same seq gets the same answer and no second unlock; a
 // paid outcome with a new seq is booked (Check reports it) but never
 // unlocks a second time.
-func (l *Ledger) OnResult(r Result) Decision {
+func (l *Ledger) OnResult(r testrig.Result) Decision {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	o := l.orders[r.OutTradeNo]
@@ -351,10 +352,10 @@ func Check(o Order, legs []paysim.OrderInfo, d DaemonView, replies func(id strin
 }
 
 // UnknownResults returns results for orders the ledger never created.
-func (l *Ledger) UnknownResults() []Result {
+func (l *Ledger) UnknownResults() []testrig.Result {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return append([]Result(nil), l.unknown...)
+	return append([]testrig.Result(nil), l.unknown...)
 }
 
 func keys(m map[uint64]bool) []uint64 {

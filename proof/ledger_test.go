@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/kioskpay/kioskpay/contract"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 )
@@ -31,7 +32,7 @@ func TestCheck(t *testing.T) {
 	}
 	paidOnce := func(o *Order) {
 		o.Payments = []Payment{{Provider: "wxpay", Amount: 1000}}
-		o.Results = []Result{{Result: contract.Result{OutTradeNo: otn, Status: "paid", TotalFee: 1000, Seq: 7}}}
+		o.Results = []testrig.Result{{Result: contract.Result{OutTradeNo: otn, Status: "paid", TotalFee: 1000, Seq: 7}}}
 		o.PaidSeqs[7] = true
 	}
 	delivered := func(o *Order) { paidOnce(o); o.Unlocked[7] = true }
@@ -62,11 +63,11 @@ func TestCheck(t *testing.T) {
 		{"two paid outcomes, one acted on", order(func(o *Order) { delivered(o); o.PaidSeqs[9] = true }),
 			[]paysim.OrderInfo{leg("wxpay", "SUCCESS", 1000, 0)}, DaemonView{true, "delivered"}, oneReply, false, []string{VUnlockedTwice}},
 		{"false paid", order(func(o *Order) {
-			o.Results = []Result{{Result: contract.Result{OutTradeNo: otn, Status: "paid", TotalFee: 1000, Seq: 1}}}
+			o.Results = []testrig.Result{{Result: contract.Result{OutTradeNo: otn, Status: "paid", TotalFee: 1000, Seq: 1}}}
 		}), []paysim.OrderInfo{leg("wxpay", "NOTPAY", 0, 0)}, DaemonView{}, oneReply, false, []string{VFalsePaid}},
 		{"other provider total paid out", order(func(o *Order) {
 			o.WrongAmount = true
-			o.Results = []Result{{Result: contract.Result{OutTradeNo: otn, Status: "paid", TotalFee: 1000, Seq: 1}}}
+			o.Results = []testrig.Result{{Result: contract.Result{OutTradeNo: otn, Status: "paid", TotalFee: 1000, Seq: 1}}}
 		}), []paysim.OrderInfo{total(leg("wxpay", "SUCCESS", 999, 0), 999)}, DaemonView{}, oneReply, false, []string{VFalsePaid}},
 		{"other provider total refunded in full", order(func(o *Order) {
 			o.WrongAmount = true
@@ -117,7 +118,7 @@ func TestCheck(t *testing.T) {
 func TestLedgerDedupesPaidResults(t *testing.T) {
 	l := NewLedger()
 	l.Add(&Order{OutTradeNo: "order_000002", Total: 500, Ack: AckOK})
-	r := Result{Result: contract.Result{OutTradeNo: "order_000002", Status: "paid", TotalFee: 500, Seq: 3}}
+	r := testrig.Result{Result: contract.Result{OutTradeNo: "order_000002", Status: "paid", TotalFee: 500, Seq: 3}}
 	if d := l.OnResult(r); !d.Unlock || !d.OK || !d.Ack {
 		t.Fatalf("first paid result: %+v, want an unlock and ack ok", d)
 	}
@@ -132,7 +133,7 @@ func TestLedgerDedupesPaidResults(t *testing.T) {
 	if len(o.Unlocked) != 2 || len(o.PaidSeqs) != 2 {
 		t.Fatalf("booked %d unlocks, %d paid seqs; want 2 and 2 so Check reports it", len(o.Unlocked), len(o.PaidSeqs))
 	}
-	if d := l.OnResult(Result{Result: contract.Result{OutTradeNo: "nobody_s_order", Status: "paid"}}); d.Unlock {
+	if d := l.OnResult(testrig.Result{Result: contract.Result{OutTradeNo: "nobody_s_order", Status: "paid"}}); d.Unlock {
 		t.Fatal("unknown order unlocked")
 	}
 	if len(l.UnknownResults()) != 1 {

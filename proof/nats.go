@@ -16,6 +16,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/mqttclient"
 )
 
@@ -83,7 +84,7 @@ func StartNATSCluster(ctx context.Context, dir string, n int, o NATSOptions) (_ 
 	ps := make([]ports, n)
 	for i := range ps {
 		for _, p := range []*int{&ps[i].client, &ps[i].cluster, &ps[i].mqtt, &ps[i].http} {
-			if *p, err = FreePort(); err != nil {
+			if *p, err = testrig.FreePort(); err != nil {
 				return nil, err
 			}
 		}
@@ -209,7 +210,7 @@ func (n *NATSNode) waitMQTT(ctx context.Context, within time.Duration) error {
 }
 
 func (n *NATSNode) probe(ctx context.Context) error {
-	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(n.MQTT).SetClientID("proof-probe-" + randHex(4)).
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(n.MQTT).SetClientID("proof-probe-" + testrig.RandomHex(4)).
 		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).SetProtocolVersion(4))
 	if err := mqttclient.Wait(ctx, c.Connect(), 10*time.Second); err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -17,7 +18,7 @@ func TestScenarios(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	w := newWorld(t, ctx, SimOptions{RefundDelay: 200 * time.Millisecond}, map[string]any{
+	w := newWorld(t, ctx, testrig.SimOptions{RefundDelay: 200 * time.Millisecond}, map[string]any{
 		"payment.poll":       "2s",
 		"unlock.ack_timeout": "4s",
 	})

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 )
@@ -43,7 +44,7 @@ func TestFaultSoak(t *testing.T) {
 		"payment.poll":       "500ms",
 		"unlock.ack_timeout": "5s",
 	}
-	w := newWorld(t, ctx, SimOptions{TimeoutHold: 3 * time.Second, RefundDelay: 300 * time.Millisecond}, overrides)
+	w := newWorld(t, ctx, testrig.SimOptions{TimeoutHold: 3 * time.Second, RefundDelay: 300 * time.Millisecond}, overrides)
 	devices := []string{w.dev}
 	for len(devices) < envInt("KIOSKPAY_SOAK_DEVICES", 2) {
 		devices = append(devices, w.addDevice(overrides))

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/kioskpay/kioskpay/internal/testrig"
 )
 
 // Unit is what a Supervisor takes from a systemd unit file: the watchdog,
@@ -104,7 +106,7 @@ func moduleRootFromWD() (string, error) {
 // daemon stays down, as a device would.
 type Supervisor struct {
 	Unit Unit
-	d    *Daemon
+	d    *testrig.Daemon
 	conn *net.UnixConn
 	sock string
 
@@ -139,7 +141,7 @@ func (s *Supervisor) Env() []string {
 }
 
 // Watch supervises d (already started with Env) until Close.
-func (s *Supervisor) Watch(d *Daemon) {
+func (s *Supervisor) Watch(d *testrig.Daemon) {
 	s.d = d
 	s.mu.Lock()
 	s.lastPing = time.Now()

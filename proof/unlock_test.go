@@ -19,6 +19,7 @@ import (
 	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/internal/ptytest"
 	"github.com/kioskpay/kioskpay/internal/simkeys"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -27,8 +28,8 @@ import (
 type unlockWorld struct {
 	t   *testing.T
 	ctx context.Context
-	rig *Rig
-	d   *Daemon
+	rig *testrig.Rig
+	d   *testrig.Daemon
 	dev string
 	// online bounds a start until the daemon's status says online.
 	online time.Duration
@@ -41,14 +42,14 @@ type unlockWorld struct {
 
 // newUnlockWorld starts a rig with opts (its broker and daemon binary, if
 // set) and a daemon with overrides.
-func newUnlockWorld(t *testing.T, ctx context.Context, opts RigOptions, overrides map[string]any) *unlockWorld {
+func newUnlockWorld(t *testing.T, ctx context.Context, opts testrig.RigOptions, overrides map[string]any) *unlockWorld {
 	t.Helper()
 	u := &unlockWorld{t: t, ctx: ctx, results: map[string][]string{}, events: map[string][]string{}, online: 20 * time.Second}
 	if opts.Keys == nil {
 		opts.Keys = simkeys.Get(t)
 	}
 	opts.Sim.RefundDelay = 100 * time.Millisecond
-	opts.OnResult = func(r Result) {
+	opts.OnResult = func(r testrig.Result) {
 		u.mu.Lock()
 		u.results[r.OutTradeNo] = append(u.results[r.OutTradeNo], string(r.Status))
 		u.mu.Unlock()
@@ -57,7 +58,7 @@ func newUnlockWorld(t *testing.T, ctx context.Context, opts RigOptions, override
 		// An emulated machine: the daemon starts slowly.
 		u.online = 2 * time.Minute
 	}
-	rig, err := NewRig(ctx, t.TempDir(), opts)
+	rig, err := testrig.NewRig(ctx, t.TempDir(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +73,7 @@ func newUnlockWorld(t *testing.T, ctx context.Context, opts RigOptions, override
 		u.flags = s.Flags
 		u.mu.Unlock()
 	}
-	u.rig, u.dev = rig, "dev"+randHex(3)
+	u.rig, u.dev = rig, "dev"+testrig.RandomHex(3)
 	o := map[string]any{"payment.poll": "300ms"}
 	for k, v := range overrides {
 		o[k] = v
@@ -266,7 +267,7 @@ func serialWorld(t *testing.T, ctx context.Context, wait time.Duration) (*unlock
 	master, port := ptytest.Open(t)
 	log := &startLog{path: filepath.Join(t.TempDir(), "starts")}
 	serialMachine(master, log, wait)
-	return newUnlockWorld(t, ctx, RigOptions{}, map[string]any{
+	return newUnlockWorld(t, ctx, testrig.RigOptions{}, map[string]any{
 		"unlock.driver":         "serial",
 		"unlock.serial.port":    port,
 		"unlock.serial.send":    "START {out_trade_no} {total_fee}\r\n",
@@ -279,7 +280,7 @@ func serialWorld(t *testing.T, ctx context.Context, wait time.Duration) (*unlock
 // execWorld is a daemon with driver = "exec" running execProgram.
 func execWorld(t *testing.T, ctx context.Context) (*unlockWorld, *startLog) {
 	log := &startLog{path: filepath.Join(t.TempDir(), "starts")}
-	return newUnlockWorld(t, ctx, RigOptions{}, map[string]any{
+	return newUnlockWorld(t, ctx, testrig.RigOptions{}, map[string]any{
 		"unlock.driver": "exec", "unlock.exec.command": []string{execProgram(t, log.path)}, "unlock.exec.timeout": "5s"}), log
 }
 

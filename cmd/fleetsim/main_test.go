@@ -14,7 +14,7 @@ import (
 	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
-	"github.com/kioskpay/kioskpay/proof"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 )
 
 func TestFleet(t *testing.T) {
@@ -101,7 +101,7 @@ func TestKillLeavesLastWills(t *testing.T) {
 	url := mqtttest.Broker(t)
 	prefix := mqtttest.Unique("fs")
 	bin := filepath.Join(t.TempDir(), "fleetsim")
-	if err := proof.Build(context.Background(), "./cmd/fleetsim", bin); err != nil {
+	if err := testrig.Build(context.Background(), "./cmd/fleetsim", bin); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-broker", url, "-prefix", prefix, "-devices", "3", "-online", "3")

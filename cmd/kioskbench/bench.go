@@ -12,9 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
-	"github.com/kioskpay/kioskpay/proof"
 )
 
 // bench holds the shared pieces of one run.
@@ -23,26 +23,26 @@ type bench struct {
 	dir string
 	log *slog.Logger
 
-	rig      *proof.Rig
+	rig      *testrig.Rig
 	keys     *paysim.Keys
 	relayBin string
 
 	mu       sync.Mutex
-	waiters  map[string]chan proof.Result // out_trade_no → results
+	waiters  map[string]chan testrig.Result // out_trade_no → results
 	seq      int
 	prefixes map[string]string // device → out_trade_no prefix (gateway)
 
-	main     *proof.Daemon // create, detection and calls by polling
-	relayD   *proof.Daemon // detection and calls through notifyrelay
-	gwD      *proof.Daemon // create and detection through paygate
-	relaySim *proof.Sim
+	main     *testrig.Daemon // create, detection and calls by polling
+	relayD   *testrig.Daemon // detection and calls through notifyrelay
+	gwD      *testrig.Daemon // create and detection through paygate
+	relaySim *testrig.Sim
 	relayURL string
 	cleanup  []func()
 }
 
 func (b *bench) run(ctx context.Context) (*Report, error) {
 	rep := &Report{Command: b.o.commandLn, Started: time.Now().UTC().Format(time.RFC3339)}
-	b.waiters = map[string]chan proof.Result{}
+	b.waiters = map[string]chan testrig.Result{}
 	rep.BrokerNoDelay = b.o.nodelay
 	if b.o.poll == "" {
 		b.o.poll = "2s" // what paysim's kioskpayd.toml ships
@@ -50,7 +50,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	rep.Provider, rep.Poll = b.o.provider, b.o.poll
 	rep.Machine = machine(b.dir)
 	defer func() {
-		for _, d := range []*proof.Daemon{b.main, b.relayD, b.gwD} {
+		for _, d := range []*testrig.Daemon{b.main, b.relayD, b.gwD} {
 			if d != nil {
 				d.Stop(10 * time.Second)
 			}
@@ -116,20 +116,20 @@ func (b *bench) startRig(ctx context.Context) error {
 	if b.o.nodelay {
 		brokerConf = append(brokerConf, "set_tcp_nodelay true")
 	}
-	b.rig, err = proof.NewRig(ctx, b.dir, proof.RigOptions{
-		Keys: b.keys, Sim: proof.SimOptions{RefundDelay: 200 * time.Millisecond}, OnResult: b.onResult,
+	b.rig, err = testrig.NewRig(ctx, b.dir, testrig.RigOptions{
+		Keys: b.keys, Sim: testrig.SimOptions{RefundDelay: 200 * time.Millisecond}, OnResult: b.onResult,
 		BrokerConfig: brokerConf,
 	})
 	if err != nil {
 		return err
 	}
 	b.relayBin = filepath.Join(b.dir, "notifyrelay")
-	return proof.Build(ctx, "./cmd/notifyrelay", b.relayBin, "CGO_ENABLED=0")
+	return testrig.Build(ctx, "./cmd/notifyrelay", b.relayBin, "CGO_ENABLED=0")
 }
 
 // onResult routes results to whoever waits for that order, and acks
 // anything nobody waits for so it is not re-published forever.
-func (b *bench) onResult(r proof.Result) {
+func (b *bench) onResult(r testrig.Result) {
 	b.mu.Lock()
 	ch := b.waiters[r.OutTradeNo]
 	b.mu.Unlock()
@@ -145,8 +145,8 @@ func (b *bench) onResult(r proof.Result) {
 	_, _ = b.rig.Ctl.Ack(ctx, r.Device, r.OutTradeNo, false, "bench: not waited for")
 }
 
-func (b *bench) expect(otn string) chan proof.Result {
-	ch := make(chan proof.Result, 32)
+func (b *bench) expect(otn string) chan testrig.Result {
+	ch := make(chan testrig.Result, 32)
 	b.mu.Lock()
 	b.waiters[otn] = ch
 	b.mu.Unlock()
@@ -177,12 +177,12 @@ func (b *bench) otnFor(device string) string {
 
 // daemon starts a daemon for device with the bench's defaults plus
 // overrides and waits until it is online.
-func (b *bench) daemon(ctx context.Context, device string, overrides map[string]any) (*proof.Daemon, error) {
+func (b *bench) daemon(ctx context.Context, device string, overrides map[string]any) (*testrig.Daemon, error) {
 	return b.startDaemon(ctx, b.rig.Daemon, device, overrides)
 }
 
 // startDaemon is daemon with the rig's constructor (Daemon, GatewayDaemon).
-func (b *bench) startDaemon(ctx context.Context, mk func(string, map[string]any) (*proof.Daemon, error), device string, overrides map[string]any) (*proof.Daemon, error) {
+func (b *bench) startDaemon(ctx context.Context, mk func(string, map[string]any) (*testrig.Daemon, error), device string, overrides map[string]any) (*testrig.Daemon, error) {
 	o := map[string]any{
 		"payment.poll":       b.o.poll,
 		"payment.provider":   b.o.provider,
@@ -220,7 +220,7 @@ func (b *bench) createFields(otn string, total int64, expire int) map[string]any
 type order struct {
 	otn        string
 	created    time.Duration // publish → reply
-	reply      proof.Reply
+	reply      testrig.Reply
 	detected   time.Duration // pay → paid result
 	resultSeen time.Time
 }
@@ -244,7 +244,7 @@ func (b *bench) create(ctx context.Context, device, otn string, total int64, exp
 }
 
 // payAndWait pays otn at sim and waits for the paid result, then acks it.
-func (b *bench) payAndWait(ctx context.Context, sim *proof.Sim, device string, o *order, results chan proof.Result) error {
+func (b *bench) payAndWait(ctx context.Context, sim *testrig.Sim, device string, o *order, results chan testrig.Result) error {
 	prov := payment.ProviderName(b.o.provider)
 	if b.o.provider == "any" {
 		prov = payment.WxPay
@@ -274,7 +274,7 @@ func (b *bench) payAndWait(ctx context.Context, sim *proof.Sim, device string, o
 }
 
 // cancelAndWait cancels otn and acks its cancelled result.
-func (b *bench) cancelAndWait(ctx context.Context, device, otn string, results chan proof.Result) error {
+func (b *bench) cancelAndWait(ctx context.Context, device, otn string, results chan testrig.Result) error {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if _, err := b.rig.Ctl.Request(cctx, device, "pay/cancel", map[string]any{"out_trade_no": otn}); err != nil {
@@ -297,7 +297,7 @@ func (b *bench) cancelAndWait(ctx context.Context, device, otn string, results c
 // startRelay runs notifyrelay against the rig's broker and returns its
 // base URL for payment.notify_url.
 func (b *bench) startRelay(ctx context.Context, name string) (string, func(), error) {
-	port, err := proof.FreePort()
+	port, err := testrig.FreePort()
 	if err != nil {
 		return "", nil, err
 	}
@@ -324,7 +324,7 @@ func (b *bench) startRelay(ctx context.Context, name string) (string, func(), er
 		}
 		logf.Close()
 	}
-	if err := proof.WaitTCP(ctx, addr, 10*time.Second); err != nil {
+	if err := testrig.WaitTCP(ctx, addr, 10*time.Second); err != nil {
 		stop()
 		return "", nil, err
 	}
@@ -334,8 +334,8 @@ func (b *bench) startRelay(ctx context.Context, name string) (string, func(), er
 // extraSim starts another simulator with the same keys (so the same key
 // files work) and returns it with the config overrides pointing a daemon
 // at it.
-func (b *bench) extraSim() (*proof.Sim, map[string]any, error) {
-	s, err := proof.StartSim(b.keys, proof.SimOptions{RefundDelay: 200 * time.Millisecond})
+func (b *bench) extraSim() (*testrig.Sim, map[string]any, error) {
+	s, err := testrig.StartSim(b.keys, testrig.SimOptions{RefundDelay: 200 * time.Millisecond})
 	if err != nil {
 		return nil, nil, err
 	}

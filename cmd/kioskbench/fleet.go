@@ -19,8 +19,8 @@ import (
 	"time"
 
 	"github.com/kioskpay/kioskpay/device/fleetsim"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/mqttclient/brokerurl"
-	"github.com/kioskpay/kioskpay/proof"
 )
 
 // The fleet part: how long kioskctl takes to list a whole fleet from the
@@ -69,7 +69,7 @@ var legacyLimits = []string{"max_inflight_messages 10", "max_queued_messages 100
 
 func (b *bench) measureFleet(ctx context.Context, rep *Report) error {
 	ctl := filepath.Join(b.dir, "kioskctl")
-	if err := proof.Build(ctx, "./cmd/kioskctl", ctl, "CGO_ENABLED=0"); err != nil {
+	if err := testrig.Build(ctx, "./cmd/kioskctl", ctl, "CGO_ENABLED=0"); err != nil {
 		return err
 	}
 	if b.o.fleetBroker != "" {
@@ -86,7 +86,7 @@ func (b *bench) measureFleet(ctx context.Context, rep *Report) error {
 		}
 		return nil
 	}
-	limits, err := proof.DeployBrokerLimits(ctx)
+	limits, err := testrig.DeployBrokerLimits(ctx)
 	if err != nil {
 		return err
 	}
@@ -95,7 +95,7 @@ func (b *bench) measureFleet(ctx context.Context, rep *Report) error {
 		limits    []string
 		sizes     []int
 	}
-	configs := []config{{"deploy", "mosquitto, " + proof.DeployConf + " limits, plain listener", limits, b.o.fleetSizes}}
+	configs := []config{{"deploy", "mosquitto, " + testrig.DeployConf + " limits, plain listener", limits, b.o.fleetSizes}}
 	if b.o.fleetLegacy && len(b.o.fleetSizes) > 0 {
 		configs = append(configs, config{"old", "mosquitto, the old limits (max_queued_messages 100), plain listener", legacyLimits, b.o.fleetSizes[len(b.o.fleetSizes)-1:]})
 	}
@@ -103,7 +103,7 @@ func (b *bench) measureFleet(ctx context.Context, rep *Report) error {
 	for _, c := range configs {
 		for _, n := range c.sizes {
 			// A fresh broker per run: nothing retained from the last.
-			m, err := proof.StartMosquitto(ctx, filepath.Join(b.dir, fmt.Sprintf("fleet-mosquitto-%d-%d", n, len(rep.Fleet))), c.limits...)
+			m, err := testrig.StartMosquitto(ctx, filepath.Join(b.dir, fmt.Sprintf("fleet-mosquitto-%d-%d", n, len(rep.Fleet))), c.limits...)
 			if err != nil {
 				return err
 			}
@@ -118,7 +118,7 @@ func (b *bench) measureFleet(ctx context.Context, rep *Report) error {
 			if c.key == "deploy" {
 				for _, l := range run.listings() {
 					if !l.Complete || l.Listed != n {
-						incomplete = append(incomplete, fmt.Errorf("%d devices with %s: a listing was incomplete (%d listed, exit %d): %s", n, proof.DeployConf, l.Listed, l.Exit, l.Note))
+						incomplete = append(incomplete, fmt.Errorf("%d devices with %s: a listing was incomplete (%d listed, exit %d): %s", n, testrig.DeployConf, l.Listed, l.Exit, l.Note))
 					}
 				}
 			}

@@ -11,8 +11,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
-	"github.com/kioskpay/kioskpay/proof"
 	"github.com/kioskpay/kioskpay/store"
 )
 
@@ -244,8 +244,8 @@ func (b *bench) historyRun(ctx context.Context, n int, keys string) (HistoryRun,
 		}
 		after = page.Next
 	}
-	r.RSS, r.Peak, _ = proof.Memory(d.PID())
-	r.RSSAnon, _, _ = proof.MemoryBreakdown(d.PID())
+	r.RSS, r.Peak, _ = testrig.Memory(d.PID())
+	r.RSSAnon, _, _ = testrig.MemoryBreakdown(d.PID())
 	return r, nil
 }
 

@@ -19,14 +19,14 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
-	"github.com/kioskpay/kioskpay/proof"
 )
 
 // webOutput makes a daemon run the web display, as the config paysim
 // writes does, on a free port.
 func webOutput() map[string]any {
-	port, _ := proof.FreePort()
+	port, _ := testrig.FreePort()
 	return map[string]any{"display.outputs": []string{"web"}, "display.web_listen": "127.0.0.1:" + strconv.Itoa(port)}
 }
 
@@ -42,7 +42,7 @@ func (b *bench) measureIdle(ctx context.Context, rep *Report) error {
 		return err
 	}
 	rep.Memory.IdleFresh, rep.Wakeups.Fresh, rep.Wakeups.FreshEvents, rep.Wakeups.Seconds = rss, sw, ev, b.o.idleFor.Seconds()
-	rep.Memory.IdleFreshAnon, _, _ = proof.MemoryBreakdown(d.PID())
+	rep.Memory.IdleFreshAnon, _, _ = testrig.MemoryBreakdown(d.PID())
 	return nil
 }
 
@@ -58,7 +58,7 @@ func idleFigures(ctx context.Context, pid int, settle, d time.Duration) (rss int
 	case <-ctx.Done():
 		return 0, 0, 0, ctx.Err()
 	}
-	first, err := proof.ContextSwitches(pid)
+	first, err := testrig.ContextSwitches(pid)
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -72,7 +72,7 @@ func idleFigures(ctx context.Context, pid int, settle, d time.Duration) (rss int
 		case <-ctx.Done():
 			return 0, 0, 0, ctx.Err()
 		}
-		cur, err := proof.ContextSwitches(pid)
+		cur, err := testrig.ContextSwitches(pid)
 		if err != nil {
 			return 0, 0, 0, err
 		}
@@ -88,7 +88,7 @@ func idleFigures(ctx context.Context, pid int, settle, d time.Duration) (rss int
 		}
 	}
 	secs := time.Since(start).Seconds()
-	rss, _, err = proof.Memory(pid)
+	rss, _, err = testrig.Memory(pid)
 	return rss, float64(prev-first) / secs, float64(n) / secs, err
 }
 
@@ -252,7 +252,7 @@ func (b *bench) mqttEcho(ctx context.Context) (stop func(), rtt func(context.Con
 
 // mainDaemon is the daemon create, detection (poll) and calls (poll) share;
 // its peak memory is the run's peak.
-func (b *bench) mainDaemon(ctx context.Context) (*proof.Daemon, error) {
+func (b *bench) mainDaemon(ctx context.Context) (*testrig.Daemon, error) {
 	b.mu.Lock()
 	d := b.main
 	b.mu.Unlock()
@@ -293,7 +293,7 @@ func (b *bench) measureCreate(ctx context.Context, rep *Report) error {
 		b.forget(otn)
 	}
 	rep.Create = statOf(lat)
-	_, peak, _ := proof.Memory(d.PID())
+	_, peak, _ := testrig.Memory(d.PID())
 	rep.Memory.Peak = max(rep.Memory.Peak, peak)
 	return nil
 }
@@ -329,7 +329,7 @@ func (b *bench) measureDetect(ctx context.Context, rep *Report) error {
 
 // relayDaemon starts (once) notifyrelay, a second simulator and a daemon
 // whose orders carry the relay's notify_url.
-func (b *bench) relayDaemon(ctx context.Context) (*proof.Daemon, *proof.Sim, error) {
+func (b *bench) relayDaemon(ctx context.Context) (*testrig.Daemon, *testrig.Sim, error) {
 	b.mu.Lock()
 	d, s := b.relayD, b.relaySim
 	b.mu.Unlock()
@@ -362,7 +362,7 @@ func (b *bench) relayDaemon(ctx context.Context) (*proof.Daemon, *proof.Sim, err
 
 // detectLoop creates orders one at a time and pays each between payAfter
 // and payBefore after its reply, timing payment → paid result.
-func (b *bench) detectLoop(ctx context.Context, device string, sim *proof.Sim, payAfter, payBefore time.Duration) ([]time.Duration, error) {
+func (b *bench) detectLoop(ctx context.Context, device string, sim *testrig.Sim, payAfter, payBefore time.Duration) ([]time.Duration, error) {
 	var lat []time.Duration
 	for i := 0; i < b.o.detects; i++ {
 		otn := b.otnFor(device)
@@ -395,7 +395,7 @@ func (b *bench) measureCalls(ctx context.Context, rep *Report) error {
 	}
 	var wg sync.WaitGroup
 	var errs [2]error
-	run := func(i int, device string, sim *proof.Sim, paid, unpaid *Calls) {
+	run := func(i int, device string, sim *testrig.Sim, paid, unpaid *Calls) {
 		defer wg.Done()
 		if errs[i] = b.callsPaidAfter(ctx, device, sim, 10*time.Second, paid); errs[i] != nil {
 			return
@@ -423,7 +423,7 @@ func diffStats(before, after map[string]int) Calls {
 	return c
 }
 
-func (b *bench) callsPaidAfter(ctx context.Context, device string, sim *proof.Sim, wait time.Duration, out *Calls) error {
+func (b *bench) callsPaidAfter(ctx context.Context, device string, sim *testrig.Sim, wait time.Duration, out *Calls) error {
 	before := sim.Stats()
 	otn := b.otn()
 	results := b.expect(otn)
@@ -441,7 +441,7 @@ func (b *bench) callsPaidAfter(ctx context.Context, device string, sim *proof.Si
 	return nil
 }
 
-func (b *bench) callsUnpaid(ctx context.Context, device string, sim *proof.Sim, out *Calls) error {
+func (b *bench) callsUnpaid(ctx context.Context, device string, sim *testrig.Sim, out *Calls) error {
 	before := sim.Stats()
 	otn := b.otn()
 	results := b.expect(otn)
@@ -482,9 +482,9 @@ func (b *bench) measureThroughput(ctx context.Context, rep *Report) error {
 		rss, sw, ev, err := idleFigures(ctx, d.PID(), 2*time.Second, b.o.idleFor)
 		if err == nil {
 			rep.Memory.IdleAfterLoad, rep.Wakeups.AfterLoad, rep.Wakeups.AfterLoadEvents = rss, sw, ev
-			rep.Memory.IdleAfterLoadAnon, _, _ = proof.MemoryBreakdown(d.PID())
+			rep.Memory.IdleAfterLoadAnon, _, _ = testrig.MemoryBreakdown(d.PID())
 		}
-		_, peak, _ := proof.Memory(d.PID())
+		_, peak, _ := testrig.Memory(d.PID())
 		rep.Memory.Peak = max(rep.Memory.Peak, peak)
 	}
 	if _, _, err := b.relayDaemon(ctx); err != nil {
@@ -497,7 +497,7 @@ func (b *bench) measureThroughput(ctx context.Context, rep *Report) error {
 	defer sim.Close()
 	over["payment.notify_url"] = b.relayURL
 	n := b.o.devices
-	daemons := make([]*proof.Daemon, n)
+	daemons := make([]*testrig.Daemon, n)
 	defer func() {
 		var wg sync.WaitGroup
 		for _, d := range daemons {
@@ -567,7 +567,7 @@ func (b *bench) measureThroughput(ctx context.Context, rep *Report) error {
 	var rssSum int64
 	for _, d := range daemons {
 		if d != nil {
-			r, _, _ := proof.Memory(d.PID())
+			r, _, _ := testrig.Memory(d.PID())
 			rssSum += r
 		}
 	}
@@ -591,7 +591,7 @@ func (b *bench) measureThroughput(ctx context.Context, rep *Report) error {
 // measureSizes builds kioskpayd for each architecture, as built and
 // stripped (-ldflags "-s -w").
 func (b *bench) measureSizes(ctx context.Context, rep *Report) error {
-	root, err := proof.ModuleRoot(ctx)
+	root, err := testrig.ModuleRoot(ctx)
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/kioskpay/kioskpay/device/fleetsim"
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
-	"github.com/kioskpay/kioskpay/proof"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 )
 
 // statusJSON splits status -o json output into the device lines (the last
@@ -172,18 +172,18 @@ func TestStatusMarkerSubscriptionRefused(t *testing.T) {
 
 // startMosquitto starts a private Mosquitto with deploy/mosquitto's
 // per-client limits plus extra lines, or skips the test.
-func startMosquitto(t *testing.T, extra ...string) *proof.Mosquitto {
+func startMosquitto(t *testing.T, extra ...string) *testrig.Mosquitto {
 	t.Helper()
 	if _, err := exec.LookPath("mosquitto"); err != nil {
 		if _, err := exec.LookPath("/usr/sbin/mosquitto"); err != nil {
 			t.Skip("mosquitto not installed (apt-get install mosquitto)")
 		}
 	}
-	limits, err := proof.DeployBrokerLimits(testCtx(t))
+	limits, err := testrig.DeployBrokerLimits(testCtx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := proof.StartMosquitto(testCtx(t), filepath.Join(t.TempDir(), "mosquitto"), append(limits, extra...)...)
+	b, err := testrig.StartMosquitto(testCtx(t), filepath.Join(t.TempDir(), "mosquitto"), append(limits, extra...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package proof
+package testrig
 
 import (
 	"bytes"
@@ -41,6 +41,10 @@ type SimOptions struct {
 	// PROCESSING before it succeeds by itself (between half and twice it),
 	// as at the real provider; 0 keeps paysim's default of 1–10 s.
 	RefundDelay time.Duration
+	// NotifyRetry is the notification retry schedule (default paysim's).
+	NotifyRetry []time.Duration
+	// Realism, when set, adjusts paysim's realistic defaults.
+	Realism func(*paysim.Realism)
 }
 
 // StartSim serves a simulator for keys on a free loopback port. It behaves
@@ -52,7 +56,10 @@ func StartSim(keys *paysim.Keys, opts SimOptions) (*Sim, error) {
 	if opts.RefundDelay > 0 {
 		r.WxRefundMin, r.WxRefundMax = opts.RefundDelay/2, 2*opts.RefundDelay
 	}
-	server, err := paysim.New(paysim.Options{Keys: keys, TimeoutHold: opts.TimeoutHold, Realism: &r})
+	if opts.Realism != nil {
+		opts.Realism(&r)
+	}
+	server, err := paysim.New(paysim.Options{Keys: keys, TimeoutHold: opts.TimeoutHold, Realism: &r, NotifyRetry: opts.NotifyRetry})
 	if err != nil {
 		return nil, err
 	}
@@ -88,6 +95,34 @@ func (s *Sim) Legs(outTradeNo string) []paysim.OrderInfo {
 		}
 	}
 	return out
+}
+
+// WaitOrder polls the simulator until provider p's order outTradeNo
+// satisfies cond, or ctx ends. With completeRefunds, WeChat refunds still
+// PROCESSING are completed on the way, as the real provider does after a
+// while.
+func (s *Sim) WaitOrder(ctx context.Context, p payment.ProviderName, outTradeNo string, completeRefunds bool, cond func(paysim.OrderInfo) bool) (paysim.OrderInfo, error) {
+	// The simulator is driven by another process's requests: poll it.
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		o, _ := s.Order(p, outTradeNo)
+		if completeRefunds {
+			for _, r := range o.Refunds {
+				if r.Status == "PROCESSING" {
+					_ = s.RefundComplete(p, r.OutRefundNo)
+				}
+			}
+		}
+		if cond(o) {
+			return o, nil
+		}
+		select {
+		case <-ctx.Done():
+			return o, fmt.Errorf("paysim %s %s: %w (last seen %+v)", p, outTradeNo, ctx.Err(), o)
+		case <-tick.C:
+		}
+	}
 }
 
 // Has reports whether provider p has an order outTradeNo.

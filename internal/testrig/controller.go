@@ -1,10 +1,12 @@
-package proof
+package testrig
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -81,6 +83,21 @@ type Controller struct {
 	// OnEvent, when set, sees every event; OnStatus every status.
 	OnEvent  func(device string, ev contract.Event)
 	OnStatus func(device string, s contract.Status)
+
+	// Record keeps every message received (Messages, WaitMessage). A
+	// measurement over many orders leaves it off; a test that asserts
+	// what a controller saw turns it on. Set it before Connect, with the
+	// login fields below.
+	Record bool
+	// Username and Password log in; TLS is used for ssl:// and wss://
+	// brokers. CleanSession makes the session forget subscriptions and
+	// queued messages on reconnect.
+	Username, Password string
+	TLS                *tls.Config
+	CleanSession       bool
+
+	log     []Message
+	logWake chan struct{}
 }
 
 // NewController returns a controller for devices under topic prefix.
@@ -91,19 +108,30 @@ func NewController(prefix string) *Controller {
 		prefix: prefix, tag: hex.EncodeToString(b),
 		waiting: map[string]chan Reply{}, replies: map[string]int{},
 		status: map[string]contract.Status{}, statusCh: make(chan struct{}),
+		logWake: make(chan struct{}),
 	}
 }
 
-// Connect connects with a persistent session under clientID, so replies and
-// results published while the broker restarts are queued, not lost.
+// Connect connects under clientID and returns once the controller's
+// subscriptions are in place, so nothing the devices answer after it
+// returns is missed. The session is persistent unless CleanSession is
+// set, so replies and results published while the broker restarts are
+// queued, not lost.
 func (c *Controller) Connect(ctx context.Context, url, clientID string) error {
 	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID(clientID).
-		SetCleanSession(false).SetOrderMatters(false).SetAutoReconnect(true).
+		SetCleanSession(c.CleanSession).SetOrderMatters(false).SetAutoReconnect(true).
 		SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond).
 		SetMaxReconnectInterval(time.Second).SetKeepAlive(10 * time.Second).
 		SetConnectTimeout(5 * time.Second)
+	opts.SetUsername(c.Username)
+	opts.SetPassword(c.Password)
+	if c.TLS != nil {
+		opts.SetTLSConfig(c.TLS)
+	}
 	opts.SetDefaultPublishHandler(c.handle)
+	subscribed := make(chan error, 1)
 	opts.SetOnConnectHandler(func(cl mqtt.Client) {
+		// Subscribe on every (re)connect: a clean session forgets it.
 		filters := map[string]byte{
 			c.prefix + "/+/pay/reply":  1,
 			c.prefix + "/+/pay/result": 1,
@@ -112,9 +140,15 @@ func (c *Controller) Connect(ctx context.Context, url, clientID string) error {
 		}
 		t := cl.SubscribeMultiple(filters, nil)
 		go func() {
+			var err error
+			if !t.WaitTimeout(10 * time.Second) {
+				err = errors.New("controller subscribe: no SUBACK within 10s")
+			} else {
+				err = t.Error()
+			}
 			select {
-			case <-t.Done():
-			case <-time.After(10 * time.Second):
+			case subscribed <- err:
+			default: // a later reconnect; nobody waits
 			}
 		}()
 	})
@@ -122,7 +156,16 @@ func (c *Controller) Connect(ctx context.Context, url, clientID string) error {
 	t := c.client.Connect()
 	select {
 	case <-t.Done():
-		return t.Error()
+		if err := t.Error(); err != nil {
+			return err
+		}
+	case <-ctx.Done():
+		c.client.Disconnect(0)
+		return ctx.Err()
+	}
+	select {
+	case err := <-subscribed:
+		return err
 	case <-ctx.Done():
 		c.client.Disconnect(0)
 		return ctx.Err()
@@ -146,6 +189,9 @@ func (c *Controller) handle(_ mqtt.Client, m mqtt.Message) {
 		return
 	}
 	now := time.Now()
+	if c.Record {
+		c.record(Message{Device: device, Topic: suffix, Payload: append([]byte(nil), m.Payload()...), At: now})
+	}
 	switch suffix {
 	case "pay/reply":
 		var r Reply

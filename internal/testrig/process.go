@@ -1,4 +1,4 @@
-package proof
+package testrig
 
 import (
 	"context"
@@ -59,12 +59,15 @@ func DaemonBinary(ctx context.Context, dir string) (string, error) {
 	return out, nil
 }
 
-// Daemon is one kioskpayd subprocess, restartable: each Start runs the same
-// binary with the same config, appending to the same log.
+// Daemon is one subprocess under test (kioskpayd, paygate, notifyrelay),
+// restartable: each Start runs the same binary with the same arguments,
+// appending to the same log.
 type Daemon struct {
 	Bin    string
 	Config string
-	Log    string // stderr and stdout of every run
+	// Args are the command-line arguments; NewDaemon sets "-config" Config.
+	Args []string
+	Log  string // stderr and stdout of every run
 	// Env is added to the environment of every run (e.g. the daemon's
 	// test switches).
 	Env []string
@@ -76,11 +79,12 @@ type Daemon struct {
 	killed  bool
 	starts  int
 	crashes []string // unexpected exits
+	from    int64    // the log's size when the current run started
 }
 
 // NewDaemon describes a daemon; it does not start it.
 func NewDaemon(bin, config, log string) *Daemon {
-	return &Daemon{Bin: bin, Config: config, Log: log}
+	return &Daemon{Bin: bin, Config: config, Args: []string{"-config", config}, Log: log}
 }
 
 // Start runs the daemon.
@@ -95,7 +99,10 @@ func (d *Daemon) Start() error {
 		return fmt.Errorf("start daemon: %w", err)
 	}
 	fmt.Fprintf(out, "=== start %d at %s\n", d.starts+1, time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(d.Bin, "-config", d.Config)
+	if fi, err := out.Stat(); err == nil {
+		d.from = fi.Size()
+	}
+	cmd := exec.Command(d.Bin, d.Args...)
 	cmd.Env = append(os.Environ(), d.Env...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -123,6 +130,53 @@ func (d *Daemon) Start() error {
 	}()
 	return nil
 }
+
+// StartReady starts the process and waits until the log of this run
+// contains ready (e.g. `"kioskpayd ready"`), the process exits, or ctx
+// ends.
+func (d *Daemon) StartReady(ctx context.Context, ready string) error {
+	if err := d.Start(); err != nil {
+		return err
+	}
+	return d.WaitLog(ctx, ready)
+}
+
+// WaitLog waits until the log of the current run contains s. It fails when
+// the run ends first or ctx ends, quoting the run's log.
+func (d *Daemon) WaitLog(ctx context.Context, s string) error {
+	d.mu.Lock()
+	from, done := d.from, d.done
+	d.mu.Unlock()
+	// The log is a file another process writes: there is nothing to wait
+	// on but its contents, so look every few milliseconds.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		run := d.RunLog(from)
+		if strings.Contains(run, s) {
+			return nil
+		}
+		select {
+		case <-done:
+			return fmt.Errorf("%s exited before %q:\n%s", filepath.Base(d.Bin), s, d.RunLog(from))
+		case <-ctx.Done():
+			return fmt.Errorf("%s: no %q: %w\n%s", filepath.Base(d.Bin), s, ctx.Err(), run)
+		case <-tick.C:
+		}
+	}
+}
+
+// RunLog returns the log from byte offset from on ("" when unreadable).
+func (d *Daemon) RunLog(from int64) string {
+	b, err := os.ReadFile(d.Log)
+	if err != nil || int64(len(b)) < from {
+		return ""
+	}
+	return string(b[from:])
+}
+
+// LogText returns the whole log, every run.
+func (d *Daemon) LogText() string { return d.RunLog(0) }
 
 // PID is the running daemon's process id, 0 when it is not running.
 func (d *Daemon) PID() int {
