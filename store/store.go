@@ -336,12 +336,8 @@ func (t *Tx) Orders(after string, fn func(o Order) bool) error {
 		}
 	}
 	for ; k != nil; k, _ = c.Prev() {
-		o, ok, err := t.Order(string(k[8:]))
-		if err != nil {
+		if more, err := t.visitTimeKey(k, fn); !more || err != nil {
 			return err
-		}
-		if ok && !fn(o) {
-			return nil
 		}
 	}
 	return nil
@@ -351,15 +347,22 @@ func (t *Tx) Orders(after string, fn func(o Order) bool) error {
 func (t *Tx) OrdersSince(since time.Time, fn func(o Order) bool) error {
 	c := t.tx.Bucket(bucketByTime).Cursor()
 	for k, _ := c.Seek(u64(uint64(since.UnixNano()))); k != nil; k, _ = c.Next() {
-		o, ok, err := t.Order(string(k[8:]))
-		if err != nil {
+		if more, err := t.visitTimeKey(k, fn); !more || err != nil {
 			return err
-		}
-		if ok && !fn(o) {
-			return nil
 		}
 	}
 	return nil
+}
+
+// visitTimeKey calls fn with the order the time-index key k names; more is
+// false when fn asks to stop. A key whose order is gone (pruned in this
+// transaction) is passed over.
+func (t *Tx) visitTimeKey(k []byte, fn func(o Order) bool) (more bool, err error) {
+	o, ok, err := t.Order(string(k[8:]))
+	if err != nil {
+		return false, err
+	}
+	return !ok || fn(o), nil
 }
 
 // NextSeq returns the next device-wide result sequence number. It never
