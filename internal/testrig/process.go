@@ -255,15 +255,43 @@ func (d *Daemon) send(sig syscall.Signal) error {
 
 // Stop sends SIGTERM and waits up to timeout; it returns the exit code.
 func (d *Daemon) Stop(timeout time.Duration) (int, error) {
-	if err := d.signal(syscall.SIGTERM, timeout); err != nil {
+	return d.Signal(syscall.SIGTERM, timeout)
+}
+
+// Signal sends sig, an end the test expects (not a crash), and waits up to
+// timeout for the process to exit; it returns the exit code (-1 when the
+// signal killed it).
+func (d *Daemon) Signal(sig syscall.Signal, timeout time.Duration) (int, error) {
+	if err := d.signal(sig, timeout); err != nil {
 		return -1, err
 	}
+	return d.exitCode(), nil
+}
+
+// Wait waits until the current run ends by itself, or ctx ends, and
+// returns its exit code. Such an end is also listed in Crashes.
+func (d *Daemon) Wait(ctx context.Context) (int, error) {
+	d.mu.Lock()
+	done := d.done
+	d.mu.Unlock()
+	if done == nil {
+		return -1, errors.New("daemon never started")
+	}
+	select {
+	case <-done:
+		return d.exitCode(), nil
+	case <-ctx.Done():
+		return -1, fmt.Errorf("%s still running: %w", filepath.Base(d.Bin), ctx.Err())
+	}
+}
+
+func (d *Daemon) exitCode() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.state == nil {
-		return -1, nil
+		return -1
 	}
-	return d.state.ExitCode(), nil
+	return d.state.ExitCode()
 }
 
 func (d *Daemon) signal(sig syscall.Signal, timeout time.Duration) error {

@@ -3,6 +3,7 @@ package testrig
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -175,4 +176,24 @@ func WriteConfig(path string, base []byte, overrides map[string]any) error {
 		return fmt.Errorf("write config: %w", err)
 	}
 	return os.WriteFile(path, b.Bytes(), 0o600)
+}
+
+// EditConfig replaces text in the file at path, each old string (which
+// must be there) by its new one, in pairs. It is for configs WriteConfig
+// cannot express: a test of what the daemon says about a broken file.
+func EditConfig(path string, pairs ...string) error {
+	if len(pairs)%2 != 0 {
+		return errors.New("edit config: old and new strings come in pairs")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("edit config: %w", err)
+	}
+	for i := 0; i < len(pairs); i += 2 {
+		if !bytes.Contains(b, []byte(pairs[i])) {
+			return fmt.Errorf("edit config: %s has no %q", path, pairs[i])
+		}
+		b = bytes.Replace(b, []byte(pairs[i]), []byte(pairs[i+1]), 1)
+	}
+	return os.WriteFile(path, b, 0o600)
 }
