@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,9 +19,7 @@ import (
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
-	"github.com/kioskpay/kioskpay/payment/paysim"
-	"github.com/kioskpay/kioskpay/payment/paysim/alisim"
-	"github.com/kioskpay/kioskpay/payment/paysim/wxsim"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/store"
 )
 
@@ -31,8 +28,7 @@ type env struct {
 	path      string
 	dir       string
 	brokerURL string
-	sim       *paysim.Server
-	simURL    string
+	sim       *testrig.Sim
 	prefix    string
 }
 
@@ -40,41 +36,35 @@ type env struct {
 // broker, a unique device id and a system-chosen web port.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	k := simkeys.Get(t)
-	sim, err := paysim.New(paysim.Options{Keys: k})
+	sim, err := testrig.StartSim(simkeys.Get(t), testrig.SimOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	wxsim.Register(sim)
-	alisim.Register(sim)
 	t.Cleanup(sim.Close)
-	srv := httptest.NewServer(sim)
-	t.Cleanup(srv.Close)
 	dir := t.TempDir()
-	path, err := k.WriteDaemonFiles(dir, srv.URL)
+	base, err := sim.DaemonFiles(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{path: path, dir: dir, brokerURL: mqtttest.Broker(t), sim: sim, simURL: srv.URL}
+	e := &env{path: filepath.Join(dir, "kioskpayd.toml"), dir: dir, brokerURL: mqtttest.Broker(t), sim: sim}
 	dev := mqtttest.Unique("dev")
 	e.prefix = "kiosk/" + dev
-	e.edit(t, `device_id = "sim-1"`, `device_id = "`+dev+`"`)
-	e.edit(t, `url = "tcp://127.0.0.1:1883"`, `url = "`+e.brokerURL+`"`)
-	e.edit(t, `web_listen = "127.0.0.1:8088"`, `web_listen = "127.0.0.1:0"`)
-	e.edit(t, `locale = "zh"`, `locale = "en"`)
+	if err := testrig.WriteConfig(e.path, base, map[string]any{
+		"device_id":          dev,
+		"mqtt.url":           e.brokerURL,
+		"display.web_listen": "127.0.0.1:0",
+		"display.locale":     "en",
+	}); err != nil {
+		t.Fatal(err)
+	}
 	return e
 }
 
+// edit replaces text in the config: for values WriteConfig cannot write,
+// such as the broken ones whose error messages the tests check.
 func (e *env) edit(t *testing.T, old, new string) {
 	t.Helper()
-	b, err := os.ReadFile(e.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Contains(b, []byte(old)) {
-		t.Fatalf("config has no %q", old)
-	}
-	if err := os.WriteFile(e.path, bytes.Replace(b, []byte(old), []byte(new), 1), 0o600); err != nil {
+	if err := testrig.EditConfig(e.path, old, new); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -238,7 +228,7 @@ func TestDaemonCreatePay(t *testing.T) {
 	sub := mqtttest.Subscribe(t, e.brokerURL, e.prefix+"/#")
 	start(t, []string{"-config", e.path})
 	sub.Next(t, e.prefix+"/status", 15*time.Second)
-	createAndPay(t, e.brokerURL, e.prefix, e.simURL, sub, "wxpay", "daemon_0001")
+	createAndPay(t, e.brokerURL, e.prefix, e.sim.URL, sub, "wxpay", "daemon_0001")
 }
 
 func createAndPay(t *testing.T, brokerURL, prefix, simURL string, sub *mqtttest.Subscriber, provider, no string) {

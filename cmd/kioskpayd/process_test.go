@@ -2,18 +2,18 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"os"
-	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
-	"github.com/kioskpay/kioskpay/internal/syncbuf"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 )
 
 // TestMain lets a test run this binary as the real daemon: with
@@ -26,37 +26,15 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func daemonProcess(t *testing.T, args ...string) (*exec.Cmd, *syncbuf.Buffer) {
+// daemonProcess starts this test binary as the real daemon with args.
+func daemonProcess(t *testing.T, dir string, args ...string) *testrig.Daemon {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "KIOSKPAYD_TEST_MAIN=1")
-	var stderr syncbuf.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
+	d := &testrig.Daemon{Bin: os.Args[0], Args: args, Env: []string{"KIOSKPAYD_TEST_MAIN=1"}, Log: filepath.Join(dir, "daemon.log")}
+	if err := d.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return cmd, &stderr
-}
-
-func exitCode(t *testing.T, cmd *exec.Cmd) int {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return ee.ExitCode()
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return 0
-	case <-time.After(30 * time.Second):
-		t.Fatal("process did not exit")
-		return -1
-	}
+	t.Cleanup(func() { _ = d.Kill() })
+	return d
 }
 
 // A real process: SIGTERM and SIGINT stop it cleanly with exit 0 and leave
@@ -67,19 +45,20 @@ func TestSignalsStopCleanly(t *testing.T) {
 			e := newEnv(t)
 			status := e.prefix + "/status"
 			sub := mqtttest.Subscribe(t, e.brokerURL, status)
-			cmd, stderr := daemonProcess(t, "-config", e.path)
+			d := daemonProcess(t, t.TempDir(), "-config", e.path)
 			if m := sub.Next(t, status, 20*time.Second); !bytes.Contains(m.Payload, []byte(`"online":true`)) {
 				t.Fatalf("status %s", m.Payload)
 			}
 
-			second, secondErr := daemonProcess(t, "-config", e.path)
-			if code := exitCode(t, second); code != exitFatal {
-				t.Fatalf("second daemon exit %d, want 1:\n%s", code, secondErr.String())
+			second := daemonProcess(t, t.TempDir(), "-config", e.path)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if code, err := second.Wait(ctx); code != exitFatal {
+				t.Fatalf("second daemon exit %d (%v), want 1:\n%s", code, err, second.LogText())
 			}
 
-			cmd.Process.Signal(sig)
-			if code := exitCode(t, cmd); code != exitOK {
-				t.Fatalf("exit %d after %s, want 0:\n%s", code, sig, stderr.String())
+			if code, err := d.Signal(sig, 30*time.Second); code != exitOK {
+				t.Fatalf("exit %d (%v) after %s, want 0:\n%s", code, err, sig, d.LogText())
 			}
 			// Online updates may still be queued; the last word is offline.
 			for {
@@ -110,7 +89,7 @@ func TestRestartResumes(t *testing.T) {
 		t.Fatalf("exit %d:\n%s", code, stderr.String())
 	}
 
-	resp, err := http.Post(e.simURL+"/_sim/pay", "application/json", strings.NewReader(`{"provider":"wxpay","out_trade_no":"resume_0001"}`))
+	resp, err := http.Post(e.sim.URL+"/_sim/pay", "application/json", strings.NewReader(`{"provider":"wxpay","out_trade_no":"resume_0001"}`))
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("sim pay: %v %v", resp, err)
 	}
