@@ -14,6 +14,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/mqttclient"
@@ -141,8 +142,12 @@ func TestClusterFailover(t *testing.T) {
 	}
 	t.Logf("acknowledged")
 	q, err := rig.Ctl.Request(ctx, dev, "pay/query", map[string]any{"out_trade_no": otn})
-	if err != nil || q.State != "delivered" {
-		t.Fatalf("query: %v, state %q (%s)", err, q.State, q.Raw)
+	var qr contract.QueryReply
+	if err == nil {
+		err = q.Decode(&qr)
+	}
+	if err != nil || qr.State != "delivered" {
+		t.Fatalf("query: %v, state %q (%s)", err, qr.State, q.Raw)
 	}
 	onOther := false
 	for _, n := range []*NATSNode{n2, n3} {

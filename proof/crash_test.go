@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
@@ -430,7 +431,9 @@ func (w *world) runRound(sc string) (res roundResult) {
 		if !ok {
 			return res
 		}
-		exp, err := time.Parse(time.RFC3339, r.ExpiresAt)
+		var cr contract.CreateReply
+		_ = r.Decode(&cr) // an undecodable reply leaves ExpiresAt empty: the default below
+		exp, err := time.Parse(time.RFC3339, cr.ExpiresAt)
 		if err != nil {
 			exp = time.Now().Add(time.Minute)
 		}

@@ -77,7 +77,7 @@ func TestDiskFull(t *testing.T) {
 	w.rig.Ctl.OnReply = func(dev string, r testrig.Reply) {
 		mu.Lock()
 		replies[r.RequestID]++
-		replyErr[r.RequestID] = r.Error
+		replyErr[r.RequestID] = string(r.Error)
 		mu.Unlock()
 	}
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/internal/simkeys"
 	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
@@ -289,13 +290,14 @@ func (w *world) daemonView(otn string) (DaemonView, bool) {
 	if err != nil {
 		return DaemonView{}, false
 	}
-	if r.Error == "ORDER_NOT_FOUND" {
+	if r.Error == contract.ErrOrderNotFound {
 		return DaemonView{Found: false}, true
 	}
-	if r.Code != 0 {
+	var q contract.QueryReply
+	if r.Code != 0 || r.Decode(&q) != nil {
 		return DaemonView{}, false
 	}
-	return DaemonView{Found: true, State: r.State}, true
+	return DaemonView{Found: true, State: q.State}, true
 }
 
 // settle waits until order otn passes every invariant, or until deadline;

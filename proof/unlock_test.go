@@ -123,10 +123,11 @@ func (u *unlockWorld) state(otn string) string {
 	ctx, cancel := context.WithTimeout(u.ctx, 5*time.Second)
 	defer cancel()
 	r, err := u.rig.Ctl.Request(ctx, u.dev, "pay/query", map[string]any{"out_trade_no": otn})
-	if err != nil {
+	var q contract.QueryReply
+	if err != nil || r.Decode(&q) != nil {
 		return ""
 	}
-	return r.State
+	return q.State
 }
 
 func (u *unlockWorld) refunded(otn string) int64 {

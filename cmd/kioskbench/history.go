@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"
@@ -235,10 +236,8 @@ func (b *bench) historyRun(ctx context.Context, n int, keys string) (HistoryRun,
 		if err != nil {
 			return r, fmt.Errorf("orders: %w", err)
 		}
-		var page struct {
-			Next string `json:"next"`
-		}
-		_ = json.Unmarshal(rp.Raw, &page)
+		var page contract.OrdersReply
+		_ = rp.Decode(&page)
 		if page.Next == "" {
 			break
 		}

@@ -18,38 +18,20 @@ import (
 	"github.com/kioskpay/kioskpay/contract"
 )
 
-// Reply is a P/pay/reply message: the common head plus the fields the
-// harness reads from create, query, refund and ack replies. Raw keeps the
-// whole message.
+// Reply is a P/pay/reply message as the controller received it: the head
+// every reply has (contract.Reply), the whole message in Raw for the
+// fields of its action (Decode), and when it arrived.
 type Reply struct {
-	RequestID  string `json:"request_id"`
-	Action     string `json:"action"`
-	Code       int    `json:"code"`
-	Msg        string `json:"msg"`
-	Error      string `json:"error"`
-	Field      string `json:"field"`
-	OutTradeNo string `json:"out_trade_no"`
-	State      string `json:"state"`
-	Status     int    `json:"status"`
-	TotalFee   int64  `json:"total_fee"`
-	PaidFee    int64  `json:"paid_fee"`
-	Refunded   int64  `json:"refunded_fee"`
-	RefundFee  int64  `json:"refund_fee"`
-	PayType    string `json:"pay_type"`
-	ExpiresAt  string `json:"expires_at"`
-	OrderInfo  struct {
-		CodeURL string `json:"code_url"`
-		QRCode  string `json:"qr_code"`
-	} `json:"orderInfo"`
-	Orders []struct {
-		OutTradeNo string `json:"out_trade_no"`
-		State      string `json:"state"`
-	} `json:"orders"`
-	Next string `json:"next"`
+	contract.Reply
 
 	Raw      json.RawMessage `json:"-"`
 	Received time.Time       `json:"-"`
 }
+
+// Decode unmarshals the whole reply into v, the contract's reply type for
+// its action: contract.CreateReply, QueryReply, RefundReply, OrdersReply,
+// ReconcileReply.
+func (r Reply) Decode(v any) error { return json.Unmarshal(r.Raw, v) }
 
 // Result is a P/pay/result message as the harness received it.
 type Result struct {
