@@ -13,34 +13,32 @@ import (
 
 	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/internal/simkeys"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/alipay"
 	"github.com/kioskpay/kioskpay/payment/paysim"
-	"github.com/kioskpay/kioskpay/payment/paysim/alisim"
-	"github.com/kioskpay/kioskpay/payment/paysim/wxsim"
 	"github.com/kioskpay/kioskpay/payment/wxpay"
 	"github.com/kioskpay/kioskpay/store"
 )
 
-// simEnv is a paysim under httptest, both real adapters pointed at it, and
-// a stand-in notifyrelay that forwards provider notifications to the engine
+// simEnv is the rig's paysim, both real adapters pointed at it, and a
+// stand-in notifyrelay that forwards provider notifications to the engine
 // as P/pay/notify messages.
 type simEnv struct {
 	*harness
-	sim *paysim.Server
+	sim *testrig.Sim
 }
 
 func newSimEnv(t *testing.T, mod func(*Config)) *simEnv {
 	t.Helper()
 	k := simkeys.Get(t)
-	sim, err := paysim.New(paysim.Options{Keys: k, NotifyRetry: []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond}, TimeoutHold: 3 * time.Second})
+	sim, err := testrig.StartSim(k, testrig.SimOptions{
+		NotifyRetry: []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond},
+		TimeoutHold: 3 * time.Second,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	wxsim.Register(sim)
-	alisim.Register(sim)
-	srv := httptest.NewServer(sim)
-	t.Cleanup(srv.Close)
 	t.Cleanup(sim.Close)
 
 	env := &simEnv{sim: sim}
@@ -75,7 +73,7 @@ func newSimEnv(t *testing.T, mod func(*Config)) *simEnv {
 		AppID: k.WxAppID, MchID: k.WxMchID, CertSerial: k.WxCertSerial,
 		PrivateKeyPEM: paysim.PrivatePEM(k.WxMerchant), APIv3Key: k.WxAPIv3Key,
 		PublicKeyID: k.WxPublicKeyID, PublicKeyPEM: paysim.PublicPEM(&k.WxPlatform.PublicKey),
-		APIBase: srv.URL, Timeout: 2 * time.Second,
+		APIBase: sim.URL, Timeout: 2 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +81,7 @@ func newSimEnv(t *testing.T, mod func(*Config)) *simEnv {
 	ali, err := alipay.New(alipay.Config{
 		AppID: k.AlipayAppID, PrivateKeyPEM: paysim.PrivatePEM(k.AlipayApp),
 		AlipayPublicKeyPEM: paysim.PublicPEM(&k.AlipayPlatform.PublicKey),
-		Gateway:            srv.URL + "/gateway.do", Timeout: 2 * time.Second,
+		Gateway:            sim.URL + "/gateway.do", Timeout: 2 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -109,17 +107,18 @@ func (s *simEnv) simOrder(p payment.ProviderName, otn string) paysim.OrderInfo {
 	return o
 }
 
-func (s *simEnv) waitSim(p payment.ProviderName, otn string, cond func(paysim.OrderInfo) bool, what string) paysim.OrderInfo {
+// waitSim waits up to 10 s until provider p's order otn satisfies cond;
+// with completeRefunds, WeChat refunds still PROCESSING are completed on
+// the way, as the provider does after a while.
+func (s *simEnv) waitSim(p payment.ProviderName, otn string, completeRefunds bool, cond func(paysim.OrderInfo) bool, what string) paysim.OrderInfo {
 	s.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if o := s.simOrder(p, otn); cond(o) {
-			return o
-		}
-		time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(s.t.Context(), 10*time.Second)
+	defer cancel()
+	o, err := s.sim.WaitOrder(ctx, p, otn, completeRefunds, cond)
+	if err != nil {
+		s.t.Fatalf("%s never happened: %v", what, err)
 	}
-	s.t.Fatalf("paysim %s %s: %s never happened (%+v)", p, otn, what, s.simOrder(p, otn))
-	return paysim.OrderInfo{}
+	return o
 }
 
 func TestSimWxPayNotifiedDelivered(t *testing.T) {
@@ -160,7 +159,7 @@ func TestSimAlipayNoAckRefunded(t *testing.T) {
 	}
 	s.result("simali_0001", "paid")
 	s.result("simali_0001", "refunded")
-	o := s.waitSim(payment.Alipay, "simali_0001", func(o paysim.OrderInfo) bool { return o.Refunded == 250 }, "refund")
+	o := s.waitSim(payment.Alipay, "simali_0001", false, func(o paysim.OrderInfo) bool { return o.Refunded == 250 }, "refund")
 	if len(o.Refunds) != 1 {
 		t.Fatalf("refunds %+v", o.Refunds)
 	}
@@ -194,19 +193,7 @@ func TestSimAnyPayBothOneRefunded(t *testing.T) {
 	if res.str("provider") == "alipay" {
 		loser = payment.WxPay
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		o := s.simOrder(loser, "simany_0002")
-		for _, r := range o.Refunds {
-			if r.Status == "PROCESSING" {
-				s.sim.RefundComplete(loser, r.OutRefundNo)
-			}
-		}
-		if o.Refunded == 100 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	s.waitSim(loser, "simany_0002", true, func(o paysim.OrderInfo) bool { return o.Refunded == 100 }, "refund of the duplicate payment")
 	if o := s.simOrder(loser, "simany_0002"); o.Refunded != 100 || len(o.Refunds) != 1 {
 		t.Fatalf("duplicate payment at %s not refunded once: %+v", loser, o)
 	}
@@ -225,14 +212,7 @@ func TestSimAmountMismatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.waitState("simwx_0002", store.Refunding)
-	s.waitSim(payment.WxPay, "simwx_0002", func(o paysim.OrderInfo) bool {
-		for _, r := range o.Refunds {
-			if r.Status == "PROCESSING" {
-				s.sim.RefundComplete(payment.WxPay, r.OutRefundNo)
-			}
-		}
-		return o.Refunded == 999
-	}, "refund of 999")
+	s.waitSim(payment.WxPay, "simwx_0002", true, func(o paysim.OrderInfo) bool { return o.Refunded == 999 }, "refund of 999")
 	s.result("simwx_0002", "refunded")
 	for _, m := range s.results("simwx_0002") {
 		if m.str("status") == "paid" {
