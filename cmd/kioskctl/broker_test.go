@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"strings"
 	"sync"
 	"testing"
@@ -20,21 +18,15 @@ import (
 // real broker when KIOSKPAY_TEST_MQTT_URL is set, else an in-process mochi.
 func testBroker(t *testing.T) (url, prefix string) {
 	t.Helper()
-	prefix = "kt" + randHex(4)
+	prefix = "kt" + randomHex(4)
 	return mqtttest.Broker(t), prefix
-}
-
-func randHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // testClient connects a plain paho client for the test's own publishing
 // and subscribing.
 func testClient(t *testing.T, url, id string) mqtt.Client {
 	t.Helper()
-	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID(id + "-" + randHex(3)).
+	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID(id + "-" + randomHex(3)).
 		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second)
 	c := mqtt.NewClient(opts)
 	tok := c.Connect()

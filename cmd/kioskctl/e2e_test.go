@@ -1,22 +1,18 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 )
 
 // TestEndToEndWithDemo drives the real daemon: it builds kioskpayd, runs
@@ -27,60 +23,35 @@ func TestEndToEndWithDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the daemon: skipped with -short")
 	}
-	bin := filepath.Join(t.TempDir(), "kioskpayd")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/kioskpay/kioskpay/cmd/kioskpayd").CombinedOutput(); err != nil {
-		t.Fatalf("build kioskpayd: %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin, "-demo")
-	stdout, _ := cmd.StdoutPipe()
-	var logs syncbuf.Buffer
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "kioskpayd")
+	bctx, bcancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer bcancel()
+	if err := testrig.Build(bctx, "./cmd/kioskpayd", bin); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan struct{})
-	var waitOnce sync.Once
-	stop := func() {
-		waitOnce.Do(func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-exited:
-			case <-time.After(10 * time.Second):
-				_ = cmd.Process.Kill()
-				<-exited
-			}
-		})
-	}
+	d := &testrig.Daemon{Bin: bin, Args: []string{"-demo"}, Log: filepath.Join(dir, "demo.log")}
 	t.Cleanup(func() {
-		stop()
+		_, _ = d.Stop(10 * time.Second)
 		if t.Failed() {
-			t.Logf("kioskpayd -demo log:\n%s", logs.String())
+			t.Logf("kioskpayd -demo log:\n%s", d.LogText())
 		}
 	})
 
-	// The demo prints its endpoints once everything is up.
+	// The demo prints its endpoints on stdout once everything is up; the
+	// device line comes last.
+	sctx, scancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer scancel()
+	if err := d.StartReady(sctx, "(topics "); err != nil {
+		t.Fatalf("kioskpayd -demo printed no endpoints: %v", err)
+	}
 	fields := map[string]string{}
-	found := make(chan struct{})
-	re := regexp.MustCompile(`^\s+(MQTT broker|payment sim|device)\s+(\S+)`)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := re.FindStringSubmatch(sc.Text()); m != nil && len(fields) < 3 {
-				fields[m[1]] = m[2]
-				if len(fields) == 3 {
-					close(found) // fields is not written after this
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-	}()
-	go func() { _ = cmd.Wait(); close(exited) }()
-	select {
-	case <-found:
-	case <-exited:
-		t.Fatalf("kioskpayd -demo exited:\n%s", logs.String())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("kioskpayd -demo printed no endpoints:\n%s", logs.String())
+	re := regexp.MustCompile(`(?m)^\s+(MQTT broker|payment sim|device)\s+(\S+)`)
+	for _, m := range re.FindAllStringSubmatch(d.LogText(), -1) {
+		fields[m[1]] = m[2]
+	}
+	if len(fields) != 3 {
+		t.Fatalf("kioskpayd -demo endpoints: got %v", fields)
 	}
 	broker, simURL, dev := fields["MQTT broker"], fields["payment sim"], fields["device"]
 	env := map[string]string{"KIOSKCTL_BROKER": broker, "KIOSKCTL_SIM": simURL}
@@ -126,9 +97,7 @@ func TestEndToEndWithDemo(t *testing.T) {
 		return r.code == ExitOK && json.Unmarshal([]byte(r.stdout), &q) == nil && q.State == "delivered"
 	})
 	r := kioskctl(ctx, env, "-o", "json", "orders", "-device", dev, "-limit", "0")
-	var list struct {
-		Orders []contract.OrderSummary `json:"orders"`
-	}
+	var list contract.OrdersReply
 	if r.code != ExitOK || json.Unmarshal([]byte(r.stdout), &list) != nil || len(list.Orders) == 0 || list.Orders[0].OutTradeNo != no {
 		t.Fatalf("orders: exit %d %q %s", r.code, r.stdout, r.stderr)
 	}
@@ -145,9 +114,8 @@ func TestEndToEndWithDemo(t *testing.T) {
 
 	// Clean stop: the Last Will is not sent, the daemon says offline itself
 	// (or the status stays whatever it published last); either way exit 0.
-	stop()
-	if code := cmd.ProcessState.ExitCode(); code != 0 {
-		t.Fatalf("kioskpayd -demo exit %d after SIGTERM", code)
+	if code, err := d.Stop(10 * time.Second); err != nil || code != 0 {
+		t.Fatalf("kioskpayd -demo exit %d after SIGTERM (%v)", code, err)
 	}
 	_ = os.Remove(bin)
 }

@@ -10,30 +10,22 @@ import (
 	"time"
 
 	"github.com/kioskpay/kioskpay/internal/simkeys"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
-	"github.com/kioskpay/kioskpay/payment/paysim/alisim"
-	"github.com/kioskpay/kioskpay/payment/paysim/wxsim"
 	"github.com/kioskpay/kioskpay/payment/wxpay"
 )
 
-// startSim runs a paysim under httptest and returns it with its URL.
-func startSim(t *testing.T, realism ...paysim.Realism) (*paysim.Server, string) {
+// startSim runs the rig's paysim for the test's merchant keys; realism,
+// when not nil, adjusts paysim's realistic defaults.
+func startSim(t *testing.T, realism func(*paysim.Realism)) *testrig.Sim {
 	t.Helper()
-	opts := paysim.Options{Keys: simkeys.Get(t)}
-	if len(realism) > 0 {
-		opts.Realism = &realism[0]
-	}
-	sim, err := paysim.New(opts)
+	sim, err := testrig.StartSim(simkeys.Get(t), testrig.SimOptions{Realism: realism})
 	if err != nil {
 		t.Fatal(err)
 	}
-	wxsim.Register(sim)
-	alisim.Register(sim)
-	srv := httptest.NewServer(sim)
-	t.Cleanup(srv.Close)
 	t.Cleanup(sim.Close)
-	return sim, srv.URL
+	return sim
 }
 
 // simWxClient is the WeChat adapter of the simulator's merchant, as a
@@ -54,7 +46,8 @@ func simWxClient(t *testing.T, url string) *wxpay.Client {
 }
 
 func TestSimPayScanAndFaults(t *testing.T) {
-	sim, url := startSim(t)
+	sim := startSim(t, nil)
+	url := sim.URL
 	ctx := testCtx(t)
 	client := simWxClient(t, url)
 	if _, err := client.Create(context.Background(), payment.Order{OutTradeNo: "sim_000001", Total: 1000, Subject: "x", ExpireAt: time.Now().Add(5 * time.Minute)}); err != nil {
@@ -166,9 +159,8 @@ func TestSimPayScanAndFaults(t *testing.T) {
 // refund-complete and refund-fail decide WeChat refunds that paysim keeps
 // PROCESSING (-refund-delay never).
 func TestSimRefundHooks(t *testing.T) {
-	r := paysim.DefaultRealism()
-	r.WxRefundMax = paysim.Never
-	sim, url := startSim(t, r)
+	sim := startSim(t, func(r *paysim.Realism) { r.WxRefundMax = paysim.Never })
+	url := sim.URL
 	ctx := testCtx(t)
 	client := simWxClient(t, url)
 	env := map[string]string{"KIOSKCTL_SIM": url}

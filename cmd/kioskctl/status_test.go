@@ -102,7 +102,7 @@ func (h *denyMarker) OnPublish(_ *mochi.Client, pk packets.Packet) (packets.Pack
 
 func TestStatusIncompleteWhenTheMarkerNeverComesBack(t *testing.T) {
 	_, url := mqtttest.Mochi(t, new(denyMarker), nil)
-	prefix := "kt" + randHex(4)
+	prefix := "kt" + randomHex(4)
 	newFakeDevice(t, url, prefix, "dev1")
 	g := []string{"-broker", url, "-prefix", prefix, "-timeout", "500ms"}
 
@@ -161,7 +161,7 @@ func TestStatusMarkerSubscriptionRefused(t *testing.T) {
 		{refusals: 1000, code: ExitIncomplete, stderr: "the broker did not take kioskctl's end-of-listing markers (the broker refused the subscription to them)"},
 	} {
 		_, url := mqtttest.Mochi(t, &refuseMarkerSub{n: tc.refusals}, nil)
-		prefix := "kt" + randHex(4)
+		prefix := "kt" + randomHex(4)
 		newFakeDevice(t, url, prefix, "dev1")
 		r := kioskctl(testCtx(t), nil, "-broker", url, "-prefix", prefix, "-timeout", "2s", "status")
 		if r.code != tc.code || !strings.Contains(r.stderr, tc.stderr) || !strings.Contains(r.stdout, "dev1") {
@@ -254,7 +254,7 @@ func TestWatchStatus(t *testing.T) {
 
 func TestWatchStatusIncomplete(t *testing.T) {
 	_, url := mqtttest.Mochi(t, new(denyMarker), nil)
-	prefix := "kt" + randHex(4)
+	prefix := "kt" + randomHex(4)
 	newFakeDevice(t, url, prefix, "dev1")
 	w := startWatch(t, []string{"-broker", url, "-prefix", prefix, "-timeout", "300ms", "watch", "-status"})
 	waitFor(t, "the warning", 5*time.Second, func() bool {
