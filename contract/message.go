@@ -720,6 +720,24 @@ func RequestIDOf(payload []byte) string {
 	return o.id
 }
 
+// OutTradeNoOf returns the order a command is about, "" when it names no
+// valid one: its out_trade_no, or a create's data.out_trade_no, read as
+// the decoders read them. The daemon serialises commands about one order
+// by it before decoding them.
+func OutTradeNoOf(payload []byte) string {
+	o, _ := parseObject(payload) // a bad request_id does not hide the order
+	if otn, err := o.outTradeNo(); err == nil {
+		return otn
+	}
+	var data object
+	if v, ok := o.raw["data"]; ok && json.Unmarshal(v, &data.raw) == nil {
+		if otn, err := data.outTradeNo(); err == nil {
+			return otn
+		}
+	}
+	return ""
+}
+
 func contains(list []string, s string) bool {
 	for _, v := range list {
 		if v == s {

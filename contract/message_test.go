@@ -132,6 +132,32 @@ func TestDecodeOthersValid(t *testing.T) {
 	}
 }
 
+// TestOutTradeNoOf: the order a command is about is the out_trade_no its
+// decoder would read, at the top or in a create's data; anything else
+// names no order.
+func TestOutTradeNoOf(t *testing.T) {
+	for _, tc := range []struct{ payload, want string }{
+		{validCreate, "chair001_0001"},
+		{`{"request_id":"a","out_trade_no":"abcdef","ok":true}`, "abcdef"},
+		{`{"out_trade_no":"abcdef","data":{"out_trade_no":"ghijkl"}}`, "abcdef"},
+		{`{"request_id":7,"out_trade_no":"abcdef"}`, "abcdef"}, // a bad request_id does not hide it
+		{`{"out_trade_no":"ab"}`, ""},
+		{`{"out_trade_no":"abc-def"}`, ""},
+		{`{"out_trade_no":123456}`, ""},
+		{`{"data":{"out_trade_no":null}}`, ""},
+		{`{"data":"abcdef"}`, ""},
+		{`{"OUT_TRADE_NO":"abcdef"}`, ""}, // the decoders match keys exactly
+		{`{"provider":"wxpay","body":"{}"}`, ""},
+		{`[1,2]`, ""},
+		{`not json`, ""},
+		{`{"out_trade_no":"abcdef","x":"` + strings.Repeat("a", MaxPayload) + `"}`, ""},
+	} {
+		if got := OutTradeNoOf([]byte(tc.payload)); got != tc.want {
+			t.Errorf("OutTradeNoOf(%.60s) = %q, want %q", tc.payload, got, tc.want)
+		}
+	}
+}
+
 func TestResultSignature(t *testing.T) {
 	key := []byte("k")
 	r := Result{OutTradeNo: "chair001_0001", Status: ResultPaid, TotalFee: 1000, Seq: 7, TS: 1700000000}

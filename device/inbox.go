@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/kioskpay/kioskpay/contract"
-	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"
 )
 
@@ -248,22 +247,12 @@ func staleError(m store.InboxEntry, now time.Time) error {
 		now.Sub(m.ReceivedAt).Round(time.Second), contract.FormatTime(m.ReceivedAt))
 }
 
-// inboxKey orders commands per order: the out_trade_no when the payload
-// names one (data.out_trade_no for create), else the message's own id.
+// inboxKey orders commands per order: the out_trade_no the command is
+// about, read as its decoder reads it (contract.OutTradeNoOf), else a key
+// of its own.
 func inboxKey(m store.InboxEntry) string {
-	var v struct {
-		OutTradeNo string `json:"out_trade_no"`
-		Data       struct {
-			OutTradeNo string `json:"out_trade_no"`
-		} `json:"data"`
-	}
-	if len(m.Payload) <= contract.MaxPayload && json.Unmarshal(m.Payload, &v) == nil {
-		if v.OutTradeNo != "" && payment.ValidOutTradeNo(v.OutTradeNo) {
-			return v.OutTradeNo
-		}
-		if v.Data.OutTradeNo != "" && payment.ValidOutTradeNo(v.Data.OutTradeNo) {
-			return v.Data.OutTradeNo
-		}
+	if otn := contract.OutTradeNoOf(m.Payload); otn != "" {
+		return otn
 	}
 	return fmt.Sprintf("#inbox-%d", m.ID)
 }
