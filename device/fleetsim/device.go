@@ -337,33 +337,36 @@ func (d *Device) handle(_ mqtt.Client, m mqtt.Message) {
 		return // kioskpayd ignores retained commands too
 	}
 	p, now := m.Payload(), time.Now()
+	// The topic is mapped to its action once, by the contract, as the
+	// daemon does; every reply below carries it.
+	action := contract.ActionForTopic(suffix)
 	reply := func(v any) { d.publish(contract.TopicReply, false, v) }
-	fail := func(id, action string, err error) { reply(contract.ErrorReply(id, action, err)) }
+	fail := func(id string, err error) { reply(contract.ErrorReply(id, action, err)) }
 	// refused answers a request that did not decode or, when a key is
 	// set, whose signature does not verify.
-	refused := func(id, action string, r interface{ Verify([]byte, time.Time) error }, err error) bool {
+	refused := func(id string, r interface{ Verify([]byte, time.Time) error }, err error) bool {
 		if err == nil && key != nil {
 			err = r.Verify(key, now)
 		}
 		if err != nil {
-			fail(id, action, err)
+			fail(id, err)
 		}
 		return err != nil
 	}
-	notFound := func(id, action, no string) {
-		fail(id, action, contract.Errorf(contract.ErrOrderNotFound, "no order %s", no))
+	notFound := func(id, no string) {
+		fail(id, contract.Errorf(contract.ErrOrderNotFound, "no order %s", no))
 	}
-	switch suffix {
-	case contract.TopicCreate:
+	switch action {
+	case contract.ActionCreate:
 		r, err := contract.DecodeCreate(p, limits)
-		if refused(r.RequestID, contract.ActionCreate, r, err) {
+		if refused(r.RequestID, r, err) {
 			return
 		}
 		d.create(r, now, reply)
-	case contract.TopicQuery:
+	case contract.ActionQuery:
 		r, err := contract.DecodeQuery(p)
 		if err != nil {
-			fail(r.RequestID, contract.ActionQuery, err)
+			fail(r.RequestID, err)
 			return
 		}
 		d.mu.Lock()
@@ -374,30 +377,30 @@ func (d *Device) handle(_ mqtt.Client, m mqtt.Message) {
 		}
 		d.mu.Unlock()
 		if !ok {
-			notFound(r.RequestID, contract.ActionQuery, r.OutTradeNo)
+			notFound(r.RequestID, r.OutTradeNo)
 			return
 		}
-		reply(contract.QueryReply{Reply: contract.OKReply(r.RequestID, contract.ActionQuery, "ok"), OrderSummary: sum})
-	case contract.TopicCancel:
+		reply(contract.QueryReply{Reply: contract.OKReply(r.RequestID, action, "ok"), OrderSummary: sum})
+	case contract.ActionCancel:
 		r, err := contract.DecodeCancel(p)
-		if refused(r.RequestID, contract.ActionCancel, r, err) {
+		if refused(r.RequestID, r, err) {
 			return
 		}
 		if !d.exists(r.OutTradeNo) {
-			notFound(r.RequestID, contract.ActionCancel, r.OutTradeNo)
+			notFound(r.RequestID, r.OutTradeNo)
 			return
 		}
-		reply(contract.OKReply(r.RequestID, contract.ActionCancel, "order cancelled"))
+		reply(contract.OKReply(r.RequestID, action, "order cancelled"))
 		d.Result(r.OutTradeNo, contract.ResultCancelled)
-	case contract.TopicRefund:
+	case contract.ActionRefund:
 		r, err := contract.DecodeRefund(p)
-		if refused(r.RequestID, contract.ActionRefund, r, err) {
+		if refused(r.RequestID, r, err) {
 			return
 		}
 		d.refund(r, reply, notFound)
-	case contract.TopicAck:
+	case contract.ActionAck:
 		r, err := contract.DecodeAck(p)
-		if refused(r.RequestID, contract.ActionAck, r, err) {
+		if refused(r.RequestID, r, err) {
 			return
 		}
 		d.mu.Lock()
@@ -406,27 +409,27 @@ func (d *Device) handle(_ mqtt.Client, m mqtt.Message) {
 			o.State = "delivered"
 		}
 		d.mu.Unlock()
-		reply(contract.OKReply(r.RequestID, contract.ActionAck, "ok"))
-	case contract.TopicOrders:
+		reply(contract.OKReply(r.RequestID, action, "ok"))
+	case contract.ActionOrders:
 		r, err := contract.DecodeOrders(p)
 		if err != nil {
-			fail(r.RequestID, contract.ActionOrders, err)
+			fail(r.RequestID, err)
 			return
 		}
 		orders, next := d.page(r)
-		reply(contract.OrdersReply{Reply: contract.OKReply(r.RequestID, contract.ActionOrders, "ok"), Orders: orders, Next: next})
-	case contract.TopicReconcile:
+		reply(contract.OrdersReply{Reply: contract.OKReply(r.RequestID, action, "ok"), Orders: orders, Next: next})
+	case contract.ActionReconcile:
 		r, err := contract.DecodeReconcile(p, now)
 		if err != nil {
-			fail(r.RequestID, contract.ActionReconcile, err)
+			fail(r.RequestID, err)
 			return
 		}
 		d.mu.Lock()
 		n, mm := len(d.orders), append([]contract.Mismatch{}, d.mismatches...)
 		d.mu.Unlock()
-		reply(contract.ReconcileReply{Reply: contract.OKReply(r.RequestID, contract.ActionReconcile, "since "+contract.FormatTime(r.Since)), Checked: n, ProviderOrders: n, Mismatches: mm})
-	case contract.TopicNotify:
-		reply(contract.OKReply(contract.RequestIDOf(p), contract.ActionNotify, "ok"))
+		reply(contract.ReconcileReply{Reply: contract.OKReply(r.RequestID, action, "since "+contract.FormatTime(r.Since)), Checked: n, ProviderOrders: n, Mismatches: mm})
+	case contract.ActionNotify:
+		reply(contract.OKReply(contract.RequestIDOf(p), action, "ok"))
 	}
 }
 
@@ -487,7 +490,7 @@ func (d *Device) create(r contract.CreateRequest, now time.Time, reply func(any)
 	}
 }
 
-func (d *Device) refund(r contract.RefundRequest, reply func(any), notFound func(id, action, no string)) {
+func (d *Device) refund(r contract.RefundRequest, reply func(any), notFound func(id, no string)) {
 	d.mu.Lock()
 	o, ok := d.orders[r.OutTradeNo]
 	var total payment.Fen
@@ -505,7 +508,7 @@ func (d *Device) refund(r contract.RefundRequest, reply func(any), notFound func
 	}
 	d.mu.Unlock()
 	if !ok {
-		notFound(r.RequestID, contract.ActionRefund, r.OutTradeNo)
+		notFound(r.RequestID, r.OutTradeNo)
 		return
 	}
 	no := r.OutRefundNo
