@@ -720,22 +720,30 @@ func RequestIDOf(payload []byte) string {
 	return o.id
 }
 
-// OutTradeNoOf returns the order a command is about, "" when it names no
-// valid one: its out_trade_no, or a create's data.out_trade_no, read as
-// the decoders read them. The daemon serialises commands about one order
-// by it before decoding them.
-func OutTradeNoOf(payload []byte) string {
+// OutTradeNoOf returns the order the command on topic (a suffix such as
+// TopicCreate) is about, "" when it names no valid one: a create's
+// data.out_trade_no, the out_trade_no of a cancel, query, refund or ack,
+// read as their decoders read them. The daemon serialises commands about
+// one order by it before decoding them, so it must be the order the
+// decoder acts on, never another field of the same payload.
+func OutTradeNoOf(topic string, payload []byte) string {
 	o, _ := parseObject(payload) // a bad request_id does not hide the order
-	if otn, err := o.outTradeNo(); err == nil {
-		return otn
-	}
-	var data object
-	if v, ok := o.raw["data"]; ok && json.Unmarshal(v, &data.raw) == nil {
-		if otn, err := data.outTradeNo(); err == nil {
-			return otn
+	switch topic {
+	case TopicCreate:
+		var data object
+		if v, ok := o.raw["data"]; !ok || json.Unmarshal(v, &data.raw) != nil {
+			return ""
 		}
+		o = data
+	case TopicCancel, TopicQuery, TopicRefund, TopicAck:
+	default:
+		return ""
 	}
-	return ""
+	otn, err := o.outTradeNo()
+	if err != nil {
+		return ""
+	}
+	return otn
 }
 
 func contains(list []string, s string) bool {

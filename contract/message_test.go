@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kioskpay/kioskpay/payment"
 )
 
 const validCreate = `{"request_id":"r-42","provider":"wxpay","needQRcode":true,
@@ -136,24 +138,28 @@ func TestDecodeOthersValid(t *testing.T) {
 // decoder would read, at the top or in a create's data; anything else
 // names no order.
 func TestOutTradeNoOf(t *testing.T) {
-	for _, tc := range []struct{ payload, want string }{
-		{validCreate, "chair001_0001"},
-		{`{"request_id":"a","out_trade_no":"abcdef","ok":true}`, "abcdef"},
-		{`{"out_trade_no":"abcdef","data":{"out_trade_no":"ghijkl"}}`, "abcdef"},
-		{`{"request_id":7,"out_trade_no":"abcdef"}`, "abcdef"}, // a bad request_id does not hide it
-		{`{"out_trade_no":"ab"}`, ""},
-		{`{"out_trade_no":"abc-def"}`, ""},
-		{`{"out_trade_no":123456}`, ""},
-		{`{"data":{"out_trade_no":null}}`, ""},
-		{`{"data":"abcdef"}`, ""},
-		{`{"OUT_TRADE_NO":"abcdef"}`, ""}, // the decoders match keys exactly
-		{`{"provider":"wxpay","body":"{}"}`, ""},
-		{`[1,2]`, ""},
-		{`not json`, ""},
-		{`{"out_trade_no":"abcdef","x":"` + strings.Repeat("a", MaxPayload) + `"}`, ""},
+	for _, tc := range []struct{ topic, payload, want string }{
+		{TopicCreate, validCreate, "chair001_0001"},
+		{TopicAck, `{"request_id":"a","out_trade_no":"abcdef","ok":true}`, "abcdef"},
+		{TopicQuery, `{"out_trade_no":"abcdef","data":{"out_trade_no":"ghijkl"}}`, "abcdef"},
+		// A create acts on data.out_trade_no, whatever else the payload says.
+		{TopicCreate, `{"out_trade_no":"abcdef","data":{"out_trade_no":"ghijkl"}}`, "ghijkl"},
+		{TopicCreate, `{"out_trade_no":"abcdef"}`, ""},
+		{TopicQuery, `{"request_id":7,"out_trade_no":"abcdef"}`, "abcdef"}, // a bad request_id does not hide it
+		{TopicCancel, `{"out_trade_no":"ab"}`, ""},
+		{TopicRefund, `{"out_trade_no":"abc-def"}`, ""},
+		{TopicQuery, `{"out_trade_no":123456}`, ""},
+		{TopicCreate, `{"data":{"out_trade_no":null}}`, ""},
+		{TopicCreate, `{"data":"abcdef"}`, ""},
+		{TopicQuery, `{"OUT_TRADE_NO":"abcdef"}`, ""}, // the decoders match keys exactly
+		{TopicNotify, `{"provider":"wxpay","out_trade_no":"abcdef","body":"{}"}`, ""},
+		{TopicOrders, `{"out_trade_no":"abcdef"}`, ""},
+		{TopicQuery, `[1,2]`, ""},
+		{TopicQuery, `not json`, ""},
+		{TopicQuery, `{"out_trade_no":"abcdef","x":"` + strings.Repeat("a", MaxPayload) + `"}`, ""},
 	} {
-		if got := OutTradeNoOf([]byte(tc.payload)); got != tc.want {
-			t.Errorf("OutTradeNoOf(%.60s) = %q, want %q", tc.payload, got, tc.want)
+		if got := OutTradeNoOf(tc.topic, []byte(tc.payload)); got != tc.want {
+			t.Errorf("OutTradeNoOf(%s, %.60s) = %q, want %q", tc.topic, tc.payload, got, tc.want)
 		}
 	}
 }
@@ -261,3 +267,31 @@ func FuzzDecodeAck(f *testing.F)       { fuzzDecoder(f, ack) }
 func FuzzDecodeNotify(f *testing.F)    { fuzzDecoder(f, notify) }
 func FuzzDecodeOrders(f *testing.F)    { fuzzDecoder(f, orders) }
 func FuzzDecodeReconcile(f *testing.F) { fuzzDecoder(f, reconcile) }
+
+// FuzzOutTradeNoOf: the inbox key of any payload is "" or a valid order
+// number, and it is the order the decoders act on whenever they accept
+// the command (the daemon serialises by it before they run).
+func FuzzOutTradeNoOf(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add([]byte(s))
+	}
+	f.Add([]byte(`{"out_trade_no":"abcdef","data":{"out_trade_no":"ghijkl","total_fee":1,"subject":"s","type":"t"}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		decoders := map[string]func() (string, error){
+			TopicCreate: func() (string, error) { r, err := DecodeCreate(b, testLimits); return r.Order.OutTradeNo, err },
+			TopicCancel: func() (string, error) { r, err := DecodeCancel(b); return r.OutTradeNo, err },
+			TopicQuery:  func() (string, error) { r, err := DecodeQuery(b); return r.OutTradeNo, err },
+			TopicRefund: func() (string, error) { r, err := DecodeRefund(b); return r.OutTradeNo, err },
+			TopicAck:    func() (string, error) { r, err := DecodeAck(b); return r.OutTradeNo, err },
+		}
+		for topic, decode := range decoders {
+			key := OutTradeNoOf(topic, b)
+			if key != "" && !payment.ValidOutTradeNo(key) {
+				t.Fatalf("OutTradeNoOf(%s, %q) = %q, not a valid order number", topic, b, key)
+			}
+			if acted, err := decode(); err == nil && acted != key {
+				t.Fatalf("%s: the decoder acts on %q, the inbox key is %q: %q", topic, acted, key, b)
+			}
+		}
+	})
+}

@@ -251,7 +251,7 @@ func staleError(m store.InboxEntry, now time.Time) error {
 // about, read as its decoder reads it (contract.OutTradeNoOf), else a key
 // of its own.
 func inboxKey(m store.InboxEntry) string {
-	if otn := contract.OutTradeNoOf(m.Payload); otn != "" {
+	if otn := contract.OutTradeNoOf(m.Topic, m.Payload); otn != "" {
 		return otn
 	}
 	return fmt.Sprintf("#inbox-%d", m.ID)
