@@ -77,6 +77,10 @@ type Controller struct {
 	Username, Password string
 	TLS                *tls.Config
 	CleanSession       bool
+	// Device, when set, limits the controller to that one device: it
+	// subscribes to <prefix>/<Device>/… only, so on a broker shared with
+	// other tests it neither sees nor records their devices' messages.
+	Device string
 
 	log     []Message
 	logWake chan struct{}
@@ -114,11 +118,15 @@ func (c *Controller) Connect(ctx context.Context, url, clientID string) error {
 	subscribed := make(chan error, 1)
 	opts.SetOnConnectHandler(func(cl mqtt.Client) {
 		// Subscribe on every (re)connect: a clean session forgets it.
+		dev := "+"
+		if c.Device != "" {
+			dev = c.Device
+		}
 		filters := map[string]byte{
-			c.prefix + "/+/pay/reply":  1,
-			c.prefix + "/+/pay/result": 1,
-			c.prefix + "/+/status":     1,
-			c.prefix + "/+/pay/event":  1,
+			c.prefix + "/" + dev + "/pay/reply":  1,
+			c.prefix + "/" + dev + "/pay/result": 1,
+			c.prefix + "/" + dev + "/status":     1,
+			c.prefix + "/" + dev + "/pay/event":  1,
 		}
 		t := cl.SubscribeMultiple(filters, nil)
 		go func() {

@@ -67,13 +67,15 @@ log_type warning
 		return nil, fmt.Errorf("start mosquitto: %w", err)
 	}
 	m := &Mosquitto{URL: "tcp://127.0.0.1:" + strconv.Itoa(port), Port: port, dir: dir, bin: bin, conf: path}
-	if err := m.start(ctx); err != nil {
+	if err := m.Start(ctx); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
-func (m *Mosquitto) start(ctx context.Context) error {
+// Start starts the broker again after Stop, on the same port and with the
+// same persistence file: a broker outage a test ends when it chooses.
+func (m *Mosquitto) Start(ctx context.Context) error {
 	out, err := os.OpenFile(filepath.Join(m.dir, "mosquitto.out"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("start mosquitto: %w", err)
@@ -99,7 +101,7 @@ func (m *Mosquitto) Restart(ctx context.Context) error {
 	if err := m.Stop(); err != nil {
 		return err
 	}
-	return m.start(ctx)
+	return m.Start(ctx)
 }
 
 // Stop terminates the broker and waits for it.
@@ -129,6 +131,16 @@ func FreePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// FreeAddr returns a loopback address, 127.0.0.1:<port>, with a port
+// nobody listens on right now.
+func FreeAddr() (string, error) {
+	port, err := FreePort()
+	if err != nil {
+		return "", err
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), nil
 }
 
 // WaitTCP waits until addr accepts connections.

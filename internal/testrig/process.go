@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,15 +35,27 @@ func ModuleRoot(ctx context.Context) (string, error) {
 // module into dir and returns the binary's path. env is added to the
 // environment (e.g. GOARCH=arm64).
 func Build(ctx context.Context, pkg, out string, env ...string) error {
+	return goBuild(ctx, out, []string{pkg}, env)
+}
+
+// BuildAll compiles several main packages of the module into dir, each
+// binary named after its package's directory, in one go build: a suite
+// that runs many programs loads the module once.
+func BuildAll(ctx context.Context, dir string, pkgs []string, env ...string) error {
+	// A trailing separator makes go build write every binary into dir.
+	return goBuild(ctx, filepath.Clean(dir)+string(filepath.Separator), pkgs, env)
+}
+
+func goBuild(ctx context.Context, out string, pkgs, env []string) error {
 	root, err := ModuleRoot(ctx)
 	if err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, pkg)
+	cmd := exec.CommandContext(ctx, "go", append([]string{"build", "-trimpath", "-o", out}, pkgs...)...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), env...)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
+		return fmt.Errorf("go build %s: %w\n%s", strings.Join(pkgs, " "), err, b)
 	}
 	return nil
 }
@@ -71,6 +84,11 @@ type Daemon struct {
 	// Env is added to the environment of every run (e.g. the daemon's
 	// test switches).
 	Env []string
+	// Stdin, when set, is every run's standard input (nil: none). Stdout,
+	// when set, receives every run's standard output instead of Log: for a
+	// program that prints for people on stdout and logs on stderr.
+	Stdin  io.Reader
+	Stdout io.Writer
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -105,6 +123,10 @@ func (d *Daemon) Start() error {
 	cmd := exec.Command(d.Bin, d.Args...)
 	cmd.Env = append(os.Environ(), d.Env...)
 	cmd.Stdout, cmd.Stderr = out, out
+	if d.Stdout != nil {
+		cmd.Stdout = d.Stdout
+	}
+	cmd.Stdin = d.Stdin
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		out.Close()

@@ -172,11 +172,10 @@ func (r *Rig) StartGates(ctx context.Context, n int, overrides map[string]any) e
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return err
 		}
-		port, err := FreePort()
+		addr, err := FreeAddr()
 		if err != nil {
 			return err
 		}
-		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		cfg := filepath.Join(dir, "paygate.toml")
 		o := map[string]any{
 			"replica":           fmt.Sprintf("r%d", i),
@@ -230,6 +229,8 @@ func (r *Rig) Close() {
 	}
 }
 
+// RandomHex returns n random bytes in hex (2n characters), for ids that
+// must not collide between tests or runs.
 func RandomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)

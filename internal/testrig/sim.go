@@ -29,6 +29,9 @@ type Sim struct {
 	// URL is the simulator's base URL, http://127.0.0.1:<port>.
 	URL  string
 	Keys *paysim.Keys
+	// Wx is the WeChat Pay side, for notifications a test builds by hand
+	// (forged, replayed).
+	Wx *wxsim.Sim
 
 	srv *http.Server
 	ln  net.Listener
@@ -64,7 +67,7 @@ func StartSim(keys *paysim.Keys, opts SimOptions) (*Sim, error) {
 	if err != nil {
 		return nil, err
 	}
-	wxsim.Register(server)
+	wx := wxsim.Register(server)
 	alisim.Register(server)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -72,7 +75,7 @@ func StartSim(keys *paysim.Keys, opts SimOptions) (*Sim, error) {
 		return nil, fmt.Errorf("start sim: %w", err)
 	}
 	s := &Sim{
-		Server: server, Keys: keys, URL: "http://" + ln.Addr().String(), ln: ln,
+		Server: server, Keys: keys, Wx: wx, URL: "http://" + ln.Addr().String(), ln: ln,
 		srv: &http.Server{Handler: server, ReadHeaderTimeout: 10 * time.Second},
 	}
 	go s.srv.Serve(ln)
