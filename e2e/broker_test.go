@@ -1,107 +1,43 @@
 package e2e
 
 import (
-	"fmt"
-	"net"
-	"os"
+	"context"
+	"errors"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
-	"github.com/kioskpay/kioskpay/internal/syncbuf"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
-// mosquitto is a broker of the test's own that it can stop and start on
-// the same port, with persistence on (as in deploy/): sessions and queued
-// QoS 1 messages survive the restart.
-type mosquitto struct {
-	t    *testing.T
-	bin  string
-	conf string
-	port int
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  syncbuf.Buffer
-}
-
-func newMosquitto(t *testing.T) *mosquitto {
+// newMosquitto starts a broker of the test's own that it can stop and
+// start on the same port, with persistence on (as in deploy/): sessions and
+// queued QoS 1 messages survive the restart.
+func newMosquitto(t *testing.T) *testrig.Mosquitto {
 	t.Helper()
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		for _, p := range []string{"/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"} {
-			if _, err := os.Stat(p); err == nil {
-				bin = p
-			}
-		}
-	}
-	if bin == "" {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	m, err := testrig.StartMosquitto(ctx, t.TempDir())
+	if errors.Is(err, exec.ErrNotFound) {
 		t.Skip("mosquitto not installed")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "mosquitto.conf")
-	content := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nautosave_interval 1\nlog_dest stderr\n", port, dir)
-	if err := os.WriteFile(conf, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	m := &mosquitto{t: t, bin: bin, conf: conf, port: port}
-	m.start()
-	t.Cleanup(m.stop)
+	t.Cleanup(func() { _ = m.Stop() })
 	return m
 }
 
-func (m *mosquitto) url() string { return "tcp://127.0.0.1:" + strconv.Itoa(m.port) }
-
-func (m *mosquitto) start() {
-	m.t.Helper()
-	m.cmd = exec.Command(m.bin, "-c", m.conf)
-	m.cmd.Stderr = &m.log
-	if err := m.cmd.Start(); err != nil {
-		m.t.Fatal(err)
+// brokerUp starts a stopped broker again (Stop is the service stop:
+// SIGTERM, it saves its persistence file).
+func brokerUp(t *testing.T, m *testrig.Mosquitto) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
 	}
-	m.done = make(chan struct{})
-	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(m.cmd, m.done)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(m.port))
-		if err == nil {
-			c.Close()
-			return
-		}
-		select {
-		case <-m.done:
-			m.t.Fatalf("mosquitto exited:\n%s", m.log.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			m.t.Fatalf("mosquitto not listening:\n%s", m.log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// stop shuts the broker down the way a service stop does (SIGTERM: it
-// saves its persistence file).
-func (m *mosquitto) stop() {
-	if m.cmd == nil {
-		return
-	}
-	m.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-m.done:
-	case <-time.After(10 * time.Second):
-		m.cmd.Process.Kill()
-		<-m.done
-	}
-	m.cmd = nil
 }
 
 // The broker goes away mid-order: the payment is detected meanwhile, and
@@ -109,11 +45,13 @@ func (m *mosquitto) stop() {
 func TestBrokerRestartMidOrder(t *testing.T) {
 	t.Parallel()
 	b := newMosquitto(t)
-	e := newEnv(t, daemonOpts{provider: "wxpay", brokerURL: b.url(), persistent: true, resultKey: true, ackTimeout: "2m"})
-	otn := otnPrefix + "brk_" + randomHex(3)
+	e := newEnv(t, daemonOpts{provider: "wxpay", brokerURL: b.URL, persistent: true, resultKey: true, ackTimeout: "2m"})
+	otn := otnPrefix + "brk_" + testrig.RandomHex(3)
 	e.create("c1", otn, 400, "")
 
-	b.stop()
+	if err := b.Stop(); err != nil {
+		t.Fatal(err)
+	}
 	q0 := e.sim.Stats()["wxpay.query"]
 	e.pay(payment.WxPay, otn, 0)
 	// The daemon's next poll sees the payment while the broker is down.
@@ -122,19 +60,19 @@ func TestBrokerRestartMidOrder(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(time.Second) // down a little longer, as in a real outage
-	if n := len(e.ctl.results(otn)); n != 0 {
+	if n := len(e.results(otn)); n != 0 {
 		t.Fatalf("result without a broker?")
 	}
-	b.start()
+	brokerUp(t, b)
 	back := time.Now()
-	res := e.ctl.result(otn, "paid", 60*time.Second)
+	res := e.result(otn, "paid", 60*time.Second)
 	t.Logf("paid result %s after the broker came back", time.Since(back).Round(time.Millisecond))
-	if !verifyResult(e.key, res) || res.num("total_fee") != 400 {
+	if !verifyResult(e.key, res) || res.Num("total_fee") != 400 {
 		t.Errorf("result %s", res.Payload)
 	}
 	e.ack(otn, true)
-	e.ctl.event(otn, "delivered", 20*time.Second)
-	checkSeqs(t, e.ctl.results(otn))
+	e.event(otn, "delivered", 20*time.Second)
+	e.checkSeqs(otn)
 }
 
 // The broker is down for longer than ack_timeout after a payment: the
@@ -151,14 +89,16 @@ func TestBrokerOutageLongerThanAckTimeout(t *testing.T) {
 		t.Skip("gateway mode: no provider call, hence no refund, while the broker is down")
 	}
 	b := newMosquitto(t)
-	e := newEnv(t, daemonOpts{provider: "alipay", brokerURL: b.url(), persistent: true, ackTimeout: "2s"})
-	otn := otnPrefix + "brk2_" + randomHex(3)
+	e := newEnv(t, daemonOpts{provider: "alipay", brokerURL: b.URL, persistent: true, ackTimeout: "2s"})
+	otn := otnPrefix + "brk2_" + testrig.RandomHex(3)
 	e.create("c1", otn, 420, "")
-	b.stop()
+	if err := b.Stop(); err != nil {
+		t.Fatal(err)
+	}
 	e.pay(payment.Alipay, otn, 0)
 	e.refundedOnce(payment.Alipay, otn, 420)
-	b.start()
-	e.ctl.result(otn, "refunded", 60*time.Second)
+	brokerUp(t, b)
+	e.result(otn, "refunded", 60*time.Second)
 	e.noPaid(otn)
-	checkSeqs(t, e.ctl.results(otn))
+	e.checkSeqs(otn)
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/kioskpay/kioskpay/internal/browsertest"
 	"github.com/kioskpay/kioskpay/internal/qrtest"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -24,9 +25,9 @@ func TestWebDisplayInChromium(t *testing.T) {
 	b.WaitFor("document.body.dataset.kind", "idle")
 	b.WaitFor("document.body.dataset.sse", "open")
 
-	otn := otnPrefix + "web_" + randomHex(4)
+	otn := otnPrefix + "web_" + testrig.RandomHex(4)
 	rep := e.create("w1", otn, 1550, "any")
-	info, _ := rep.M["orderInfo"].(map[string]any)
+	info, _ := rep.Fields["orderInfo"].(map[string]any)
 	wx, _ := info["code_url"].(string)
 	ali, _ := info["qr_code"].(string)
 	b.WaitFor("document.body.dataset.kind", "pay")
@@ -36,7 +37,7 @@ func TestWebDisplayInChromium(t *testing.T) {
 	qrtest.Want(t, qrtest.Decode(t, b.Screenshot()), wx, ali)
 
 	e.pay(payment.WxPay, otn, 0)
-	e.ctl.result(otn, "paid", 20*time.Second)
+	e.result(otn, "paid", 20*time.Second)
 	b.WaitFor("document.body.dataset.kind", "paid")
 	if got := qrtest.Decode(t, b.Screenshot()); len(got) != 0 {
 		t.Errorf("the paid screen still shows QR codes %q", got)

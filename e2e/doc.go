@@ -1,7 +1,9 @@
 // Package e2e is kioskpay's acceptance suite: the real kioskpayd and
 // notifyrelay binaries, built once per run by TestMain, talk over a real
 // MQTT broker to a paysim served over HTTP, and a test controller sees
-// exactly what a device controller or the fleet would see on P/#.
+// exactly what a device controller or the fleet would see on the device's
+// topics (replies, results, events, status). Every mechanism is
+// internal/testrig's, shared with proof and kioskbench.
 //
 // Brokers: an in-process mochi-mqtt per test by default; the Mosquitto
 // named by KIOSKPAY_TEST_MQTT_URL (e.g. tcp://127.0.0.1:1883) when set, with
@@ -10,11 +12,12 @@
 // secrets test a mochi that checks a password. Tests that need mosquitto or
 // zbarimg (the independent QR decoder) skip when it is not installed.
 //
-// Every daemon and relay process's whole stderr (run at -log-level debug)
-// is checked at cleanup: no merchant key line, APIv3 key, result HMAC key
+// Every daemon, paygate and relay process's whole log (run at -log-level
+// debug) is checked at cleanup: no merchant key line, APIv3 key, result HMAC key
 // or broker password may appear, and no panic.
 //
-// Files: rig_test.go (build, processes, controller, config), flow_test.go
+// Files: rig_test.go (the fixture: testrig bound to a test, the suite's
+// defaults, create/ack/pay and waits that fail the test), flow_test.go
 // (paid → delivered), lifecycle_test.go (expiry, cancel, supersede,
 // duplicates), errors_test.go (one reply per malformed message),
 // restart_test.go and more_test.go (power cuts, status, operator refund),

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 )
@@ -23,8 +24,8 @@ func TestErrorReplies(t *testing.T) {
 		return js(createReq(rid, otn, fee, provider, extra))
 	}
 	now := time.Now().Unix()
-	dup := otnPrefix + "dup_" + randomHex(3)
-	fin := otnPrefix + "fin_" + randomHex(3)
+	dup := otnPrefix + "dup_" + testrig.RandomHex(3)
+	fin := otnPrefix + "fin_" + testrig.RandomHex(3)
 
 	type tc struct {
 		name    string
@@ -35,7 +36,7 @@ func TestErrorReplies(t *testing.T) {
 		code    float64
 		field   string
 		setup   func()
-		after   func(r msg)
+		after   func(r testrig.Message)
 	}
 	cases := []tc{
 		{name: "truncated JSON", topic: "pay/create", payload: raw(`{"request_id":"e1","data":{`), err: "BAD_JSON", code: 400},
@@ -72,7 +73,7 @@ func TestErrorReplies(t *testing.T) {
 		{name: "pending order", topic: "pay/create", payload: create("e22", dup, 100, "", nil), rid: "e22"},
 		{name: "re-create, other subject", topic: "pay/create", payload: create("e23", dup, 100, "", map[string]any{"subject": "Other"}), rid: "e23", err: "DUPLICATE_CONFLICT", code: 409},
 		{name: "cancel it", topic: "pay/cancel", payload: js(map[string]any{"request_id": "e24", "out_trade_no": dup}), rid: "e24",
-			after: func(msg) { e.ctl.result(dup, "cancelled", 20*time.Second) }},
+			after: func(testrig.Message) { e.result(dup, "cancelled", 20*time.Second) }},
 		{name: "cancel an ended order", topic: "pay/cancel", payload: js(map[string]any{"request_id": "e25", "out_trade_no": dup}), rid: "e25", err: "ORDER_FINISHED", code: 409},
 		{name: "create an ended order", topic: "pay/create", payload: create("e26", dup, 100, "", nil), rid: "e26", err: "ORDER_FINISHED", code: 409},
 		{name: "provider down", topic: "pay/create", payload: create("e27", fin, 100, "", nil), rid: "e27", err: "PROVIDER_UNAVAILABLE", code: 503,
@@ -81,8 +82,8 @@ func TestErrorReplies(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			after: func(msg) { e.sim.ClearFaults() }},
-		{name: "provider refuses", topic: "pay/create", payload: create("e28", otnPrefix+"rej_"+randomHex(3), 100, "alipay", map[string]any{"subject": "A/B=C"}), rid: "e28", err: "PROVIDER_REJECTED", code: 409},
+			after: func(testrig.Message) { e.sim.ClearFaults() }},
+		{name: "provider refuses", topic: "pay/create", payload: create("e28", otnPrefix+"rej_"+testrig.RandomHex(3), 100, "alipay", map[string]any{"subject": "A/B=C"}), rid: "e28", err: "PROVIDER_REJECTED", code: 409},
 	}
 	// The signed-request case: a syntactically valid but wrong sig.
 	for i := range cases {
@@ -99,23 +100,23 @@ func TestErrorReplies(t *testing.T) {
 		if c.setup != nil {
 			c.setup()
 		}
-		before := len(e.ctl.find(isReply))
-		e.ctl.publish(c.topic, c.payload)
+		before := len(e.find(isReply))
+		e.send(c.topic, c.payload)
 		sent++
-		r := e.ctl.waitFor(20*time.Second, "reply to "+c.name, func(m msg) bool {
-			return isReply(m) && len(e.ctl.find(isReply)) > before
+		r := e.waitFor(20*time.Second, "reply to "+c.name, func(m testrig.Message) bool {
+			return isReply(m) && len(e.find(isReply)) > before
 		})
-		r = e.ctl.find(isReply)[before]
-		if r.str("request_id") != c.rid {
-			t.Errorf("%s: reply for request %q, want %q: %s", c.name, r.str("request_id"), c.rid, r.Payload)
+		r = e.find(isReply)[before]
+		if r.Str("request_id") != c.rid {
+			t.Errorf("%s: reply for request %q, want %q: %s", c.name, r.Str("request_id"), c.rid, r.Payload)
 		}
-		if r.str("error") != c.err || r.num("code") != c.code {
-			t.Errorf("%s: got error %q code %v, want %q %v: %s", c.name, r.str("error"), r.num("code"), c.err, c.code, r.Payload)
+		if r.Str("error") != c.err || r.Num("code") != c.code {
+			t.Errorf("%s: got error %q code %v, want %q %v: %s", c.name, r.Str("error"), r.Num("code"), c.err, c.code, r.Payload)
 		}
-		if c.field != "" && r.str("field") != c.field {
-			t.Errorf("%s: field %q, want %q: %s", c.name, r.str("field"), c.field, r.Payload)
+		if c.field != "" && r.Str("field") != c.field {
+			t.Errorf("%s: field %q, want %q: %s", c.name, r.Str("field"), c.field, r.Payload)
 		}
-		if c.err != "" && r.str("msg") == "" {
+		if c.err != "" && r.Str("msg") == "" {
 			t.Errorf("%s: no human msg: %s", c.name, r.Payload)
 		}
 		if c.after != nil {
@@ -133,19 +134,19 @@ func TestErrorReplies(t *testing.T) {
 
 	// Exactly one reply per command (late duplicates would show up here).
 	time.Sleep(500 * time.Millisecond)
-	replies := e.ctl.find(isReply)
-	healthReplies := len(e.ctl.find(func(m msg) bool {
+	replies := e.find(isReply)
+	healthReplies := len(e.find(func(m testrig.Message) bool {
 		// relay-: the health order's notification, which paygate
 		// forwards in gateway mode.
-		rid := m.str("request_id")
+		rid := m.Str("request_id")
 		return isReply(m) && (strings.HasPrefix(rid, "health-") || strings.HasPrefix(rid, "ack-") || strings.HasPrefix(rid, "relay-"))
 	}))
 	if got := len(replies) - healthReplies; got != sent {
-		t.Errorf("%d replies to %d commands:\n%s", got, sent, e.ctl.dump())
+		t.Errorf("%d replies to %d commands:\n%s", got, sent, e.ctl.Dump())
 	}
 }
 
-func isReply(m msg) bool { return m.Topic == "pay/reply" }
+func isReply(m testrig.Message) bool { return m.Topic == "pay/reply" }
 
 // padTo builds head + x… + tail of exactly n bytes.
 func padTo(head, tail string, n int) []byte {

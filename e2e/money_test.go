@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 )
@@ -23,8 +24,8 @@ func (e *env) refundedOnce(p payment.ProviderName, otn string, amount payment.Fe
 // noPaid asserts no paid result was ever published for the order.
 func (e *env) noPaid(otn string) {
 	e.t.Helper()
-	for _, r := range e.ctl.results(otn) {
-		if r.str("status") == "paid" {
+	for _, r := range e.results(otn) {
+		if r.Str("status") == "paid" {
 			e.t.Errorf("order %s was unlocked: %s", otn, r.Payload)
 		}
 	}
@@ -38,59 +39,59 @@ func TestRefunds(t *testing.T) {
 	t.Run("no_ack", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, daemonOpts{provider: "wxpay", ackTimeout: "2s"})
-		otn := otnPrefix + "noack_" + randomHex(3)
+		otn := otnPrefix + "noack_" + testrig.RandomHex(3)
 		e.create("c1", otn, 700, "")
 		e.pay(payment.WxPay, otn, 0)
-		paid := e.ctl.result(otn, "paid", 20*time.Second)
-		ev := e.ctl.event(otn, "refunding", 10*time.Second)
-		if !strings.Contains(ev.str("reason"), "ack_timeout") {
+		paid := e.result(otn, "paid", 20*time.Second)
+		ev := e.event(otn, "refunding", 10*time.Second)
+		if !strings.Contains(ev.Str("reason"), "ack_timeout") {
 			t.Errorf("refunding event %s", ev.Payload)
 		}
 		if d := ev.At.Sub(paid.At); d < 1500*time.Millisecond {
 			t.Errorf("refund started %s after the paid result, before ack_timeout (2s)", d)
 		}
 		e.refundedOnce(payment.WxPay, otn, 700)
-		res := e.ctl.result(otn, "refunded", 20*time.Second)
-		if res.num("refund_fee") != 700 {
+		res := e.result(otn, "refunded", 20*time.Second)
+		if res.Num("refund_fee") != 700 {
 			t.Errorf("refunded result %s", res.Payload)
 		}
 		e.ack(otn, true) // a late ack: the money already went back
-		checkSeqs(t, e.ctl.results(otn))
+		e.checkSeqs(otn)
 		e.refundedOnce(payment.WxPay, otn, 700)
 	})
 
 	t.Run("ack_failed", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, daemonOpts{provider: "alipay"})
-		otn := otnPrefix + "ackno_" + randomHex(3)
+		otn := otnPrefix + "ackno_" + testrig.RandomHex(3)
 		e.create("c1", otn, 650, "")
 		e.pay(payment.Alipay, otn, 0)
-		e.ctl.result(otn, "paid", 20*time.Second)
+		e.result(otn, "paid", 20*time.Second)
 		e.ack(otn, false)
-		e.ctl.result(otn, "refunded", 20*time.Second)
+		e.result(otn, "refunded", 20*time.Second)
 		e.refundedOnce(payment.Alipay, otn, 650)
 		e.ack(otn, true)
-		checkSeqs(t, e.ctl.results(otn))
+		e.checkSeqs(otn)
 	})
 
 	t.Run("hold", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, daemonOpts{provider: "alipay", ackTimeout: "1s", onNoAck: "hold"})
-		otn := otnPrefix + "hold_" + randomHex(3)
+		otn := otnPrefix + "hold_" + testrig.RandomHex(3)
 		e.create("c1", otn, 800, "")
 		e.pay(payment.Alipay, otn, 0)
-		e.ctl.result(otn, "paid", 20*time.Second)
-		e.ctl.event(otn, "held", 10*time.Second)
+		e.result(otn, "paid", 20*time.Second)
+		e.event(otn, "held", 10*time.Second)
 		time.Sleep(time.Second) // held means held: nothing moves at paysim
 		if o := e.simOrder(payment.Alipay, otn); o.Refunded != 0 || len(o.Refunds) != 0 {
 			t.Fatalf("held order refunded: %+v", o)
 		}
 		e.ack(otn, true) // delivered after all
-		e.ctl.event(otn, "delivered", 10*time.Second)
+		e.event(otn, "delivered", 10*time.Second)
 		if o := e.simOrder(payment.Alipay, otn); len(o.Refunds) != 0 {
 			t.Errorf("delivered order refunded: %+v", o)
 		}
-		checkSeqs(t, e.ctl.results(otn))
+		e.checkSeqs(otn)
 	})
 
 	// The provider holds an order of another total (an out_trade_no
@@ -101,19 +102,19 @@ func TestRefunds(t *testing.T) {
 		t.Run(fmt.Sprintf("provider_total_%d_for_1000", paid), func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, daemonOpts{provider: "wxpay", realism: func(r *paysim.Realism) { r.WxStrictRefundTotal = true }})
-			otn := otnPrefix + "mism_" + randomHex(3)
+			otn := otnPrefix + "mism_" + testrig.RandomHex(3)
 			e.create("c1", otn, 1000, "")
 			e.pay(payment.WxPay, otn, paid)
-			ev := e.ctl.event(otn, "refunding", 20*time.Second)
-			if !strings.Contains(ev.str("reason"), "amount_mismatch") {
+			ev := e.event(otn, "refunding", 20*time.Second)
+			if !strings.Contains(ev.Str("reason"), "amount_mismatch") {
 				t.Errorf("event %s", ev.Payload)
 			}
 			e.refundedOnce(payment.WxPay, otn, paid)
-			if res := e.ctl.result(otn, "refunded", 20*time.Second); res.num("refund_fee") != float64(paid) {
+			if res := e.result(otn, "refunded", 20*time.Second); res.Num("refund_fee") != float64(paid) {
 				t.Errorf("refunded result %s", res.Payload)
 			}
 			e.noPaid(otn)
-			checkSeqs(t, e.ctl.results(otn))
+			e.checkSeqs(otn)
 			if q := e.query(otn); !hasFlag(q, "amount_mismatch") {
 				t.Errorf("query reply %s: want flag amount_mismatch", q.Payload)
 			}
@@ -129,10 +130,10 @@ func TestAnyMode(t *testing.T) {
 	t.Run("pay_one", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, daemonOpts{provider: "any"})
-		otn := otnPrefix + "any1_" + randomHex(3)
+		otn := otnPrefix + "any1_" + testrig.RandomHex(3)
 		rep := e.create("c1", otn, 300, "")
-		info, _ := rep.M["orderInfo"].(map[string]any)
-		imgs, _ := rep.M["qrcodeImages"].(map[string]any)
+		info, _ := rep.Fields["orderInfo"].(map[string]any)
+		imgs, _ := rep.Fields["qrcodeImages"].(map[string]any)
 		for p, key := range map[string]string{"wxpay": "code_url", "alipay": "qr_code"} {
 			code, _ := info[key].(string)
 			img, _ := imgs[p].(string)
@@ -144,8 +145,8 @@ func TestAnyMode(t *testing.T) {
 			}
 		}
 		e.pay(payment.WxPay, otn, 0)
-		res := e.ctl.result(otn, "paid", 20*time.Second)
-		if res.str("pay_type") != "wxpay_native" {
+		res := e.result(otn, "paid", 20*time.Second)
+		if res.Str("pay_type") != "wxpay_native" {
 			t.Errorf("result %s", res.Payload)
 		}
 		// The Alipay code nobody scanned is burned (alipay.trade.cancel).
@@ -156,18 +157,18 @@ func TestAnyMode(t *testing.T) {
 			t.Errorf("the closed Alipay code could still be paid")
 		}
 		e.ack(otn, true)
-		e.ctl.event(otn, "delivered", 10*time.Second)
+		e.event(otn, "delivered", 10*time.Second)
 	})
 
 	t.Run("pay_both", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, daemonOpts{provider: "any"})
-		otn := otnPrefix + "any2_" + randomHex(3)
+		otn := otnPrefix + "any2_" + testrig.RandomHex(3)
 		e.create("c1", otn, 300, "")
 		e.pay(payment.Alipay, otn, 0)
 		e.pay(payment.WxPay, otn, 0)
-		res := e.ctl.result(otn, "paid", 20*time.Second)
-		winner := payment.ProviderName(res.str("provider"))
+		res := e.result(otn, "paid", 20*time.Second)
+		winner := payment.ProviderName(res.Str("provider"))
 		loser := payment.Alipay
 		if winner == payment.Alipay {
 			loser = payment.WxPay
@@ -176,17 +177,17 @@ func TestAnyMode(t *testing.T) {
 			t.Fatalf("result names no provider: %s", res.Payload)
 		}
 		e.ack(otn, true)
-		e.ctl.event(otn, "delivered", 10*time.Second)
+		e.event(otn, "delivered", 10*time.Second)
 		e.refundedOnce(loser, otn, 300)
 		if o := e.simOrder(winner, otn); o.Refunded != 0 {
 			t.Errorf("the delivered payment was refunded: %+v", o)
 		}
-		if n := len(e.ctl.find(func(m msg) bool {
-			return m.Topic == "pay/result" && m.str("out_trade_no") == otn && m.str("status") == "paid" && m.str("provider") != string(winner)
+		if n := len(e.find(func(m testrig.Message) bool {
+			return m.Topic == "pay/result" && m.Str("out_trade_no") == otn && m.Str("status") == "paid" && m.Str("provider") != string(winner)
 		})); n != 0 {
 			t.Errorf("the second payment unlocked too")
 		}
-		checkSeqs(t, e.ctl.results(otn))
+		e.checkSeqs(otn)
 	})
 }
 
@@ -203,32 +204,32 @@ func TestAnyMode(t *testing.T) {
 func TestPaymentAfterEndRefunded(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, daemonOpts{provider: "any"})
-	otn := otnPrefix + "late_" + randomHex(3)
+	otn := otnPrefix + "late_" + testrig.RandomHex(3)
 	e.create("c1", otn, 450, "")
 	if err := e.sim.InjectFault(paysim.Fault{Provider: payment.Alipay, Kind: paysim.Fault5xx}); err != nil {
 		t.Fatal(err)
 	}
 	e.pay(payment.WxPay, otn, 0)
-	e.ctl.result(otn, "paid", 20*time.Second)
+	e.result(otn, "paid", 20*time.Second)
 	e.ack(otn, true)
-	e.ctl.event(otn, "delivered", 10*time.Second)
+	e.event(otn, "delivered", 10*time.Second)
 
 	e.pay(payment.Alipay, otn, 0) // late: the order was delivered already
 	time.Sleep(500 * time.Millisecond)
 	e.sim.ClearFaults()
 	e.refundedOnce(payment.Alipay, otn, 450)
-	e.ctl.waitFor(10*time.Second, "duplicate payment event", func(m msg) bool {
-		return m.Topic == "pay/event" && m.str("out_trade_no") == otn && strings.Contains(m.str("reason"), "duplicate_payment")
+	e.waitFor(10*time.Second, "duplicate payment event", func(m testrig.Message) bool {
+		return m.Topic == "pay/event" && m.Str("out_trade_no") == otn && strings.Contains(m.Str("reason"), "duplicate_payment")
 	})
 	if o := e.simOrder(payment.WxPay, otn); o.Refunded != 0 {
 		t.Errorf("the delivered payment was refunded: %+v", o)
 	}
-	if n := len(e.ctl.find(func(m msg) bool {
-		return m.Topic == "pay/result" && m.str("out_trade_no") == otn && m.str("status") == "paid"
+	if n := len(e.find(func(m testrig.Message) bool {
+		return m.Topic == "pay/result" && m.Str("out_trade_no") == otn && m.Str("status") == "paid"
 	})); n < 1 {
 		t.Errorf("no paid result")
 	}
-	checkSeqs(t, e.ctl.results(otn))
+	e.checkSeqs(otn)
 }
 
 // A payment made while the daemon's close is not yet confirmed (the
@@ -238,15 +239,15 @@ func TestPaymentAfterEndRefunded(t *testing.T) {
 func TestPaymentDuringCloseCountsAsPaid(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, daemonOpts{provider: "wxpay"})
-	otn := otnPrefix + "dclose_" + randomHex(3)
+	otn := otnPrefix + "dclose_" + testrig.RandomHex(3)
 	e.create("c1", otn, 350, "")
 	// The final query goes through; the close does not, so the order
 	// stays payable at the provider.
 	if err := e.sim.InjectFault(paysim.Fault{Provider: payment.WxPay, API: "close", Kind: paysim.Fault5xx}); err != nil {
 		t.Fatal(err)
 	}
-	e.ctl.send("pay/cancel", map[string]any{"request_id": "x1", "out_trade_no": otn})
-	e.ctl.reply("x1")
+	e.send("pay/cancel", map[string]any{"request_id": "x1", "out_trade_no": otn})
+	e.reply("x1")
 	for deadline := time.Now().Add(20 * time.Second); e.sim.Stats()["wxpay.close"] < 1; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the daemon never tried to close: %v", e.sim.Stats())
@@ -254,17 +255,17 @@ func TestPaymentDuringCloseCountsAsPaid(t *testing.T) {
 	}
 	e.pay(payment.WxPay, otn, 0)
 	e.sim.ClearFaults()
-	res := e.ctl.result(otn, "paid", 20*time.Second)
-	if !strings.Contains(res.str("reason"), "paid_during_close") {
+	res := e.result(otn, "paid", 20*time.Second)
+	if !strings.Contains(res.Str("reason"), "paid_during_close") {
 		t.Errorf("result %s", res.Payload)
 	}
-	if n := len(e.ctl.find(func(m msg) bool {
-		return m.Topic == "pay/result" && m.str("out_trade_no") == otn && m.str("status") == "cancelled"
+	if n := len(e.find(func(m testrig.Message) bool {
+		return m.Topic == "pay/result" && m.Str("out_trade_no") == otn && m.Str("status") == "cancelled"
 	})); n != 0 {
 		t.Errorf("a paid order was announced cancelled")
 	}
 	e.ack(otn, false) // the customer had walked away: refund
 	e.refundedOnce(payment.WxPay, otn, 350)
-	e.ctl.result(otn, "refunded", 20*time.Second)
-	checkSeqs(t, e.ctl.results(otn))
+	e.result(otn, "refunded", 20*time.Second)
+	e.checkSeqs(otn)
 }

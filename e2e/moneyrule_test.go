@@ -5,38 +5,39 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 )
 
 // alert waits for a non-transition event (from = to) whose reason starts
 // with flag.
-func (ctl *controller) alert(otn, flag string, d time.Duration) msg {
-	ctl.t.Helper()
-	return ctl.waitFor(d, "event "+flag+" for "+otn, func(m msg) bool {
+func (e *env) alert(otn, flag string, d time.Duration) testrig.Message {
+	e.t.Helper()
+	return e.waitFor(d, "event "+flag+" for "+otn, func(m testrig.Message) bool {
 		return isAlert(m, otn, flag)
 	})
 }
 
-func isAlert(m msg, otn, flag string) bool {
-	return m.Topic == "pay/event" && m.str("out_trade_no") == otn && m.str("from") == m.str("to") && strings.HasPrefix(m.str("reason"), flag)
+func isAlert(m testrig.Message, otn, flag string) bool {
+	return m.Topic == "pay/event" && m.Str("out_trade_no") == otn && m.Str("from") == m.Str("to") && strings.HasPrefix(m.Str("reason"), flag)
 }
 
 // alerts counts them.
-func (ctl *controller) alerts(otn, flag string) int {
-	return len(ctl.find(func(m msg) bool { return isAlert(m, otn, flag) }))
+func (e *env) alerts(otn, flag string) int {
+	return len(e.find(func(m testrig.Message) bool { return isAlert(m, otn, flag) }))
 }
 
 // query asks the device about an order and returns the reply.
-func (e *env) query(otn string) msg {
+func (e *env) query(otn string) testrig.Message {
 	e.t.Helper()
-	rid := "q-" + randomHex(4)
-	e.ctl.send("pay/query", map[string]any{"request_id": rid, "out_trade_no": otn})
-	return e.ctl.reply(rid)
+	rid := "q-" + testrig.RandomHex(4)
+	e.send("pay/query", map[string]any{"request_id": rid, "out_trade_no": otn})
+	return e.reply(rid)
 }
 
-func hasFlag(m msg, flag string) bool {
-	fs, _ := m.M["flags"].([]any)
+func hasFlag(m testrig.Message, flag string) bool {
+	fs, _ := m.Fields["flags"].([]any)
 	for _, f := range fs {
 		if f == flag {
 			return true
@@ -55,36 +56,36 @@ func TestMoneyRule(t *testing.T) {
 		t.Run("wxpay_discount_"+string(by), func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, daemonOpts{provider: "wxpay", realism: func(r *paysim.Realism) { r.WxStrictRefundTotal = true }})
-			otn := otnPrefix + "disc_" + string(by[:4]) + "_" + randomHex(3)
+			otn := otnPrefix + "disc_" + string(by[:4]) + "_" + testrig.RandomHex(3)
 			e.create("c1", otn, 1000, "")
 			if err := e.sim.PayWith(payment.WxPay, otn, paysim.Payment{Discount: 150, DiscountBy: by}); err != nil {
 				t.Fatal(err)
 			}
-			res := e.ctl.result(otn, "paid", 20*time.Second)
-			if res.num("total_fee") != 1000 || res.num("payer_total") != 850 || res.num("discount") != 150 {
+			res := e.result(otn, "paid", 20*time.Second)
+			if res.Num("total_fee") != 1000 || res.Num("payer_total") != 850 || res.Num("discount") != 150 {
 				t.Fatalf("paid result %s: want total_fee 1000, payer_total 850, discount 150", res.Payload)
 			}
 			e.ack(otn, true)
-			e.ctl.event(otn, "delivered", 10*time.Second)
+			e.event(otn, "delivered", 10*time.Second)
 			if o := e.simOrder(payment.WxPay, otn); o.Paid != 850 || len(o.Refunds) != 0 {
 				t.Fatalf("paysim: %+v", o)
 			}
-			checkSeqs(t, e.ctl.results(otn))
+			e.checkSeqs(otn)
 		})
 	}
 
 	t.Run("alipay_zero_receipt_amount", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, daemonOpts{provider: "alipay", realism: func(r *paysim.Realism) { r.AlipayZeroQueryAmounts = true }})
-		otn := otnPrefix + "zero_" + randomHex(3)
+		otn := otnPrefix + "zero_" + testrig.RandomHex(3)
 		e.create("c1", otn, 1000, "")
 		e.pay(payment.Alipay, otn, 0)
-		res := e.ctl.result(otn, "paid", 20*time.Second)
-		if res.num("total_fee") != 1000 || res.num("payer_total") != 1000 {
+		res := e.result(otn, "paid", 20*time.Second)
+		if res.Num("total_fee") != 1000 || res.Num("payer_total") != 1000 {
 			t.Fatalf("paid result %s", res.Payload)
 		}
 		e.ack(otn, true)
-		e.ctl.event(otn, "delivered", 10*time.Second)
+		e.event(otn, "delivered", 10*time.Second)
 		if o := e.simOrder(payment.Alipay, otn); len(o.Refunds) != 0 {
 			t.Fatalf("refunded a paid order: %+v", o)
 		}
@@ -99,11 +100,11 @@ func TestNoAckRefundedWithPaysimDefaults(t *testing.T) {
 	}
 	t.Parallel()
 	e := newEnv(t, daemonOpts{provider: "wxpay", ackTimeout: "2s"})
-	otn := otnPrefix + "noack2_" + randomHex(3)
+	otn := otnPrefix + "noack2_" + testrig.RandomHex(3)
 	e.create("c1", otn, 700, "")
 	e.pay(payment.WxPay, otn, 0)
-	paid := e.ctl.result(otn, "paid", 20*time.Second)
-	res := e.ctl.result(otn, "refunded", 2*time.Second+paysim.DefaultWxRefundMax+15*time.Second)
+	paid := e.result(otn, "paid", 20*time.Second)
+	res := e.result(otn, "refunded", 2*time.Second+paysim.DefaultWxRefundMax+15*time.Second)
 	if d := res.At.Sub(paid.At); d > 2*time.Second+15*time.Second {
 		t.Errorf("refunded result %s after the paid result, want within ack_timeout + 15 s", d)
 	}
@@ -120,22 +121,22 @@ func TestRefundAbnormalOnce(t *testing.T) {
 	}
 	t.Parallel()
 	e := newEnv(t, daemonOpts{provider: "wxpay", realism: func(r *paysim.Realism) { r.WxRefundMax = paysim.Never }})
-	otn := otnPrefix + "abn_" + randomHex(3)
+	otn := otnPrefix + "abn_" + testrig.RandomHex(3)
 	e.create("c1", otn, 500, "")
 	e.pay(payment.WxPay, otn, 0)
-	e.ctl.result(otn, "paid", 20*time.Second)
+	e.result(otn, "paid", 20*time.Second)
 	e.ack(otn, false)
 	o := e.waitSim(payment.WxPay, otn, "refund requested", 20*time.Second, false, func(o paysim.OrderInfo) bool { return len(o.Refunds) == 1 })
 	if err := e.sim.RefundFail(payment.WxPay, o.Refunds[0].OutRefundNo, paysim.RefundAbnormal); err != nil {
 		t.Fatal(err)
 	}
-	ev := e.ctl.alert(otn, "refund_abnormal", 60*time.Second)
-	if ev.str("to") != "refunding" {
+	ev := e.alert(otn, "refund_abnormal", 60*time.Second)
+	if ev.Str("to") != "refunding" {
 		t.Errorf("event %s", ev.Payload)
 	}
 	calls := e.sim.Stats()["wxpay.refund_query"]
 	time.Sleep(5 * time.Second) // an observation window
-	if n := e.ctl.alerts(otn, "refund_abnormal"); n != 1 {
+	if n := e.alerts(otn, "refund_abnormal"); n != 1 {
 		t.Errorf("%d refund_abnormal events, want 1", n)
 	}
 	if n := e.sim.Stats()["wxpay.refund_query"] - calls; n > 1 {
@@ -145,7 +146,7 @@ func TestRefundAbnormalOnce(t *testing.T) {
 		t.Errorf("%d refund requests, want 1 (never re-sent)", st)
 	}
 	q := e.query(otn)
-	if q.str("state") != "refunding" || !hasFlag(q, "refund_abnormal") {
+	if q.Str("state") != "refunding" || !hasFlag(q, "refund_abnormal") {
 		t.Errorf("query reply %s", q.Payload)
 	}
 }
@@ -159,16 +160,16 @@ func TestRefundStuck(t *testing.T) {
 	}
 	t.Parallel()
 	e := newEnv(t, daemonOpts{provider: "wxpay", poll: "300ms", retry: "3/2s"})
-	otn := otnPrefix + "stuck_" + randomHex(3)
+	otn := otnPrefix + "stuck_" + testrig.RandomHex(3)
 	e.create("c1", otn, 600, "")
 	e.pay(payment.WxPay, otn, 0)
-	e.ctl.result(otn, "paid", 20*time.Second)
+	e.result(otn, "paid", 20*time.Second)
 	if err := e.sim.InjectFault(paysim.Fault{Provider: payment.WxPay, API: "refund", Kind: "5xx"}); err != nil {
 		t.Fatal(err)
 	}
 	e.ack(otn, false)
-	ev := e.ctl.alert(otn, "refund_stuck", 30*time.Second)
-	if ev.str("to") != "refunding" || !strings.Contains(ev.str("reason"), "3 attempts") {
+	ev := e.alert(otn, "refund_stuck", 30*time.Second)
+	if ev.Str("to") != "refunding" || !strings.Contains(ev.Str("reason"), "3 attempts") {
 		t.Errorf("event %s", ev.Payload)
 	}
 	at := e.sim.Stats()["wxpay.refund"]
@@ -181,8 +182,8 @@ func TestRefundStuck(t *testing.T) {
 		t.Errorf("%d refund calls in 5 s after stuck, want about 2 (every 2 s)", n)
 	}
 	e.sim.ClearFaults()
-	e.ctl.result(otn, "refunded", 30*time.Second)
-	if n := e.ctl.alerts(otn, "refund_stuck"); n != 1 {
+	e.result(otn, "refunded", 30*time.Second)
+	if n := e.alerts(otn, "refund_stuck"); n != 1 {
 		t.Errorf("%d refund_stuck events, want 1", n)
 	}
 	if q := e.query(otn); !hasFlag(q, "refund_stuck") {

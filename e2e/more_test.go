@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 )
@@ -18,63 +19,63 @@ func TestRestartWhileProviderBusy(t *testing.T) {
 	t.Run("creating", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, daemonOpts{provider: "wxpay"})
-		otn := otnPrefix + "rs_crt_" + randomHex(3)
+		otn := otnPrefix + "rs_crt_" + testrig.RandomHex(3)
 		// The prepay request hangs without being processed.
 		if err := e.sim.InjectFault(paysim.Fault{Provider: payment.WxPay, API: "native", Kind: paysim.FaultTimeout}); err != nil {
 			t.Fatal(err)
 		}
-		e.ctl.send("pay/create", createReq("c1", otn, 250, "", nil))
-		e.ctl.event(otn, "creating", 10*time.Second)
+		e.send("pay/create", createReq("c1", otn, 250, "", nil))
+		e.event(otn, "creating", 10*time.Second)
 		for deadline := time.Now().Add(10 * time.Second); e.sim.Stats()["wxpay.native"] < 1; time.Sleep(20 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatal("the daemon never called the provider")
 			}
 		}
-		e.d.kill()
+		e.kill()
 		e.sim.ClearFaults()
-		e.d.start()
-		r := e.ctl.reply("c1")
-		if r.num("code") != 0 || code(r) == "" {
+		e.start()
+		r := e.reply("c1")
+		if r.Num("code") != 0 || code(r) == "" {
 			t.Fatalf("reply after the restart: %s", r.Payload)
 		}
 		e.pay(payment.WxPay, otn, 0)
-		e.ctl.result(otn, "paid", 20*time.Second)
+		e.result(otn, "paid", 20*time.Second)
 		e.ack(otn, true)
-		e.ctl.event(otn, "delivered", 10*time.Second)
+		e.event(otn, "delivered", 10*time.Second)
 		time.Sleep(300 * time.Millisecond)
-		if n := len(e.ctl.replies("c1")); n != 1 {
+		if n := len(e.replies("c1")); n != 1 {
 			t.Errorf("%d replies to the create", n)
 		}
-		checkSeqs(t, e.ctl.results(otn))
+		e.checkSeqs(otn)
 	})
 
 	t.Run("closing", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, daemonOpts{provider: "wxpay"})
-		otn := otnPrefix + "rs_cls_" + randomHex(3)
+		otn := otnPrefix + "rs_cls_" + testrig.RandomHex(3)
 		e.create("c1", otn, 250, "")
 		if err := e.sim.InjectFault(paysim.Fault{Provider: payment.WxPay, API: "close", Kind: paysim.Fault5xx}); err != nil {
 			t.Fatal(err)
 		}
-		e.ctl.send("pay/cancel", map[string]any{"request_id": "x1", "out_trade_no": otn})
-		e.ctl.reply("x1")
+		e.send("pay/cancel", map[string]any{"request_id": "x1", "out_trade_no": otn})
+		e.reply("x1")
 		for deadline := time.Now().Add(10 * time.Second); e.sim.Stats()["wxpay.close"] < 1; time.Sleep(20 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatal("the daemon never tried to close")
 			}
 		}
-		e.d.kill()
-		if n := len(e.ctl.results(otn)); n != 0 {
-			t.Fatalf("an outcome before the close was confirmed: %s", e.ctl.results(otn)[0].Payload)
+		e.kill()
+		if n := len(e.results(otn)); n != 0 {
+			t.Fatalf("an outcome before the close was confirmed: %s", e.results(otn)[0].Payload)
 		}
 		e.sim.ClearFaults()
-		e.d.start()
-		e.ctl.result(otn, "cancelled", 20*time.Second)
+		e.start()
+		e.result(otn, "cancelled", 20*time.Second)
 		if o := e.simOrder(payment.WxPay, otn); o.State != "CLOSED" {
 			t.Errorf("paysim: %+v", o)
 		}
 		e.ack(otn, true)
-		checkSeqs(t, e.ctl.results(otn))
+		e.checkSeqs(otn)
 	})
 }
 
@@ -83,35 +84,35 @@ func TestRestartWhileProviderBusy(t *testing.T) {
 func TestOperatorRefund(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, daemonOpts{provider: "alipay", resultKey: true})
-	otn := otnPrefix + "oprf_" + randomHex(3)
+	otn := otnPrefix + "oprf_" + testrig.RandomHex(3)
 	e.create("c1", otn, 990, "")
 	e.pay(payment.Alipay, otn, 0)
-	e.ctl.result(otn, "paid", 20*time.Second)
+	e.result(otn, "paid", 20*time.Second)
 	e.ack(otn, true)
-	e.ctl.event(otn, "delivered", 10*time.Second)
+	e.event(otn, "delivered", 10*time.Second)
 
 	cmd := map[string]any{"request_id": "rf1", "out_trade_no": otn, "refund_fee": 300, "refund_desc": "seat broken"}
-	e.ctl.send("pay/refund", cmd)
-	e.ctl.send("pay/refund", cmd)
+	e.send("pay/refund", cmd)
+	e.send("pay/refund", cmd)
 	e.waitSim(payment.Alipay, otn, "partial refund", 20*time.Second, true, func(o paysim.OrderInfo) bool { return o.Refunded == 300 })
-	res := e.ctl.result(otn, "refunded", 20*time.Second)
-	if res.num("refund_fee") != 300 || !verifyResult(e.key, res) {
+	res := e.result(otn, "refunded", 20*time.Second)
+	if res.Num("refund_fee") != 300 || !verifyResult(e.key, res) {
 		t.Errorf("refunded result %s", res.Payload)
 	}
 	time.Sleep(300 * time.Millisecond)
-	if rs := e.ctl.replies("rf1"); len(rs) != 2 || rs[0].num("code") != 0 || rs[1].num("code") != 0 || rs[0].str("out_refund_no") != rs[1].str("out_refund_no") {
+	if rs := e.replies("rf1"); len(rs) != 2 || rs[0].Num("code") != 0 || rs[1].Num("code") != 0 || rs[0].Str("out_refund_no") != rs[1].Str("out_refund_no") {
 		t.Errorf("replies to the repeated refund: %v", rs)
 	}
 	if o := e.simOrder(payment.Alipay, otn); len(o.Refunds) != 1 || o.Refunded != 300 {
 		t.Errorf("paysim refunds %+v", o)
 	}
 	// More than what is left is refused.
-	e.ctl.send("pay/refund", map[string]any{"request_id": "rf2", "out_trade_no": otn, "refund_fee": 691})
-	if r := e.ctl.reply("rf2"); r.str("error") != "FEE_OUT_OF_RANGE" {
+	e.send("pay/refund", map[string]any{"request_id": "rf2", "out_trade_no": otn, "refund_fee": 691})
+	if r := e.reply("rf2"); r.Str("error") != "FEE_OUT_OF_RANGE" {
 		t.Errorf("over-refund: %s", r.Payload)
 	}
-	e.ctl.send("pay/query", map[string]any{"request_id": "q1", "out_trade_no": otn})
-	if r := e.ctl.reply("q1"); r.num("status") != 2 || r.num("refunded_fee") != 300 {
+	e.send("pay/query", map[string]any{"request_id": "q1", "out_trade_no": otn})
+	if r := e.reply("q1"); r.Num("status") != 2 || r.Num("refunded_fee") != 300 {
 		t.Errorf("query after a partial refund (seed status 2): %s", r.Payload)
 	}
 }
@@ -122,34 +123,34 @@ func TestOperatorRefund(t *testing.T) {
 func TestStatus(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, daemonOpts{provider: "wxpay"})
-	status := func(what string, match func(m msg) bool) msg {
+	status := func(what string, match func(m testrig.Message) bool) testrig.Message {
 		t.Helper()
-		return e.ctl.waitFor(15*time.Second, "status "+what, func(m msg) bool { return m.Topic == "status" && match(m) })
+		return e.waitFor(15*time.Second, "status "+what, func(m testrig.Message) bool { return m.Topic == "status" && match(m) })
 	}
-	online := func(pending float64) func(m msg) bool {
-		return func(m msg) bool { return m.M["online"] == true && m.num("pending") == pending }
+	online := func(pending float64) func(m testrig.Message) bool {
+		return func(m testrig.Message) bool { return m.Fields["online"] == true && m.Num("pending") == pending }
 	}
 	s := status("online, nothing pending", online(0))
-	if s.str("version") == "" || s.M["clock_synced"] != true || s.str("started_at") == "" {
+	if s.Str("version") == "" || s.Fields["clock_synced"] != true || s.Str("started_at") == "" {
 		t.Errorf("status %s", s.Payload)
 	}
-	otn := otnPrefix + "status_" + randomHex(3)
+	otn := otnPrefix + "status_" + testrig.RandomHex(3)
 	e.create("c1", otn, 100, "")
 	status("one pending", online(1))
 
-	offline := func(m msg) bool { return m.M["online"] == false }
-	e.d.kill()
+	offline := func(m testrig.Message) bool { return m.Fields["online"] == false }
+	e.kill()
 	status("Last Will after a power cut", offline)
 	mark := time.Now()
-	e.d.start()
-	status("online again with the order resumed", func(m msg) bool { return m.At.After(mark) && online(1)(m) })
+	e.start()
+	status("online again with the order resumed", func(m testrig.Message) bool { return m.At.After(mark) && online(1)(m) })
 	mark = time.Now()
-	e.d.stop()
-	status("offline after SIGTERM", func(m msg) bool { return m.At.After(mark) && offline(m) })
+	e.stop()
+	status("offline after SIGTERM", func(m testrig.Message) bool { return m.At.After(mark) && offline(m) })
 
 	// A new subscriber (a dashboard started later) gets the retained value.
-	late := newController(t, e.brokerURL, e.prefix, false, "", "")
-	if m := late.waitFor(10*time.Second, "retained status", func(m msg) bool { return m.Topic == "status" }); string(m.Payload) != `{"online":false}` {
+	late := newController(t, e.brokerURL, e.dev, false, "", "")
+	if m := waitFor(t, late, 10*time.Second, "retained status", func(m testrig.Message) bool { return m.Topic == "status" }); string(m.Payload) != `{"online":false}` {
 		t.Errorf("retained status %s", m.Payload)
 	}
 }

@@ -10,11 +10,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kioskpay/kioskpay/internal/syncbuf"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 )
 
 // readmeStep is one command of README.md's demo section with what it must
@@ -91,52 +91,54 @@ func readmeDemoSteps(t *testing.T) []readmeStep {
 
 // demoProcess is a running `kioskpayd -demo`.
 type demoProcess struct {
-	out, errs *syncbuf.Buffer
-	fields    map[string]string // "MQTT broker" → tcp://…, from the printed table
-	stdin     io.WriteCloser
-	stop      func() int
+	p      *testrig.Daemon   // its log is the demo's stderr
+	out    *syncbuf.Buffer   // its stdout: the instructions
+	fields map[string]string // "MQTT broker" → tcp://…, from the printed table
+	stdin  io.Writer
+}
+
+// stop stops the demo with SIGTERM and returns its exit code.
+func (d *demoProcess) stop(t *testing.T) int {
+	t.Helper()
+	code, err := d.p.Stop(20 * time.Second)
+	if err != nil {
+		t.Errorf("kioskpayd -demo did not stop on SIGTERM: %v", err)
+	}
+	return code
 }
 
 func startDemo(t *testing.T) *demoProcess {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "kioskpayd"), "-demo")
-	d := &demoProcess{out: &syncbuf.Buffer{}, errs: &syncbuf.Buffer{}, fields: map[string]string{}}
-	cmd.Stdout, cmd.Stderr = d.out, d.errs
-	var err error
-	if d.stdin, err = cmd.StdinPipe(); err != nil {
+	stdinR, stdinW, err := os.Pipe()
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	d := &demoProcess{out: &syncbuf.Buffer{}, fields: map[string]string{}, stdin: stdinW}
+	d.p = testrig.NewDaemon(filepath.Join(binDir, "kioskpayd"), "", filepath.Join(t.TempDir(), "demo.log"))
+	d.p.Args, d.p.Stdin, d.p.Stdout = []string{"-demo"}, stdinR, d.out
+	if err := d.p.Start(); err != nil {
 		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	d.stop = func() int {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-			t.Errorf("kioskpayd -demo did not stop on SIGTERM")
-		}
-		return cmd.ProcessState.ExitCode()
 	}
 	t.Cleanup(func() {
-		d.stop()
+		d.stop(t)
+		stdinR.Close()
+		stdinW.Close()
 		if t.Failed() {
-			t.Logf("kioskpayd -demo stdout:\n%s\nstderr:\n%s", d.out, d.errs)
+			t.Logf("kioskpayd -demo stdout:\n%s\nstderr:\n%s", d.out, d.p.LogText())
 		}
 	})
-	deadline := time.Now().Add(60 * time.Second)
+	// The demo prints to a buffer: look at it every few milliseconds.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(60 * time.Second)
 	for !strings.Contains(d.out.String(), "Press Enter") {
-		select {
-		case <-exited:
-			t.Fatalf("kioskpayd -demo exited:\n%s%s", d.out, d.errs)
-		case <-time.After(20 * time.Millisecond):
+		if !d.p.Running() {
+			t.Fatalf("kioskpayd -demo exited:\n%s%s", d.out, d.p.LogText())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("kioskpayd -demo printed no instructions:\n%s%s", d.out, d.errs)
+		select {
+		case <-deadline:
+			t.Fatalf("kioskpayd -demo printed no instructions:\n%s%s", d.out, d.p.LogText())
+		case <-tick.C:
 		}
 	}
 	re := regexp.MustCompile(`(?m)^  (MQTT broker|payment sim|notify relay|web display|device) +(\S+)`)
@@ -272,8 +274,8 @@ func TestReadmeDemo(t *testing.T) {
 	// Quiet: while the demo ran, nothing logged above info, nothing from
 	// the parts around the daemon, and after start-up little besides one
 	// line per transition. (Stopping may interrupt calls in flight.)
-	logs := d.errs.String()
-	if code := d.stop(); code != 0 {
+	logs := d.p.LogText()
+	if code := d.stop(t); code != 0 {
 		t.Errorf("demo exit code %d", code)
 	}
 	_, session, _ := strings.Cut(logs, "kioskpayd ready")

@@ -15,15 +15,16 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
 )
 
 // startRelay runs the real notifyrelay binary against brokerURL and
 // returns its base URL.
-func startRelay(t *testing.T, brokerURL, username, password string) (*proc, string) {
+func startRelay(t *testing.T, brokerURL, username, password string) (*testrig.Daemon, string) {
 	t.Helper()
-	args := []string{"-listen", "127.0.0.1:0", "-broker", brokerURL, "-prefix", "kiosk", "-client-id", mqtttest.Unique("relay-")}
+	args := []string{"-listen", "127.0.0.1:0", "-broker", brokerURL, "-prefix", topicPrefix, "-client-id", mqtttest.Unique("relay-")}
 	var secrets []string
 	if password != "" {
 		pf := filepath.Join(t.TempDir(), "relay_password")
@@ -31,11 +32,11 @@ func startRelay(t *testing.T, brokerURL, username, password string) (*proc, stri
 		args = append(args, "-username", username, "-password-file", pf)
 		secrets = append(secrets, password)
 	}
-	p := newProc(t, "notifyrelay", secrets, args...)
-	p.start(`"notifyrelay serving"`)
-	m := regexp.MustCompile(`"listen":"(127\.0\.0\.1:\d+)"`).FindStringSubmatch(p.log.String())
+	p := newProcess(t, "notifyrelay", secrets, args...)
+	start(t, p, `"notifyrelay serving"`)
+	m := regexp.MustCompile(`"listen":"(127\.0\.0\.1:\d+)"`).FindStringSubmatch(p.LogText())
 	if m == nil {
-		t.Fatalf("relay address not in its log:\n%s", p.log.String())
+		t.Fatalf("relay address not in its log:\n%s", p.LogText())
 	}
 	return p, "http://" + m[1]
 }
@@ -57,7 +58,7 @@ func TestRelayedNotificationLatency(t *testing.T) {
 		if i%2 == 1 {
 			p = payment.Alipay
 		}
-		otn := otnPrefix + fmt.Sprintf("relay_%d_%s", i, randomHex(3))
+		otn := otnPrefix + fmt.Sprintf("relay_%d_%s", i, testrig.RandomHex(3))
 		e.create(fmt.Sprintf("c%d", i), otn, 100+i, string(p))
 		// Settle: the daemon's first poll comes soon after the create
 		// (then every 30 s); measure only the notification path.
@@ -65,16 +66,16 @@ func TestRelayedNotificationLatency(t *testing.T) {
 		q := e.sim.Stats()
 		start := time.Now()
 		e.pay(p, otn, 0)
-		res := e.ctl.result(otn, "paid", 10*time.Second)
+		res := e.result(otn, "paid", 10*time.Second)
 		lat = append(lat, res.At.Sub(start))
-		if !strings.Contains(res.str("reason"), "notify") {
+		if !strings.Contains(res.Str("reason"), "notify") {
 			t.Errorf("paid result not from the notification: %s", res.Payload)
 		}
 		if after := e.sim.Stats(); after["wxpay.query"]+after["alipay.trade.query"] > q["wxpay.query"]+q["alipay.trade.query"]+1 {
 			t.Logf("more than the one confirming query ran: %v → %v", q, after)
 		}
 		e.ack(otn, true)
-		e.ctl.event(otn, "delivered", 10*time.Second)
+		e.event(otn, "delivered", 10*time.Second)
 	}
 	sorted := append([]time.Duration(nil), lat...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
@@ -96,7 +97,7 @@ func TestRelayedNotificationLatency(t *testing.T) {
 func TestForgedNotification(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, daemonOpts{provider: "any", poll: "30s"})
-	otn := otnPrefix + "forge_" + randomHex(3)
+	otn := otnPrefix + "forge_" + testrig.RandomHex(3)
 	e.create("c1", otn, 500, "")
 
 	plain, _ := json.Marshal(map[string]any{
@@ -113,40 +114,40 @@ func TestForgedNotification(t *testing.T) {
 		return map[string]any{"request_id": rid, "provider": "wxpay", "headers": hs, "body": string(body)}
 	}
 	// 1. Signed with the wrong key.
-	h, body, err := e.wx.Notification("transaction", plain, paysim.FaultBadSign)
+	h, body, err := e.sim.Wx.Notification("transaction", plain, paysim.FaultBadSign)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.ctl.send("pay/notify", envelope("n1", h, body))
-	if r := e.ctl.reply("n1"); r.str("error") != "SIGNATURE_INVALID" {
+	e.send("pay/notify", envelope("n1", h, body))
+	if r := e.reply("n1"); r.Str("error") != "SIGNATURE_INVALID" {
 		t.Errorf("bad-signature notification: %s", r.Payload)
 	}
 	// 2. An Alipay form someone typed.
 	form := url.Values{"out_trade_no": {otn}, "trade_status": {"TRADE_SUCCESS"}, "total_amount": {"5.00"},
 		"app_id": {keys.AlipayAppID}, "sign_type": {"RSA2"}, "sign": {"Zm9yZ2Vk"}, "notify_id": {"x"}, "trade_no": {"2026"}}
-	e.ctl.send("pay/notify", map[string]any{"request_id": "n2", "provider": "alipay", "body": form.Encode()})
-	if r := e.ctl.reply("n2"); r.str("error") != "SIGNATURE_INVALID" {
+	e.send("pay/notify", map[string]any{"request_id": "n2", "provider": "alipay", "body": form.Encode()})
+	if r := e.reply("n2"); r.Str("error") != "SIGNATURE_INVALID" {
 		t.Errorf("forged Alipay form: %s", r.Payload)
 	}
 	// 3. Validly signed, but the provider says the order is unpaid (a
 	// replay, or a provider bug): the confirming query wins.
-	h, body, err = e.wx.Notification("transaction", plain, "")
+	h, body, err = e.sim.Wx.Notification("transaction", plain, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.ctl.send("pay/notify", envelope("n3", h, body))
-	if r := e.ctl.reply("n3"); r.num("code") != 0 || r.str("state") != "pending" {
+	e.send("pay/notify", envelope("n3", h, body))
+	if r := e.reply("n3"); r.Num("code") != 0 || r.Str("state") != "pending" {
 		t.Errorf("a signed notification of an unpaid order: %s", r.Payload)
 	}
-	e.ctl.send("pay/query", map[string]any{"request_id": "q1", "out_trade_no": otn})
-	if r := e.ctl.reply("q1"); r.str("state") != "pending" {
+	e.send("pay/query", map[string]any{"request_id": "q1", "out_trade_no": otn})
+	if r := e.reply("q1"); r.Str("state") != "pending" {
 		t.Errorf("order after forged notifications: %s", r.Payload)
 	}
 	e.noPaid(otn)
 	// Still payable and detected normally.
 	e.pay(payment.WxPay, otn, 0)
-	e.ctl.send("pay/notify", envelope("n4", h, body)) // now true: a hint to look
-	e.ctl.result(otn, "paid", 10*time.Second)
+	e.send("pay/notify", envelope("n4", h, body)) // now true: a hint to look
+	e.result(otn, "paid", 10*time.Second)
 }
 
 // authHook is a broker that wants a user name and password (a mochi auth
@@ -174,40 +175,43 @@ func (h *authHook) OnACLCheck(*mochi.Client, string, bool) bool { return true }
 // password, whose connection errors are a classic leak.
 func TestSecretsNotLogged(t *testing.T) {
 	t.Parallel()
-	pass := "pw-" + randomHex(12)
+	pass := "pw-" + testrig.RandomHex(12)
 	_, broker := mqtttest.Mochi(t, &authHook{user: "kiosk", pass: pass}, nil)
 	_, relayURL := startRelay(t, broker, "kiosk", pass)
 	e := newEnv(t, daemonOpts{brokerURL: broker, username: "kiosk", password: pass, notifyURL: relayURL,
 		resultKey: true, signed: true, provider: "wxpay", ackTimeout: "1s"})
 
-	otn := otnPrefix + "secret_" + randomHex(3)
+	otn := otnPrefix + "secret_" + testrig.RandomHex(3)
 	ts := time.Now().Unix()
 	req := createReq("c1", otn, 600, "", nil)
 	req["ts"], req["sig"] = ts, hmacHex(e.key, otn, "600", "massage_15", fmt.Sprint(ts))
-	e.ctl.send("pay/create", req)
-	if r := e.ctl.reply("c1"); r.num("code") != 0 {
+	e.send("pay/create", req)
+	if r := e.reply("c1"); r.Num("code") != 0 {
 		t.Fatalf("signed create: %s", r.Payload)
 	}
 	e.sim.InjectFault(paysim.Fault{Provider: payment.WxPay, API: "query", Kind: paysim.FaultBadSign, Count: 2})
 	e.pay(payment.WxPay, otn, 0)
-	e.ctl.result(otn, "paid", 20*time.Second)
+	e.result(otn, "paid", 20*time.Second)
 	// No ack: refunded after 1 s.
 	e.refundedOnce(payment.WxPay, otn, 600)
-	e.ctl.result(otn, "refunded", 20*time.Second)
-	bad := createReq("c2", otnPrefix+"secret2_"+randomHex(3), 600, "", nil)
+	e.result(otn, "refunded", 20*time.Second)
+	bad := createReq("c2", otnPrefix+"secret2_"+testrig.RandomHex(3), 600, "", nil)
 	bad["ts"], bad["sig"] = ts, strings.Repeat("0", 64)
-	e.ctl.send("pay/create", bad)
-	e.ctl.reply("c2")
+	e.send("pay/create", bad)
+	e.reply("c2")
 
 	// A daemon with the wrong password, on its own state dir.
-	wrongCfg := strings.NewReplacer(e.dir+"/state", t.TempDir(), e.dev, e.dev+"x").Replace(readFile(t, e.cfgPath))
 	pf := filepath.Join(t.TempDir(), "wrong_password")
 	writeSecret(t, pf, "wrong-"+pass+"\n")
-	wrongCfg = regexp.MustCompile(`password_file = "[^"]*"`).ReplaceAllString(wrongCfg, fmt.Sprintf("password_file = %q", pf))
 	cfg2 := filepath.Join(t.TempDir(), "kioskpayd.toml")
-	writeSecret(t, cfg2, wrongCfg)
-	d2 := newDaemon(t, cfg2, []string{pass, "wrong-" + pass, string(e.key)})
-	d2.proc.start(`"mqtt connect failed`)
-	d2.kill()
-	checkNoSecrets(t, "kioskpayd (wrong password)", d2.log.String(), d2.secrets)
+	e.writeConfig(cfg2, map[string]any{"state_dir": t.TempDir(), "device_id": e.dev + "x", "mqtt.password_file": pf})
+	secrets2 := []string{pass, "wrong-" + pass, string(e.key)}
+	d2 := newProcess(t, "kioskpayd", secrets2, "-config", cfg2, "-log-level", "debug")
+	start(t, d2, `"mqtt connect failed`)
+	if err := d2.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := testrig.CheckLog(d2.LogText(), withKeySecrets(secrets2)); err != nil {
+		t.Errorf("kioskpayd (wrong password): %v", err)
+	}
 }

@@ -1,38 +1,30 @@
 package e2e
 
 import (
-	"bytes"
+	"context"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
-	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"net"
-	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
-
-	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/kioskpay/kioskpay/device"
 	"github.com/kioskpay/kioskpay/internal/mqtttest"
 	"github.com/kioskpay/kioskpay/internal/qrtest"
-	"github.com/kioskpay/kioskpay/internal/syncbuf"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
-	"github.com/kioskpay/kioskpay/payment/paysim/alisim"
-	"github.com/kioskpay/kioskpay/payment/paysim/wxsim"
 )
+
+// The suite's fixture: every mechanism (simulator, processes, controller,
+// configs, binaries) is internal/testrig's; what is here binds it to a
+// *testing.T and holds the suite's defaults.
 
 // Shared by every test: the binaries under test, built once, and one set
 // of simulator keys (RSA generation is slow).
@@ -53,6 +45,10 @@ var (
 // EnvBackend selects the daemons' payment.backend: "local" (default) or
 // "gateway".
 const EnvBackend = "KIOSKPAY_E2E_BACKEND"
+
+// topicPrefix is the devices' mqtt.topic_prefix, as in the config paysim
+// writes.
+const topicPrefix = "kiosk"
 
 func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
@@ -78,257 +74,109 @@ func runMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "%s=%q: want local or gateway\n", EnvBackend, b)
 		return 2
 	}
-	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "./cmd/kioskpayd", "./cmd/notifyrelay", "./cmd/kioskctl", "./cmd/paysim", "./cmd/kioskbench", "./cmd/fleetsim", "./cmd/paygate")
-	build.Dir = ".."
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build binaries: %v\n%s", err, out)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if err := testrig.BuildAll(ctx, dir, []string{"./cmd/kioskpayd", "./cmd/notifyrelay", "./cmd/kioskctl", "./cmd/paysim", "./cmd/kioskbench", "./cmd/fleetsim", "./cmd/paygate"}, "CGO_ENABLED=0"); err != nil {
+		fmt.Fprintf(os.Stderr, "build binaries: %v\n", err)
 		return 1
 	}
 	if keys, err = paysim.GenerateKeys(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	keySecrets = append(pemSecrets(paysim.PrivatePEM(keys.AlipayApp)), pemSecrets(paysim.PrivatePEM(keys.WxMerchant))...)
-	keySecrets = append(keySecrets, keys.WxAPIv3Key)
+	keySecrets = testrig.KeySecrets(keys)
 	return m.Run()
-}
-
-// pemSecrets returns the base64 lines of a PEM block (each one alone
-// identifies the key) and its whole body.
-func pemSecrets(pemText string) []string {
-	var out []string
-	var body strings.Builder
-	for _, line := range strings.Split(pemText, "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "-----") {
-			continue
-		}
-		body.WriteString(line)
-		if len(line) >= 16 {
-			out = append(out, line)
-		}
-	}
-	return append(out, body.String())
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // ---- the test controller ----
 
-// msg is one message seen on P/#.
-type msg struct {
-	Topic   string // suffix after P/
-	Payload []byte
-	At      time.Time
-	M       map[string]any
-}
-
-func (m msg) str(key string) string {
-	s, _ := m.M[key].(string)
-	return s
-}
-
-func (m msg) num(key string) float64 {
-	f, _ := m.M[key].(float64)
-	return f
-}
-
-// controller is what a device controller sees: every message under P/, in
-// arrival order, and a way to publish commands.
-type controller struct {
-	t      testing.TB
-	prefix string
-	c      mqtt.Client
-
-	mu   sync.Mutex
-	msgs []msg
-	wake chan struct{}
-}
-
-func newController(t testing.TB, brokerURL, prefix string, persistent bool, username, password string) *controller {
+// newController connects a recording controller for device (and no other:
+// the broker may be shared by the tests); persistent keeps its session
+// over broker restarts.
+func newController(t *testing.T, brokerURL, device string, persistent bool, username, password string) *testrig.Controller {
 	t.Helper()
-	ctl := &controller{t: t, prefix: prefix, wake: make(chan struct{})}
-	o := mqtt.NewClientOptions().AddBroker(brokerURL).SetClientID(mqtttest.Unique("ctl-")).
-		SetCleanSession(!persistent).SetOrderMatters(false).SetAutoReconnect(true).
-		SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond).SetMaxReconnectInterval(time.Second)
-	o.SetUsername(username)
-	o.SetPassword(password)
-	o.SetTLSConfig(&tls.Config{InsecureSkipVerify: true})
-	o.SetOnConnectHandler(func(c mqtt.Client) {
-		// Subscribe on every (re)connect: a clean session forgets it.
-		c.Subscribe(prefix+"/#", 1, ctl.onMessage)
-	})
-	ctl.c = mqtt.NewClient(o)
-	tok := ctl.c.Connect()
-	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("controller connect %s: %v", brokerURL, tok.Error())
+	ctl := testrig.NewController(topicPrefix)
+	ctl.Device, ctl.Record, ctl.CleanSession = device, true, !persistent
+	ctl.Username, ctl.Password = username, password
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ctl.Connect(ctx, brokerURL, mqtttest.Unique("ctl-")); err != nil {
+		t.Fatalf("controller connect %s: %v", brokerURL, err)
 	}
-	// The subscription is made in the handler; make sure it is in place
-	// before the test publishes anything that expects an answer.
-	sub := ctl.c.Subscribe(prefix+"/#", 1, ctl.onMessage)
-	if !sub.WaitTimeout(10*time.Second) || sub.Error() != nil {
-		t.Fatalf("controller subscribe: %v", sub.Error())
-	}
-	t.Cleanup(func() { ctl.c.Disconnect(50) })
+	t.Cleanup(ctl.Close)
 	return ctl
 }
 
-func (ctl *controller) onMessage(_ mqtt.Client, m mqtt.Message) {
-	suffix := strings.TrimPrefix(m.Topic(), ctl.prefix+"/")
-	mm := msg{Topic: suffix, Payload: append([]byte(nil), m.Payload()...), At: time.Now()}
-	_ = json.Unmarshal(mm.Payload, &mm.M)
-	ctl.mu.Lock()
-	ctl.msgs = append(ctl.msgs, mm)
-	close(ctl.wake)
-	ctl.wake = make(chan struct{})
-	ctl.mu.Unlock()
-}
-
-// publish sends payload to P/suffix at QoS 1 and waits for the PUBACK.
-func (ctl *controller) publish(suffix string, payload []byte) {
-	ctl.t.Helper()
-	tok := ctl.c.Publish(ctl.prefix+"/"+suffix, 1, false, payload)
-	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		ctl.t.Fatalf("publish %s: %v", suffix, tok.Error())
-	}
-}
-
-func (ctl *controller) send(suffix string, v any) {
-	ctl.t.Helper()
-	b, err := json.Marshal(v)
+// waitFor returns the first message ctl recorded (since it connected)
+// that matches, waiting up to d for it.
+func waitFor(t testing.TB, ctl *testrig.Controller, d time.Duration, what string, match func(testrig.Message) bool) testrig.Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	m, err := ctl.WaitMessage(ctx, what, match)
 	if err != nil {
-		ctl.t.Fatal(err)
+		t.Fatalf("within %s: %v", d, err)
 	}
-	ctl.publish(suffix, b)
+	return m
 }
 
-func (ctl *controller) snapshot() ([]msg, chan struct{}) {
-	ctl.mu.Lock()
-	defer ctl.mu.Unlock()
-	return append([]msg(nil), ctl.msgs...), ctl.wake
+// send publishes a command (JSON-encoded, or raw bytes) to the device's
+// suffix topic and waits for the PUBACK.
+func (e *env) send(suffix string, payload any) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.ctl.Publish(ctx, e.dev, suffix, payload); err != nil {
+		e.t.Fatalf("publish %s: %v", suffix, err)
+	}
+}
+
+func (e *env) waitFor(d time.Duration, what string, match func(testrig.Message) bool) testrig.Message {
+	e.t.Helper()
+	return waitFor(e.t, e.ctl, d, what, match)
 }
 
 // find returns every message so far that matches.
-func (ctl *controller) find(match func(msg) bool) []msg {
-	all, _ := ctl.snapshot()
-	var out []msg
-	for _, m := range all {
-		if match(m) {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-// waitFor returns the first message (since the start) that matches, waiting
-// up to d for it.
-func (ctl *controller) waitFor(d time.Duration, what string, match func(msg) bool) msg {
-	ctl.t.Helper()
-	deadline := time.NewTimer(d)
-	defer deadline.Stop()
-	for {
-		all, wake := ctl.snapshot()
-		for _, m := range all {
-			if match(m) {
-				return m
-			}
-		}
-		select {
-		case <-wake:
-		case <-deadline.C:
-			ctl.t.Fatalf("no %s within %s; saw:\n%s", what, d, ctl.dump())
-			return msg{}
-		}
-	}
-}
-
-func (ctl *controller) dump() string {
-	all, _ := ctl.snapshot()
-	var b strings.Builder
-	for _, m := range all {
-		if m.Topic == "status" {
-			continue
-		}
-		fmt.Fprintf(&b, "  %s %s %s\n", m.At.Format("15:04:05.000"), m.Topic, truncate(m.Payload, 400))
-	}
-	return b.String()
-}
-
-func truncate(b []byte, n int) string {
-	if len(b) <= n {
-		return string(b)
-	}
-	return string(b[:n]) + "…"
+func (e *env) find(match func(testrig.Message) bool) []testrig.Message {
+	return e.ctl.Messages(match)
 }
 
 // reply waits for the reply to request rid.
-func (ctl *controller) reply(rid string) msg {
-	ctl.t.Helper()
-	return ctl.waitFor(20*time.Second, "reply to "+rid, func(m msg) bool {
-		return m.Topic == "pay/reply" && m.str("request_id") == rid
-	})
+func (e *env) reply(rid string) testrig.Message {
+	e.t.Helper()
+	return e.waitFor(20*time.Second, "reply to "+rid, testrig.IsReply(rid))
 }
 
 // replies returns every reply to rid seen so far.
-func (ctl *controller) replies(rid string) []msg {
-	return ctl.find(func(m msg) bool { return m.Topic == "pay/reply" && m.str("request_id") == rid })
+func (e *env) replies(rid string) []testrig.Message { return e.find(testrig.IsReply(rid)) }
+
+func (e *env) result(otn, status string, d time.Duration) testrig.Message {
+	e.t.Helper()
+	return e.waitFor(d, status+" result of "+otn, testrig.IsResult(otn, status))
 }
 
-func (ctl *controller) result(otn, status string, d time.Duration) msg {
-	ctl.t.Helper()
-	return ctl.waitFor(d, status+" result of "+otn, func(m msg) bool {
-		return m.Topic == "pay/result" && m.str("out_trade_no") == otn && m.str("status") == status
-	})
-}
+func (e *env) results(otn string) []testrig.Message { return e.find(testrig.IsResult(otn, "")) }
 
-func (ctl *controller) results(otn string) []msg {
-	return ctl.find(func(m msg) bool { return m.Topic == "pay/result" && m.str("out_trade_no") == otn })
-}
-
-func (ctl *controller) event(otn, to string, d time.Duration) msg {
-	ctl.t.Helper()
-	return ctl.waitFor(d, "event "+otn+" → "+to, func(m msg) bool {
-		return m.Topic == "pay/event" && m.str("out_trade_no") == otn && m.str("to") == to
-	})
+func (e *env) event(otn, to string, d time.Duration) testrig.Message {
+	e.t.Helper()
+	return e.waitFor(d, "event "+otn+" → "+to, testrig.IsEvent(otn, to))
 }
 
 // none fails if a message matching arrives within d.
-func (ctl *controller) none(d time.Duration, what string, match func(msg) bool) {
-	ctl.t.Helper()
+func (e *env) none(d time.Duration, what string, match func(testrig.Message) bool) {
+	e.t.Helper()
 	time.Sleep(d) // a bounded observation window, not synchronisation
-	if got := ctl.find(match); len(got) > 0 {
-		ctl.t.Fatalf("unexpected %s: %s", what, got[0].Payload)
+	if got := e.find(match); len(got) > 0 {
+		e.t.Fatalf("unexpected %s: %s", what, got[0].Payload)
 	}
 }
 
-// checkSeqs asserts the contract's result rules for one order: each outcome is
-// published with one seq only (re-publications repeat it byte for byte),
-// and different outcomes never share a seq.
-func checkSeqs(t testing.TB, results []msg) {
-	t.Helper()
-	seqOf := map[string]float64{}
-	bodyOf := map[string]string{}
-	owner := map[float64]string{}
-	for _, r := range results {
-		st, seq := r.str("status"), r.num("seq")
-		if seq <= 0 {
-			t.Fatalf("result without a seq: %s", r.Payload)
-		}
-		if s, ok := seqOf[st]; ok && s != seq {
-			t.Fatalf("outcome %s published with two seqs, %v and %v", st, s, seq)
-		}
-		if b, ok := bodyOf[st]; ok && b != string(r.Payload) {
-			t.Fatalf("outcome %s re-published with different bytes:\n%s\n%s", st, b, r.Payload)
-		}
-		if o, ok := owner[seq]; ok && o != st {
-			t.Fatalf("seq %v used by %s and %s", seq, o, st)
-		}
-		seqOf[st], bodyOf[st], owner[seq] = seq, string(r.Payload), st
+// checkSeqs asserts the contract's result rules for one order
+// (testrig.CheckSeqs).
+func (e *env) checkSeqs(otn string) {
+	e.t.Helper()
+	if err := testrig.CheckSeqs(e.results(otn)); err != nil {
+		e.t.Fatal(err)
 	}
 }
 
@@ -341,11 +189,11 @@ func hmacHex(key []byte, parts ...string) string {
 }
 
 // verifyResult is the controller's check before unlocking.
-func verifyResult(key []byte, r msg) bool {
-	want := hmacHex(key, r.str("out_trade_no"), r.str("status"),
-		strconv.FormatInt(int64(r.num("total_fee")), 10), strconv.FormatInt(int64(r.num("seq")), 10),
-		strconv.FormatInt(int64(r.num("ts")), 10))
-	return hmac.Equal([]byte(want), []byte(r.str("sig")))
+func verifyResult(key []byte, r testrig.Message) bool {
+	want := hmacHex(key, r.Str("out_trade_no"), r.Str("status"),
+		strconv.FormatInt(int64(r.Num("total_fee")), 10), strconv.FormatInt(int64(r.Num("seq")), 10),
+		strconv.FormatInt(int64(r.Num("ts")), 10))
+	return hmac.Equal([]byte(want), []byte(r.Str("sig")))
 }
 
 // ---- the daemon under test ----
@@ -376,103 +224,47 @@ type daemonOpts struct {
 }
 
 // env is one device under test: a paysim, a broker, the daemon's config
-// and state dir, the daemon process and a controller on P/#.
+// and state dir, the daemon process and a controller on the device's
+// topics.
 type env struct {
 	t         *testing.T
-	sim       *paysim.Server
-	wx        *wxsim.Sim // sim's WeChat Pay provider
-	simURL    string
+	sim       *testrig.Sim
 	brokerURL string
 	dir       string
 	cfgPath   string
-	dev       string
-	prefix    string
-	key       []byte // result HMAC key, when configured
-	webAddr   string // the web display's host:port, with daemonOpts.web
-	ctl       *controller
-	d         *daemon
-	gate      *proc // paygate, in gateway mode
-}
-
-// startPaygate writes paysim's gateway files for the test's device,
-// starts paygate with the merchant keys in a directory of its own, and
-// returns the daemon's config: one with payment.backend = "gateway" in a
-// directory that holds no merchant key file.
-func (e *env) startPaygate(simURL string, o daemonOpts) string {
-	t := e.t
-	t.Helper()
-	gwDir := filepath.Join(e.dir, "paygate")
-	if _, err := keys.WriteDaemonFiles(gwDir, simURL); err != nil {
-		t.Fatal(err)
-	}
-	gwCfg := filepath.Join(gwDir, "paygate.toml")
-	b, err := os.ReadFile(gwCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	notify := freeAddr(t)
-	q := strconv.Quote
-	login := ""
-	var secrets []string
-	if o.password != "" {
-		pw := filepath.Join(gwDir, "mqtt_password")
-		writeSecret(t, pw, o.password+"\n")
-		login = fmt.Sprintf("\nusername = %s\npassword_file = %s", q(o.username), q(pw))
-		secrets = append(secrets, o.password)
-	}
-	for _, r := range [][2]string{
-		{`url = "tcp://127.0.0.1:1883"`, `url = ` + q(e.brokerURL) + login},
-		{`[policy.devices.sim-1]`, `[policy.devices.` + e.dev + `]`},
-		{q(paysim.DefaultGatewayNotifyListen), q(notify)},
-		{q("http://" + paysim.DefaultGatewayNotifyListen), q("http://" + notify)},
-	} {
-		if !bytes.Contains(b, []byte(r[0])) {
-			t.Fatalf("paygate.toml has no %q:\n%s", r[0], b)
-		}
-		b = bytes.Replace(b, []byte(r[0]), []byte(r[1]), 1)
-	}
-	writeSecret(t, gwCfg, string(b))
-	e.gate = newProc(t, "paygate", secrets, "-config", gwCfg, "-log-level", "debug")
-	e.gate.start(`"paygate subscribed"`)
-	d, err := os.ReadFile(filepath.Join(gwDir, "kioskpayd-gateway.toml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(e.dir, "kioskpayd.toml")
-	writeSecret(t, cfg, strings.Replace(string(d), q(filepath.Join(gwDir, "state-gateway")), q(filepath.Join(e.dir, "state")), 1))
-	return cfg
+	// base is the daemon config paysim writes (its gateway shape in
+	// gateway mode) and conf the overrides cfgPath was written with.
+	base    []byte
+	conf    map[string]any
+	dev     string
+	key     []byte // result HMAC key, when configured
+	webAddr string // the web display's host:port, with daemonOpts.web
+	ctl     *testrig.Controller
+	d       *testrig.Daemon
+	gate    *testrig.Daemon // paygate, in gateway mode
 }
 
 func newEnv(t *testing.T, o daemonOpts) *env {
 	t.Helper()
-	realism := paysim.DefaultRealism()
-	if o.realism != nil {
-		o.realism(&realism)
-	}
-	sim, err := paysim.New(paysim.Options{
-		Keys:        keys,
-		Realism:     &realism,
+	sim, err := testrig.StartSim(keys, testrig.SimOptions{
 		NotifyRetry: []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 500 * time.Millisecond, time.Second},
 		TimeoutHold: 5 * time.Second,
+		Realism:     o.realism,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	wx := wxsim.Register(sim)
-	alisim.Register(sim)
-	srv := httptest.NewServer(sim)
-	t.Cleanup(srv.Close)
 	t.Cleanup(sim.Close)
 
-	e := &env{t: t, sim: sim, wx: wx, simURL: srv.URL, brokerURL: o.brokerURL, dir: t.TempDir()}
+	e := &env{t: t, sim: sim, brokerURL: o.brokerURL, dir: t.TempDir()}
 	if e.brokerURL == "" {
 		e.brokerURL = mqtttest.Broker(t)
 	}
 	e.dev = mqtttest.Unique("e2e")
-	e.prefix = "kiosk/" + e.dev
+	var secrets []string
 	if gatewayMode {
-		e.cfgPath = e.startPaygate(srv.URL, o)
-	} else if e.cfgPath, err = keys.WriteDaemonFiles(e.dir, srv.URL); err != nil {
+		e.base = e.startPaygate(o)
+	} else if e.base, err = sim.DaemonFiles(filepath.Join(e.dir, "keys")); err != nil {
 		t.Fatal(err)
 	}
 	def := func(v *string, d string) {
@@ -488,83 +280,123 @@ func newEnv(t *testing.T, o daemonOpts) *env {
 	if o.maxFee == 0 {
 		o.maxFee = 100000
 	}
-	q := strconv.Quote
-	mqttExtra := ""
-	var secrets []string
+	e.conf = map[string]any{
+		"device_id":          e.dev,
+		"state_dir":          filepath.Join(e.dir, "state"),
+		"mqtt.url":           e.brokerURL,
+		"mqtt.topic_prefix":  topicPrefix,
+		"payment.provider":   o.provider,
+		"payment.expire":     o.expire,
+		"payment.max_fee":    o.maxFee,
+		"payment.poll":       o.poll,
+		"unlock.ack_timeout": o.ackTimeout,
+		"unlock.on_no_ack":   o.onNoAck,
+		"display.outputs":    []string{"png"},
+		"display.png_path":   filepath.Join(e.dir, "qr.png"),
+		"display.web_listen": nil,
+		"display.locale":     "en",
+	}
 	if o.password != "" {
 		pw := filepath.Join(e.dir, "mqtt_password")
 		writeSecret(t, pw, o.password+"\n")
-		mqttExtra = fmt.Sprintf("\nusername = %s\npassword_file = %s", q(o.username), q(pw))
+		e.conf["mqtt.username"], e.conf["mqtt.password_file"] = o.username, pw
 		secrets = append(secrets, o.password)
 	}
-	unlock := fmt.Sprintf("\n[unlock]\nack_timeout = %s\non_no_ack = %s\n", q(o.ackTimeout), q(o.onNoAck))
 	if o.resultKey || o.signed {
-		e.key = []byte(randomHex(32))
+		e.key = []byte(testrig.RandomHex(32))
 		kf := filepath.Join(e.dir, "result_key")
 		writeSecret(t, kf, string(e.key)+"\n")
-		unlock += fmt.Sprintf("result_key_file = %s\nrequire_signed_requests = %v\n", q(kf), o.signed)
+		e.conf["unlock.result_key_file"], e.conf["unlock.require_signed_requests"] = kf, o.signed
 		secrets = append(secrets, string(e.key))
 	}
-	catalog := ""
 	if len(o.catalog) > 0 {
-		catalog = "\n[catalog]\n"
-		for typ, fee := range o.catalog {
-			catalog += fmt.Sprintf("%s = %d\n", typ, fee)
-		}
+		e.conf["catalog"] = o.catalog
 	}
-	notify := ""
 	if o.notifyURL != "" {
-		notify = "\nnotify_url = " + q(o.notifyURL)
+		e.conf["payment.notify_url"] = o.notifyURL
 	}
-	outputs, webListen := `outputs = ["png"]`, ""
 	if o.web {
 		e.webAddr = freeAddr(t)
-		outputs, webListen = `outputs = ["png", "web"]`, "\nweb_listen = "+q(e.webAddr)
+		e.conf["display.outputs"], e.conf["display.web_listen"] = []string{"png", "web"}, e.webAddr
 	}
-	e.editConfig(
-		`device_id = "sim-1"`, `device_id = `+q(e.dev),
-		`url = "tcp://127.0.0.1:1883"`, `url = `+q(e.brokerURL),
-		`topic_prefix = "kiosk"`, `topic_prefix = "kiosk"`+mqttExtra,
-		`provider = "any"`, `provider = `+q(o.provider),
-		`expire = "5m"`, `expire = `+q(o.expire),
-		`max_fee = 100000`, `max_fee = `+strconv.Itoa(o.maxFee),
-		`poll = "2s"`, `poll = `+q(o.poll)+notify,
-		`outputs = ["web"]`, outputs,
-		`web_listen = "127.0.0.1:8088"`, `png_path = `+q(filepath.Join(e.dir, "qr.png"))+webListen,
-		`locale = "zh"`, `locale = "en"`,
-		`sync_check = "none"`, `sync_check = "none"`+"\n"+unlock+catalog,
-	)
-	e.ctl = newController(t, e.brokerURL, e.prefix, o.persistent, o.username, o.password)
-	e.d = newDaemon(t, e.cfgPath, secrets)
+	e.cfgPath = filepath.Join(e.dir, "kioskpayd.toml")
+	e.writeConfig(e.cfgPath, nil)
+	e.ctl = newController(t, e.brokerURL, e.dev, o.persistent, o.username, o.password)
+	// Debug level: the secret check then covers everything the daemon can
+	// log.
+	e.d = newProcess(t, "kioskpayd", secrets, "-config", e.cfgPath, "-log-level", "debug")
 	if o.retry != "" {
-		e.d.env = append(e.d.env, device.EnvTestRetry+"="+o.retry)
+		e.d.Env = append(e.d.Env, device.EnvTestRetry+"="+o.retry)
 	}
-	e.d.start()
+	e.start()
 	return e
+}
+
+// writeConfig writes a daemon config to path: the test's, with extra
+// overrides on top.
+func (e *env) writeConfig(path string, extra map[string]any) {
+	e.t.Helper()
+	o := make(map[string]any, len(e.conf)+len(extra))
+	for k, v := range e.conf {
+		o[k] = v
+	}
+	for k, v := range extra {
+		o[k] = v
+	}
+	if err := testrig.WriteConfig(path, e.base, o); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// startPaygate writes paysim's gateway files into a directory of
+// paygate's own, starts paygate there with the merchant keys and a policy
+// for the test's device, and returns the daemon's base config: one with
+// payment.backend = "gateway" that names no merchant key file.
+func (e *env) startPaygate(o daemonOpts) []byte {
+	t := e.t
+	t.Helper()
+	gwDir := filepath.Join(e.dir, "paygate")
+	if _, err := e.sim.DaemonFiles(gwDir); err != nil {
+		t.Fatal(err)
+	}
+	base, err := os.ReadFile(filepath.Join(gwDir, "paygate.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	notify := freeAddr(t)
+	conf := map[string]any{
+		"mqtt.url":          e.brokerURL,
+		"mqtt.topic_prefix": topicPrefix,
+		"notify.listen":     notify,
+		"notify.public_url": "http://" + notify,
+		// The test's device in place of sim-1, with sim-1's configured
+		// prefix: its order numbers start with otnPrefix.
+		"policy.devices": map[string]any{e.dev: map[string]any{"prefix": strings.Trim(paysim.SimPrefix, "_")}},
+	}
+	var secrets []string
+	if o.password != "" {
+		pw := filepath.Join(gwDir, "mqtt_password")
+		writeSecret(t, pw, o.password+"\n")
+		conf["mqtt.username"], conf["mqtt.password_file"] = o.username, pw
+		secrets = append(secrets, o.password)
+	}
+	cfg := filepath.Join(gwDir, "paygate.toml")
+	if err := testrig.WriteConfig(cfg, base, conf); err != nil {
+		t.Fatal(err)
+	}
+	e.gate = newProcess(t, "paygate", secrets, "-config", cfg, "-log-level", "debug")
+	start(t, e.gate, `"paygate subscribed"`)
+	d, err := os.ReadFile(filepath.Join(gwDir, "kioskpayd-gateway.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 func writeSecret(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// editConfig replaces each old string with its new one (pairs).
-func (e *env) editConfig(pairs ...string) {
-	e.t.Helper()
-	b, err := os.ReadFile(e.cfgPath)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for i := 0; i < len(pairs); i += 2 {
-		if !bytes.Contains(b, []byte(pairs[i])) {
-			e.t.Fatalf("config has no %q:\n%s", pairs[i], b)
-		}
-		b = bytes.Replace(b, []byte(pairs[i]), []byte(pairs[i+1]), 1)
-	}
-	if err := os.WriteFile(e.cfgPath, b, 0o600); err != nil {
-		e.t.Fatal(err)
 	}
 }
 
@@ -585,11 +417,11 @@ func createReq(rid, otn string, fee int, provider string, extra map[string]any) 
 }
 
 // create sends a create and returns its successful reply.
-func (e *env) create(rid, otn string, fee int, provider string) msg {
+func (e *env) create(rid, otn string, fee int, provider string) testrig.Message {
 	e.t.Helper()
-	e.ctl.send("pay/create", createReq(rid, otn, fee, provider, nil))
-	r := e.ctl.reply(rid)
-	if r.num("code") != 0 {
+	e.send("pay/create", createReq(rid, otn, fee, provider, nil))
+	r := e.reply(rid)
+	if r.Num("code") != 0 {
 		e.t.Fatalf("create %s refused: %s", otn, r.Payload)
 	}
 	return r
@@ -597,7 +429,7 @@ func (e *env) create(rid, otn string, fee int, provider string) msg {
 
 func (e *env) ack(otn string, ok bool) {
 	e.t.Helper()
-	m := map[string]any{"request_id": "ack-" + otn + "-" + randomHex(3), "out_trade_no": otn, "ok": ok}
+	m := map[string]any{"request_id": "ack-" + otn + "-" + testrig.RandomHex(3), "out_trade_no": otn, "ok": ok}
 	if !ok {
 		m["reason"] = "motor jammed"
 	}
@@ -609,8 +441,8 @@ func (e *env) ack(otn string, ok bool) {
 		}
 		m["ts"], m["sig"] = ts, hmacHex(e.key, otn, a, "unlock/ack", strconv.FormatInt(ts, 10))
 	}
-	e.ctl.send("unlock/ack", m)
-	if r := e.ctl.reply(m["request_id"].(string)); r.num("code") != 0 {
+	e.send("unlock/ack", m)
+	if r := e.reply(m["request_id"].(string)); r.Num("code") != 0 {
 		e.t.Fatalf("ack refused: %s", r.Payload)
 	}
 }
@@ -628,178 +460,96 @@ func (e *env) simOrder(p payment.ProviderName, otn string) paysim.OrderInfo {
 	return o
 }
 
-// waitSim polls paysim until cond holds. WeChat refunds stay PROCESSING
-// until completed, as at the real provider; completeRefunds does that.
+// waitSim waits until paysim's order satisfies cond. WeChat refunds stay
+// PROCESSING until completed, as at the real provider; completeRefunds
+// does that.
 func (e *env) waitSim(p payment.ProviderName, otn, what string, d time.Duration, completeRefunds bool, cond func(paysim.OrderInfo) bool) paysim.OrderInfo {
 	e.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		o := e.simOrder(p, otn)
-		if completeRefunds {
-			for _, r := range o.Refunds {
-				if r.Status == "PROCESSING" {
-					_ = e.sim.RefundComplete(p, r.OutRefundNo)
-				}
-			}
-		}
-		if cond(o) {
-			return o
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("paysim %s %s: %s did not happen within %s: %+v\ncontroller saw:\n%s", p, otn, what, d, o, e.ctl.dump())
-		}
-		time.Sleep(25 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	o, err := e.sim.WaitOrder(ctx, p, otn, completeRefunds, cond)
+	if err != nil {
+		e.t.Fatalf("%s did not happen within %s: %v\ncontroller saw:\n%s", what, d, err, e.ctl.Dump())
 	}
+	return o
 }
 
 // healthy proves the daemon still takes and answers orders.
 func (e *env) healthy(p payment.ProviderName) {
 	e.t.Helper()
-	otn := otnPrefix + "health_" + randomHex(4)
-	e.create("health-"+randomHex(4), otn, 100, string(p))
+	otn := otnPrefix + "health_" + testrig.RandomHex(4)
+	e.create("health-"+testrig.RandomHex(4), otn, 100, string(p))
 	e.pay(p, otn, 0)
-	e.ctl.result(otn, "paid", 20*time.Second)
+	e.result(otn, "paid", 20*time.Second)
 	e.ack(otn, true)
-	e.ctl.event(otn, "delivered", 10*time.Second)
+	e.event(otn, "delivered", 10*time.Second)
 }
 
 // ---- processes ----
 
-// proc is a binary under test. Its whole stderr, over every run, is
-// checked for secrets at cleanup.
-type proc struct {
-	t       testing.TB
-	name    string
-	args    []string
-	env     []string // added to the environment
-	secrets []string
-	log     syncbuf.Buffer
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	code int
-}
-
-func newProc(t testing.TB, name string, secrets []string, args ...string) *proc {
-	p := &proc{t: t, name: name, args: args, secrets: append(append([]string(nil), keySecrets...), secrets...)}
+// newProcess describes the built binary name, run with args and its log
+// in the test's directory. At cleanup it is killed and its whole log, over
+// every run, checked: no secret (keySecrets and secrets) and no panic.
+func newProcess(t *testing.T, name string, secrets []string, args ...string) *testrig.Daemon {
+	t.Helper()
+	p := testrig.NewDaemon(filepath.Join(binDir, name), "", filepath.Join(t.TempDir(), name+".log"))
+	p.Args = args
+	secrets = withKeySecrets(secrets)
 	t.Cleanup(func() {
-		p.kill()
-		checkNoSecrets(t, p.name, p.log.String(), p.secrets)
+		if err := p.Kill(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		log := p.LogText()
+		if err := testrig.CheckLog(log, secrets); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
 		if t.Failed() {
-			log := p.log.String()
 			if len(log) > 20000 {
 				log = "…" + log[len(log)-20000:]
 			}
-			t.Logf("%s log:\n%s", p.name, log)
+			t.Logf("%s log:\n%s", name, log)
 		}
 	})
 	return p
 }
 
-// checkNoSecrets fails when a log holds a secret, or shows a contained
-// panic (a handler that blew up is a bug even if the daemon survived).
-func checkNoSecrets(t testing.TB, name, log string, secrets []string) {
+// withKeySecrets returns keySecrets and secrets: what a process of the
+// test must not log.
+func withKeySecrets(secrets []string) []string {
+	return append(append([]string(nil), keySecrets...), secrets...)
+}
+
+// start runs p and waits until its log contains ready.
+func start(t *testing.T, p *testrig.Daemon, ready string) {
 	t.Helper()
-	for _, s := range secrets {
-		if s != "" && strings.Contains(log, s) {
-			t.Errorf("%s log contains a secret (%d chars starting %.6q…)", name, len(s), s)
-		}
-	}
-	if strings.Contains(log, "panic") {
-		t.Errorf("%s log mentions a panic:\n%s", name, log)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.StartReady(ctx, ready); err != nil {
+		t.Fatal(err)
 	}
 }
 
-// start runs the binary and waits until its log contains ready.
-func (p *proc) start(ready string) {
-	p.t.Helper()
-	p.mu.Lock()
-	if p.cmd != nil {
-		p.mu.Unlock()
-		p.t.Fatalf("%s already running", p.name)
-	}
-	from := p.log.Len()
-	cmd := exec.Command(filepath.Join(binDir, p.name), p.args...)
-	cmd.Env = append(os.Environ(), p.env...)
-	cmd.Stderr = &p.log
-	cmd.Stdout = &p.log
-	if err := cmd.Start(); err != nil {
-		p.mu.Unlock()
-		p.t.Fatal(err)
-	}
-	done := make(chan struct{})
-	p.cmd, p.done = cmd, done
-	p.mu.Unlock()
-	go func() {
-		err := cmd.Wait()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-				code = -int(ws.Signal())
-			}
-		}
-		p.mu.Lock()
-		p.code = code
-		p.mu.Unlock()
-		close(done)
-	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(p.log.String()[from:], ready) {
-		select {
-		case <-done:
-			p.t.Fatalf("%s exited during start:\n%s", p.name, p.log.String()[from:])
-		default:
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("%s not ready within 30s:\n%s", p.name, p.log.String()[from:])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (p *proc) signal(sig syscall.Signal) int {
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.mu.Unlock()
-	if cmd == nil {
-		return 0
-	}
-	cmd.Process.Signal(sig)
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		p.t.Errorf("%s did not exit on %s", p.name, sig)
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cmd = nil
-	return p.code
+// start starts the daemon (again) on its state dir.
+func (e *env) start() {
+	e.t.Helper()
+	start(e.t, e.d, `"kioskpayd ready"`)
 }
 
 // kill is a power cut: SIGKILL, nothing flushed.
-func (p *proc) kill() { p.signal(syscall.SIGKILL) }
-
-// stop is a clean stop; it fails the test unless the exit code is 0.
-func (p *proc) stop() {
-	p.t.Helper()
-	if code := p.signal(syscall.SIGTERM); code != 0 {
-		p.t.Errorf("%s exit %d after SIGTERM:\n%s", p.name, code, p.log.String())
+func (e *env) kill() {
+	e.t.Helper()
+	if err := e.d.Kill(); err != nil {
+		e.t.Fatal(err)
 	}
 }
 
-type daemon struct{ *proc }
-
-func newDaemon(t testing.TB, cfgPath string, secrets []string) *daemon {
-	// Debug level: the secret check then covers everything the daemon can
-	// log.
-	return &daemon{newProc(t, "kioskpayd", secrets, "-config", cfgPath, "-log-level", "debug")}
+// stop is a clean stop; it fails the test unless the exit code is 0.
+func (e *env) stop() {
+	e.t.Helper()
+	if code, err := e.d.Stop(30 * time.Second); err != nil || code != 0 {
+		e.t.Errorf("kioskpayd exit %d after SIGTERM (%v):\n%s", code, err, e.d.LogText())
+	}
 }
-
-func (d *daemon) start() { d.proc.start(`"kioskpayd ready"`) }
 
 // decodeQR decodes a PNG with zbarimg, the independent reader; "" when it
 // finds no code.
@@ -811,12 +561,11 @@ func decodeQR(t *testing.T, png []byte) string {
 // freeAddr returns a loopback address with a port nothing listens on.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := testrig.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return a
 }
 
 func dataURLPNG(t *testing.T, u string) []byte {
@@ -830,13 +579,4 @@ func dataURLPNG(t *testing.T, u string) []byte {
 		t.Fatal(err)
 	}
 	return b
-}
-
-func readFile(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 )
 
@@ -19,7 +20,7 @@ func TestSignedMessages(t *testing.T) {
 	sign := func(otn string, fee int, typ string, ts int64) string {
 		return hmacHex(e.key, otn, strconv.Itoa(fee), typ, strconv.FormatInt(ts, 10))
 	}
-	signedCreate := func(rid, otn string, fee int, ts int64, sig string) msg {
+	signedCreate := func(rid, otn string, fee int, ts int64, sig string) testrig.Message {
 		req := createReq(rid, otn, fee, "", nil)
 		if ts != 0 {
 			req["ts"] = ts
@@ -27,11 +28,11 @@ func TestSignedMessages(t *testing.T) {
 		if sig != "" {
 			req["sig"] = sig
 		}
-		e.ctl.send("pay/create", req)
-		return e.ctl.reply(rid)
+		e.send("pay/create", req)
+		return e.reply(rid)
 	}
 	now := time.Now().Unix()
-	otn := otnPrefix + "signed_" + randomHex(3)
+	otn := otnPrefix + "signed_" + testrig.RandomHex(3)
 
 	for _, c := range []struct {
 		name, rid string
@@ -52,7 +53,7 @@ func TestSignedMessages(t *testing.T) {
 		{"price outside the catalog", "s6", 700, now, sign(otn, 700, "massage_15", now), "PRICE_MISMATCH", "data.total_fee"},
 	} {
 		r := signedCreate(c.rid, otn, c.fee, c.ts, c.sig)
-		if r.str("error") != c.err || r.str("field") != c.field {
+		if r.Str("error") != c.err || r.Str("field") != c.field {
 			t.Errorf("%s: %s, want %s on %s", c.name, r.Payload, c.err, c.field)
 		}
 	}
@@ -60,11 +61,11 @@ func TestSignedMessages(t *testing.T) {
 		t.Fatalf("a refused request reached the provider")
 	}
 
-	if r := signedCreate("ok", otn, 600, now, sign(otn, 600, "massage_15", now)); r.num("code") != 0 {
+	if r := signedCreate("ok", otn, 600, now, sign(otn, 600, "massage_15", now)); r.Num("code") != 0 {
 		t.Fatalf("signed create refused: %s", r.Payload)
 	}
 	e.pay(payment.WxPay, otn, 0)
-	real := e.ctl.result(otn, "paid", 20*time.Second)
+	real := e.result(otn, "paid", 20*time.Second)
 	if !verifyResult(e.key, real) {
 		t.Fatalf("genuine result does not verify: %s", real.Payload)
 	}
@@ -84,9 +85,9 @@ func TestSignedMessages(t *testing.T) {
 		"total_fee": 600, "transaction_id": "4200", "seq": 999, "ts": now, "sig": strings.Repeat("ab", 32)})
 	forged = append(forged, map[string]any{"out_trade_no": "signed_nosig", "status": "paid", "total_fee": 600, "seq": 998, "ts": now})
 	for i, f := range forged {
-		e.ctl.send("pay/result", f)
-		got := e.ctl.waitFor(10*time.Second, "forged result", func(m msg) bool {
-			return m.Topic == "pay/result" && m.num("seq") == mustNum(f["seq"]) && m.str("out_trade_no") == f["out_trade_no"] && mustNum(m.M["total_fee"]) == mustNum(f["total_fee"])
+		e.send("pay/result", f)
+		got := e.waitFor(10*time.Second, "forged result", func(m testrig.Message) bool {
+			return m.Topic == "pay/result" && m.Num("seq") == mustNum(f["seq"]) && m.Str("out_trade_no") == f["out_trade_no"] && mustNum(m.Fields["total_fee"]) == mustNum(f["total_fee"])
 		})
 		if verifyResult(e.key, got) {
 			t.Errorf("forgery %d verifies: %s", i, got.Payload)
@@ -95,12 +96,12 @@ func TestSignedMessages(t *testing.T) {
 
 	// Commands about money must be signed too: an unsigned ack is refused
 	// and changes nothing; the signed one delivers.
-	e.ctl.send("unlock/ack", map[string]any{"request_id": "a1", "out_trade_no": otn, "ok": true})
-	if r := e.ctl.reply("a1"); r.str("error") != "SIGNATURE_INVALID" {
+	e.send("unlock/ack", map[string]any{"request_id": "a1", "out_trade_no": otn, "ok": true})
+	if r := e.reply("a1"); r.Str("error") != "SIGNATURE_INVALID" {
 		t.Errorf("unsigned ack: %s", r.Payload)
 	}
 	e.ack(otn, true)
-	e.ctl.event(otn, "delivered", 10*time.Second)
+	e.event(otn, "delivered", 10*time.Second)
 }
 
 func mustNum(v any) float64 {
