@@ -141,10 +141,7 @@ func startDemo(t *testing.T) *demoProcess {
 		case <-tick.C:
 		}
 	}
-	re := regexp.MustCompile(`(?m)^  (MQTT broker|payment sim|notify relay|web display|device) +(\S+)`)
-	for _, m := range re.FindAllStringSubmatch(d.out.String(), -1) {
-		d.fields[m[1]] = m[2]
-	}
+	d.fields = testrig.DemoEndpoints(d.out.String())
 	if len(d.fields) != 5 {
 		t.Fatalf("endpoints %v from:\n%s", d.fields, d.out)
 	}
@@ -179,9 +176,9 @@ func TestReadmeDemo(t *testing.T) {
 	}
 	steps := readmeDemoSteps(t)
 	d := startDemo(t)
-	brokerURL := d.fields["MQTT broker"]
+	brokerURL := d.fields[testrig.DemoBroker]
 	port := brokerURL[strings.LastIndex(brokerURL, ":")+1:]
-	simURL, webURL := d.fields["payment sim"], strings.TrimSuffix(d.fields["web display"], "/")
+	simURL, webURL := d.fields[testrig.DemoSim], strings.TrimSuffix(d.fields[testrig.DemoWeb], "/")
 	toDemo := strings.NewReplacer(
 		"go run ./cmd/kioskctl", filepath.Join(binDir, "kioskctl"),
 		"-p 1883", "-p "+port,

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -45,15 +44,11 @@ func TestEndToEndWithDemo(t *testing.T) {
 	if err := d.StartReady(sctx, "(topics "); err != nil {
 		t.Fatalf("kioskpayd -demo printed no endpoints: %v", err)
 	}
-	fields := map[string]string{}
-	re := regexp.MustCompile(`(?m)^\s+(MQTT broker|payment sim|device)\s+(\S+)`)
-	for _, m := range re.FindAllStringSubmatch(d.LogText(), -1) {
-		fields[m[1]] = m[2]
-	}
-	if len(fields) != 3 {
+	fields := testrig.DemoEndpoints(d.LogText())
+	broker, simURL, dev := fields[testrig.DemoBroker], fields[testrig.DemoSim], fields[testrig.DemoDevice]
+	if broker == "" || simURL == "" || dev == "" {
 		t.Fatalf("kioskpayd -demo endpoints: got %v", fields)
 	}
-	broker, simURL, dev := fields["MQTT broker"], fields["payment sim"], fields["device"]
 	env := map[string]string{"KIOSKCTL_BROKER": broker, "KIOSKCTL_SIM": simURL}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

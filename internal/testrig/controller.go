@@ -16,6 +16,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/kioskpay/kioskpay/contract"
+	"github.com/kioskpay/kioskpay/mqttclient"
 )
 
 // Reply is a P/pay/reply message as the controller received it: the head
@@ -104,16 +105,16 @@ func NewController(prefix string) *Controller {
 // set, so replies and results published while the broker restarts are
 // queued, not lost.
 func (c *Controller) Connect(ctx context.Context, url, clientID string) error {
-	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID(clientID).
+	// The client set-up every kioskpay program uses, with a test's session
+	// policy: reconnect fast, and keep the session unless told otherwise.
+	opts := mqttclient.Config{
+		Brokers: mqttclient.NewBrokers([]string{url}), ClientID: clientID,
+		Username: c.Username, Password: c.Password, TLS: c.TLS,
+		ConnectTimeout: 5 * time.Second, KeepAlive: 10 * time.Second,
+	}.Options().
 		SetCleanSession(c.CleanSession).SetOrderMatters(false).SetAutoReconnect(true).
 		SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond).
-		SetMaxReconnectInterval(time.Second).SetKeepAlive(10 * time.Second).
-		SetConnectTimeout(5 * time.Second)
-	opts.SetUsername(c.Username)
-	opts.SetPassword(c.Password)
-	if c.TLS != nil {
-		opts.SetTLSConfig(c.TLS)
-	}
+		SetMaxReconnectInterval(time.Second)
 	opts.SetDefaultPublishHandler(c.handle)
 	subscribed := make(chan error, 1)
 	opts.SetOnConnectHandler(func(cl mqtt.Client) {
@@ -122,11 +123,9 @@ func (c *Controller) Connect(ctx context.Context, url, clientID string) error {
 		if c.Device != "" {
 			dev = c.Device
 		}
-		filters := map[string]byte{
-			c.prefix + "/" + dev + "/pay/reply":  1,
-			c.prefix + "/" + dev + "/pay/result": 1,
-			c.prefix + "/" + dev + "/status":     1,
-			c.prefix + "/" + dev + "/pay/event":  1,
+		filters := map[string]byte{}
+		for _, suffix := range []string{contract.TopicReply, contract.TopicResult, contract.TopicStatus, contract.TopicEvent} {
+			filters[c.prefix+"/"+dev+"/"+suffix] = 1
 		}
 		t := cl.SubscribeMultiple(filters, nil)
 		go func() {
@@ -183,7 +182,7 @@ func (c *Controller) handle(_ mqtt.Client, m mqtt.Message) {
 		c.record(Message{Device: device, Topic: suffix, Payload: append([]byte(nil), m.Payload()...), At: now})
 	}
 	switch suffix {
-	case "pay/reply":
+	case contract.TopicReply:
 		var r Reply
 		if json.Unmarshal(m.Payload(), &r) != nil {
 			return
@@ -200,7 +199,7 @@ func (c *Controller) handle(_ mqtt.Client, m mqtt.Message) {
 		if c.OnReply != nil {
 			c.OnReply(device, r)
 		}
-	case "pay/result":
+	case contract.TopicResult:
 		var r Result
 		if json.Unmarshal(m.Payload(), &r) != nil {
 			return
@@ -209,7 +208,7 @@ func (c *Controller) handle(_ mqtt.Client, m mqtt.Message) {
 		if c.OnResult != nil {
 			c.OnResult(r)
 		}
-	case "status":
+	case contract.TopicStatus:
 		var s contract.Status
 		if json.Unmarshal(m.Payload(), &s) != nil {
 			return
@@ -222,7 +221,7 @@ func (c *Controller) handle(_ mqtt.Client, m mqtt.Message) {
 		if c.OnStatus != nil {
 			c.OnStatus(device, s)
 		}
-	case "pay/event":
+	case contract.TopicEvent:
 		var ev contract.Event
 		if json.Unmarshal(m.Payload(), &ev) != nil {
 			return

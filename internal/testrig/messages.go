@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/kioskpay/kioskpay/contract"
 )
 
 // Message is one message a recording Controller received.
@@ -38,20 +40,20 @@ func (m Message) Decode(v any) error { return json.Unmarshal(m.Payload, v) }
 
 // IsReply matches the reply to request id.
 func IsReply(id string) func(Message) bool {
-	return func(m Message) bool { return m.Topic == "pay/reply" && m.Str("request_id") == id }
+	return func(m Message) bool { return m.Topic == contract.TopicReply && m.Str("request_id") == id }
 }
 
 // IsResult matches a result of order otn; status "" matches any.
 func IsResult(otn, status string) func(Message) bool {
 	return func(m Message) bool {
-		return m.Topic == "pay/result" && m.Str("out_trade_no") == otn && (status == "" || m.Str("status") == status)
+		return m.Topic == contract.TopicResult && m.Str("out_trade_no") == otn && (status == "" || m.Str("status") == status)
 	}
 }
 
 // IsEvent matches a transition of order otn to state to; "" matches any.
 func IsEvent(otn, to string) func(Message) bool {
 	return func(m Message) bool {
-		return m.Topic == "pay/event" && m.Str("out_trade_no") == otn && (to == "" || m.Str("to") == to)
+		return m.Topic == contract.TopicEvent && m.Str("out_trade_no") == otn && (to == "" || m.Str("to") == to)
 	}
 }
 
