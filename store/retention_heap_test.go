@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"testing"
 	"time"
@@ -17,9 +18,12 @@ import (
 // EnvRetentionHeap sets the history TestRetentionHeap measures (orders);
 // EnvRetentionKeys = "sequential" numbers them in order instead of at
 // random.
+// EnvRetentionProfile names a file for the heap profile after the pass
+// (go tool pprof -top -inuse_space FILE).
 const (
-	EnvRetentionHeap = "KIOSKPAY_RETENTION_HEAP"
-	EnvRetentionKeys = "KIOSKPAY_RETENTION_KEYS"
+	EnvRetentionHeap    = "KIOSKPAY_RETENTION_HEAP"
+	EnvRetentionKeys    = "KIOSKPAY_RETENTION_KEYS"
+	EnvRetentionProfile = "KIOSKPAY_RETENTION_PROFILE"
 )
 
 // TestRetentionHeap measures what a retention pass over a long history of
@@ -81,6 +85,16 @@ func TestRetentionHeap(t *testing.T) {
 	}
 	took := time.Since(t0)
 	after := liveHeap()
+	if path := os.Getenv(EnvRetentionProfile); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
 	free := db.bolt.Stats().FreePageN
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
