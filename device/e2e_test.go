@@ -124,9 +124,9 @@ func (s *simEnv) waitSim(p payment.ProviderName, otn string, completeRefunds boo
 func TestSimWxPayNotifiedDelivered(t *testing.T) {
 	s := newSimEnv(t, func(c *Config) { c.PollInterval = 30 * time.Second; c.ResultKey = []byte("rk") })
 	r := s.createOK("r1", "simwx_0001", 1000, "wxpay")
-	info, _ := r.M["orderInfo"].(map[string]any)
+	info, _ := r.Fields["orderInfo"].(map[string]any)
 	if code, _ := info["code_url"].(string); !strings.HasPrefix(code, "weixin://") {
-		t.Fatalf("reply %s", r.Raw)
+		t.Fatalf("reply %s", r.Payload)
 	}
 	if err := s.sim.Pay(payment.WxPay, "simwx_0001", 0); err != nil {
 		t.Fatal(err)
@@ -137,9 +137,9 @@ func TestSimWxPayNotifiedDelivered(t *testing.T) {
 		t.Fatalf("result after %s", d)
 	}
 	var got contract.Result
-	_ = json.Unmarshal(res.Raw, &got)
+	_ = json.Unmarshal(res.Payload, &got)
 	if got.TransactionID == "" || got.TotalFee != 1000 || !got.VerifySignature([]byte("rk")) {
-		t.Fatalf("result %s", res.Raw)
+		t.Fatalf("result %s", res.Payload)
 	}
 	s.send(contract.TopicAck, ackPayload("simwx_0001", true))
 	s.waitState("simwx_0001", store.Delivered)
@@ -148,8 +148,8 @@ func TestSimWxPayNotifiedDelivered(t *testing.T) {
 func TestSimAlipayNoAckRefunded(t *testing.T) {
 	s := newSimEnv(t, func(c *Config) { c.AckTimeout = 300 * time.Millisecond })
 	r := s.createOK("r1", "simali_0001", 250, "alipay")
-	if r.str("pay_type") != contract.PayTypeAlipayPrecreate {
-		t.Fatalf("reply %s", r.Raw)
+	if r.Str("pay_type") != contract.PayTypeAlipayPrecreate {
+		t.Fatalf("reply %s", r.Payload)
 	}
 	if err := s.sim.Scan("simali_0001"); err != nil {
 		t.Fatal(err)
@@ -190,7 +190,7 @@ func TestSimAnyPayBothOneRefunded(t *testing.T) {
 	}
 	res := s.result("simany_0002", "paid")
 	loser := payment.Alipay
-	if res.str("provider") == "alipay" {
+	if res.Str("provider") == "alipay" {
 		loser = payment.WxPay
 	}
 	s.waitSim(loser, "simany_0002", true, func(o paysim.OrderInfo) bool { return o.Refunded == 100 }, "refund of the duplicate payment")
@@ -199,7 +199,7 @@ func TestSimAnyPayBothOneRefunded(t *testing.T) {
 	}
 	s.send(contract.TopicAck, ackPayload("simany_0002", true))
 	s.waitState("simany_0002", store.Delivered)
-	winner := payment.ProviderName(res.str("provider"))
+	winner := payment.ProviderName(res.Str("provider"))
 	if o := s.simOrder(winner, "simany_0002"); o.Refunded != 0 {
 		t.Fatalf("winner refunded: %+v", o)
 	}
@@ -215,8 +215,8 @@ func TestSimAmountMismatch(t *testing.T) {
 	s.waitSim(payment.WxPay, "simwx_0002", true, func(o paysim.OrderInfo) bool { return o.Refunded == 999 }, "refund of 999")
 	s.result("simwx_0002", "refunded")
 	for _, m := range s.results("simwx_0002") {
-		if m.str("status") == "paid" {
-			t.Fatalf("mismatch delivered: %s", m.Raw)
+		if m.Str("status") == "paid" {
+			t.Fatalf("mismatch delivered: %s", m.Payload)
 		}
 	}
 }
@@ -245,8 +245,8 @@ func TestSimOtherOverrideRefused(t *testing.T) {
 			otn := "simoth_" + tt.provider
 			s.send(contract.TopicCreate, createPayload("r1", otn, 100, tt.provider, `,"other":{"`+tt.key+`":"0.01"}`))
 			r := s.reply("r1")
-			if r.str("error") != string(contract.ErrInvalidArgument) || r.str("field") != "data.other."+tt.key {
-				t.Fatalf("reply %s: want INVALID_ARGUMENT on data.other.%s", r.Raw, tt.key)
+			if r.Str("error") != string(contract.ErrInvalidArgument) || r.Str("field") != "data.other."+tt.key {
+				t.Fatalf("reply %s: want INVALID_ARGUMENT on data.other.%s", r.Payload, tt.key)
 			}
 			if _, ok := s.sim.Order(payment.ProviderName(tt.provider), otn); ok {
 				t.Fatalf("the provider has an order for a refused request")

@@ -16,24 +16,24 @@ import (
 func TestCreatePaidAckDelivered(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.ResultKey = []byte("result-key") })
 	r := h.createOK("r1", "order_0001", 1000, "")
-	info, _ := r.M["orderInfo"].(map[string]any)
-	if info["code_url"] != "fake://wxpay/order_0001" || r.str("pay_type") != contract.PayTypeWxNative ||
-		r.M["needQRcode"] != true || !strings.HasPrefix(r.str("qrcodeImage"), "data:image/png;base64,") ||
-		r.num("total_fee") != 1000 || r.str("expires_at") == "" || r.str("action") != contract.ActionCreate {
-		t.Fatalf("create reply %s", r.Raw)
+	info, _ := r.Fields["orderInfo"].(map[string]any)
+	if info["code_url"] != "fake://wxpay/order_0001" || r.Str("pay_type") != contract.PayTypeWxNative ||
+		r.Fields["needQRcode"] != true || !strings.HasPrefix(r.Str("qrcodeImage"), "data:image/png;base64,") ||
+		r.Num("total_fee") != 1000 || r.Str("expires_at") == "" || r.Str("action") != contract.ActionCreate {
+		t.Fatalf("create reply %s", r.Payload)
 	}
 	if err := h.wx().pay("order_0001", 0); err != nil {
 		t.Fatal(err)
 	}
 	res := h.result("order_0001", "paid")
 	var got contract.Result
-	if err := json.Unmarshal(res.Raw, &got); err != nil {
+	if err := json.Unmarshal(res.Payload, &got); err != nil {
 		t.Fatal(err)
 	}
 	if got.TotalFee != 1000 || got.TransactionID != "tx-wxpay-order_0001" || got.Type != "massage_15" ||
 		string(got.Custom) != `{"seat":3}` || got.Seq == 0 || got.PaidAt == "" || got.PayType != contract.PayTypeWxNative ||
 		!got.VerifySignature([]byte("result-key")) {
-		t.Fatalf("paid result %s", res.Raw)
+		t.Fatalf("paid result %s", res.Payload)
 	}
 	h.send(contract.TopicAck, ackPayload("order_0001", true))
 	h.reply("ack-order_0001")
@@ -72,8 +72,8 @@ func TestResultRepublishedUntilAckSameSeq(t *testing.T) {
 		h.waitMsg(contract.TopicResult, func(msg) bool { return len(h.results("order_0002")) >= want }, "re-publication")
 	}
 	for _, m := range h.results("order_0002") {
-		if string(m.Raw) != string(first.Raw) {
-			t.Fatalf("re-published result differs:\n%s\n%s", first.Raw, m.Raw)
+		if string(m.Payload) != string(first.Payload) {
+			t.Fatalf("re-published result differs:\n%s\n%s", first.Payload, m.Payload)
 		}
 	}
 }
@@ -83,8 +83,8 @@ func TestExpiryWithFinalClose(t *testing.T) {
 	h.createOK("r1", "order_0003", 100, "")
 	h.advance(5*time.Minute + time.Second)
 	res := h.result("order_0003", "expired")
-	if res.num("seq") == 0 {
-		t.Fatalf("result %s", res.Raw)
+	if res.Num("seq") == 0 {
+		t.Fatalf("result %s", res.Payload)
 	}
 	o := h.waitState("order_0003", store.Expired)
 	if o.Status != store.StatusClosed || h.wx().count("close") != 1 || h.wx().state("order_0003") != payment.StateClosed {
@@ -108,14 +108,14 @@ func TestCancel(t *testing.T) {
 	h := newHarness(t, nil)
 	h.createOK("r1", "order_0005", 100, "")
 	h.send(contract.TopicCancel, `{"request_id":"c1","out_trade_no":"order_0005"}`)
-	if r := h.reply("c1"); r.num("code") != 0 {
-		t.Fatalf("cancel reply %s", r.Raw)
+	if r := h.reply("c1"); r.Num("code") != 0 {
+		t.Fatalf("cancel reply %s", r.Payload)
 	}
 	h.result("order_0005", "cancelled")
 	h.waitState("order_0005", store.Cancelled)
 	h.send(contract.TopicCancel, `{"request_id":"c2","out_trade_no":"order_0005"}`)
-	if r := h.reply("c2"); r.str("error") != string(contract.ErrOrderFinished) {
-		t.Fatalf("second cancel %s", r.Raw)
+	if r := h.reply("c2"); r.Str("error") != string(contract.ErrOrderFinished) {
+		t.Fatalf("second cancel %s", r.Payload)
 	}
 }
 
@@ -124,8 +124,8 @@ func TestSupersede(t *testing.T) {
 	h.createOK("r1", "order_0006", 100, "")
 	h.createOK("r2", "order_0007", 200, "")
 	res := h.result("order_0006", "cancelled")
-	if !strings.Contains(res.str("reason"), "superseded") {
-		t.Fatalf("result %s", res.Raw)
+	if !strings.Contains(res.Str("reason"), "superseded") {
+		t.Fatalf("result %s", res.Payload)
 	}
 	if h.wx().state("order_0006") != payment.StateClosed {
 		t.Fatal("superseded order not closed at the provider")
@@ -145,28 +145,28 @@ func TestRecreateSameAndConflict(t *testing.T) {
 	h := newHarness(t, nil)
 	a := h.createOK("r1", "order_0010", 100, "")
 	b := h.createOK("r2", "order_0010", 100, "")
-	if a.str("qrcodeImage") != b.str("qrcodeImage") || h.wx().count("create") != 1 {
+	if a.Str("qrcodeImage") != b.Str("qrcodeImage") || h.wx().count("create") != 1 {
 		t.Fatalf("re-create made a new provider order (%d creates)", h.wx().count("create"))
 	}
 	// The refusal names the field that differs.
 	h.send(contract.TopicCreate, createPayload("r3", "order_0010", 200, "", ""))
-	if r := h.reply("r3"); r.str("error") != string(contract.ErrDuplicateConflict) || r.num("code") != 409 ||
-		r.str("field") != "data.total_fee" || r.str("msg") != "order order_0010 is pending with data.total_fee 100, not 200" {
-		t.Fatalf("conflict reply %s", r.Raw)
+	if r := h.reply("r3"); r.Str("error") != string(contract.ErrDuplicateConflict) || r.Num("code") != 409 ||
+		r.Str("field") != "data.total_fee" || r.Str("msg") != "order order_0010 is pending with data.total_fee 100, not 200" {
+		t.Fatalf("conflict reply %s", r.Payload)
 	}
 	h.send(contract.TopicCreate, strings.Replace(createPayload("r3b", "order_0010", 100, "", ""), `"seat":3`, `"seat":4`, 1))
-	if r := h.reply("r3b"); r.str("field") != "data.custom" || !strings.Contains(r.str("msg"), "data.custom differs") {
-		t.Fatalf("conflict reply %s", r.Raw)
+	if r := h.reply("r3b"); r.Str("field") != "data.custom" || !strings.Contains(r.Str("msg"), "data.custom differs") {
+		t.Fatalf("conflict reply %s", r.Payload)
 	}
 	h.send(contract.TopicCreate, createPayload("r3c", "order_0010", 100, "alipay", ""))
-	if r := h.reply("r3c"); r.str("field") != "provider" {
-		t.Fatalf("conflict reply %s", r.Raw)
+	if r := h.reply("r3c"); r.Str("field") != "provider" {
+		t.Fatalf("conflict reply %s", r.Payload)
 	}
 	h.send(contract.TopicCancel, `{"request_id":"c1","out_trade_no":"order_0010"}`)
 	h.waitState("order_0010", store.Cancelled)
 	h.send(contract.TopicCreate, createPayload("r4", "order_0010", 100, "", ""))
-	if r := h.reply("r4"); r.str("error") != string(contract.ErrOrderFinished) {
-		t.Fatalf("finished reply %s", r.Raw)
+	if r := h.reply("r4"); r.Str("error") != string(contract.ErrOrderFinished) {
+		t.Fatalf("finished reply %s", r.Payload)
 	}
 }
 
@@ -204,15 +204,15 @@ func TestErrorReplies(t *testing.T) {
 			continue
 		}
 		r := h.reply(c.id)
-		if r.str("error") != string(c.want) || int(r.num("code")) != c.code || r.str("msg") == "" {
-			t.Errorf("%s: reply %s, want %s", c.id, r.Raw, c.want)
+		if r.Str("error") != string(c.want) || int(r.Num("code")) != c.code || r.Str("msg") == "" {
+			t.Errorf("%s: reply %s, want %s", c.id, r.Payload, c.want)
 		}
 	}
 	h.waitMsg(contract.TopicReply, func(msg) bool { return len(h.all(contract.TopicReply)) >= len(cases) }, "all replies")
 	anon := map[string]bool{}
 	for _, m := range h.all(contract.TopicReply) {
-		if m.str("request_id") == "" {
-			anon[m.str("error")] = true
+		if m.Str("request_id") == "" {
+			anon[m.Str("error")] = true
 		}
 	}
 	if !anon[string(contract.ErrBadJSON)] || anon[string(contract.ErrPayloadTooLarge)] {
@@ -227,13 +227,13 @@ func TestClockNotSynced(t *testing.T) {
 	synced := false
 	h := newHarness(t, func(c *Config) { c.ClockSynced = func() (bool, error) { return synced, nil } })
 	h.send(contract.TopicCreate, createPayload("r1", "order_0012", 100, "", ""))
-	if r := h.reply("r1"); r.str("error") != string(contract.ErrClockNotSynced) || r.num("code") != 503 {
-		t.Fatalf("reply %s", r.Raw)
+	if r := h.reply("r1"); r.Str("error") != string(contract.ErrClockNotSynced) || r.Num("code") != 503 {
+		t.Fatalf("reply %s", r.Payload)
 	}
 	h2 := newHarness(t, func(c *Config) { c.BuildTime = time.Now().Add(time.Hour) })
 	h2.send(contract.TopicCreate, createPayload("r1", "order_0012", 100, "", ""))
-	if r := h2.reply("r1"); r.str("error") != string(contract.ErrClockNotSynced) {
-		t.Fatalf("reply before build time %s", r.Raw)
+	if r := h2.reply("r1"); r.Str("error") != string(contract.ErrClockNotSynced) {
+		t.Fatalf("reply before build time %s", r.Payload)
 	}
 }
 
@@ -241,21 +241,21 @@ func TestSignedRequests(t *testing.T) {
 	key := []byte("k1")
 	h := newHarness(t, func(c *Config) { c.ResultKey, c.RequireSignedRequests = key, true })
 	h.send(contract.TopicCreate, createPayload("r1", "order_0013", 100, "", ""))
-	if r := h.reply("r1"); r.str("error") != string(contract.ErrSignatureInvalid) {
-		t.Fatalf("unsigned reply %s", r.Raw)
+	if r := h.reply("r1"); r.Str("error") != string(contract.ErrSignatureInvalid) {
+		t.Fatalf("unsigned reply %s", r.Payload)
 	}
 	ts := h.clock.Now().Unix()
 	sig := contract.SignCreate(key, "order_0013", 100, "massage_15", ts)
 	p := strings.Replace(createPayload("r2", "order_0013", 100, "", ""), `"needQRcode"`, fmt.Sprintf(`"ts":%d,"sig":%q,"needQRcode"`, ts, sig), 1)
 	h.send(contract.TopicCreate, p)
-	if r := h.reply("r2"); r.num("code") != 0 {
-		t.Fatalf("signed reply %s", r.Raw)
+	if r := h.reply("r2"); r.Num("code") != 0 {
+		t.Fatalf("signed reply %s", r.Payload)
 	}
 	_ = h.wx().pay("order_0013", 0)
 	h.result("order_0013", "paid")
 	h.send(contract.TopicAck, ackPayload("order_0013", true)) // unsigned: refused
-	if r := h.reply("ack-order_0013"); r.str("error") != string(contract.ErrSignatureInvalid) {
-		t.Fatalf("unsigned ack %s", r.Raw)
+	if r := h.reply("ack-order_0013"); r.Str("error") != string(contract.ErrSignatureInvalid) {
+		t.Fatalf("unsigned ack %s", r.Payload)
 	}
 	h.send(contract.TopicAck, fmt.Sprintf(`{"request_id":"a2","out_trade_no":"order_0013","ok":true,"ts":%d,"sig":%q}`, ts, contract.SignAck(key, "order_0013", true, ts)))
 	h.reply("a2")
@@ -268,8 +268,8 @@ func TestNoAckRefundsOnce(t *testing.T) {
 	_ = h.wx().pay("order_0014", 0)
 	h.result("order_0014", "paid")
 	res := h.result("order_0014", "refunded")
-	if res.num("refund_fee") != 100 {
-		t.Fatalf("refunded result %s", res.Raw)
+	if res.Num("refund_fee") != 100 {
+		t.Fatalf("refunded result %s", res.Payload)
 	}
 	o := h.waitState("order_0014", store.Refunded)
 	if o.Status != store.StatusRefunded || !o.HasFlag(contract.FlagNoAck) {
@@ -315,15 +315,15 @@ func TestNoAckHold(t *testing.T) {
 func TestAnyModePayOneClosesOther(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.DefaultProvider = contract.ProviderAny })
 	r := h.createOK("r1", "order_0017", 100, "")
-	info, _ := r.M["orderInfo"].(map[string]any)
-	if info["code_url"] == nil || info["qr_code"] == nil || r.str("pay_type") != contract.PayTypeAny {
-		t.Fatalf("any reply %s", r.Raw)
+	info, _ := r.Fields["orderInfo"].(map[string]any)
+	if info["code_url"] == nil || info["qr_code"] == nil || r.Str("pay_type") != contract.PayTypeAny {
+		t.Fatalf("any reply %s", r.Payload)
 	}
 	h.ali().scan("order_0017")
 	_ = h.ali().pay("order_0017", 0)
 	res := h.result("order_0017", "paid")
-	if res.str("pay_type") != contract.PayTypeAlipayPrecreate || res.str("provider") != "alipay" {
-		t.Fatalf("result %s", res.Raw)
+	if res.Str("pay_type") != contract.PayTypeAlipayPrecreate || res.Str("provider") != "alipay" {
+		t.Fatalf("result %s", res.Payload)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for h.wx().state("order_0017") != payment.StateClosed && time.Now().Before(deadline) {
@@ -340,7 +340,7 @@ func TestAnyModePayBoth(t *testing.T) {
 	_ = h.wx().pay("order_0018", 0)
 	_ = h.ali().pay("order_0018", 0)
 	res := h.result("order_0018", "paid")
-	winner := res.str("provider")
+	winner := res.Str("provider")
 	h.event("order_0018", contract.FlagDuplicatePayment)
 	loser := h.ali()
 	if winner == "alipay" {
@@ -365,8 +365,8 @@ func TestAnyModePayBoth(t *testing.T) {
 		t.Fatal("no result")
 	}
 	for _, m := range h.results("order_0018") {
-		if m.str("status") != "paid" {
-			t.Fatalf("unexpected result %s", m.Raw)
+		if m.Str("status") != "paid" {
+			t.Fatalf("unexpected result %s", m.Payload)
 		}
 	}
 }
@@ -381,8 +381,8 @@ func TestAmountMismatchRefunded(t *testing.T) {
 		t.Fatalf("order %+v", o)
 	}
 	for _, m := range h.results("order_0019") {
-		if m.str("status") == "paid" {
-			t.Fatalf("mismatched payment delivered: %s", m.Raw)
+		if m.Str("status") == "paid" {
+			t.Fatalf("mismatched payment delivered: %s", m.Payload)
 		}
 	}
 	if sum, _ := h.wx().refundTotal("order_0019"); sum != 1 {
@@ -404,8 +404,8 @@ func TestLatePaymentRefunded(t *testing.T) {
 		t.Fatalf("refunded %d status %d", sum, o.Status)
 	}
 	for _, m := range h.results("order_0020") {
-		if m.str("status") != "cancelled" {
-			t.Fatalf("late payment produced result %s", m.Raw)
+		if m.Str("status") != "cancelled" {
+			t.Fatalf("late payment produced result %s", m.Payload)
 		}
 	}
 }
@@ -416,8 +416,8 @@ func TestForgedNotificationIgnored(t *testing.T) {
 	queries := h.wx().count("query")
 	p := strings.Replace(string(h.wx().notifyPayload("order_0021", true)), `{"body"`, `{"request_id":"n1","body"`, 1)
 	h.send(contract.TopicNotify, p)
-	if r := h.reply("n1"); r.str("error") != string(contract.ErrSignatureInvalid) {
-		t.Fatalf("reply %s", r.Raw)
+	if r := h.reply("n1"); r.Str("error") != string(contract.ErrSignatureInvalid) {
+		t.Fatalf("reply %s", r.Payload)
 	}
 	if h.wx().count("query") != queries {
 		t.Fatal("forged notification triggered a query")
@@ -441,14 +441,14 @@ func TestProviderUnavailableOnCreateClosesOrder(t *testing.T) {
 	h := newHarness(t, nil)
 	h.wx().fault("create", errFakeNetwork)
 	h.send(contract.TopicCreate, createPayload("r1", "order_0023", 100, "", ""))
-	if r := h.reply("r1"); r.str("error") != string(contract.ErrProviderUnavailable) || r.num("code") != 503 {
-		t.Fatalf("reply %s", r.Raw)
+	if r := h.reply("r1"); r.Str("error") != string(contract.ErrProviderUnavailable) || r.Num("code") != 503 {
+		t.Fatalf("reply %s", r.Payload)
 	}
 	h.waitState("order_0023", store.Failed)
 	h.wx().fault("create", &payment.RejectedError{Provider: payment.WxPay, Op: "create", Code: "INVALID_REQUEST", Message: "bad"})
 	h.send(contract.TopicCreate, createPayload("r2", "order_0024", 100, "", ""))
-	if r := h.reply("r2"); r.str("error") != string(contract.ErrProviderRejected) || !strings.Contains(r.str("msg"), "INVALID_REQUEST") {
-		t.Fatalf("reply %s", r.Raw)
+	if r := h.reply("r2"); r.Str("error") != string(contract.ErrProviderRejected) || !strings.Contains(r.Str("msg"), "INVALID_REQUEST") {
+		t.Fatalf("reply %s", r.Payload)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -475,8 +475,8 @@ func TestOperatorPartialRefund(t *testing.T) {
 	h.send(contract.TopicAck, ackPayload("order_0026", true))
 	h.waitState("order_0026", store.Delivered)
 	h.send(contract.TopicRefund, `{"request_id":"f1","out_trade_no":"order_0026","refund_fee":300}`)
-	if r := h.reply("f1"); r.num("code") != 0 || r.str("out_refund_no") != "order_0026R1" {
-		t.Fatalf("reply %s", r.Raw)
+	if r := h.reply("f1"); r.Num("code") != 0 || r.Str("out_refund_no") != "order_0026R1" {
+		t.Fatalf("reply %s", r.Payload)
 	}
 	o := h.waitState("order_0026", store.Refunded)
 	if o.Status != store.StatusPartlyRefunded || o.RefundedFee != 300 {
@@ -486,15 +486,15 @@ func TestOperatorPartialRefund(t *testing.T) {
 	h.waitMsg(contract.TopicReply, func(msg) bool {
 		n := 0
 		for _, m := range h.all(contract.TopicReply) {
-			if m.str("request_id") == "f1" {
+			if m.Str("request_id") == "f1" {
 				n++
 			}
 		}
 		return n == 2
 	}, "second reply")
 	h.send(contract.TopicRefund, `{"request_id":"f2","out_trade_no":"order_0026","refund_fee":800}`)
-	if r := h.reply("f2"); r.str("error") != string(contract.ErrFeeOutOfRange) {
-		t.Fatalf("over-refund reply %s", r.Raw)
+	if r := h.reply("f2"); r.Str("error") != string(contract.ErrFeeOutOfRange) {
+		t.Fatalf("over-refund reply %s", r.Payload)
 	}
 	if sum, n := h.wx().refundTotal("order_0026"); sum != 300 || n != 1 {
 		t.Fatalf("refunded %d in %d", sum, n)
@@ -520,30 +520,30 @@ func TestOrdersAndQuery(t *testing.T) {
 	}
 	h.send(contract.TopicOrders, `{"request_id":"o1","limit":2}`)
 	r := h.reply("o1")
-	list, _ := r.M["orders"].([]any)
-	if len(list) != 2 || r.str("next") != "order_0032" || list[0].(map[string]any)["out_trade_no"] != "order_0033" {
-		t.Fatalf("orders %s", r.Raw)
+	list, _ := r.Fields["orders"].([]any)
+	if len(list) != 2 || r.Str("next") != "order_0032" || list[0].(map[string]any)["out_trade_no"] != "order_0033" {
+		t.Fatalf("orders %s", r.Payload)
 	}
 	h.send(contract.TopicOrders, `{"request_id":"o2","after":"order_0032"}`)
 	r = h.reply("o2")
-	if list, _ := r.M["orders"].([]any); len(list) != 1 || r.str("next") != "" {
-		t.Fatalf("page 2 %s", r.Raw)
+	if list, _ := r.Fields["orders"].([]any); len(list) != 1 || r.Str("next") != "" {
+		t.Fatalf("page 2 %s", r.Payload)
 	}
 	h.send(contract.TopicQuery, `{"request_id":"q1","out_trade_no":"order_0031"}`)
-	if r := h.reply("q1"); r.str("state") != "cancelled" || r.num("status") != -1 {
-		t.Fatalf("query %s", r.Raw)
+	if r := h.reply("q1"); r.Str("state") != "cancelled" || r.Num("status") != -1 {
+		t.Fatalf("query %s", r.Payload)
 	}
 	h.send(contract.TopicReconcile, `{"request_id":"rc"}`)
 	r = h.reply("rc")
-	if r.num("checked") != 3 || r.num("provider_orders") != 3 {
-		t.Fatalf("reconcile %s", r.Raw)
+	if r.Num("checked") != 3 || r.Num("provider_orders") != 3 {
+		t.Fatalf("reconcile %s", r.Payload)
 	}
 	// An order with both codes is one order and two provider orders.
 	h.createOK("r4", "order_0034", 400, "any")
 	h.send(contract.TopicReconcile, `{"request_id":"rc2"}`)
 	r = h.reply("rc2")
-	if r.num("checked") != 4 || r.num("provider_orders") != 5 {
-		t.Fatalf("reconcile with an any order %s", r.Raw)
+	if r.Num("checked") != 4 || r.Num("provider_orders") != 5 {
+		t.Fatalf("reconcile with an any order %s", r.Payload)
 	}
 }
 
@@ -555,8 +555,8 @@ func TestReconcileFindsLatePayment(t *testing.T) {
 	_ = h.wx().pay("order_0040", 0)
 	h.send(contract.TopicReconcile, `{"request_id":"rc"}`)
 	r := h.reply("rc")
-	if mm, _ := r.M["mismatches"].([]any); len(mm) != 1 {
-		t.Fatalf("reconcile %s", r.Raw)
+	if mm, _ := r.Fields["mismatches"].([]any); len(mm) != 1 {
+		t.Fatalf("reconcile %s", r.Payload)
 	}
 	h.waitState("order_0040", store.Refunded)
 }
@@ -581,9 +581,9 @@ func TestAnyModeOneLegUnknownStillPayable(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.DefaultProvider = contract.ProviderAny })
 	h.ali().fault("create", errFakeNetwork)
 	r := h.createOK("r1", "order_0042", 100, "")
-	info, _ := r.M["orderInfo"].(map[string]any)
+	info, _ := r.Fields["orderInfo"].(map[string]any)
 	if info["code_url"] == nil || info["qr_code"] != nil {
-		t.Fatalf("reply %s", r.Raw)
+		t.Fatalf("reply %s", r.Payload)
 	}
 	// The Alipay order whose creation outcome is unknown is closed in the
 	// background; the WeChat one stays payable.
@@ -625,8 +625,8 @@ func TestRefundedDuringClose(t *testing.T) {
 		t.Fatalf("order %+v", o)
 	}
 	for _, m := range h.results("order_0043") {
-		if m.str("status") == "paid" {
-			t.Fatalf("delivered: %s", m.Raw)
+		if m.Str("status") == "paid" {
+			t.Fatalf("delivered: %s", m.Payload)
 		}
 	}
 	_ = res
@@ -653,7 +653,7 @@ func TestWxOrderNotExistDoesNotCloseOpenLeg(t *testing.T) {
 		t.Fatalf("state %s after ORDER_NOT_EXIST for an open WeChat order, want closing", o.State)
 	}
 	if got := h.results("order_nx01"); len(got) != 0 {
-		t.Fatalf("published %s on an untrustworthy answer", got[0].Raw)
+		t.Fatalf("published %s on an untrustworthy answer", got[0].Payload)
 	}
 	// The provider answers properly again: the order was paid after all.
 	wx.mu.Lock()

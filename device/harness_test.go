@@ -12,6 +12,7 @@ import (
 
 	"github.com/kioskpay/kioskpay/config"
 	"github.com/kioskpay/kioskpay/contract"
+	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/store"
 )
@@ -36,21 +37,8 @@ func (c *testClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-type msg struct {
-	Topic string
-	Raw   []byte
-	M     map[string]any
-}
-
-func (m msg) str(k string) string {
-	s, _ := m.M[k].(string)
-	return s
-}
-
-func (m msg) num(k string) float64 {
-	f, _ := m.M[k].(float64)
-	return f
-}
+// msg is one message the stand-in link saw the engine publish.
+type msg = testrig.Message
 
 // harness runs an engine over a real bbolt file with a stand-in link that
 // publishes everything Due and records it.
@@ -155,7 +143,7 @@ func (h *harness) link(ctx context.Context, e *Engine) {
 			var m map[string]any
 			_ = json.Unmarshal(o.Payload, &m)
 			h.mu.Lock()
-			h.msgs = append(h.msgs, msg{Topic: o.Topic, Raw: o.Payload, M: m})
+			h.msgs = append(h.msgs, msg{Topic: o.Topic, Payload: o.Payload, Fields: m})
 			h.mu.Unlock()
 			if err := e.Published(o.ID); err != nil && ctx.Err() == nil {
 				h.t.Errorf("Published: %v", err)
@@ -230,25 +218,25 @@ func (h *harness) dump() string {
 	defer h.mu.Unlock()
 	var b strings.Builder
 	for _, m := range h.msgs {
-		fmt.Fprintf(&b, "  %s %s\n", m.Topic, m.Raw)
+		fmt.Fprintf(&b, "  %s %s\n", m.Topic, m.Payload)
 	}
 	return b.String()
 }
 
 func (h *harness) reply(requestID string) msg {
 	h.t.Helper()
-	return h.waitMsg(contract.TopicReply, func(m msg) bool { return m.str("request_id") == requestID }, "reply "+requestID)
+	return h.waitMsg(contract.TopicReply, func(m msg) bool { return m.Str("request_id") == requestID }, "reply "+requestID)
 }
 
 func (h *harness) result(otn, status string) msg {
 	h.t.Helper()
-	return h.waitMsg(contract.TopicResult, func(m msg) bool { return m.str("out_trade_no") == otn && m.str("status") == status }, "result "+status+" for "+otn)
+	return h.waitMsg(contract.TopicResult, func(m msg) bool { return m.Str("out_trade_no") == otn && m.Str("status") == status }, "result "+status+" for "+otn)
 }
 
 func (h *harness) results(otn string) []msg {
 	var out []msg
 	for _, m := range h.all(contract.TopicResult) {
-		if m.str("out_trade_no") == otn {
+		if m.Str("out_trade_no") == otn {
 			out = append(out, m)
 		}
 	}
@@ -258,7 +246,7 @@ func (h *harness) results(otn string) []msg {
 func (h *harness) event(otn, reason string) msg {
 	h.t.Helper()
 	return h.waitMsg(contract.TopicEvent, func(m msg) bool {
-		return m.str("out_trade_no") == otn && strings.HasPrefix(m.str("reason"), reason)
+		return m.Str("out_trade_no") == otn && strings.HasPrefix(m.Str("reason"), reason)
 	}, "event "+reason+" for "+otn)
 }
 
@@ -293,8 +281,8 @@ func (h *harness) createOK(requestID, otn string, fee int, provider string) msg 
 	h.t.Helper()
 	h.send(contract.TopicCreate, createPayload(requestID, otn, fee, provider, ""))
 	r := h.reply(requestID)
-	if r.num("code") != 0 {
-		h.t.Fatalf("create %s failed: %s", otn, r.Raw)
+	if r.Num("code") != 0 {
+		h.t.Fatalf("create %s failed: %s", otn, r.Payload)
 	}
 	return r
 }

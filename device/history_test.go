@@ -84,8 +84,8 @@ func TestHistoryNotRead(t *testing.T) {
 	}
 	h.reply("q19")
 	h.send(contract.TopicQuery, `{"request_id":"old","out_trade_no":"hist_00000000"}`)
-	if r := h.reply("old"); r.str("out_trade_no") != "hist_00000000" {
-		t.Fatalf("query of an old order: %s", r.Raw)
+	if r := h.reply("old"); r.Str("out_trade_no") != "hist_00000000" {
+		t.Fatalf("query of an old order: %s", r.Payload)
 	}
 	// The one order was read a few times per step; retention read the
 	// due ones once each.

@@ -25,8 +25,8 @@ func TestDiscountedPaymentDelivered(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := h.result("money_0001", "paid")
-	if res.num("total_fee") != 1000 || res.num("payer_total") != 900 || res.num("discount") != 100 {
-		t.Fatalf("paid result %s: want total_fee 1000, payer_total 900, discount 100", res.Raw)
+	if res.Num("total_fee") != 1000 || res.Num("payer_total") != 900 || res.Num("discount") != 100 {
+		t.Fatalf("paid result %s: want total_fee 1000, payer_total 900, discount 100", res.Payload)
 	}
 	h.send(contract.TopicAck, ackPayload("money_0001", true))
 	o := h.waitState("money_0001", store.Delivered)
@@ -34,8 +34,8 @@ func TestDiscountedPaymentDelivered(t *testing.T) {
 		t.Fatalf("order %+v", o)
 	}
 	h.send(contract.TopicQuery, `{"request_id":"q1","out_trade_no":"money_0001"}`)
-	if q := h.reply("q1"); q.num("paid_fee") != 1000 || q.num("payer_total") != 900 || q.num("discount") != 100 {
-		t.Fatalf("query reply %s", q.Raw)
+	if q := h.reply("q1"); q.Num("paid_fee") != 1000 || q.Num("payer_total") != 900 || q.Num("discount") != 100 {
+		t.Fatalf("query reply %s", q.Payload)
 	}
 }
 
@@ -49,8 +49,8 @@ func TestZeroBuyerAmountsDelivered(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := h.result("money_0002", "paid")
-	if res.num("payer_total") != 1000 || res.num("discount") != 0 || !strings.Contains(string(res.Raw), `"discount":0`) {
-		t.Fatalf("paid result %s: want payer_total 1000 and discount 0", res.Raw)
+	if res.Num("payer_total") != 1000 || res.Num("discount") != 0 || !strings.Contains(string(res.Payload), `"discount":0`) {
+		t.Fatalf("paid result %s: want payer_total 1000 and discount 0", res.Payload)
 	}
 	h.send(contract.TopicAck, ackPayload("money_0002", true))
 	h.waitState("money_0002", store.Delivered)
@@ -62,8 +62,8 @@ func TestResultFieldsOnlyOnPaid(t *testing.T) {
 	_ = h.wx().pay("money_0003", 0)
 	h.result("money_0003", "paid")
 	res := h.result("money_0003", "refunded")
-	if strings.Contains(string(res.Raw), "payer_total") || res.num("refund_fee") != 500 {
-		t.Fatalf("refunded result %s", res.Raw)
+	if strings.Contains(string(res.Payload), "payer_total") || res.Num("refund_fee") != 500 {
+		t.Fatalf("refunded result %s", res.Payload)
 	}
 }
 
@@ -89,16 +89,16 @@ func TestOperatorRefundBoundedByProviderTotal(t *testing.T) {
 	h.send(contract.TopicAck, ackPayload("money_0005", true))
 	h.waitState("money_0005", store.Delivered)
 	h.send(contract.TopicRefund, `{"request_id":"f1","out_trade_no":"money_0005","refund_fee":900}`)
-	if r := h.reply("f1"); r.num("code") != 0 || r.num("refund_fee") != 900 {
-		t.Fatalf("refund 900 of a 1000 order paid 800 by the buyer: %s", r.Raw)
+	if r := h.reply("f1"); r.Num("code") != 0 || r.Num("refund_fee") != 900 {
+		t.Fatalf("refund 900 of a 1000 order paid 800 by the buyer: %s", r.Payload)
 	}
 	h.send(contract.TopicRefund, `{"request_id":"f2","out_trade_no":"money_0005","refund_fee":101}`)
-	if r := h.reply("f2"); r.str("error") != string(contract.ErrFeeOutOfRange) || r.str("field") != "refund_fee" {
-		t.Fatalf("refund beyond what the provider holds: %s", r.Raw)
+	if r := h.reply("f2"); r.Str("error") != string(contract.ErrFeeOutOfRange) || r.Str("field") != "refund_fee" {
+		t.Fatalf("refund beyond what the provider holds: %s", r.Payload)
 	}
 	h.send(contract.TopicRefund, `{"request_id":"f3","out_trade_no":"money_0005"}`)
-	if r := h.reply("f3"); r.num("code") != 0 || r.num("refund_fee") != 100 {
-		t.Fatalf("refund of the rest: %s", r.Raw)
+	if r := h.reply("f3"); r.Num("code") != 0 || r.Num("refund_fee") != 100 {
+		t.Fatalf("refund of the rest: %s", r.Payload)
 	}
 	o := h.waitState("money_0005", store.Refunded)
 	if o.RefundedFee != 1000 || o.Status != store.StatusRefunded {
@@ -111,7 +111,7 @@ func TestOperatorRefundBoundedByProviderTotal(t *testing.T) {
 func (h *harness) alerts(otn, flag string) int {
 	n := 0
 	for _, m := range h.all(contract.TopicEvent) {
-		if m.str("out_trade_no") == otn && m.str("from") == m.str("to") && strings.HasPrefix(m.str("reason"), flag) {
+		if m.Str("out_trade_no") == otn && m.Str("from") == m.Str("to") && strings.HasPrefix(m.Str("reason"), flag) {
 			n++
 		}
 	}
@@ -128,8 +128,8 @@ func TestRefundStuckBoundedThenSlow(t *testing.T) {
 	h.send(contract.TopicAck, ackPayload("stuck_0001", false))
 
 	ev := h.event("stuck_0001", contract.FlagRefundStuck)
-	if ev.str("from") != ev.str("to") || ev.str("to") != string(store.Refunding) || !strings.Contains(ev.str("reason"), "stuck_0001R1") {
-		t.Fatalf("stuck event %s", ev.Raw)
+	if ev.Str("from") != ev.Str("to") || ev.Str("to") != string(store.Refunding) || !strings.Contains(ev.Str("reason"), "stuck_0001R1") {
+		t.Fatalf("stuck event %s", ev.Payload)
 	}
 	if n := wx.count("refund"); n != 3 {
 		t.Fatalf("%d refund calls when reported stuck, want the bound 3", n)
@@ -158,8 +158,8 @@ func TestRefundStuckBoundedThenSlow(t *testing.T) {
 		t.Fatalf("refund %+v", r)
 	}
 	h.send(contract.TopicOrders, `{"request_id":"l1","flag":"refund_stuck"}`)
-	if l := h.reply("l1"); !strings.Contains(string(l.Raw), `"out_trade_no":"stuck_0001"`) {
-		t.Fatalf("orders filtered by refund_stuck: %s", l.Raw)
+	if l := h.reply("l1"); !strings.Contains(string(l.Payload), `"out_trade_no":"stuck_0001"`) {
+		t.Fatalf("orders filtered by refund_stuck: %s", l.Payload)
 	}
 }
 
@@ -233,8 +233,8 @@ func TestCloseStuckBoundedThenSlow(t *testing.T) {
 	wx.fault("query", faults...)
 	h.send(contract.TopicCancel, `{"request_id":"c1","out_trade_no":"cst_0001"}`)
 	ev := h.event("cst_0001", contract.FlagCloseStuck)
-	if ev.str("from") != string(store.Closing) || ev.str("to") != string(store.Closing) {
-		t.Fatalf("close_stuck event %s", ev.Raw)
+	if ev.Str("from") != string(store.Closing) || ev.Str("to") != string(store.Closing) {
+		t.Fatalf("close_stuck event %s", ev.Payload)
 	}
 	calls := wx.count("query")
 	h.advance(time.Minute)
@@ -255,8 +255,8 @@ func TestCloseStuckBoundedThenSlow(t *testing.T) {
 func TestOrdersFlagFilterValidated(t *testing.T) {
 	h := newHarness(t, nil)
 	h.send(contract.TopicOrders, `{"request_id":"l1","flag":"nonsense"}`)
-	if r := h.reply("l1"); r.str("error") != string(contract.ErrInvalidArgument) || r.str("field") != "flag" {
-		t.Fatalf("bad flag: %s", r.Raw)
+	if r := h.reply("l1"); r.Str("error") != string(contract.ErrInvalidArgument) || r.Str("field") != "flag" {
+		t.Fatalf("bad flag: %s", r.Payload)
 	}
 }
 

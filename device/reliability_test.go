@@ -54,15 +54,15 @@ func TestStaleInboxCommands(t *testing.T) {
 	)
 	h.start()
 	for _, id := range []string{"r3", "c1"} {
-		if r := h.reply(id); r.str("error") != string(contract.ErrCommandStale) || r.num("code") != 409 {
-			t.Errorf("%s: %s, want COMMAND_STALE 409", id, r.Raw)
+		if r := h.reply(id); r.Str("error") != string(contract.ErrCommandStale) || r.Num("code") != 409 {
+			t.Errorf("%s: %s, want COMMAND_STALE 409", id, r.Payload)
 		}
 	}
-	if r := h.reply("ack-order_0901"); r.num("code") != 0 {
-		t.Errorf("old ack refused: %s", r.Raw)
+	if r := h.reply("ack-order_0901"); r.Num("code") != 0 {
+		t.Errorf("old ack refused: %s", r.Payload)
 	}
-	if r := h.reply("q1"); r.num("code") != 0 || r.str("state") != "pending" {
-		t.Errorf("old query: %s", r.Raw)
+	if r := h.reply("q1"); r.Num("code") != 0 || r.Str("state") != "pending" {
+		t.Errorf("old query: %s", r.Payload)
 	}
 	h.waitState("order_0901", store.Delivered)
 	if o := h.waitState("order_0902", store.Pending); o.State != store.Pending {
@@ -82,8 +82,8 @@ func TestFreshInboxCreateAfterRestart(t *testing.T) {
 	h := newHarness(t, nil)
 	h.leaveInInbox(h.clock.Now().Add(-5*time.Second), [2]string{contract.TopicCreate, createPayload("r1", "order_0904", 100, "", "")})
 	h.start()
-	if r := h.reply("r1"); r.num("code") != 0 {
-		t.Fatalf("fresh create: %s", r.Raw)
+	if r := h.reply("r1"); r.Num("code") != 0 {
+		t.Fatalf("fresh create: %s", r.Payload)
 	}
 }
 
@@ -97,21 +97,21 @@ func TestSignedTSOutsideWindow(t *testing.T) {
 	ts := now.Unix()
 	h.send(contract.TopicCreate, fmt.Sprintf(`{"request_id":"r1","data":{"out_trade_no":"order_0905","total_fee":100,"subject":"s","type":"massage_15"},"ts":%d,"sig":%q}`,
 		old, contract.SignCreate(key, "order_0905", 100, "massage_15", old)))
-	if r := h.reply("r1"); r.str("error") != string(contract.ErrCommandStale) || r.str("field") != "ts" {
-		t.Errorf("old signed create: %s", r.Raw)
+	if r := h.reply("r1"); r.Str("error") != string(contract.ErrCommandStale) || r.Str("field") != "ts" {
+		t.Errorf("old signed create: %s", r.Payload)
 	}
 	h.send(contract.TopicCreate, fmt.Sprintf(`{"request_id":"r2","data":{"out_trade_no":"order_0906","total_fee":100,"subject":"s","type":"massage_15"},"ts":%d,"sig":%q}`,
 		ts, contract.SignCreate(key, "order_0906", 100, "massage_15", ts)))
-	if r := h.reply("r2"); r.num("code") != 0 {
-		t.Fatalf("signed create: %s", r.Raw)
+	if r := h.reply("r2"); r.Num("code") != 0 {
+		t.Fatalf("signed create: %s", r.Payload)
 	}
 	h.send(contract.TopicCancel, fmt.Sprintf(`{"request_id":"c1","out_trade_no":"order_0906","ts":%d,"sig":%q}`, old, contract.SignCancel(key, "order_0906", old)))
-	if r := h.reply("c1"); r.str("error") != string(contract.ErrCommandStale) {
-		t.Errorf("old signed cancel: %s", r.Raw)
+	if r := h.reply("c1"); r.Str("error") != string(contract.ErrCommandStale) {
+		t.Errorf("old signed cancel: %s", r.Payload)
 	}
 	h.send(contract.TopicAck, fmt.Sprintf(`{"request_id":"a1","out_trade_no":"order_0906","ok":true,"ts":%d,"sig":%q}`, old, contract.SignAck(key, "order_0906", true, old)))
-	if r := h.reply("a1"); r.str("error") != string(contract.ErrSignatureInvalid) {
-		t.Errorf("old signed ack: %s", r.Raw)
+	if r := h.reply("a1"); r.Str("error") != string(contract.ErrSignatureInvalid) {
+		t.Errorf("old signed ack: %s", r.Payload)
 	}
 }
 
@@ -183,11 +183,11 @@ func TestOversizedAnsweredOnAccept(t *testing.T) {
 	big := `{"request_id":"big-1","out_trade_no":"order_0910","pad":"` + strings.Repeat("x", contract.MaxPayload) + `"}`
 	h.send(contract.TopicQuery, big)
 	r := h.reply("big-1")
-	if r.str("error") != string(contract.ErrPayloadTooLarge) || r.str("action") != contract.ActionQuery {
-		t.Fatalf("oversized: %s", r.Raw)
+	if r.Str("error") != string(contract.ErrPayloadTooLarge) || r.Str("action") != contract.ActionQuery {
+		t.Fatalf("oversized: %s", r.Payload)
 	}
-	if !strings.Contains(r.str("msg"), fmt.Sprint(len(big))) {
-		t.Errorf("message does not give the real size %d: %s", len(big), r.str("msg"))
+	if !strings.Contains(r.Str("msg"), fmt.Sprint(len(big))) {
+		t.Errorf("message does not give the real size %d: %s", len(big), r.Str("msg"))
 	}
 	err := h.db.View(func(tx *store.Tx) error {
 		if n, _, _ := tx.InboxSize(); n != 0 {
@@ -223,7 +223,7 @@ func TestInboxWindow(t *testing.T) {
 	}
 	seen := map[string]int{}
 	for _, m := range h.all(contract.TopicReply) {
-		seen[m.str("request_id")]++
+		seen[m.Str("request_id")]++
 	}
 	for i := range msgs {
 		if n := seen[fmt.Sprintf("q%d", i)]; n != 1 {

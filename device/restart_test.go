@@ -14,11 +14,11 @@ import (
 func (h *harness) seqs(otn string) map[string]map[float64]bool {
 	out := map[string]map[float64]bool{}
 	for _, m := range h.results(otn) {
-		s := m.str("status")
+		s := m.Str("status")
 		if out[s] == nil {
 			out[s] = map[float64]bool{}
 		}
-		out[s][m.num("seq")] = true
+		out[s][m.Num("seq")] = true
 	}
 	return out
 }
@@ -60,8 +60,8 @@ func TestRestartMidCreate(t *testing.T) {
 	h.wx().mu.Unlock()
 	h.start()
 	r := h.reply("r1")
-	if r.num("code") != 0 || r.str("out_trade_no") != "order_0103" {
-		t.Fatalf("reply after resume %s", r.Raw)
+	if r.Num("code") != 0 || r.Str("out_trade_no") != "order_0103" {
+		t.Fatalf("reply after resume %s", r.Payload)
 	}
 	h.waitState("order_0103", store.Pending)
 	if n := len(h.all(contract.TopicReply)); n != 1 {
@@ -86,8 +86,8 @@ func TestRestartInboxReprocessed(t *testing.T) {
 	}
 	db.Close()
 	h.start()
-	if r := h.reply("r1"); r.num("code") != 0 {
-		t.Fatalf("reply %s", r.Raw)
+	if r := h.reply("r1"); r.Num("code") != 0 {
+		t.Fatalf("reply %s", r.Payload)
 	}
 }
 
@@ -101,7 +101,7 @@ func TestRestartPaidUnackedRepublishesSameSeq(t *testing.T) {
 		h.restart()
 		h.waitMsg(contract.TopicResult, func(msg) bool { return len(h.results("order_0105")) >= want }, "re-publication after restart")
 	}
-	if s := h.seqs("order_0105"); len(s["paid"]) != 1 || !s["paid"][first.num("seq")] {
+	if s := h.seqs("order_0105"); len(s["paid"]) != 1 || !s["paid"][first.Num("seq")] {
 		t.Fatalf("seqs %v", s)
 	}
 	h.send(contract.TopicAck, ackPayload("order_0105", true))
@@ -109,8 +109,8 @@ func TestRestartPaidUnackedRepublishesSameSeq(t *testing.T) {
 	// A new order after the restarts gets a larger seq.
 	h.createOK("r2", "order_0106", 100, "")
 	_ = h.wx().pay("order_0106", 0)
-	if r := h.result("order_0106", "paid"); r.num("seq") <= first.num("seq") {
-		t.Fatalf("seq %v after %v", r.num("seq"), first.num("seq"))
+	if r := h.result("order_0106", "paid"); r.Num("seq") <= first.Num("seq") {
+		t.Fatalf("seq %v after %v", r.Num("seq"), first.Num("seq"))
 	}
 }
 

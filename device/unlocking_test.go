@@ -68,7 +68,7 @@ func lines(t *testing.T, path string) []string {
 func (h *harness) paidResults(otn string) int {
 	n := 0
 	for _, m := range h.results(otn) {
-		if m.str("status") == "paid" {
+		if m.Str("status") == "paid" {
 			n++
 		}
 	}
@@ -160,8 +160,8 @@ func TestAckIgnoredWhileUnlocking(t *testing.T) {
 	_ = h.wx().pay("order_x003", 0)
 	h.event("order_x003", contract.ReasonUnlockStarted)
 	h.send(contract.TopicAck, ackPayload("order_x003", true))
-	if r := h.reply("ack-order_x003"); !strings.HasPrefix(r.str("msg"), "ignored") {
-		t.Fatalf("ack reply %s", r.Raw)
+	if r := h.reply("ack-order_x003"); !strings.HasPrefix(r.Str("msg"), "ignored") {
+		t.Fatalf("ack reply %s", r.Payload)
 	}
 	if o, _ := h.e.load("order_x003"); o.State != store.Paid {
 		t.Fatalf("state %s after an ignored ack", o.State)
@@ -179,8 +179,8 @@ func TestUnknownTypeRefusedAtCreate(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.Unlock = d })
 	h.send(contract.TopicCreate, createPayload("r1", "order_x004", 500, "", ""))
 	r := h.reply("r1")
-	if r.str("error") != string(contract.ErrPriceMismatch) || r.str("field") != "data.type" || !strings.Contains(r.str("msg"), "massage_15") {
-		t.Fatalf("reply %s", r.Raw)
+	if r.Str("error") != string(contract.ErrPriceMismatch) || r.Str("field") != "data.type" || !strings.Contains(r.Str("msg"), "massage_15") {
+		t.Fatalf("reply %s", r.Payload)
 	}
 	if n := h.wx().count("create"); n != 0 {
 		t.Fatalf("%d provider creates for a refused type", n)
