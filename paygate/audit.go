@@ -42,11 +42,11 @@ const (
 // fsynced before the device gets its reply, so no decision a device acted
 // on is missing after a crash. paygate keeps no other state.
 //
-// Writes are committed in groups by one goroutine: while an fsync runs,
-// the lines that arrive meanwhile wait and go to disk together with the
-// next one, so a replica serving many devices at once pays one fsync per
-// group instead of one per request, and each Write still returns only
-// after its line is on disk.
+// Writes are committed in groups: the first waiting writer writes and
+// syncs the lines of every writer queued behind it, which then return
+// without an fsync of their own. Alone, a writer commits its own line at
+// once; many devices at once share one fsync per group. Each Write returns
+// only after its line is on disk.
 //
 // Rotation: rename the file and send SIGHUP (logrotate: postrotate
 // kill -HUP); paygate then opens a new file at the configured path. Lines
@@ -54,13 +54,11 @@ const (
 type AuditLog struct {
 	path string
 
-	// mu guards the group being gathered.
-	mu      sync.Mutex
-	pending []byte
-	waiters []chan error
-	closed  bool
-	wake    chan struct{} // a group is waiting (capacity 1)
-	stopped chan struct{} // the committing goroutine has ended
+	// mu guards the queue of writers; cond wakes them when a group is done.
+	mu     sync.Mutex
+	cond   *sync.Cond
+	queue  []*auditWrite
+	closed bool
 
 	// fileMu guards f: held while a group is written and synced, and while
 	// a rotation swaps the file, so no group lands in a closed file.
@@ -68,14 +66,21 @@ type AuditLog struct {
 	f      *os.File
 }
 
+// auditWrite is one writer in the queue.
+type auditWrite struct {
+	line []byte
+	done bool
+	err  error
+}
+
 // OpenAudit opens (creating it 0600 if needed) the log at path for
 // appending.
 func OpenAudit(path string) (*AuditLog, error) {
-	a := &AuditLog{path: path, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
+	a := &AuditLog{path: path}
+	a.cond = sync.NewCond(&a.mu)
 	if err := a.Reopen(); err != nil {
 		return nil, err
 	}
-	go a.run()
 	return a, nil
 }
 
@@ -106,39 +111,36 @@ func (a *AuditLog) Write(r Record) error {
 	if err != nil {
 		return err
 	}
-	done := make(chan error, 1)
+	w := &auditWrite{line: append(b, '\n')}
 	a.mu.Lock()
 	if a.closed {
 		a.mu.Unlock()
 		return errAuditClosed
 	}
-	a.pending = append(append(a.pending, b...), '\n')
-	a.waiters = append(a.waiters, done)
-	// Under mu, so Close cannot close wake in between.
-	select {
-	case a.wake <- struct{}{}:
-	default: // a wake-up is pending: its group will include this line
+	a.queue = append(a.queue, w)
+	for !w.done && a.queue[0] != w {
+		a.cond.Wait()
+	}
+	if w.done { // a leader committed it
+		a.mu.Unlock()
+		return w.err
+	}
+	// First in the queue: commit everyone queued so far.
+	group := a.queue
+	var buf []byte
+	for _, g := range group {
+		buf = append(buf, g.line...)
 	}
 	a.mu.Unlock()
-	return <-done
-}
-
-// run commits groups until Close.
-func (a *AuditLog) run() {
-	defer close(a.stopped)
-	for range a.wake {
-		a.mu.Lock()
-		group, waiters := a.pending, a.waiters
-		a.pending, a.waiters = nil, nil
-		a.mu.Unlock()
-		if len(waiters) == 0 {
-			continue
-		}
-		err := a.commit(group)
-		for _, w := range waiters {
-			w <- err
-		}
+	err = a.commit(buf)
+	a.mu.Lock()
+	for _, g := range group {
+		g.done, g.err = true, err
 	}
+	a.queue = a.queue[len(group):]
+	a.cond.Broadcast() // the group returns; the next in line leads
+	a.mu.Unlock()
+	return err
 }
 
 // commit writes one group of lines and syncs it.
@@ -154,17 +156,12 @@ func (a *AuditLog) commit(group []byte) error {
 	return nil
 }
 
-// Close commits what is waiting, refuses later writes and closes the file.
+// Close refuses later writes and closes the file; call it once the
+// writers are done.
 func (a *AuditLog) Close() error {
 	a.mu.Lock()
-	if a.closed {
-		a.mu.Unlock()
-		return nil
-	}
 	a.closed = true
 	a.mu.Unlock()
-	close(a.wake)
-	<-a.stopped
 	a.fileMu.Lock()
 	defer a.fileMu.Unlock()
 	return a.f.Close()
