@@ -32,8 +32,8 @@ func ModuleRoot(ctx context.Context) (string, error) {
 }
 
 // Build compiles the main package pkg (e.g. "./cmd/kioskpayd") of the
-// module into dir and returns the binary's path. env is added to the
-// environment (e.g. GOARCH=arm64).
+// module into the binary out. env is added to the environment (e.g.
+// GOARCH=arm64).
 func Build(ctx context.Context, pkg, out string, env ...string) error {
 	return goBuild(ctx, out, []string{pkg}, env)
 }
