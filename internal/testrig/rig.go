@@ -56,7 +56,7 @@ type RigOptions struct {
 
 // NewRig starts the broker, the simulator and the controller under dir.
 func NewRig(ctx context.Context, dir string, opts RigOptions) (_ *Rig, err error) {
-	r := &Rig{Dir: dir, Prefix: "proof-" + RandomHex(4)}
+	r := &Rig{Dir: dir, Prefix: "rig-" + RandomHex(4)}
 	defer func() {
 		if err != nil {
 			r.Close()
@@ -93,7 +93,7 @@ func NewRig(ctx context.Context, dir string, opts RigOptions) (_ *Rig, err error
 	}
 	r.Ctl = NewController(r.Prefix)
 	r.Ctl.OnResult = opts.OnResult
-	if err := r.Ctl.Connect(ctx, r.URL, "proof-ctl-"+RandomHex(4)); err != nil {
+	if err := r.Ctl.Connect(ctx, r.URL, "rig-ctl-"+RandomHex(4)); err != nil {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
 	return r, nil
