@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 	"github.com/kioskpay/kioskpay/payment/paysim"
@@ -232,7 +233,7 @@ func (b *bench) create(ctx context.Context, device, otn string, total int64, exp
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	start := time.Now()
-	r, err := b.rig.Ctl.Request(cctx, device, "pay/create", fields)
+	r, err := b.rig.Ctl.Request(cctx, device, contract.TopicCreate, fields)
 	if err != nil {
 		return o, err
 	}
@@ -263,7 +264,7 @@ func (b *bench) payAndWait(ctx context.Context, sim *testrig.Sim, device string,
 			o.detected, o.resultSeen = r.Received.Sub(start), r.Received
 			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
-			_, err := b.rig.Ctl.Request(actx, device, "unlock/ack", map[string]any{"out_trade_no": o.otn, "ok": true})
+			_, err := b.rig.Ctl.Request(actx, device, contract.TopicAck, map[string]any{"out_trade_no": o.otn, "ok": true})
 			return err
 		case <-timeout:
 			return fmt.Errorf("no paid result for %s within 60s", o.otn)
@@ -277,7 +278,7 @@ func (b *bench) payAndWait(ctx context.Context, sim *testrig.Sim, device string,
 func (b *bench) cancelAndWait(ctx context.Context, device, otn string, results chan testrig.Result) error {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := b.rig.Ctl.Request(cctx, device, "pay/cancel", map[string]any{"out_trade_no": otn}); err != nil {
+	if _, err := b.rig.Ctl.Request(cctx, device, contract.TopicCancel, map[string]any{"out_trade_no": otn}); err != nil {
 		return err
 	}
 	for {
@@ -286,7 +287,7 @@ func (b *bench) cancelAndWait(ctx context.Context, device, otn string, results c
 			if r.Status == "paid" {
 				continue
 			}
-			_, err := b.rig.Ctl.Request(cctx, device, "unlock/ack", map[string]any{"out_trade_no": otn, "ok": false, "reason": "bench"})
+			_, err := b.rig.Ctl.Request(cctx, device, contract.TopicAck, map[string]any{"out_trade_no": otn, "ok": false, "reason": "bench"})
 			return err
 		case <-cctx.Done():
 			return fmt.Errorf("no result after cancelling %s", otn)

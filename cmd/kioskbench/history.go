@@ -232,7 +232,7 @@ func (b *bench) historyRun(ctx context.Context, n int, keys string) (HistoryRun,
 		if after != "" {
 			req["after"] = after
 		}
-		rp, err := b.rig.Ctl.Request(ctx, device, "pay/orders", req)
+		rp, err := b.rig.Ctl.Request(ctx, device, contract.TopicOrders, req)
 		if err != nil {
 			return r, fmt.Errorf("orders: %w", err)
 		}

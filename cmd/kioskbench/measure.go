@@ -19,6 +19,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/kioskpay/kioskpay/contract"
 	"github.com/kioskpay/kioskpay/internal/testrig"
 	"github.com/kioskpay/kioskpay/payment"
 )
@@ -457,7 +458,7 @@ func (b *bench) callsUnpaid(ctx context.Context, device string, sim *testrig.Sim
 				return fmt.Errorf("unpaid order %s reported paid", otn)
 			}
 			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			_, err := b.rig.Ctl.Request(actx, device, "unlock/ack", map[string]any{"out_trade_no": otn, "ok": false, "reason": "bench"})
+			_, err := b.rig.Ctl.Request(actx, device, contract.TopicAck, map[string]any{"out_trade_no": otn, "ok": false, "reason": "bench"})
 			cancel()
 			if err != nil {
 				return err

@@ -340,6 +340,6 @@ func (c *Controller) Ack(ctx context.Context, device, outTradeNo string, ok bool
 	if reason != "" {
 		fields["reason"] = reason
 	}
-	id, _, err := c.Send(ctx, device, "unlock/ack", fields)
+	id, _, err := c.Send(ctx, device, contract.TopicAck, fields)
 	return id, err
 }

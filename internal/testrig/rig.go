@@ -25,7 +25,7 @@ type Rig struct {
 	Prefix string
 	Ctl    *Controller
 	// Gates are the paygate replicas (RigOptions.Gateway), restartable
-	// like daemons; GateDirs hold their configs and audit logs.
+	// like daemons; each config sits beside its audit log.
 	Gates []*Daemon
 
 	base   []byte // the daemon config paysim writes
