@@ -492,8 +492,7 @@ func (e *env) healthy(p payment.ProviderName) {
 // every run, checked: no secret (keySecrets and secrets) and no panic.
 func newProcess(t *testing.T, name string, secrets []string, args ...string) *testrig.Daemon {
 	t.Helper()
-	p := testrig.NewDaemon(filepath.Join(binDir, name), "", filepath.Join(t.TempDir(), name+".log"))
-	p.Args = args
+	p := &testrig.Daemon{Bin: filepath.Join(binDir, name), Args: args, Log: filepath.Join(t.TempDir(), name+".log")}
 	secrets = withKeySecrets(secrets)
 	t.Cleanup(func() {
 		if err := p.Kill(); err != nil {
