@@ -139,6 +139,9 @@ type Engine struct {
 	unlockAttention int
 	ul              *unlocker
 	stallAt         time.Time // real time the loop last noticed it had stalled
+	// linkDownAt is when the MQTT session was lost (zero while it is up or
+	// was never reported), linkUpAt when it last came up (SetOnline).
+	linkDownAt, linkUpAt time.Time
 
 	inboxLen   atomic.Int64 // unprocessed inbox messages
 	inboxBytes atomic.Int64 // and their payload bytes

@@ -21,7 +21,10 @@ import (
 //     among the messages not yet handled or not yet recorded;
 //   - the engine has just noticed a stall: the order gets one fresh
 //     ack_timeout, as after a restart (the ack may still be at the broker,
-//     or the connection may have to be re-established first).
+//     or the connection may have to be re-established first);
+//   - the MQTT session is down, or came back less than ack_timeout ago:
+//     the paid result could not reach the controller, nor its ack come
+//     back, while the broker was away (see holdForLink).
 //
 // Other deadlines are safe when late: an expiring order is closed with a
 // final query first, so a payment made meanwhile counts; retries and
@@ -35,7 +38,62 @@ const (
 	stallWindow = 10 * time.Second
 	// ackRecheck is how soon a held ack timeout is looked at again.
 	ackRecheck = 500 * time.Millisecond
+	// maxLinkHold bounds how long past its own deadline an ack timeout
+	// waits for the MQTT session: a customer who paid is refunded even
+	// when the broker never comes back.
+	maxLinkHold = 2 * time.Minute
 )
+
+// SetOnline records that the daemon's MQTT session came up (subscribed) or
+// was lost; the link reports every change. Until the first report the
+// engine counts the session as up, so an engine without a link (tests,
+// tools) behaves as if the broker never went away.
+func (e *Engine) SetOnline(up bool) {
+	now := e.now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch {
+	case up:
+		e.linkDownAt, e.linkUpAt = time.Time{}, now
+	case e.linkDownAt.IsZero():
+		e.linkDownAt = now
+	}
+}
+
+// holdForLink decides whether a due ack timeout waits for the MQTT
+// session, and until when (zero: it does not). While the session is down
+// the result is not published and no ack can arrive, so the timeout
+// waits. Once the session is back the unacknowledged result goes out and
+// an ack the controller sent meanwhile is delivered from the broker's
+// queue: the timeout waits a full ack_timeout after the reconnect, as
+// after a restart. With a broker that stays away or keeps dropping the
+// session, it acts maxLinkHold after it first waited.
+func (e *Engine) holdForLink(o store.Order, t *orderTimer, now time.Time) time.Time {
+	e.mu.Lock()
+	downAt, upAt := e.linkDownAt, e.linkUpAt
+	e.mu.Unlock()
+	var until time.Time
+	switch {
+	case !downAt.IsZero():
+		until = now.Add(ackRecheck)
+	case !upAt.IsZero() && now.Before(upAt.Add(e.cfg.AckTimeout)):
+		until = upAt.Add(e.cfg.AckTimeout)
+	default:
+		return time.Time{}
+	}
+	if t.linkHeldAt.IsZero() {
+		t.linkHeldAt = now
+		e.log.Warn("ack timeout fell due while the MQTT session was down or just back: waiting for the result and the ack to pass",
+			"order", o.OutTradeNo, "at_most", maxLinkHold)
+	}
+	if !now.Before(t.linkHeldAt.Add(maxLinkHold)) {
+		return time.Time{}
+	}
+	if last := t.linkHeldAt.Add(maxLinkHold); last.Before(until) {
+		return last
+	}
+	return until
+}
 
 // noteStall records that the loop woke late by late at real time now.
 func (e *Engine) noteStall(now time.Time, late time.Duration) {
@@ -65,7 +123,7 @@ func (e *Engine) holdAckTimeout(o store.Order, t *orderTimer, now time.Time) tim
 			"order", o.OutTradeNo, "until", contract.FormatTime(e.now().Add(e.cfg.AckTimeout)))
 		return t.ackDeadline
 	}
-	return time.Time{}
+	return e.holdForLink(o, t, now)
 }
 
 // ackQueued reports whether an ack for outTradeNo waits in the inbox.

@@ -45,7 +45,9 @@ type orderTimer struct {
 	closeReported bool
 	// ackGraced: the ack timeout already got its grace after a stall.
 	ackGraced bool
-	lastErr   string // the last unknown outcome, for that report
+	// linkHeldAt: when the ack timeout first waited for the MQTT session.
+	linkHeldAt time.Time
+	lastErr    string // the last unknown outcome, for that report
 }
 
 func (t *orderTimer) dueRefund(outRefundNo string, at time.Time) {

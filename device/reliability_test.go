@@ -3,11 +3,13 @@ package device
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kioskpay/kioskpay/contract"
+	"github.com/kioskpay/kioskpay/internal/syncbuf"
 	"github.com/kioskpay/kioskpay/store"
 )
 
@@ -174,6 +176,75 @@ func TestAckTimeoutGraceAfterStall(t *testing.T) {
 	h.e.mu.Unlock()
 	h.advance(h.cfg.AckTimeout + time.Second)
 	h.waitState("order_0909", store.Refunded)
+}
+
+// While the MQTT session is down the paid result cannot reach the
+// controller, nor its ack come back: the ack timeout waits, and once the
+// session is back it waits a full ack_timeout more, so the ack the
+// controller sends then delivers. A session that stays down holds it at
+// most maxLinkHold: the customer is refunded without the broker. A
+// session that has been up for ack_timeout changes nothing. (Found by the
+// fault soak: with the broker restarting every 15 s the daemon's session
+// was down 10 s at a time, and paid orders past their 5 s ack timeout
+// were refunded while the controller could not even see their result.)
+func TestAckTimeoutWaitsForLink(t *testing.T) {
+	var logs syncbuf.Buffer
+	h := newHarness(t, func(c *Config) { c.Logger = slog.New(slog.NewJSONHandler(&logs, nil)) })
+	held := func(otn string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !heldFor(logs.String(), otn) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the ack timeout was not held for the session", otn)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if o, _ := h.e.load(otn); o.State != store.Paid {
+			t.Fatalf("%s: %s while the session was away, want paid", otn, o.State)
+		}
+	}
+	paid := func(otn string) {
+		t.Helper()
+		h.createOK("r-"+otn, otn, 100, "")
+		_ = h.wx().pay(otn, 0)
+		h.result(otn, "paid")
+	}
+
+	// Down past the deadline, then back: the late ack delivers.
+	h.e.SetOnline(true)
+	paid("order_0911")
+	h.e.SetOnline(false)
+	h.advance(h.cfg.AckTimeout + time.Second)
+	held("order_0911")
+	h.e.SetOnline(true)
+	h.send(contract.TopicAck, ackPayload("order_0911", true))
+	h.waitState("order_0911", store.Delivered)
+
+	// Down for good: refunded maxLinkHold after the hold began.
+	paid("order_0912")
+	h.e.SetOnline(false)
+	h.advance(h.cfg.AckTimeout + time.Second)
+	held("order_0912")
+	h.advance(maxLinkHold)
+	h.waitState("order_0912", store.Refunded)
+
+	// Up for longer than ack_timeout: the timeout acts as always.
+	h.e.SetOnline(true)
+	h.advance(h.cfg.AckTimeout + time.Second)
+	paid("order_0913")
+	h.advance(h.cfg.AckTimeout + time.Second)
+	h.waitState("order_0913", store.Refunded)
+}
+
+// heldFor reports whether log has the line that holds otn's ack timeout
+// for the MQTT session.
+func heldFor(log, otn string) bool {
+	for _, l := range logLines(log) {
+		if l["order"] == otn && strings.HasPrefix(fmt.Sprint(l["msg"]), "ack timeout fell due while the MQTT session") {
+			return true
+		}
+	}
+	return false
 }
 
 // A payload over the limit is answered at once, in the commit that would

@@ -63,6 +63,10 @@ type Engine interface {
 	// Status and StatusChanged feed the retained status topic.
 	Status() contract.Status
 	StatusChanged() <-chan struct{}
+	// SetOnline reports that the session came up (subscribed: commands
+	// flow and results can be published) or was lost. Run reports it down
+	// before its first connection.
+	SetOnline(up bool)
 }
 
 // Options configure a Link.
@@ -222,6 +226,7 @@ func (l *Link) Run(ctx context.Context) error {
 		defer close(recorded)
 		l.record()
 	}()
+	l.eng.SetOnline(false)
 	if err := l.connect(ctx); err != nil {
 		l.stop()
 		return nil // ctx ended before the first connection: a clean stop
@@ -293,6 +298,7 @@ func (l *Link) newClient() mqtt.Client {
 	o.SetOnConnectHandler(l.onConnect)
 	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 		l.subscribed.Store(false)
+		l.eng.SetOnline(false)
 		l.log.Warn("mqtt connection lost", "err", err)
 	})
 	o.SetReconnectingHandler(func(mqtt.Client, *mqtt.ClientOptions) {
@@ -365,6 +371,7 @@ func (l *Link) onConnect(c mqtt.Client) {
 		}
 	}
 	l.subscribed.Store(true)
+	l.eng.SetOnline(true)
 	l.log.Info("mqtt session ready", "broker", l.brokers.Current(), "subscriptions", len(filters))
 	select {
 	case l.connected <- struct{}{}:

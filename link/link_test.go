@@ -33,6 +33,7 @@ type fakeEngine struct {
 	publishedC chan uint64
 	outboxC    chan struct{}
 	statusC    chan struct{}
+	onlineC    chan bool // every SetOnline
 }
 
 type accepted struct {
@@ -47,6 +48,21 @@ func newFakeEngine() *fakeEngine {
 		publishedC: make(chan uint64, 100),
 		outboxC:    make(chan struct{}, 1),
 		statusC:    make(chan struct{}, 1),
+		onlineC:    make(chan bool, 100),
+	}
+}
+
+func (e *fakeEngine) SetOnline(up bool) { e.onlineC <- up }
+
+// waitOnline returns the next SetOnline report within d.
+func waitOnline(t *testing.T, e *fakeEngine, d time.Duration) bool {
+	t.Helper()
+	select {
+	case up := <-e.onlineC:
+		return up
+	case <-time.After(d):
+		t.Fatalf("no SetOnline report within %s", d)
+		return false
 	}
 }
 
@@ -384,6 +400,32 @@ func TestOutboxDrainsAfterReconnect(t *testing.T) {
 	}
 	if got := waitPublished(t, eng, 5*time.Second); got != 7 {
 		t.Fatalf("confirmed %d", got)
+	}
+}
+
+// The engine hears of every session change (its ack timeouts wait while
+// the session is down): down before the first connection, up once
+// subscribed, down when the connection drops, up after the reconnect.
+func TestOnlineReported(t *testing.T) {
+	url := mqtttest.Broker(t)
+	proxy, purl := mqtttest.NewProxy(t, url)
+	prefix, id := names(t)
+	eng := newFakeEngine()
+	r := start(t, purl, prefix, id, eng, nil)
+	for i, want := range []bool{false, true} {
+		if got := waitOnline(t, eng, 5*time.Second); got != want {
+			t.Fatalf("report %d at start: up=%v, want %v", i, got, want)
+		}
+	}
+	proxy.Refuse(true)
+	proxy.Cut()
+	if waitOnline(t, eng, 5*time.Second) {
+		t.Fatal("reported up after the connection was cut")
+	}
+	waitFor(t, 5*time.Second, func() bool { return !r.link.Connected() })
+	proxy.Refuse(false)
+	if !waitOnline(t, eng, 20*time.Second) {
+		t.Fatal("reported down after the reconnect")
 	}
 }
 

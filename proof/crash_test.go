@@ -101,6 +101,7 @@ func TestCrash(t *testing.T) {
 	if n > 0 {
 		for _, v := range w.violations {
 			t.Errorf("violation: %s", v)
+			w.explain(v.OutTradeNo)
 		}
 		t.Logf("daemon log: %s", w.d.Log)
 	}

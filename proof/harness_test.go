@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -31,15 +32,18 @@ func envInt(name string, def int) int {
 // world is one rig with one daemon, a ledger, and the controller's and
 // customer's behaviour on top.
 type world struct {
-	t      testing.TB
-	ctx    context.Context
-	rig    *testrig.Rig
-	dev    string
-	d      *testrig.Daemon
-	extra  []*testrig.Daemon // more devices on the same rig (soak)
-	ledger *Ledger
-	rnd    *rand.Rand
-	rndMu  sync.Mutex
+	t     testing.TB
+	ctx   context.Context
+	rig   *testrig.Rig
+	dev   string
+	d     *testrig.Daemon
+	extra []*testrig.Daemon // more devices on the same rig (soak)
+	// daemons is every device's process by device id, for the logs a
+	// violation is explained with.
+	daemons map[string]*testrig.Daemon
+	ledger  *Ledger
+	rnd     *rand.Rand
+	rndMu   sync.Mutex
 
 	mu         sync.Mutex
 	violations []Violation
@@ -85,6 +89,7 @@ func newWorldRig(t testing.TB, ctx context.Context, ro testrig.RigOptions, overr
 	if w.d, err = rig.Daemon(w.dev, overrides); err != nil {
 		t.Fatal(err)
 	}
+	w.daemons = map[string]*testrig.Daemon{w.dev: w.d}
 	w.d.Env = env
 	if err := w.d.Start(); err != nil {
 		t.Fatal(err)
@@ -390,7 +395,35 @@ func (w *world) addDevice(overrides map[string]any) string {
 		w.t.Fatalf("%v (log %s)", err, d.Log)
 	}
 	w.extra = append(w.extra, d)
+	w.mu.Lock()
+	w.daemons[dev] = d
+	w.mu.Unlock()
 	return dev
+}
+
+// explain logs the last lines of order otn's device log that name it: what
+// the daemon did with an order that broke a rule.
+func (w *world) explain(otn string) {
+	o, _ := w.ledger.Get(otn)
+	w.mu.Lock()
+	d := w.daemons[o.Device]
+	w.mu.Unlock()
+	if d == nil {
+		return
+	}
+	b, err := os.ReadFile(d.Log)
+	if err != nil {
+		w.t.Logf("%s: %v", otn, err)
+		return
+	}
+	var lines []string
+	for l := range strings.Lines(string(b)) {
+		if strings.Contains(l, otn) {
+			lines = append(lines, strings.TrimSuffix(l, "\n"))
+		}
+	}
+	lines = lines[max(0, len(lines)-40):]
+	w.t.Logf("%s: the last %d lines of %s that name it:\n%s", otn, len(lines), d.Log, strings.Join(lines, "\n"))
 }
 
 // outcomes counts final daemon states over the ledger (for the summary).

@@ -87,7 +87,7 @@ func TestFaultSoak(t *testing.T) {
 	n := w.scriptedOrders(devices, stop)
 	wg.Wait()
 	w.rig.Sim.ClearFaults()
-	w.finish(2 * time.Minute)
+	w.finish(soakSettle)
 
 	calls, outcomes := w.tally(statsBefore)
 	v := w.violationCount()
@@ -97,6 +97,7 @@ func TestFaultSoak(t *testing.T) {
 	if v > 0 {
 		for _, x := range w.violations {
 			t.Errorf("violation: %s", x)
+			w.explain(x.OutTradeNo)
 		}
 		t.Logf("daemon log: %s", w.d.Log)
 	}
@@ -121,8 +122,8 @@ func (w *world) scriptedOrders(devices []string, stop time.Time) int {
 				if want == "" {
 					continue
 				}
-				if got := w.waitFinal(otn, 90*time.Second); !strings.Contains(want, got) || got == "" {
-					w.report([]Violation{{Kind: "wrong_outcome", OutTradeNo: otn, Detail: fmt.Sprintf("ended %q, want %s", got, want)}})
+				if got, last := w.waitFinal(otn, soakSettle); !strings.Contains(want, got) || got == "" {
+					w.report([]Violation{{Kind: "wrong_outcome", OutTradeNo: otn, Detail: fmt.Sprintf("ended %q (last seen %q after %s), want %s", got, last, soakSettle, want)}})
 				}
 			}
 		}()
@@ -182,7 +183,7 @@ func (w *world) soakOrder(dev string) (string, string) {
 		}
 		return o.OutTradeNo, refundOrDeliver
 	case scCancel:
-		w.command(o.OutTradeNo, "pay/cancel", map[string]any{})
+		w.cancel(o.OutTradeNo)
 		return o.OutTradeNo, "cancelled"
 	case scDouble:
 		done := make(chan bool)
@@ -202,17 +203,28 @@ func (w *world) soakOrder(dev string) (string, string) {
 	}
 }
 
+// soakSettle is how long a scripted order may take to end. Under the
+// soak's faults a close or refund is a sequence of provider calls (query,
+// close or cancel, query), each failing one time in five, so an attempt
+// fails about half the time; the retry backoff doubles to 30 s, and to
+// 60 s after a rate limit (device/poll.go). A cancel seen in a 4-device
+// soak failed seven attempts in a row and took 107 s to close.
+const soakSettle = 4 * time.Minute
+
 // waitFinal polls the daemon until the order leaves the live states and
-// returns that state ("" if it never did).
-func (w *world) waitFinal(otn string, d time.Duration) string {
+// returns that state ("" if it never did) and the last state it saw.
+func (w *world) waitFinal(otn string, d time.Duration) (final, last string) {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
-		if v, ok := w.daemonView(otn); ok && v.Found && !Live(v.State) {
-			return v.State
+		if v, ok := w.daemonView(otn); ok && v.Found {
+			if !Live(v.State) {
+				return v.State, v.State
+			}
+			last = v.State
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-	return ""
+	return "", last
 }
 
 // gaveUp: the customer could not pay (the simulator refused); the
@@ -223,6 +235,19 @@ func (w *world) gaveUp(otn string) (string, string) {
 		states = append(states, string(l.Provider)+"="+l.State)
 	}
 	w.t.Logf("%s: the simulator refused the payment (legs %v); cancelling", otn, states)
-	w.command(otn, "pay/cancel", map[string]any{})
+	w.cancel(otn)
 	return otn, "cancelled"
+}
+
+// cancel sends pay/cancel for otn and waits for its reply: every command
+// gets one, broker restarts or not, so a missing or refused one is logged
+// for the outcome check that follows.
+func (w *world) cancel(otn string) {
+	r, ok := waitReply(w.ctx, w.command(otn, "pay/cancel", map[string]any{}), 60*time.Second)
+	switch {
+	case !ok:
+		w.t.Logf("%s: pay/cancel got no reply in 60s", otn)
+	case r.Code != 0:
+		w.t.Logf("%s: pay/cancel refused: %s %s", otn, r.Error, r.Msg)
+	}
 }
