@@ -57,13 +57,7 @@ func (e *fakeEngine) SetOnline(up bool) { e.onlineC <- up }
 // waitOnline returns the next SetOnline report within d.
 func waitOnline(t *testing.T, e *fakeEngine, d time.Duration) bool {
 	t.Helper()
-	select {
-	case up := <-e.onlineC:
-		return up
-	case <-time.After(d):
-		t.Fatalf("no SetOnline report within %s", d)
-		return false
-	}
+	return receive(t, e.onlineC, d, "no SetOnline report")
 }
 
 func (e *fakeEngine) Accept(ctx context.Context, msgs []contract.Inbound) error {
@@ -220,23 +214,24 @@ func names(t *testing.T) (prefix, clientID string) {
 
 func waitAccepted(t *testing.T, e *fakeEngine, d time.Duration) accepted {
 	t.Helper()
-	select {
-	case a := <-e.acceptedC:
-		return a
-	case <-time.After(d):
-		t.Fatal("engine did not receive the message")
-		return accepted{}
-	}
+	return receive(t, e.acceptedC, d, "engine did not receive the message")
 }
 
 func waitPublished(t *testing.T, e *fakeEngine, d time.Duration) uint64 {
 	t.Helper()
+	return receive(t, e.publishedC, d, "outbox entry was not confirmed")
+}
+
+// receive returns the next value on ch, failing the test with what after d.
+func receive[T any](t *testing.T, ch <-chan T, d time.Duration, what string) T {
+	t.Helper()
 	select {
-	case id := <-e.publishedC:
-		return id
+	case v := <-ch:
+		return v
 	case <-time.After(d):
-		t.Fatal("outbox entry was not confirmed")
-		return 0
+		t.Fatalf("%s within %s", what, d)
+		var zero T
+		return zero
 	}
 }
 
