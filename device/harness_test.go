@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,6 +56,9 @@ type harness struct {
 	mu   sync.Mutex
 	msgs []msg
 	obs  []View
+	// offline stops the stand-in link from publishing, as a lost MQTT
+	// session does.
+	offline atomic.Bool
 }
 
 func (h *harness) OrderChanged(v View) {
@@ -134,6 +138,9 @@ func (h *harness) link(ctx context.Context, e *Engine) {
 			return
 		case <-e.OutboxChanged():
 		case <-t.C:
+		}
+		if h.offline.Load() {
+			continue
 		}
 		due, err := e.Due(h.clock.Now())
 		if err != nil {

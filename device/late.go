@@ -61,13 +61,17 @@ func (e *Engine) SetOnline(up bool) {
 }
 
 // holdForLink decides whether a due ack timeout waits for the MQTT
-// session, and until when (zero: it does not). While the session is down
-// the result is not published and no ack can arrive, so the timeout
-// waits. Once the session is back the unacknowledged result goes out and
-// an ack the controller sent meanwhile is delivered from the broker's
-// queue: the timeout waits a full ack_timeout after the reconnect, as
-// after a restart. With a broker that stays away or keeps dropping the
-// session, it acts maxLinkHold after it first waited.
+// session, and until when (zero: it does not).
+//
+// A paid result that never reached the broker cannot have been acted on:
+// the timeout acts on time, the result is withdrawn with the refund, and
+// the customer, who has waited ack_timeout in front of a machine that did
+// not start, gets the money back. Once the result may have reached the
+// broker, the controller may have delivered and its ack be stuck on the
+// way back: then the timeout waits while the session is down, and until a
+// full ack_timeout after it is back (the ack is delivered from the
+// broker's queue), as after a restart. With a broker that stays away or
+// keeps dropping the session, it acts maxLinkHold after it first waited.
 func (e *Engine) holdForLink(o store.Order, t *orderTimer, now time.Time) time.Time {
 	e.mu.Lock()
 	downAt, upAt := e.linkDownAt, e.linkUpAt
@@ -79,6 +83,12 @@ func (e *Engine) holdForLink(o store.Order, t *orderTimer, now time.Time) time.T
 	case !upAt.IsZero() && now.Before(upAt.Add(e.cfg.AckTimeout)):
 		until = upAt.Add(e.cfg.AckTimeout)
 	default:
+		return time.Time{}
+	}
+	if !t.resultLeft {
+		t.resultLeft = e.resultMayHaveLeft(o.OutTradeNo)
+	}
+	if !t.resultLeft {
 		return time.Time{}
 	}
 	if t.linkHeldAt.IsZero() {
@@ -124,6 +134,31 @@ func (e *Engine) holdAckTimeout(o store.Order, t *orderTimer, now time.Time) tim
 		return t.ackDeadline
 	}
 	return e.holdForLink(o, t, now)
+}
+
+// resultMayHaveLeft reports whether order otn's result may have reached
+// the broker: the broker acknowledged it before, or it is handed to the
+// link now (a publish whose acknowledgement was lost with the connection
+// may have arrived). When the outbox cannot be read it says yes: waiting
+// is bounded, a refund for a delivered service is not undone.
+func (e *Engine) resultMayHaveLeft(otn string) bool {
+	left := false
+	err := e.db.View(func(tx *store.Tx) error {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return tx.OutboxHeads(func(h store.OutboxHead) bool {
+			if h.Kind == store.KindResult && h.OutTradeNo == otn {
+				_, leased := e.leases[h.ID]
+				left = left || h.Attempts > 0 || leased || e.unconfirmed[h.ID]
+			}
+			return true
+		})
+	})
+	if err != nil {
+		e.log.Error("read outbox", "err", err)
+		return true
+	}
+	return left
 }
 
 // ackQueued reports whether an ack for outTradeNo waits in the inbox.

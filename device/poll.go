@@ -47,6 +47,9 @@ type orderTimer struct {
 	ackGraced bool
 	// linkHeldAt: when the ack timeout first waited for the MQTT session.
 	linkHeldAt time.Time
+	// resultLeft: the paid result may have reached the broker (it stays
+	// so once seen).
+	resultLeft bool
 	lastErr    string // the last unknown outcome, for that report
 }
 

@@ -178,15 +178,19 @@ func TestAckTimeoutGraceAfterStall(t *testing.T) {
 	h.waitState("order_0909", store.Refunded)
 }
 
-// While the MQTT session is down the paid result cannot reach the
-// controller, nor its ack come back: the ack timeout waits, and once the
-// session is back it waits a full ack_timeout more, so the ack the
-// controller sends then delivers. A session that stays down holds it at
-// most maxLinkHold: the customer is refunded without the broker. A
-// session that has been up for ack_timeout changes nothing. (Found by the
-// fault soak: with the broker restarting every 15 s the daemon's session
-// was down 10 s at a time, and paid orders past their 5 s ack timeout
-// were refunded while the controller could not even see their result.)
+// A paid result that reached the broker may have been acted on, and the
+// controller's ack be stuck while the MQTT session is down: the ack
+// timeout waits, and once the session is back it waits a full ack_timeout
+// more, so the ack that comes then delivers. A session that stays down
+// holds it at most maxLinkHold: the customer is refunded without the
+// broker. A session that has been up for ack_timeout changes nothing.
+// (Found by a fault soak with the broker restarting every 15 s: the
+// daemon's session was down 10 s at a time, and paid orders whose result
+// had gone out were refunded past their 5 s ack timeout while the
+// controller's ack waited at the broker.) A paid result that never left
+// the device cannot have been acted on: its timeout acts on time and the
+// result is withdrawn (the e2e TestBrokerOutageLongerThanAckTimeout shows
+// the same with a real broker).
 func TestAckTimeoutWaitsForLink(t *testing.T) {
 	var logs syncbuf.Buffer
 	h := newHarness(t, func(c *Config) { c.Logger = slog.New(slog.NewJSONHandler(&logs, nil)) })
@@ -234,6 +238,31 @@ func TestAckTimeoutWaitsForLink(t *testing.T) {
 	paid("order_0913")
 	h.advance(h.cfg.AckTimeout + time.Second)
 	h.waitState("order_0913", store.Refunded)
+
+	// Down before the payment: the paid result never left, so the
+	// timeout does not wait, and the result is not sent after the
+	// reconnect: the controller hears of the refund instead.
+	h.createOK("r-order_0914", "order_0914", 100, "")
+	h.offline.Store(true)
+	h.e.SetOnline(false)
+	_ = h.wx().pay("order_0914", 0)
+	h.advance(time.Second) // the next poll sees the payment
+	if o := h.waitState("order_0914", store.Paid); o.State != store.Paid {
+		t.Fatalf("order_0914 %s", o.State)
+	}
+	h.advance(h.cfg.AckTimeout + time.Second)
+	h.waitState("order_0914", store.Refunded)
+	h.e.SetOnline(true)
+	h.offline.Store(false)
+	h.result("order_0914", "refunded")
+	for _, m := range h.results("order_0914") {
+		if m.Str("status") == "paid" {
+			t.Fatalf("a paid result went out for an order refunded unseen: %s", m.Payload)
+		}
+	}
+	if heldFor(logs.String(), "order_0914") {
+		t.Error("order_0914's timeout waited for the session, though its result never left")
+	}
 }
 
 // heldFor reports whether log has the line that holds otn's ack timeout

@@ -78,6 +78,9 @@ type OutboxHead struct {
 	Kind       string    `json:"kind"`
 	OutTradeNo string    `json:"out_trade_no"`
 	NextAt     time.Time `json:"next_at"`
+	// Attempts counts the broker's acknowledgements of an entry kept
+	// until acked (OutboxEntry.Attempts).
+	Attempts int `json:"attempts,omitempty"`
 }
 
 // OutboxHeads calls fn for every outbox entry, oldest first, until it

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -330,7 +331,8 @@ func testDemo(t *testing.T, backend config.Backend) {
 			t.Fatalf("demo exited %d:\n%s", code, errOut.String())
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("demo did not stop")
+		buf := make([]byte, 1<<20)
+		t.Fatalf("demo did not stop; its goroutines:\n%s", buf[:runtime.Stack(buf, true)])
 	}
 	if _, err := os.Stat(e.Dir); !os.IsNotExist(err) {
 		t.Errorf("demo directory %s not removed: %v", e.Dir, err)
