@@ -32,6 +32,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -96,6 +97,12 @@ type Options struct {
 	// blip into a minute offline, longer than the controller's ack window
 	// (unlock.ack_timeout, 30 s by default), and refund a paid customer.
 	MaxReconnectInterval time.Duration
+	// ReconnectJitter is the most each reconnect attempt waits, at random,
+	// before paho's own backoff (default 1s). Every device of a fleet
+	// loses the broker at the same instant and paho retries on the same
+	// schedule everywhere: without it, all of them would hit the broker
+	// that comes back in the same few milliseconds.
+	ReconnectJitter time.Duration
 	// DrainInterval is how often the outbox is checked without being
 	// told (default 30s). The engine signals OutboxChanged whenever an
 	// entry is enqueued or falls due, so this is only a safety net; a
@@ -166,6 +173,7 @@ func New(opts Options, eng Engine) (*Link, error) {
 	def(&opts.ConnectTimeout, 10*time.Second)
 	def(&opts.KeepAlive, 30*time.Second)
 	def(&opts.MaxReconnectInterval, 10*time.Second)
+	def(&opts.ReconnectJitter, time.Second)
 	def(&opts.DrainInterval, 30*time.Second)
 	def(&opts.ShutdownTimeout, 5*time.Second)
 	if opts.Logger == nil {
@@ -302,7 +310,14 @@ func (l *Link) newClient() mqtt.Client {
 		l.log.Warn("mqtt connection lost", "err", err)
 	})
 	o.SetReconnectingHandler(func(mqtt.Client, *mqtt.ClientOptions) {
-		l.log.Info("mqtt reconnecting", "brokers", l.brokers.String())
+		// paho calls this on its reconnect goroutine before every attempt,
+		// so the wait delays that attempt only; a stop ends it.
+		wait := rand.N(l.opts.ReconnectJitter)
+		l.log.Info("mqtt reconnecting", "brokers", l.brokers.String(), "jitter", wait.Round(time.Millisecond))
+		select {
+		case <-time.After(wait):
+		case <-l.stopping:
+		}
 	})
 	if len(l.opts.URLs) > 1 {
 		// With one broker the connect error says it all; with several,

@@ -424,6 +424,48 @@ func TestOnlineReported(t *testing.T) {
 	}
 }
 
+// When the broker goes away every device of a fleet loses it at the same
+// instant; each reconnect attempt waits a random part of ReconnectJitter,
+// so the attempts reach the broker spread out instead of all at once.
+// With the jitter off the same links retry within milliseconds of each
+// other: that half shows the measure can tell the difference.
+func TestReconnectJitter(t *testing.T) {
+	const links = 12
+	for _, tc := range []struct {
+		name    string
+		jitter  time.Duration
+		minSpan time.Duration // of the first attempts after the cut
+		maxSpan time.Duration
+	}{
+		{"jittered", time.Second, 300 * time.Millisecond, 3 * time.Second},
+		{"off", time.Nanosecond, 0, 300 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url := mqtttest.Broker(t)
+			proxy, purl := mqtttest.NewProxy(t, url)
+			for range links {
+				prefix, id := names(t)
+				start(t, purl, prefix, id, newFakeEngine(), func(o *Options) { o.ReconnectJitter = tc.jitter })
+			}
+			before := len(proxy.Attempts())
+			proxy.Refuse(true)
+			proxy.Cut()
+			var first []time.Time
+			waitFor(t, 10*time.Second, func() bool {
+				first = proxy.Attempts()[before:]
+				return len(first) >= links
+			})
+			first = first[:links]
+			span := first[links-1].Sub(first[0])
+			t.Logf("%d links' first reconnect attempts spread over %s", links, span.Round(time.Millisecond))
+			if span < tc.minSpan || span > tc.maxSpan {
+				t.Errorf("span %s, want %s to %s", span.Round(time.Millisecond), tc.minSpan, tc.maxSpan)
+			}
+			proxy.Refuse(false)
+		})
+	}
+}
+
 func TestStatusRetainedWillAndCleanStop(t *testing.T) {
 	url := mqtttest.Broker(t)
 	proxy, purl := mqtttest.NewProxy(t, url)

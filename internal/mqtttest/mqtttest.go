@@ -231,6 +231,7 @@ type Proxy struct {
 	mu       sync.Mutex
 	conns    []net.Conn
 	accepted int
+	attempts []time.Time // every connection attempt, refused ones too
 	refuse   bool
 	stalled  chan struct{} // non-nil while stalled; closed on Unstall
 }
@@ -270,6 +271,7 @@ func (p *Proxy) serve() {
 		}
 		p.mu.Lock()
 		refuse := p.refuse
+		p.attempts = append(p.attempts, time.Now())
 		p.mu.Unlock()
 		if refuse {
 			c.Close()
@@ -320,6 +322,14 @@ func (p *Proxy) Accepted() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.accepted
+}
+
+// Attempts returns when each connection attempt reached the proxy, the
+// refused ones included, in order.
+func (p *Proxy) Attempts() []time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]time.Time(nil), p.attempts...)
 }
 
 // Cut closes every proxied connection at once.
