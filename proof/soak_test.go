@@ -2,9 +2,11 @@ package proof
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -93,6 +95,7 @@ func TestFaultSoak(t *testing.T) {
 	v := w.violationCount()
 	t.Logf("SOAK devices=%d orders=%d provider_calls=%d fault_rate=%.2f broker_restarts=%d unlocks=%d violations=%d outcomes: %s",
 		len(devices), n, calls, faultRate, restarts, w.unlocks, v, outcomes)
+	t.Logf("SOAK offline: %s", w.offline())
 	fmt.Printf("SOAK orders=%d broker_restarts=%d violations=%d\n", n, restarts, v)
 	if v > 0 {
 		for _, x := range w.violations {
@@ -101,6 +104,42 @@ func TestFaultSoak(t *testing.T) {
 		}
 		t.Logf("daemon log: %s", w.d.Log)
 	}
+}
+
+// offline summarises how long the daemons' MQTT sessions were down: from
+// each "mqtt connection lost" in their logs to the next "mqtt session
+// ready".
+func (w *world) offline() string {
+	var gaps []time.Duration
+	for _, d := range w.daemons {
+		b, err := os.ReadFile(d.Log)
+		if err != nil {
+			return err.Error()
+		}
+		var lost time.Time
+		for l := range strings.Lines(string(b)) {
+			var e struct {
+				Time time.Time `json:"time"`
+				Msg  string    `json:"msg"`
+			}
+			if json.Unmarshal([]byte(l), &e) != nil {
+				continue
+			}
+			switch {
+			case e.Msg == "mqtt connection lost":
+				lost = e.Time
+			case e.Msg == "mqtt session ready" && !lost.IsZero():
+				gaps = append(gaps, e.Time.Sub(lost))
+				lost = time.Time{}
+			}
+		}
+	}
+	if len(gaps) == 0 {
+		return "no outages"
+	}
+	slices.Sort(gaps)
+	q := func(p float64) time.Duration { return gaps[int(p*float64(len(gaps)-1))].Round(100 * time.Millisecond) }
+	return fmt.Sprintf("%d outages, median %s, p90 %s, max %s", len(gaps), q(0.5), q(0.9), q(1))
 }
 
 // scriptedOrders runs soakOrder on every device, one order at a time per
