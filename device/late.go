@@ -22,9 +22,10 @@ import (
 //   - the engine has just noticed a stall: the order gets one fresh
 //     ack_timeout, as after a restart (the ack may still be at the broker,
 //     or the connection may have to be re-established first);
-//   - the MQTT session is down, or came back less than ack_timeout ago:
-//     the paid result could not reach the controller, nor its ack come
-//     back, while the broker was away (see holdForLink).
+//   - the paid result may have reached the broker and the MQTT session is
+//     down, or came back less than ack_timeout ago: the controller may
+//     have delivered and its ack be stuck on the way (see holdForLink; a
+//     result that never left is refunded on time).
 //
 // Other deadlines are safe when late: an expiring order is closed with a
 // final query first, so a payment made meanwhile counts; retries and
@@ -96,10 +97,11 @@ func (e *Engine) holdForLink(o store.Order, t *orderTimer, now time.Time) time.T
 		e.log.Warn("ack timeout fell due while the MQTT session was down or just back: waiting for the result and the ack to pass",
 			"order", o.OutTradeNo, "at_most", maxLinkHold)
 	}
-	if !now.Before(t.linkHeldAt.Add(maxLinkHold)) {
+	last := t.linkHeldAt.Add(maxLinkHold)
+	if !now.Before(last) {
 		return time.Time{}
 	}
-	if last := t.linkHeldAt.Add(maxLinkHold); last.Before(until) {
+	if last.Before(until) {
 		return last
 	}
 	return until

@@ -3,9 +3,11 @@ package proof
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,14 +34,14 @@ func envInt(name string, def int) int {
 // world is one rig with one daemon, a ledger, and the controller's and
 // customer's behaviour on top.
 type world struct {
-	t     testing.TB
-	ctx   context.Context
-	rig   *testrig.Rig
-	dev   string
-	d     *testrig.Daemon
-	extra []*testrig.Daemon // more devices on the same rig (soak)
-	// daemons is every device's process by device id, for the logs a
-	// violation is explained with.
+	t   testing.TB
+	ctx context.Context
+	rig *testrig.Rig
+	dev string
+	d   *testrig.Daemon
+	// daemons is every device's process by device id (dev's and those
+	// addDevice started), for crash checks and the logs a violation is
+	// explained with.
 	daemons map[string]*testrig.Daemon
 	ledger  *Ledger
 	rnd     *rand.Rand
@@ -366,7 +368,10 @@ func (w *world) finish(grace time.Duration) {
 	for _, r := range w.ledger.UnknownResults() {
 		w.report([]Violation{{Kind: VUnknownResult, OutTradeNo: r.OutTradeNo, Detail: "status " + string(r.Status)}})
 	}
-	for _, d := range append([]*testrig.Daemon{w.d}, w.extra...) {
+	w.mu.Lock()
+	daemons := slices.Collect(maps.Values(w.daemons))
+	w.mu.Unlock()
+	for _, d := range daemons {
 		for _, c := range d.Crashes() {
 			w.report([]Violation{{Kind: VDaemonCrashed, Detail: c}})
 		}
@@ -394,7 +399,6 @@ func (w *world) addDevice(overrides map[string]any) string {
 	if err := w.rig.Ctl.WaitOnline(ctx, dev); err != nil {
 		w.t.Fatalf("%v (log %s)", err, d.Log)
 	}
-	w.extra = append(w.extra, d)
 	w.mu.Lock()
 	w.daemons[dev] = d
 	w.mu.Unlock()
